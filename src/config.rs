@@ -1,0 +1,1672 @@
+//! Settings: the TOML file plus `SIPWAKE__SECTION__KEY` environment overrides,
+//! validated into typed values. Every error names the key it is about.
+//!
+//! Loading happens in two steps. The `config` crate merges the sources (file, then
+//! environment) into raw serde structs that mirror the TOML one to one, with a default
+//! for every key and `deny_unknown_fields` so that a typo is an error rather than a
+//! silently ignored setting. [`RawSettings::validate`] then turns strings into
+//! addresses, networks, URIs and durations, checking ranges and cross-key rules.
+//!
+//! Environment overrides take the form `SIPWAKE__<SECTION>__<KEY>` (upper case, double
+//! underscores), e.g. `SIPWAKE__SIP__LISTEN=127.0.0.1:5090,[::1]:5090`. List keys are
+//! comma-separated; blank entries are dropped, so `SIPWAKE__PROXY__DOMAINS=` clears a
+//! list.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// All validated settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// `[sip]`: listeners and protocol timers.
+    pub sip: SipSettings,
+    /// `[proxy]`: served domains and trust.
+    pub proxy: ProxySettings,
+    /// `[upstream]`: the PBX / next hop for non-local requests.
+    pub upstream: UpstreamSettings,
+    /// `[registrar]`: expiry rules and caps.
+    pub registrar: RegistrarSettings,
+    /// `[store]`: where bindings are kept.
+    pub store: StoreSettings,
+    /// `[log]`: log filter.
+    pub log: LogSettings,
+}
+
+/// `[sip]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipSettings {
+    /// Addresses to listen on; each gets UDP and/or TCP per `transports`.
+    pub listen: Vec<SocketAddr>,
+    /// Listen on UDP.
+    pub udp: bool,
+    /// Listen on TCP.
+    pub tcp: bool,
+    /// Host written into Via and Record-Route instead of the listen IP: a lower-case
+    /// name, an IPv4 address, or an IPv6 address in brackets (`[2001:db8::1]`).
+    pub advertised_host: Option<String>,
+    /// Largest message accepted on any transport, in bytes.
+    pub max_message_size: usize,
+    /// TCP connections without traffic for this long are closed.
+    pub tcp_idle_timeout: Duration,
+    /// RFC 3261 timer T1 (RTT estimate).
+    pub t1: Duration,
+    /// RFC 3261 timer T2 (maximum retransmit interval for non-INVITE).
+    pub t2: Duration,
+    /// RFC 3261 timer T4 (maximum time a message stays in the network).
+    pub t4: Duration,
+    /// RFC 3261 timer C (proxy INVITE branch timeout). RFC 3261 §16.6 asks for more
+    /// than 3 minutes; shorter values are accepted so that tests can run quickly.
+    pub timer_c: Duration,
+}
+
+/// An IP network in CIDR form, e.g. `127.0.0.0/8`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    /// Network address.
+    pub addr: IpAddr,
+    /// Prefix length in bits.
+    pub prefix: u8,
+}
+
+/// `[proxy]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxySettings {
+    /// Domains served locally (lower case). Empty: every domain is local.
+    pub domains: Vec<String>,
+    /// Sources allowed to send requests toward the upstream and to assert identity.
+    pub trusted_networks: Vec<IpNet>,
+    /// Secret for flow tokens; `None`: generated once and kept in the store.
+    pub flow_token_secret: Option<Vec<u8>>,
+}
+
+/// Transport named by a URI's `transport` parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransportKind {
+    /// UDP.
+    Udp,
+    /// TCP.
+    Tcp,
+}
+
+/// `[upstream]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamSettings {
+    /// The upstream as a SIP URI, if any.
+    pub uri: Option<UpstreamTarget>,
+}
+
+/// A parsed `upstream.uri`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTarget {
+    /// The URI as configured.
+    pub uri: String,
+    /// Host part: a lower-case name or an IP literal; IPv6 without brackets (see
+    /// [`UpstreamTarget::host_port`] for the bracketed form).
+    pub host: String,
+    /// Port (5060 when absent).
+    pub port: u16,
+    /// Transport (`transport` param; UDP when absent).
+    pub transport: TransportKind,
+}
+
+/// How REGISTERs are handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistrarMode {
+    /// sipwake is the registrar.
+    Local,
+    /// REGISTERs are relayed to the upstream registrar.
+    Relay,
+}
+
+/// `[registrar]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrarSettings {
+    /// Local registrar or relay to upstream.
+    pub mode: RegistrarMode,
+    /// Shorter requested expiry gets 423 with Min-Expires.
+    pub min_expires: u32,
+    /// Longer requested expiry is lowered to this.
+    pub max_expires: u32,
+    /// Expiry when the REGISTER names none.
+    pub default_expires: u32,
+    /// Most bindings one AOR may have.
+    pub max_contacts: usize,
+}
+
+/// Which store keeps bindings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreBackend {
+    /// Embedded SQLite database (durable).
+    Sqlite,
+    /// In memory only (lost on restart).
+    Memory,
+}
+
+/// `[store]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSettings {
+    /// Backend.
+    pub backend: StoreBackend,
+    /// Database file for `sqlite`.
+    pub path: PathBuf,
+    /// `synchronous=FULL` (survives power loss) instead of `NORMAL` (survives process death).
+    pub sync_full: bool,
+}
+
+/// `[log]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    /// Filter such as `info` or `warn,sipwake=debug`.
+    pub level: String,
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------
+
+/// Why settings could not be loaded. Every variant that is about one setting names its
+/// full key (`section.key`), so the operator knows which line to fix.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The configuration file could not be read.
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("{origin}: not valid TOML: {message}")]
+    Syntax {
+        /// Where the text came from (file name or "built-in text").
+        origin: String,
+        /// The TOML parser's message, with line and column.
+        message: String,
+    },
+    /// A key sipwake does not know; usually a typo.
+    #[error("{key}: unknown key ({expected})")]
+    UnknownKey {
+        /// Full key as written, e.g. `sip.lisen`.
+        key: String,
+        /// The keys that are allowed at that place.
+        expected: String,
+    },
+    /// A value of the wrong type, e.g. a string where a number belongs.
+    #[error("{key}: invalid type: {found}, expected {expected}{}", origin_suffix(.origin.as_deref()))]
+    Type {
+        /// Full key, e.g. `registrar.min_expires` (list elements as `sip.listen[1]`).
+        key: String,
+        /// What was found.
+        found: String,
+        /// What was expected.
+        expected: String,
+        /// Where the value came from, when known (e.g. the environment variable).
+        origin: Option<String>,
+    },
+    /// A value of the right type that is not acceptable.
+    #[error("{key}: invalid value {value:?}: {reason}")]
+    Invalid {
+        /// Full key, e.g. `sip.listen`.
+        key: String,
+        /// The offending value (secrets are not repeated here).
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A value the deserializer rejected for another reason.
+    #[error("{key}: {message}")]
+    Message {
+        /// Full key.
+        key: String,
+        /// What the deserializer said.
+        message: String,
+    },
+    /// Any other error reported by the `config` crate.
+    #[error(transparent)]
+    Other(config::ConfigError),
+}
+
+impl ConfigError {
+    /// The full key this error is about, if it is about one key.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Self::UnknownKey { key, .. }
+            | Self::Type { key, .. }
+            | Self::Invalid { key, .. }
+            | Self::Message { key, .. } => Some(key),
+            Self::Read { .. } | Self::Syntax { .. } | Self::Other(_) => None,
+        }
+    }
+
+    fn invalid(key: &str, value: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.to_owned(),
+            value: value.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Translates a `config` crate error, pulling the key out of wherever that crate
+    /// put it so that every message starts with the key.
+    fn from_config(err: config::ConfigError, origin: &str) -> Self {
+        match err {
+            config::ConfigError::Type {
+                origin: source,
+                unexpected,
+                expected,
+                key,
+            } => {
+                let key = key.unwrap_or_default();
+                let origin = describe_source(source.as_deref(), &key);
+                Self::Type {
+                    key,
+                    found: unexpected.to_string(),
+                    expected: expected.to_owned(),
+                    origin,
+                }
+            }
+            config::ConfigError::At {
+                error,
+                key,
+                origin: source,
+            } => {
+                let prefix = key.unwrap_or_default();
+                match *error {
+                    config::ConfigError::Message(ref msg) => match unknown_field(msg) {
+                        Some((field, expected)) => Self::UnknownKey {
+                            key: join_key(&prefix, field),
+                            expected: expected.to_owned(),
+                        },
+                        None => match invalid_type(msg) {
+                            Some((found, expected)) => Self::Type {
+                                origin: describe_source(source.as_deref(), &prefix),
+                                key: prefix,
+                                found: found.to_owned(),
+                                expected: expected.to_owned(),
+                            },
+                            None => Self::Message {
+                                key: prefix,
+                                message: msg.clone(),
+                            },
+                        },
+                    },
+                    other => Self::Other(config::ConfigError::At {
+                        error: Box::new(other),
+                        key: Some(prefix),
+                        origin: source,
+                    }),
+                }
+            }
+            config::ConfigError::Message(msg) => match unknown_field(&msg) {
+                Some((field, expected)) => Self::UnknownKey {
+                    key: field.to_owned(),
+                    expected: expected.to_owned(),
+                },
+                None => Self::Other(config::ConfigError::Message(msg)),
+            },
+            config::ConfigError::FileParse { cause, .. } => Self::Syntax {
+                origin: origin.to_owned(),
+                message: cause.to_string().trim_end().to_owned(),
+            },
+            other => Self::Other(other),
+        }
+    }
+}
+
+fn origin_suffix(origin: Option<&str>) -> String {
+    origin.map(|o| format!(" (from {o})")).unwrap_or_default()
+}
+
+/// The `config` crate marks values from the environment with this origin; we turn it
+/// into the variable's name because that is what the operator has to fix.
+fn describe_source(source: Option<&str>, key: &str) -> Option<String> {
+    match source {
+        Some("the environment") => {
+            let base = key.split('[').next().unwrap_or(key);
+            Some(format!(
+                "environment variable {ENV_PREFIX}__{}",
+                base.replace('.', "__").to_uppercase()
+            ))
+        }
+        Some(other) => Some(other.to_owned()),
+        None => None,
+    }
+}
+
+/// Picks the field name out of serde's "unknown field `x`, expected …" message: serde
+/// reports it while reading the map key, where the `config` crate cannot attach a path.
+fn unknown_field(msg: &str) -> Option<(&str, &str)> {
+    let rest = msg.strip_prefix("unknown field `")?;
+    let end = rest.find('`')?;
+    let expected = rest[end + 1..].trim_start_matches(',').trim();
+    Some((&rest[..end], expected))
+}
+
+/// Splits serde's "invalid type: X, expected Y" message (raised by visitors, e.g. a
+/// string where a list belongs) into its two parts.
+fn invalid_type(msg: &str) -> Option<(&str, &str)> {
+    msg.strip_prefix("invalid type: ")?
+        .split_once(", expected ")
+}
+
+fn join_key(prefix: &str, field: &str) -> String {
+    if prefix.is_empty() {
+        field.to_owned()
+    } else {
+        format!("{prefix}.{field}")
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Raw settings: the TOML as written
+// ---------------------------------------------------------------------------------------
+
+/// The settings as written in TOML / the environment, before validation. Field names
+/// are the TOML keys; every field has a default, so an empty file is a valid file.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawSettings {
+    /// `[sip]`.
+    pub sip: RawSip,
+    /// `[proxy]`.
+    pub proxy: RawProxy,
+    /// `[upstream]`.
+    pub upstream: RawUpstream,
+    /// `[registrar]`.
+    pub registrar: RawRegistrar,
+    /// `[store]`.
+    pub store: RawStore,
+    /// `[log]`.
+    pub log: RawLog,
+}
+
+/// Raw `[sip]` section. Numbers are `u64` so that out-of-range values reach our own
+/// range checks (which name the key) rather than failing as an overflow.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawSip {
+    /// Socket addresses, IPv6 in brackets.
+    pub listen: Vec<String>,
+    /// Subset of `udp`, `tcp`.
+    pub transports: Vec<String>,
+    /// Empty: none.
+    pub advertised_host: String,
+    /// Bytes, 1024..=1048576.
+    pub max_message_size: u64,
+    /// Seconds.
+    pub tcp_idle_timeout_secs: u64,
+    /// Milliseconds.
+    pub t1_ms: u64,
+    /// Milliseconds.
+    pub t2_ms: u64,
+    /// Milliseconds.
+    pub t4_ms: u64,
+    /// Seconds.
+    pub timer_c_secs: u64,
+}
+
+impl Default for RawSip {
+    fn default() -> Self {
+        Self {
+            listen: vec!["127.0.0.1:5060".to_owned()],
+            transports: vec!["udp".to_owned(), "tcp".to_owned()],
+            advertised_host: String::new(),
+            max_message_size: 65535,
+            tcp_idle_timeout_secs: 3600,
+            t1_ms: 500,
+            t2_ms: 4000,
+            t4_ms: 5000,
+            timer_c_secs: 180,
+        }
+    }
+}
+
+/// Raw `[proxy]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawProxy {
+    /// Domains served locally; empty: all.
+    pub domains: Vec<String>,
+    /// CIDR networks or bare addresses.
+    pub trusted_networks: Vec<String>,
+    /// Hex; empty: none.
+    pub flow_token_secret: String,
+}
+
+impl Default for RawProxy {
+    fn default() -> Self {
+        Self {
+            domains: Vec::new(),
+            trusted_networks: vec!["127.0.0.0/8".to_owned(), "::1/128".to_owned()],
+            flow_token_secret: String::new(),
+        }
+    }
+}
+
+/// Raw `[upstream]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawUpstream {
+    /// `sip:host[:port][;transport=udp|tcp]`; empty: none.
+    pub uri: String,
+}
+
+/// Raw `[registrar]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawRegistrar {
+    /// `local` or `relay`.
+    pub mode: String,
+    /// Seconds.
+    pub min_expires: u64,
+    /// Seconds.
+    pub max_expires: u64,
+    /// Seconds.
+    pub default_expires: u64,
+    /// Bindings per AOR.
+    pub max_contacts: u64,
+}
+
+impl Default for RawRegistrar {
+    fn default() -> Self {
+        Self {
+            mode: "local".to_owned(),
+            min_expires: 60,
+            max_expires: 3600,
+            default_expires: 3600,
+            max_contacts: 10,
+        }
+    }
+}
+
+/// Raw `[store]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawStore {
+    /// `sqlite` or `memory`.
+    pub backend: String,
+    /// Database file (relative paths are relative to the working directory).
+    pub path: String,
+    /// `normal` or `full`.
+    pub synchronous: String,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        Self {
+            backend: "sqlite".to_owned(),
+            path: "data/sipwake.db".to_owned(),
+            synchronous: "normal".to_owned(),
+        }
+    }
+}
+
+/// Raw `[log]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawLog {
+    /// Filter directives, e.g. `info,sipwake=debug`.
+    pub level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Loading
+// ---------------------------------------------------------------------------------------
+
+/// Prefix of environment overrides (`SIPWAKE__SECTION__KEY`).
+pub const ENV_PREFIX: &str = "SIPWAKE";
+
+/// Keys whose environment value is a comma-separated list.
+const LIST_KEYS: [&str; 4] = [
+    "sip.listen",
+    "sip.transports",
+    "proxy.domains",
+    "proxy.trusted_networks",
+];
+
+/// Loads settings from `path` (or the built-in defaults when `None`), then applies
+/// `SIPWAKE__SECTION__KEY` environment overrides, then validates.
+pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
+    let file = match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            Some((text, path.display().to_string()))
+        }
+        None => None,
+    };
+    let env = env_overrides(std::env::vars_os())?;
+    let file = file
+        .as_ref()
+        .map(|(text, origin)| (text.as_str(), origin.as_str()));
+    load_raw(file, Some(env))?.validate()
+}
+
+/// Parses settings from TOML text alone (no environment), e.g. for tests.
+pub fn from_toml_str(s: &str) -> Result<Settings, ConfigError> {
+    load_raw(Some((s, "built-in text")), None)?.validate()
+}
+
+/// Merges the sources into raw settings. `env` holds `SIPWAKE__…` variables already
+/// split by [`env_overrides`]; taking them as a value lets tests avoid the process
+/// environment, which parallel tests share.
+fn load_raw(
+    file: Option<(&str, &str)>,
+    env: Option<EnvOverrides>,
+) -> Result<RawSettings, ConfigError> {
+    let origin = file.map_or("defaults", |(_, origin)| origin);
+    let mut builder = config::Config::builder();
+    if let Some((text, _)) = file {
+        builder = builder.add_source(config::File::from_str(text, config::FileFormat::Toml));
+    }
+    if let Some(env) = env {
+        // Scalars are read as strings and converted by the deserializer: the crate's
+        // `try_parsing` would turn an all-digit hex secret into a number and lose its
+        // leading zeros.
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .separator("__")
+                .source(Some(env.scalars)),
+        );
+        let mut lists = config::Environment::with_prefix(ENV_PREFIX)
+            .separator("__")
+            .try_parsing(true)
+            .list_separator(",");
+        for key in LIST_KEYS {
+            lists = lists.with_list_parse_key(key);
+        }
+        builder = builder.add_source(lists.source(Some(env.lists)));
+    }
+    let merged = builder
+        .build()
+        .map_err(|e| ConfigError::from_config(e, origin))?;
+    merged
+        .try_deserialize()
+        .map_err(|e| ConfigError::from_config(e, origin))
+}
+
+/// `SIPWAKE__…` environment variables, split by whether the key holds a list.
+#[derive(Debug, Default)]
+struct EnvOverrides {
+    scalars: config::Map<String, String>,
+    lists: config::Map<String, String>,
+}
+
+fn env_overrides<I>(vars: I) -> Result<EnvOverrides, ConfigError>
+where
+    I: IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+{
+    let prefix = format!("{}__", ENV_PREFIX.to_lowercase());
+    let mut out = EnvOverrides::default();
+    for (name, value) in vars {
+        // Variables of other programs may hold anything; only ours must be UTF-8.
+        let Ok(name) = name.into_string() else {
+            continue;
+        };
+        let lower = name.to_lowercase();
+        let Some(rest) = lower.strip_prefix(&prefix) else {
+            continue;
+        };
+        let key = rest.replace("__", ".");
+        let value = value.into_string().map_err(|v| {
+            ConfigError::invalid(
+                &key,
+                v.to_string_lossy(),
+                format!("environment variable {name} is not valid UTF-8"),
+            )
+        })?;
+        if LIST_KEYS.contains(&key.as_str()) {
+            out.lists.insert(name, value);
+        } else {
+            out.scalars.insert(name, value);
+        }
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------
+// Validation
+// ---------------------------------------------------------------------------------------
+
+impl RawSettings {
+    /// Checks every value and converts the raw settings into typed [`Settings`].
+    pub fn validate(self) -> Result<Settings, ConfigError> {
+        let sip = self.sip.validate()?;
+        let proxy = self.proxy.validate()?;
+        let upstream = self.upstream.validate()?;
+        let registrar = self.registrar.validate(upstream.uri.is_some())?;
+        let store = self.store.validate()?;
+        let log = self.log.validate()?;
+        Ok(Settings {
+            sip,
+            proxy,
+            upstream,
+            registrar,
+            store,
+            log,
+        })
+    }
+}
+
+/// Entries of a list with surrounding blanks trimmed and blank entries dropped.
+fn entries(list: &[String]) -> impl Iterator<Item = &str> {
+    list.iter().map(|s| s.trim()).filter(|s| !s.is_empty())
+}
+
+fn in_range(key: &str, value: u64, min: u64, max: u64, unit: &str) -> Result<u64, ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(ConfigError::invalid(
+            key,
+            value.to_string(),
+            format!("must be between {min} and {max} {unit}"),
+        ))
+    }
+}
+
+impl RawSip {
+    fn validate(self) -> Result<SipSettings, ConfigError> {
+        let mut listen: Vec<SocketAddr> = Vec::new();
+        for entry in entries(&self.listen) {
+            let addr: SocketAddr = entry.parse().map_err(|_| {
+                ConfigError::invalid(
+                    "sip.listen",
+                    entry,
+                    "not a socket address (write 127.0.0.1:5060 or [::1]:5060)",
+                )
+            })?;
+            if listen.contains(&addr) {
+                return Err(ConfigError::invalid("sip.listen", entry, "listed twice"));
+            }
+            listen.push(addr);
+        }
+        if listen.is_empty() {
+            return Err(ConfigError::invalid(
+                "sip.listen",
+                self.listen.join(","),
+                "at least one address is needed",
+            ));
+        }
+
+        let (mut udp, mut tcp) = (false, false);
+        for entry in entries(&self.transports) {
+            match entry.to_ascii_lowercase().as_str() {
+                "udp" => udp = true,
+                "tcp" => tcp = true,
+                _ => {
+                    return Err(ConfigError::invalid(
+                        "sip.transports",
+                        entry,
+                        "unsupported transport (expected udp or tcp)",
+                    ))
+                }
+            }
+        }
+        if !udp && !tcp {
+            return Err(ConfigError::invalid(
+                "sip.transports",
+                self.transports.join(","),
+                "at least one of udp, tcp is needed",
+            ));
+        }
+
+        let advertised_host = match self.advertised_host.trim() {
+            "" => None,
+            host => Some(
+                normalize_host(host)
+                    .map_err(|reason| ConfigError::invalid("sip.advertised_host", host, reason))?,
+            ),
+        };
+
+        let max_message_size = in_range(
+            "sip.max_message_size",
+            self.max_message_size,
+            1024,
+            1_048_576,
+            "bytes",
+        )?;
+        // Upper bounds keep later timer arithmetic (64*T1, Instant + timeout) far from
+        // overflow; they are well beyond any sensible setting.
+        let tcp_idle = in_range(
+            "sip.tcp_idle_timeout_secs",
+            self.tcp_idle_timeout_secs,
+            1,
+            7 * 86_400,
+            "seconds",
+        )?;
+        let t1 = in_range("sip.t1_ms", self.t1_ms, 1, 60_000, "milliseconds")?;
+        let t2 = in_range("sip.t2_ms", self.t2_ms, 1, 600_000, "milliseconds")?;
+        if t2 < t1 {
+            return Err(ConfigError::invalid(
+                "sip.t2_ms",
+                t2.to_string(),
+                format!("must not be less than sip.t1_ms ({t1})"),
+            ));
+        }
+        let t4 = in_range("sip.t4_ms", self.t4_ms, 1, 600_000, "milliseconds")?;
+        let timer_c = in_range("sip.timer_c_secs", self.timer_c_secs, 1, 86_400, "seconds")?;
+
+        Ok(SipSettings {
+            listen,
+            udp,
+            tcp,
+            advertised_host,
+            max_message_size: usize::try_from(max_message_size).unwrap_or(usize::MAX),
+            tcp_idle_timeout: Duration::from_secs(tcp_idle),
+            t1: Duration::from_millis(t1),
+            t2: Duration::from_millis(t2),
+            t4: Duration::from_millis(t4),
+            timer_c: Duration::from_secs(timer_c),
+        })
+    }
+}
+
+impl RawProxy {
+    fn validate(self) -> Result<ProxySettings, ConfigError> {
+        let mut domains: Vec<String> = Vec::new();
+        for entry in entries(&self.domains) {
+            let domain = normalize_host(entry)
+                .map_err(|reason| ConfigError::invalid("proxy.domains", entry, reason))?;
+            if !domains.contains(&domain) {
+                domains.push(domain);
+            }
+        }
+
+        let trusted_networks = entries(&self.trusted_networks)
+            .map(|entry| {
+                IpNet::parse(entry)
+                    .map_err(|reason| ConfigError::invalid("proxy.trusted_networks", entry, reason))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let secret = self.flow_token_secret.trim();
+        let flow_token_secret = if secret.is_empty() {
+            None
+        } else {
+            // The secret itself must not end up in logs, so the error only gives its size.
+            let shown = format!("<{} characters>", secret.len());
+            let bytes = decode_hex(secret).map_err(|reason| {
+                ConfigError::invalid("proxy.flow_token_secret", &shown, reason)
+            })?;
+            if bytes.len() < 16 {
+                return Err(ConfigError::invalid(
+                    "proxy.flow_token_secret",
+                    shown,
+                    "too short: at least 16 bytes (32 hex digits) are needed",
+                ));
+            }
+            Some(bytes)
+        };
+
+        Ok(ProxySettings {
+            domains,
+            trusted_networks,
+            flow_token_secret,
+        })
+    }
+}
+
+impl RawUpstream {
+    fn validate(self) -> Result<UpstreamSettings, ConfigError> {
+        let uri = match self.uri.trim() {
+            "" => None,
+            uri => Some(
+                UpstreamTarget::parse(uri)
+                    .map_err(|reason| ConfigError::invalid("upstream.uri", uri, reason))?,
+            ),
+        };
+        Ok(UpstreamSettings { uri })
+    }
+}
+
+impl RawRegistrar {
+    fn validate(self, has_upstream: bool) -> Result<RegistrarSettings, ConfigError> {
+        let mode = match self.mode.trim().to_ascii_lowercase().as_str() {
+            "local" => RegistrarMode::Local,
+            "relay" => RegistrarMode::Relay,
+            _ => {
+                return Err(ConfigError::invalid(
+                    "registrar.mode",
+                    self.mode,
+                    "expected local or relay",
+                ))
+            }
+        };
+        if mode == RegistrarMode::Relay && !has_upstream {
+            return Err(ConfigError::invalid(
+                "registrar.mode",
+                self.mode,
+                "relay needs upstream.uri to be set",
+            ));
+        }
+
+        let max = u64::from(u32::MAX);
+        let min_expires = in_range("registrar.min_expires", self.min_expires, 1, max, "seconds")?;
+        let max_expires = in_range("registrar.max_expires", self.max_expires, 1, max, "seconds")?;
+        if max_expires < min_expires {
+            return Err(ConfigError::invalid(
+                "registrar.max_expires",
+                max_expires.to_string(),
+                format!("must not be less than registrar.min_expires ({min_expires})"),
+            ));
+        }
+        let default_expires = self.default_expires;
+        if !(min_expires..=max_expires).contains(&default_expires) {
+            return Err(ConfigError::invalid(
+                "registrar.default_expires",
+                default_expires.to_string(),
+                format!(
+                    "must be between registrar.min_expires ({min_expires}) and \
+                     registrar.max_expires ({max_expires})"
+                ),
+            ));
+        }
+        let max_contacts = usize::try_from(self.max_contacts)
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| {
+                ConfigError::invalid(
+                    "registrar.max_contacts",
+                    self.max_contacts.to_string(),
+                    "must be at least 1",
+                )
+            })?;
+
+        // The three values were checked against u32::MAX above.
+        let to_u32 = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+        Ok(RegistrarSettings {
+            mode,
+            min_expires: to_u32(min_expires),
+            max_expires: to_u32(max_expires),
+            default_expires: to_u32(default_expires),
+            max_contacts,
+        })
+    }
+}
+
+impl RawStore {
+    fn validate(self) -> Result<StoreSettings, ConfigError> {
+        let backend = match self.backend.trim().to_ascii_lowercase().as_str() {
+            "sqlite" => StoreBackend::Sqlite,
+            "memory" => StoreBackend::Memory,
+            _ => {
+                return Err(ConfigError::invalid(
+                    "store.backend",
+                    self.backend,
+                    "expected sqlite or memory",
+                ))
+            }
+        };
+        let path = self.path.trim();
+        if backend == StoreBackend::Sqlite && path.is_empty() {
+            return Err(ConfigError::invalid(
+                "store.path",
+                self.path,
+                "the sqlite backend needs a file name",
+            ));
+        }
+        let sync_full = match self.synchronous.trim().to_ascii_lowercase().as_str() {
+            "normal" => false,
+            "full" => true,
+            _ => {
+                return Err(ConfigError::invalid(
+                    "store.synchronous",
+                    self.synchronous,
+                    "expected normal or full",
+                ))
+            }
+        };
+        Ok(StoreSettings {
+            backend,
+            path: PathBuf::from(path),
+            sync_full,
+        })
+    }
+}
+
+impl RawLog {
+    fn validate(self) -> Result<LogSettings, ConfigError> {
+        let level = self.level.trim();
+        if level.is_empty() {
+            return Err(ConfigError::invalid(
+                "log.level",
+                level,
+                "empty filter (use `off` to silence logging)",
+            ));
+        }
+        tracing_subscriber::filter::Targets::from_str(level)
+            .map_err(|e| ConfigError::invalid("log.level", level, e.to_string()))?;
+        Ok(LogSettings {
+            level: level.to_owned(),
+        })
+    }
+}
+
+impl Settings {
+    /// Whether `ip` lies in one of `proxy.trusted_networks`.
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.proxy
+            .trusted_networks
+            .iter()
+            .any(|net| net.contains(ip))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Value types
+// ---------------------------------------------------------------------------------------
+
+impl IpNet {
+    /// Parses `addr/prefix` or a bare address (a single host: /32 or /128). Host bits
+    /// below the prefix are cleared, so `10.1.2.3/8` means `10.0.0.0/8`.
+    pub fn parse(s: &str) -> Result<IpNet, String> {
+        let s = s.trim();
+        let (addr_part, prefix_part) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr_part = addr_part
+            .strip_prefix('[')
+            .and_then(|a| a.strip_suffix(']'))
+            .unwrap_or(addr_part);
+        let addr: IpAddr = addr_part
+            .parse()
+            .map_err(|_| format!("{addr_part:?} is not an IP address"))?;
+        let max = match addr {
+            IpAddr::V4(_) => 32,
+            IpAddr::V6(_) => 128,
+        };
+        let prefix =
+            match prefix_part {
+                None => max,
+                Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| {
+                    format!("prefix length {p:?} is not a number from 0 to {max}")
+                })?,
+            };
+        let addr = match addr {
+            IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask32(prefix))),
+            IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask128(prefix))),
+        };
+        Ok(IpNet { addr, prefix })
+    }
+
+    /// Whether `ip` is in this network. IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`, as
+    /// seen on dual-stack sockets) match IPv4 networks, and IPv4 addresses match
+    /// networks written in the mapped form.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                u32::from(net) == u32::from(ip) & mask32(self.prefix)
+            }
+            (IpAddr::V4(net), IpAddr::V6(ip)) => ip
+                .to_ipv4_mapped()
+                .is_some_and(|ip| u32::from(net) == u32::from(ip) & mask32(self.prefix)),
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                u128::from(net) == u128::from(ip) & mask128(self.prefix)
+            }
+            (IpAddr::V6(net), IpAddr::V4(ip)) => {
+                u128::from(net) == u128::from(ip.to_ipv6_mapped()) & mask128(self.prefix)
+            }
+        }
+    }
+}
+
+fn mask32(prefix: u8) -> u32 {
+    u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)
+}
+
+fn mask128(prefix: u8) -> u128 {
+    u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0)
+}
+
+impl fmt::Display for IpNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl FromStr for IpNet {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+impl TransportKind {
+    /// Lower-case name as used in URIs (`udp`, `tcp`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Udp => "udp",
+            Self::Tcp => "tcp",
+        }
+    }
+}
+
+impl fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl UpstreamTarget {
+    /// Parses `sip:host[:port][;transport=udp|tcp]`. The host is a name, an IPv4
+    /// address or an IPv6 address in brackets; `;lr` is accepted and ignored because
+    /// outbound-proxy URIs often carry it.
+    pub fn parse(uri: &str) -> Result<UpstreamTarget, String> {
+        let uri = uri.trim();
+        let (scheme, rest) = uri
+            .split_once(':')
+            .ok_or("not a SIP URI (write sip:host[:port][;transport=udp|tcp])")?;
+        match scheme.to_ascii_lowercase().as_str() {
+            "sip" => {}
+            "sips" => return Err("sips (TLS) is not supported yet; use sip:".to_owned()),
+            _ => return Err(format!("scheme {scheme:?} is not supported; use sip:")),
+        }
+        let (hostport, params) = match rest.split_once(';') {
+            Some((hp, params)) => (hp, Some(params)),
+            None => (rest, None),
+        };
+        if hostport.contains('@') {
+            return Err("a user part is not allowed; give only host[:port]".to_owned());
+        }
+        if hostport.contains(['?', '>', '<', ' ']) {
+            return Err("headers and angle brackets are not allowed".to_owned());
+        }
+        let (host, port) = split_host_port(hostport)?;
+
+        let mut transport = TransportKind::Udp;
+        for param in params.into_iter().flat_map(|p| p.split(';')) {
+            let (name, value) = param.split_once('=').unwrap_or((param, ""));
+            match name.trim().to_ascii_lowercase().as_str() {
+                "transport" => {
+                    transport = match value.trim().to_ascii_lowercase().as_str() {
+                        "udp" => TransportKind::Udp,
+                        "tcp" => TransportKind::Tcp,
+                        other => {
+                            return Err(format!(
+                                "transport {other:?} is not supported (expected udp or tcp)"
+                            ))
+                        }
+                    }
+                }
+                "lr" => {}
+                other => return Err(format!("URI parameter {other:?} is not supported")),
+            }
+        }
+        Ok(UpstreamTarget {
+            uri: uri.to_owned(),
+            host,
+            port,
+            transport,
+        })
+    }
+
+    /// `host:port` with an IPv6 host in brackets, as written in Route and Via.
+    pub fn host_port(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// The host as an IP address, when it is a literal (no DNS needed).
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.host.parse().ok()
+    }
+}
+
+/// Splits `host[:port]` / `[v6][:port]`; the host comes back without brackets.
+fn split_host_port(s: &str) -> Result<(String, u16), String> {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (v6, after) = rest
+            .split_once(']')
+            .ok_or("IPv6 address without closing bracket")?;
+        let v6: Ipv6Addr = v6
+            .parse()
+            .map_err(|_| format!("{v6:?} is not an IPv6 address"))?;
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':').ok_or("junk after the IPv6 address")?),
+        };
+        (v6.to_string(), port)
+    } else {
+        let (host, port) = match s.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        };
+        if port.is_some_and(|p| p.contains(':')) {
+            return Err("an IPv6 address must be written in brackets".to_owned());
+        }
+        (normalize_host(host)?, port)
+    };
+    let port = match port {
+        None => 5060,
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("port {p:?} is not a number from 1 to 65535"))?,
+    };
+    Ok((host, port))
+}
+
+/// Checks a host (name or IP literal) and returns it lower-cased, IPv6 in brackets.
+fn normalize_host(host: &str) -> Result<String, String> {
+    let inner = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if let Ok(v6) = inner.parse::<Ipv6Addr>() {
+        return Ok(format!("[{v6}]"));
+    }
+    if let Ok(v4) = inner.parse::<Ipv4Addr>() {
+        return Ok(v4.to_string());
+    }
+    let name = host.to_ascii_lowercase();
+    // Underscores are not valid in DNS host names but do occur in container service
+    // names, which is where an upstream PBX often lives.
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    };
+    if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+        return Err(format!(
+            "{host:?} is not a host name or IP address (no port, scheme or spaces)"
+        ));
+    }
+    Ok(name)
+}
+
+fn decode_hex(s: &str) -> Result<Vec<u8>, String> {
+    if s.len() % 2 != 0 {
+        return Err("odd number of hex digits".to_owned());
+    }
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
+    s.as_bytes()
+        .chunks(2)
+        .map(|pair| match (digit(pair[0]), digit(pair[1])) {
+            (Some(hi), Some(lo)) => Ok((hi << 4) | lo),
+            _ => Err("not hexadecimal".to_owned()),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(toml: &str) -> ConfigError {
+        match from_toml_str(toml) {
+            Ok(s) => panic!("expected an error for {toml:?}, got {s:?}"),
+            Err(e) => e,
+        }
+    }
+
+    fn env(vars: &[(&str, &str)]) -> EnvOverrides {
+        env_overrides(vars.iter().map(|(k, v)| ((*k).into(), (*v).into()))).expect("utf-8")
+    }
+
+    fn with_env(toml: &str, vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        load_raw(Some((toml, "test")), Some(env(vars)))?.validate()
+    }
+
+    #[test]
+    fn defaults() {
+        let s = from_toml_str("").expect("defaults are valid");
+        assert_eq!(
+            s.sip.listen,
+            vec!["127.0.0.1:5060".parse::<SocketAddr>().unwrap()]
+        );
+        assert!(s.sip.udp && s.sip.tcp);
+        assert_eq!(s.sip.advertised_host, None);
+        assert_eq!(s.sip.max_message_size, 65535);
+        assert_eq!(s.sip.tcp_idle_timeout, Duration::from_secs(3600));
+        assert_eq!(s.sip.t1, Duration::from_millis(500));
+        assert_eq!(s.sip.t2, Duration::from_millis(4000));
+        assert_eq!(s.sip.t4, Duration::from_millis(5000));
+        assert_eq!(s.sip.timer_c, Duration::from_secs(180));
+        assert!(s.proxy.domains.is_empty());
+        assert_eq!(
+            s.proxy.trusted_networks,
+            vec![
+                IpNet::parse("127.0.0.0/8").unwrap(),
+                IpNet::parse("::1/128").unwrap()
+            ]
+        );
+        assert_eq!(s.proxy.flow_token_secret, None);
+        assert!(s.upstream.uri.is_none());
+        assert_eq!(s.registrar.mode, RegistrarMode::Local);
+        assert_eq!(
+            (
+                s.registrar.min_expires,
+                s.registrar.max_expires,
+                s.registrar.default_expires
+            ),
+            (60, 3600, 3600)
+        );
+        assert_eq!(s.registrar.max_contacts, 10);
+        assert_eq!(s.store.backend, StoreBackend::Sqlite);
+        assert_eq!(s.store.path, PathBuf::from("data/sipwake.db"));
+        assert!(!s.store.sync_full);
+        assert_eq!(s.log.level, "info");
+    }
+
+    /// Flattens a `config` table into dotted keys.
+    fn keys(prefix: &str, table: config::Map<String, config::Value>, out: &mut Vec<String>) {
+        for (k, v) in table {
+            let key = join_key(prefix, &k);
+            match v.kind {
+                config::ValueKind::Table(t) => keys(&key, t, out),
+                _ => out.push(key),
+            }
+        }
+    }
+
+    #[test]
+    fn shipped_config_is_the_defaults_with_every_key() {
+        use config::Source;
+        let text = include_str!("../conf/sipwake.toml");
+        let raw = load_raw(Some((text, "conf/sipwake.toml")), None).expect("parses");
+        assert_eq!(raw, RawSettings::default());
+        assert_eq!(
+            from_toml_str(text).expect("valid"),
+            from_toml_str("").expect("valid")
+        );
+
+        let mut written = Vec::new();
+        let file = config::File::from_str(text, config::FileFormat::Toml);
+        keys("", file.collect().expect("parses"), &mut written);
+        let mut all = Vec::new();
+        // The serializer drops empty lists, so give every list an entry.
+        let mut every = RawSettings::default();
+        every.proxy.domains.push("example.com".to_owned());
+        let defaults = config::Config::try_from(&every).expect("serializes");
+        keys("", defaults.collect().expect("collects"), &mut all);
+        written.sort();
+        all.sort();
+        assert_eq!(written, all, "conf/sipwake.toml must set every key");
+    }
+
+    #[test]
+    fn parses_a_full_file() {
+        let s = from_toml_str(
+            r#"
+            [sip]
+            listen = ["0.0.0.0:5070", "[::]:5070"]
+            transports = ["TCP"]
+            advertised_host = "SIP.Example.com"
+            timer_c_secs = 1
+            [proxy]
+            domains = ["Example.COM", "example.com", " "]
+            trusted_networks = ["10.0.0.0/8", "192.168.1.7"]
+            flow_token_secret = "000102030405060708090a0b0c0d0e0f"
+            [upstream]
+            uri = "sip:[2001:db8::1]:5080;transport=tcp;lr"
+            [registrar]
+            mode = "relay"
+            [store]
+            backend = "memory"
+            synchronous = "full"
+            [log]
+            level = "warn,sipwake=debug"
+            "#,
+        )
+        .expect("valid");
+        assert_eq!(s.sip.listen.len(), 2);
+        assert!(!s.sip.udp && s.sip.tcp);
+        assert_eq!(s.sip.advertised_host.as_deref(), Some("sip.example.com"));
+        assert_eq!(s.sip.timer_c, Duration::from_secs(1));
+        assert_eq!(s.proxy.domains, vec!["example.com"]);
+        assert_eq!(
+            s.proxy.flow_token_secret,
+            Some((0u8..16).collect::<Vec<_>>())
+        );
+        let up = s.upstream.uri.as_ref().expect("upstream");
+        assert_eq!(
+            (up.host.as_str(), up.port, up.transport),
+            ("2001:db8::1", 5080, TransportKind::Tcp)
+        );
+        assert_eq!(up.host_port(), "[2001:db8::1]:5080");
+        assert_eq!(s.registrar.mode, RegistrarMode::Relay);
+        assert_eq!(s.store.backend, StoreBackend::Memory);
+        assert!(s.store.sync_full);
+        assert!(s.is_trusted("192.168.1.7".parse().unwrap()));
+        assert!(s.is_trusted("10.200.0.1".parse().unwrap()));
+        assert!(!s.is_trusted("127.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn each_validation_error_names_its_key() {
+        let cases: &[(&str, &str)] = &[
+            ("[sip]\nlisten = []", "sip.listen"),
+            ("[sip]\nlisten = [\"127.0.0.1\"]", "sip.listen"),
+            ("[sip]\nlisten = [\"::1:5060\"]", "sip.listen"),
+            (
+                "[sip]\nlisten = [\"127.0.0.1:1\", \"127.0.0.1:1\"]",
+                "sip.listen",
+            ),
+            ("[sip]\ntransports = [\"tls\"]", "sip.transports"),
+            ("[sip]\ntransports = []", "sip.transports"),
+            (
+                "[sip]\nadvertised_host = \"host:5060\"",
+                "sip.advertised_host",
+            ),
+            ("[sip]\nmax_message_size = 1023", "sip.max_message_size"),
+            ("[sip]\nmax_message_size = 1048577", "sip.max_message_size"),
+            (
+                "[sip]\ntcp_idle_timeout_secs = 0",
+                "sip.tcp_idle_timeout_secs",
+            ),
+            ("[sip]\nt1_ms = 0", "sip.t1_ms"),
+            ("[sip]\nt2_ms = 100", "sip.t2_ms"),
+            ("[sip]\nt4_ms = 0", "sip.t4_ms"),
+            ("[sip]\ntimer_c_secs = 0", "sip.timer_c_secs"),
+            ("[proxy]\ndomains = [\"exa mple.com\"]", "proxy.domains"),
+            (
+                "[proxy]\ntrusted_networks = [\"10.0.0.0/33\"]",
+                "proxy.trusted_networks",
+            ),
+            (
+                "[proxy]\ntrusted_networks = [\"localhost\"]",
+                "proxy.trusted_networks",
+            ),
+            (
+                "[proxy]\nflow_token_secret = \"abcd\"",
+                "proxy.flow_token_secret",
+            ),
+            (
+                "[proxy]\nflow_token_secret = \"zz\"",
+                "proxy.flow_token_secret",
+            ),
+            ("[upstream]\nuri = \"pbx.example.com\"", "upstream.uri"),
+            ("[upstream]\nuri = \"http://pbx\"", "upstream.uri"),
+            ("[upstream]\nuri = \"sips:pbx\"", "upstream.uri"),
+            ("[upstream]\nuri = \"sip:alice@pbx\"", "upstream.uri"),
+            ("[upstream]\nuri = \"sip:2001:db8::1\"", "upstream.uri"),
+            ("[upstream]\nuri = \"sip:pbx:0\"", "upstream.uri"),
+            (
+                "[upstream]\nuri = \"sip:pbx;transport=sctp\"",
+                "upstream.uri",
+            ),
+            ("[registrar]\nmode = \"proxy\"", "registrar.mode"),
+            ("[registrar]\nmode = \"relay\"", "registrar.mode"),
+            ("[registrar]\nmin_expires = 0", "registrar.min_expires"),
+            ("[registrar]\nmin_expires = 4000", "registrar.max_expires"),
+            (
+                "[registrar]\ndefault_expires = 30",
+                "registrar.default_expires",
+            ),
+            (
+                "[registrar]\nmax_expires = 4294967296",
+                "registrar.max_expires",
+            ),
+            ("[registrar]\nmax_contacts = 0", "registrar.max_contacts"),
+            ("[store]\nbackend = \"redis\"", "store.backend"),
+            ("[store]\npath = \"\"", "store.path"),
+            ("[store]\nsynchronous = \"off\"", "store.synchronous"),
+            ("[log]\nlevel = \"\"", "log.level"),
+            ("[log]\nlevel = \"sipwake=loud\"", "log.level"),
+        ];
+        for (toml, key) in cases {
+            let e = err(toml);
+            assert_eq!(e.key(), Some(*key), "{toml:?} gave {e}");
+            assert!(
+                e.to_string().starts_with(&format!("{key}: ")),
+                "{toml:?} gave {e}"
+            );
+            assert!(
+                matches!(e, ConfigError::Invalid { .. }),
+                "{toml:?} gave {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_error_display() {
+        let e = err("[sip]\nlisten = [\"nonsense\"]");
+        assert_eq!(
+            e.to_string(),
+            "sip.listen: invalid value \"nonsense\": not a socket address (write 127.0.0.1:5060 or [::1]:5060)"
+        );
+    }
+
+    #[test]
+    fn secret_is_not_repeated_in_errors() {
+        let e = err("[proxy]\nflow_token_secret = \"deadbeefdeadbeef\"");
+        assert!(!e.to_string().contains("deadbeef"), "{e}");
+    }
+
+    #[test]
+    fn type_errors_name_the_key() {
+        let e = err("[registrar]\nmin_expires = \"abc\"");
+        assert_eq!(e.key(), Some("registrar.min_expires"), "{e}");
+        assert!(e.to_string().contains("registrar.min_expires"), "{e}");
+
+        let e = err("[sip]\nlisten = \"127.0.0.1:5060\"");
+        assert_eq!(e.key(), Some("sip.listen"), "{e}");
+        assert!(matches!(e, ConfigError::Type { .. }), "{e:?}");
+        assert!(e.to_string().ends_with("expected a sequence"), "{e}");
+
+        let e = err("[sip]\nlisten = [\"127.0.0.1:5060\", 7]");
+        assert!(e.to_string().contains("sip.listen"), "{e}");
+
+        let e = err("[registrar]\nmax_contacts = -1");
+        assert_eq!(e.key(), Some("registrar.max_contacts"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_key() {
+        let e = err("[sip]\nlisen = [\"127.0.0.1:5060\"]");
+        assert_eq!(e.key(), Some("sip.lisen"), "{e}");
+        assert!(
+            e.to_string().contains("listen"),
+            "should list the valid keys: {e}"
+        );
+
+        let e = err("[sipp]\nlisten = []");
+        assert_eq!(e.key(), Some("sipp"), "{e}");
+    }
+
+    #[test]
+    fn syntax_errors_name_the_origin() {
+        let e = err("[sip\nlisten = 1");
+        assert!(matches!(e, ConfigError::Syntax { .. }), "{e:?}");
+        assert!(e.to_string().starts_with("built-in text: "), "{e}");
+    }
+
+    #[test]
+    fn missing_file_names_the_path() {
+        let e = load(Some(Path::new("/nonexistent/sipwake.toml"))).expect_err("no file");
+        assert!(
+            e.to_string()
+                .starts_with("/nonexistent/sipwake.toml: cannot read"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn environment_overrides() {
+        let s = with_env(
+            "[sip]\nlisten = [\"127.0.0.1:1\", \"127.0.0.1:2\", \"127.0.0.1:3\"]",
+            &[
+                ("SIPWAKE__SIP__LISTEN", "127.0.0.1:5090,[::1]:5090"),
+                ("SIPWAKE__SIP__TRANSPORTS", "udp"),
+                ("SIPWAKE__STORE__BACKEND", "memory"),
+                ("SIPWAKE__REGISTRAR__MIN_EXPIRES", "30"),
+                ("SIPWAKE__PROXY__DOMAINS", "a.example, b.example"),
+                // All digits: must stay a string, leading zeros and all.
+                (
+                    "SIPWAKE__PROXY__FLOW_TOKEN_SECRET",
+                    "00000000000000000000000000000001",
+                ),
+                ("sipwake__log__level", "debug"),
+                ("SIPWAKE_LOG", "trace"),
+                ("PATH", "/usr/bin"),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(
+            s.sip.listen,
+            vec![
+                "127.0.0.1:5090".parse::<SocketAddr>().unwrap(),
+                "[::1]:5090".parse().unwrap()
+            ]
+        );
+        assert!(s.sip.udp && !s.sip.tcp);
+        assert_eq!(s.store.backend, StoreBackend::Memory);
+        assert_eq!(s.registrar.min_expires, 30);
+        assert_eq!(s.proxy.domains, vec!["a.example", "b.example"]);
+        let mut secret = vec![0u8; 16];
+        secret[15] = 1;
+        assert_eq!(s.proxy.flow_token_secret, Some(secret));
+        assert_eq!(s.log.level, "debug");
+
+        // An empty list variable clears the list.
+        let s = with_env(
+            "[proxy]\ndomains = [\"x.example\"]",
+            &[("SIPWAKE__PROXY__DOMAINS", "")],
+        )
+        .expect("valid");
+        assert!(s.proxy.domains.is_empty());
+
+        // Errors from the environment name the key and the variable.
+        let e = with_env("", &[("SIPWAKE__REGISTRAR__MIN_EXPIRES", "abc")]).expect_err("bad");
+        assert_eq!(e.key(), Some("registrar.min_expires"), "{e}");
+        assert!(
+            e.to_string().contains("SIPWAKE__REGISTRAR__MIN_EXPIRES"),
+            "{e}"
+        );
+        let e = with_env("", &[("SIPWAKE__SIP__LISTN", "x")]).expect_err("unknown");
+        assert_eq!(e.key(), Some("sip.listn"), "{e}");
+        let e = with_env("", &[("SIPWAKE__SIP__LISTEN", "localhost")]).expect_err("bad");
+        assert_eq!(e.key(), Some("sip.listen"), "{e}");
+
+        // The real process environment, through the public entry point. One variable
+        // with a name no other test uses, and harmless for any test that loads
+        // settings concurrently; removed again right after.
+        let var = "SIPWAKE__LOG__LEVEL";
+        let level = "info,sipwake_env_override_test=debug";
+        std::env::set_var(var, level);
+        let loaded = load(None);
+        std::env::remove_var(var);
+        assert_eq!(loaded.expect("valid").log.level, level);
+    }
+
+    #[test]
+    fn ipnet_parse() {
+        let n = IpNet::parse("10.1.2.3/8").unwrap();
+        assert_eq!(n.to_string(), "10.0.0.0/8");
+        assert_eq!(IpNet::parse("192.0.2.1").unwrap().prefix, 32);
+        assert_eq!(IpNet::parse("2001:db8::1").unwrap().prefix, 128);
+        assert_eq!(
+            IpNet::parse("[::1]").unwrap(),
+            IpNet::parse("::1/128").unwrap()
+        );
+        assert_eq!(
+            IpNet::parse("2001:db8::/32").unwrap().to_string(),
+            "2001:db8::/32"
+        );
+        assert_eq!(IpNet::parse("0.0.0.0/0").unwrap().prefix, 0);
+        assert!(IpNet::parse("10.0.0.0/33").is_err());
+        assert!(IpNet::parse("::/129").is_err());
+        assert!(IpNet::parse("10.0.0.0/").is_err());
+        assert!(IpNet::parse("10.0.0/8").is_err());
+        assert!(IpNet::parse("").is_err());
+    }
+
+    #[test]
+    fn ipnet_contains() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let lo = IpNet::parse("127.0.0.0/8").unwrap();
+        assert!(lo.contains(ip("127.0.0.1")));
+        assert!(lo.contains(ip("127.255.255.255")));
+        assert!(!lo.contains(ip("128.0.0.1")));
+        assert!(
+            lo.contains(ip("::ffff:127.0.0.1")),
+            "IPv4-mapped matches IPv4 nets"
+        );
+        assert!(!lo.contains(ip("::1")));
+        assert!(
+            !lo.contains(ip("::127.0.0.1")),
+            "IPv4-compatible is not mapped"
+        );
+
+        let all4 = IpNet::parse("0.0.0.0/0").unwrap();
+        assert!(all4.contains(ip("203.0.113.9")));
+        assert!(!all4.contains(ip("2001:db8::1")));
+
+        let v6 = IpNet::parse("2001:db8::/32").unwrap();
+        assert!(v6.contains(ip("2001:db8:ffff::1")));
+        assert!(!v6.contains(ip("2001:db9::1")));
+        assert!(!v6.contains(ip("10.0.0.1")));
+
+        let mapped = IpNet::parse("::ffff:10.0.0.0/104").unwrap();
+        assert!(mapped.contains(ip("10.9.8.7")));
+        assert!(!mapped.contains(ip("11.0.0.1")));
+
+        let host = IpNet::parse("192.0.2.1").unwrap();
+        assert!(host.contains(ip("192.0.2.1")));
+        assert!(!host.contains(ip("192.0.2.2")));
+    }
+
+    #[test]
+    fn upstream_uri() {
+        let t = UpstreamTarget::parse("sip:PBX.example.com").unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.transport),
+            ("pbx.example.com", 5060, TransportKind::Udp)
+        );
+        assert_eq!(t.ip(), None);
+        let t = UpstreamTarget::parse("SIP:127.0.0.1:5080;transport=TCP").unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.transport),
+            ("127.0.0.1", 5080, TransportKind::Tcp)
+        );
+        assert_eq!(t.ip(), Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(t.uri, "SIP:127.0.0.1:5080;transport=TCP");
+        let t = UpstreamTarget::parse("sip:[::1]").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("::1", 5060));
+        assert_eq!(t.host_port(), "[::1]:5060");
+        let t = UpstreamTarget::parse("sip:asterisk_1:5060;lr").unwrap();
+        assert_eq!(t.host, "asterisk_1");
+        for bad in [
+            "sip:",
+            "sip:[::1",
+            "sip:[::1]x",
+            "sip:host:abc",
+            "sip:host:70000",
+            "sip:a..b",
+            "sip:pbx;maddr=x",
+        ] {
+            assert!(UpstreamTarget::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

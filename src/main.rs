@@ -1,0 +1,246 @@
+//! The `sipwake` binary: reads settings, sets up logging, runs the server.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::str::FromStr;
+
+use anyhow::Context;
+use sipwake::config::{self, Settings};
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+
+/// Environment variable whose log filter, when set, replaces `log.level`.
+const LOG_ENV: &str = "SIPWAKE_LOG";
+
+/// Exit status for bad usage or an invalid configuration, so that scripts can tell it
+/// apart from a runtime failure (1).
+const EXIT_USAGE: u8 = 2;
+
+const USAGE: &str = "\
+Usage: sipwake [--config FILE]
+       sipwake --check-config FILE
+
+SIP registrar and stateful proxy that wakes sleeping softphones with a push
+before handing them a call.
+
+Options:
+  --config FILE        start with the settings in FILE (TOML); without it the
+                       built-in defaults are used
+  --check-config FILE  load and validate FILE, print \"FILE: ok\" and exit 0,
+                       or print the error and exit 2
+  -h, --help           print this help
+  -V, --version        print the version
+
+Environment:
+  SIPWAKE__SECTION__KEY  overrides one setting, e.g. SIPWAKE__SIP__LISTEN=0.0.0.0:5060
+                         (lists are comma-separated)
+  SIPWAKE_LOG            log filter replacing log.level, e.g. info,sipwake=debug
+";
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Command {
+    Run { config: Option<PathBuf> },
+    Check { config: PathBuf },
+    Help,
+    Version,
+}
+
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
+    let mut args = args.into_iter();
+    let mut command: Option<Command> = None;
+    while let Some(arg) = args.next() {
+        // Accept both `--opt FILE` and `--opt=FILE`.
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => {
+                (flag.to_owned(), Some(value.to_owned()))
+            }
+            _ => (arg, None),
+        };
+        let mut value = |name: &str| {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| format!("{name} needs a file name"))
+        };
+        let next = match flag.as_str() {
+            "-h" | "--help" => Command::Help,
+            "-V" | "--version" => Command::Version,
+            "--config" => Command::Run {
+                config: Some(PathBuf::from(value("--config")?)),
+            },
+            "--check-config" => Command::Check {
+                config: PathBuf::from(value("--check-config")?),
+            },
+            other => return Err(format!("unknown argument {other:?}")),
+        };
+        if inline.is_some() && matches!(next, Command::Help | Command::Version) {
+            return Err(format!("{flag} takes no value"));
+        }
+        // Help and version win over everything, like in most tools.
+        command = match (command, next) {
+            (Some(Command::Help), _) | (_, Command::Help) => Some(Command::Help),
+            (Some(Command::Version), _) | (_, Command::Version) => Some(Command::Version),
+            (None, next) => Some(next),
+            (Some(_), _) => return Err("give only one of --config, --check-config".to_owned()),
+        };
+    }
+    Ok(command.unwrap_or(Command::Run { config: None }))
+}
+
+fn main() -> ExitCode {
+    let command = match parse_args(std::env::args().skip(1)) {
+        Ok(command) => command,
+        Err(msg) => {
+            eprintln!("sipwake: {msg}\n\n{USAGE}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match command {
+        Command::Help => {
+            print!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Command::Version => {
+            println!("sipwake {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Check { config } => match config::load(Some(&config)) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("{}", describe_config_error(&err, Some(&config)));
+                ExitCode::from(EXIT_USAGE)
+            }
+        },
+        Command::Run { config } => {
+            let settings = match config::load(config.as_deref()) {
+                Ok(settings) => settings,
+                Err(err) => {
+                    eprintln!(
+                        "sipwake: {}",
+                        describe_config_error(&err, config.as_deref())
+                    );
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
+            // A bad SIPWAKE_LOG is a configuration error like any other: exit 2.
+            let filter = match log_filter(&settings.log.level) {
+                Ok(filter) => filter,
+                Err(msg) => {
+                    eprintln!("sipwake: error: {msg}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
+            match run(settings, config, filter) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    // Straight to stderr rather than through tracing: the log filter
+                    // could hide it, and logging may not have been set up.
+                    eprintln!("sipwake: error: {err:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// Prefixes a settings error with the file it came from, unless the error already
+/// names the file (read and syntax errors do).
+fn describe_config_error(err: &config::ConfigError, file: Option<&std::path::Path>) -> String {
+    match (err, file) {
+        (config::ConfigError::Read { .. } | config::ConfigError::Syntax { .. }, _) => {
+            format!("error: {err}")
+        }
+        (_, Some(file)) => format!("{}: error: {err}", file.display()),
+        (_, None) => format!("error: {err}"),
+    }
+}
+
+/// The log filter: `SIPWAKE_LOG` when set, else `log.level`.
+fn log_filter(level: &str) -> Result<Targets, String> {
+    match std::env::var(LOG_ENV) {
+        Ok(from_env) if !from_env.trim().is_empty() => Targets::from_str(from_env.trim())
+            .map_err(|e| format!("{LOG_ENV}: invalid log filter {from_env:?}: {e}")),
+        _ => Targets::from_str(level)
+            .map_err(|e| format!("log.level: invalid log filter {level:?}: {e}")),
+    }
+}
+
+fn run(settings: Settings, config: Option<PathBuf>, filter: Targets) -> anyhow::Result<()> {
+    init_logging(filter)?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %config.as_deref().map_or_else(|| "built-in defaults".into(), |p| p.display().to_string()),
+        listen = ?settings.sip.listen,
+        udp = settings.sip.udp,
+        tcp = settings.sip.tcp,
+        upstream = settings.upstream.uri.as_ref().map(|u| u.uri.as_str()).unwrap_or("none"),
+        store = ?settings.store.backend,
+        "starting sipwake"
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sipwake")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(sipwake::server::run(settings))?;
+    tracing::info!("sipwake stopped");
+    Ok(())
+}
+
+/// Installs the global subscriber: formatted lines on stderr (colored only on a
+/// terminal, so that files and journald get plain text).
+fn init_logging(filter: Targets) -> anyhow::Result<()> {
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .finish()
+        .with(filter);
+    tracing::subscriber::set_global_default(subscriber).context("cannot install the logger")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Command, String> {
+        parse_args(args.iter().map(|s| (*s).to_owned()))
+    }
+
+    #[test]
+    fn arguments() {
+        assert_eq!(parse(&[]), Ok(Command::Run { config: None }));
+        assert_eq!(
+            parse(&["--config", "a.toml"]),
+            Ok(Command::Run {
+                config: Some("a.toml".into())
+            })
+        );
+        assert_eq!(
+            parse(&["--config=a.toml"]),
+            Ok(Command::Run {
+                config: Some("a.toml".into())
+            })
+        );
+        assert_eq!(
+            parse(&["--check-config", "a.toml"]),
+            Ok(Command::Check {
+                config: "a.toml".into()
+            })
+        );
+        assert_eq!(parse(&["--config", "a", "--help"]), Ok(Command::Help));
+        assert_eq!(parse(&["-V"]), Ok(Command::Version));
+        assert!(parse(&["--config"]).is_err());
+        assert!(parse(&["--config="]).is_err());
+        assert!(parse(&["--config", "a", "--check-config", "b"]).is_err());
+        assert!(parse(&["--bogus"]).is_err());
+        assert!(parse(&["a.toml"]).is_err());
+        assert!(parse(&["--help=x"]).is_err());
+    }
+}

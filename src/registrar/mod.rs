@@ -1,0 +1,457 @@
+//! Bindings per address-of-record, their durable store and binding events.
+//!
+//! The [`Registrar`] applies RFC 3261 §10.3 (with RFC 5626 instance/reg-id identity)
+//! to a [`RegisterRequest`] the proxy has already parsed. Bindings live in memory for
+//! lookups; every change is also written to a [`Store`] ([`MemoryStore`] or
+//! [`SqliteStore`]) and the REGISTER is answered only once that write is durable.
+//! Changes are announced as [`BindingEvent`]s, e.g. to wake a call parked for a
+//! pushed phone.
+//!
+//! Ordering guarantee: a REGISTER's store ops are submitted while the in-memory lock is
+//! held, so the store sees concurrent REGISTERs in the same order as memory does.
+
+mod binding;
+mod events;
+mod memory;
+mod sqlite;
+mod store;
+
+#[cfg(test)]
+mod tests;
+
+pub use binding::{Binding, ContactSpec, Contacts, RegisterOutcome, RegisterRequest, DEFAULT_Q};
+pub use events::{BindingEvent, BindingEventKind};
+pub use memory::MemoryStore;
+pub use sqlite::SqliteStore;
+pub use store::{Store, StoreError, StoreOp};
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{broadcast, oneshot};
+
+use crate::config::RegistrarSettings;
+
+/// Capacity of the event channel; a subscriber that falls further behind than this
+/// sees `RecvError::Lagged` rather than slowing REGISTER handling.
+const EVENT_CAPACITY: usize = 1024;
+
+/// Reason phrase for `Contact: *` without `Expires: 0`.
+const STAR_NEEDS_EXPIRES_0: &str = "Contact * requires Expires: 0";
+/// Reason phrase for `Contact: *` next to other contacts.
+const STAR_MIXED: &str = "Contact * mixed with other contacts";
+
+/// Current unix time in ms, for filling [`RegisterRequest::now_ms`] and the `now_ms`
+/// arguments (0 if the clock is before 1970).
+pub fn unix_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Lock a mutex, recovering the data if a panicking thread poisoned it: every update
+/// here is computed first and installed in one assignment, so the data stays whole.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The registrar: a cheap, cloneable handle to the bindings of every AOR.
+#[derive(Clone)]
+pub struct Registrar {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: RegistrarSettings,
+    store: Arc<dyn Store>,
+    /// AOR → its bindings. Expired bindings may linger until the next sweep or
+    /// REGISTER for the AOR; readers filter them with [`Binding::is_live`].
+    /// Never held across an `.await`.
+    bindings: Mutex<HashMap<String, Vec<Arc<Binding>>>>,
+    events: broadcast::Sender<BindingEvent>,
+}
+
+impl fmt::Debug for Registrar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registrar")
+            .field("settings", &self.inner.settings)
+            .field("aors", &lock(&self.inner.bindings).len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Registrar {
+    /// Build the registrar over `store`, loading every stored binding into memory.
+    ///
+    /// Loading blocks on the store; call this at startup.
+    pub fn new(settings: RegistrarSettings, store: Arc<dyn Store>) -> Result<Self, StoreError> {
+        let mut bindings: HashMap<String, Vec<Arc<Binding>>> = HashMap::new();
+        for b in store.load()? {
+            bindings.entry(b.aor.clone()).or_default().push(Arc::new(b));
+        }
+        // Oldest first, the order REGISTERs would have built; eviction ties rely on it.
+        for list in bindings.values_mut() {
+            list.sort_by_key(|b| b.updated_at_ms);
+        }
+        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                settings,
+                store,
+                bindings: Mutex::new(bindings),
+                events,
+            }),
+        })
+    }
+
+    /// Apply one REGISTER. Returns once its changes are durable in the store; events
+    /// are published just before returning.
+    ///
+    /// On a store error the in-memory change stays (and its events are published,
+    /// since lookups already see it); the caller should answer 500, and the UA's next
+    /// refresh writes the binding again.
+    pub async fn register(&self, req: RegisterRequest) -> Result<RegisterOutcome, StoreError> {
+        let now = req.now_ms;
+        let (commit, events, bindings) = {
+            let mut map = lock(&self.inner.bindings);
+            let existing: &[Arc<Binding>] = map.get(&req.aor).map_or(&[], Vec::as_slice);
+            let plan = match plan(&self.inner.settings, existing, &req) {
+                Ok(plan) => plan,
+                Err(outcome) => return Ok(outcome),
+            };
+            let bindings = live_sorted(&plan.bindings, now);
+            // Submitted under the lock so the store applies REGISTERs in memory's order.
+            let commit = (!plan.ops.is_empty()).then(|| self.inner.store.submit(plan.ops));
+            if plan.bindings.is_empty() {
+                map.remove(&req.aor);
+            } else if plan.changed {
+                map.insert(req.aor.clone(), plan.bindings);
+            }
+            (commit, plan.events, bindings)
+        };
+        let result = match commit {
+            Some(commit) => commit.await.unwrap_or(Err(StoreError::Closed)),
+            None => Ok(()),
+        };
+        self.publish(events);
+        match result {
+            Ok(()) => Ok(RegisterOutcome::Ok { bindings }),
+            Err(e) => {
+                tracing::warn!(aor = %req.aor, error = %e, "registration not stored");
+                Err(e)
+            }
+        }
+    }
+
+    /// Live bindings of `aor` at `now_ms`, highest q first, then most recently
+    /// registered first.
+    pub fn lookup(&self, aor: &str, now_ms: u64) -> Vec<Arc<Binding>> {
+        let list = lock(&self.inner.bindings)
+            .get(aor)
+            .cloned()
+            .unwrap_or_default();
+        live_sorted(&list, now_ms)
+    }
+
+    /// Remove every binding expired at `now_ms` from memory and the store, announce
+    /// them as `Removed`, and return how many there were.
+    ///
+    /// The store commit is not awaited (an expired binding reloaded after a crash is
+    /// just swept again); a failure is logged.
+    pub fn sweep(&self, now_ms: u64) -> usize {
+        let mut ops = Vec::new();
+        let mut events = Vec::new();
+        let commit = {
+            let mut map = lock(&self.inner.bindings);
+            map.retain(|_, list| {
+                list.retain(|b| {
+                    if b.is_live(now_ms) {
+                        return true;
+                    }
+                    ops.push(StoreOp::Delete {
+                        aor: b.aor.clone(),
+                        key: b.key.clone(),
+                    });
+                    events.push(BindingEvent {
+                        kind: BindingEventKind::Removed,
+                        binding: Arc::clone(b),
+                    });
+                    false
+                });
+                !list.is_empty()
+            });
+            (!ops.is_empty()).then(|| self.inner.store.submit(ops))
+        };
+        if let Some(commit) = commit {
+            watch_commit(commit);
+        }
+        let removed = events.len();
+        self.publish(events);
+        removed
+    }
+
+    /// Receive every binding event from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<BindingEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Live bindings across all AORs, by the wall clock.
+    pub fn count(&self) -> usize {
+        let now = unix_now_ms();
+        lock(&self.inner.bindings)
+            .values()
+            .map(|list| list.iter().filter(|b| b.is_live(now)).count())
+            .sum()
+    }
+
+    /// AORs with at least one live binding, by the wall clock.
+    pub fn aors(&self) -> usize {
+        let now = unix_now_ms();
+        lock(&self.inner.bindings)
+            .values()
+            .filter(|list| list.iter().any(|b| b.is_live(now)))
+            .count()
+    }
+
+    /// The store behind this registrar (e.g. for its meta values).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The limits in force.
+    pub fn settings(&self) -> &RegistrarSettings {
+        &self.inner.settings
+    }
+
+    fn publish(&self, events: Vec<BindingEvent>) {
+        for event in events {
+            // An error only means nobody is subscribed right now.
+            let _ = self.inner.events.send(event);
+        }
+    }
+}
+
+/// Log the outcome of a store commit nobody waits for.
+fn watch_commit(commit: oneshot::Receiver<Result<(), StoreError>>) {
+    fn report(result: Result<Result<(), StoreError>, oneshot::error::RecvError>) {
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "sweep not stored"),
+            Err(_) => tracing::warn!(error = %StoreError::Closed, "sweep not stored"),
+        }
+    }
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(async move { report(commit.await) });
+        }
+        Err(_) => {
+            // Outside a runtime (tools, tests) a short-lived thread does the waiting.
+            let spawned = std::thread::Builder::new()
+                .name("sipwake-sweep-commit".into())
+                .spawn(move || report(commit.blocking_recv()));
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "cannot watch sweep commit");
+            }
+        }
+    }
+}
+
+/// Live bindings of `list`, in lookup order.
+fn live_sorted(list: &[Arc<Binding>], now_ms: u64) -> Vec<Arc<Binding>> {
+    let mut live: Vec<Arc<Binding>> = list.iter().filter(|b| b.is_live(now_ms)).cloned().collect();
+    live.sort_by(|a, b| {
+        b.effective_q()
+            .cmp(&a.effective_q())
+            .then(b.updated_at_ms.cmp(&a.updated_at_ms))
+            .then_with(|| a.key.cmp(&b.key))
+    });
+    live
+}
+
+/// The effect of one accepted REGISTER on its AOR.
+#[derive(Debug)]
+struct Plan {
+    /// The AOR's new binding list (live only).
+    bindings: Vec<Arc<Binding>>,
+    /// Whether `bindings` differs from what memory holds.
+    changed: bool,
+    ops: Vec<StoreOp>,
+    events: Vec<BindingEvent>,
+}
+
+/// Decide what `req` does to the AOR currently holding `existing` (which may include
+/// expired bindings). `Err` carries a final non-OK outcome; nothing is to be applied.
+fn plan(
+    settings: &RegistrarSettings,
+    existing: &[Arc<Binding>],
+    req: &RegisterRequest,
+) -> Result<Plan, RegisterOutcome> {
+    let now = req.now_ms;
+    let out_of_order = |b: &Binding| b.call_id == req.call_id && req.cseq <= b.cseq;
+    let live = || existing.iter().filter(|b| b.is_live(now));
+
+    let specs = match &req.contacts {
+        Contacts::List(specs) if !specs.is_empty() => specs,
+        // A query changes nothing, not even expired leftovers.
+        Contacts::Query | Contacts::List(_) => {
+            return Ok(Plan {
+                bindings: existing.to_vec(),
+                changed: false,
+                ops: Vec::new(),
+                events: Vec::new(),
+            })
+        }
+        Contacts::Star => {
+            if req.expires_header != Some(0) {
+                return Err(RegisterOutcome::Invalid(STAR_NEEDS_EXPIRES_0));
+            }
+            if live().any(|b| out_of_order(b)) {
+                return Err(RegisterOutcome::OutOfOrder);
+            }
+            return Ok(diff(existing, Vec::new(), now));
+        }
+    };
+
+    if specs.iter().any(|c| c.uri.trim() == "*") {
+        return Err(RegisterOutcome::Invalid(STAR_MIXED));
+    }
+
+    // Every contact's expiry is checked before anything applies: 423 is all or nothing.
+    let mut expiries = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let asked = spec
+            .expires
+            .or(req.expires_header)
+            .unwrap_or(settings.default_expires);
+        if asked != 0 && asked < settings.min_expires {
+            return Err(RegisterOutcome::IntervalTooBrief {
+                min_expires: settings.min_expires,
+            });
+        }
+        expiries.push(asked.min(settings.max_expires));
+    }
+
+    let keys: Vec<String> = specs.iter().map(ContactSpec::binding_key).collect();
+    for ((spec, key), &expiry) in specs.iter().zip(&keys).zip(&expiries) {
+        if live().any(|b| matches(b, spec, key, expiry) && out_of_order(b)) {
+            return Err(RegisterOutcome::OutOfOrder);
+        }
+    }
+
+    // Expiry is rounded up to the whole second so a binding never lapses before the
+    // time the 200 OK announces.
+    let now_s = now.div_ceil(1000);
+    let mut next: Vec<Arc<Binding>> = live().cloned().collect();
+    let mut touched: HashSet<&str> = HashSet::new();
+    for ((spec, key), &expiry) in specs.iter().zip(&keys).zip(&expiries) {
+        if expiry == 0 {
+            next.retain(|b| !matches(b, spec, key, expiry));
+            touched.remove(key.as_str());
+            continue;
+        }
+        let binding = Arc::new(Binding {
+            aor: req.aor.clone(),
+            key: key.clone(),
+            contact: spec.uri.clone(),
+            match_key: spec.match_key.clone(),
+            q: spec.q,
+            expires_at: now_s.saturating_add(u64::from(expiry)),
+            call_id: req.call_id.clone(),
+            cseq: req.cseq,
+            flow: req.flow.clone(),
+            instance: spec.instance.clone(),
+            reg_id: spec.instance.as_ref().and(spec.reg_id),
+            user_agent: req.user_agent.clone(),
+            path: req.path.clone(),
+            push: spec.push.clone(),
+            updated_at_ms: now,
+        });
+        match next.iter_mut().find(|b| b.key == *key) {
+            Some(slot) => *slot = binding,
+            None => next.push(binding),
+        }
+        touched.insert(key.as_str());
+    }
+
+    if next.len() > settings.max_contacts {
+        // Evict the least recently registered. Bindings this REGISTER just wrote go
+        // last even if the clock stepped back; ties keep list order (oldest first).
+        let excess = next.len() - settings.max_contacts;
+        let mut order: Vec<usize> = (0..next.len()).collect();
+        order.sort_by_key(|&i| {
+            (
+                touched.contains(next[i].key.as_str()),
+                next[i].updated_at_ms,
+            )
+        });
+        let victims: HashSet<usize> = order.into_iter().take(excess).collect();
+        next = next
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| !victims.contains(i))
+            .map(|(_, b)| b)
+            .collect();
+    }
+
+    Ok(diff(existing, next, now))
+}
+
+/// Whether the binding `b` is the one a contact of the request addresses.
+///
+/// By key; in addition, a removal without `+sip.instance` removes any binding with the
+/// same contact URI, since RFC 5626 §6 sends such contacts through plain RFC 3261 URI
+/// matching (UAs often de-register without repeating their instance).
+fn matches(b: &Binding, spec: &ContactSpec, key: &str, expiry: u32) -> bool {
+    b.key == key || (expiry == 0 && spec.instance.is_none() && b.match_key == spec.match_key)
+}
+
+/// Store ops and events that turn `existing` into `next` (live bindings only).
+fn diff(existing: &[Arc<Binding>], next: Vec<Arc<Binding>>, now: u64) -> Plan {
+    let mut ops = Vec::new();
+    let mut events = Vec::new();
+    let event = |kind, binding: &Arc<Binding>| BindingEvent {
+        kind,
+        binding: Arc::clone(binding),
+    };
+    for old in existing {
+        match next.iter().find(|b| b.key == old.key) {
+            Some(new) if Arc::ptr_eq(new, old) => {}
+            Some(_) if old.is_live(now) => {} // refreshed; announced below
+            Some(_) => {
+                // Replaced after expiring: close its Added with a Removed; the Put below
+                // overwrites the row.
+                events.push(event(BindingEventKind::Removed, old));
+            }
+            None => {
+                ops.push(StoreOp::Delete {
+                    aor: old.aor.clone(),
+                    key: old.key.clone(),
+                });
+                events.push(event(BindingEventKind::Removed, old));
+            }
+        }
+    }
+    for new in &next {
+        match existing.iter().find(|b| b.key == new.key) {
+            Some(old) if Arc::ptr_eq(old, new) => {}
+            Some(old) if old.is_live(now) => {
+                ops.push(StoreOp::Put(Arc::clone(new)));
+                events.push(event(BindingEventKind::Refreshed, new));
+            }
+            _ => {
+                ops.push(StoreOp::Put(Arc::clone(new)));
+                events.push(event(BindingEventKind::Added, new));
+            }
+        }
+    }
+    let changed = !events.is_empty();
+    Plan {
+        bindings: next,
+        changed,
+        ops,
+        events,
+    }
+}

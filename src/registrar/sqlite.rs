@@ -1,0 +1,824 @@
+//! Embedded on-disk store: one SQLite file in WAL mode, owned by a dedicated thread.
+//!
+//! The thread owns the only connection, so SQLite never blocks the async runtime and
+//! every operation is applied in submission order. Writes use adaptive group commit:
+//! the thread blocks for the first job, drains whatever else is already queued (no
+//! sleeping, no fixed delay) and commits all of it in one transaction. When idle a
+//! job is committed at once; under load one fsync covers many REGISTERs.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use tokio::sync::oneshot;
+
+use super::store::{ready, Store, StoreError, StoreOp};
+use super::Binding;
+
+/// Schema version kept in `PRAGMA user_version`, so later builds can migrate.
+const SCHEMA_VERSION: i64 = 1;
+
+/// Upper bound on jobs per group commit, so one transaction (and the latency of the
+/// first job in it) stays bounded even under a flood.
+const MAX_BATCH: usize = 4096;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS bindings (
+    aor           TEXT    NOT NULL,
+    key           TEXT    NOT NULL,
+    contact       TEXT    NOT NULL,
+    match_key     TEXT    NOT NULL,
+    q             INTEGER,
+    expires_at    INTEGER NOT NULL,
+    call_id       TEXT    NOT NULL,
+    cseq          INTEGER NOT NULL,
+    flow          TEXT,
+    instance      TEXT,
+    reg_id        INTEGER,
+    user_agent    TEXT,
+    path          TEXT    NOT NULL,
+    push          TEXT,
+    updated_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (aor, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY NOT NULL,
+    value BLOB NOT NULL
+) WITHOUT ROWID;
+";
+
+const PUT_BINDING: &str = "INSERT OR REPLACE INTO bindings
+    (aor, key, contact, match_key, q, expires_at, call_id, cseq, flow, instance, reg_id,
+     user_agent, path, push, updated_at_ms)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+const DELETE_BINDING: &str = "DELETE FROM bindings WHERE aor = ?1 AND key = ?2";
+const LOAD_BINDINGS: &str = "SELECT aor, key, contact, match_key, q, expires_at, call_id,
+    cseq, flow, instance, reg_id, user_agent, path, push, updated_at_ms
+    FROM bindings ORDER BY aor, updated_at_ms, key";
+const PUT_META: &str = "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)";
+const GET_META: &str = "SELECT value FROM meta WHERE key = ?1";
+
+/// SQLite-backed [`Store`]. Dropping it lets the thread finish every queued job, then
+/// waits for it to exit, so a reopen afterwards sees everything submitted.
+#[derive(Debug)]
+pub struct SqliteStore {
+    path: PathBuf,
+    jobs: Option<mpsc::Sender<Job>>,
+    worker: Option<JoinHandle<()>>,
+    commits: Arc<AtomicU64>,
+}
+
+/// Work for the store thread.
+enum Job {
+    Write(WriteJob),
+    Read(ReadJob),
+}
+
+/// A job that only reads (or, in tests, parks the thread); it runs after the writes
+/// queued before it are committed.
+enum ReadJob {
+    Load {
+        reply: mpsc::SyncSender<Result<Vec<Binding>, StoreError>>,
+    },
+    GetMeta {
+        key: String,
+        reply: mpsc::SyncSender<Result<Option<Vec<u8>>, StoreError>>,
+    },
+    /// Parks the thread until released, so tests can queue work deterministically.
+    #[cfg(test)]
+    Hold {
+        started: mpsc::SyncSender<()>,
+        release: mpsc::Receiver<()>,
+    },
+}
+
+/// A job that changes the database and can share a transaction with others.
+enum WriteJob {
+    Ops {
+        ops: Vec<StoreOp>,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    Meta {
+        key: String,
+        value: Vec<u8>,
+        reply: mpsc::SyncSender<Result<(), StoreError>>,
+    },
+}
+
+impl WriteJob {
+    fn answer(self, result: Result<(), StoreError>) {
+        // A requester that stopped waiting is not an error for the store.
+        match self {
+            WriteJob::Ops { reply, .. } => {
+                let _ = reply.send(result);
+            }
+            WriteJob::Meta { reply, .. } => {
+                let _ = reply.send(result);
+            }
+        }
+    }
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) the database at `path` and start its thread.
+    ///
+    /// `sync_full` selects `synchronous=FULL` (a commit survives power loss) instead of
+    /// `NORMAL` (a commit survives a process crash; WAL keeps the file consistent).
+    pub fn open(path: &Path, sync_full: bool) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let open_err = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut conn = Connection::open(path).map_err(open_err)?;
+        configure(&conn, sync_full).map_err(open_err)?;
+        let found: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(open_err)?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::UnsupportedSchema {
+                path: path.to_path_buf(),
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        create_schema(&mut conn).map_err(open_err)?;
+
+        let (jobs, queue) = mpsc::channel();
+        let commits = Arc::new(AtomicU64::new(0));
+        let worker_commits = Arc::clone(&commits);
+        let worker = std::thread::Builder::new()
+            .name("sipwake-store".into())
+            .spawn(move || run(conn, queue, &worker_commits))
+            .map_err(StoreError::Spawn)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            jobs: Some(jobs),
+            worker: Some(worker),
+            commits,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Write transactions committed so far (diagnostic: compared with the number of
+    /// submits it shows how much group commit is batching).
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    fn send(&self, job: Job) -> Result<(), StoreError> {
+        self.jobs
+            .as_ref()
+            .ok_or(StoreError::Closed)?
+            .send(job)
+            .map_err(|_| StoreError::Closed)
+    }
+
+    /// Park the store thread until the returned sender is dropped or sent to.
+    #[cfg(test)]
+    fn hold(&self) -> mpsc::SyncSender<()> {
+        let (started_tx, started_rx) = mpsc::sync_channel(1);
+        let (release_tx, release_rx) = mpsc::sync_channel(1);
+        self.send(Job::Read(ReadJob::Hold {
+            started: started_tx,
+            release: release_rx,
+        }))
+        .unwrap();
+        started_rx.recv().unwrap();
+        release_tx
+    }
+}
+
+impl Store for SqliteStore {
+    fn load(&self) -> Result<Vec<Binding>, StoreError> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.send(Job::Read(ReadJob::Load { reply }))?;
+        answer.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    fn submit(&self, ops: Vec<StoreOp>) -> oneshot::Receiver<Result<(), StoreError>> {
+        let (reply, answer) = oneshot::channel();
+        match self.send(Job::Write(WriteJob::Ops { ops, reply })) {
+            Ok(()) => answer,
+            Err(e) => ready(Err(e)),
+        }
+    }
+
+    fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.send(Job::Read(ReadJob::GetMeta {
+            key: key.to_owned(),
+            reply,
+        }))?;
+        answer.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.send(Job::Write(WriteJob::Meta {
+            key: key.to_owned(),
+            value: value.to_vec(),
+            reply,
+        }))?;
+        answer.recv().map_err(|_| StoreError::Closed)?
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Disconnecting the channel ends the thread's loop once the queue is drained.
+        drop(self.jobs.take());
+        if let Some(worker) = self.worker.take() {
+            if worker.join().is_err() {
+                tracing::warn!(path = %self.path.display(), "store thread panicked");
+            }
+        }
+    }
+}
+
+fn configure(conn: &Connection, sync_full: bool) -> rusqlite::Result<()> {
+    // Only this process's thread writes, but an operator's sqlite3 shell may read.
+    conn.busy_timeout(Duration::from_secs(5))?;
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(%mode, "store could not switch to WAL journal mode");
+    }
+    conn.pragma_update(
+        None,
+        "synchronous",
+        if sync_full { "FULL" } else { "NORMAL" },
+    )?;
+    Ok(())
+}
+
+fn create_schema(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    tx.execute_batch(SCHEMA)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()
+}
+
+/// The store thread: group commit until every handle is gone and the queue is empty.
+fn run(mut conn: Connection, queue: mpsc::Receiver<Job>, commits: &AtomicU64) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut writes = Vec::new();
+        for job in batch {
+            match job {
+                Job::Write(w) => writes.push(w),
+                Job::Read(read) => {
+                    // Reads see every write queued before them.
+                    commit_group(&mut conn, std::mem::take(&mut writes), commits);
+                    run_read(&conn, read);
+                }
+            }
+        }
+        commit_group(&mut conn, writes, commits);
+    }
+}
+
+/// Commit `group` in one transaction and answer each job. If it fails, retry each job
+/// on its own so one bad job cannot fail the others batched with it.
+fn commit_group(conn: &mut Connection, group: Vec<WriteJob>, commits: &AtomicU64) {
+    if group.is_empty() {
+        return;
+    }
+    match apply_group(conn, &group) {
+        Ok(()) => {
+            commits.fetch_add(1, Ordering::Relaxed);
+            for job in group {
+                job.answer(Ok(()));
+            }
+        }
+        Err(e) if group.len() == 1 => {
+            if let Some(job) = group.into_iter().next() {
+                job.answer(Err(e));
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, jobs = group.len(), "group commit failed; retrying jobs one by one");
+            for job in group {
+                commit_group(conn, vec![job], commits);
+            }
+        }
+    }
+}
+
+fn apply_group(conn: &mut Connection, group: &[WriteJob]) -> Result<(), StoreError> {
+    // Dropping the transaction on an early return rolls it back.
+    let tx = conn.transaction()?;
+    for job in group {
+        match job {
+            WriteJob::Ops { ops, .. } => {
+                for op in ops {
+                    apply_op(&tx, op)?;
+                }
+            }
+            WriteJob::Meta { key, value, .. } => {
+                tx.prepare_cached(PUT_META)?.execute(params![key, value])?;
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn apply_op(tx: &Transaction<'_>, op: &StoreOp) -> Result<(), StoreError> {
+    match op {
+        StoreOp::Put(b) => {
+            tx.prepare_cached(PUT_BINDING)?.execute(params![
+                b.aor,
+                b.key,
+                b.contact,
+                b.match_key,
+                b.q,
+                b.expires_at,
+                b.call_id,
+                b.cseq,
+                b.flow,
+                b.instance,
+                b.reg_id,
+                b.user_agent,
+                encode_path(&b.path),
+                b.push,
+                b.updated_at_ms,
+            ])?;
+        }
+        StoreOp::Delete { aor, key } => {
+            tx.prepare_cached(DELETE_BINDING)?
+                .execute(params![aor, key])?;
+        }
+    }
+    Ok(())
+}
+
+fn run_read(conn: &Connection, job: ReadJob) {
+    // A requester that stopped waiting is not an error for the store.
+    match job {
+        ReadJob::Load { reply } => {
+            let _ = reply.send(load(conn));
+        }
+        ReadJob::GetMeta { key, reply } => {
+            let result = conn
+                .prepare_cached(GET_META)
+                .and_then(|mut s| s.query_row([&key], |r| r.get(0)).optional())
+                .map_err(StoreError::from);
+            let _ = reply.send(result);
+        }
+        #[cfg(test)]
+        ReadJob::Hold { started, release } => {
+            let _ = started.send(());
+            let _ = release.recv();
+        }
+    }
+}
+
+fn load(conn: &Connection) -> Result<Vec<Binding>, StoreError> {
+    let mut stmt = conn.prepare_cached(LOAD_BINDINGS)?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            Binding {
+                aor: r.get(0)?,
+                key: r.get(1)?,
+                contact: r.get(2)?,
+                match_key: r.get(3)?,
+                q: r.get(4)?,
+                expires_at: r.get(5)?,
+                call_id: r.get(6)?,
+                cseq: r.get(7)?,
+                flow: r.get(8)?,
+                instance: r.get(9)?,
+                reg_id: r.get(10)?,
+                user_agent: r.get(11)?,
+                path: Vec::new(),
+                push: r.get(13)?,
+                updated_at_ms: r.get(14)?,
+            },
+            r.get::<_, String>(12)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (mut binding, path) = row?;
+        binding.path = decode_path(&path).map_err(|reason| StoreError::Corrupt {
+            aor: binding.aor.clone(),
+            key: binding.key.clone(),
+            reason,
+        })?;
+        out.push(binding);
+    }
+    Ok(out)
+}
+
+/// Path values as text: each entry with `\` and newline escaped, then terminated by a
+/// newline. Unambiguous for any entries, including empty ones and an empty list.
+fn encode_path(path: &[String]) -> String {
+    let mut out = String::with_capacity(path.iter().map(|p| p.len() + 1).sum());
+    for entry in path {
+        for c in entry.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                c => out.push(c),
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn decode_path(text: &str) -> Result<Vec<String>, &'static str> {
+    let mut out = Vec::new();
+    let mut entry = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some('\\') => entry.push('\\'),
+                Some('n') => entry.push('\n'),
+                _ => return Err("bad escape in path"),
+            },
+            '\n' => out.push(std::mem::take(&mut entry)),
+            c => entry.push(c),
+        }
+    }
+    if !entry.is_empty() {
+        return Err("unterminated path entry");
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{RegistrarMode, RegistrarSettings};
+    use crate::registrar::{ContactSpec, Contacts, RegisterOutcome, RegisterRequest, Registrar};
+    use std::collections::BTreeMap;
+
+    /// A unique directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> Self {
+            static SEQ: AtomicU64 = AtomicU64::new(0);
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos();
+            let dir = std::env::temp_dir().join(format!(
+                "sipwake-{tag}-{}-{nanos}-{}",
+                std::process::id(),
+                SEQ.fetch_add(1, Ordering::Relaxed)
+            ));
+            Self(dir)
+        }
+
+        fn db(&self) -> PathBuf {
+            // A nested directory also checks that open() creates parents.
+            self.0.join("nested").join("bindings.db")
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn settings(max_contacts: usize) -> RegistrarSettings {
+        RegistrarSettings {
+            mode: RegistrarMode::Local,
+            min_expires: 60,
+            max_expires: 7200,
+            default_expires: 3600,
+            max_contacts,
+        }
+    }
+
+    fn binding(aor: &str, key: &str, path: Vec<String>) -> Arc<Binding> {
+        Arc::new(Binding {
+            aor: aor.into(),
+            key: key.into(),
+            contact: format!("sip:{key}@10.0.0.1"),
+            match_key: format!("sip:{key}@10.0.0.1"),
+            q: Some(700),
+            expires_at: 1_900_000_000,
+            call_id: "cid".into(),
+            cseq: u32::MAX,
+            flow: Some("udp:1.2.3.4:5060".into()),
+            instance: Some("<urn:uuid:x>".into()),
+            reg_id: Some(u32::MAX),
+            user_agent: Some("UA/1".into()),
+            path,
+            push: Some(r#"{"pn-provider":"apns"}"#.into()),
+            updated_at_ms: i64::MAX as u64,
+        })
+    }
+
+    #[test]
+    fn path_encoding_roundtrips() {
+        let cases: Vec<Vec<String>> = vec![
+            vec![],
+            vec![String::new()],
+            vec![String::new(), String::new()],
+            vec!["<sip:p1;lr>".into(), "<sip:p2;lr>".into()],
+            vec!["a\\nb".into(), "line\nbreak\\".into(), "\\".into()],
+        ];
+        for case in cases {
+            let text = encode_path(&case);
+            assert_eq!(decode_path(&text).unwrap(), case, "{text:?}");
+        }
+        assert!(decode_path("abc").is_err());
+        assert!(decode_path("a\\x\n").is_err());
+        assert!(decode_path("a\\").is_err());
+    }
+
+    #[tokio::test]
+    async fn ops_apply_in_order_and_survive_reopen() {
+        let dir = TempDir::new("ops");
+        let a1 = binding("a", "1", vec!["<sip:p;lr>".into(), String::new()]);
+        let a2 = binding("a", "2", vec![]);
+        {
+            let store = SqliteStore::open(&dir.db(), false).unwrap();
+            store
+                .submit(vec![
+                    StoreOp::Put(a1.clone()),
+                    StoreOp::Put(binding("a", "2", vec!["old".into()])),
+                    StoreOp::Put(binding("b", "1", vec![])),
+                ])
+                .await
+                .unwrap()
+                .unwrap();
+            store
+                .submit(vec![
+                    StoreOp::Put(a2.clone()),
+                    StoreOp::Delete {
+                        aor: "b".into(),
+                        key: "1".into(),
+                    },
+                    StoreOp::Delete {
+                        aor: "nobody".into(),
+                        key: "x".into(),
+                    },
+                ])
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        let store = SqliteStore::open(&dir.db(), true).unwrap();
+        assert_eq!(store.load().unwrap(), vec![(*a1).clone(), (*a2).clone()]);
+    }
+
+    #[test]
+    fn meta_roundtrip_and_survives_reopen() {
+        let dir = TempDir::new("meta");
+        {
+            let store = SqliteStore::open(&dir.db(), false).unwrap();
+            assert_eq!(store.get_meta("flow-secret").unwrap(), None);
+            store.put_meta("flow-secret", &[0, 1, 2, 255]).unwrap();
+            store.put_meta("other", b"").unwrap();
+            assert_eq!(
+                store.get_meta("flow-secret").unwrap(),
+                Some(vec![0, 1, 2, 255])
+            );
+            store.put_meta("flow-secret", b"new").unwrap();
+        }
+        let store = SqliteStore::open(&dir.db(), false).unwrap();
+        assert_eq!(
+            store.get_meta("flow-secret").unwrap(),
+            Some(b"new".to_vec())
+        );
+        assert_eq!(store.get_meta("other").unwrap(), Some(Vec::new()));
+    }
+
+    #[test]
+    fn rejects_newer_schema() {
+        let dir = TempDir::new("schema");
+        drop(SqliteStore::open(&dir.db(), false).unwrap());
+        let conn = Connection::open(dir.db()).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(conn);
+        match SqliteStore::open(&dir.db(), false) {
+            Err(StoreError::UnsupportedSchema { found, .. }) => {
+                assert_eq!(found, SCHEMA_VERSION + 1)
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn open_reports_unusable_path() {
+        let dir = TempDir::new("badpath");
+        std::fs::create_dir_all(&dir.0).unwrap();
+        // A regular file where the parent directory should be.
+        let blocker = dir.0.join("file");
+        std::fs::write(&blocker, b"x").unwrap();
+        let err = SqliteStore::open(&blocker.join("db.sqlite"), false).unwrap_err();
+        assert!(matches!(err, StoreError::CreateDir { .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn queued_writes_share_one_commit() {
+        let dir = TempDir::new("group");
+        let store = SqliteStore::open(&dir.db(), false).unwrap();
+        let release = store.hold();
+        let before = store.commits();
+        let answers: Vec<_> = (0..100)
+            .map(|i| store.submit(vec![StoreOp::Put(binding("a", &i.to_string(), vec![]))]))
+            .collect();
+        release.send(()).unwrap();
+        for answer in answers {
+            answer.await.unwrap().unwrap();
+        }
+        assert_eq!(store.commits() - before, 1);
+        assert_eq!(store.load().unwrap().len(), 100);
+    }
+
+    #[tokio::test]
+    async fn drop_finishes_queued_work() {
+        let dir = TempDir::new("drain");
+        let store = SqliteStore::open(&dir.db(), false).unwrap();
+        let release = store.hold();
+        let answers: Vec<_> = (0..50)
+            .map(|i| store.submit(vec![StoreOp::Put(binding("a", &i.to_string(), vec![]))]))
+            .collect();
+        // Release from another thread, since drop blocks until the queue is done.
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            release.send(()).unwrap();
+        });
+        drop(store);
+        releaser.join().unwrap();
+        for answer in answers {
+            answer.await.unwrap().unwrap();
+        }
+        let store = SqliteStore::open(&dir.db(), false).unwrap();
+        assert_eq!(store.load().unwrap().len(), 50);
+    }
+
+    #[tokio::test]
+    async fn bad_op_in_batch_fails_alone() {
+        let dir = TempDir::new("isolate");
+        let store = SqliteStore::open(&dir.db(), false).unwrap();
+        let release = store.hold();
+        let good1 = store.submit(vec![StoreOp::Put(binding("a", "1", vec![]))]);
+        let mut bad = (*binding("a", "bad", vec![])).clone();
+        bad.expires_at = u64::MAX; // does not fit SQLite's INTEGER
+        let bad = store.submit(vec![
+            StoreOp::Put(binding("a", "2", vec![])),
+            StoreOp::Put(Arc::new(bad)),
+        ]);
+        let good2 = store.submit(vec![StoreOp::Put(binding("a", "3", vec![]))]);
+        release.send(()).unwrap();
+        good1.await.unwrap().unwrap();
+        assert!(matches!(bad.await.unwrap(), Err(StoreError::Sqlite(_))));
+        good2.await.unwrap().unwrap();
+        let keys: Vec<String> = store.load().unwrap().into_iter().map(|b| b.key).collect();
+        // The failed job is atomic: its first op ("2") was rolled back too.
+        assert_eq!(keys.len(), 2);
+        assert!(keys.contains(&"1".to_string()) && keys.contains(&"3".to_string()));
+    }
+
+    fn now_ms() -> u64 {
+        crate::registrar::unix_now_ms()
+    }
+
+    fn full_request(aor: &str, i: usize, now: u64) -> RegisterRequest {
+        RegisterRequest {
+            aor: aor.into(),
+            call_id: format!("call-{aor}-{i}"),
+            cseq: i as u32 + 1,
+            expires_header: Some(3600),
+            contacts: Contacts::List(vec![ContactSpec {
+                uri: format!("sip:dev{i}@192.0.2.{}:5060;transport=tcp", i % 250),
+                match_key: format!("sip:dev{i}@192.0.2.{}:5060;transport=tcp", i % 250),
+                expires: if i % 3 == 0 {
+                    Some(120 + i as u32)
+                } else {
+                    None
+                },
+                q: if i % 2 == 0 {
+                    Some((i % 1001) as u16)
+                } else {
+                    None
+                },
+                instance: if i % 4 == 0 {
+                    Some(format!("\"<urn:uuid:{i:08}>\""))
+                } else {
+                    None
+                },
+                reg_id: if i % 8 == 0 { Some(i as u32) } else { None },
+                push: if i % 5 == 0 {
+                    Some(format!(r#"{{"pn-prid":"tok{i}","n":"a\nb"}}"#))
+                } else {
+                    None
+                },
+            }]),
+            flow: if i % 2 == 1 {
+                Some(format!("tcp:10.1.{}.{}:{}", i / 250, i % 250, 40000 + i))
+            } else {
+                None
+            },
+            user_agent: if i % 7 == 0 {
+                None
+            } else {
+                Some(format!("Phone/{i} (ünïcode)"))
+            },
+            path: (0..(i % 3))
+                .map(|p| format!("<sip:proxy{p}.example;lr>"))
+                .collect(),
+            now_ms: now + i as u64,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn thousand_bindings_survive_reopen() {
+        let dir = TempDir::new("reopen");
+        let now = now_ms();
+        let mut expected = BTreeMap::new();
+        {
+            let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.db(), false).unwrap());
+            let reg = Registrar::new(settings(10), store).unwrap();
+            for i in 0..1000 {
+                let aor = format!("user{}@example.com", i % 100);
+                match reg.register(full_request(&aor, i, now)).await.unwrap() {
+                    RegisterOutcome::Ok { .. } => {}
+                    other => panic!("register {i}: {other:?}"),
+                }
+            }
+            assert_eq!(reg.count(), 1000);
+            assert_eq!(reg.aors(), 100);
+            for a in 0..100 {
+                for b in reg.lookup(&format!("user{a}@example.com"), now) {
+                    expected.insert((b.aor.clone(), b.key.clone()), (*b).clone());
+                }
+            }
+            // Dropping the last handle drops the store, which drains and joins its thread.
+        }
+        assert_eq!(expected.len(), 1000);
+        let store = SqliteStore::open(&dir.db(), false).unwrap();
+        let loaded: BTreeMap<_, _> = store
+            .load()
+            .unwrap()
+            .into_iter()
+            .map(|b| ((b.aor.clone(), b.key.clone()), b))
+            .collect();
+        assert_eq!(loaded, expected);
+
+        // And the registrar rebuilt from it serves them again.
+        let reg = Registrar::new(settings(10), Arc::new(store)).unwrap();
+        assert_eq!(reg.count(), 1000);
+        let alice = reg.lookup("user7@example.com", now);
+        assert_eq!(alice.len(), 10);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+    async fn concurrent_registers_group_commit() {
+        let dir = TempDir::new("concurrent");
+        let sqlite = Arc::new(SqliteStore::open(&dir.db(), false).unwrap());
+        let store: Arc<dyn Store> = sqlite.clone();
+        let reg = Registrar::new(settings(10), store).unwrap();
+        let before = sqlite.commits();
+        let now = now_ms();
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let reg = reg.clone();
+                tokio::spawn(async move {
+                    reg.register(full_request(&format!("u{}@x", i % 40), i, now))
+                        .await
+                })
+            })
+            .collect();
+        for t in tasks {
+            assert!(matches!(
+                t.await.unwrap().unwrap(),
+                RegisterOutcome::Ok { .. }
+            ));
+        }
+        let commits = sqlite.commits() - before;
+        assert!((1..=200).contains(&commits), "commits = {commits}");
+        eprintln!("200 concurrent REGISTERs used {commits} commits");
+        assert_eq!(reg.count(), 200);
+        assert_eq!(sqlite.load().unwrap().len(), 200);
+    }
+}

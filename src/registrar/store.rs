@@ -1,0 +1,104 @@
+//! The durable store behind the registrar: a back-end-neutral trait (no SQL in it, so a
+//! Redis back end fits later), the write operations, and the errors.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use super::Binding;
+
+/// One write to the store. A batch of ops passed to [`Store::submit`] is applied
+/// atomically and in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreOp {
+    /// Insert or replace the binding identified by its `(aor, key)`.
+    Put(Arc<Binding>),
+    /// Delete the binding `(aor, key)`, if present.
+    Delete {
+        /// AOR of the binding.
+        aor: String,
+        /// Key of the binding within the AOR.
+        key: String,
+    },
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The SQLite engine reported an error.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The database's parent directory could not be created.
+    #[error("cannot create directory {path}: {source}")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The database could not be opened or prepared.
+    #[error("cannot open store {path}: {source}")]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// The SQLite error.
+        source: rusqlite::Error,
+    },
+    /// The database was written by a newer sipwake with an unknown schema.
+    #[error("store {path} has schema version {found}; this build supports up to {supported}")]
+    UnsupportedSchema {
+        /// The database file.
+        path: PathBuf,
+        /// Schema version found in the file.
+        found: i64,
+        /// Highest schema version this build understands.
+        supported: i64,
+    },
+    /// The store's worker thread could not be started.
+    #[error("cannot start store thread: {0}")]
+    Spawn(#[source] std::io::Error),
+    /// A stored record could not be decoded.
+    #[error("corrupt stored binding {aor} {key}: {reason}")]
+    Corrupt {
+        /// AOR of the record.
+        aor: String,
+        /// Key of the record.
+        key: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The store's worker has stopped, so the operation was not performed.
+    #[error("store thread stopped")]
+    Closed,
+}
+
+/// Durable keeping of bindings plus a small key/value area.
+///
+/// `load`, `get_meta` and `put_meta` may block briefly: call them at startup or from
+/// blocking contexts. `submit` never blocks; its result resolves once the ops are
+/// durable (or failed).
+pub trait Store: Send + Sync + 'static {
+    /// Every stored binding, expired ones included (the registrar sweeps those).
+    fn load(&self) -> Result<Vec<Binding>, StoreError>;
+
+    /// Queue `ops` for atomic application in submission order; the receiver yields the
+    /// outcome once committed. Ops submitted earlier are committed no later than ops
+    /// submitted after them.
+    fn submit(&self, ops: Vec<StoreOp>) -> oneshot::Receiver<Result<(), StoreError>>;
+
+    /// Read a small value (e.g. the flow-token secret).
+    fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Write a small value durably.
+    fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
+}
+
+/// A receiver that already holds `result`, for stores that answer synchronously or
+/// cannot accept work.
+pub(crate) fn ready(result: Result<(), StoreError>) -> oneshot::Receiver<Result<(), StoreError>> {
+    let (tx, rx) = oneshot::channel();
+    // The receiver is alive right here, so this send cannot fail.
+    let _ = tx.send(result);
+    rx
+}

@@ -1,0 +1,264 @@
+//! Building outgoing messages: responses to a received request, and forwarded
+//! messages made by splicing a few edits into the received bytes.
+
+use std::fmt::Write as _;
+use std::hash::{Hash, Hasher};
+use std::io::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+
+use bytes::{Bytes, BytesMut};
+
+use super::header::{params, HeaderName, Via};
+use super::message::Message;
+
+/// Edits applied to a message's bytes in one pass: everything not edited is copied
+/// as it came, so escaping, parameter order and unknown headers survive forwarding.
+pub struct Splice<'m> {
+    src: &'m [u8],
+    edits: Vec<(usize, usize, usize, usize)>,
+    scratch: Vec<u8>,
+}
+
+impl<'m> Splice<'m> {
+    /// Starts editing `msg`.
+    pub fn new(msg: &'m Message) -> Splice<'m> {
+        Splice {
+            src: msg.bytes(),
+            edits: Vec::with_capacity(8),
+            scratch: Vec::with_capacity(256),
+        }
+    }
+
+    /// Replaces `range` with formatted text.
+    pub fn replace_fmt(&mut self, range: Range<usize>, args: std::fmt::Arguments<'_>) {
+        let s = self.scratch.len();
+        let _ = self.scratch.write_fmt(args);
+        self.edits
+            .push((range.start, range.end, s, self.scratch.len()));
+    }
+
+    /// Replaces `range` with `text`.
+    pub fn replace(&mut self, range: Range<usize>, text: &str) {
+        self.replace_fmt(range, format_args!("{text}"));
+    }
+
+    /// Inserts formatted text at `at`.
+    pub fn insert_fmt(&mut self, at: usize, args: std::fmt::Arguments<'_>) {
+        self.replace_fmt(at..at, args);
+    }
+
+    /// Removes `range`.
+    pub fn remove(&mut self, range: Range<usize>) {
+        let s = self.scratch.len();
+        self.edits.push((range.start, range.end, s, s));
+    }
+
+    /// Produces the edited message. Edits are applied in position order (insertions at
+    /// the same point in the order they were made); an edit overlapping an earlier one
+    /// is dropped rather than corrupting the output.
+    pub fn finish(mut self) -> Bytes {
+        self.edits.sort_by_key(|e| (e.0, e.1));
+        let extra: usize = self.scratch.len();
+        let mut out = BytesMut::with_capacity(self.src.len() + extra);
+        let mut pos = 0;
+        for (start, end, s, e) in self.edits {
+            if start < pos || end > self.src.len() {
+                continue;
+            }
+            out.extend_from_slice(&self.src[pos..start]);
+            out.extend_from_slice(&self.scratch[s..e]);
+            pos = end;
+        }
+        out.extend_from_slice(&self.src[pos..]);
+        out.freeze()
+    }
+}
+
+/// The topmost Via value as a response or a forwarded request must carry it:
+/// with `received` when the sent-by host is not the source address, and `rport`
+/// filled in when the client asked for it (RFC 3261 §18.2.1, RFC 3581).
+pub fn write_top_via(out: &mut String, via_raw: &str, via: &Via<'_>, src: SocketAddr) {
+    let prefix_len = via_raw.len() - via.params.len();
+    out.push_str(&via_raw[..prefix_len]);
+    let wants_rport = via.rport().is_some();
+    let host_ip: Option<IpAddr> = via
+        .host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok();
+    for (n, v) in params(via.params) {
+        if n.eq_ignore_ascii_case("received") || n.eq_ignore_ascii_case("rport") {
+            continue;
+        }
+        out.push(';');
+        out.push_str(n);
+        if !v.is_empty() {
+            out.push('=');
+            out.push_str(v);
+        }
+    }
+    if wants_rport || host_ip != Some(src.ip()) {
+        let _ = write!(out, ";received={}", src.ip());
+    }
+    if wants_rport {
+        let _ = write!(out, ";rport={}", src.port());
+    }
+}
+
+/// A To tag that is the same for every retransmission of one request.
+pub fn local_tag(msg: &Message) -> String {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    msg.call_id().hash(&mut h);
+    msg.from_tag().hash(&mut h);
+    msg.top_via().and_then(|v| v.branch()).hash(&mut h);
+    msg.cseq().0.hash(&mut h);
+    format!("sw{:x}", h.finish())
+}
+
+/// Builds a response to `req`, which arrived from `src`. `extra` lines are complete
+/// `Name: value` strings without CRLF. The To tag is added for codes above 100 when the
+/// request had none.
+pub fn response(
+    req: &Message,
+    src: SocketAddr,
+    code: u16,
+    reason: &str,
+    extra: &[&str],
+    body: Option<(&str, &[u8])>,
+) -> Bytes {
+    let mut s = String::with_capacity(512);
+    let _ = write!(s, "SIP/2.0 {code} {reason}\r\n");
+    let mut first = true;
+    for v in req.values(HeaderName::Via) {
+        s.push_str("Via: ");
+        match (first, Via::parse(v)) {
+            (true, Ok(via)) => write_top_via(&mut s, v, &via, src),
+            _ => s.push_str(v),
+        }
+        s.push_str("\r\n");
+        first = false;
+    }
+    for (h, name) in [(HeaderName::From, "From"), (HeaderName::To, "To")] {
+        if let Some(v) = req.header(h) {
+            let _ = write!(s, "{name}: {v}");
+            if h == HeaderName::To && code > 100 && req.to_tag().is_empty() {
+                let _ = write!(s, ";tag={}", local_tag(req));
+            }
+            s.push_str("\r\n");
+        }
+    }
+    for (h, name) in [(HeaderName::CallId, "Call-ID"), (HeaderName::CSeq, "CSeq")] {
+        if let Some(v) = req.header(h) {
+            let _ = write!(s, "{name}: {v}\r\n");
+        }
+    }
+    for line in extra {
+        s.push_str(line);
+        s.push_str("\r\n");
+    }
+    s.push_str("Server: sipwake\r\n");
+    let mut out = BytesMut::with_capacity(s.len() + 40);
+    out.extend_from_slice(s.as_bytes());
+    match body {
+        Some((ctype, b)) => {
+            let _ = write!(
+                Fmt(&mut out),
+                "Content-Type: {ctype}\r\nContent-Length: {}\r\n\r\n",
+                b.len()
+            );
+            out.extend_from_slice(b);
+        }
+        None => out.extend_from_slice(b"Content-Length: 0\r\n\r\n"),
+    }
+    out.freeze()
+}
+
+struct Fmt<'a>(&'a mut BytesMut);
+
+impl std::fmt::Write for Fmt<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// Standard reason phrase for a status code.
+pub fn reason_phrase(code: u16) -> &'static str {
+    match code {
+        100 => "Trying",
+        180 => "Ringing",
+        200 => "OK",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        416 => "Unsupported URI Scheme",
+        420 => "Bad Extension",
+        423 => "Interval Too Brief",
+        430 => "Flow Failed",
+        480 => "Temporarily Unavailable",
+        481 => "Call/Transaction Does Not Exist",
+        482 => "Loop Detected",
+        483 => "Too Many Hops",
+        487 => "Request Terminated",
+        500 => "Server Internal Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        504 => "Server Time-out",
+        505 => "Version Not Supported",
+        513 => "Message Too Large",
+        _ => "Unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req() -> Message {
+        let raw = "OPTIONS sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP ua.example.com:5070;branch=z9hG4bK1;rport, SIP/2.0/TCP h2;branch=z9hG4bK2\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: c\r\nCSeq: 7 OPTIONS\r\nMax-Forwards: 70\r\nX-Keep: %41;b=2\r\nContent-Length: 0\r\n\r\n";
+        Message::parse(Bytes::from(raw), true).unwrap()
+    }
+
+    #[test]
+    fn response_fills_received_rport_and_tag() {
+        let m = req();
+        let src: SocketAddr = "127.0.0.9:5999".parse().unwrap();
+        let r = response(&m, src, 404, "Not Found", &[], None);
+        let r = std::str::from_utf8(&r).unwrap();
+        assert!(r.starts_with("SIP/2.0 404 Not Found\r\n"));
+        assert!(r.contains(
+            "Via: SIP/2.0/UDP ua.example.com:5070;branch=z9hG4bK1;received=127.0.0.9;rport=5999\r\n"
+        ));
+        assert!(r.contains("Via: SIP/2.0/TCP h2;branch=z9hG4bK2\r\n"));
+        assert!(r.contains("To: <sip:x@y>;tag=sw"));
+        assert!(r.ends_with("Content-Length: 0\r\n\r\n"));
+        let parsed = Message::parse(Bytes::copy_from_slice(r.as_bytes()), true).unwrap();
+        parsed.validate().unwrap();
+        assert_eq!(local_tag(&m), local_tag(&req()));
+    }
+
+    #[test]
+    fn splice_keeps_untouched_bytes() {
+        let m = req();
+        let mf = m
+            .header_list()
+            .iter()
+            .find(|h| h.name == HeaderName::MaxForwards)
+            .unwrap();
+        let mut sp = Splice::new(&m);
+        sp.replace(mf.value.clone(), "69");
+        sp.insert_fmt(
+            m.start_line_range().end + 2,
+            format_args!("Via: SIP/2.0/UDP me;branch=z9hG4bKme\r\n"),
+        );
+        let out = sp.finish();
+        let s = std::str::from_utf8(&out).unwrap();
+        assert!(s.contains("Max-Forwards: 69\r\n"));
+        assert!(s.contains("X-Keep: %41;b=2\r\n"));
+        assert!(s.starts_with("OPTIONS sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP me;branch=z9hG4bKme\r\nVia: SIP/2.0/UDP ua.example.com"));
+    }
+}

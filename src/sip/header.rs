@@ -1,0 +1,578 @@
+//! Header names and the grammars of the headers sipwake reads: Via, name-addr
+//! (To, From, Contact, Route, Record-Route, Path), CSeq and parameter lists.
+
+use super::error::ParseError;
+use super::uri::{is_token, split_host_port, valid_host};
+
+/// Headers sipwake looks at, with their compact forms folded in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum HeaderName {
+    /// `Via` / `v`
+    Via,
+    /// `From` / `f`
+    From,
+    /// `To` / `t`
+    To,
+    /// `Call-ID` / `i`
+    CallId,
+    /// `CSeq`
+    CSeq,
+    /// `Contact` / `m`
+    Contact,
+    /// `Content-Length` / `l`
+    ContentLength,
+    /// `Content-Type` / `c`
+    ContentType,
+    /// `Max-Forwards`
+    MaxForwards,
+    /// `Route`
+    Route,
+    /// `Record-Route`
+    RecordRoute,
+    /// `Expires`
+    Expires,
+    /// `Proxy-Require`
+    ProxyRequire,
+    /// `Require`
+    Require,
+    /// `Supported` / `k`
+    Supported,
+    /// `User-Agent`
+    UserAgent,
+    /// `Path`
+    Path,
+    /// `P-Asserted-Identity`
+    PAssertedIdentity,
+    /// `Min-Expires`
+    MinExpires,
+    /// `Reason`
+    Reason,
+    /// `Flow-Timer`
+    FlowTimer,
+    /// Any other header.
+    Other,
+}
+
+/// Number of distinct known names, for per-name index tables.
+pub const KNOWN_HEADERS: usize = HeaderName::Other as usize;
+
+impl HeaderName {
+    /// Classifies a header name as written (case-insensitive, compact forms too).
+    pub fn from_bytes(n: &[u8]) -> HeaderName {
+        if n.len() == 1 {
+            return match n[0].to_ascii_lowercase() {
+                b'v' => HeaderName::Via,
+                b'f' => HeaderName::From,
+                b't' => HeaderName::To,
+                b'i' => HeaderName::CallId,
+                b'm' => HeaderName::Contact,
+                b'l' => HeaderName::ContentLength,
+                b'c' => HeaderName::ContentType,
+                b'k' => HeaderName::Supported,
+                _ => HeaderName::Other,
+            };
+        }
+        const NAMES: [(&[u8], HeaderName); 21] = [
+            (b"via", HeaderName::Via),
+            (b"from", HeaderName::From),
+            (b"to", HeaderName::To),
+            (b"call-id", HeaderName::CallId),
+            (b"cseq", HeaderName::CSeq),
+            (b"contact", HeaderName::Contact),
+            (b"content-length", HeaderName::ContentLength),
+            (b"content-type", HeaderName::ContentType),
+            (b"max-forwards", HeaderName::MaxForwards),
+            (b"route", HeaderName::Route),
+            (b"record-route", HeaderName::RecordRoute),
+            (b"expires", HeaderName::Expires),
+            (b"proxy-require", HeaderName::ProxyRequire),
+            (b"require", HeaderName::Require),
+            (b"supported", HeaderName::Supported),
+            (b"user-agent", HeaderName::UserAgent),
+            (b"path", HeaderName::Path),
+            (b"p-asserted-identity", HeaderName::PAssertedIdentity),
+            (b"min-expires", HeaderName::MinExpires),
+            (b"reason", HeaderName::Reason),
+            (b"flow-timer", HeaderName::FlowTimer),
+        ];
+        for (name, h) in NAMES {
+            if name.len() == n.len() && name.eq_ignore_ascii_case(n) {
+                return h;
+            }
+        }
+        HeaderName::Other
+    }
+
+    /// The full name used when sipwake writes this header.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HeaderName::Via => "Via",
+            HeaderName::From => "From",
+            HeaderName::To => "To",
+            HeaderName::CallId => "Call-ID",
+            HeaderName::CSeq => "CSeq",
+            HeaderName::Contact => "Contact",
+            HeaderName::ContentLength => "Content-Length",
+            HeaderName::ContentType => "Content-Type",
+            HeaderName::MaxForwards => "Max-Forwards",
+            HeaderName::Route => "Route",
+            HeaderName::RecordRoute => "Record-Route",
+            HeaderName::Expires => "Expires",
+            HeaderName::ProxyRequire => "Proxy-Require",
+            HeaderName::Require => "Require",
+            HeaderName::Supported => "Supported",
+            HeaderName::UserAgent => "User-Agent",
+            HeaderName::Path => "Path",
+            HeaderName::PAssertedIdentity => "P-Asserted-Identity",
+            HeaderName::MinExpires => "Min-Expires",
+            HeaderName::Reason => "Reason",
+            HeaderName::FlowTimer => "Flow-Timer",
+            HeaderName::Other => "",
+        }
+    }
+
+    /// Headers that may carry several comma-separated values.
+    pub fn is_list(self) -> bool {
+        matches!(
+            self,
+            HeaderName::Via
+                | HeaderName::Contact
+                | HeaderName::Route
+                | HeaderName::RecordRoute
+                | HeaderName::ProxyRequire
+                | HeaderName::Require
+                | HeaderName::Supported
+                | HeaderName::Path
+                | HeaderName::PAssertedIdentity
+        )
+    }
+}
+
+fn is_lws(c: u8) -> bool {
+    c == b' ' || c == b'\t' || c == b'\r' || c == b'\n'
+}
+
+/// Trims linear white space (including folded line breaks) on both ends.
+pub fn trim_lws(s: &str) -> &str {
+    s.trim_matches(|c: char| c == ' ' || c == '\t' || c == '\r' || c == '\n')
+}
+
+/// Byte ranges (relative to `s`) of the comma-separated elements of a list header,
+/// respecting quoted strings and angle brackets. Elements are trimmed.
+pub fn split_commas(s: &str) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let b = s.as_bytes();
+    let mut pos = 0;
+    std::iter::from_fn(move || {
+        if pos > b.len() {
+            return None;
+        }
+        let start = pos;
+        let mut i = pos;
+        let mut in_quote = false;
+        let mut in_angle = false;
+        while i < b.len() {
+            let c = b[i];
+            if in_quote {
+                if c == b'\\' {
+                    i += 1;
+                } else if c == b'"' {
+                    in_quote = false;
+                }
+            } else if c == b'"' {
+                in_quote = true;
+            } else if c == b'<' {
+                in_angle = true;
+            } else if c == b'>' {
+                in_angle = false;
+            } else if c == b',' && !in_angle {
+                break;
+            }
+            i += 1;
+        }
+        pos = i + 1;
+        let mut a = start;
+        let mut e = i.min(b.len());
+        while a < e && is_lws(b[a]) {
+            a += 1;
+        }
+        while e > a && is_lws(b[e - 1]) {
+            e -= 1;
+        }
+        Some((a, e))
+    })
+}
+
+/// Iterates `;name=value` parameters (leading `;` optional), respecting quoted values.
+/// Names and values are trimmed of LWS; a parameter without `=` has value `""`.
+pub fn params(s: &str) -> impl Iterator<Item = (&str, &str)> + '_ {
+    let b = s.as_bytes();
+    let mut pos = 0;
+    std::iter::from_fn(move || loop {
+        if pos >= b.len() {
+            return None;
+        }
+        let start = pos;
+        let mut i = pos;
+        let mut in_quote = false;
+        while i < b.len() {
+            let c = b[i];
+            if in_quote {
+                if c == b'\\' {
+                    i += 1;
+                } else if c == b'"' {
+                    in_quote = false;
+                }
+            } else if c == b'"' {
+                in_quote = true;
+            } else if c == b';' {
+                break;
+            }
+            i += 1;
+        }
+        pos = i + 1;
+        let item = trim_lws(s.get(start..i.min(b.len())).unwrap_or(""));
+        if item.is_empty() {
+            continue;
+        }
+        return Some(match item.find('=') {
+            Some(k) => (trim_lws(&item[..k]), trim_lws(&item[k + 1..])),
+            None => (item, ""),
+        });
+    })
+}
+
+/// Looks up one parameter (case-insensitive name) in a parameter list.
+pub fn param<'a>(s: &'a str, name: &str) -> Option<&'a str> {
+    params(s)
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
+}
+
+/// Strips the quotes of a quoted-string value, if quoted.
+pub fn unquote(v: &str) -> &str {
+    v.strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(v)
+}
+
+/// Checks a parameter list strictly: every parameter has a token name and a token,
+/// host or quoted-string value.
+fn check_params(s: &str) -> bool {
+    let s = trim_lws(s);
+    if s.is_empty() {
+        return true;
+    }
+    let Some(rest) = s.strip_prefix(';') else {
+        return false;
+    };
+    // empty elements (";;") are a grammar violation
+    let b = rest.as_bytes();
+    let mut in_quote = false;
+    let mut seg_start = 0;
+    let mut i = 0;
+    let check_seg = |seg: &str| -> bool {
+        let seg = trim_lws(seg);
+        if seg.is_empty() {
+            return false;
+        }
+        let (n, v) = match seg.find('=') {
+            Some(k) => (trim_lws(&seg[..k]), Some(trim_lws(&seg[k + 1..]))),
+            None => (seg, None),
+        };
+        if !is_token(n) {
+            return false;
+        }
+        match v {
+            None => true,
+            Some(v) if v.starts_with('"') => v.len() >= 2 && v.ends_with('"'),
+            Some(v) => {
+                !v.is_empty()
+                    && v.bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || b"-.!%*_+`'~[]:".contains(&c))
+            }
+        }
+    };
+    while i <= b.len() {
+        if i == b.len() || (!in_quote && b[i] == b';') {
+            if !check_seg(&rest[seg_start..i]) {
+                return false;
+            }
+            seg_start = i + 1;
+        } else if in_quote && b[i] == b'\\' {
+            i += 1;
+        } else if b[i] == b'"' {
+            in_quote = !in_quote;
+        }
+        i += 1;
+    }
+    !in_quote
+}
+
+/// One Via value: `SIP/2.0/UDP host:port;params`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Via<'a> {
+    /// Transport token as written (e.g. `UDP`).
+    pub transport: &'a str,
+    /// sent-by host (IPv6 bracketed).
+    pub host: &'a str,
+    /// sent-by port, if given.
+    pub port: Option<u16>,
+    /// Parameters including the leading `;`, or empty.
+    pub params: &'a str,
+}
+
+impl<'a> Via<'a> {
+    /// Parses one Via value (already split at commas).
+    pub fn parse(s: &'a str) -> Result<Via<'a>, ParseError> {
+        const E: ParseError = ParseError::Malformed("Via");
+        let mut rest = trim_lws(s);
+        let mut part = |rest: &mut &'a str, sep: bool| -> Result<&'a str, ParseError> {
+            let r = trim_lws(rest);
+            let end = r
+                .find(|c: char| c == '/' || c == ' ' || c == '\t' || c == '\r' || c == '\n')
+                .unwrap_or(r.len());
+            let tok = &r[..end];
+            let mut r2 = trim_lws(&r[end..]);
+            if sep {
+                r2 = r2.strip_prefix('/').ok_or(E)?;
+            }
+            *rest = r2;
+            Ok(tok)
+        };
+        let proto = part(&mut rest, true)?;
+        let version = part(&mut rest, true)?;
+        if !proto.eq_ignore_ascii_case("SIP") {
+            return Err(E);
+        }
+        if version != "2.0" {
+            return Err(ParseError::Version);
+        }
+        let r = trim_lws(rest);
+        let end = r
+            .find(|c: char| c == ' ' || c == '\t' || c == '\r' || c == '\n')
+            .ok_or(E)?;
+        let transport = &r[..end];
+        if !is_token(transport) {
+            return Err(E);
+        }
+        let r = trim_lws(&r[end..]);
+        let pend = r.find(';').unwrap_or(r.len());
+        let sent_by = trim_lws(&r[..pend]);
+        let params = &r[pend..];
+        // sent-by may have LWS around ':' in theory; phones never do that
+        let (host, port) = split_host_port(sent_by).ok_or(E)?;
+        if !valid_host(host) || !check_params(params) {
+            return Err(E);
+        }
+        Ok(Via {
+            transport,
+            host,
+            port,
+            params,
+        })
+    }
+
+    /// The `branch` parameter.
+    pub fn branch(&self) -> Option<&'a str> {
+        param(self.params, "branch")
+    }
+
+    /// `rport`: `None` absent, `Some(None)` without value, `Some(Some(p))` filled in.
+    pub fn rport(&self) -> Option<Option<u16>> {
+        param(self.params, "rport").map(|v| v.parse().ok())
+    }
+
+    /// The `received` parameter.
+    pub fn received(&self) -> Option<&'a str> {
+        param(self.params, "received")
+    }
+
+    /// True if the transport is reliable (anything but UDP).
+    pub fn is_udp(&self) -> bool {
+        self.transport.eq_ignore_ascii_case("UDP")
+    }
+}
+
+/// A `name-addr` or `addr-spec` with header parameters: To, From, Contact, Route…
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NameAddr<'a> {
+    /// Display name as written (quoted or tokens), if any.
+    pub display: Option<&'a str>,
+    /// The URI without angle brackets.
+    pub uri: &'a str,
+    /// Header parameters including the leading `;`, or empty.
+    pub params: &'a str,
+}
+
+impl<'a> NameAddr<'a> {
+    /// Parses one value (already split at commas). `what` names the header in errors.
+    pub fn parse(s: &'a str, what: &'static str) -> Result<NameAddr<'a>, ParseError> {
+        let e = ParseError::Malformed(what);
+        let s = trim_lws(s);
+        let b = s.as_bytes();
+        let (display, rest) = if b.first() == Some(&b'"') {
+            let mut i = 1;
+            loop {
+                match b.get(i) {
+                    None => return Err(e),
+                    Some(b'\\') => i += 2,
+                    Some(b'"') => break,
+                    Some(_) => i += 1,
+                }
+            }
+            let rest = trim_lws(&s[i + 1..]);
+            if !rest.starts_with('<') {
+                return Err(e);
+            }
+            (Some(&s[..=i]), rest)
+        } else if let Some(lt) = s.find('<') {
+            let d = trim_lws(&s[..lt]);
+            if !d.is_empty()
+                && !d
+                    .split(|c: char| c.is_ascii_whitespace())
+                    .all(|t| t.is_empty() || is_token(t))
+            {
+                return Err(e);
+            }
+            (if d.is_empty() { None } else { Some(d) }, &s[lt..])
+        } else {
+            // addr-spec: the URI ends at the first ';', which starts header params
+            let end = s.find(';').unwrap_or(s.len());
+            let uri = trim_lws(&s[..end]);
+            if uri.is_empty() || uri.contains(['?', ',', ' ', '\t', '\r', '\n', '"', '>']) {
+                return Err(e);
+            }
+            let params = &s[end..];
+            if !check_params(params) {
+                return Err(e);
+            }
+            return Ok(NameAddr {
+                display: None,
+                uri,
+                params,
+            });
+        };
+        let gt = rest.find('>').ok_or(e.clone())?;
+        let uri = &rest[1..gt];
+        if uri.is_empty() || uri.contains([' ', '\t', '\r', '\n', '<']) {
+            return Err(e);
+        }
+        let params = &rest[gt + 1..];
+        if !check_params(params) {
+            return Err(e);
+        }
+        Ok(NameAddr {
+            display,
+            uri,
+            params,
+        })
+    }
+
+    /// The `tag` parameter.
+    pub fn tag(&self) -> Option<&'a str> {
+        param(self.params, "tag")
+    }
+
+    /// A header parameter.
+    pub fn param(&self, name: &str) -> Option<&'a str> {
+        param(self.params, name)
+    }
+}
+
+/// Parses `CSeq: number method`.
+pub fn parse_cseq(s: &str) -> Result<(u32, &str), ParseError> {
+    const E: ParseError = ParseError::Malformed("CSeq");
+    let s = trim_lws(s);
+    let end = s.find(|c: char| !c.is_ascii_digit()).ok_or(E)?;
+    let num = &s[..end];
+    if num.is_empty() || num.len() > 10 {
+        return Err(E);
+    }
+    let n: u64 = num.parse().map_err(|_| E)?;
+    let n = u32::try_from(n).map_err(|_| E)?;
+    let method = trim_lws(&s[end..]);
+    if !s[end..].starts_with([' ', '\t', '\r', '\n']) || !is_token(method) {
+        return Err(E);
+    }
+    Ok((n, method))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn via_with_odd_lws() {
+        let v = Via::parse("SIP  /   2.0\r\n /UDP\r\n    192.0.2.2;branch=390skdjuw").unwrap();
+        assert_eq!(v.transport, "UDP");
+        assert_eq!(v.host, "192.0.2.2");
+        assert_eq!(v.branch(), Some("390skdjuw"));
+        let v = Via::parse("SIP/2.0/TCP [::1]:5070;branch=z9hG4bKx;rport").unwrap();
+        assert_eq!(v.port, Some(5070));
+        assert_eq!(v.rport(), Some(None));
+        assert!(!v.is_udp());
+    }
+
+    #[test]
+    fn via_rejects_empty_params_and_bad_version() {
+        assert!(Via::parse("SIP/2.0/UDP 192.0.2.15;;,;,,").is_err());
+        assert_eq!(
+            Via::parse("SIP/7.0/UDP h;branch=z9hG4bK1"),
+            Err(ParseError::Version)
+        );
+    }
+
+    #[test]
+    fn name_addr_forms() {
+        let n = NameAddr::parse(
+            "\"J Rosenberg \\\\\\\"\"       <sip:jdrosen@example.com>\r\n  ;\r\n  tag = 98asjd8",
+            "From",
+        )
+        .unwrap();
+        assert_eq!(n.uri, "sip:jdrosen@example.com");
+        assert_eq!(n.tag(), Some("98asjd8"));
+        let n = NameAddr::parse("caller<sip:caller@example.com>;tag=323", "From").unwrap();
+        assert_eq!(n.display, Some("caller"));
+        let n = NameAddr::parse("sip:user@example.com;tag=1", "To").unwrap();
+        assert_eq!(n.uri, "sip:user@example.com");
+        assert_eq!(n.tag(), Some("1"));
+        let n = NameAddr::parse(
+            "<sip:a@127.0.0.1:5060;ob>;+sip.instance=\"<urn:uuid:00000000-0000-1000-8000-000A95A0E128>\";reg-id=1",
+            "Contact",
+        )
+        .unwrap();
+        assert_eq!(
+            n.param("+sip.instance").map(unquote),
+            Some("<urn:uuid:00000000-0000-1000-8000-000A95A0E128>")
+        );
+        assert_eq!(n.param("reg-id"), Some("1"));
+    }
+
+    #[test]
+    fn name_addr_rejects_torture_faults() {
+        assert!(NameAddr::parse("\"Mr. J. User <sip:j.user@example.com>", "To").is_err());
+        assert!(NameAddr::parse("Bell, Alexander <sip:a.g.bell@bell-tel.com>", "From").is_err());
+        assert!(NameAddr::parse("sip:user@example.com?Route=%3Csip:x%3E", "Contact").is_err());
+        assert!(NameAddr::parse("\"Joe\" <sip:joe@example.org>;;;;", "Contact").is_err());
+        assert!(NameAddr::parse("<sip:user@example.com>;tag=", "To").is_err());
+    }
+
+    #[test]
+    fn commas_respect_quotes_and_brackets() {
+        let s = "\"a,b\" <sip:x@y>, <sip:z@w;p=1,2>,sip:q@r";
+        let parts: Vec<&str> = split_commas(s).map(|(a, b)| &s[a..b]).collect();
+        assert_eq!(
+            parts,
+            vec!["\"a,b\" <sip:x@y>", "<sip:z@w;p=1,2>", "sip:q@r"]
+        );
+    }
+
+    #[test]
+    fn cseq_bounds() {
+        assert_eq!(parse_cseq("0009\r\n  INVITE").unwrap(), (9, "INVITE"));
+        assert!(parse_cseq("36893488147419103232 INVITE").is_err());
+        assert!(parse_cseq("4294967296 INVITE").is_err());
+        assert!(parse_cseq("1").is_err());
+    }
+}

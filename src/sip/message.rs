@@ -1,0 +1,783 @@
+//! A SIP message as received: the original bytes plus an index of where each part
+//! lies. Nothing is copied or re-serialized; forwarding splices edits into the bytes
+//! (see [`super::builder::Splice`]).
+
+use std::ops::Range;
+
+use bytes::Bytes;
+
+use super::error::ParseError;
+use super::header::{parse_cseq, split_commas, trim_lws, HeaderName, NameAddr, Via, KNOWN_HEADERS};
+use super::uri::{is_token, Uri, UriError};
+
+/// SIP request methods sipwake distinguishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Method {
+    /// INVITE
+    Invite,
+    /// ACK
+    Ack,
+    /// BYE
+    Bye,
+    /// CANCEL
+    Cancel,
+    /// REGISTER
+    Register,
+    /// OPTIONS
+    Options,
+    /// INFO
+    Info,
+    /// UPDATE
+    Update,
+    /// PRACK
+    Prack,
+    /// SUBSCRIBE
+    Subscribe,
+    /// NOTIFY
+    Notify,
+    /// REFER
+    Refer,
+    /// MESSAGE
+    Message,
+    /// PUBLISH
+    Publish,
+    /// Any extension method (the name is in the message).
+    Other,
+}
+
+impl Method {
+    /// Classifies a method token (case-sensitive, as RFC 3261 says).
+    pub fn from_str(s: &str) -> Method {
+        match s {
+            "INVITE" => Method::Invite,
+            "ACK" => Method::Ack,
+            "BYE" => Method::Bye,
+            "CANCEL" => Method::Cancel,
+            "REGISTER" => Method::Register,
+            "OPTIONS" => Method::Options,
+            "INFO" => Method::Info,
+            "UPDATE" => Method::Update,
+            "PRACK" => Method::Prack,
+            "SUBSCRIBE" => Method::Subscribe,
+            "NOTIFY" => Method::Notify,
+            "REFER" => Method::Refer,
+            "MESSAGE" => Method::Message,
+            "PUBLISH" => Method::Publish,
+            _ => Method::Other,
+        }
+    }
+}
+
+/// One header line (possibly folded over several physical lines).
+#[derive(Debug, Clone)]
+pub struct Header {
+    /// Known name or [`HeaderName::Other`].
+    pub name: HeaderName,
+    /// The whole line including its CRLF, in the message buffer.
+    pub line: Range<usize>,
+    /// The value, trimmed, in the message buffer.
+    pub value: Range<usize>,
+}
+
+/// Request or status line.
+#[derive(Debug, Clone)]
+pub enum StartLine {
+    /// `METHOD uri SIP/2.0`.
+    Request {
+        /// Method.
+        method: Method,
+        /// Method token in the buffer.
+        method_range: Range<usize>,
+        /// Request-URI in the buffer.
+        uri: Range<usize>,
+    },
+    /// `SIP/2.0 code reason`.
+    Response {
+        /// Status code.
+        code: u16,
+        /// Reason phrase in the buffer.
+        reason: Range<usize>,
+    },
+}
+
+/// A received SIP message: bytes plus index.
+#[derive(Debug, Clone)]
+pub struct Message {
+    buf: Bytes,
+    start: Result<StartLine, ParseError>,
+    is_request: bool,
+    start_line: Range<usize>,
+    headers: Vec<Header>,
+    first: [u16; KNOWN_HEADERS],
+    count: [u8; KNOWN_HEADERS],
+    head_end: usize,
+    body: Range<usize>,
+    content_length: Result<Option<usize>, ParseError>,
+}
+
+const NONE: u16 = u16::MAX;
+
+fn find_crlf(b: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    while i + 1 < b.len() {
+        match b[i + 1..].iter().position(|&c| c == b'\n') {
+            Some(p) => {
+                let n = i + 1 + p;
+                if b[n - 1] == b'\r' {
+                    return Some(n - 1);
+                }
+                i = n;
+            }
+            None => return None,
+        }
+    }
+    None
+}
+
+/// Where the header section of a stream message ends and how long the message is,
+/// for framing a TCP byte stream. `Ok(None)`: need more bytes.
+pub fn stream_frame_len(b: &[u8], max: usize) -> Result<Option<usize>, ParseError> {
+    let Some(end) = memmem(b, b"\r\n\r\n") else {
+        if b.len() > max {
+            return Err(ParseError::TooLarge);
+        }
+        return Ok(None);
+    };
+    let head = &b[..end + 2];
+    let mut cl: Option<usize> = None;
+    let mut pos = 0;
+    while let Some(e) = find_crlf(head, pos) {
+        let line = &head[pos..e];
+        pos = e + 2;
+        let Some(colon) = line.iter().position(|&c| c == b':') else {
+            continue;
+        };
+        let name = trim_ascii(&line[..colon]);
+        if HeaderName::from_bytes(name) == HeaderName::ContentLength {
+            let v = trim_ascii(&line[colon + 1..]);
+            let n = std::str::from_utf8(v)
+                .ok()
+                .filter(|s| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
+                .and_then(|s| s.parse::<usize>().ok())
+                .ok_or(ParseError::Malformed("Content-Length"))?;
+            if cl.is_some_and(|c| c != n) {
+                return Err(ParseError::Multiple("Content-Length"));
+            }
+            cl = Some(n);
+        }
+    }
+    let total = end + 4 + cl.ok_or(ParseError::Missing("Content-Length"))?;
+    if total > max {
+        return Err(ParseError::TooLarge);
+    }
+    Ok((b.len() >= total).then_some(total))
+}
+
+fn trim_ascii(b: &[u8]) -> &[u8] {
+    let mut s = 0;
+    let mut e = b.len();
+    while s < e && (b[s] == b' ' || b[s] == b'\t') {
+        s += 1;
+    }
+    while e > s && (b[e - 1] == b' ' || b[e - 1] == b'\t') {
+        e -= 1;
+    }
+    &b[s..e]
+}
+
+/// Finds `needle` in `hay`.
+pub fn memmem(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || hay.len() < needle.len() {
+        return None;
+    }
+    let first = needle[0];
+    let mut i = 0;
+    while i + needle.len() <= hay.len() {
+        let p = hay[i..hay.len() - needle.len() + 1]
+            .iter()
+            .position(|&c| c == first)?;
+        i += p;
+        if &hay[i..i + needle.len()] == needle {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+fn name_of(h: HeaderName) -> &'static str {
+    h.as_str()
+}
+
+impl Message {
+    /// Indexes a message. `datagram`: the bytes are one whole UDP datagram (the body
+    /// is what follows the headers, cut to Content-Length when present); otherwise
+    /// they are exactly one framed stream message.
+    ///
+    /// Fails only when the bytes cannot be indexed at all; grammar faults that still
+    /// allow an answer are reported by [`Message::validate`].
+    pub fn parse(buf: Bytes, datagram: bool) -> Result<Message, ParseError> {
+        let b: &[u8] = &buf;
+        let line_end = find_crlf(b, 0).ok_or(ParseError::Incomplete)?;
+        let is_request = !b.starts_with(b"SIP/");
+        let start = parse_start_line(&b[..line_end]);
+        if !is_request && start.is_err() {
+            return Err(ParseError::StartLine);
+        }
+        let (head_end, body_start) = match memmem(b, b"\r\n\r\n") {
+            Some(e) => (e + 2, e + 4),
+            // a datagram that lacks the empty line: its headers run to the end
+            None if datagram => {
+                let e = if b.ends_with(b"\r\n") {
+                    b.len()
+                } else {
+                    return Err(ParseError::Incomplete);
+                };
+                (e, e)
+            }
+            None => return Err(ParseError::Incomplete),
+        };
+        let mut headers: Vec<Header> = Vec::with_capacity(16);
+        let mut first = [NONE; KNOWN_HEADERS];
+        let mut count = [0u8; KNOWN_HEADERS];
+        let mut pos = line_end + 2;
+        while pos < head_end {
+            let e = find_crlf(b, pos).unwrap_or(head_end);
+            let line = &b[pos..e];
+            if line.first().is_some_and(|&c| c == b' ' || c == b'\t') {
+                // folded continuation of the previous header
+                let last = headers.last_mut().ok_or(ParseError::HeaderLine)?;
+                let v = trim_end(b, last.value.start, e);
+                last.value.end = v;
+                last.line.end = e + 2;
+                pos = e + 2;
+                continue;
+            }
+            let colon = line
+                .iter()
+                .position(|&c| c == b':')
+                .ok_or(ParseError::HeaderLine)?;
+            let name_bytes = trim_ascii(&line[..colon]);
+            if name_bytes.is_empty()
+                || !name_bytes
+                    .iter()
+                    .all(|&c| c.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&c))
+            {
+                return Err(ParseError::HeaderLine);
+            }
+            let name = HeaderName::from_bytes(name_bytes);
+            let mut vs = pos + colon + 1;
+            while vs < e && (b[vs] == b' ' || b[vs] == b'\t') {
+                vs += 1;
+            }
+            let ve = trim_end(b, vs, e);
+            if name != HeaderName::Other {
+                let i = name as usize;
+                if first[i] == NONE {
+                    first[i] = headers.len() as u16;
+                }
+                count[i] = count[i].saturating_add(1);
+            }
+            if headers.len() >= NONE as usize - 1 {
+                return Err(ParseError::TooLarge);
+            }
+            headers.push(Header {
+                name,
+                line: pos..(e + 2).min(b.len()),
+                value: vs..ve.max(vs),
+            });
+            pos = e + 2;
+        }
+        if std::str::from_utf8(&b[..head_end.min(b.len())]).is_err() {
+            return Err(ParseError::HeaderLine);
+        }
+        let mut msg = Message {
+            start_line: 0..line_end,
+            start,
+            is_request,
+            headers,
+            first,
+            count,
+            head_end,
+            body: body_start..b.len(),
+            content_length: Ok(None),
+            buf: buf.clone(),
+        };
+        msg.content_length = msg.parse_content_length();
+        let avail = b.len() - body_start.min(b.len());
+        if let Ok(Some(cl)) = msg.content_length {
+            if cl <= avail {
+                msg.body = body_start..body_start + cl;
+            } else if datagram {
+                msg.content_length = Err(ParseError::BodyTooShort);
+            }
+        }
+        Ok(msg)
+    }
+
+    fn parse_content_length(&self) -> Result<Option<usize>, ParseError> {
+        let mut val: Option<usize> = None;
+        for v in self.all(HeaderName::ContentLength) {
+            let v = trim_lws(v);
+            if v.is_empty() || v.len() > 9 || !v.bytes().all(|c| c.is_ascii_digit()) {
+                return Err(ParseError::Malformed("Content-Length"));
+            }
+            let n: usize = v
+                .parse()
+                .map_err(|_| ParseError::Malformed("Content-Length"))?;
+            if val.is_some_and(|x| x != n) {
+                return Err(ParseError::Multiple("Content-Length"));
+            }
+            val = Some(n);
+        }
+        Ok(val)
+    }
+
+    /// Checks the grammar of everything a proxy relies on. A request that fails
+    /// gets the error's status and reason; a response that fails is dropped.
+    pub fn validate(&self) -> Result<(), ParseError> {
+        let start = self.start.as_ref().map_err(|e| e.clone())?;
+        self.content_length.clone()?;
+        for (h, name) in [
+            (HeaderName::Via, "Via"),
+            (HeaderName::From, "From"),
+            (HeaderName::To, "To"),
+            (HeaderName::CallId, "Call-ID"),
+            (HeaderName::CSeq, "CSeq"),
+        ] {
+            if self.count[h as usize] == 0 {
+                return Err(ParseError::Missing(name));
+            }
+        }
+        for h in [
+            HeaderName::From,
+            HeaderName::To,
+            HeaderName::CallId,
+            HeaderName::CSeq,
+            HeaderName::MaxForwards,
+        ] {
+            let n = self.count[h as usize];
+            let commas = self
+                .header(h)
+                .is_some_and(|v| h != HeaderName::From && h != HeaderName::To && v.contains(','));
+            if n > 1 || commas {
+                return Err(ParseError::Multiple(name_of(h)));
+            }
+        }
+        for v in self.values(HeaderName::Via) {
+            Via::parse(v)?;
+        }
+        // From/To are single name-addrs: a comma outside quotes means two values
+        for (h, what) in [(HeaderName::From, "From"), (HeaderName::To, "To")] {
+            let v = self.header(h).unwrap_or("");
+            if split_commas(v).nth(1).is_some() {
+                return Err(ParseError::Multiple(what));
+            }
+            let na = NameAddr::parse(v, what)?;
+            if let Err(UriError::Malformed) = Uri::parse(na.uri) {
+                if na.uri.starts_with("sip:") || na.uri.starts_with("sips:") {
+                    return Err(ParseError::Malformed(what));
+                }
+            }
+        }
+        let call_id = self.header(HeaderName::CallId).unwrap_or("");
+        if call_id.is_empty() || call_id.contains([' ', '\t', '\r', '\n']) {
+            return Err(ParseError::Malformed("Call-ID"));
+        }
+        let (_, cseq_method) = parse_cseq(self.header(HeaderName::CSeq).unwrap_or(""))?;
+        if let Some(mf) = self.header(HeaderName::MaxForwards) {
+            let mf = trim_lws(mf);
+            if mf.is_empty() || mf.len() > 8 || !mf.bytes().all(|c| c.is_ascii_digit()) {
+                return Err(ParseError::Malformed("Max-Forwards"));
+            }
+            if mf
+                .parse::<u32>()
+                .map_err(|_| ParseError::Malformed("Max-Forwards"))?
+                > 255
+            {
+                return Err(ParseError::Malformed("Max-Forwards"));
+            }
+        }
+        for (h, what) in [
+            (HeaderName::Contact, "Contact"),
+            (HeaderName::Route, "Route"),
+            (HeaderName::RecordRoute, "Record-Route"),
+        ] {
+            for v in self.values(h) {
+                if h == HeaderName::Contact && v == "*" {
+                    continue;
+                }
+                NameAddr::parse(v, what)?;
+            }
+        }
+        if let StartLine::Request {
+            method_range, uri, ..
+        } = start
+        {
+            if self.slice(method_range.clone()) != cseq_method {
+                return Err(ParseError::CSeqMethod);
+            }
+            match Uri::parse(self.slice(uri.clone())) {
+                Ok(u) if !u.headers.is_empty() => {
+                    return Err(ParseError::Malformed("Request-URI headers"))
+                }
+                Ok(_) => {}
+                Err(UriError::Scheme) => return Err(ParseError::UnsupportedScheme),
+                Err(UriError::Malformed) => return Err(ParseError::RequestUri),
+            }
+        }
+        Ok(())
+    }
+
+    /// The whole buffer as received.
+    pub fn bytes(&self) -> &Bytes {
+        &self.buf
+    }
+
+    /// A range of the buffer as text (empty if not UTF-8, which parse rules out for
+    /// the header section).
+    pub fn slice(&self, r: Range<usize>) -> &str {
+        self.buf
+            .get(r)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or("")
+    }
+
+    /// True for requests.
+    pub fn is_request(&self) -> bool {
+        self.is_request
+    }
+
+    /// The start line, if it parsed.
+    pub fn start(&self) -> Option<&StartLine> {
+        self.start.as_ref().ok()
+    }
+
+    /// Range of the start line (without CRLF).
+    pub fn start_line_range(&self) -> Range<usize> {
+        self.start_line.clone()
+    }
+
+    /// Request method (`None` for responses or an unparsed start line).
+    pub fn method(&self) -> Option<Method> {
+        match self.start {
+            Ok(StartLine::Request { method, .. }) => Some(method),
+            _ => None,
+        }
+    }
+
+    /// Request method as written.
+    pub fn method_str(&self) -> &str {
+        match &self.start {
+            Ok(StartLine::Request { method_range, .. }) => self.slice(method_range.clone()),
+            _ => "",
+        }
+    }
+
+    /// Request-URI as written.
+    pub fn request_uri(&self) -> &str {
+        match &self.start {
+            Ok(StartLine::Request { uri, .. }) => self.slice(uri.clone()),
+            _ => "",
+        }
+    }
+
+    /// Range of the Request-URI in the buffer.
+    pub fn request_uri_range(&self) -> Option<Range<usize>> {
+        match &self.start {
+            Ok(StartLine::Request { uri, .. }) => Some(uri.clone()),
+            _ => None,
+        }
+    }
+
+    /// Response status code.
+    pub fn code(&self) -> Option<u16> {
+        match self.start {
+            Ok(StartLine::Response { code, .. }) => Some(code),
+            _ => None,
+        }
+    }
+
+    /// Response reason phrase.
+    pub fn reason(&self) -> &str {
+        match &self.start {
+            Ok(StartLine::Response { reason, .. }) => self.slice(reason.clone()),
+            _ => "",
+        }
+    }
+
+    /// All header lines in order.
+    pub fn header_list(&self) -> &[Header] {
+        &self.headers
+    }
+
+    /// Value of a header line.
+    pub fn value_of(&self, h: &Header) -> &str {
+        self.slice(h.value.clone())
+    }
+
+    /// First value (whole line) of a known header.
+    pub fn header(&self, name: HeaderName) -> Option<&str> {
+        let i = *self.first.get(name as usize)?;
+        if i == NONE {
+            return None;
+        }
+        self.headers.get(i as usize).map(|h| self.value_of(h))
+    }
+
+    /// How many lines of a known header there are.
+    pub fn count(&self, name: HeaderName) -> usize {
+        self.count.get(name as usize).copied().unwrap_or(0) as usize
+    }
+
+    /// Every line of a known header, in order.
+    pub fn all(&self, name: HeaderName) -> impl Iterator<Item = &str> + '_ {
+        let start = self.first.get(name as usize).copied().unwrap_or(NONE);
+        let skip = if start == NONE {
+            self.headers.len()
+        } else {
+            start as usize
+        };
+        self.headers[skip..]
+            .iter()
+            .filter(move |h| h.name == name)
+            .map(move |h| self.value_of(h))
+    }
+
+    /// Every comma-separated value of a list header, in order.
+    pub fn values(&self, name: HeaderName) -> impl Iterator<Item = &str> + '_ {
+        self.all(name)
+            .flat_map(|v| split_commas(v).map(move |(a, b)| &v[a..b]))
+    }
+
+    /// Header line index, value range (absolute) of each comma-separated value.
+    pub fn value_spans(&self, name: HeaderName) -> Vec<(usize, Range<usize>)> {
+        let mut out = Vec::new();
+        for (i, h) in self.headers.iter().enumerate() {
+            if h.name != name {
+                continue;
+            }
+            let v = self.value_of(h);
+            for (a, b) in split_commas(v) {
+                out.push((i, h.value.start + a..h.value.start + b));
+            }
+        }
+        out
+    }
+
+    /// A header by any name, case-insensitive, for headers without a [`HeaderName`].
+    pub fn header_named(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|h| {
+                let line = self.slice(h.line.clone());
+                line.split(':')
+                    .next()
+                    .is_some_and(|n| n.trim().eq_ignore_ascii_case(name))
+            })
+            .map(|h| self.value_of(h))
+    }
+
+    /// Call-ID value.
+    pub fn call_id(&self) -> &str {
+        self.header(HeaderName::CallId).unwrap_or("")
+    }
+
+    /// CSeq number and method (after [`Message::validate`] succeeded).
+    pub fn cseq(&self) -> (u32, &str) {
+        parse_cseq(self.header(HeaderName::CSeq).unwrap_or("")).unwrap_or((0, ""))
+    }
+
+    /// The topmost Via value.
+    pub fn top_via(&self) -> Option<Via<'_>> {
+        self.values(HeaderName::Via)
+            .next()
+            .and_then(|v| Via::parse(v).ok())
+    }
+
+    /// From as a name-addr.
+    pub fn from(&self) -> Option<NameAddr<'_>> {
+        self.header(HeaderName::From)
+            .and_then(|v| NameAddr::parse(v, "From").ok())
+    }
+
+    /// To as a name-addr.
+    pub fn to(&self) -> Option<NameAddr<'_>> {
+        self.header(HeaderName::To)
+            .and_then(|v| NameAddr::parse(v, "To").ok())
+    }
+
+    /// From tag.
+    pub fn from_tag(&self) -> &str {
+        self.from().and_then(|f| f.tag()).unwrap_or("")
+    }
+
+    /// To tag.
+    pub fn to_tag(&self) -> &str {
+        self.to().and_then(|f| f.tag()).unwrap_or("")
+    }
+
+    /// Max-Forwards value, if present and valid.
+    pub fn max_forwards(&self) -> Option<u32> {
+        self.header(HeaderName::MaxForwards)
+            .and_then(|v| trim_lws(v).parse().ok())
+    }
+
+    /// Message body.
+    pub fn body(&self) -> &[u8] {
+        self.buf.get(self.body.clone()).unwrap_or(&[])
+    }
+
+    /// Range of the body.
+    pub fn body_range(&self) -> Range<usize> {
+        self.body.clone()
+    }
+
+    /// End of the header section (after the last header's CRLF).
+    pub fn head_end(&self) -> usize {
+        self.head_end
+    }
+
+    /// Declared Content-Length, if a valid one was present.
+    pub fn content_length(&self) -> Option<usize> {
+        self.content_length.clone().ok().flatten()
+    }
+
+    /// True if the message can be answered: the headers a response copies exist.
+    pub fn answerable(&self) -> bool {
+        self.is_request
+            && self.method() != Some(Method::Ack)
+            && self.count(HeaderName::Via) > 0
+            && self.count(HeaderName::CallId) > 0
+            && self.count(HeaderName::CSeq) > 0
+            && self.count(HeaderName::From) > 0
+            && self.count(HeaderName::To) > 0
+            && self.top_via().is_some()
+            && !self.start_line_bytes().starts_with(b"ACK ")
+    }
+
+    fn start_line_bytes(&self) -> &[u8] {
+        self.buf.get(self.start_line.clone()).unwrap_or(&[])
+    }
+}
+
+fn trim_end(b: &[u8], start: usize, mut e: usize) -> usize {
+    while e > start && (b[e - 1] == b' ' || b[e - 1] == b'\t') {
+        e -= 1;
+    }
+    e
+}
+
+fn parse_start_line(line: &[u8]) -> Result<StartLine, ParseError> {
+    let s = std::str::from_utf8(line).map_err(|_| ParseError::StartLine)?;
+    if let Some(rest) = s.strip_prefix("SIP/") {
+        let mut parts = rest.splitn(3, ' ');
+        let version = parts.next().unwrap_or("");
+        if version != "2.0" {
+            return Err(ParseError::Version);
+        }
+        let code = parts.next().unwrap_or("");
+        if code.len() != 3 || !code.bytes().all(|c| c.is_ascii_digit()) {
+            return Err(ParseError::StartLine);
+        }
+        let code: u16 = code.parse().map_err(|_| ParseError::StartLine)?;
+        if !(100..700).contains(&code) {
+            return Err(ParseError::StartLine);
+        }
+        let reason_start = 4 + version.len() + 1 + 3 + 1;
+        let reason = reason_start.min(line.len())..line.len();
+        return Ok(StartLine::Response { code, reason });
+    }
+    let mut parts = s.split(' ');
+    let (Some(method), Some(uri), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(ParseError::StartLine);
+    };
+    if !is_token(method) || uri.is_empty() {
+        return Err(ParseError::StartLine);
+    }
+    if let Some(v) = version.strip_prefix("SIP/") {
+        if v != "2.0" {
+            return Err(ParseError::Version);
+        }
+    } else {
+        return Err(ParseError::StartLine);
+    }
+    let uri_start = method.len() + 1;
+    Ok(StartLine::Request {
+        method: Method::from_str(method),
+        method_range: 0..method.len(),
+        uri: uri_start..uri_start + uri.len(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REG: &str = "REGISTER sip:example.com SIP/2.0\r\n\
+v: SIP/2.0/UDP 127.0.0.9:5999;branch=z9hG4bK1;rport\r\n\
+f: <sip:alice@example.com>;tag=a\r\n\
+t: <sip:alice@example.com>\r\n\
+i: call-1\r\n\
+CSeq: 1 REGISTER\r\n\
+m: <sip:alice@127.0.0.9:5999;ob>;+sip.instance=\"<urn:uuid:1>\";reg-id=1, <sip:alice@h2>;expires=30\r\n\
+Expires: 600\r\n\
+l: 0\r\n\r\n";
+
+    #[test]
+    fn compact_forms_and_multi_contacts() {
+        let m = Message::parse(Bytes::from_static(REG.as_bytes()), true).unwrap();
+        m.validate().unwrap();
+        assert_eq!(m.method(), Some(Method::Register));
+        assert_eq!(m.call_id(), "call-1");
+        assert_eq!(m.cseq(), (1, "REGISTER"));
+        let contacts: Vec<&str> = m.values(HeaderName::Contact).collect();
+        assert_eq!(contacts.len(), 2);
+        assert_eq!(m.top_via().unwrap().branch(), Some("z9hG4bK1"));
+        assert_eq!(m.content_length(), Some(0));
+    }
+
+    #[test]
+    fn folded_headers_and_body() {
+        let raw = "INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP\r\n 127.0.0.1:5060;branch=z9hG4bKx\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:bob@example.com>\r\nCall-ID: c\r\nCSeq: 1\r\n INVITE\r\nContent-Length: 4\r\n\r\nbodyEXTRA";
+        let m = Message::parse(Bytes::from(raw), true).unwrap();
+        m.validate().unwrap();
+        assert_eq!(m.body(), b"body");
+        assert_eq!(m.top_via().unwrap().host, "127.0.0.1");
+    }
+
+    #[test]
+    fn validation_faults_name_the_header() {
+        let raw = "OPTIONS sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n";
+        let m = Message::parse(Bytes::from(raw), true).unwrap();
+        assert_eq!(m.validate(), Err(ParseError::CSeqMethod));
+        let raw = "OPTIONS sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCSeq: 1 OPTIONS\r\n\r\n";
+        let m = Message::parse(Bytes::from(raw), true).unwrap();
+        assert_eq!(m.validate(), Err(ParseError::Missing("Call-ID")));
+        assert!(m.answerable() || m.count(HeaderName::CallId) == 0);
+    }
+
+    #[test]
+    fn stream_framing() {
+        let raw = b"OPTIONS sip:x SIP/2.0\r\nl: 3\r\n\r\nabcNEXT";
+        assert_eq!(stream_frame_len(raw, 1000).unwrap(), Some(raw.len() - 4));
+        assert_eq!(stream_frame_len(&raw[..20], 1000).unwrap(), None);
+        assert!(stream_frame_len(b"X\r\nContent-Length: -1\r\n\r\n", 1000).is_err());
+    }
+
+    #[test]
+    fn responses_with_bad_codes_fail() {
+        assert!(
+            Message::parse(Bytes::from_static(b"SIP/2.0 4294967301 Huh\r\n\r\n"), true).is_err()
+        );
+        let m = Message::parse(
+            Bytes::from_static(b"SIP/2.0 100 \r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\r\n"),
+            true,
+        )
+        .unwrap();
+        assert_eq!(m.code(), Some(100));
+        assert_eq!(m.reason(), "");
+    }
+}

@@ -1,0 +1,392 @@
+//! SIP URIs (RFC 3261 §19.1), parsed without copying.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+/// URI scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    /// `sip:`
+    Sip,
+    /// `sips:`
+    Sips,
+    /// `tel:`
+    Tel,
+}
+
+impl Scheme {
+    /// The scheme as written in a URI, without the colon.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Sip => "sip",
+            Scheme::Sips => "sips",
+            Scheme::Tel => "tel",
+        }
+    }
+}
+
+/// Why a URI did not parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UriError {
+    /// Scheme other than sip, sips, tel.
+    #[error("unsupported URI scheme")]
+    Scheme,
+    /// Anything else.
+    #[error("malformed URI")]
+    Malformed,
+}
+
+/// A parsed `sip:`, `sips:` or `tel:` URI borrowing from the message buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Uri<'a> {
+    /// Scheme.
+    pub scheme: Scheme,
+    /// User part (still %-escaped), if any. For `tel:` the number.
+    pub user: Option<&'a str>,
+    /// Password (still escaped), if any.
+    pub password: Option<&'a str>,
+    /// Host: hostname, IPv4 or bracketed IPv6 (`[::1]`).
+    pub host: &'a str,
+    /// Port, if given.
+    pub port: Option<u16>,
+    /// URI parameters including the leading `;`, or empty.
+    pub params: &'a str,
+    /// Headers after `?`, or empty.
+    pub headers: &'a str,
+}
+
+fn is_token_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&c)
+}
+
+fn is_user_char(c: u8) -> bool {
+    // unreserved / escaped / user-unreserved (RFC 3261 §25.1)
+    c.is_ascii_alphanumeric() || b"-_.!~*'()%&=+$,;?/".contains(&c)
+}
+
+fn is_password_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"-_.!~*'()%&=+$,".contains(&c)
+}
+
+fn is_param_char(c: u8) -> bool {
+    // paramchar = param-unreserved / unreserved / escaped
+    c.is_ascii_alphanumeric() || b"[]/:&+$-_.!~*'()%".contains(&c)
+}
+
+fn is_header_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"[]/?:+$-_.!~*'()%=&".contains(&c)
+}
+
+/// True if `host` is a hostname, an IPv4 address or a bracketed IPv6 reference.
+pub fn valid_host(host: &str) -> bool {
+    if host.is_empty() {
+        return false;
+    }
+    if let Some(inner) = host.strip_prefix('[') {
+        return inner
+            .strip_suffix(']')
+            .is_some_and(|v6| v6.parse::<std::net::Ipv6Addr>().is_ok());
+    }
+    host.bytes()
+        .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.')
+}
+
+impl<'a> Uri<'a> {
+    /// Parses a URI. The input must not contain angle brackets or whitespace.
+    pub fn parse(s: &'a str) -> Result<Uri<'a>, UriError> {
+        let colon = s.find(':').ok_or(UriError::Malformed)?;
+        let scheme_str = &s[..colon];
+        let scheme = if scheme_str.eq_ignore_ascii_case("sip") {
+            Scheme::Sip
+        } else if scheme_str.eq_ignore_ascii_case("sips") {
+            Scheme::Sips
+        } else if scheme_str.eq_ignore_ascii_case("tel") {
+            Scheme::Tel
+        } else if !scheme_str.is_empty()
+            && scheme_str.as_bytes()[0].is_ascii_alphabetic()
+            && scheme_str
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"+-.".contains(&c))
+        {
+            return Err(UriError::Scheme);
+        } else {
+            return Err(UriError::Malformed);
+        };
+        let rest = &s[colon + 1..];
+        if rest.is_empty() || rest.bytes().any(|c| c <= b' ' || c == b'<' || c == b'>') {
+            return Err(UriError::Malformed);
+        }
+        if scheme == Scheme::Tel {
+            let (number, params) = match rest.find(';') {
+                Some(i) => (&rest[..i], &rest[i..]),
+                None => (rest, ""),
+            };
+            return Ok(Uri {
+                scheme,
+                user: Some(number),
+                password: None,
+                host: "",
+                port: None,
+                params,
+                headers: "",
+            });
+        }
+        let (userinfo, hostpart) = match rest.find('@') {
+            Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
+            None => (None, rest),
+        };
+        let (user, password) = match userinfo {
+            Some(ui) => {
+                let (u, p) = match ui.find(':') {
+                    Some(i) => (&ui[..i], Some(&ui[i + 1..])),
+                    None => (ui, None),
+                };
+                if u.is_empty() || !u.bytes().all(is_user_char) {
+                    return Err(UriError::Malformed);
+                }
+                if let Some(p) = p {
+                    if !p.bytes().all(is_password_char) {
+                        return Err(UriError::Malformed);
+                    }
+                }
+                (Some(u), p)
+            }
+            None => (None, None),
+        };
+        let (hostport, headers) = match hostpart.find('?') {
+            Some(i) => (&hostpart[..i], &hostpart[i + 1..]),
+            None => (hostpart, ""),
+        };
+        let (hostport, params) = match hostport.find(';') {
+            Some(i) => (&hostport[..i], &hostport[i..]),
+            None => (hostport, ""),
+        };
+        let (host, port) = split_host_port(hostport).ok_or(UriError::Malformed)?;
+        if !valid_host(host) {
+            return Err(UriError::Malformed);
+        }
+        if !params.is_empty() {
+            for p in params[1..].split(';') {
+                let (n, v) = match p.find('=') {
+                    Some(i) => (&p[..i], &p[i + 1..]),
+                    None => (p, ""),
+                };
+                if n.is_empty() || !n.bytes().all(is_param_char) || !v.bytes().all(is_param_char) {
+                    return Err(UriError::Malformed);
+                }
+            }
+        }
+        if !headers.is_empty() && !headers.bytes().all(is_header_char) {
+            return Err(UriError::Malformed);
+        }
+        Ok(Uri {
+            scheme,
+            user,
+            password,
+            host,
+            port,
+            params,
+            headers,
+        })
+    }
+
+    /// The value of URI parameter `name` (case-insensitive name): `Some("")` for a
+    /// parameter without value, `None` when absent.
+    pub fn param(&self, name: &str) -> Option<&'a str> {
+        param_in(self.params, name)
+    }
+
+    /// The host without IPv6 brackets, lower case not applied.
+    pub fn host_bare(&self) -> &'a str {
+        self.host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(self.host)
+    }
+
+    /// The host as an IP address if it is a literal.
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.host_bare().parse().ok()
+    }
+
+    /// The `transport` parameter, lower-cased by the caller's comparison.
+    pub fn transport(&self) -> Option<&'a str> {
+        self.param("transport")
+    }
+
+    /// Canonical key for RFC 3261 §19.1.4 comparison: scheme, unescaped user and
+    /// password, lower-case host, port, and the parameters that must match when present
+    /// (`user`, `ttl`, `method`, `maddr`, `transport`). Other parameters (such as push
+    /// parameters) do not take part, so a phone's refresh with different `pn-*` values
+    /// still matches its binding.
+    pub fn match_key(&self) -> String {
+        let mut k = String::with_capacity(64);
+        k.push_str(self.scheme.as_str());
+        k.push(':');
+        if let Some(u) = self.user {
+            k.push_str(&unescape(u));
+            if let Some(p) = self.password {
+                k.push(':');
+                k.push_str(&unescape(p));
+            }
+            k.push('@');
+        }
+        for c in self.host.chars() {
+            k.push(c.to_ascii_lowercase());
+        }
+        if let Some(p) = self.port {
+            let _ = write!(k, ":{p}");
+        }
+        for name in ["user", "ttl", "method", "maddr", "transport"] {
+            if let Some(v) = self.param(name) {
+                let _ = write!(k, ";{name}={}", unescape(v).to_ascii_lowercase());
+            }
+        }
+        k
+    }
+
+    /// The address-of-record key `user@host` (host lower case, user unescaped), as
+    /// the registrar indexes bindings.
+    pub fn aor(&self) -> String {
+        let mut k = String::with_capacity(32);
+        if let Some(u) = self.user {
+            k.push_str(&unescape(u));
+            k.push('@');
+        }
+        for c in self.host_bare().chars() {
+            k.push(c.to_ascii_lowercase());
+        }
+        k
+    }
+}
+
+/// Splits `host[:port]` (with bracketed IPv6). `None` if the port is not a number.
+pub fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
+    if s.starts_with('[') {
+        let end = s.find(']')?;
+        let host = &s[..=end];
+        let rest = &s[end + 1..];
+        if rest.is_empty() {
+            return Some((host, None));
+        }
+        let port = rest.strip_prefix(':')?;
+        return parse_port(port).map(|p| (host, Some(p)));
+    }
+    match s.rfind(':') {
+        Some(i) => parse_port(&s[i + 1..]).map(|p| (&s[..i], Some(p))),
+        None => Some((s, None)),
+    }
+}
+
+fn parse_port(s: &str) -> Option<u16> {
+    if s.is_empty() || s.len() > 5 || !s.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Finds parameter `name` in a `;a=b;c` list (leading `;` optional).
+pub fn param_in<'a>(params: &'a str, name: &str) -> Option<&'a str> {
+    for p in params.split(';') {
+        let p = p.trim();
+        let (n, v) = match p.find('=') {
+            Some(i) => (p[..i].trim_end(), p[i + 1..].trim_start()),
+            None => (p, ""),
+        };
+        if n.eq_ignore_ascii_case(name) {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// Decodes `%HH` escapes. Invalid escapes are kept as written.
+pub fn unescape(s: &str) -> Cow<'_, str> {
+    if !s.contains('%') {
+        return Cow::Borrowed(s);
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
+fn hex(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// True if `s` is a non-empty RFC 3261 token.
+pub fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(is_token_char)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_full_sip_uri() {
+        let u = Uri::parse("sip:alice:pw@Example.COM:5080;transport=tcp;lr?subject=x").unwrap();
+        assert_eq!(u.scheme, Scheme::Sip);
+        assert_eq!(u.user, Some("alice"));
+        assert_eq!(u.password, Some("pw"));
+        assert_eq!(u.host, "Example.COM");
+        assert_eq!(u.port, Some(5080));
+        assert_eq!(u.param("transport"), Some("tcp"));
+        assert_eq!(u.param("lr"), Some(""));
+        assert_eq!(u.headers, "subject=x");
+        assert_eq!(u.aor(), "alice@example.com");
+    }
+
+    #[test]
+    fn ipv6_and_user_with_semicolon() {
+        let u = Uri::parse("sip:[::1]:5060").unwrap();
+        assert_eq!(u.host, "[::1]");
+        assert_eq!(u.ip(), Some("::1".parse().unwrap()));
+        let u = Uri::parse("sip:user;par=u%40example.net@example.com").unwrap();
+        assert_eq!(u.user, Some("user;par=u%40example.net"));
+        assert_eq!(u.host, "example.com");
+    }
+
+    #[test]
+    fn rejects_bad_uris() {
+        assert_eq!(Uri::parse("soap.beep://x"), Err(UriError::Scheme));
+        assert_eq!(Uri::parse("mailto:x@y"), Err(UriError::Scheme));
+        assert_eq!(Uri::parse("<sip:x@y>"), Err(UriError::Malformed));
+        assert_eq!(Uri::parse("sip:x@y:port"), Err(UriError::Malformed));
+        assert_eq!(Uri::parse("sip:x y@z"), Err(UriError::Malformed));
+        assert_eq!(Uri::parse("sip:"), Err(UriError::Malformed));
+    }
+
+    #[test]
+    fn match_key_ignores_unknown_params_and_escapes() {
+        let a = Uri::parse("sip:%61lice@EXAMPLE.com;pn-prid=abc;transport=TCP").unwrap();
+        let b = Uri::parse("sip:alice@example.com;transport=tcp;xToken=1").unwrap();
+        assert_eq!(a.match_key(), b.match_key());
+        let c = Uri::parse("sip:alice@example.com:5061;transport=tcp").unwrap();
+        assert_ne!(a.match_key(), c.match_key());
+    }
+
+    #[test]
+    fn unescape_keeps_nul_and_bad_escapes() {
+        assert_eq!(unescape("a%00b"), "a\0b");
+        assert_eq!(unescape("%zz%4"), "%zz%4");
+    }
+}

@@ -1,0 +1,365 @@
+//! UDP and TCP sockets, stream framing, flows and keep-alives.
+//!
+//! Every received message is handed to one [`Handler`] together with the [`Flow`] it
+//! came on; everything sent goes out through [`Transport::send`] on a flow, so that a
+//! reply or a request for a phone leaves from the socket the phone talks to.
+
+pub mod flow;
+mod stun;
+mod tcp;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
+
+pub use flow::{Flow, FlowTokens};
+
+/// Receives every message sipwake reads.
+pub trait Handler: Send + Sync + 'static {
+    /// One SIP message (datagram or framed stream message) from `flow`, which
+    /// arrived on local address `local`.
+    fn on_message(&self, data: Bytes, flow: Flow, local: SocketAddr);
+}
+
+/// Why something could not be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The TCP connection of this flow is gone and may not be reopened.
+    #[error("flow failed: connection closed")]
+    FlowFailed,
+    /// No local socket for this flow or address family.
+    #[error("no local socket for {0}")]
+    NoSocket(SocketAddr),
+    /// Socket error.
+    #[error("send failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Transport settings.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    /// Listen addresses.
+    pub listen: Vec<SocketAddr>,
+    /// Open UDP sockets.
+    pub udp: bool,
+    /// Open TCP listeners.
+    pub tcp: bool,
+    /// Largest accepted message.
+    pub max_message_size: usize,
+    /// Idle TCP connections are closed after this.
+    pub tcp_idle_timeout: Duration,
+}
+
+struct Conn {
+    tx: mpsc::UnboundedSender<Bytes>,
+    local: SocketAddr,
+}
+
+struct Inner {
+    udp: Vec<(Arc<UdpSocket>, SocketAddr)>,
+    tcp_listen: Vec<SocketAddr>,
+    conns: Mutex<HashMap<u64, Conn>>,
+    outbound: Mutex<HashMap<SocketAddr, u64>>,
+    next_conn: AtomicU64,
+    cfg: TransportConfig,
+}
+
+/// Cheap handle to all sockets and connections.
+#[derive(Clone)]
+pub struct Transport {
+    inner: Arc<Inner>,
+}
+
+impl Transport {
+    /// Binds every listener. Nothing is received until [`Transport::start`].
+    pub async fn bind(
+        cfg: TransportConfig,
+    ) -> Result<(Transport, Listeners), (SocketAddr, std::io::Error)> {
+        let mut udp = Vec::new();
+        let mut listeners = Vec::new();
+        for &addr in &cfg.listen {
+            if cfg.udp {
+                let s = bind_udp(addr).map_err(|e| (addr, e))?;
+                let local = s.local_addr().map_err(|e| (addr, e))?;
+                udp.push((Arc::new(s), local));
+            }
+            if cfg.tcp {
+                // bind TCP on the port UDP got, so "port 0" in tests gives one port for both
+                let port = udp
+                    .last()
+                    .map(|u| u.1.port())
+                    .filter(|_| cfg.udp)
+                    .unwrap_or(addr.port());
+                let a = SocketAddr::new(addr.ip(), port);
+                let l = TcpListener::bind(a).await.map_err(|e| (a, e))?;
+                listeners.push(l);
+            }
+        }
+        let tcp_listen = listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect();
+        let mut seed = [0u8; 8];
+        // a random start keeps connection ids from a previous run from matching new ones
+        let _ = getrandom::fill(&mut seed);
+        let start = u64::from_be_bytes(seed) >> 16 << 16;
+        let inner = Arc::new(Inner {
+            udp,
+            tcp_listen,
+            conns: Mutex::new(HashMap::new()),
+            outbound: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(start.max(1)),
+            cfg,
+        });
+        Ok((Transport { inner }, Listeners { tcp: listeners }))
+    }
+
+    /// Starts the receive loops, delivering to `handler`.
+    pub fn start(&self, listeners: Listeners, handler: Arc<dyn Handler>) {
+        for (i, (sock, local)) in self.inner.udp.iter().enumerate() {
+            let sock = sock.clone();
+            let local = *local;
+            let handler = handler.clone();
+            let max = self.inner.cfg.max_message_size;
+            tokio::spawn(udp_loop(sock, i as u8, local, max, handler));
+        }
+        for l in listeners.tcp {
+            tokio::spawn(tcp::accept_loop(self.clone(), l, handler.clone()));
+        }
+    }
+
+    /// Local UDP addresses, in socket-index order.
+    pub fn udp_addrs(&self) -> Vec<SocketAddr> {
+        self.inner.udp.iter().map(|u| u.1).collect()
+    }
+
+    /// Local TCP listen addresses.
+    pub fn tcp_addrs(&self) -> Vec<SocketAddr> {
+        self.inner.tcp_listen.clone()
+    }
+
+    /// The local address a flow uses.
+    pub fn local_addr(&self, flow: &Flow) -> Option<SocketAddr> {
+        match *flow {
+            Flow::Udp { socket, .. } => self.inner.udp.get(socket as usize).map(|u| u.1),
+            Flow::Tcp { conn, .. } => self.conns().get(&conn).map(|c| c.local),
+        }
+    }
+
+    fn conns(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Conn>> {
+        self.inner.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// True if the flow can carry a message now (UDP always can; TCP while open).
+    pub fn is_open(&self, flow: &Flow) -> bool {
+        match *flow {
+            Flow::Udp { .. } => true,
+            Flow::Tcp { conn, .. } => self.conns().contains_key(&conn),
+        }
+    }
+
+    /// The UDP flow toward `remote` from the socket of its address family
+    /// (preferring the socket with local address `prefer`).
+    pub fn udp_flow(&self, remote: SocketAddr, prefer: Option<SocketAddr>) -> Option<Flow> {
+        let idx = self
+            .inner
+            .udp
+            .iter()
+            .position(|u| Some(u.1) == prefer && u.1.is_ipv4() == remote.is_ipv4())
+            .or_else(|| {
+                self.inner
+                    .udp
+                    .iter()
+                    .position(|u| u.1.is_ipv4() == remote.is_ipv4())
+            })?;
+        Some(Flow::Udp {
+            socket: idx as u8,
+            remote,
+        })
+    }
+
+    /// Sends on a flow without waiting. For TCP the message is queued on the
+    /// connection; a closed connection gives [`SendError::FlowFailed`].
+    pub fn send(&self, flow: &Flow, data: Bytes) -> Result<(), SendError> {
+        match *flow {
+            Flow::Udp { socket, remote } => {
+                let (sock, local) = self
+                    .inner
+                    .udp
+                    .get(socket as usize)
+                    .ok_or(SendError::NoSocket(remote))?;
+                if local.is_ipv4() != remote.is_ipv4() {
+                    return Err(SendError::NoSocket(remote));
+                }
+                match sock.try_send_to(&data, remote) {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        let sock = sock.clone();
+                        tokio::spawn(async move {
+                            let _ = sock.send_to(&data, remote).await;
+                        });
+                        Ok(())
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Flow::Tcp { conn, .. } => {
+                let conns = self.conns();
+                let c = conns.get(&conn).ok_or(SendError::FlowFailed)?;
+                c.tx.send(data).map_err(|_| SendError::FlowFailed)
+            }
+        }
+    }
+
+    /// A TCP flow to `remote`: an open connection we made earlier, else a new one.
+    /// Only for peers that are reachable by address (upstream, routes), never for
+    /// phones, whose flows are the connections they opened.
+    pub async fn connect_tcp(
+        &self,
+        remote: SocketAddr,
+        handler: Arc<dyn Handler>,
+    ) -> Result<Flow, SendError> {
+        let existing = self
+            .inner
+            .outbound
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&remote)
+            .copied();
+        if let Some(conn) = existing {
+            if self.conns().contains_key(&conn) {
+                return Ok(Flow::Tcp {
+                    conn,
+                    remote,
+                    inbound: false,
+                });
+            }
+        }
+        let stream = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::net::TcpStream::connect(remote),
+        )
+        .await
+        .map_err(|_| SendError::Io(std::io::ErrorKind::TimedOut.into()))??;
+        let conn = self.register_conn(stream, remote, false, handler);
+        self.inner
+            .outbound
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(remote, conn);
+        Ok(Flow::Tcp {
+            conn,
+            remote,
+            inbound: false,
+        })
+    }
+
+    fn new_conn_id(&self) -> u64 {
+        self.inner.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn register_conn(
+        &self,
+        stream: tokio::net::TcpStream,
+        remote: SocketAddr,
+        inbound: bool,
+        handler: Arc<dyn Handler>,
+    ) -> u64 {
+        let id = self.new_conn_id();
+        let local = stream.local_addr().unwrap_or(remote);
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.conns().insert(id, Conn { tx, local });
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(tcp::run_conn(
+            self.clone(),
+            stream,
+            id,
+            remote,
+            local,
+            inbound,
+            rx,
+            handler,
+        ));
+        id
+    }
+
+    fn drop_conn(&self, id: u64, remote: SocketAddr) {
+        self.conns().remove(&id);
+        let mut out = self
+            .inner
+            .outbound
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if out.get(&remote) == Some(&id) {
+            out.remove(&remote);
+        }
+    }
+
+    fn config(&self) -> &TransportConfig {
+        &self.inner.cfg
+    }
+}
+
+/// Bound TCP listeners waiting for [`Transport::start`].
+pub struct Listeners {
+    tcp: Vec<TcpListener>,
+}
+
+fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let std_sock = std::net::UdpSocket::bind(addr)?;
+    std_sock.set_nonblocking(true)?;
+    UdpSocket::from_std(std_sock)
+}
+
+async fn udp_loop(
+    sock: Arc<UdpSocket>,
+    idx: u8,
+    local: SocketAddr,
+    max: usize,
+    handler: Arc<dyn Handler>,
+) {
+    let mut buf = BytesMut::with_capacity(65536);
+    loop {
+        if buf.capacity() < 65536 {
+            buf = BytesMut::with_capacity(256 * 1024);
+        }
+        let (n, remote) = match sock.recv_buf_from(&mut buf).await {
+            Ok(v) => v,
+            Err(e) => {
+                // ICMP errors from earlier sends surface here on some systems; keep going
+                tracing::debug!(error = %e, "udp receive error");
+                buf.clear();
+                continue;
+            }
+        };
+        let data = buf.split_to(n).freeze();
+        if n == 0 || n > max {
+            continue;
+        }
+        let flow = Flow::Udp {
+            socket: idx,
+            remote,
+        };
+        if is_keepalive(&data) {
+            continue;
+        }
+        if stun::is_binding_request(&data) {
+            if let Some(resp) = stun::binding_response(&data, remote) {
+                let _ = sock.try_send_to(&resp, remote);
+            }
+            continue;
+        }
+        handler.on_message(data, flow, local);
+    }
+}
+
+/// Bare CRLF keep-alives (RFC 5626 §3.5.1 on UDP, and what phones send anyway).
+fn is_keepalive(d: &[u8]) -> bool {
+    d.iter().all(|&c| c == b'\r' || c == b'\n' || c == 0)
+}
