@@ -7,6 +7,7 @@
 //! core that ties them together. [`config`] turns the TOML file into typed settings.
 
 pub mod config;
+pub mod proxy;
 pub mod registrar;
 pub mod server;
 pub mod sip;

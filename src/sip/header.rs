@@ -327,7 +327,7 @@ impl<'a> Via<'a> {
     pub fn parse(s: &'a str) -> Result<Via<'a>, ParseError> {
         const E: ParseError = ParseError::Malformed("Via");
         let mut rest = trim_lws(s);
-        let mut part = |rest: &mut &'a str, sep: bool| -> Result<&'a str, ParseError> {
+        let part = |rest: &mut &'a str, sep: bool| -> Result<&'a str, ParseError> {
             let r = trim_lws(rest);
             let end = r
                 .find(|c: char| c == '/' || c == ' ' || c == '\t' || c == '\r' || c == '\n')

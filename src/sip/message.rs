@@ -643,16 +643,11 @@ impl Message {
         self.content_length.clone().ok().flatten()
     }
 
-    /// True if the message can be answered: the headers a response copies exist.
+    /// True if the message can be answered: a request (not ACK) with a Via to
+    /// copy. Missing From/To/Call-ID/CSeq are left out of the answer.
     pub fn answerable(&self) -> bool {
         self.is_request
-            && self.method() != Some(Method::Ack)
             && self.count(HeaderName::Via) > 0
-            && self.count(HeaderName::CallId) > 0
-            && self.count(HeaderName::CSeq) > 0
-            && self.count(HeaderName::From) > 0
-            && self.count(HeaderName::To) > 0
-            && self.top_via().is_some()
             && !self.start_line_bytes().starts_with(b"ACK ")
     }
 

@@ -3,7 +3,7 @@
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::sip::{HeaderName, Message, Method};
+use crate::sip::{HeaderName, Message};
 
 /// The RFC 3261 branch prefix.
 pub const MAGIC: &str = "z9hG4bK";
@@ -32,6 +32,9 @@ pub fn server_key<S: BuildHasher>(s: &S, msg: &Message, as_method: Option<&str>)
     let branch = via.and_then(|v| v.branch()).unwrap_or("");
     if branch.len() > MAGIC.len() && branch.starts_with(MAGIC) {
         branch.hash(&mut h);
+        // some clients reuse branches across requests; Call-ID and CSeq keep them apart
+        msg.call_id().hash(&mut h);
+        msg.cseq().0.hash(&mut h);
         if let Some(v) = via {
             v.host.to_ascii_lowercase().hash(&mut h);
             v.port.hash(&mut h);
@@ -39,9 +42,7 @@ pub fn server_key<S: BuildHasher>(s: &S, msg: &Message, as_method: Option<&str>)
     } else {
         // RFC 2543: Request-URI, To tag, From tag, Call-ID, CSeq number, top Via
         "2543".hash(&mut h);
-        if method != "INVITE" || msg.method() == Some(Method::Invite) || as_method.is_some() {
-            msg.request_uri().hash(&mut h);
-        }
+        msg.request_uri().hash(&mut h);
         msg.from_tag().hash(&mut h);
         msg.call_id().hash(&mut h);
         msg.cseq().0.hash(&mut h);

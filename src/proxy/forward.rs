@@ -1,0 +1,592 @@
+//! One task per forwarded transaction: it owns the server transaction and every
+//! client branch of the fork, so responses, CANCEL, retransmissions and timers are
+//! handled in one place and never race (RFC 3261 §16.6–16.10, RFC 6026).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
+use tracing::{debug, debug_span, Instrument};
+
+use super::edit::{cancel_or_ack, forward_request, pop_via, RequestEdits};
+use super::route::Popped;
+use super::Core;
+use crate::sip::{builder, HeaderName, Message, Method, Uri};
+use crate::transaction::{
+    BranchGen, ClientAction, ClientTx, Disposition, Kind, ServerAction, ServerEntry, ServerTx,
+    TxEvent,
+};
+use crate::transport::{Flow, SendError};
+
+/// Where a branch goes.
+#[derive(Debug, Clone)]
+pub enum Next {
+    /// A known flow (a binding's, or a dialog leg from a flow token).
+    Flow(Flow),
+    /// The address a URI names (Route, Request-URI).
+    Uri(String),
+    /// The configured upstream.
+    Upstream,
+}
+
+/// One destination of a fork.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// New Request-URI (a binding's Contact), or keep.
+    pub ruri: Option<String>,
+    /// Next hop.
+    pub next: Next,
+    /// Path of the binding: becomes Route headers.
+    pub path: Vec<String>,
+}
+
+/// Why a next hop could not be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// The URI is not one we can send to.
+    #[error("cannot route to {0}")]
+    Unroutable(String),
+    /// Sending or connecting failed.
+    #[error(transparent)]
+    Send(#[from] SendError),
+}
+
+/// Turns a next hop into a flow, resolving names and connecting TCP as needed.
+pub async fn resolve(
+    core: &Arc<Core>,
+    next: &Next,
+    prefer: Option<SocketAddr>,
+) -> Result<Flow, ResolveError> {
+    let (host, port, tcp) = match next {
+        Next::Flow(f) => return Ok(*f),
+        Next::Upstream => {
+            let up = core
+                .settings
+                .upstream
+                .uri
+                .as_ref()
+                .ok_or_else(|| ResolveError::Unroutable("upstream".into()))?;
+            (
+                up.host.clone(),
+                up.port,
+                up.transport == crate::config::TransportKind::Tcp,
+            )
+        }
+        Next::Uri(u) => {
+            let uri = Uri::parse(u).map_err(|_| ResolveError::Unroutable(u.clone()))?;
+            let host = uri
+                .param("maddr")
+                .filter(|m| !m.is_empty())
+                .unwrap_or(uri.host_bare())
+                .to_string();
+            let tcp = uri
+                .transport()
+                .is_some_and(|t| t.eq_ignore_ascii_case("tcp"));
+            (host, uri.port.unwrap_or(5060), tcp)
+        }
+    };
+    let addr = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => SocketAddr::new(ip, port),
+        Err(_) => tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or(ResolveError::Unroutable(host.clone()))?,
+    };
+    if tcp {
+        let handler = core.handler().ok_or(ResolveError::Unroutable(host))?;
+        Ok(core.transport.connect_tcp(addr, handler).await?)
+    } else {
+        core.transport
+            .udp_flow(addr, prefer)
+            .ok_or(ResolveError::Send(SendError::NoSocket(addr)))
+    }
+}
+
+struct Branch {
+    key: u64,
+    cancel_key: u64,
+    flow: Flow,
+    request: Bytes,
+    client: ClientTx,
+    /// CANCEL sent for this branch (its own client transaction).
+    cancel: Option<(Bytes, ClientTx)>,
+    /// Cancel as soon as the branch sends a provisional.
+    cancel_wanted: Option<Option<&'static str>>,
+    /// Final status seen (or made up: 408 on timeout, 487 when cancelled silent).
+    final_code: Option<u16>,
+    /// Give up waiting for a cancelled branch's final at this time.
+    give_up_at: Option<Instant>,
+}
+
+struct Fwd {
+    core: Arc<Core>,
+    req: Message,
+    src: Flow,
+    key: u64,
+    kind: Kind,
+    server: ServerTx,
+    branches: Vec<Branch>,
+    best: Option<(u16, Bytes)>,
+    got_2xx: bool,
+    rx: UnboundedReceiver<TxEvent>,
+}
+
+/// Starts forwarding `msg` to `targets`.
+#[allow(clippy::too_many_arguments)]
+pub fn start(
+    core: &Arc<Core>,
+    msg: Message,
+    src: Flow,
+    local: SocketAddr,
+    key: u64,
+    targets: Vec<Target>,
+    popped: Popped,
+    record_route: bool,
+) {
+    let kind = if msg.method() == Some(Method::Invite) {
+        Kind::Invite
+    } else {
+        Kind::NonInvite
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    if !core.tx.insert_server(key, ServerEntry::Task(tx.clone())) {
+        return;
+    }
+    let mut server = ServerTx::new(kind, !src.is_udp(), core.timers);
+    if kind == Kind::Invite {
+        // 100 Trying at once so the caller stops retransmitting (RFC 3261 §16.2)
+        let trying = core.respond(&msg, &src, 100, "Trying", &[]);
+        server.send_response(100, &trying, Instant::now());
+    }
+    let span = debug_span!("tx", call_id = %msg.call_id(), method = %msg.method_str());
+    let fwd = Fwd {
+        core: core.clone(),
+        req: msg,
+        src,
+        key,
+        kind,
+        server,
+        branches: Vec::with_capacity(targets.len()),
+        best: None,
+        got_2xx: false,
+        rx,
+    };
+    tokio::spawn(
+        fwd.run(tx, local, targets, popped, record_route)
+            .instrument(span),
+    );
+}
+
+impl Fwd {
+    async fn run(
+        mut self,
+        tx: UnboundedSender<TxEvent>,
+        local: SocketAddr,
+        targets: Vec<Target>,
+        popped: Popped,
+        record_route: bool,
+    ) {
+        let loop_hash = BranchGen::loop_hash(&self.req);
+        let untrusted = !self.core.settings.is_trusted(self.src.remote().ip());
+        let strip: &[HeaderName] = if untrusted {
+            &[HeaderName::PAssertedIdentity]
+        } else {
+            &[]
+        };
+        for t in targets {
+            let flow = match resolve(&self.core, &t.next, Some(local)).await {
+                Ok(f) => f,
+                Err(e) => {
+                    debug!(error = %e, "branch not started");
+                    continue;
+                }
+            };
+            let out_local = self.core.transport.local_addr(&flow).unwrap_or(local);
+            let branch = self.core.branches.next(loop_hash);
+            let mut rr = Vec::new();
+            if record_route {
+                let token = self.core.tokens.encode(Some(self.src), Some(flow));
+                let out = format!(
+                    "<sip:{token}@{};transport={};lr>",
+                    self.core.advertised(out_local),
+                    flow.via_transport().to_ascii_lowercase()
+                );
+                rr.push(out);
+                // RFC 5658: one entry per side when the legs differ in transport or address
+                if out_local != local || flow.is_udp() != self.src.is_udp() {
+                    rr.push(format!(
+                        "<sip:{token}@{};transport={};lr>",
+                        self.core.advertised(local),
+                        self.src.via_transport().to_ascii_lowercase()
+                    ));
+                }
+            }
+            let edits = RequestEdits {
+                ruri: t.ruri.as_deref(),
+                via: format!(
+                    "SIP/2.0/{} {};branch={branch};rport",
+                    flow.via_transport(),
+                    self.core.advertised(out_local)
+                ),
+                src: Some(self.src.remote()),
+                pop_routes: popped.ranges.clone(),
+                record_route: rr,
+                push_routes: t.path.clone(),
+                strip,
+            };
+            let request = forward_request(&self.req, &edits);
+            let idx = self.branches.len();
+            let key = self.core.tx.client_key(&branch, self.req.method_str());
+            let cancel_key = self.core.tx.client_key(&branch, "CANCEL");
+            self.core.tx.insert_client(key, tx.clone(), idx);
+            if self.kind == Kind::Invite {
+                self.core.tx.insert_client(cancel_key, tx.clone(), idx);
+            }
+            let now = Instant::now();
+            let mut b = Branch {
+                key,
+                cancel_key,
+                flow,
+                request: request.clone(),
+                client: ClientTx::new(self.kind, !flow.is_udp(), self.core.timers, now),
+                cancel: None,
+                cancel_wanted: None,
+                final_code: None,
+                give_up_at: None,
+            };
+            if let Err(e) = self.core.transport.send(&flow, request) {
+                debug!(error = %e, "branch send failed");
+                b.client.terminate();
+                b.final_code = Some(if matches!(e, SendError::FlowFailed) {
+                    430
+                } else {
+                    503
+                });
+            }
+            self.branches.push(b);
+        }
+        drop(tx);
+        if self.branches.is_empty() {
+            self.send_final_made(480, "Temporarily Unavailable");
+        }
+        self.maybe_finish();
+        loop {
+            if self.done() {
+                break;
+            }
+            let deadline = self.next_deadline();
+            tokio::select! {
+                ev = self.rx.recv() => match ev {
+                    Some(ev) => self.on_event(ev),
+                    None => break,
+                },
+                _ = sleep_until(deadline) => self.on_timers(Instant::now()),
+            }
+        }
+        for b in &self.branches {
+            self.core.tx.remove_client(b.key);
+            self.core.tx.remove_client(b.cancel_key);
+        }
+        self.core.tx.remove_server(self.key);
+    }
+
+    /// Nothing left to wait for: the final went out and every timer has run.
+    fn done(&self) -> bool {
+        self.server.is_final()
+            && self.server.next_deadline().is_none()
+            && self.branches.iter().all(|b| {
+                b.client.next_deadline().is_none()
+                    && b.give_up_at.is_none()
+                    && b.cancel
+                        .as_ref()
+                        .is_none_or(|(_, c)| c.next_deadline().is_none())
+            })
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let mut d = self.server.next_deadline();
+        for b in &self.branches {
+            for x in [
+                b.client.next_deadline(),
+                b.cancel.as_ref().and_then(|(_, c)| c.next_deadline()),
+                b.give_up_at,
+            ] {
+                d = match (d, x) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+        }
+        d
+    }
+
+    fn on_event(&mut self, ev: TxEvent) {
+        let now = Instant::now();
+        match ev {
+            TxEvent::Response { branch, msg } => self.on_response(branch, msg, now),
+            TxEvent::Retransmission => {
+                if let Some(b) = self.server.on_retransmission() {
+                    let _ = self.core.transport.send(&self.src, b);
+                }
+            }
+            TxEvent::Ack => self.server.on_ack(now),
+            TxEvent::Cancel => {
+                if !self.server.is_final() {
+                    self.cancel_all(None, None);
+                    self.maybe_finish();
+                }
+            }
+            TxEvent::Wake => {}
+        }
+    }
+
+    fn on_response(&mut self, idx: usize, msg: Message, now: Instant) {
+        let Some(code) = msg.code() else { return };
+        let is_cancel = msg.cseq().1 == "CANCEL";
+        let Some(b) = self.branches.get_mut(idx) else {
+            return;
+        };
+        if is_cancel {
+            if let Some((_, c)) = b.cancel.as_mut() {
+                c.on_response(code, now);
+            }
+            return;
+        }
+        match b.client.on_response(code, now) {
+            Disposition::Absorb => {}
+            Disposition::Ack => {
+                let ack = make_ack(&b.request, &msg);
+                let _ = self.core.transport.send(&b.flow, ack);
+            }
+            Disposition::PassAndAck => {
+                let ack = make_ack(&b.request, &msg);
+                let _ = self.core.transport.send(&b.flow, ack);
+                b.final_code = Some(code);
+                b.give_up_at = None;
+                self.on_final(idx, code, &msg);
+            }
+            Disposition::Pass => {
+                if code < 200 {
+                    if let Some(reason) = b.cancel_wanted.take() {
+                        self.send_cancel(idx, reason);
+                    }
+                    if code > 100 && !self.server.is_final() {
+                        self.send_upstream(code, pop_via(&msg));
+                    }
+                } else {
+                    b.final_code = Some(code);
+                    b.give_up_at = None;
+                    self.on_final(idx, code, &msg);
+                }
+            }
+        }
+    }
+
+    fn on_final(&mut self, idx: usize, code: u16, msg: &Message) {
+        if (200..300).contains(&code) {
+            // 2xx go up at once, all of them (RFC 3261 §16.7 step 5)
+            let bytes = pop_via(msg);
+            let first = !self.got_2xx;
+            self.got_2xx = true;
+            self.send_upstream(code, bytes);
+            if first && self.kind == Kind::Invite {
+                self.cancel_all(
+                    Some(idx),
+                    Some("SIP;cause=200;text=\"Call completed elsewhere\""),
+                );
+            }
+            return;
+        }
+        if self.got_2xx || self.server.is_final() {
+            return;
+        }
+        let better = match &self.best {
+            None => true,
+            Some((best, _)) => rank(code) < rank(*best),
+        };
+        if better {
+            self.best = Some((code, pop_via(msg)));
+        }
+        if code >= 600 && self.kind == Kind::Invite {
+            self.cancel_all(Some(idx), None);
+        }
+        self.maybe_finish();
+    }
+
+    /// Sends the best final once no branch can still answer.
+    fn maybe_finish(&mut self) {
+        if self.server.is_final() || self.got_2xx {
+            return;
+        }
+        let waiting = self.branches.iter().any(|b| b.final_code.is_none());
+        if waiting {
+            return;
+        }
+        match self.best.take() {
+            Some((503, _)) => self.send_final_made(500, "Server Internal Error"),
+            Some((code, bytes)) => self.send_upstream(code, bytes),
+            None if self.branches.iter().any(|b| b.final_code == Some(487)) => {
+                self.send_final_made(487, "Request Terminated")
+            }
+            None if self.branches.iter().any(|b| b.final_code == Some(430)) => {
+                self.send_final_made(480, "Temporarily Unavailable")
+            }
+            None if !self.branches.is_empty() => self.send_final_made(408, "Request Timeout"),
+            None => {}
+        }
+    }
+
+    fn send_final_made(&mut self, code: u16, reason: &str) {
+        let resp = builder::response(&self.req, self.src.remote(), code, reason, &[], None);
+        self.send_upstream(code, resp);
+    }
+
+    fn send_upstream(&mut self, code: u16, bytes: Bytes) {
+        let allowed = self.server.send_response(code, &bytes, Instant::now());
+        // late 2xx are forwarded even after a final: the caller ACKs and hangs up
+        if allowed || (200..300).contains(&code) {
+            if let Err(e) = self.core.transport.send(&self.src, bytes) {
+                debug!(error = %e, code, "response not sent upstream");
+            }
+        }
+    }
+
+    fn cancel_all(&mut self, except: Option<usize>, reason: Option<&'static str>) {
+        let now = Instant::now();
+        for i in 0..self.branches.len() {
+            if Some(i) == except {
+                continue;
+            }
+            let b = &mut self.branches[i];
+            if !b.client.is_pending() || b.cancel.is_some() {
+                continue;
+            }
+            if b.client.heard_back() {
+                self.send_cancel(i, reason);
+            } else {
+                // RFC 3261 §9.1: no CANCEL before a provisional; don't hold the caller for it
+                b.cancel_wanted = Some(reason);
+                if b.final_code.is_none() {
+                    b.final_code = Some(487);
+                }
+                b.give_up_at = Some(now + self.core.timers.t64());
+            }
+        }
+    }
+
+    fn send_cancel(&mut self, idx: usize, reason: Option<&str>) {
+        let now = Instant::now();
+        let timers = self.core.timers;
+        let b = &mut self.branches[idx];
+        let Ok(fwd) = Message::parse(b.request.clone(), true) else {
+            return;
+        };
+        let cancel = cancel_or_ack(&fwd, "CANCEL", None, reason);
+        let _ = self.core.transport.send(&b.flow, cancel.clone());
+        b.cancel = Some((
+            cancel,
+            ClientTx::new(Kind::NonInvite, !b.flow.is_udp(), timers, now),
+        ));
+        b.give_up_at = Some(now + timers.t64());
+    }
+
+    fn on_timers(&mut self, now: Instant) {
+        while let Some(a) = self.server.poll(now) {
+            if let ServerAction::Retransmit(b) = a {
+                let _ = self.core.transport.send(&self.src, b);
+            }
+        }
+        let mut timer_c = Vec::new();
+        for (i, b) in self.branches.iter_mut().enumerate() {
+            while let Some(a) = b.client.poll(now) {
+                match a {
+                    ClientAction::Retransmit => {
+                        let _ = self.core.transport.send(&b.flow, b.request.clone());
+                    }
+                    ClientAction::Timeout => {
+                        if b.final_code.is_none() {
+                            b.final_code = Some(408);
+                        }
+                    }
+                    ClientAction::TimerC => timer_c.push(i),
+                    ClientAction::Terminated => {}
+                }
+            }
+            if let Some((bytes, c)) = b.cancel.as_mut() {
+                while let Some(a) = c.poll(now) {
+                    if a == ClientAction::Retransmit {
+                        let _ = self.core.transport.send(&b.flow, bytes.clone());
+                    }
+                }
+            }
+            if b.give_up_at.is_some_and(|t| t <= now) {
+                b.give_up_at = None;
+                b.client.terminate();
+                if b.final_code.is_none() {
+                    b.final_code = Some(487);
+                }
+            }
+        }
+        for i in timer_c {
+            if self.branches[i].cancel.is_none() {
+                self.send_cancel(i, None);
+            }
+            if self.branches[i].final_code.is_none() {
+                self.branches[i].final_code = Some(408);
+            }
+        }
+        self.maybe_finish();
+    }
+}
+
+/// RFC 3261 §16.7 step 6: 6xx first, then the lowest class; 503 counts as 5xx.
+fn rank(code: u16) -> u16 {
+    if code >= 600 {
+        0
+    } else {
+        code
+    }
+}
+
+fn make_ack(request: &Bytes, resp: &Message) -> Bytes {
+    match Message::parse(request.clone(), true) {
+        Ok(fwd) => cancel_or_ack(&fwd, "ACK", resp.header(HeaderName::To), None),
+        Err(_) => Bytes::new(),
+    }
+}
+
+async fn sleep_until(d: Option<Instant>) {
+    match d {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A 2xx for INVITE whose transaction is gone: pass it up statelessly to the address
+/// the next Via names (RFC 3261 §16.7 step 5 requires 2xx to reach the caller).
+pub fn forward_stray_2xx(core: &Arc<Core>, msg: Message, _flow: Flow) {
+    let Some(v) = msg.values(HeaderName::Via).nth(1) else {
+        return;
+    };
+    let Ok(via) = crate::sip::Via::parse(v) else {
+        return;
+    };
+    if !via.is_udp() {
+        return;
+    }
+    let ip = via.received().and_then(|r| r.parse().ok()).or_else(|| {
+        via.host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .ok()
+    });
+    let port = via.rport().flatten().or(via.port).unwrap_or(5060);
+    let Some(ip) = ip else { return };
+    if let Some(f) = core.transport.udp_flow(SocketAddr::new(ip, port), None) {
+        let _ = core.transport.send(&f, pop_via(&msg));
+    }
+}

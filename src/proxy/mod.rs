@@ -1,0 +1,351 @@
+//! The routing core (RFC 3261 §16): takes every message the transport reads, matches
+//! it to a transaction or starts one, and decides where requests go.
+//!
+//! - [`register`]: REGISTER → registrar.
+//! - [`route`]: where a new request goes (bindings, Route set, flow tokens, upstream).
+//! - [`forward`]: the task that owns a forwarded transaction (fork, responses,
+//!   CANCEL, timers).
+//! - [`edit`]: splicing our changes into forwarded messages.
+
+pub mod edit;
+pub mod forward;
+pub mod register;
+pub mod route;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tracing::{debug, debug_span, warn};
+
+use crate::config::Settings;
+use crate::registrar::Registrar;
+use crate::sip::{builder, HeaderName, Message, Method};
+use crate::transaction::{
+    BranchGen, ServerAction, ServerEntry, ServerTx, Timers, TxEvent, TxTable,
+};
+use crate::transport::{Flow, FlowTokens, Handler, Transport};
+
+/// Methods sipwake advertises in `Allow`.
+pub const ALLOW: &str =
+    "Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, PRACK, SUBSCRIBE, NOTIFY, REFER, MESSAGE";
+
+/// Shared state of the proxy, passed down as `Arc<Core>`.
+pub struct Core {
+    /// Settings.
+    pub settings: Settings,
+    /// Sockets and connections.
+    pub transport: Transport,
+    /// Bindings.
+    pub registrar: Registrar,
+    /// Transaction tables.
+    pub tx: TxTable,
+    /// Branch maker.
+    pub branches: BranchGen,
+    /// Flow token signer.
+    pub tokens: FlowTokens,
+    /// Protocol timers.
+    pub timers: Timers,
+    local_hosts: Vec<String>,
+    local_ports: Vec<u16>,
+    handler: std::sync::OnceLock<Arc<dyn Handler>>,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core").finish_non_exhaustive()
+    }
+}
+
+impl Core {
+    /// Builds the core over a bound transport.
+    pub fn new(
+        settings: Settings,
+        transport: Transport,
+        registrar: Registrar,
+        tokens: FlowTokens,
+    ) -> Core {
+        let mut local_hosts: Vec<String> = Vec::new();
+        let mut local_ports: Vec<u16> = Vec::new();
+        for a in transport
+            .udp_addrs()
+            .into_iter()
+            .chain(transport.tcp_addrs())
+        {
+            local_hosts.push(host_of(a.ip()));
+            local_ports.push(a.port());
+        }
+        if let Some(h) = &settings.sip.advertised_host {
+            local_hosts.push(h.to_ascii_lowercase());
+        }
+        local_hosts.sort();
+        local_hosts.dedup();
+        local_ports.sort();
+        local_ports.dedup();
+        let timers = Timers {
+            t1: settings.sip.t1,
+            t2: settings.sip.t2,
+            t4: settings.sip.t4,
+            timer_c: settings.sip.timer_c,
+        };
+        Core {
+            settings,
+            transport,
+            registrar,
+            tx: TxTable::default(),
+            branches: BranchGen::default(),
+            tokens,
+            timers,
+            local_hosts,
+            local_ports,
+            handler: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The handler new TCP connections deliver to (set once at start).
+    pub fn handler(&self) -> Option<Arc<dyn Handler>> {
+        self.handler.get().cloned()
+    }
+
+    /// Creates the transport handler for this core and remembers it.
+    pub fn make_handler(self: &Arc<Self>) -> Arc<dyn Handler> {
+        let h: Arc<dyn Handler> = Arc::new(ProxyHandler(self.clone()));
+        let _ = self.handler.set(h.clone());
+        h
+    }
+
+    /// True if `host[:port]` names this proxy.
+    pub fn is_me(&self, host: &str, port: Option<u16>) -> bool {
+        let h = host.trim_start_matches('[').trim_end_matches(']');
+        let host_ok = self.local_hosts.iter().any(|l| l.eq_ignore_ascii_case(h))
+            || h.parse::<IpAddr>().is_ok_and(|ip| {
+                // a wildcard listener answers to every local address
+                ip.is_loopback() && self.local_hosts.iter().any(|l| l == "0.0.0.0" || l == "::")
+            });
+        host_ok && self.local_ports.contains(&port.unwrap_or(5060))
+    }
+
+    /// True if `domain` (lower case or not) is served here.
+    pub fn is_local_domain(&self, domain: &str) -> bool {
+        let d = self.settings.proxy.domains.as_slice();
+        d.is_empty() || d.iter().any(|x| x.eq_ignore_ascii_case(domain))
+    }
+
+    /// The host and port to write in Via/Record-Route for a local address.
+    pub fn advertised(&self, local: SocketAddr) -> String {
+        match &self.settings.sip.advertised_host {
+            Some(h) => format!("{h}:{}", local.port()),
+            None => local.to_string(),
+        }
+    }
+
+    /// Sends a response built for `req` on `flow` and returns its bytes.
+    pub fn respond(
+        &self,
+        req: &Message,
+        flow: &Flow,
+        code: u16,
+        reason: &str,
+        extra: &[&str],
+    ) -> Bytes {
+        let resp = builder::response(req, flow.remote(), code, reason, extra, None);
+        if let Err(e) = self.transport.send(flow, resp.clone()) {
+            debug!(error = %e, code, "response not sent");
+        }
+        resp
+    }
+
+    /// Answers a request with a final response from sipwake itself and keeps the
+    /// transaction so that retransmissions get the same answer (and, for INVITE, the
+    /// response is retransmitted until the ACK).
+    pub fn reply(
+        self: &Arc<Self>,
+        req: &Message,
+        flow: Flow,
+        key: u64,
+        code: u16,
+        reason: &str,
+        extra: &[&str],
+    ) {
+        let resp = self.respond(req, &flow, code, reason, extra);
+        if code < 200 {
+            return;
+        }
+        if req.method() == Some(Method::Invite) {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            self.tx.set_server(key, ServerEntry::Task(tx));
+            let mut st = ServerTx::new(
+                crate::transaction::Kind::Invite,
+                !flow.is_udp(),
+                self.timers,
+            );
+            st.send_response(code, &resp, Instant::now());
+            tokio::spawn(local_invite_tx(self.clone(), st, rx, flow, key));
+        } else if flow.is_udp() {
+            self.tx.set_server(
+                key,
+                ServerEntry::Done {
+                    response: resp,
+                    flow,
+                    until: Instant::now() + self.timers.t64(),
+                },
+            );
+        } else {
+            self.tx.remove_server(key);
+        }
+    }
+
+    fn on_request(self: &Arc<Self>, msg: Message, flow: Flow, local: SocketAddr) {
+        match msg.method() {
+            Some(Method::Ack) => {
+                let key = self.tx.server_key(&msg, None);
+                match self.tx.lookup_server(key) {
+                    Some(Ok(tx)) if msg.to_tag().is_empty() || self.is_non2xx_ack(&msg) => {
+                        let _ = tx.send(TxEvent::Ack);
+                    }
+                    _ => route::forward_ack(self, msg, flow, local),
+                }
+            }
+            Some(Method::Cancel) => {
+                let key = self.tx.server_key(&msg, Some("INVITE"));
+                let own = self.tx.server_key(&msg, None);
+                match self.tx.lookup_server(key) {
+                    Some(Ok(tx)) => {
+                        self.reply(&msg, flow, own, 200, "OK", &[]);
+                        let _ = tx.send(TxEvent::Cancel);
+                    }
+                    _ => match self.tx.lookup_server(own) {
+                        Some(Err(Some((resp, f)))) => {
+                            let _ = self.transport.send(&f, resp);
+                        }
+                        _ => self.reply(&msg, flow, own, 481, builder::reason_phrase(481), &[]),
+                    },
+                }
+            }
+            _ => {
+                let key = self.tx.server_key(&msg, None);
+                match self.tx.lookup_server(key) {
+                    Some(Ok(tx)) => {
+                        let _ = tx.send(TxEvent::Retransmission);
+                    }
+                    Some(Err(Some((resp, f)))) => {
+                        let _ = self.transport.send(&f, resp);
+                    }
+                    Some(Err(None)) => {}
+                    None => route::new_request(self, msg, flow, local, key),
+                }
+            }
+        }
+    }
+
+    fn is_non2xx_ack(&self, _msg: &Message) -> bool {
+        // An ACK with the INVITE's branch is hop-by-hop (non-2xx): the 2xx ACK is a
+        // new transaction with its own branch and never matches the INVITE's key.
+        true
+    }
+
+    fn on_response(self: &Arc<Self>, msg: Message, flow: Flow) {
+        let (branch, method) = match (msg.top_via(), msg.cseq()) {
+            (Some(v), (_, m)) => (v.branch().unwrap_or(""), m),
+            _ => return,
+        };
+        if BranchGen::hash_of(branch).is_none() {
+            // not ours (RFC 3261 §18.1.2): drop silently
+            return;
+        }
+        let key = self.tx.client_key(branch, method);
+        match self.tx.lookup_client(key) {
+            Some((tx, idx)) => {
+                let _ = tx.send(TxEvent::Response { branch: idx, msg });
+            }
+            None => {
+                if msg.code().is_some_and(|c| (200..300).contains(&c)) && method == "INVITE" {
+                    forward::forward_stray_2xx(self, msg, flow);
+                }
+            }
+        }
+    }
+}
+
+fn host_of(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v) => v.to_string(),
+        IpAddr::V6(v) => format!("{v}"),
+    }
+}
+
+async fn local_invite_tx(
+    core: Arc<Core>,
+    mut st: ServerTx,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<TxEvent>,
+    flow: Flow,
+    key: u64,
+) {
+    loop {
+        let Some(deadline) = st.next_deadline() else {
+            break;
+        };
+        tokio::select! {
+            ev = rx.recv() => match ev {
+                Some(TxEvent::Ack) => st.on_ack(Instant::now()),
+                Some(TxEvent::Retransmission) => {
+                    if let Some(b) = st.on_retransmission() {
+                        let _ = core.transport.send(&flow, b);
+                    }
+                }
+                Some(_) => {}
+                None => break,
+            },
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                while let Some(a) = st.poll(Instant::now()) {
+                    match a {
+                        ServerAction::Retransmit(b) => { let _ = core.transport.send(&flow, b); }
+                        ServerAction::NoAck | ServerAction::Terminated => {}
+                    }
+                }
+            }
+        }
+    }
+    core.tx.remove_server(key);
+}
+
+/// The transport's view of the proxy.
+pub struct ProxyHandler(pub Arc<Core>);
+
+impl Handler for ProxyHandler {
+    fn on_message(&self, data: Bytes, flow: Flow, local: SocketAddr) {
+        let msg = match Message::parse(data, flow.is_udp()) {
+            Ok(m) => m,
+            Err(e) => {
+                debug!(remote = %flow.remote(), error = %e, "unparseable message dropped");
+                return;
+            }
+        };
+        let core = &self.0;
+        if !msg.is_request() {
+            if msg.validate().is_ok() {
+                core.on_response(msg, flow);
+            }
+            return;
+        }
+        let span = debug_span!("request", call_id = %msg.call_id(), method = %msg.method_str());
+        let _g = span.enter();
+        if let Err(e) = msg.validate() {
+            if msg.answerable() {
+                let reason = e.to_string();
+                let key = core.tx.server_key(&msg, None);
+                let extra: &[&str] = if e.status() == 505 { &[] } else { &[] };
+                core.reply(&msg, flow, key, e.status(), &reason, extra);
+            } else {
+                debug!(remote = %flow.remote(), error = %e, "malformed request dropped");
+            }
+            return;
+        }
+        if msg.count(HeaderName::Via) == 0 {
+            warn!("request without Via");
+            return;
+        }
+        core.on_request(msg, flow, local);
+    }
+}

@@ -1,0 +1,258 @@
+//! REGISTER (RFC 3261 §10.3): parse the request into a registrar update, apply it,
+//! and answer with every current contact. Push parameters never leave sipwake: they
+//! are cut from the contacts listed in the 200.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use tracing::{debug, warn};
+
+use super::Core;
+use crate::registrar::{
+    unix_now_ms, Binding, ContactSpec, Contacts, RegisterOutcome, RegisterRequest,
+};
+use crate::sip::header::{params, unquote, NameAddr};
+use crate::sip::{HeaderName, Message, Scheme, Uri};
+use crate::transaction::ServerEntry;
+use crate::transport::Flow;
+
+/// URI parameters that carry push tokens and are never echoed back.
+const PRIVATE_PARAMS: [&str; 7] = [
+    "pn-provider",
+    "pn-prid",
+    "pn-param",
+    "pn-type",
+    "pn-tok",
+    "app-id",
+    "xtoken",
+];
+
+/// Why a REGISTER could not be turned into a registrar update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadRegister(pub &'static str);
+
+/// Reads a REGISTER into a [`RegisterRequest`].
+pub fn parse_register(
+    msg: &Message,
+    flow: &Flow,
+    now_ms: u64,
+) -> Result<RegisterRequest, BadRegister> {
+    let to = msg.to().ok_or(BadRegister("Malformed To header"))?;
+    let to_uri = Uri::parse(to.uri).map_err(|_| BadRegister("To is not a SIP URI"))?;
+    if to_uri.scheme == Scheme::Tel || to_uri.user.is_none() {
+        return Err(BadRegister("To is not a SIP address-of-record"));
+    }
+    let expires_header = match msg.header(HeaderName::Expires) {
+        Some(v) => Some(parse_expires(v).ok_or(BadRegister("Malformed Expires header"))?),
+        None => None,
+    };
+    let values: Vec<&str> = msg.values(HeaderName::Contact).collect();
+    let contacts = if values.is_empty() {
+        Contacts::Query
+    } else if values.len() == 1 && values[0] == "*" {
+        Contacts::Star
+    } else {
+        let mut list = Vec::with_capacity(values.len());
+        for v in values {
+            if v == "*" {
+                return Err(BadRegister("Contact * mixed with other contacts"));
+            }
+            let na = NameAddr::parse(v, "Contact")
+                .map_err(|_| BadRegister("Malformed Contact header"))?;
+            let uri = Uri::parse(na.uri).map_err(|_| BadRegister("Contact is not a SIP URI"))?;
+            if uri.scheme == Scheme::Tel {
+                return Err(BadRegister("Contact is not a SIP URI"));
+            }
+            let mut spec = ContactSpec {
+                uri: na.uri.to_string(),
+                match_key: uri.match_key(),
+                ..Default::default()
+            };
+            for (n, val) in params(na.params) {
+                if n.eq_ignore_ascii_case("expires") {
+                    spec.expires =
+                        Some(parse_expires(val).ok_or(BadRegister("Malformed expires parameter"))?);
+                } else if n.eq_ignore_ascii_case("q") {
+                    spec.q = Some(parse_q(val).ok_or(BadRegister("Malformed q parameter"))?);
+                } else if n.eq_ignore_ascii_case("+sip.instance") {
+                    spec.instance = Some(unquote(val).to_string());
+                } else if n.eq_ignore_ascii_case("reg-id") {
+                    spec.reg_id = Some(
+                        val.parse()
+                            .map_err(|_| BadRegister("Malformed reg-id parameter"))?,
+                    );
+                }
+            }
+            list.push(spec);
+        }
+        Contacts::List(list)
+    };
+    Ok(RegisterRequest {
+        aor: to_uri.aor(),
+        call_id: msg.call_id().to_string(),
+        cseq: msg.cseq().0,
+        expires_header,
+        contacts,
+        flow: Some(flow.to_string()),
+        user_agent: msg.header(HeaderName::UserAgent).map(str::to_string),
+        path: msg.values(HeaderName::Path).map(str::to_string).collect(),
+        now_ms,
+    })
+}
+
+fn parse_expires(v: &str) -> Option<u32> {
+    let v = v.trim();
+    if v.is_empty() || !v.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    // RFC 3261 §20.19: values above 2**32-1 mean 2**32-1
+    Some(
+        v.parse::<u64>()
+            .map_or(u32::MAX, |n| n.min(u32::MAX as u64) as u32),
+    )
+}
+
+fn parse_q(v: &str) -> Option<u16> {
+    let f: f32 = v.trim().parse().ok()?;
+    (0.0..=1.0)
+        .contains(&f)
+        .then(|| (f * 1000.0).round() as u16)
+}
+
+/// The contact URI with push parameters removed.
+pub fn public_contact(uri: &str) -> String {
+    let Some(semi) = uri.find(';') else {
+        return uri.to_string();
+    };
+    let (base, rest) = uri.split_at(semi);
+    let (params_part, headers) = match rest.find('?') {
+        Some(q) => rest.split_at(q),
+        None => (rest, ""),
+    };
+    let mut out = String::with_capacity(uri.len());
+    out.push_str(base);
+    for p in params_part.split(';').filter(|p| !p.is_empty()) {
+        let name = p.split('=').next().unwrap_or("");
+        if !PRIVATE_PARAMS.iter().any(|x| x.eq_ignore_ascii_case(name)) {
+            out.push(';');
+            out.push_str(p);
+        }
+    }
+    out.push_str(headers);
+    out
+}
+
+fn contact_line(b: &Binding, now_ms: u64) -> String {
+    let mut s = String::with_capacity(b.contact.len() + 64);
+    let _ = write!(
+        s,
+        "Contact: <{}>;expires={}",
+        public_contact(&b.contact),
+        b.expires_in(now_ms)
+    );
+    if let Some(q) = b.q {
+        let _ = write!(s, ";q={}.{:03}", q / 1000, q % 1000);
+    }
+    if let Some(i) = &b.instance {
+        let _ = write!(s, ";+sip.instance=\"{i}\"");
+    }
+    if let Some(r) = b.reg_id {
+        let _ = write!(s, ";reg-id={r}");
+    }
+    s
+}
+
+/// Handles a REGISTER for a served domain.
+pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
+    let now_ms = unix_now_ms();
+    let req = match parse_register(&msg, &flow, now_ms) {
+        Ok(r) => r,
+        Err(BadRegister(reason)) => return core.reply(&msg, flow, key, 400, reason, &[]),
+    };
+    // absorb retransmissions while the store commits
+    core.tx.set_server(key, ServerEntry::Pending);
+    let core = core.clone();
+    tokio::spawn(async move {
+        let outcome = core.registrar.register(req).await;
+        let now_ms = unix_now_ms();
+        match outcome {
+            Ok(RegisterOutcome::Ok { bindings }) => {
+                let mut lines: Vec<String> =
+                    bindings.iter().map(|b| contact_line(b, now_ms)).collect();
+                let outbound = bindings.iter().any(|b| b.reg_id.is_some())
+                    && msg
+                        .values(HeaderName::Supported)
+                        .any(|v| v.eq_ignore_ascii_case("outbound"));
+                if outbound {
+                    // RFC 5626 §6: the registrar confirms outbound is in use
+                    lines.push("Require: outbound".into());
+                }
+                let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+                core.reply(&msg, flow, key, 200, "OK", &refs);
+            }
+            Ok(RegisterOutcome::IntervalTooBrief { min_expires }) => {
+                let line = format!("Min-Expires: {min_expires}");
+                core.reply(&msg, flow, key, 423, "Interval Too Brief", &[&line]);
+            }
+            Ok(RegisterOutcome::Invalid(reason)) => core.reply(&msg, flow, key, 400, reason, &[]),
+            Ok(RegisterOutcome::OutOfOrder) => {
+                core.reply(&msg, flow, key, 400, "CSeq out of order", &[])
+            }
+            Err(e) => {
+                warn!(error = %e, "binding store failed");
+                core.reply(&msg, flow, key, 500, "Store Failure", &["Retry-After: 5"]);
+            }
+        }
+        debug!("register answered");
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn push_params_never_echoed() {
+        assert_eq!(
+            public_contact(
+                "sip:a@127.0.0.9:5999;transport=tcp;pn-provider=apns;pn-prid=ABC;xToken=zz;ob"
+            ),
+            "sip:a@127.0.0.9:5999;transport=tcp;ob"
+        );
+        assert_eq!(public_contact("sip:a@h"), "sip:a@h");
+    }
+
+    #[test]
+    fn register_is_read_into_an_update() {
+        let raw = "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.9:5999;branch=z9hG4bK1\r\nFrom: <sip:alice@example.com>;tag=1\r\nTo: <sip:alice@Example.com>\r\nCall-ID: r1\r\nCSeq: 4 REGISTER\r\nContact: <sip:alice@127.0.0.9:5999;ob>;+sip.instance=\"<urn:uuid:1>\";reg-id=1;q=0.5;expires=120\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n";
+        let m = Message::parse(Bytes::from(raw), true).unwrap();
+        let flow = Flow::Udp {
+            socket: 0,
+            remote: "127.0.0.1:40000".parse().unwrap(),
+        };
+        let r = parse_register(&m, &flow, 1).unwrap();
+        assert_eq!(r.aor, "alice@example.com");
+        assert_eq!(r.cseq, 4);
+        assert_eq!(r.expires_header, Some(600));
+        let Contacts::List(l) = r.contacts else {
+            panic!()
+        };
+        assert_eq!(l[0].instance.as_deref(), Some("<urn:uuid:1>"));
+        assert_eq!(l[0].reg_id, Some(1));
+        assert_eq!(l[0].q, Some(500));
+        assert_eq!(l[0].expires, Some(120));
+        assert_eq!(r.flow.as_deref(), Some("udp/0/127.0.0.1:40000"));
+    }
+
+    #[test]
+    fn non_sip_to_is_refused() {
+        let raw = "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <http://x>;tag=1\r\nTo: <http://x>\r\nCall-ID: r1\r\nCSeq: 1 REGISTER\r\n\r\n";
+        let m = Message::parse(Bytes::from(raw), true).unwrap();
+        let flow = Flow::Udp {
+            socket: 0,
+            remote: "127.0.0.1:1".parse().unwrap(),
+        };
+        assert!(parse_register(&m, &flow, 1).is_err());
+    }
+}

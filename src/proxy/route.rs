@@ -1,0 +1,297 @@
+//! Where a request goes: RFC 3261 §16.3–16.5 checks, our Route entries and flow
+//! tokens, the registrar for local users, the upstream for everything else, and the
+//! rules that keep sipwake from being an open relay.
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::sync::Arc;
+
+use tracing::debug;
+
+use super::edit::{forward_request, RequestEdits};
+use super::forward::{self, Next, Target};
+use super::{register, Core, ALLOW};
+use crate::registrar::unix_now_ms;
+use crate::sip::header::NameAddr;
+use crate::sip::{builder, HeaderName, Message, Method, Uri, Via};
+use crate::transaction::BranchGen;
+use crate::transport::Flow;
+
+/// Our own Route entries at the top of a request, and the flow token they carried.
+#[derive(Debug, Default)]
+pub struct Popped {
+    /// Ranges of the Route values that name us.
+    pub ranges: Vec<Range<usize>>,
+    /// Flows from the first valid flow token.
+    pub token: Option<(Option<Flow>, Option<Flow>)>,
+    /// The first Route value that is not ours, if any.
+    pub next: Option<String>,
+}
+
+/// Pops the Route values that name us (RFC 3261 §16.4) and decodes their token.
+pub fn pop_routes(core: &Core, msg: &Message) -> Popped {
+    let mut p = Popped::default();
+    for (_, range) in msg.value_spans(HeaderName::Route) {
+        let v = msg.slice(range.clone());
+        let Ok(na) = NameAddr::parse(v, "Route") else {
+            p.next = Some(v.to_string());
+            break;
+        };
+        match Uri::parse(na.uri) {
+            Ok(u) if core.is_me(u.host, u.port) => {
+                if p.token.is_none() {
+                    p.token = u.user.and_then(|t| core.tokens.decode(t));
+                }
+                p.ranges.push(range);
+            }
+            _ => {
+                p.next = Some(na.uri.to_string());
+                break;
+            }
+        }
+    }
+    p
+}
+
+fn same_flow(a: &Flow, b: &Flow) -> bool {
+    match (a, b) {
+        (
+            Flow::Udp { socket, remote },
+            Flow::Udp {
+                socket: s2,
+                remote: r2,
+            },
+        ) => socket == s2 && remote == r2,
+        (Flow::Tcp { conn, .. }, Flow::Tcp { conn: c2, .. }) => conn == c2,
+        _ => false,
+    }
+}
+
+/// Given the two legs in a token and the flow a request arrived on, the leg it goes to.
+pub fn other_leg(a: Option<Flow>, b: Option<Flow>, arrival: &Flow) -> Option<Flow> {
+    if a.as_ref().is_some_and(|f| same_flow(f, arrival)) {
+        return b;
+    }
+    if b.as_ref().is_some_and(|f| same_flow(f, arrival)) {
+        return a;
+    }
+    // the sender's NAT may have moved it to a new port: fall back to its address
+    let ip = arrival.remote().ip();
+    match (a, b) {
+        (Some(fa), Some(fb)) if fa.remote().ip() == ip && fb.remote().ip() != ip => Some(fb),
+        (Some(fa), Some(fb)) if fb.remote().ip() == ip && fa.remote().ip() != ip => Some(fa),
+        _ => None,
+    }
+}
+
+/// Handles a request that starts a new server transaction.
+pub fn new_request(core: &Arc<Core>, msg: Message, flow: Flow, local: SocketAddr, key: u64) {
+    let method = msg.method().unwrap_or(Method::Other);
+    if msg.max_forwards() == Some(0) {
+        return core.reply(&msg, flow, key, 483, "Too Many Hops", &[]);
+    }
+    let unsupported: Vec<&str> = msg.values(HeaderName::ProxyRequire).collect();
+    if !unsupported.is_empty() {
+        let line = format!("Unsupported: {}", unsupported.join(", "));
+        return core.reply(&msg, flow, key, 420, "Bad Extension", &[&line]);
+    }
+    let lh = BranchGen::loop_hash(&msg);
+    let looped = msg.values(HeaderName::Via).skip(1).any(|v| {
+        Via::parse(v).is_ok_and(|via| {
+            core.is_me(via.host, via.port) && via.branch().and_then(BranchGen::hash_of) == Some(lh)
+        })
+    });
+    if looped {
+        return core.reply(&msg, flow, key, 482, "Loop Detected", &[]);
+    }
+    let popped = pop_routes(core, &msg);
+    let in_dialog = !msg.to_tag().is_empty();
+    let trusted = core.settings.is_trusted(flow.remote().ip());
+
+    if let Some(next) = popped.next.clone() {
+        if popped.ranges.is_empty() && !trusted {
+            return core.reply(&msg, flow, key, 403, "Forbidden (foreign Route)", &[]);
+        }
+        let rr = !in_dialog && wants_record_route(method);
+        let t = Target {
+            ruri: None,
+            next: Next::Uri(next),
+            path: Vec::new(),
+        };
+        return forward::start(core, msg, flow, local, key, vec![t], popped, rr);
+    }
+
+    if in_dialog {
+        let next = match popped.token {
+            Some((a, b)) => match other_leg(a, b, &flow) {
+                Some(dest) if core.transport.is_open(&dest) => Next::Flow(dest),
+                Some(Flow::Tcp { inbound: true, .. }) => {
+                    return core.reply(&msg, flow, key, 430, "Flow Failed", &[]);
+                }
+                _ => Next::Uri(msg.request_uri().to_string()),
+            },
+            None if trusted => Next::Uri(msg.request_uri().to_string()),
+            None => {
+                return core.reply(
+                    &msg,
+                    flow,
+                    key,
+                    403,
+                    "Forbidden (not a dialog of ours)",
+                    &[],
+                );
+            }
+        };
+        let t = Target {
+            ruri: None,
+            next,
+            path: Vec::new(),
+        };
+        return forward::start(core, msg, flow, local, key, vec![t], popped, false);
+    }
+
+    let (aor, host, port, has_user) = match Uri::parse(msg.request_uri()) {
+        Ok(u) => (
+            u.aor(),
+            u.host_bare().to_ascii_lowercase(),
+            u.port,
+            u.user.is_some(),
+        ),
+        Err(_) => return core.reply(&msg, flow, key, 416, "Unsupported URI Scheme", &[]),
+    };
+    let to_me = core.is_me(&host, port);
+    if method == Method::Register {
+        if to_me || core.is_local_domain(&host) {
+            return register::handle(core, msg, flow, key);
+        }
+        return core.reply(&msg, flow, key, 403, "Forbidden (domain not served)", &[]);
+    }
+    if to_me && !has_user {
+        return match method {
+            Method::Options => core.reply(
+                &msg,
+                flow,
+                key,
+                200,
+                "OK",
+                &[
+                    ALLOW,
+                    "Accept: application/sdp",
+                    "Supported: path, outbound",
+                ],
+            ),
+            _ => core.reply(&msg, flow, key, 404, "Not Found", &[]),
+        };
+    }
+    if to_me || core.is_local_domain(&host) {
+        let bindings = core.registrar.lookup(&aor, unix_now_ms());
+        let mut flow_failed = false;
+        let targets: Vec<Target> = bindings
+            .iter()
+            .filter_map(|b| {
+                let f: Flow = b.flow.as_deref()?.parse().ok()?;
+                if !core.transport.is_open(&f) {
+                    flow_failed = true;
+                    return None;
+                }
+                Some(Target {
+                    ruri: Some(b.contact.clone()),
+                    next: Next::Flow(f),
+                    path: b.path.clone(),
+                })
+            })
+            .collect();
+        if targets.is_empty() {
+            debug!(%aor, flow_failed, "no reachable binding");
+            return core.reply(&msg, flow, key, 480, "Temporarily Unavailable", &[]);
+        }
+        let rr = wants_record_route(method);
+        return forward::start(core, msg, flow, local, key, targets, popped, rr);
+    }
+    // a foreign domain: only trusted peers and our own phones may send there
+    if !trusted && !from_a_binding(core, &msg, &flow) {
+        return core.reply(&msg, flow, key, 403, "Forbidden (relaying denied)", &[]);
+    }
+    let next = if core.settings.upstream.uri.is_some() {
+        Next::Upstream
+    } else {
+        Next::Uri(msg.request_uri().to_string())
+    };
+    let t = Target {
+        ruri: None,
+        next,
+        path: Vec::new(),
+    };
+    let rr = wants_record_route(method);
+    forward::start(core, msg, flow, local, key, vec![t], popped, rr)
+}
+
+/// True if the request arrived on the flow of a current binding of its From AOR.
+fn from_a_binding(core: &Core, msg: &Message, flow: &Flow) -> bool {
+    let Some(aor) = msg
+        .from()
+        .and_then(|f| Uri::parse(f.uri).ok())
+        .map(|u| u.aor())
+    else {
+        return false;
+    };
+    core.registrar.lookup(&aor, unix_now_ms()).iter().any(|b| {
+        b.flow
+            .as_deref()
+            .and_then(|f| f.parse::<Flow>().ok())
+            .is_some_and(|f| same_flow(&f, flow))
+    })
+}
+
+/// Methods that may create a dialog, and so get Record-Route.
+fn wants_record_route(m: Method) -> bool {
+    matches!(
+        m,
+        Method::Invite | Method::Subscribe | Method::Refer | Method::Notify | Method::Other
+    )
+}
+
+/// An ACK that matches no server transaction: the ACK for a 2xx, routed end to end
+/// without a transaction (RFC 3261 §16.11).
+pub fn forward_ack(core: &Arc<Core>, msg: Message, flow: Flow, local: SocketAddr) {
+    let popped = pop_routes(core, &msg);
+    let trusted = core.settings.is_trusted(flow.remote().ip());
+    let next = if let Some(n) = popped.next.clone() {
+        if popped.ranges.is_empty() && !trusted {
+            return;
+        }
+        Next::Uri(n)
+    } else if let Some((a, b)) = popped.token {
+        match other_leg(a, b, &flow) {
+            Some(dest) => Next::Flow(dest),
+            None => Next::Uri(msg.request_uri().to_string()),
+        }
+    } else if trusted {
+        Next::Uri(msg.request_uri().to_string())
+    } else {
+        return;
+    };
+    let core = core.clone();
+    tokio::spawn(async move {
+        let Ok(out) = forward::resolve(&core, &next, Some(local)).await else {
+            return;
+        };
+        let out_local = core.transport.local_addr(&out).unwrap_or(local);
+        let branch = core.branches.next(BranchGen::loop_hash(&msg));
+        let e = RequestEdits {
+            via: format!(
+                "SIP/2.0/{} {};branch={branch}",
+                out.via_transport(),
+                core.advertised(out_local)
+            ),
+            src: Some(flow.remote()),
+            pop_routes: popped.ranges,
+            ..Default::default()
+        };
+        let bytes = forward_request(&msg, &e);
+        if let Err(err) = core.transport.send(&out, bytes) {
+            debug!(error = %err, "ACK not forwarded");
+        }
+    });
+    let _ = builder::reason_phrase;
+}
