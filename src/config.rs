@@ -1201,7 +1201,7 @@ fn normalize_host(host: &str) -> Result<String, String> {
 }
 
 fn decode_hex(s: &str) -> Result<Vec<u8>, String> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Err("odd number of hex digits".to_owned());
     }
     let digit = |c: u8| match c {

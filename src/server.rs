@@ -95,7 +95,7 @@ async fn sweeper(core: Arc<Core>) {
         tick.tick().await;
         core.tx.sweep(Instant::now());
         n += 1;
-        if n % 10 == 0 {
+        if n.is_multiple_of(10) {
             core.registrar.sweep(unix_now_ms());
         }
     }

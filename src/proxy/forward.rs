@@ -326,7 +326,7 @@ impl Fwd {
     fn on_event(&mut self, ev: TxEvent) {
         let now = Instant::now();
         match ev {
-            TxEvent::Response { branch, msg } => self.on_response(branch, msg, now),
+            TxEvent::Response { branch, msg } => self.on_response(branch, *msg, now),
             TxEvent::Retransmission => {
                 if let Some(b) = self.server.on_retransmission() {
                     let _ = self.core.transport.send(&self.src, b);

@@ -22,6 +22,7 @@ use tracing::{debug, debug_span, warn};
 use crate::config::Settings;
 use crate::registrar::Registrar;
 use crate::sip::{builder, HeaderName, Message, Method};
+use crate::transaction::table::ServerMatch;
 use crate::transaction::{
     BranchGen, ServerAction, ServerEntry, ServerTx, Timers, TxEvent, TxTable,
 };
@@ -201,7 +202,7 @@ impl Core {
             Some(Method::Ack) => {
                 let key = self.tx.server_key(&msg, None);
                 match self.tx.lookup_server(key) {
-                    Some(Ok(tx)) if msg.to_tag().is_empty() || self.is_non2xx_ack(&msg) => {
+                    Some(ServerMatch::Task(tx)) => {
                         let _ = tx.send(TxEvent::Ack);
                     }
                     _ => route::forward_ack(self, msg, flow, local),
@@ -211,12 +212,12 @@ impl Core {
                 let key = self.tx.server_key(&msg, Some("INVITE"));
                 let own = self.tx.server_key(&msg, None);
                 match self.tx.lookup_server(key) {
-                    Some(Ok(tx)) => {
+                    Some(ServerMatch::Task(tx)) => {
                         self.reply(&msg, flow, own, 200, "OK", &[]);
                         let _ = tx.send(TxEvent::Cancel);
                     }
                     _ => match self.tx.lookup_server(own) {
-                        Some(Err(Some((resp, f)))) => {
+                        Some(ServerMatch::Answered(resp, f)) => {
                             let _ = self.transport.send(&f, resp);
                         }
                         _ => self.reply(&msg, flow, own, 481, builder::reason_phrase(481), &[]),
@@ -226,23 +227,17 @@ impl Core {
             _ => {
                 let key = self.tx.server_key(&msg, None);
                 match self.tx.lookup_server(key) {
-                    Some(Ok(tx)) => {
+                    Some(ServerMatch::Task(tx)) => {
                         let _ = tx.send(TxEvent::Retransmission);
                     }
-                    Some(Err(Some((resp, f)))) => {
+                    Some(ServerMatch::Answered(resp, f)) => {
                         let _ = self.transport.send(&f, resp);
                     }
-                    Some(Err(None)) => {}
+                    Some(ServerMatch::Pending) => {}
                     None => route::new_request(self, msg, flow, local, key),
                 }
             }
         }
-    }
-
-    fn is_non2xx_ack(&self, _msg: &Message) -> bool {
-        // An ACK with the INVITE's branch is hop-by-hop (non-2xx): the 2xx ACK is a
-        // new transaction with its own branch and never matches the INVITE's key.
-        true
     }
 
     fn on_response(self: &Arc<Self>, msg: Message, flow: Flow) {
@@ -257,7 +252,10 @@ impl Core {
         let key = self.tx.client_key(branch, method);
         match self.tx.lookup_client(key) {
             Some((tx, idx)) => {
-                let _ = tx.send(TxEvent::Response { branch: idx, msg });
+                let _ = tx.send(TxEvent::Response {
+                    branch: idx,
+                    msg: Box::new(msg),
+                });
             }
             None => {
                 if msg.code().is_some_and(|c| (200..300).contains(&c)) && method == "INVITE" {
@@ -282,10 +280,7 @@ async fn local_invite_tx(
     flow: Flow,
     key: u64,
 ) {
-    loop {
-        let Some(deadline) = st.next_deadline() else {
-            break;
-        };
+    while let Some(deadline) = st.next_deadline() {
         tokio::select! {
             ev = rx.recv() => match ev {
                 Some(TxEvent::Ack) => st.on_ack(Instant::now()),
@@ -335,8 +330,7 @@ impl Handler for ProxyHandler {
             if msg.answerable() {
                 let reason = e.to_string();
                 let key = core.tx.server_key(&msg, None);
-                let extra: &[&str] = if e.status() == 505 { &[] } else { &[] };
-                core.reply(&msg, flow, key, e.status(), &reason, extra);
+                core.reply(&msg, flow, key, e.status(), &reason, &[]);
             } else {
                 debug!(remote = %flow.remote(), error = %e, "malformed request dropped");
             }

@@ -712,23 +712,27 @@ mod tests {
             contacts: Contacts::List(vec![ContactSpec {
                 uri: format!("sip:dev{i}@192.0.2.{}:5060;transport=tcp", i % 250),
                 match_key: format!("sip:dev{i}@192.0.2.{}:5060;transport=tcp", i % 250),
-                expires: if i % 3 == 0 {
+                expires: if i.is_multiple_of(3) {
                     Some(120 + i as u32)
                 } else {
                     None
                 },
-                q: if i % 2 == 0 {
+                q: if i.is_multiple_of(2) {
                     Some((i % 1001) as u16)
                 } else {
                     None
                 },
-                instance: if i % 4 == 0 {
+                instance: if i.is_multiple_of(4) {
                     Some(format!("\"<urn:uuid:{i:08}>\""))
                 } else {
                     None
                 },
-                reg_id: if i % 8 == 0 { Some(i as u32) } else { None },
-                push: if i % 5 == 0 {
+                reg_id: if i.is_multiple_of(8) {
+                    Some(i as u32)
+                } else {
+                    None
+                },
+                push: if i.is_multiple_of(5) {
                     Some(format!(r#"{{"pn-prid":"tok{i}","n":"a\nb"}}"#))
                 } else {
                     None
@@ -739,7 +743,7 @@ mod tests {
             } else {
                 None
             },
-            user_agent: if i % 7 == 0 {
+            user_agent: if i.is_multiple_of(7) {
                 None
             } else {
                 Some(format!("Phone/{i} (ünïcode)"))

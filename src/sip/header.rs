@@ -329,9 +329,7 @@ impl<'a> Via<'a> {
         let mut rest = trim_lws(s);
         let part = |rest: &mut &'a str, sep: bool| -> Result<&'a str, ParseError> {
             let r = trim_lws(rest);
-            let end = r
-                .find(|c: char| c == '/' || c == ' ' || c == '\t' || c == '\r' || c == '\n')
-                .unwrap_or(r.len());
+            let end = r.find(['/', ' ', '\t', '\r', '\n']).unwrap_or(r.len());
             let tok = &r[..end];
             let mut r2 = trim_lws(&r[end..]);
             if sep {
@@ -349,9 +347,7 @@ impl<'a> Via<'a> {
             return Err(ParseError::Version);
         }
         let r = trim_lws(rest);
-        let end = r
-            .find(|c: char| c == ' ' || c == '\t' || c == '\r' || c == '\n')
-            .ok_or(E)?;
+        let end = r.find([' ', '\t', '\r', '\n']).ok_or(E)?;
         let transport = &r[..end];
         if !is_token(transport) {
             return Err(E);

@@ -47,7 +47,7 @@ pub enum Method {
 
 impl Method {
     /// Classifies a method token (case-sensitive, as RFC 3261 says).
-    pub fn from_str(s: &str) -> Method {
+    pub fn parse(s: &str) -> Method {
         match s {
             "INVITE" => Method::Invite,
             "ACK" => Method::Ack,
@@ -701,7 +701,7 @@ fn parse_start_line(line: &[u8]) -> Result<StartLine, ParseError> {
     }
     let uri_start = method.len() + 1;
     Ok(StartLine::Request {
-        method: Method::from_str(method),
+        method: Method::parse(method),
         method_range: 0..method.len(),
         uri: uri_start..uri_start + uri.len(),
     })

@@ -228,7 +228,7 @@ mod tests {
         let t0 = Instant::now();
         let mut tx = ClientTx::new(Kind::Invite, false, Timers::default(), t0);
         let mut sends = vec![];
-        let mut now = t0;
+        let mut now;
         loop {
             now = tx.next_deadline().unwrap();
             match tx.poll(now) {

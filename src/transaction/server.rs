@@ -78,7 +78,7 @@ impl ServerTx {
         let t64 = self.timers.t64();
         match self.state {
             State::Proceeding => {}
-            State::Accepted if code >= 200 && code < 300 => return true,
+            State::Accepted if (200..300).contains(&code) => return true,
             _ => return false,
         }
         if code < 200 {

@@ -22,7 +22,7 @@ pub enum TxEvent {
         /// Branch index within the owning task.
         branch: usize,
         /// The response.
-        msg: Message,
+        msg: Box<Message>,
     },
     /// The request was retransmitted.
     Retransmission,
@@ -51,6 +51,17 @@ pub enum ServerEntry {
         /// Timer J.
         until: Instant,
     },
+}
+
+/// What a request matched in the server table.
+#[derive(Debug)]
+pub enum ServerMatch {
+    /// A task owns the transaction: send it the event.
+    Task(UnboundedSender<TxEvent>),
+    /// Answered locally: send this response again on this flow.
+    Answered(Bytes, Flow),
+    /// Being handled locally, no answer yet: drop the retransmission.
+    Pending,
 }
 
 /// Server and client transaction tables.
@@ -98,18 +109,16 @@ impl TxTable {
         lock(&self.server).insert(key, entry);
     }
 
-    /// Looks a request up. `Some(Ok(tx))`: a task owns it; `Some(Err(Some(resp)))`:
-    /// answered locally, resend; `Some(Err(None))`: pending, drop; `None`: new.
-    pub fn lookup_server(
-        &self,
-        key: u64,
-    ) -> Option<Result<UnboundedSender<TxEvent>, Option<(Bytes, Flow)>>> {
+    /// Looks a request up; `None` means it starts a new transaction.
+    pub fn lookup_server(&self, key: u64) -> Option<ServerMatch> {
         let t = lock(&self.server);
-        match t.get(&key)? {
-            ServerEntry::Task(tx) => Some(Ok(tx.clone())),
-            ServerEntry::Pending => Some(Err(None)),
-            ServerEntry::Done { response, flow, .. } => Some(Err(Some((response.clone(), *flow)))),
-        }
+        Some(match t.get(&key)? {
+            ServerEntry::Task(tx) => ServerMatch::Task(tx.clone()),
+            ServerEntry::Pending => ServerMatch::Pending,
+            ServerEntry::Done { response, flow, .. } => {
+                ServerMatch::Answered(response.clone(), *flow)
+            }
+        })
     }
 
     /// Forgets a server transaction.

@@ -7,7 +7,7 @@ const COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
 
 /// True for a STUN binding request (method 0x001, class request).
 pub fn is_binding_request(d: &[u8]) -> bool {
-    d.len() >= 20 && d[0] == 0x00 && d[1] == 0x01 && d[4..8] == COOKIE && d.len() % 4 == 0
+    d.len() >= 20 && d[0] == 0x00 && d[1] == 0x01 && d[4..8] == COOKIE && d.len().is_multiple_of(4)
 }
 
 /// The binding success response carrying XOR-MAPPED-ADDRESS for `remote`.
