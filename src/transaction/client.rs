@@ -98,7 +98,9 @@ impl ClientTx {
             (_, State::Terminated, _) => Disposition::Absorb,
             (_, State::Calling | State::Proceeding, 100..=199) => {
                 if self.kind == Kind::Invite {
+                    // Timer B guards Calling only; from here Timer C rules
                     self.retransmit_at = None;
+                    self.timeout_at = None;
                     // Timer C restarts on every provisional but 100 (RFC 3261 §16.7 step 2)
                     if code > 100 {
                         self.timer_c_at = Some(now + self.timers.timer_c);
