@@ -186,6 +186,9 @@ pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
                 if outbound {
                     // RFC 5626 §6: the registrar confirms outbound is in use
                     lines.push("Require: outbound".into());
+                    // keep-alive interval advice (RFC 5626 §4.4.1): NATs forget UDP fast
+                    let secs = if flow.is_udp() { 29 } else { 120 };
+                    lines.push(format!("Flow-Timer: {secs}"));
                 }
                 let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
                 core.reply(&msg, flow, key, 200, "OK", &refs);
