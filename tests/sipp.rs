@@ -397,6 +397,8 @@ fn sipp_cancel_before_answer() {
     let _serial = lock();
     let proxy = Proxy::start("sipp-cancel");
     let dir = temp_dir("sipp-cancel-run");
+
+    // UDP: the UAS registers from its own port first.
     let uas_port = free_port();
     spawn(
         &dir,
@@ -414,13 +416,13 @@ fn sipp_cancel_before_answer() {
     .expect_success(Duration::from_secs(30));
     let uas = spawn(
         &dir,
-        "uas_cancel",
+        "uas_cancel_udp",
         &base_args("uas_cancel.xml", uas_port, &["-m", "20"]),
     );
     wait_listening(uas_port, false);
     let uac = spawn(
         &dir,
-        "uac_cancel",
+        "uac_cancel_udp",
         &[
             base_args(
                 "uac_cancel.xml",
@@ -433,5 +435,31 @@ fn sipp_cancel_before_answer() {
     );
     uac.expect_success(Duration::from_secs(60));
     uas.expect_success(Duration::from_secs(30));
+
+    // TCP: through the relay, as for the TCP calls.
+    let uas_port = free_port();
+    let uas = spawn(
+        &dir,
+        "uas_cancel_tcp",
+        &base_args("uas_cancel.xml", uas_port, &["-t", "t1", "-m", "10"]),
+    );
+    wait_listening(uas_port, true);
+    let relay = Relay::start(proxy.addr(), uas_port, "uascanceltcp");
+    let uac = spawn(
+        &dir,
+        "uac_cancel_tcp",
+        &[
+            base_args(
+                "uac_cancel.xml",
+                free_port(),
+                &["-t", "t1", "-s", "uascanceltcp", "-m", "10", "-r", "20"],
+            ),
+            vec![proxy.hostport()],
+        ]
+        .concat(),
+    );
+    uac.expect_success(Duration::from_secs(60));
+    uas.expect_success(Duration::from_secs(30));
+    drop(relay);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -95,6 +95,10 @@ pub async fn resolve(
             .and_then(|mut a| a.next())
             .ok_or(ResolveError::Unroutable(host.clone()))?,
     };
+    if core.is_me(&addr.ip().to_string(), Some(addr.port())) {
+        // sending to ourselves would loop until Max-Forwards runs out
+        return Err(ResolveError::Unroutable(format!("{addr} (sipwake itself)")));
+    }
     if tcp {
         let handler = core.handler().ok_or(ResolveError::Unroutable(host))?;
         Ok(core.transport.connect_tcp(addr, handler).await?)

@@ -121,16 +121,21 @@ pub fn new_request(core: &Arc<Core>, msg: Message, flow: Flow, local: SocketAddr
         return forward::start(core, msg, flow, local, key, vec![t], popped, rr);
     }
 
+    // a Request-URI naming sipwake itself is resolved through the registrar (RFC 3261
+    // §16.5), never sent back to our own socket
+    let ruri_is_me = Uri::parse(msg.request_uri()).is_ok_and(|u| core.is_me(u.host, u.port));
     if in_dialog {
         let next = match popped.token {
             Some((a, b)) => match other_leg(a, b, &flow) {
-                Some(dest) if core.transport.is_open(&dest) => Next::Flow(dest),
+                Some(dest) if core.transport.is_open(&dest) => Some(Next::Flow(dest)),
                 Some(Flow::Tcp { inbound: true, .. }) => {
                     return core.reply(&msg, flow, key, 430, "Flow Failed", &[]);
                 }
-                _ => Next::Uri(msg.request_uri().to_string()),
+                _ if ruri_is_me => None,
+                _ => Some(Next::Uri(msg.request_uri().to_string())),
             },
-            None if trusted => Next::Uri(msg.request_uri().to_string()),
+            None if trusted && ruri_is_me => None,
+            None if trusted => Some(Next::Uri(msg.request_uri().to_string())),
             None => {
                 return core.reply(
                     &msg,
@@ -142,12 +147,14 @@ pub fn new_request(core: &Arc<Core>, msg: Message, flow: Flow, local: SocketAddr
                 );
             }
         };
-        let t = Target {
-            ruri: None,
-            next,
-            path: Vec::new(),
-        };
-        return forward::start(core, msg, flow, local, key, vec![t], popped, false);
+        if let Some(next) = next {
+            let t = Target {
+                ruri: None,
+                next,
+                path: Vec::new(),
+            };
+            return forward::start(core, msg, flow, local, key, vec![t], popped, false);
+        }
     }
 
     let (aor, host, port, has_user) = match Uri::parse(msg.request_uri()) {
@@ -205,7 +212,7 @@ pub fn new_request(core: &Arc<Core>, msg: Message, flow: Flow, local: SocketAddr
             debug!(%aor, flow_failed, "no reachable binding");
             return core.reply(&msg, flow, key, 480, "Temporarily Unavailable", &[]);
         }
-        let rr = wants_record_route(method);
+        let rr = !in_dialog && wants_record_route(method);
         return forward::start(core, msg, flow, local, key, targets, popped, rr);
     }
     // a foreign domain: only trusted peers and our own phones may send there
