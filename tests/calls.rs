@@ -504,3 +504,155 @@ fn in_dialog_request_without_route_to_proxy_address_does_not_loop() {
         "sipwake looped the request on itself: {fin:?}"
     );
 }
+
+#[test]
+fn ipv4_caller_ipv6_callee_double_record_route() {
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("notice: no IPv6 loopback here; test skipped");
+        return;
+    }
+    // A port free on both families.
+    let port = loop {
+        let p = free_port();
+        if std::net::UdpSocket::bind(("::1", p)).is_ok()
+            && std::net::TcpListener::bind(("::1", p)).is_ok()
+        {
+            break p;
+        }
+    };
+    let proxy = ProxyBuilder::new("call-v4-v6")
+        .port(port)
+        .env("SIP__LISTEN", &format!("127.0.0.1:{port},[::1]:{port}"))
+        .start();
+    let v6: std::net::SocketAddr = format!("[::1]:{port}").parse().unwrap();
+    let mut bob = Ua::udp_at("bob", v6, "[::1]:0");
+    let r = bob.register(600);
+    assert_eq!(r.from, v6, "answered from the IPv6 socket: {r:?}");
+    let mut alice = Ua::udp("alice", &proxy);
+
+    for bye_from_callee in [true, false] {
+        let inv = alice.invite("bob", "");
+        let (got, btag) = ring(&mut bob, &inv.call_id);
+        assert_eq!(got.from, v6, "INVITE from the proxy's IPv6 socket");
+        assert_eq!(got.ruri(), bob.contact_uri());
+        let rr: Vec<String> = got
+            .values("record-route")
+            .iter()
+            .map(|v| uri_of(v))
+            .collect();
+        assert_eq!(
+            rr.len(),
+            2,
+            "double Record-Route when the legs differ in address family (RFC 5658): {got:?}"
+        );
+        assert_eq!(
+            uri_addr(&rr[0]),
+            Some(v6),
+            "top entry faces the callee: {rr:?}"
+        );
+        assert_eq!(
+            uri_addr(&rr[1]),
+            Some(proxy.addr()),
+            "second entry faces the caller: {rr:?}"
+        );
+        bob.reply(&got, 200, "OK", Some(&btag));
+        let (_ok, mut ad) = answered(&mut alice, &inv);
+        assert_eq!(ad.next_hop(), (proxy.addr(), Tp::Udp));
+        bob.expect_request("ACK", Some(&inv.call_id));
+        let mut bd = Dialog::uas(&got, &btag);
+        assert_eq!(bd.next_hop(), (v6, Tp::Udp));
+        if bye_from_callee {
+            in_dialog(&mut bob, &mut bd, &mut alice, "BYE");
+        } else {
+            in_dialog(&mut alice, &mut ad, &mut bob, "BYE");
+        }
+    }
+}
+
+#[test]
+fn tcp_phone_whose_connection_is_gone_is_not_reconnected() {
+    let proxy = Proxy::start("call-tcp-gone");
+    // Something listening where the phone's Contact points, to catch a reconnect.
+    let trap = std::net::TcpListener::bind("127.0.0.9:5998").ok();
+    let mut bob = Ua::tcp("bob", &proxy);
+    bob.contact_hostport = "127.0.0.9:5998".into();
+    bob.register(600);
+    bob.close();
+    std::thread::sleep(Duration::from_millis(200));
+
+    let mut alice = Ua::udp("alice", &proxy);
+    let inv = alice.invite("bob", "");
+    let fin = alice.expect_final(&inv.call_id, "INVITE");
+    assert!(
+        matches!(fin.status(), Some(430) | Some(480)),
+        "a TCP phone whose connection is gone gets 430 or 480, got {fin:?}"
+    );
+    alice.ack_non2xx(&inv, &fin);
+    if let Some(trap) = trap {
+        trap.set_nonblocking(true).unwrap();
+        if let Ok((_, from)) = trap.accept() {
+            panic!("sipwake opened a new TCP connection toward the phone's Contact (from {from})");
+        }
+    }
+}
+
+#[test]
+fn p_asserted_identity_removed_from_untrusted_sources_only() {
+    for (trusted, networks) in [(false, "::1/128"), (true, "127.0.0.0/8")] {
+        let proxy = ProxyBuilder::new("call-pai")
+            .env("PROXY__TRUSTED_NETWORKS", networks)
+            .start();
+        let mut bob = Ua::udp("bob", &proxy);
+        bob.register(600);
+        let mut alice = Ua::udp("alice", &proxy);
+        let inv = alice.invite(
+            "bob",
+            "P-Asserted-Identity: \"Boss\" <sip:boss@example.com>\r\n",
+        );
+        let got = bob.expect_request("INVITE", Some(&inv.call_id));
+        assert_eq!(
+            got.header("p-asserted-identity").is_some(),
+            trusted,
+            "P-Asserted-Identity from a {} source: {got:?}",
+            if trusted { "trusted" } else { "untrusted" }
+        );
+        bob.reply(&got, 486, "Busy Here", Some(&tag()));
+        let fin = alice.expect_final(&inv.call_id, "INVITE");
+        alice.ack_non2xx(&inv, &fin);
+    }
+}
+
+#[test]
+fn forwarding_keeps_other_bytes_as_they_came() {
+    let proxy = Proxy::start("call-splice");
+    let mut bob = Ua::udp("bob", &proxy);
+    bob.register(600);
+    let mut alice = Ua::udp("alice", &proxy);
+    let extra = "X-Odd:   spaced ;  value=\"quoted, comma\" ; Flag\r\n\
+                 Subject: caf%C3%A9 au lait\r\n\
+                 Authorization: Digest username=\"alice\", realm=\"example.com\", nonce=\"abc\", uri=\"sip:bob@example.com;x=%41\", response=\"0123456789abcdef\"\r\n\
+                 Allow: INVITE,ACK,  CANCEL ,BYE\r\n";
+    let inv = alice.invite("bob", extra);
+    let got = bob.expect_request("INVITE", Some(&inv.call_id));
+    let keep = |line: &&str| {
+        let l = line.to_ascii_lowercase();
+        !(l.starts_with("via:") || l.starts_with("max-forwards:") || l.starts_with("record-route:"))
+    };
+    let (sent_head, sent_body) = inv.text.split_once("\r\n\r\n").unwrap();
+    let (got_head, got_body) = got.raw.split_once("\r\n\r\n").unwrap();
+    let sent: Vec<&str> = sent_head.split("\r\n").skip(1).filter(keep).collect();
+    let recv: Vec<&str> = got_head.split("\r\n").skip(1).filter(keep).collect();
+    assert_eq!(
+        recv, sent,
+        "header lines other than Via, Max-Forwards and Record-Route must be kept byte for byte"
+    );
+    assert_eq!(got_body, sent_body, "body kept");
+    assert_eq!(
+        got.start,
+        format!("INVITE {} SIP/2.0", bob.contact_uri()),
+        "Request-URI replaced by the Contact"
+    );
+    bob.reply(&got, 486, "Busy Here", Some(&tag()));
+    let fin = alice.expect_final(&inv.call_id, "INVITE");
+    alice.ack_non2xx(&inv, &fin);
+}
