@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use tracing::{debug, warn};
+use tracing::{debug, debug_span, warn, Instrument};
 
 use super::Core;
 use crate::registrar::{
@@ -172,7 +172,8 @@ pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
     // absorb retransmissions while the store commits
     core.tx.set_server(key, ServerEntry::Pending);
     let core = core.clone();
-    tokio::spawn(async move {
+    let span = debug_span!("register", aor = %req.aor, call_id = %req.call_id);
+    let task = async move {
         let outcome = core.registrar.register(req).await;
         let now_ms = unix_now_ms();
         match outcome {
@@ -207,7 +208,8 @@ pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
             }
         }
         debug!("register answered");
-    });
+    };
+    tokio::spawn(task.instrument(span));
 }
 
 #[cfg(test)]
