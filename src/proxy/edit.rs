@@ -141,25 +141,6 @@ pub fn pop_via(msg: &Message) -> Bytes {
     sp.finish()
 }
 
-/// Removes extra headers from a response going upstream (by name).
-pub fn strip_response(msg: &Message, names: &[HeaderName]) -> Bytes {
-    let mut sp = Splice::new(msg);
-    let mut popped = false;
-    for h in msg.header_list() {
-        if h.name == HeaderName::Via && !popped {
-            popped = true;
-            let v = msg.value_of(h);
-            match split_commas(v).nth(1) {
-                None => sp.remove(h.line.clone()),
-                Some((a, _)) => sp.remove(h.value.start..h.value.start + a),
-            }
-        } else if names.contains(&h.name) {
-            sp.remove(h.line.clone());
-        }
-    }
-    sp.finish()
-}
-
 /// The CANCEL (RFC 3261 §9.1) or non-2xx ACK (§17.1.1.3) for a request we forwarded:
 /// same Request-URI, top Via, Route set, From, Call-ID and CSeq number; To from
 /// `to` (the response's, for ACK) or the request's.

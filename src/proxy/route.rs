@@ -13,7 +13,7 @@ use super::forward::{self, Next, Target};
 use super::{register, Core, ALLOW};
 use crate::registrar::unix_now_ms;
 use crate::sip::header::NameAddr;
-use crate::sip::{builder, HeaderName, Message, Method, Uri, Via};
+use crate::sip::{HeaderName, Message, Method, Uri, Via};
 use crate::transaction::BranchGen;
 use crate::transport::Flow;
 
@@ -300,5 +300,4 @@ pub fn forward_ack(core: &Arc<Core>, msg: Message, flow: Flow, local: SocketAddr
             debug!(error = %err, "ACK not forwarded");
         }
     });
-    let _ = builder::reason_phrase;
 }
