@@ -35,6 +35,131 @@ pub struct Settings {
     pub store: StoreSettings,
     /// `[log]`: log filter.
     pub log: LogSettings,
+    /// `[push]`: waking sleeping phones.
+    pub push: PushSettings,
+}
+
+/// When an INVITE for a binding with a push token sends a push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushPolicy {
+    /// Every initial INVITE pushes (PushKit apps report calls to CallKit from the push).
+    Always,
+    /// Only bindings whose flow showed no life within `flow_timeout` are pushed.
+    WhenUnreachable,
+}
+
+/// Provider assumed for tokens that arrive without one (`X-Token`, `xToken`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefaultProvider {
+    /// 64 hex digits: APNs; anything else: FCM.
+    Auto,
+    /// APNs.
+    Apns,
+    /// FCM.
+    Fcm,
+    /// The webhook.
+    Webhook,
+}
+
+/// `[push]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushSettings {
+    /// When to push.
+    pub policy: PushPolicy,
+    /// How long a parked INVITE waits for the phone's REGISTER.
+    pub wake_timeout: Duration,
+    /// Header carrying the per-call hint on the forwarded INVITE.
+    pub hint_header: String,
+    /// REGISTER header carrying a bare token.
+    pub token_header: String,
+    /// Contact URI parameter carrying a bare token.
+    pub token_param: String,
+    /// Provider of bare tokens.
+    pub default_provider: DefaultProvider,
+    /// How long a token binding stays callable by push after its SIP expiry.
+    pub binding_ttl: Duration,
+    /// Longest registration a token binding may ask for.
+    pub max_expires: u32,
+    /// A binding counts as reachable if its flow showed life this recently.
+    pub flow_timeout: Duration,
+    /// Most INVITEs parked at once.
+    pub max_parked: usize,
+    /// Most INVITEs parked for one AOR.
+    pub max_parked_per_aor: usize,
+    /// `[push.apns]`, if APNs is configured.
+    pub apns: Option<ApnsSettings>,
+    /// `[push.fcm]`, if FCM is configured.
+    pub fcm: Option<FcmSettings>,
+    /// `[push.webhook]`, if a webhook is configured.
+    pub webhook: Option<WebhookSettings>,
+}
+
+impl Default for PushSettings {
+    fn default() -> Self {
+        PushSettings {
+            policy: PushPolicy::Always,
+            wake_timeout: Duration::from_secs(10),
+            hint_header: "X-PushHint".into(),
+            token_header: "X-Token".into(),
+            token_param: "xToken".into(),
+            default_provider: DefaultProvider::Auto,
+            binding_ttl: Duration::from_secs(7 * 86400),
+            max_expires: 7 * 86400,
+            flow_timeout: Duration::from_secs(120),
+            max_parked: 10_000,
+            max_parked_per_aor: 10,
+            apns: None,
+            fcm: None,
+            webhook: None,
+        }
+    }
+}
+
+/// `[push.apns]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApnsSettings {
+    /// Token auth: the `.p8` signing key file.
+    pub key_file: Option<PathBuf>,
+    /// Token auth: the key id (`kid`).
+    pub key_id: Option<String>,
+    /// Token auth: the team id (`iss`).
+    pub team_id: Option<String>,
+    /// Certificate auth: PEM file with certificate and key.
+    pub cert_file: Option<PathBuf>,
+    /// Bundle id used for bare tokens (topic is `<bundle>.voip`).
+    pub bundle_id: Option<String>,
+    /// Bare tokens go to the sandbox environment.
+    pub sandbox: bool,
+    /// Production base URL (a stand-in in tests and staging).
+    pub production_url: String,
+    /// Sandbox base URL.
+    pub sandbox_url: String,
+    /// Extra CA certificate (PEM) to trust, for stand-ins.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// `[push.fcm]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FcmSettings {
+    /// Service-account JSON file.
+    pub service_account_file: PathBuf,
+    /// Project id (default: from the service account).
+    pub project_id: Option<String>,
+    /// FCM API base URL.
+    pub base_url: String,
+    /// OAuth token endpoint (default: from the service account).
+    pub token_uri: Option<String>,
+    /// Extra CA certificate (PEM) to trust, for stand-ins.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// `[push.webhook]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookSettings {
+    /// Where the JSON documents are POSTed.
+    pub url: String,
+    /// Per-request timeout.
+    pub timeout: Duration,
 }
 
 /// `[sip]` section.
@@ -662,6 +787,7 @@ impl RawSettings {
             registrar,
             store,
             log,
+            push: PushSettings::default(),
         })
     }
 }
