@@ -57,6 +57,14 @@ impl Binding {
         self.expires_at.saturating_mul(1000) > now_ms
     }
 
+    /// Whether the binding is still kept at `now_ms`: a binding with push info stays
+    /// callable by push for `push_ttl_secs` after its SIP expiry, because a sleeping
+    /// phone cannot refresh its registration.
+    pub fn is_kept(&self, now_ms: u64, push_ttl_secs: u64) -> bool {
+        let grace = if self.push.is_some() { push_ttl_secs } else { 0 };
+        self.expires_at.saturating_add(grace).saturating_mul(1000) > now_ms
+    }
+
     /// Whole seconds left until expiry at `now_ms`, for the `expires` parameter of
     /// the Contact in a 200 OK; 0 once expired.
     pub fn expires_in(&self, now_ms: u64) -> u32 {

@@ -72,6 +72,16 @@ struct Inner {
     /// Never held across an `.await`.
     bindings: Mutex<HashMap<String, Vec<Arc<Binding>>>>,
     events: broadcast::Sender<BindingEvent>,
+    push: std::sync::RwLock<PushRules>,
+}
+
+/// How bindings that carry push info differ from plain ones.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PushRules {
+    /// Seconds a push binding stays callable after its SIP expiry.
+    pub ttl_secs: u64,
+    /// Longest registration a push binding may ask for (if above the plain maximum).
+    pub max_expires: u32,
 }
 
 impl fmt::Debug for Registrar {
@@ -103,8 +113,18 @@ impl Registrar {
                 store,
                 bindings: Mutex::new(bindings),
                 events,
+                push: std::sync::RwLock::new(PushRules::default()),
             }),
         })
+    }
+
+    /// Sets the rules for bindings that carry push info (at startup).
+    pub fn set_push_rules(&self, rules: PushRules) {
+        *self.inner.push.write().unwrap_or_else(|e| e.into_inner()) = rules;
+    }
+
+    fn rules(&self) -> PushRules {
+        *self.inner.push.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Apply one REGISTER. Returns once its changes are durable in the store; events
@@ -118,11 +138,12 @@ impl Registrar {
         let (commit, events, bindings) = {
             let mut map = lock(&self.inner.bindings);
             let existing: &[Arc<Binding>] = map.get(&req.aor).map_or(&[], Vec::as_slice);
-            let plan = match plan(&self.inner.settings, existing, &req) {
+            let rules = self.rules();
+            let plan = match plan(&self.inner.settings, rules, existing, &req) {
                 Ok(plan) => plan,
                 Err(outcome) => return Ok(outcome),
             };
-            let bindings = live_sorted(&plan.bindings, now);
+            let bindings = live_sorted(&plan.bindings, now, rules.ttl_secs);
             // Submitted under the lock so the store applies REGISTERs in memory's order.
             let commit = (!plan.ops.is_empty()).then(|| self.inner.store.submit(plan.ops));
             if plan.bindings.is_empty() {
@@ -153,7 +174,7 @@ impl Registrar {
             .get(aor)
             .cloned()
             .unwrap_or_default();
-        live_sorted(&list, now_ms)
+        live_sorted(&list, now_ms, self.rules().ttl_secs)
     }
 
     /// Remove every binding expired at `now_ms` from memory and the store, announce
@@ -164,11 +185,12 @@ impl Registrar {
     pub fn sweep(&self, now_ms: u64) -> usize {
         let mut ops = Vec::new();
         let mut events = Vec::new();
+        let ttl = self.rules().ttl_secs;
         let commit = {
             let mut map = lock(&self.inner.bindings);
             map.retain(|_, list| {
                 list.retain(|b| {
-                    if b.is_live(now_ms) {
+                    if b.is_kept(now_ms, ttl) {
                         return true;
                     }
                     ops.push(StoreOp::Delete {
@@ -193,6 +215,39 @@ impl Registrar {
         removed
     }
 
+    /// Replaces the push info of one binding (e.g. removes a dead token, or records the
+    /// APNs environment that worked). With `only_if_registered_before_ms`, nothing
+    /// changes when the binding was registered again after that time (APNs reports a
+    /// token dead with the time it died; a REGISTER after it revived the token).
+    /// Returns true if the binding changed. The store write is not awaited.
+    pub fn set_push(
+        &self,
+        aor: &str,
+        key: &str,
+        push: Option<String>,
+        only_if_registered_before_ms: Option<u64>,
+    ) -> bool {
+        let commit = {
+            let mut map = lock(&self.inner.bindings);
+            let Some(list) = map.get_mut(aor) else {
+                return false;
+            };
+            let Some(slot) = list.iter_mut().find(|b| b.key == key) else {
+                return false;
+            };
+            if only_if_registered_before_ms.is_some_and(|t| slot.updated_at_ms >= t) || slot.push == push {
+                return false;
+            }
+            let mut b = Binding::clone(slot);
+            b.push = push;
+            let b = Arc::new(b);
+            *slot = Arc::clone(&b);
+            self.inner.store.submit(vec![StoreOp::Put(b)])
+        };
+        watch_commit(commit);
+        true
+    }
+
     /// Receive every binding event from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<BindingEvent> {
         self.inner.events.subscribe()
@@ -201,18 +256,20 @@ impl Registrar {
     /// Live bindings across all AORs, by the wall clock.
     pub fn count(&self) -> usize {
         let now = unix_now_ms();
+        let ttl = self.rules().ttl_secs;
         lock(&self.inner.bindings)
             .values()
-            .map(|list| list.iter().filter(|b| b.is_live(now)).count())
+            .map(|list| list.iter().filter(|b| b.is_kept(now, ttl)).count())
             .sum()
     }
 
     /// AORs with at least one live binding, by the wall clock.
     pub fn aors(&self) -> usize {
         let now = unix_now_ms();
+        let ttl = self.rules().ttl_secs;
         lock(&self.inner.bindings)
             .values()
-            .filter(|list| list.iter().any(|b| b.is_live(now)))
+            .filter(|list| list.iter().any(|b| b.is_kept(now, ttl)))
             .count()
     }
 
@@ -260,8 +317,8 @@ fn watch_commit(commit: oneshot::Receiver<Result<(), StoreError>>) {
 }
 
 /// Live bindings of `list`, in lookup order.
-fn live_sorted(list: &[Arc<Binding>], now_ms: u64) -> Vec<Arc<Binding>> {
-    let mut live: Vec<Arc<Binding>> = list.iter().filter(|b| b.is_live(now_ms)).cloned().collect();
+fn live_sorted(list: &[Arc<Binding>], now_ms: u64, ttl: u64) -> Vec<Arc<Binding>> {
+    let mut live: Vec<Arc<Binding>> = list.iter().filter(|b| b.is_kept(now_ms, ttl)).cloned().collect();
     live.sort_by(|a, b| {
         b.effective_q()
             .cmp(&a.effective_q())
@@ -286,12 +343,14 @@ struct Plan {
 /// expired bindings). `Err` carries a final non-OK outcome; nothing is to be applied.
 fn plan(
     settings: &RegistrarSettings,
+    rules: PushRules,
     existing: &[Arc<Binding>],
     req: &RegisterRequest,
 ) -> Result<Plan, RegisterOutcome> {
     let now = req.now_ms;
     let out_of_order = |b: &Binding| b.call_id == req.call_id && req.cseq <= b.cseq;
-    let live = || existing.iter().filter(|b| b.is_live(now));
+    let ttl = rules.ttl_secs;
+    let live = || existing.iter().filter(|b| b.is_kept(now, ttl));
 
     let specs = match &req.contacts {
         Contacts::List(specs) if !specs.is_empty() => specs,
@@ -311,7 +370,7 @@ fn plan(
             if live().any(|b| out_of_order(b)) {
                 return Err(RegisterOutcome::OutOfOrder);
             }
-            return Ok(diff(existing, Vec::new(), now));
+            return Ok(diff(existing, Vec::new(), now, ttl));
         }
     };
 
@@ -331,7 +390,12 @@ fn plan(
                 min_expires: settings.min_expires,
             });
         }
-        expiries.push(asked.min(settings.max_expires));
+        let max = if spec.push.is_some() {
+            settings.max_expires.max(rules.max_expires)
+        } else {
+            settings.max_expires
+        };
+        expiries.push(asked.min(max));
     }
 
     let keys: Vec<String> = specs.iter().map(ContactSpec::binding_key).collect();
@@ -396,7 +460,7 @@ fn plan(
             .collect();
     }
 
-    Ok(diff(existing, next, now))
+    Ok(diff(existing, next, now, ttl))
 }
 
 /// Whether the binding `b` is the one a contact of the request addresses.
@@ -409,7 +473,7 @@ fn matches(b: &Binding, spec: &ContactSpec, key: &str, expiry: u32) -> bool {
 }
 
 /// Store ops and events that turn `existing` into `next` (live bindings only).
-fn diff(existing: &[Arc<Binding>], next: Vec<Arc<Binding>>, now: u64) -> Plan {
+fn diff(existing: &[Arc<Binding>], next: Vec<Arc<Binding>>, now: u64, ttl: u64) -> Plan {
     let mut ops = Vec::new();
     let mut events = Vec::new();
     let event = |kind, binding: &Arc<Binding>| BindingEvent {
@@ -419,7 +483,7 @@ fn diff(existing: &[Arc<Binding>], next: Vec<Arc<Binding>>, now: u64) -> Plan {
     for old in existing {
         match next.iter().find(|b| b.key == old.key) {
             Some(new) if Arc::ptr_eq(new, old) => {}
-            Some(_) if old.is_live(now) => {} // refreshed; announced below
+            Some(_) if old.is_kept(now, ttl) => {} // refreshed; announced below
             Some(_) => {
                 // Replaced after expiring: close its Added with a Removed; the Put below
                 // overwrites the row.
@@ -437,7 +501,7 @@ fn diff(existing: &[Arc<Binding>], next: Vec<Arc<Binding>>, now: u64) -> Plan {
     for new in &next {
         match existing.iter().find(|b| b.key == new.key) {
             Some(old) if Arc::ptr_eq(old, new) => {}
-            Some(old) if old.is_live(now) => {
+            Some(old) if old.is_kept(now, ttl) => {
                 ops.push(StoreOp::Put(Arc::clone(new)));
                 events.push(event(BindingEventKind::Refreshed, new));
             }
