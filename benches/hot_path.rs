@@ -89,8 +89,10 @@ fn main() {
         remote: "127.0.0.1:5061".parse().unwrap(),
     };
     let reg = Message::parse(register.clone(), true).unwrap();
+    let push = sipwake::config::PushSettings::default();
+    let pusher = sipwake::push::Pusher::new(&push).unwrap();
     bench("REGISTER -> registrar update", n, || {
-        black_box(parse_register(black_box(&reg), &flow, 1).ok());
+        black_box(parse_register(black_box(&reg), &flow, 1, &push, &pusher).ok());
     });
     let msg = Message::parse(invite.clone(), true).unwrap();
     let tokens = FlowTokens::new(b"bench-secret-0123456789");

@@ -511,6 +511,8 @@ pub struct RawSettings {
     pub store: RawStore,
     /// `[log]`.
     pub log: RawLog,
+    /// `[push]`.
+    pub push: RawPush,
 }
 
 /// Raw `[sip]` section. Numbers are `u64` so that out-of-range values reach our own
@@ -650,6 +652,150 @@ impl Default for RawLog {
     }
 }
 
+/// Raw `[push]` section. A provider counts as configured when its credentials (or, for
+/// the webhook, its URL) are set; with none configured, tokens are still stored but no
+/// push is sent.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawPush {
+    /// `always` or `when_unreachable`.
+    pub policy: String,
+    /// Milliseconds.
+    pub wake_timeout_ms: u64,
+    /// Header name.
+    pub hint_header: String,
+    /// Header name.
+    pub token_header: String,
+    /// Contact URI parameter name.
+    pub token_param: String,
+    /// `auto`, `apns`, `fcm` or `webhook`.
+    pub default_provider: String,
+    /// Seconds.
+    pub binding_ttl_secs: u64,
+    /// Seconds.
+    pub max_expires: u64,
+    /// Seconds.
+    pub flow_timeout_secs: u64,
+    /// Parked INVITEs in total.
+    pub max_parked: u64,
+    /// Parked INVITEs per AOR.
+    pub max_parked_per_aor: u64,
+    /// `[push.apns]`.
+    pub apns: RawApns,
+    /// `[push.fcm]`.
+    pub fcm: RawFcm,
+    /// `[push.webhook]`.
+    pub webhook: RawWebhook,
+}
+
+impl Default for RawPush {
+    fn default() -> Self {
+        Self {
+            policy: "always".to_owned(),
+            wake_timeout_ms: 10_000,
+            hint_header: "X-PushHint".to_owned(),
+            token_header: "X-Token".to_owned(),
+            token_param: "xToken".to_owned(),
+            default_provider: "auto".to_owned(),
+            binding_ttl_secs: 7 * 86_400,
+            max_expires: 7 * 86_400,
+            flow_timeout_secs: 120,
+            max_parked: 10_000,
+            max_parked_per_aor: 10,
+            apns: RawApns::default(),
+            fcm: RawFcm::default(),
+            webhook: RawWebhook::default(),
+        }
+    }
+}
+
+/// Raw `[push.apns]` section; empty strings mean "not set".
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawApns {
+    /// Token auth: `.p8` key file.
+    pub key_file: String,
+    /// Token auth: key id.
+    pub key_id: String,
+    /// Token auth: team id.
+    pub team_id: String,
+    /// Certificate auth: PEM with certificate and key.
+    pub cert_file: String,
+    /// Bundle id for bare tokens.
+    pub bundle_id: String,
+    /// Bare tokens go to the sandbox.
+    pub sandbox: bool,
+    /// Production base URL.
+    pub production_url: String,
+    /// Sandbox base URL.
+    pub sandbox_url: String,
+    /// Extra CA (PEM).
+    pub ca_file: String,
+}
+
+impl Default for RawApns {
+    fn default() -> Self {
+        Self {
+            key_file: String::new(),
+            key_id: String::new(),
+            team_id: String::new(),
+            cert_file: String::new(),
+            bundle_id: String::new(),
+            sandbox: false,
+            production_url: "https://api.push.apple.com".to_owned(),
+            sandbox_url: "https://api.sandbox.push.apple.com".to_owned(),
+            ca_file: String::new(),
+        }
+    }
+}
+
+/// Raw `[push.fcm]` section; empty strings mean "not set".
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawFcm {
+    /// Service-account JSON file.
+    pub service_account_file: String,
+    /// Project id; empty: from the service account.
+    pub project_id: String,
+    /// API base URL.
+    pub base_url: String,
+    /// OAuth token endpoint; empty: from the service account.
+    pub token_uri: String,
+    /// Extra CA (PEM).
+    pub ca_file: String,
+}
+
+impl Default for RawFcm {
+    fn default() -> Self {
+        Self {
+            service_account_file: String::new(),
+            project_id: String::new(),
+            base_url: "https://fcm.googleapis.com".to_owned(),
+            token_uri: String::new(),
+            ca_file: String::new(),
+        }
+    }
+}
+
+/// Raw `[push.webhook]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawWebhook {
+    /// URL; empty: no webhook.
+    pub url: String,
+    /// Milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl Default for RawWebhook {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            timeout_ms: 2000,
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Loading
 // ---------------------------------------------------------------------------------------
@@ -780,6 +926,7 @@ impl RawSettings {
         let registrar = self.registrar.validate(upstream.uri.is_some())?;
         let store = self.store.validate()?;
         let log = self.log.validate()?;
+        let push = self.push.validate()?;
         Ok(Settings {
             sip,
             proxy,
@@ -787,7 +934,7 @@ impl RawSettings {
             registrar,
             store,
             log,
-            push: PushSettings::default(),
+            push,
         })
     }
 }
@@ -1084,6 +1231,264 @@ impl RawLog {
         Ok(LogSettings {
             level: level.to_owned(),
         })
+    }
+}
+
+/// `s` trimmed, or `None` when blank.
+fn non_empty(s: &str) -> Option<String> {
+    let s = s.trim();
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+/// An RFC 3261 `token` (header names, URI parameter names).
+fn is_sip_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&c))
+}
+
+/// An absolute `http://` or `https://` URL with a host and no query or fragment. Base
+/// URLs (`base`) come back without a trailing slash, ready for `{base}/path`.
+fn http_url(key: &str, value: &str, base: bool) -> Result<String, ConfigError> {
+    let v = value.trim();
+    let url = reqwest::Url::parse(v)
+        .map_err(|e| ConfigError::invalid(key, v, format!("not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(ConfigError::invalid(
+            key,
+            v,
+            "expected an http:// or https:// URL with a host",
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ConfigError::invalid(
+            key,
+            v,
+            "a query or fragment is not allowed",
+        ));
+    }
+    Ok(if base {
+        v.trim_end_matches('/').to_owned()
+    } else {
+        v.to_owned()
+    })
+}
+
+impl RawPush {
+    fn validate(self) -> Result<PushSettings, ConfigError> {
+        let policy = match self.policy.trim().to_ascii_lowercase().as_str() {
+            "always" => PushPolicy::Always,
+            "when_unreachable" => PushPolicy::WhenUnreachable,
+            _ => {
+                return Err(ConfigError::invalid(
+                    "push.policy",
+                    self.policy,
+                    "expected always or when_unreachable",
+                ))
+            }
+        };
+        let wake = in_range(
+            "push.wake_timeout_ms",
+            self.wake_timeout_ms,
+            100,
+            300_000,
+            "milliseconds",
+        )?;
+        let mut names = Vec::new();
+        for (key, value) in [
+            ("push.hint_header", &self.hint_header),
+            ("push.token_header", &self.token_header),
+            ("push.token_param", &self.token_param),
+        ] {
+            let v = value.trim();
+            if !is_sip_token(v) {
+                return Err(ConfigError::invalid(
+                    key,
+                    v,
+                    "not a header / parameter name (letters, digits, - . ! % * _ + ` ' ~)",
+                ));
+            }
+            names.push(v.to_owned());
+        }
+        let default_provider = match self.default_provider.trim().to_ascii_lowercase().as_str() {
+            "auto" => DefaultProvider::Auto,
+            "apns" => DefaultProvider::Apns,
+            "fcm" => DefaultProvider::Fcm,
+            "webhook" => DefaultProvider::Webhook,
+            _ => {
+                return Err(ConfigError::invalid(
+                    "push.default_provider",
+                    self.default_provider,
+                    "expected auto, apns, fcm or webhook",
+                ))
+            }
+        };
+        let binding_ttl = in_range(
+            "push.binding_ttl_secs",
+            self.binding_ttl_secs,
+            0,
+            365 * 86_400,
+            "seconds",
+        )?;
+        let max_expires = in_range(
+            "push.max_expires",
+            self.max_expires,
+            1,
+            u64::from(u32::MAX),
+            "seconds",
+        )?;
+        let flow_timeout = in_range(
+            "push.flow_timeout_secs",
+            self.flow_timeout_secs,
+            1,
+            86_400,
+            "seconds",
+        )?;
+        let max_parked = in_range("push.max_parked", self.max_parked, 1, 1_000_000, "calls")?;
+        let max_parked_per_aor = in_range(
+            "push.max_parked_per_aor",
+            self.max_parked_per_aor,
+            1,
+            max_parked,
+            "calls (at most push.max_parked)",
+        )?;
+        let [hint_header, token_header, token_param]: [String; 3] =
+            names.try_into().unwrap_or_default();
+        Ok(PushSettings {
+            policy,
+            wake_timeout: Duration::from_millis(wake),
+            hint_header,
+            token_header,
+            token_param,
+            default_provider,
+            binding_ttl: Duration::from_secs(binding_ttl),
+            max_expires: u32::try_from(max_expires).unwrap_or(u32::MAX),
+            flow_timeout: Duration::from_secs(flow_timeout),
+            max_parked: usize::try_from(max_parked).unwrap_or(usize::MAX),
+            max_parked_per_aor: usize::try_from(max_parked_per_aor).unwrap_or(usize::MAX),
+            apns: self.apns.validate()?,
+            fcm: self.fcm.validate()?,
+            webhook: self.webhook.validate()?,
+        })
+    }
+}
+
+impl RawApns {
+    fn validate(self) -> Result<Option<ApnsSettings>, ConfigError> {
+        let key_file = non_empty(&self.key_file);
+        let key_id = non_empty(&self.key_id);
+        let team_id = non_empty(&self.team_id);
+        let cert_file = non_empty(&self.cert_file);
+        let production_url = http_url("push.apns.production_url", &self.production_url, true)?;
+        let sandbox_url = http_url("push.apns.sandbox_url", &self.sandbox_url, true)?;
+        let bundle_id = non_empty(&self.bundle_id);
+        if let Some(b) = &bundle_id {
+            if b.ends_with(".voip") || b.contains(char::is_whitespace) {
+                return Err(ConfigError::invalid(
+                    "push.apns.bundle_id",
+                    b,
+                    "give the bundle id without .voip (the VoIP topic is <bundle_id>.voip)",
+                ));
+            }
+        }
+        match (&key_file, &cert_file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::invalid(
+                    "push.apns.cert_file",
+                    self.cert_file,
+                    "set either key_file (token auth) or cert_file (certificate auth), not both",
+                ))
+            }
+            (None, None) => {
+                for (key, v) in [
+                    ("push.apns.key_id", &key_id),
+                    ("push.apns.team_id", &team_id),
+                ] {
+                    if let Some(v) = v {
+                        return Err(ConfigError::invalid(
+                            key,
+                            v,
+                            "token auth needs push.apns.key_file too",
+                        ));
+                    }
+                }
+                // APNs is not configured.
+                return Ok(None);
+            }
+            (Some(_), None) => {
+                for (key, v) in [
+                    ("push.apns.key_id", &key_id),
+                    ("push.apns.team_id", &team_id),
+                ] {
+                    match v {
+                        None => {
+                            return Err(ConfigError::invalid(
+                                key,
+                                "",
+                                "token auth (push.apns.key_file) needs push.apns.key_id and push.apns.team_id",
+                            ))
+                        }
+                        Some(v) if !v.bytes().all(|c| c.is_ascii_alphanumeric()) => {
+                            return Err(ConfigError::invalid(key, v, "expected letters and digits"))
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+            (None, Some(_)) => {}
+        }
+        Ok(Some(ApnsSettings {
+            key_file: key_file.map(PathBuf::from),
+            key_id,
+            team_id,
+            cert_file: cert_file.map(PathBuf::from),
+            bundle_id,
+            sandbox: self.sandbox,
+            production_url,
+            sandbox_url,
+            ca_file: non_empty(&self.ca_file).map(PathBuf::from),
+        }))
+    }
+}
+
+impl RawFcm {
+    fn validate(self) -> Result<Option<FcmSettings>, ConfigError> {
+        let base_url = http_url("push.fcm.base_url", &self.base_url, true)?;
+        let token_uri = match non_empty(&self.token_uri) {
+            Some(t) => Some(http_url("push.fcm.token_uri", &t, false)?),
+            None => None,
+        };
+        let project_id = non_empty(&self.project_id);
+        let Some(file) = non_empty(&self.service_account_file) else {
+            return Ok(None);
+        };
+        Ok(Some(FcmSettings {
+            service_account_file: PathBuf::from(file),
+            project_id,
+            base_url,
+            token_uri,
+            ca_file: non_empty(&self.ca_file).map(PathBuf::from),
+        }))
+    }
+}
+
+impl RawWebhook {
+    fn validate(self) -> Result<Option<WebhookSettings>, ConfigError> {
+        let timeout = in_range(
+            "push.webhook.timeout_ms",
+            self.timeout_ms,
+            1,
+            60_000,
+            "milliseconds",
+        )?;
+        let Some(url) = non_empty(&self.url) else {
+            return Ok(None);
+        };
+        let url = http_url("push.webhook.url", &url, false)?;
+        Ok(Some(WebhookSettings {
+            url,
+            timeout: Duration::from_millis(timeout),
+        }))
     }
 }
 
@@ -1704,6 +2109,164 @@ mod tests {
         let loaded = load(None);
         std::env::remove_var(var);
         assert_eq!(loaded.expect("valid").log.level, level);
+    }
+
+    #[test]
+    fn push_defaults_and_full_section() {
+        let s = from_toml_str("").expect("defaults");
+        assert_eq!(s.push, PushSettings::default());
+
+        let s = from_toml_str(
+            r#"
+            [push]
+            policy = "when_unreachable"
+            wake_timeout_ms = 2500
+            hint_header = "X-Call-Hint"
+            token_header = "X-Push-Token"
+            token_param = "pushToken"
+            default_provider = "webhook"
+            binding_ttl_secs = 0
+            max_expires = 86400
+            flow_timeout_secs = 30
+            max_parked = 100
+            max_parked_per_aor = 100
+            [push.apns]
+            key_file = "/etc/sipwake/AuthKey.p8"
+            key_id = "ABC123DEFG"
+            team_id = "TEAM123456"
+            bundle_id = "com.example.phone"
+            sandbox = true
+            production_url = "https://127.0.0.1:8443/"
+            sandbox_url = "https://localhost:8444"
+            ca_file = "/tmp/ca.pem"
+            [push.fcm]
+            service_account_file = "sa.json"
+            base_url = "http://127.0.0.1:9000"
+            token_uri = "http://127.0.0.1:9000/token"
+            [push.webhook]
+            url = "http://127.0.0.1:9001/push/"
+            timeout_ms = 500
+            "#,
+        )
+        .expect("valid");
+        let p = &s.push;
+        assert_eq!(p.policy, PushPolicy::WhenUnreachable);
+        assert_eq!(p.wake_timeout, Duration::from_millis(2500));
+        assert_eq!(
+            (
+                p.hint_header.as_str(),
+                p.token_header.as_str(),
+                p.token_param.as_str()
+            ),
+            ("X-Call-Hint", "X-Push-Token", "pushToken")
+        );
+        assert_eq!(p.default_provider, DefaultProvider::Webhook);
+        assert_eq!(p.binding_ttl, Duration::ZERO);
+        assert_eq!(p.max_expires, 86400);
+        assert_eq!(p.flow_timeout, Duration::from_secs(30));
+        assert_eq!((p.max_parked, p.max_parked_per_aor), (100, 100));
+        let a = p.apns.as_ref().expect("apns");
+        assert_eq!(
+            a.key_file.as_deref(),
+            Some(Path::new("/etc/sipwake/AuthKey.p8"))
+        );
+        assert_eq!(a.key_id.as_deref(), Some("ABC123DEFG"));
+        assert_eq!(a.team_id.as_deref(), Some("TEAM123456"));
+        assert_eq!(a.cert_file, None);
+        assert_eq!(a.bundle_id.as_deref(), Some("com.example.phone"));
+        assert!(a.sandbox);
+        assert_eq!(a.production_url, "https://127.0.0.1:8443");
+        assert_eq!(a.sandbox_url, "https://localhost:8444");
+        assert_eq!(a.ca_file.as_deref(), Some(Path::new("/tmp/ca.pem")));
+        let f = p.fcm.as_ref().expect("fcm");
+        assert_eq!(f.service_account_file, PathBuf::from("sa.json"));
+        assert_eq!(f.project_id, None);
+        assert_eq!(f.token_uri.as_deref(), Some("http://127.0.0.1:9000/token"));
+        let w = p.webhook.as_ref().expect("webhook");
+        assert_eq!(w.url, "http://127.0.0.1:9001/push/");
+        assert_eq!(w.timeout, Duration::from_millis(500));
+
+        // Certificate auth alone configures APNs.
+        let s = from_toml_str("[push.apns]\ncert_file = \"apns.pem\"").expect("valid");
+        let a = s.push.apns.expect("apns");
+        assert_eq!(a.cert_file.as_deref(), Some(Path::new("apns.pem")));
+        assert_eq!(a.production_url, "https://api.push.apple.com");
+
+        // Environment overrides reach the nested sections.
+        let s = with_env(
+            "",
+            &[
+                ("SIPWAKE__PUSH__WEBHOOK__URL", "http://127.0.0.1:1/x"),
+                ("SIPWAKE__PUSH__APNS__CERT_FILE", "c.pem"),
+                ("SIPWAKE__PUSH__APNS__SANDBOX", "true"),
+                ("SIPWAKE__PUSH__WAKE_TIMEOUT_MS", "700"),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(s.push.webhook.expect("webhook").url, "http://127.0.0.1:1/x");
+        assert!(s.push.apns.expect("apns").sandbox);
+        assert_eq!(s.push.wake_timeout, Duration::from_millis(700));
+    }
+
+    #[test]
+    fn push_errors_name_their_key() {
+        let cases: &[(&str, &str)] = &[
+            ("[push]\npolicy = \"never\"", "push.policy"),
+            ("[push]\nwake_timeout_ms = 99", "push.wake_timeout_ms"),
+            ("[push]\nhint_header = \"X Hint\"", "push.hint_header"),
+            ("[push]\ntoken_header = \"\"", "push.token_header"),
+            ("[push]\ntoken_param = \"a=b\"", "push.token_param"),
+            (
+                "[push]\ndefault_provider = \"gcm\"",
+                "push.default_provider",
+            ),
+            ("[push]\nmax_expires = 0", "push.max_expires"),
+            ("[push]\nflow_timeout_secs = 0", "push.flow_timeout_secs"),
+            ("[push]\nmax_parked = 0", "push.max_parked"),
+            (
+                "[push]\nmax_parked_per_aor = 20000",
+                "push.max_parked_per_aor",
+            ),
+            ("[push.apns]\nkey_file = \"k.p8\"", "push.apns.key_id"),
+            (
+                "[push.apns]\nkey_file = \"k.p8\"\nkey_id = \"K\"",
+                "push.apns.team_id",
+            ),
+            ("[push.apns]\nteam_id = \"T\"", "push.apns.team_id"),
+            (
+                "[push.apns]\nkey_file = \"k\"\nkey_id = \"K\"\nteam_id = \"T\"\ncert_file = \"c\"",
+                "push.apns.cert_file",
+            ),
+            (
+                "[push.apns]\nbundle_id = \"com.x.voip\"",
+                "push.apns.bundle_id",
+            ),
+            (
+                "[push.apns]\nproduction_url = \"api.push.apple.com\"",
+                "push.apns.production_url",
+            ),
+            (
+                "[push.apns]\nsandbox_url = \"ftp://x\"",
+                "push.apns.sandbox_url",
+            ),
+            (
+                "[push.fcm]\nbase_url = \"http://x/?a=b\"",
+                "push.fcm.base_url",
+            ),
+            ("[push.fcm]\ntoken_uri = \"nope\"", "push.fcm.token_uri"),
+            ("[push.webhook]\nurl = \"localhost:80\"", "push.webhook.url"),
+            ("[push.webhook]\ntimeout_ms = 0", "push.webhook.timeout_ms"),
+        ];
+        for (toml, key) in cases {
+            let e = err(toml);
+            assert_eq!(e.key(), Some(*key), "{toml:?} gave {e}");
+            assert!(
+                matches!(e, ConfigError::Invalid { .. }),
+                "{toml:?} gave {e:?}"
+            );
+        }
+        let e = err("[push.apns]\nkey_fil = \"x\"");
+        assert_eq!(e.key(), Some("push.apns.key_fil"), "{e}");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod proxy;
+pub mod push;
 pub mod registrar;
 pub mod server;
 pub mod sip;

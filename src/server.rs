@@ -9,7 +9,10 @@ use tracing::{info, warn};
 
 use crate::config::{Settings, StoreBackend};
 use crate::proxy::Core;
-use crate::registrar::{unix_now_ms, MemoryStore, Registrar, SqliteStore, Store, StoreError};
+use crate::push::{PushError, Pusher};
+use crate::registrar::{
+    unix_now_ms, MemoryStore, PushRules, Registrar, SqliteStore, Store, StoreError,
+};
 use crate::transport::{FlowTokens, Transport, TransportConfig};
 
 /// Why the server could not start.
@@ -26,6 +29,9 @@ pub enum ServerError {
     /// The binding store could not be opened or read.
     #[error("binding store: {0}")]
     Store(#[from] StoreError),
+    /// A push provider could not be set up (key file, certificate…).
+    #[error("push: {0}")]
+    Push(#[from] PushError),
 }
 
 const SECRET_KEY: &str = "flow_token_secret";
@@ -60,6 +66,11 @@ impl Server {
             },
         };
         let registrar = Registrar::new(settings.registrar.clone(), store)?;
+        registrar.set_push_rules(PushRules {
+            ttl_secs: settings.push.binding_ttl.as_secs(),
+            max_expires: settings.push.max_expires,
+        });
+        let pusher = Arc::new(Pusher::new(&settings.push)?);
         let (transport, listeners) = Transport::bind(TransportConfig {
             listen: settings.sip.listen.clone(),
             udp: settings.sip.udp,
@@ -72,9 +83,11 @@ impl Server {
         let core = Arc::new(Core::new(
             settings,
             transport.clone(),
-            registrar,
+            registrar.clone(),
             FlowTokens::new(&secret),
+            pusher,
         ));
+        tokio::spawn(core.parked.clone().dispatch(registrar));
         let handler = core.make_handler();
         transport.start(listeners, handler);
         tokio::spawn(sweeper(core.clone()));

@@ -26,8 +26,12 @@ pub struct RequestEdits<'a> {
     pub record_route: Vec<String>,
     /// Route values to add on top (e.g. a binding's Path), in order.
     pub push_routes: Vec<String>,
-    /// Header names (lower case) whose lines are removed.
+    /// Known headers whose lines are removed.
     pub strip: &'a [HeaderName],
+    /// Other headers (by name, any case) whose lines are removed.
+    pub strip_named: &'a [&'a str],
+    /// Complete header lines (without CRLF) to add.
+    pub extra: &'a [String],
 }
 
 /// Applies `e` to `msg`.
@@ -49,6 +53,9 @@ pub fn forward_request(msg: &Message, e: &RequestEdits<'_>) -> Bytes {
     for r in &e.push_routes {
         sp.insert_fmt(first_line, format_args!("Route: {r}\r\n"));
     }
+    for line in e.extra {
+        sp.insert_fmt(first_line, format_args!("{line}\r\n"));
+    }
     match headers.iter().find(|h| h.name == HeaderName::MaxForwards) {
         Some(h) => {
             let mf = msg.max_forwards().unwrap_or(70).saturating_sub(1);
@@ -61,7 +68,16 @@ pub fn forward_request(msg: &Message, e: &RequestEdits<'_>) -> Bytes {
     }
     remove_values(msg, &mut sp, HeaderName::Route, &e.pop_routes);
     for h in headers {
-        if e.strip.contains(&h.name) && h.name != HeaderName::Other {
+        let strip = if h.name == HeaderName::Other {
+            !e.strip_named.is_empty() && {
+                let line = msg.slice(h.line.clone());
+                let name = line.split(':').next().unwrap_or("").trim();
+                e.strip_named.iter().any(|n| n.eq_ignore_ascii_case(name))
+            }
+        } else {
+            e.strip.contains(&h.name)
+        };
+        if strip {
             sp.remove(h.line.clone());
         }
     }
@@ -202,6 +218,8 @@ Content-Length: 3\r\n\r\nabc";
             record_route: vec!["<sip:t@127.0.0.1:5060;lr>".into()],
             push_routes: vec![],
             strip: &[HeaderName::PAssertedIdentity],
+            strip_named: &["x-pushhint"],
+            extra: &["X-PushHint: h1".to_string()],
         };
         let out = forward_request(&m, &e);
         let s = std::str::from_utf8(&out).unwrap();
@@ -214,6 +232,7 @@ Content-Length: 3\r\n\r\nabc";
         assert!(s.contains("Max-Forwards: 69\r\n"));
         assert!(!s.contains("P-Asserted"));
         assert!(s.contains("X-Unknown: keep ; me\r\n"));
+        assert!(s.contains("X-PushHint: h1\r\n"));
         assert!(s.ends_with("\r\n\r\nabc"));
         let again = Message::parse(out.clone(), true).unwrap();
         again.validate().unwrap();

@@ -11,8 +11,12 @@ use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tracing::{debug, debug_span, Instrument};
 
 use super::edit::{cancel_or_ack, forward_request, pop_via, RequestEdits};
+use super::park::{ParkGuard, Woken};
 use super::route::Popped;
+use super::wake::PushPlan;
 use super::Core;
+use crate::push::{CancelReason, PushResult, PushSender};
+use crate::registrar::{unix_now_ms, Binding};
 use crate::sip::{builder, HeaderName, Message, Method, Uri};
 use crate::transaction::{
     BranchGen, ClientAction, ClientTx, Disposition, Kind, ServerAction, ServerEntry, ServerTx,
@@ -40,6 +44,8 @@ pub struct Target {
     pub next: Next,
     /// Path of the binding: becomes Route headers.
     pub path: Vec<String>,
+    /// Index of the pushed device this target reaches, if any.
+    pub device: Option<usize>,
 }
 
 /// Why a next hop could not be reached.
@@ -123,6 +129,28 @@ struct Branch {
     final_code: Option<u16>,
     /// Give up waiting for a cancelled branch's final at this time.
     give_up_at: Option<Instant>,
+    /// The pushed device this branch reaches, if any.
+    device: Option<usize>,
+    /// Binding key of the branch's device, if it came from a binding.
+    binding_key: Option<String>,
+    /// A provisional other than 100 arrived: the phone is ringing.
+    ringing: bool,
+}
+
+/// One push finished.
+struct PushDone {
+    device: usize,
+    result: PushResult,
+}
+
+/// The push side of a call while it runs.
+struct PushState {
+    plan: PushPlan,
+    /// Parked until the wake deadline (or the final response).
+    guard: Option<ParkGuard>,
+    wake_at: Instant,
+    pending: usize,
+    delivered: usize,
 }
 
 struct Fwd {
@@ -136,9 +164,19 @@ struct Fwd {
     best: Option<(u16, Bytes)>,
     got_2xx: bool,
     rx: UnboundedReceiver<TxEvent>,
+    /// Kept while new branches may start (woken phones); dropped at the final.
+    tx: Option<UnboundedSender<TxEvent>>,
+    local: SocketAddr,
+    popped: Vec<std::ops::Range<usize>>,
+    record_route: bool,
+    loop_hash: u64,
+    untrusted: bool,
+    push: Option<PushState>,
+    caller_cancelled: bool,
+    final_code: Option<u16>,
 }
 
-/// Starts forwarding `msg` to `targets`.
+/// Starts forwarding `msg` to `targets`, pushing the devices of `plan` first.
 #[allow(clippy::too_many_arguments)]
 pub fn start(
     core: &Arc<Core>,
@@ -149,6 +187,7 @@ pub fn start(
     targets: Vec<Target>,
     popped: Popped,
     record_route: bool,
+    plan: Option<Box<PushPlan>>,
 ) {
     let kind = if msg.method() == Some(Method::Invite) {
         Kind::Invite
@@ -166,8 +205,10 @@ pub fn start(
         server.send_response(100, &trying, Instant::now());
     }
     let span = debug_span!("tx", call_id = %msg.call_id(), method = %msg.method_str());
+    let untrusted = !core.settings.is_trusted(src.remote().ip());
     let fwd = Fwd {
         core: core.clone(),
+        loop_hash: BranchGen::loop_hash(&msg),
         req: msg,
         src,
         key,
@@ -177,103 +218,41 @@ pub fn start(
         best: None,
         got_2xx: false,
         rx,
+        tx: Some(tx),
+        local,
+        popped: popped.ranges,
+        record_route,
+        untrusted,
+        push: None,
+        caller_cancelled: false,
+        final_code: None,
     };
-    tokio::spawn(
-        fwd.run(tx, local, targets, popped, record_route)
-            .instrument(span),
-    );
+    tokio::spawn(fwd.run(targets, plan).instrument(span));
 }
 
 impl Fwd {
-    async fn run(
-        mut self,
-        tx: UnboundedSender<TxEvent>,
-        local: SocketAddr,
-        targets: Vec<Target>,
-        popped: Popped,
-        record_route: bool,
-    ) {
-        let loop_hash = BranchGen::loop_hash(&self.req);
-        let untrusted = !self.core.settings.is_trusted(self.src.remote().ip());
-        let strip: &[HeaderName] = if untrusted {
-            &[HeaderName::PAssertedIdentity]
-        } else {
-            &[]
-        };
+    async fn run(mut self, targets: Vec<Target>, plan: Option<Box<PushPlan>>) {
+        if let Some(plan) = plan {
+            if !self.start_pushes(*plan) {
+                self.finish_task();
+                return;
+            }
+        }
         for t in targets {
-            let flow = match resolve(&self.core, &t.next, Some(local)).await {
+            let flow = match resolve(&self.core, &t.next, Some(self.local)).await {
                 Ok(f) => f,
                 Err(e) => {
                     debug!(error = %e, "branch not started");
                     continue;
                 }
             };
-            let out_local = self.core.transport.local_addr(&flow).unwrap_or(local);
-            let branch = self.core.branches.next(loop_hash);
-            let mut rr = Vec::new();
-            if record_route {
-                let token = self.core.tokens.encode(Some(self.src), Some(flow));
-                let out = format!(
-                    "<sip:{token}@{};transport={};lr>",
-                    self.core.advertised(out_local),
-                    flow.via_transport().to_ascii_lowercase()
-                );
-                rr.push(out);
-                // RFC 5658: one entry per side when the legs differ in transport or address
-                if out_local != local || flow.is_udp() != self.src.is_udp() {
-                    rr.push(format!(
-                        "<sip:{token}@{};transport={};lr>",
-                        self.core.advertised(local),
-                        self.src.via_transport().to_ascii_lowercase()
-                    ));
-                }
-            }
-            let edits = RequestEdits {
-                ruri: t.ruri.as_deref(),
-                via: format!(
-                    "SIP/2.0/{} {};branch={branch};rport",
-                    flow.via_transport(),
-                    self.core.advertised(out_local)
-                ),
-                src: Some(self.src.remote()),
-                pop_routes: popped.ranges.clone(),
-                record_route: rr,
-                push_routes: t.path.clone(),
-                strip,
-            };
-            let request = forward_request(&self.req, &edits);
-            let idx = self.branches.len();
-            let key = self.core.tx.client_key(&branch, self.req.method_str());
-            let cancel_key = self.core.tx.client_key(&branch, "CANCEL");
-            self.core.tx.insert_client(key, tx.clone(), idx);
-            if self.kind == Kind::Invite {
-                self.core.tx.insert_client(cancel_key, tx.clone(), idx);
-            }
-            let now = Instant::now();
-            let mut b = Branch {
-                key,
-                cancel_key,
-                flow,
-                request: request.clone(),
-                client: ClientTx::new(self.kind, !flow.is_udp(), self.core.timers, now),
-                cancel: None,
-                cancel_wanted: None,
-                final_code: None,
-                give_up_at: None,
-            };
-            if let Err(e) = self.core.transport.send(&flow, request) {
-                debug!(error = %e, "branch send failed");
-                b.client.terminate();
-                b.final_code = Some(if matches!(e, SendError::FlowFailed) {
-                    430
-                } else {
-                    503
-                });
-            }
-            self.branches.push(b);
+            self.start_branch(flow, t.ruri.as_deref(), &t.path, t.device, None);
         }
-        drop(tx);
-        if self.branches.is_empty() {
+        if self.push.is_none() {
+            // nothing can add branches any more
+            self.tx = None;
+        }
+        if self.branches.is_empty() && self.push.is_none() {
             self.send_final_made(480, "Temporarily Unavailable");
         }
         self.maybe_finish();
@@ -290,6 +269,10 @@ impl Fwd {
                 _ = sleep_until(deadline) => self.on_timers(Instant::now()),
             }
         }
+        self.finish_task();
+    }
+
+    fn finish_task(&mut self) {
         for b in &self.branches {
             self.core.tx.remove_client(b.key);
             self.core.tx.remove_client(b.cancel_key);
@@ -297,9 +280,276 @@ impl Fwd {
         self.core.tx.remove_server(self.key);
     }
 
+    /// Parks the call and sends one push per device. False if the call was refused.
+    fn start_pushes(&mut self, mut plan: PushPlan) -> bool {
+        let Some(tx) = self.tx.clone() else {
+            return false;
+        };
+        let guard = match self.core.parked.park(&plan.aor, tx.clone()) {
+            Ok(g) => g,
+            Err(e) => {
+                debug!(error = %e, "call not parked");
+                self.send_final_made(503, "Service Unavailable");
+                return false;
+            }
+        };
+        for (i, d) in plan.devices.iter_mut().enumerate() {
+            d.pushed = true;
+            debug!(aor = %plan.aor, token = d.info.short_token(), provider = %d.info.provider, "push");
+            let fut = self.core.pusher.call(&d.info, &plan.call);
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let result = fut.await;
+                let _ = tx.send(TxEvent::Upper(Box::new(PushDone { device: i, result })));
+            });
+        }
+        let pending = plan.devices.len();
+        // the wake clock starts at parking, not when the push returns
+        self.push = Some(PushState {
+            plan,
+            guard: Some(guard),
+            wake_at: Instant::now() + self.core.settings.push.wake_timeout,
+            pending,
+            delivered: 0,
+        });
+        true
+    }
+
+    /// Starts one client branch over `flow`.
+    fn start_branch(
+        &mut self,
+        flow: Flow,
+        ruri: Option<&str>,
+        path: &[String],
+        device: Option<usize>,
+        binding_key: Option<String>,
+    ) {
+        let Some(tx) = self.tx.clone() else { return };
+        let local = self.local;
+        let out_local = self.core.transport.local_addr(&flow).unwrap_or(local);
+        let branch = self.core.branches.next(self.loop_hash);
+        let mut rr = Vec::new();
+        if self.record_route {
+            let token = self.core.tokens.encode(Some(self.src), Some(flow));
+            rr.push(format!(
+                "<sip:{token}@{};transport={};lr>",
+                self.core.advertised(out_local),
+                flow.via_transport().to_ascii_lowercase()
+            ));
+            // RFC 5658: one entry per side when the legs differ in transport or address
+            if out_local != local || flow.is_udp() != self.src.is_udp() {
+                rr.push(format!(
+                    "<sip:{token}@{};transport={};lr>",
+                    self.core.advertised(local),
+                    self.src.via_transport().to_ascii_lowercase()
+                ));
+            }
+        }
+        let push = &self.core.settings.push;
+        let extra: Vec<String> = self
+            .push
+            .as_ref()
+            .map(|p| vec![format!("{}: {}", push.hint_header, p.plan.hint)])
+            .unwrap_or_default();
+        // a hint or token from outside never passes: only ours is believed
+        let strip_named = [push.hint_header.as_str(), push.token_header.as_str()];
+        let strip: &[HeaderName] = if self.untrusted {
+            &[HeaderName::PAssertedIdentity]
+        } else {
+            &[]
+        };
+        let edits = RequestEdits {
+            ruri,
+            via: format!(
+                "SIP/2.0/{} {};branch={branch};rport",
+                flow.via_transport(),
+                self.core.advertised(out_local)
+            ),
+            src: Some(self.src.remote()),
+            pop_routes: self.popped.clone(),
+            record_route: rr,
+            push_routes: path.to_vec(),
+            strip,
+            strip_named: &strip_named,
+            extra: &extra,
+        };
+        let request = forward_request(&self.req, &edits);
+        if request.len() > 1300 && flow.is_udp() {
+            debug!(
+                len = request.len(),
+                "forwarded request over 1300 bytes on UDP"
+            );
+        }
+        let idx = self.branches.len();
+        let key = self.core.tx.client_key(&branch, self.req.method_str());
+        let cancel_key = self.core.tx.client_key(&branch, "CANCEL");
+        self.core.tx.insert_client(key, tx.clone(), idx);
+        if self.kind == Kind::Invite {
+            self.core.tx.insert_client(cancel_key, tx, idx);
+        }
+        let now = Instant::now();
+        let mut b = Branch {
+            key,
+            cancel_key,
+            flow,
+            request: request.clone(),
+            client: ClientTx::new(self.kind, !flow.is_udp(), self.core.timers, now),
+            cancel: None,
+            cancel_wanted: None,
+            final_code: None,
+            give_up_at: None,
+            device,
+            binding_key,
+            ringing: false,
+        };
+        if let Err(e) = self.core.transport.send(&flow, request) {
+            debug!(error = %e, "branch send failed");
+            b.client.terminate();
+            b.final_code = Some(if matches!(e, SendError::FlowFailed) {
+                430
+            } else {
+                503
+            });
+        } else if let (Some(d), Some(p)) = (device, self.push.as_mut()) {
+            if let Some(dev) = p.plan.devices.get_mut(d) {
+                dev.got_invite = true;
+            }
+        }
+        self.branches.push(b);
+    }
+
+    /// A binding of the parked AOR appeared or was refreshed: hand it the call.
+    fn on_woken(&mut self, binding: Arc<Binding>) {
+        if self.server.is_final() || self.got_2xx {
+            return; // a tombstone: the call is over, a late phone gets nothing
+        }
+        let Some(p) = self.push.as_ref() else { return };
+        if binding.aor != p.plan.aor || !binding.is_live(unix_now_ms()) {
+            return;
+        }
+        let Some(flow) = binding.flow.as_deref().and_then(|f| f.parse::<Flow>().ok()) else {
+            return;
+        };
+        let token = crate::push::PushInfo::from_json(binding.push.as_deref().unwrap_or(""))
+            .map(|i| i.token);
+        let device = p.plan.devices.iter().position(|d| {
+            d.key == binding.key || token.as_deref().is_some_and(|t| t == d.info.token)
+        });
+        // one branch per device: same flow adds nothing, a new flow replaces the stale one
+        let mut stale = Vec::new();
+        for (i, b) in self.branches.iter().enumerate() {
+            let same_device = b.binding_key.as_deref() == Some(binding.key.as_str())
+                || (device.is_some() && b.device == device);
+            if !same_device || !b.client.is_pending() {
+                continue;
+            }
+            if b.flow == flow {
+                return;
+            }
+            stale.push(i);
+        }
+        for i in stale {
+            self.drop_branch(i);
+        }
+        debug!(aor = %binding.aor, "woken phone gets the call");
+        let path = binding.path.clone();
+        self.start_branch(
+            flow,
+            Some(&binding.contact),
+            &path,
+            device,
+            Some(binding.key.clone()),
+        );
+    }
+
+    /// Abandons a branch whose device moved to a new flow.
+    fn drop_branch(&mut self, i: usize) {
+        if self.branches[i].client.heard_back() {
+            self.send_cancel(i, None);
+        } else {
+            let b = &mut self.branches[i];
+            b.client.terminate();
+        }
+        let b = &mut self.branches[i];
+        if b.final_code.is_none() {
+            b.final_code = Some(487);
+        }
+    }
+
+    fn on_push_done(&mut self, done: PushDone) {
+        let Some(p) = self.push.as_mut() else { return };
+        p.pending = p.pending.saturating_sub(1);
+        let Some(dev) = p.plan.devices.get(done.device) else {
+            return;
+        };
+        let aor = p.plan.aor.clone();
+        match &done.result {
+            PushResult::Sent => p.delivered += 1,
+            PushResult::SentOtherEnv { sandbox } => {
+                p.delivered += 1;
+                let mut info = dev.info.clone();
+                info.sandbox = *sandbox;
+                info.env_guessed = false;
+                self.core
+                    .registrar
+                    .set_push(&aor, &dev.key, Some(info.to_json()), None);
+            }
+            PushResult::DeadToken { timestamp_ms } => {
+                // APNs: only a death after the token's last REGISTER counts
+                let removed = self
+                    .core
+                    .registrar
+                    .set_push(&aor, &dev.key, None, *timestamp_ms);
+                debug!(
+                    token = dev.info.short_token(),
+                    removed, "push token reported dead"
+                );
+            }
+            PushResult::Failed(why) => {
+                debug!(token = dev.info.short_token(), error = %why, "push failed");
+            }
+        }
+        let all_failed = p.pending == 0 && p.delivered == 0;
+        if all_failed && self.branches.iter().all(|b| b.final_code.is_some()) {
+            // nobody can wake and nothing else rings: no point in waiting
+            self.unpark();
+        }
+        self.maybe_finish();
+    }
+
+    fn unpark(&mut self) {
+        if let Some(p) = self.push.as_mut() {
+            p.guard = None;
+        }
+    }
+
+    fn parked(&self) -> bool {
+        self.push.as_ref().is_some_and(|p| p.guard.is_some())
+    }
+
+    /// Cancel notices to pushed devices that never got the INVITE.
+    fn notify_ended(&mut self, code: u16) {
+        let Some(p) = self.push.as_mut() else { return };
+        p.guard = None;
+        let reason = if self.caller_cancelled {
+            CancelReason::CallerCancelled
+        } else if (200..300).contains(&code) {
+            CancelReason::AnsweredElsewhere
+        } else if code == 480 || code == 408 {
+            CancelReason::Timeout
+        } else {
+            CancelReason::DeclinedElsewhere
+        };
+        for d in p.plan.devices.iter().filter(|d| d.pushed && !d.got_invite) {
+            debug!(token = d.info.short_token(), ?reason, "cancel notice");
+            tokio::spawn(self.core.pusher.cancel(&d.info, &p.plan.call, reason));
+        }
+    }
+
     /// Nothing left to wait for: the final went out and every timer has run.
     fn done(&self) -> bool {
         self.server.is_final()
+            && !self.parked()
             && self.server.next_deadline().is_none()
             && self.branches.iter().all(|b| {
                 b.client.next_deadline().is_none()
@@ -312,6 +562,13 @@ impl Fwd {
 
     fn next_deadline(&self) -> Option<Instant> {
         let mut d = self.server.next_deadline();
+        if self.parked() {
+            let w = self.push.as_ref().map(|p| p.wake_at);
+            d = match (d, w) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
         for b in &self.branches {
             for x in [
                 b.client.next_deadline(),
@@ -339,11 +596,20 @@ impl Fwd {
             TxEvent::Ack => self.server.on_ack(now),
             TxEvent::Cancel => {
                 if !self.server.is_final() {
+                    self.caller_cancelled = true;
+                    self.unpark();
                     self.cancel_all(None, None);
                     self.maybe_finish();
                 }
             }
-            TxEvent::Wake => {}
+            TxEvent::Upper(ev) => match ev.downcast::<Woken>() {
+                Ok(w) => self.on_woken(w.0),
+                Err(ev) => {
+                    if let Ok(done) = ev.downcast::<PushDone>() {
+                        self.on_push_done(*done);
+                    }
+                }
+            },
         }
     }
 
@@ -374,6 +640,7 @@ impl Fwd {
             }
             Disposition::Pass => {
                 if code < 200 {
+                    b.ringing |= code > 100;
                     if let Some(reason) = b.cancel_wanted.take() {
                         self.send_cancel(idx, reason);
                     }
@@ -425,13 +692,15 @@ impl Fwd {
         if self.server.is_final() || self.got_2xx {
             return;
         }
-        let waiting = self.branches.iter().any(|b| b.final_code.is_none());
+        let waiting = self.branches.iter().any(|b| b.final_code.is_none()) || self.parked();
         if waiting {
             return;
         }
         match self.best.take() {
             Some((503, _)) => self.send_final_made(500, "Server Internal Error"),
             Some((code, bytes)) => self.send_upstream(code, bytes),
+            None if self.caller_cancelled => self.send_final_made(487, "Request Terminated"),
+            None if self.push.is_some() => self.send_final_made(480, "Temporarily Unavailable"),
             None if self.branches.iter().any(|b| b.final_code == Some(487)) => {
                 self.send_final_made(487, "Request Terminated")
             }
@@ -449,7 +718,14 @@ impl Fwd {
     }
 
     fn send_upstream(&mut self, code: u16, bytes: Bytes) {
+        let first_final = code >= 200 && self.final_code.is_none();
         let allowed = self.server.send_response(code, &bytes, Instant::now());
+        if first_final {
+            self.final_code = Some(code);
+            // no new branches after the final; pushed phones that missed it get a notice
+            self.tx = None;
+            self.notify_ended(code);
+        }
         // late 2xx are forwarded even after a final: the caller ACKs and hangs up
         if allowed || (200..300).contains(&code) {
             if let Err(e) = self.core.transport.send(&self.src, bytes) {
@@ -498,6 +774,19 @@ impl Fwd {
     }
 
     fn on_timers(&mut self, now: Instant) {
+        if self.parked() && self.push.as_ref().is_some_and(|p| p.wake_at <= now) {
+            self.unpark();
+            if !self.server.is_final() && !self.got_2xx && !self.branches.iter().any(|b| b.ringing)
+            {
+                // nobody woke in time and nothing rings: the caller hears the best
+                // answer so far, or 480, now
+                self.cancel_all(None, None);
+                match self.best.take() {
+                    Some((code, bytes)) if code != 503 => self.send_upstream(code, bytes),
+                    _ => self.send_final_made(480, "Temporarily Unavailable"),
+                }
+            }
+        }
         while let Some(a) = self.server.poll(now) {
             if let ServerAction::Retransmit(b) = a {
                 let _ = self.core.transport.send(&self.src, b);

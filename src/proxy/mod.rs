@@ -9,8 +9,10 @@
 
 pub mod edit;
 pub mod forward;
+pub mod park;
 pub mod register;
 pub mod route;
+pub mod wake;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use bytes::Bytes;
 use tracing::{debug, debug_span, warn};
 
 use crate::config::Settings;
+use crate::push::Pusher;
 use crate::registrar::Registrar;
 use crate::sip::{builder, HeaderName, Message, Method};
 use crate::transaction::table::ServerMatch;
@@ -48,6 +51,12 @@ pub struct Core {
     pub tokens: FlowTokens,
     /// Protocol timers.
     pub timers: Timers,
+    /// Push providers.
+    pub pusher: Arc<Pusher>,
+    /// Calls waiting for pushed phones.
+    pub parked: park::Parked,
+    /// Forwarded requests over 1,300 bytes sent on UDP (fragmentation risk).
+    pub oversize_udp: std::sync::atomic::AtomicU64,
     local_hosts: Vec<String>,
     local_ports: Vec<u16>,
     handler: std::sync::OnceLock<Arc<dyn Handler>>,
@@ -66,6 +75,7 @@ impl Core {
         transport: Transport,
         registrar: Registrar,
         tokens: FlowTokens,
+        pusher: Arc<Pusher>,
     ) -> Core {
         let mut local_hosts: Vec<String> = Vec::new();
         let mut local_ports: Vec<u16> = Vec::new();
@@ -90,7 +100,11 @@ impl Core {
             t4: settings.sip.t4,
             timer_c: settings.sip.timer_c,
         };
+        let parked = park::Parked::new(settings.push.max_parked, settings.push.max_parked_per_aor);
         Core {
+            oversize_udp: std::sync::atomic::AtomicU64::new(0),
+            pusher,
+            parked,
             settings,
             transport,
             registrar,

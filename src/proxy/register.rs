@@ -8,6 +8,9 @@ use std::sync::Arc;
 use tracing::{debug, debug_span, warn, Instrument};
 
 use super::Core;
+use crate::config::PushSettings;
+use crate::push::token::{extract, pns_name, TokenError};
+use crate::push::Pusher;
 use crate::registrar::{
     unix_now_ms, Binding, ContactSpec, Contacts, RegisterOutcome, RegisterRequest,
 };
@@ -27,23 +30,33 @@ const PRIVATE_PARAMS: [&str; 7] = [
     "xtoken",
 ];
 
-/// Why a REGISTER could not be turned into a registrar update.
+/// Why a REGISTER could not be turned into a registrar update: status and reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BadRegister(pub &'static str);
+pub struct BadRegister(pub u16, pub &'static str);
+
+/// RFC 8599 §5.4: a push service sipwake does not serve.
+const PNS_UNSUPPORTED: BadRegister = BadRegister(555, "Push Notification Service Not Supported");
+
+fn bad(reason: &'static str) -> BadRegister {
+    BadRegister(400, reason)
+}
 
 /// Reads a REGISTER into a [`RegisterRequest`].
 pub fn parse_register(
     msg: &Message,
     flow: &Flow,
     now_ms: u64,
+    push: &PushSettings,
+    pusher: &Pusher,
 ) -> Result<RegisterRequest, BadRegister> {
-    let to = msg.to().ok_or(BadRegister("Malformed To header"))?;
-    let to_uri = Uri::parse(to.uri).map_err(|_| BadRegister("To is not a SIP URI"))?;
+    let token_header = msg.header_named(&push.token_header);
+    let to = msg.to().ok_or(bad("Malformed To header"))?;
+    let to_uri = Uri::parse(to.uri).map_err(|_| bad("To is not a SIP URI"))?;
     if to_uri.scheme == Scheme::Tel || to_uri.user.is_none() {
-        return Err(BadRegister("To is not a SIP address-of-record"));
+        return Err(bad("To is not a SIP address-of-record"));
     }
     let expires_header = match msg.header(HeaderName::Expires) {
-        Some(v) => Some(parse_expires(v).ok_or(BadRegister("Malformed Expires header"))?),
+        Some(v) => Some(parse_expires(v).ok_or(bad("Malformed Expires header"))?),
         None => None,
     };
     let values: Vec<&str> = msg.values(HeaderName::Contact).collect();
@@ -55,32 +68,41 @@ pub fn parse_register(
         let mut list = Vec::with_capacity(values.len());
         for v in values {
             if v == "*" {
-                return Err(BadRegister("Contact * mixed with other contacts"));
+                return Err(bad("Contact * mixed with other contacts"));
             }
-            let na = NameAddr::parse(v, "Contact")
-                .map_err(|_| BadRegister("Malformed Contact header"))?;
-            let uri = Uri::parse(na.uri).map_err(|_| BadRegister("Contact is not a SIP URI"))?;
+            let na = NameAddr::parse(v, "Contact").map_err(|_| bad("Malformed Contact header"))?;
+            let uri = Uri::parse(na.uri).map_err(|_| bad("Contact is not a SIP URI"))?;
             if uri.scheme == Scheme::Tel {
-                return Err(BadRegister("Contact is not a SIP URI"));
+                return Err(bad("Contact is not a SIP URI"));
+            }
+            let info = extract(uri.params, token_header, push, now_ms).map_err(|e| match e {
+                TokenError::UnsupportedProvider(_) => PNS_UNSUPPORTED,
+                TokenError::Malformed(why) => bad(why),
+            })?;
+            // an RFC 8599 provider we cannot push to is refused; a bare token is kept
+            // (it becomes usable once its provider is configured)
+            if pns_name(uri.params).is_some()
+                && info.as_ref().is_some_and(|i| !pusher.serves(i.provider))
+            {
+                return Err(PNS_UNSUPPORTED);
             }
             let mut spec = ContactSpec {
                 uri: na.uri.to_string(),
                 match_key: uri.match_key(),
+                token_key: info.as_ref().map(|i| format!("{}:{}", i.provider, i.token)),
+                push: info.map(|i| i.to_json()),
                 ..Default::default()
             };
             for (n, val) in params(na.params) {
                 if n.eq_ignore_ascii_case("expires") {
                     spec.expires =
-                        Some(parse_expires(val).ok_or(BadRegister("Malformed expires parameter"))?);
+                        Some(parse_expires(val).ok_or(bad("Malformed expires parameter"))?);
                 } else if n.eq_ignore_ascii_case("q") {
-                    spec.q = Some(parse_q(val).ok_or(BadRegister("Malformed q parameter"))?);
+                    spec.q = Some(parse_q(val).ok_or(bad("Malformed q parameter"))?);
                 } else if n.eq_ignore_ascii_case("+sip.instance") {
                     spec.instance = Some(unquote(val).to_string());
                 } else if n.eq_ignore_ascii_case("reg-id") {
-                    spec.reg_id = Some(
-                        val.parse()
-                            .map_err(|_| BadRegister("Malformed reg-id parameter"))?,
-                    );
+                    spec.reg_id = Some(val.parse().map_err(|_| bad("Malformed reg-id parameter"))?);
                 }
             }
             list.push(spec);
@@ -165,10 +187,16 @@ fn contact_line(b: &Binding, now_ms: u64) -> String {
 /// Handles a REGISTER for a served domain.
 pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
     let now_ms = unix_now_ms();
-    let req = match parse_register(&msg, &flow, now_ms) {
+    let req = match parse_register(&msg, &flow, now_ms, &core.settings.push, &core.pusher) {
         Ok(r) => r,
-        Err(BadRegister(reason)) => return core.reply(&msg, flow, key, 400, reason, &[]),
+        Err(BadRegister(code, reason)) => return core.reply(&msg, flow, key, code, reason, &[]),
     };
+    // RFC 8599 §5.4: confirm the push service the phone named
+    let pns = msg
+        .values(HeaderName::Contact)
+        .filter_map(|v| NameAddr::parse(v, "Contact").ok())
+        .filter_map(|na| Uri::parse(na.uri).ok().and_then(|u| pns_name(u.params)))
+        .next();
     // absorb retransmissions while the store commits
     core.tx.set_server(key, ServerEntry::Pending);
     let core = core.clone();
@@ -178,8 +206,15 @@ pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
         let now_ms = unix_now_ms();
         match outcome {
             Ok(RegisterOutcome::Ok { bindings }) => {
-                let mut lines: Vec<String> =
-                    bindings.iter().map(|b| contact_line(b, now_ms)).collect();
+                // a push binding kept past its expiry is not registered in SIP terms
+                let mut lines: Vec<String> = bindings
+                    .iter()
+                    .filter(|b| b.is_live(now_ms))
+                    .map(|b| contact_line(b, now_ms))
+                    .collect();
+                if let Some(p) = &pns {
+                    lines.push(format!("Feature-Caps: *;+sip.pns=\"{p}\";+sip.pnsreg"));
+                }
                 let outbound = bindings.iter().any(|b| b.reg_id.is_some())
                     && msg
                         .values(HeaderName::Supported)
@@ -236,7 +271,8 @@ mod tests {
             socket: 0,
             remote: "127.0.0.1:40000".parse().unwrap(),
         };
-        let r = parse_register(&m, &flow, 1).unwrap();
+        let ps = PushSettings::default();
+        let r = parse_register(&m, &flow, 1, &ps, &Pusher::new(&ps).unwrap()).unwrap();
         assert_eq!(r.aor, "alice@example.com");
         assert_eq!(r.cseq, 4);
         assert_eq!(r.expires_header, Some(600));
@@ -251,6 +287,26 @@ mod tests {
     }
 
     #[test]
+    fn a_token_without_instance_is_the_device_identity() {
+        let raw = "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bK1\r\nFrom: <sip:bob@example.com>;tag=1\r\nTo: <sip:bob@example.com>\r\nCall-ID: r9\r\nCSeq: 1 REGISTER\r\nContact: <sip:bob@127.0.0.1:5999>\r\nX-Token: fcm-token-1\r\nContent-Length: 0\r\n\r\n";
+        let m = Message::parse(Bytes::from(raw), true).unwrap();
+        let flow = Flow::Udp {
+            socket: 0,
+            remote: "127.0.0.1:5999".parse().unwrap(),
+        };
+        let ps = PushSettings::default();
+        let r = parse_register(&m, &flow, 1, &ps, &Pusher::new(&ps).unwrap()).unwrap();
+        let Contacts::List(l) = r.contacts else {
+            panic!()
+        };
+        assert_eq!(l[0].binding_key(), "t:fcm:fcm-token-1");
+        assert!(l[0]
+            .push
+            .as_deref()
+            .is_some_and(|p| p.contains("fcm-token-1")));
+    }
+
+    #[test]
     fn non_sip_to_is_refused() {
         let raw = "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <http://x>;tag=1\r\nTo: <http://x>\r\nCall-ID: r1\r\nCSeq: 1 REGISTER\r\n\r\n";
         let m = Message::parse(Bytes::from(raw), true).unwrap();
@@ -258,6 +314,7 @@ mod tests {
             socket: 0,
             remote: "127.0.0.1:1".parse().unwrap(),
         };
-        assert!(parse_register(&m, &flow, 1).is_err());
+        let ps = PushSettings::default();
+        assert!(parse_register(&m, &flow, 1, &ps, &Pusher::new(&ps).unwrap()).is_err());
     }
 }

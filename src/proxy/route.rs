@@ -10,6 +10,7 @@ use tracing::debug;
 
 use super::edit::{forward_request, RequestEdits};
 use super::forward::{self, Next, Target};
+use super::wake::{self, Decision};
 use super::{register, Core, ALLOW};
 use crate::registrar::unix_now_ms;
 use crate::sip::header::NameAddr;
@@ -117,8 +118,9 @@ pub fn new_request(core: &Arc<Core>, msg: Message, flow: Flow, local: SocketAddr
             ruri: None,
             next: Next::Uri(next),
             path: Vec::new(),
+            device: None,
         };
-        return forward::start(core, msg, flow, local, key, vec![t], popped, rr);
+        return forward::start(core, msg, flow, local, key, vec![t], popped, rr, None);
     }
 
     // a Request-URI naming sipwake itself is resolved through the registrar (RFC 3261
@@ -152,8 +154,9 @@ pub fn new_request(core: &Arc<Core>, msg: Message, flow: Flow, local: SocketAddr
                 ruri: None,
                 next,
                 path: Vec::new(),
+                device: None,
             };
-            return forward::start(core, msg, flow, local, key, vec![t], popped, false);
+            return forward::start(core, msg, flow, local, key, vec![t], popped, false, None);
         }
     }
 
@@ -191,29 +194,19 @@ pub fn new_request(core: &Arc<Core>, msg: Message, flow: Flow, local: SocketAddr
         };
     }
     if to_me || core.is_local_domain(&host) {
-        let bindings = core.registrar.lookup(&aor, unix_now_ms());
-        let mut flow_failed = false;
-        let targets: Vec<Target> = bindings
-            .iter()
-            .filter_map(|b| {
-                let f: Flow = b.flow.as_deref()?.parse().ok()?;
-                if !core.transport.is_open(&f) {
-                    flow_failed = true;
-                    return None;
-                }
-                Some(Target {
-                    ruri: Some(b.contact.clone()),
-                    next: Next::Flow(f),
-                    path: b.path.clone(),
-                })
-            })
-            .collect();
-        if targets.is_empty() {
-            debug!(%aor, flow_failed, "no reachable binding");
-            return core.reply(&msg, flow, key, 480, "Temporarily Unavailable", &[]);
-        }
+        let now = unix_now_ms();
+        let bindings = core.registrar.lookup(&aor, now);
         let rr = !in_dialog && wants_record_route(method);
-        return forward::start(core, msg, flow, local, key, targets, popped, rr);
+        return match wake::decide(core, &msg, &aor, &bindings, in_dialog, trusted, now) {
+            Decision::Answer(200, _) => core.reply(&msg, flow, key, 200, "OK", &[ALLOW]),
+            Decision::Answer(code, reason) => {
+                debug!(%aor, code, "no reachable binding");
+                core.reply(&msg, flow, key, code, reason, &[])
+            }
+            Decision::Forward(targets, plan) => {
+                forward::start(core, msg, flow, local, key, targets, popped, rr, plan)
+            }
+        };
     }
     // a foreign domain: only trusted peers and our own phones may send there
     if !trusted && !from_a_binding(core, &msg, &flow) {
@@ -228,9 +221,10 @@ pub fn new_request(core: &Arc<Core>, msg: Message, flow: Flow, local: SocketAddr
         ruri: None,
         next,
         path: Vec::new(),
+        device: None,
     };
     let rr = wants_record_route(method);
-    forward::start(core, msg, flow, local, key, vec![t], popped, rr)
+    forward::start(core, msg, flow, local, key, vec![t], popped, rr, None)
 }
 
 /// True if the request arrived on the flow of a current binding of its From AOR.

@@ -61,7 +61,11 @@ impl Binding {
     /// callable by push for `push_ttl_secs` after its SIP expiry, because a sleeping
     /// phone cannot refresh its registration.
     pub fn is_kept(&self, now_ms: u64, push_ttl_secs: u64) -> bool {
-        let grace = if self.push.is_some() { push_ttl_secs } else { 0 };
+        let grace = if self.push.is_some() {
+            push_ttl_secs
+        } else {
+            0
+        };
         self.expires_at.saturating_add(grace).saturating_mul(1000) > now_ms
     }
 
@@ -130,6 +134,10 @@ pub struct ContactSpec {
     pub reg_id: Option<u32>,
     /// Opaque push information (JSON).
     pub push: Option<String>,
+    /// Device identity from the push token (e.g. `apns:<token>`), for phones that send
+    /// no `+sip.instance`: a relaunched app registers from a new address with the same
+    /// token, and must replace its binding rather than add one.
+    pub token_key: Option<String>,
 }
 
 impl ContactSpec {
@@ -143,7 +151,10 @@ impl ContactSpec {
         match (&self.instance, self.reg_id) {
             (Some(instance), Some(reg_id)) => format!("i:{instance};reg-id={reg_id}"),
             (Some(instance), None) => format!("i:{instance}"),
-            (None, _) => format!("u:{}", self.match_key),
+            (None, _) => match &self.token_key {
+                Some(t) => format!("t:{t}"),
+                None => format!("u:{}", self.match_key),
+            },
         }
     }
 }

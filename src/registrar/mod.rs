@@ -235,7 +235,9 @@ impl Registrar {
             let Some(slot) = list.iter_mut().find(|b| b.key == key) else {
                 return false;
             };
-            if only_if_registered_before_ms.is_some_and(|t| slot.updated_at_ms >= t) || slot.push == push {
+            if only_if_registered_before_ms.is_some_and(|t| slot.updated_at_ms >= t)
+                || slot.push == push
+            {
                 return false;
             }
             let mut b = Binding::clone(slot);
@@ -318,7 +320,11 @@ fn watch_commit(commit: oneshot::Receiver<Result<(), StoreError>>) {
 
 /// Live bindings of `list`, in lookup order.
 fn live_sorted(list: &[Arc<Binding>], now_ms: u64, ttl: u64) -> Vec<Arc<Binding>> {
-    let mut live: Vec<Arc<Binding>> = list.iter().filter(|b| b.is_kept(now_ms, ttl)).cloned().collect();
+    let mut live: Vec<Arc<Binding>> = list
+        .iter()
+        .filter(|b| b.is_kept(now_ms, ttl))
+        .cloned()
+        .collect();
     live.sort_by(|a, b| {
         b.effective_q()
             .cmp(&a.effective_q())

@@ -732,6 +732,7 @@ mod tests {
                 } else {
                     None
                 },
+                token_key: None,
                 push: if i.is_multiple_of(5) {
                     Some(format!(r#"{{"pn-prid":"tok{i}","n":"a\nb"}}"#))
                 } else {

@@ -30,9 +30,9 @@ pub enum TxEvent {
     Cancel,
     /// An ACK matched (non-2xx final).
     Ack,
-    /// An event from outside the SIP flow (e.g. a binding appeared); payload-free so
-    /// features can reuse it.
-    Wake,
+    /// An event from a layer above (a binding appeared, a push finished), for the
+    /// owning task to downcast; the transaction layer does not know these types.
+    Upper(Box<dyn std::any::Any + Send>),
 }
 
 /// A server transaction as the table sees it.

@@ -1,0 +1,171 @@
+//! Parked INVITEs: calls waiting for a pushed phone to register again.
+//!
+//! Each parked call is its forwarding task; this index maps an AOR to the tasks
+//! waiting on it, so that a binding event reaches only the calls it concerns (one
+//! AOR can have several calls parked), and enforces the caps.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::registrar::{Binding, BindingEventKind, Registrar};
+use crate::transaction::TxEvent;
+
+/// A binding of a parked call's AOR was added or refreshed.
+#[derive(Debug, Clone)]
+pub struct Woken(pub Arc<Binding>);
+
+/// Why a call could not be parked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ParkError {
+    /// Too many calls parked in total.
+    #[error("too many parked calls")]
+    Full,
+    /// Too many calls parked for this AOR.
+    #[error("too many parked calls for this user")]
+    FullForAor,
+}
+
+#[derive(Default)]
+struct Index {
+    by_aor: HashMap<String, Vec<(u64, UnboundedSender<TxEvent>)>>,
+    total: usize,
+}
+
+/// The AOR → parked calls index.
+#[derive(Clone, Default)]
+pub struct Parked {
+    inner: Arc<Mutex<Index>>,
+    next: Arc<AtomicU64>,
+    max_total: usize,
+    max_per_aor: usize,
+}
+
+impl std::fmt::Debug for Parked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parked")
+            .field("total", &self.len())
+            .finish()
+    }
+}
+
+/// Keeps a call parked; dropping it unparks.
+#[derive(Debug)]
+pub struct ParkGuard {
+    parked: Parked,
+    aor: String,
+    id: u64,
+}
+
+impl Drop for ParkGuard {
+    fn drop(&mut self) {
+        let mut idx = self.parked.lock();
+        if let Some(list) = idx.by_aor.get_mut(&self.aor) {
+            let before = list.len();
+            list.retain(|(id, _)| *id != self.id);
+            let removed = before - list.len();
+            if list.is_empty() {
+                idx.by_aor.remove(&self.aor);
+            }
+            idx.total -= removed;
+        }
+    }
+}
+
+impl Parked {
+    /// An empty index with these caps.
+    pub fn new(max_total: usize, max_per_aor: usize) -> Parked {
+        Parked {
+            max_total,
+            max_per_aor,
+            ..Parked::default()
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Index> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Parks a call for `aor`; its task gets a [`Woken`] event for every binding of
+    /// the AOR that is added or refreshed while the guard lives.
+    pub fn park(&self, aor: &str, tx: UnboundedSender<TxEvent>) -> Result<ParkGuard, ParkError> {
+        let mut idx = self.lock();
+        if idx.total >= self.max_total {
+            return Err(ParkError::Full);
+        }
+        let per = idx.by_aor.get(aor).map_or(0, Vec::len);
+        if per >= self.max_per_aor {
+            return Err(ParkError::FullForAor);
+        }
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        idx.by_aor
+            .entry(aor.to_string())
+            .or_default()
+            .push((id, tx));
+        idx.total += 1;
+        Ok(ParkGuard {
+            parked: self.clone(),
+            aor: aor.to_string(),
+            id,
+        })
+    }
+
+    /// Calls parked now.
+    pub fn len(&self) -> usize {
+        self.lock().total
+    }
+
+    /// True if nothing is parked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forwards registrar events to the parked calls of their AOR, until the
+    /// registrar goes away.
+    pub async fn dispatch(self, registrar: Registrar) {
+        let mut rx = registrar.subscribe();
+        loop {
+            match rx.recv().await {
+                Ok(ev) => {
+                    if ev.kind == BindingEventKind::Removed {
+                        continue;
+                    }
+                    let idx = self.lock();
+                    if let Some(list) = idx.by_aor.get(&ev.binding.aor) {
+                        for (_, tx) in list {
+                            let _ = tx.send(TxEvent::Upper(Box::new(Woken(ev.binding.clone()))));
+                        }
+                    }
+                }
+                // a burst overflowed the channel: those phones register again anyway
+                Err(RecvError::Lagged(n)) => tracing::warn!(missed = n, "binding events lagged"),
+                Err(RecvError::Closed) => break,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_and_unpark_on_drop() {
+        let p = Parked::new(3, 2);
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let a = p.park("alice@x", tx.clone()).unwrap();
+        let _b = p.park("alice@x", tx.clone()).unwrap();
+        assert_eq!(
+            p.park("alice@x", tx.clone()).unwrap_err(),
+            ParkError::FullForAor
+        );
+        let _c = p.park("bob@x", tx.clone()).unwrap();
+        assert_eq!(p.park("carol@x", tx.clone()).unwrap_err(), ParkError::Full);
+        drop(a);
+        assert_eq!(p.len(), 2);
+        assert!(p.park("carol@x", tx).is_ok());
+    }
+}

@@ -1,0 +1,257 @@
+//! Push before INVITE, the routing half: which bindings of a local user get the
+//! request at once, which devices are pushed, and what the push says about the
+//! caller. The forwarding task ([`super::forward`]) then parks the call and hands it
+//! to each woken device.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::forward::{Next, Target};
+use super::Core;
+use crate::config::PushPolicy;
+use crate::push::{CallPush, PushInfo};
+use crate::registrar::Binding;
+use crate::sip::header::unquote;
+use crate::sip::{HeaderName, Message, Method, NameAddr, Uri};
+use crate::transport::Flow;
+
+/// A device to push for one call.
+#[derive(Debug, Clone)]
+pub struct PushDevice {
+    /// Binding key (device identity within the AOR).
+    pub key: String,
+    /// Where to push.
+    pub info: PushInfo,
+    /// The device got the INVITE (so no cancel notice is due).
+    pub got_invite: bool,
+    /// The push went out (only then a cancel notice makes sense).
+    pub pushed: bool,
+}
+
+/// The push side of one call.
+#[derive(Debug, Clone)]
+pub struct PushPlan {
+    /// The called AOR (where woken bindings appear).
+    pub aor: String,
+    /// The per-call hint, in the push and in `X-PushHint`.
+    pub hint: String,
+    /// What the pushes carry.
+    pub call: CallPush,
+    /// Devices pushed.
+    pub devices: Vec<PushDevice>,
+}
+
+/// How a local user's request is to be handled.
+#[derive(Debug)]
+pub enum Decision {
+    /// Forward to these targets (with pushes when a plan is given).
+    Forward(Vec<Target>, Option<Box<PushPlan>>),
+    /// Answer this final response.
+    Answer(u16, &'static str),
+}
+
+/// A binding's push info, when a configured provider can reach it.
+pub fn push_info(core: &Core, b: &Binding) -> Option<PushInfo> {
+    let info = PushInfo::from_json(b.push.as_deref()?)?;
+    core.pusher.serves(info.provider).then_some(info)
+}
+
+/// True if the binding's flow showed life recently enough to get a request directly.
+fn reachable(core: &Core, b: &Binding, flow: &Flow, now_ms: u64) -> bool {
+    if !b.is_live(now_ms) || !core.transport.is_open(flow) {
+        return false;
+    }
+    // TCP: an open connection is life; UDP: the last REGISTER must be recent, since a
+    // sleeping phone's NAT mapping dies quietly
+    !flow.is_udp()
+        || now_ms.saturating_sub(b.updated_at_ms)
+            < core.settings.push.flow_timeout.as_millis() as u64
+}
+
+fn target(b: &Binding, flow: Flow) -> Target {
+    Target {
+        ruri: Some(b.contact.clone()),
+        next: Next::Flow(flow),
+        path: b.path.clone(),
+        device: None,
+    }
+}
+
+/// Decides how a request for the local user `aor` is handled.
+pub fn decide(
+    core: &Arc<Core>,
+    msg: &Message,
+    aor: &str,
+    bindings: &[Arc<Binding>],
+    in_dialog: bool,
+    trusted: bool,
+    now_ms: u64,
+) -> Decision {
+    let initial_invite = msg.method() == Some(Method::Invite) && !in_dialog;
+    let policy = core.settings.push.policy;
+    let mut targets = Vec::new();
+    let mut devices = Vec::new();
+    let mut sleeping = 0;
+    for b in bindings {
+        let flow: Option<Flow> = b.flow.as_deref().and_then(|f| f.parse().ok());
+        let info = push_info(core, b);
+        let Some(info) = info else {
+            // a plain binding: reachable while registered and its flow is usable
+            if let Some(f) = flow.filter(|f| b.is_live(now_ms) && core.transport.is_open(f)) {
+                targets.push(target(b, f));
+            }
+            continue;
+        };
+        let reach = flow.filter(|f| reachable(core, b, f, now_ms));
+        if !initial_invite {
+            // only an initial INVITE may push: iOS kills apps whose VoIP pushes are not calls
+            match reach {
+                Some(f) => targets.push(target(b, f)),
+                None => sleeping += 1,
+            }
+            continue;
+        }
+        let push = policy == PushPolicy::Always || reach.is_none();
+        let mut t = reach.map(|f| target(b, f));
+        if push {
+            if let Some(t) = t.as_mut() {
+                t.device = Some(devices.len());
+            }
+            devices.push(PushDevice {
+                key: b.key.clone(),
+                info,
+                got_invite: t.is_some(),
+                pushed: false,
+            });
+        }
+        targets.extend(t);
+    }
+    if devices.is_empty() {
+        if targets.is_empty() {
+            if sleeping > 0 && msg.method() == Some(Method::Options) {
+                // answered for the sleeping phone, so a PBX's qualify keeps it available
+                return Decision::Answer(200, "OK");
+            }
+            return Decision::Answer(480, "Temporarily Unavailable");
+        }
+        return Decision::Forward(targets, None);
+    }
+    let hint = random_hex(16);
+    let call = call_push(core, msg, aor, &hint, trusted);
+    let plan = PushPlan {
+        aor: aor.to_string(),
+        hint,
+        call,
+        devices,
+    };
+    Decision::Forward(targets, Some(Box::new(plan)))
+}
+
+/// Random lower-case hex of `bytes` random bytes.
+pub fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    let _ = getrandom::fill(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn uuid_v4() -> String {
+    let mut b = [0u8; 16];
+    let _ = getrandom::fill(&mut b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+    .to_ascii_uppercase()
+}
+
+/// What the push says about the call: caller from P-Asserted-Identity of a trusted
+/// source, else From; `Privacy: id` hides it; video if the offer has an active
+/// `m=video` line.
+pub fn call_push(core: &Core, msg: &Message, aor: &str, hint: &str, trusted: bool) -> CallPush {
+    let private = msg
+        .header_named("Privacy")
+        .is_some_and(|p| p.split(';').any(|v| v.trim().eq_ignore_ascii_case("id")));
+    let pai = trusted
+        .then(|| msg.values(HeaderName::PAssertedIdentity).next())
+        .flatten()
+        .and_then(|v| NameAddr::parse(v, "P-Asserted-Identity").ok());
+    let who = pai.or_else(|| msg.from());
+    let (name, number) = match who {
+        Some(na) => {
+            let number = Uri::parse(na.uri)
+                .ok()
+                .and_then(|u| u.user)
+                .map(|u| crate::sip::uri::unescape(u).into_owned())
+                .unwrap_or_default();
+            let name = na
+                .display
+                .map(|d| unquote(d).replace("\\\"", "\"").trim().to_string())
+                .filter(|d| !d.is_empty());
+            (name, number)
+        }
+        None => (None, String::new()),
+    };
+    let (caller_name, caller_number) = if private {
+        (Some("Anonymous".to_string()), "anonymous".to_string())
+    } else {
+        (name, number)
+    };
+    CallPush {
+        aor: aor.to_string(),
+        call_id: msg.call_id().to_string(),
+        push_hint: hint.to_string(),
+        caller_id: caller_number.clone(),
+        caller_name,
+        caller_number,
+        with_video: has_video(msg.body()),
+        call_uuid: uuid_v4(),
+        time_left: core.settings.push.wake_timeout,
+    }
+}
+
+fn has_video(body: &[u8]) -> bool {
+    let Ok(sdp) = std::str::from_utf8(body) else {
+        return false;
+    };
+    sdp.lines().any(|l| {
+        l.strip_prefix("m=video ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .is_some_and(|port| port != "0")
+    })
+}
+
+/// How long the wake window still has at `elapsed` into it.
+pub fn time_left(total: Duration, elapsed: Duration) -> Duration {
+    total.saturating_sub(elapsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn video_needs_a_live_port() {
+        assert!(has_video(
+            b"v=0\r\nm=audio 4000 RTP/AVP 0\r\nm=video 4002 RTP/AVP 96\r\n"
+        ));
+        assert!(!has_video(
+            b"v=0\r\nm=audio 4000 RTP/AVP 0\r\nm=video 0 RTP/AVP 96\r\n"
+        ));
+        assert!(!has_video(b"v=0\r\nm=audio 4000 RTP/AVP 0\r\n"));
+    }
+
+    #[test]
+    fn uuids_are_v4() {
+        let u = uuid_v4();
+        assert_eq!(u.len(), 36);
+        assert_eq!(&u[14..15], "4");
+        assert_ne!(u, uuid_v4());
+    }
+}

@@ -1,0 +1,466 @@
+//! Push notifications: tokens from REGISTER, payloads, and providers.
+//!
+//! - [`token`]: what a REGISTER says about push (RFC 8599 `pn-*` Contact parameters,
+//!   the `X-Token` header, the `xToken` Contact parameter) as a [`PushInfo`], which the
+//!   registrar stores as JSON with the binding.
+//! - [`payload`]: the JSON documents each provider gets.
+//! - [`apns`], [`fcm`], [`webhook`]: one small HTTP client per provider; every address is
+//!   a setting so tests and staging can point it at a stand-in.
+//! - [`Pusher`]: all configured providers behind the [`PushSender`] trait.
+//!
+//! Tokens are secrets of the phone: they never appear whole in logs
+//! ([`PushInfo::short_token`]).
+
+pub mod apns;
+pub mod fcm;
+mod http;
+pub mod payload;
+pub mod token;
+pub mod webhook;
+
+#[cfg(test)]
+mod mock;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::PushSettings;
+
+pub use token::{extract, pns_name, TokenError};
+
+/// A boxed future that can be sent to another task.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A push service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    /// Apple Push Notification service (PushKit VoIP pushes).
+    Apns,
+    /// Firebase Cloud Messaging, HTTP v1 API.
+    Fcm,
+    /// The operator's own service, reached by an HTTP POST of JSON.
+    Webhook,
+}
+
+impl Provider {
+    /// Lower-case name, as in the JSON documents and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Apns => "apns",
+            Self::Fcm => "fcm",
+            Self::Webhook => "webhook",
+        }
+    }
+}
+
+impl std::fmt::Display for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Push info of one binding; stored as JSON in `Binding.push`. Its `Debug` output
+/// shows only the first 8 characters of the tokens, so it is safe to log.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushInfo {
+    /// Which service delivers the pushes.
+    pub provider: Provider,
+    /// VoIP (PushKit) token, FCM registration token, or the opaque webhook token.
+    pub token: String,
+    /// APNs regular (remote) token, for cancel notices.
+    #[serde(default)]
+    pub alert_token: Option<String>,
+    /// APNs bundle id without `.voip` (from `pn-param` minus the team id, or settings).
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// APNs team from `pn-param` (selects the signing key).
+    #[serde(default)]
+    pub team_id: Option<String>,
+    /// APNs environment: the sandbox (`pn-provider=apns.dev`, or settings for bare
+    /// tokens).
+    #[serde(default)]
+    pub sandbox: bool,
+    /// The environment was a guess (bare token): `BadDeviceToken` is retried once on
+    /// the other environment.
+    #[serde(default)]
+    pub env_guessed: bool,
+    /// Unix ms of the REGISTER carrying this token (for the APNs 410 timestamp rule).
+    #[serde(default)]
+    pub registered_at_ms: u64,
+}
+
+impl std::fmt::Debug for PushInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushInfo")
+            .field("provider", &self.provider)
+            .field("token", &format_args!("{}…", self.short_token()))
+            .field(
+                "alert_token",
+                &self
+                    .alert_token
+                    .as_deref()
+                    .map(|t| format!("{}…", short(t))),
+            )
+            .field("topic", &self.topic)
+            .field("team_id", &self.team_id)
+            .field("sandbox", &self.sandbox)
+            .field("env_guessed", &self.env_guessed)
+            .field("registered_at_ms", &self.registered_at_ms)
+            .finish()
+    }
+}
+
+impl PushInfo {
+    /// The JSON stored in `Binding.push`.
+    pub fn to_json(&self) -> String {
+        // Serializing plain strings, bools and numbers cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Reads `Binding.push`; `None` when it is not push info of this version.
+    pub fn from_json(s: &str) -> Option<PushInfo> {
+        serde_json::from_str(s).ok()
+    }
+
+    /// The first 8 characters of the token, for logs.
+    pub fn short_token(&self) -> &str {
+        short(&self.token)
+    }
+}
+
+/// The first 8 characters of a token (or less), for logs.
+pub fn short(token: &str) -> &str {
+    match token.char_indices().nth(8) {
+        Some((i, _)) => &token[..i],
+        None => token,
+    }
+}
+
+/// What one call push carries.
+#[derive(Debug, Clone)]
+pub struct CallPush {
+    /// Address of record being called (normalized, `user@domain`).
+    pub aor: String,
+    /// Call-ID of the INVITE.
+    pub call_id: String,
+    /// Per-call key, also sent in the forwarded INVITE's `X-PushHint`.
+    pub push_hint: String,
+    /// Caller identity (URI or user part).
+    pub caller_id: String,
+    /// Caller display name, if any (and allowed by privacy).
+    pub caller_name: Option<String>,
+    /// Caller number / user part, for the CallKit handle.
+    pub caller_number: String,
+    /// The offer has an active video stream.
+    pub with_video: bool,
+    /// CallKit call UUID (also the APNs collapse id).
+    pub call_uuid: String,
+    /// Time left until the wake timeout: APNs expiration, FCM ttl, and the
+    /// per-attempt timeout `min(2 s, time_left / 3)`.
+    pub time_left: Duration,
+}
+
+/// Why a pushed device gets a cancel notice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelReason {
+    /// The caller hung up before answer.
+    CallerCancelled,
+    /// Another device answered.
+    AnsweredElsewhere,
+    /// Another device declined (6xx).
+    DeclinedElsewhere,
+    /// The device did not wake in time.
+    Timeout,
+}
+
+impl CancelReason {
+    /// Name used in the JSON documents.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CallerCancelled => "caller_cancelled",
+            Self::AnsweredElsewhere => "answered_elsewhere",
+            Self::DeclinedElsewhere => "declined_elsewhere",
+            Self::Timeout => "timeout",
+        }
+    }
+}
+
+/// How one push went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushResult {
+    /// The provider accepted the push.
+    Sent,
+    /// The provider accepted the push, but only on the other APNs environment than the
+    /// binding's guess: `sandbox` is the one that worked. The caller should store it
+    /// (`info.sandbox = sandbox; info.env_guessed = false`).
+    SentOtherEnv {
+        /// Whether the sandbox is the environment that worked.
+        sandbox: bool,
+    },
+    /// The token is no longer valid: APNs 410 (with its `timestamp`, unix ms) or FCM
+    /// `UNREGISTERED`. The caller decides whether to remove it (APNs: only if the
+    /// timestamp is later than the last REGISTER carrying the token).
+    DeadToken {
+        /// APNs: when the token stopped being valid.
+        timestamp_ms: Option<u64>,
+    },
+    /// Anything else; the token stays.
+    Failed(String),
+}
+
+impl PushResult {
+    /// The push was accepted by the provider.
+    pub fn is_sent(&self) -> bool {
+        matches!(self, Self::Sent | Self::SentOtherEnv { .. })
+    }
+}
+
+/// All configured providers behind one trait, so the proxy can be tested with a fake.
+pub trait PushSender: Send + Sync + 'static {
+    /// Sends a call push (APNs: a VoIP push) for `call` to the device `info`.
+    fn call(&self, info: &PushInfo, call: &CallPush) -> BoxFuture<'static, PushResult>;
+
+    /// Tells the device the call ended before it got the INVITE. APNs: an alert push
+    /// to the regular token (never a VoIP push); without one, `Failed("no alert
+    /// token")` and nothing is sent. FCM and webhook: an `event: cancel` message.
+    fn cancel(
+        &self,
+        info: &PushInfo,
+        call: &CallPush,
+        reason: CancelReason,
+    ) -> BoxFuture<'static, PushResult>;
+}
+
+/// Why the push providers could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    /// A file named by a setting could not be read.
+    #[error("{key}: cannot read {}: {source}", path.display())]
+    Read {
+        /// The setting, e.g. `push.apns.key_file`.
+        key: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file or value of the wrong form.
+    #[error("{key}: {reason}")]
+    Invalid {
+        /// The setting.
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// All configured providers; pushes for a provider that is not configured fail.
+#[derive(Clone, Default)]
+pub struct Pusher {
+    apns: Option<Arc<apns::Apns>>,
+    fcm: Option<Arc<fcm::Fcm>>,
+    webhook: Option<Arc<webhook::Webhook>>,
+}
+
+impl std::fmt::Debug for Pusher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pusher")
+            .field("apns", &self.apns.is_some())
+            .field("fcm", &self.fcm.is_some())
+            .field("webhook", &self.webhook.is_some())
+            .finish()
+    }
+}
+
+impl Pusher {
+    /// Builds a client for every provider configured in `settings` (reading key files
+    /// now, so a bad file stops startup with an error naming the setting). No provider
+    /// configured is fine: no pushes are sent.
+    pub fn new(settings: &PushSettings) -> Result<Pusher, PushError> {
+        Ok(Pusher {
+            apns: settings
+                .apns
+                .as_ref()
+                .map(apns::Apns::new)
+                .transpose()?
+                .map(Arc::new),
+            fcm: settings
+                .fcm
+                .as_ref()
+                .map(fcm::Fcm::new)
+                .transpose()?
+                .map(Arc::new),
+            webhook: settings
+                .webhook
+                .as_ref()
+                .map(webhook::Webhook::new)
+                .transpose()?
+                .map(Arc::new),
+        })
+    }
+
+    /// Opens the connections to the push services that benefit from it (APNs), so the
+    /// first call does not pay a TLS handshake. Optional; call once at startup.
+    pub fn warm_up(&self) -> BoxFuture<'static, ()> {
+        let apns = self.apns.clone();
+        Box::pin(async move {
+            if let Some(a) = apns {
+                a.warm_up().await;
+            }
+        })
+    }
+
+    /// Whether pushes of provider `p` can be sent.
+    pub fn serves(&self, p: Provider) -> bool {
+        match p {
+            Provider::Apns => self.apns.is_some(),
+            Provider::Fcm => self.fcm.is_some(),
+            Provider::Webhook => self.webhook.is_some(),
+        }
+    }
+}
+
+fn not_configured(p: Provider) -> BoxFuture<'static, PushResult> {
+    Box::pin(std::future::ready(PushResult::Failed(format!(
+        "push provider {p} is not configured"
+    ))))
+}
+
+impl PushSender for Pusher {
+    fn call(&self, info: &PushInfo, call: &CallPush) -> BoxFuture<'static, PushResult> {
+        match info.provider {
+            Provider::Apns => match &self.apns {
+                Some(a) => Box::pin(Arc::clone(a).call(info.clone(), call.clone())),
+                None => not_configured(info.provider),
+            },
+            Provider::Fcm => match &self.fcm {
+                Some(f) => Box::pin(Arc::clone(f).send(info.clone(), call.clone(), None)),
+                None => not_configured(info.provider),
+            },
+            Provider::Webhook => match &self.webhook {
+                Some(w) => Box::pin(Arc::clone(w).send(info.clone(), call.clone(), None)),
+                None => not_configured(info.provider),
+            },
+        }
+    }
+
+    fn cancel(
+        &self,
+        info: &PushInfo,
+        call: &CallPush,
+        reason: CancelReason,
+    ) -> BoxFuture<'static, PushResult> {
+        match info.provider {
+            Provider::Apns => match &self.apns {
+                Some(a) => Box::pin(Arc::clone(a).cancel(info.clone(), call.clone(), reason)),
+                None => not_configured(info.provider),
+            },
+            Provider::Fcm => match &self.fcm {
+                Some(f) => Box::pin(Arc::clone(f).send(info.clone(), call.clone(), Some(reason))),
+                None => not_configured(info.provider),
+            },
+            Provider::Webhook => match &self.webhook {
+                Some(w) => Box::pin(Arc::clone(w).send(info.clone(), call.clone(), Some(reason))),
+                None => not_configured(info.provider),
+            },
+        }
+    }
+}
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Per-attempt timeout: `min(2 s, time_left / 3)`, at least 50 ms.
+pub fn attempt_timeout(time_left: Duration) -> Duration {
+    (time_left / 3)
+        .min(Duration::from_secs(2))
+        .max(Duration::from_millis(50))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn info(provider: Provider) -> PushInfo {
+        PushInfo {
+            provider,
+            token: "0123456789abcdef".repeat(4),
+            alert_token: None,
+            topic: Some("com.example.phone".into()),
+            team_id: None,
+            sandbox: false,
+            env_guessed: false,
+            registered_at_ms: 1,
+        }
+    }
+
+    #[test]
+    fn push_info_json_round_trip() {
+        let mut i = info(Provider::Apns);
+        i.alert_token = Some("ff".repeat(32));
+        i.team_id = Some("ABCDE12345".into());
+        let json = i.to_json();
+        assert!(json.contains("\"provider\":\"apns\""), "{json}");
+        assert_eq!(PushInfo::from_json(&json), Some(i));
+        assert_eq!(PushInfo::from_json("not json"), None);
+        let min = PushInfo::from_json(r#"{"provider":"webhook","token":"t"}"#).unwrap();
+        assert_eq!(min.provider, Provider::Webhook);
+        assert!(!min.sandbox);
+    }
+
+    #[test]
+    fn debug_output_hides_tokens() {
+        let mut i = info(Provider::Apns);
+        i.alert_token = Some("fedcba9876543210".repeat(4));
+        let d = format!("{i:?}");
+        assert!(d.contains("01234567…") && d.contains("fedcba98…"), "{d}");
+        assert!(
+            !d.contains("0123456789") && !d.contains("fedcba9876"),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn short_token_is_8_chars() {
+        assert_eq!(info(Provider::Fcm).short_token(), "01234567");
+        assert_eq!(short("abc"), "abc");
+        assert_eq!(short("äöüäöüäöüx"), "äöüäöüäö");
+    }
+
+    #[test]
+    fn attempt_timeouts() {
+        assert_eq!(
+            attempt_timeout(Duration::from_secs(10)),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            attempt_timeout(Duration::from_secs(3)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(attempt_timeout(Duration::ZERO), Duration::from_millis(50));
+    }
+
+    #[tokio::test]
+    async fn unconfigured_provider_fails() {
+        let p = Pusher::new(&PushSettings::default()).unwrap();
+        assert!(!p.serves(Provider::Apns));
+        let call = payload::tests::call();
+        let r = p.call(&info(Provider::Apns), &call).await;
+        assert!(matches!(r, PushResult::Failed(_)), "{r:?}");
+        let r = p
+            .cancel(&info(Provider::Webhook), &call, CancelReason::Timeout)
+            .await;
+        assert!(matches!(r, PushResult::Failed(_)), "{r:?}");
+    }
+}

@@ -1,0 +1,310 @@
+//! The JSON documents the providers get.
+
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+
+use super::{CallPush, CancelReason, PushInfo};
+
+/// Largest APNs VoIP payload, in bytes.
+pub const APNS_VOIP_MAX: usize = 5120;
+
+/// Largest APNs alert payload, in bytes.
+pub const APNS_ALERT_MAX: usize = 4096;
+
+/// Caller fields are cut to this many bytes when a payload is over its limit.
+const TRIMMED_FIELD: usize = 256;
+
+/// Cuts `s` to at most `max` bytes on a character boundary.
+fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn apns_call_value(call: &CallPush, with_name: bool, field_max: usize) -> Value {
+    let name = if with_name {
+        call.caller_name.as_deref().map(|n| cut(n, field_max))
+    } else {
+        None
+    };
+    json!({
+        "aps": {
+            "alert": "Incoming call",
+            "callerId": cut(&call.caller_id, field_max),
+            "callerName": name,
+            "callerNumber": cut(&call.caller_number, field_max),
+            "pushHint": call.push_hint,
+            "withVideo": call.with_video,
+        },
+        "callUUID": call.call_uuid,
+        "handle": cut(&call.caller_number, field_max),
+    })
+}
+
+/// The APNs VoIP push, Siprix-compatible:
+/// `{"aps": {"alert": "Incoming call", "callerId", "callerName", "callerNumber",
+/// "pushHint", "withVideo"}, "callUUID", "handle"}`. Kept under [`APNS_VOIP_MAX`]: the
+/// display name goes first, then the caller fields are cut.
+pub fn apns_call(call: &CallPush) -> String {
+    let attempts = [
+        (true, usize::MAX),
+        (false, usize::MAX),
+        (false, TRIMMED_FIELD),
+        (false, 0),
+    ];
+    let mut body = String::new();
+    for (with_name, field_max) in attempts {
+        body = apns_call_value(call, with_name, field_max).to_string();
+        if body.len() <= APNS_VOIP_MAX {
+            break;
+        }
+    }
+    body
+}
+
+/// Title of the alert telling a device the call is over.
+fn cancel_title(reason: CancelReason) -> &'static str {
+    match reason {
+        CancelReason::CallerCancelled | CancelReason::Timeout => "Missed call",
+        CancelReason::AnsweredElsewhere => "Call answered elsewhere",
+        CancelReason::DeclinedElsewhere => "Call declined elsewhere",
+    }
+}
+
+/// The APNs alert push (to the regular token) telling the app the call ended before it
+/// got the INVITE; carries `event`, `reason`, `pushHint` and `callUUID` so the app can
+/// end its CallKit call. Kept under [`APNS_ALERT_MAX`].
+pub fn apns_cancel(call: &CallPush, reason: CancelReason) -> String {
+    let from = call
+        .caller_name
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .unwrap_or(&call.caller_number);
+    let mut field_max = usize::MAX;
+    loop {
+        let body = json!({
+            "aps": {
+                "alert": { "title": cancel_title(reason), "body": cut(from, field_max) },
+            },
+            "event": "cancel",
+            "reason": reason.as_str(),
+            "pushHint": call.push_hint,
+            "callUUID": call.call_uuid,
+            "callerNumber": cut(&call.caller_number, field_max),
+        })
+        .to_string();
+        if body.len() <= APNS_ALERT_MAX || field_max == 0 {
+            return body;
+        }
+        field_max = if field_max > TRIMMED_FIELD {
+            TRIMMED_FIELD
+        } else {
+            0
+        };
+    }
+}
+
+/// The webhook document: `{"event": "call"|"cancel", "reason", "aor", "token",
+/// "provider", "pushHint", "callId", "callerId", "callerName", "callerNumber",
+/// "withVideo", "callUUID"}` (`reason` is null for calls).
+pub fn webhook(info: &PushInfo, call: &CallPush, reason: Option<CancelReason>) -> Value {
+    json!({
+        "event": if reason.is_some() { "cancel" } else { "call" },
+        "reason": reason.map(CancelReason::as_str),
+        "aor": call.aor,
+        "token": info.token,
+        "provider": info.provider.as_str(),
+        "pushHint": call.push_hint,
+        "callId": call.call_id,
+        "callerId": call.caller_id,
+        "callerName": call.caller_name,
+        "callerNumber": call.caller_number,
+        "withVideo": call.with_video,
+        "callUUID": call.call_uuid,
+    })
+}
+
+/// FCM `ttl` string: whole seconds, at least 1 (`"10s"`).
+pub fn fcm_ttl(d: Duration) -> String {
+    format!("{}s", d.as_secs().max(1))
+}
+
+/// The FCM HTTP v1 request body: a data-only message (every value a string) with
+/// `android.priority: HIGH` and `ttl` = `ttl`.
+pub fn fcm(token: &str, call: &CallPush, reason: Option<CancelReason>, ttl: Duration) -> Value {
+    let mut data = Map::new();
+    let mut put = |k: &str, v: &str| {
+        data.insert(k.to_owned(), Value::String(v.to_owned()));
+    };
+    put("event", if reason.is_some() { "cancel" } else { "call" });
+    if let Some(r) = reason {
+        put("reason", r.as_str());
+    }
+    put("aor", &call.aor);
+    put("pushHint", &call.push_hint);
+    put("callId", &call.call_id);
+    put("callerId", &call.caller_id);
+    if let Some(n) = &call.caller_name {
+        put("callerName", n);
+    }
+    put("callerNumber", &call.caller_number);
+    put("withVideo", if call.with_video { "true" } else { "false" });
+    put("callUUID", &call.call_uuid);
+    json!({
+        "message": {
+            "token": token,
+            "data": data,
+            "android": { "priority": "HIGH", "ttl": fcm_ttl(ttl) },
+        }
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::push::Provider;
+
+    pub(crate) fn call() -> CallPush {
+        CallPush {
+            aor: "alice@example.com".into(),
+            call_id: "abc123@pbx".into(),
+            push_hint: "hint-1".into(),
+            caller_id: "sip:bob@example.com".into(),
+            caller_name: Some("Bob".into()),
+            caller_number: "bob".into(),
+            with_video: true,
+            call_uuid: "6ba7b810-9dad-11d1-80b4-00c04fd430c8".into(),
+            time_left: Duration::from_secs(10),
+        }
+    }
+
+    #[test]
+    fn apns_call_shape() {
+        let v: Value = serde_json::from_str(&apns_call(&call())).unwrap();
+        assert_eq!(
+            v,
+            json!({
+                "aps": {
+                    "alert": "Incoming call",
+                    "callerId": "sip:bob@example.com",
+                    "callerName": "Bob",
+                    "callerNumber": "bob",
+                    "pushHint": "hint-1",
+                    "withVideo": true,
+                },
+                "callUUID": "6ba7b810-9dad-11d1-80b4-00c04fd430c8",
+                "handle": "bob",
+            })
+        );
+    }
+
+    #[test]
+    fn apns_call_is_trimmed_name_first() {
+        let mut c = call();
+        c.caller_name = Some("N".repeat(5000));
+        let body = apns_call(&c);
+        assert!(body.len() <= APNS_VOIP_MAX, "{}", body.len());
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["aps"]["callerName"], Value::Null);
+        assert_eq!(v["aps"]["callerId"], "sip:bob@example.com", "kept whole");
+        assert_eq!(v["aps"]["pushHint"], "hint-1");
+
+        // Just under the limit with the name: kept.
+        let mut c = call();
+        let base = apns_call(&c).len();
+        c.caller_name = Some("é".repeat((APNS_VOIP_MAX - base) / 2 + 1));
+        let body = apns_call(&c);
+        assert!(body.len() <= APNS_VOIP_MAX);
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_ne!(v["aps"]["callerName"], Value::Null);
+
+        // Huge caller id and number: cut on a character boundary.
+        let mut c = call();
+        c.caller_id = "ü".repeat(4000);
+        c.caller_number = "7".repeat(4000);
+        let body = apns_call(&c);
+        assert!(body.len() <= APNS_VOIP_MAX, "{}", body.len());
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["aps"]["pushHint"], "hint-1");
+        assert_eq!(v["callUUID"], c.call_uuid);
+        assert!(v["aps"]["callerId"].as_str().unwrap().len() <= TRIMMED_FIELD);
+    }
+
+    #[test]
+    fn apns_cancel_shape() {
+        let v: Value =
+            serde_json::from_str(&apns_cancel(&call(), CancelReason::CallerCancelled)).unwrap();
+        assert_eq!(v["aps"]["alert"]["title"], "Missed call");
+        assert_eq!(v["aps"]["alert"]["body"], "Bob");
+        assert_eq!(v["event"], "cancel");
+        assert_eq!(v["reason"], "caller_cancelled");
+        assert_eq!(v["pushHint"], "hint-1");
+        let mut c = call();
+        c.caller_name = Some("x".repeat(10_000));
+        let body = apns_cancel(&c, CancelReason::AnsweredElsewhere);
+        assert!(body.len() <= APNS_ALERT_MAX);
+        assert!(body.contains("answered_elsewhere"));
+    }
+
+    #[test]
+    fn webhook_shape() {
+        let info = crate::push::tests::info(Provider::Webhook);
+        let v = webhook(&info, &call(), None);
+        assert_eq!(
+            v,
+            json!({
+                "event": "call",
+                "reason": null,
+                "aor": "alice@example.com",
+                "token": info.token,
+                "provider": "webhook",
+                "pushHint": "hint-1",
+                "callId": "abc123@pbx",
+                "callerId": "sip:bob@example.com",
+                "callerName": "Bob",
+                "callerNumber": "bob",
+                "withVideo": true,
+                "callUUID": "6ba7b810-9dad-11d1-80b4-00c04fd430c8",
+            })
+        );
+        let v = webhook(&info, &call(), Some(CancelReason::Timeout));
+        assert_eq!(
+            (v["event"].as_str(), v["reason"].as_str()),
+            (Some("cancel"), Some("timeout"))
+        );
+    }
+
+    #[test]
+    fn fcm_shape() {
+        let mut c = call();
+        c.caller_name = None;
+        let v = fcm("tok", &c, None, Duration::from_millis(9500));
+        let m = &v["message"];
+        assert_eq!(m["token"], "tok");
+        assert_eq!(m["android"], json!({"priority": "HIGH", "ttl": "9s"}));
+        assert!(m.get("notification").is_none(), "data-only");
+        let data = m["data"].as_object().unwrap();
+        assert!(
+            data.values().all(Value::is_string),
+            "FCM data values are strings"
+        );
+        assert_eq!(data["event"], "call");
+        assert_eq!(data["pushHint"], "hint-1");
+        assert_eq!(data["withVideo"], "true");
+        assert!(!data.contains_key("callerName"));
+        let v = fcm(
+            "tok",
+            &c,
+            Some(CancelReason::DeclinedElsewhere),
+            Duration::ZERO,
+        );
+        assert_eq!(v["message"]["data"]["reason"], "declined_elsewhere");
+        assert_eq!(v["message"]["android"]["ttl"], "1s");
+    }
+}
