@@ -29,6 +29,9 @@ pub enum ServerError {
     /// The binding store could not be opened or read.
     #[error("binding store: {0}")]
     Store(#[from] StoreError),
+    /// A setting asks for something this build does not do yet.
+    #[error("{0}")]
+    Unsupported(&'static str),
     /// A push provider could not be set up (key file, certificate…).
     #[error("push: {0}")]
     Push(#[from] PushError),
@@ -45,6 +48,11 @@ pub struct Server {
 impl Server {
     /// Opens the store, binds every listener and starts serving.
     pub async fn start(settings: Settings) -> Result<Server, ServerError> {
+        if settings.registrar.mode == crate::config::RegistrarMode::Relay {
+            return Err(ServerError::Unsupported(
+                "registrar.mode: \"relay\" is not implemented yet; use \"local\"",
+            ));
+        }
         let store: Arc<dyn Store> = match settings.store.backend {
             StoreBackend::Sqlite => Arc::new(SqliteStore::open(
                 &settings.store.path,
@@ -71,6 +79,8 @@ impl Server {
             max_expires: settings.push.max_expires,
         });
         let pusher = Arc::new(Pusher::new(&settings.push)?);
+        // open the APNs connections now, so the first call does not pay a TLS handshake
+        tokio::spawn(pusher.warm_up());
         let (transport, listeners) = Transport::bind(TransportConfig {
             listen: settings.sip.listen.clone(),
             udp: settings.sip.udp,
