@@ -93,11 +93,10 @@ impl Server {
         let core = Arc::new(Core::new(
             settings,
             transport.clone(),
-            registrar.clone(),
+            registrar,
             FlowTokens::new(&secret),
             pusher,
         ));
-        tokio::spawn(core.parked.clone().dispatch(registrar));
         let handler = core.make_handler();
         transport.start(listeners, handler);
         tokio::spawn(sweeper(core.clone()));

@@ -174,6 +174,10 @@ struct Fwd {
     push: Option<PushState>,
     caller_cancelled: bool,
     final_code: Option<u16>,
+    /// A branch answered 6xx: no new branches (RFC 3261 §16.7 step 5).
+    declined: bool,
+    /// A woken phone got the INVITE: the wake timeout no longer ends the call.
+    woke: bool,
 }
 
 /// Starts forwarding `msg` to `targets`, pushing the devices of `plan` first.
@@ -226,6 +230,8 @@ pub fn start(
         push: None,
         caller_cancelled: false,
         final_code: None,
+        declined: false,
+        woke: false,
     };
     tokio::spawn(fwd.run(targets, plan).instrument(span));
 }
@@ -420,7 +426,7 @@ impl Fwd {
 
     /// A binding of the parked AOR appeared or was refreshed: hand it the call.
     fn on_woken(&mut self, binding: Arc<Binding>) {
-        if self.server.is_final() || self.got_2xx {
+        if self.server.is_final() || self.got_2xx || self.declined {
             return; // a tombstone: the call is over, a late phone gets nothing
         }
         let Some(p) = self.push.as_ref() else { return };
@@ -460,6 +466,7 @@ impl Fwd {
             device,
             Some(binding.key.clone()),
         );
+        self.woke = true;
     }
 
     /// Abandons a branch whose device moved to a new flow.
@@ -682,7 +689,18 @@ impl Fwd {
             self.best = Some((code, pop_via(msg)));
         }
         if code >= 600 && self.kind == Kind::Invite {
+            // a decline ends the fork: no more branches, no more waiting for phones
+            self.declined = true;
+            self.unpark();
             self.cancel_all(Some(idx), None);
+        } else if self
+            .push
+            .as_ref()
+            .is_some_and(|p| p.plan.devices.iter().all(|d| d.got_invite))
+            && self.branches.iter().all(|b| b.final_code.is_some())
+        {
+            // every pushed device got the call and answered: nothing left to wake
+            self.unpark();
         }
         self.maybe_finish();
     }
@@ -776,7 +794,11 @@ impl Fwd {
     fn on_timers(&mut self, now: Instant) {
         if self.parked() && self.push.as_ref().is_some_and(|p| p.wake_at <= now) {
             self.unpark();
-            if !self.server.is_final() && !self.got_2xx && !self.branches.iter().any(|b| b.ringing)
+            let woken_pending = self.woke && self.branches.iter().any(|b| b.client.is_pending());
+            if !self.server.is_final()
+                && !self.got_2xx
+                && !woken_pending
+                && !self.branches.iter().any(|b| b.ringing)
             {
                 // nobody woke in time and nothing rings: the caller hears the best
                 // answer so far, or 480, now

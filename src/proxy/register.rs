@@ -202,6 +202,7 @@ pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
     let core = core.clone();
     let span = debug_span!("register", aor = %req.aor, call_id = %req.call_id);
     let task = async move {
+        let request_ms = req.now_ms;
         let outcome = core.registrar.register(req).await;
         let now_ms = unix_now_ms();
         match outcome {
@@ -228,6 +229,10 @@ pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
                 }
                 let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
                 core.reply(&msg, flow, key, 200, "OK", &refs);
+                // the bindings this REGISTER created or refreshed wake parked calls
+                for b in bindings.iter().filter(|b| b.updated_at_ms == request_ms) {
+                    core.parked.wake(b);
+                }
             }
             Ok(RegisterOutcome::IntervalTooBrief { min_expires }) => {
                 let line = format!("Min-Expires: {min_expires}");

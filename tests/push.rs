@@ -1,0 +1,1370 @@
+//! Push before INVITE, end to end against the real binary: phones register with a push
+//! token (each token style), fall asleep, and come back from a new port when pushed;
+//! the pushes go to a webhook receiver run by the test (HTTP/1.1 on loopback).
+//!
+//! A UDP token binding counts as reachable only while its last REGISTER is younger
+//! than `push.flow_timeout_secs`; the tests set it to 1 s and wait a little longer, so
+//! the phone is asleep when the call comes.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+// ---------------------------------------------------------------------------------
+// The webhook receiver
+// ---------------------------------------------------------------------------------
+
+/// One POST the webhook received.
+#[derive(Debug, Clone)]
+struct Hook {
+    method: String,
+    path: String,
+    content_type: Option<String>,
+    body: Value,
+}
+
+/// An HTTP/1.1 server on 127.0.0.1 that answers every request `200 OK` and hands the
+/// JSON bodies to the test, in order of arrival.
+struct Webhook {
+    url: String,
+    rx: Receiver<Hook>,
+}
+
+impl Webhook {
+    fn start() -> Webhook {
+        Webhook::start_with_delay(Duration::ZERO)
+    }
+
+    /// A receiver that answers each request only `delay` after recording it.
+    fn start_with_delay(delay: Duration) -> Webhook {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the webhook listener");
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let tx = tx.clone();
+                thread::spawn(move || serve_http(conn, tx, delay));
+            }
+        });
+        Webhook {
+            url: format!("http://{addr}/push"),
+            rx,
+        }
+    }
+
+    /// The next POST within `wait`.
+    fn next(&self, wait: Duration) -> Option<Hook> {
+        match self.rx.recv_timeout(wait) {
+            Ok(h) => Some(h),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => panic!("the webhook receiver died"),
+        }
+    }
+
+    /// The next POST's JSON body; it must be an `event` document.
+    fn expect(&self, event: &str) -> Value {
+        let hook = self
+            .next(WAIT)
+            .unwrap_or_else(|| panic!("no webhook POST ({event}) within {WAIT:?}"));
+        assert_eq!(hook.method, "POST", "{hook:?}");
+        assert_eq!(hook.path, "/push", "{hook:?}");
+        assert!(
+            hook.content_type
+                .as_deref()
+                .is_some_and(|c| c.starts_with("application/json")),
+            "JSON content type expected: {hook:?}"
+        );
+        assert_eq!(
+            hook.body["event"], event,
+            "expected an {event:?} document: {hook:?}"
+        );
+        hook.body
+    }
+
+    /// `n` `event` documents, sorted by token (devices are pushed concurrently).
+    fn expect_n(&self, event: &str, n: usize) -> Vec<Value> {
+        let mut out: Vec<Value> = (0..n).map(|_| self.expect(event)).collect();
+        out.sort_by_key(|v| v["token"].as_str().unwrap_or_default().to_owned());
+        out
+    }
+
+    /// Asserts that nothing is POSTed within `wait`.
+    fn expect_none(&self, what: &str, wait: Duration) {
+        if let Some(h) = self.next(wait) {
+            panic!("expected no webhook POST ({what}), got {:#}", h.body);
+        }
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Serves one connection: requests framed by Content-Length, kept alive.
+fn serve_http(mut conn: TcpStream, tx: Sender<Hook>, delay: Duration) {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 16384];
+    loop {
+        while let Some(end) = find(&buf, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let mut lines = head.split("\r\n");
+            let mut start = lines.next().unwrap_or("").split(' ');
+            let method = start.next().unwrap_or("").to_owned();
+            let path = start.next().unwrap_or("").to_owned();
+            let (mut len, mut content_type) = (0usize, None);
+            for line in lines {
+                if let Some((k, v)) = line.split_once(':') {
+                    match k.trim().to_ascii_lowercase().as_str() {
+                        "content-length" => len = v.trim().parse().unwrap_or(0),
+                        "content-type" => content_type = Some(v.trim().to_owned()),
+                        _ => {}
+                    }
+                }
+            }
+            if buf.len() < end + 4 + len {
+                break;
+            }
+            let body: Vec<u8> = buf.drain(..end + 4 + len).skip(end + 4).collect();
+            let body = serde_json::from_slice(&body).unwrap_or_else(|_| {
+                Value::String(format!("not JSON: {}", String::from_utf8_lossy(&body)))
+            });
+            // recorded before the answer, so a test never sees sipwake act on a push
+            // the receiver has not recorded yet
+            let _ = tx.send(Hook {
+                method,
+                path,
+                content_type,
+                body,
+            });
+            thread::sleep(delay);
+            if conn
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                .is_err()
+            {
+                return;
+            }
+        }
+        match conn.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// sipwake and the phones
+// ---------------------------------------------------------------------------------
+
+/// sipwake pushing bare tokens to `hook`, with a 1 s flow timeout; `extra` overrides.
+fn start(name: &str, hook: &Webhook, extra: &[(&str, &str)]) -> Proxy {
+    let mut b = ProxyBuilder::new(name)
+        .env("PUSH__WEBHOOK__URL", &hook.url)
+        .env("PUSH__DEFAULT_PROVIDER", "webhook")
+        .env("PUSH__FLOW_TIMEOUT_SECS", "1");
+    for (k, v) in extra {
+        b = b.env(k, v);
+    }
+    b.start()
+}
+
+/// Waits until a UDP binding registered just now no longer counts as reachable.
+fn fall_asleep() {
+    thread::sleep(Duration::from_millis(1150));
+}
+
+/// How a phone hands its token to sipwake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Style {
+    /// `X-Token: <tok>` header.
+    Header,
+    /// `;xToken=<tok>` Contact URI parameter.
+    Param,
+    /// RFC 8599 `;pn-provider=webhook;pn-prid=<tok>`.
+    Rfc8599,
+}
+
+/// CSeq numbers for our REGISTERs: increasing across every registration Call-ID.
+static CSEQ: AtomicU32 = AtomicU32::new(1);
+
+/// Sends a REGISTER with this Contact value, Expires and extra header lines; returns
+/// the final response.
+fn register_raw(ua: &mut Ua, contact: &str, extra: &str, expires: u32) -> Msg {
+    let text = build_register(
+        ua.tp.via(),
+        &ua.via_hostport.clone(),
+        &ua.user.clone(),
+        &ua.domain.clone(),
+        Some(contact),
+        Some(expires),
+        &ua.reg_call_id.clone(),
+        CSEQ.fetch_add(1, Ordering::Relaxed),
+        &branch(),
+        &tag(),
+    );
+    let text = text.replacen(
+        "Content-Length: 0\r\n",
+        &format!("{extra}Content-Length: 0\r\n"),
+        1,
+    );
+    ua.send(&text);
+    let cid = ua.reg_call_id.clone();
+    ua.expect_final(&cid, "REGISTER")
+}
+
+/// Registers `ua`'s Contact for 600 s with `token` in `style` (and a `+sip.instance`
+/// when given); asserts the 200 and that it does not echo the token.
+fn register_token(ua: &mut Ua, style: Style, token: &str, instance: Option<&str>) -> Msg {
+    register_token_for(ua, style, token, instance, 600)
+}
+
+/// [`register_token`] with this Expires (0: unregister).
+fn register_token_for(
+    ua: &mut Ua,
+    style: Style,
+    token: &str,
+    instance: Option<&str>,
+    expires: u32,
+) -> Msg {
+    let (uri_params, extra) = match style {
+        Style::Header => (String::new(), format!("X-Token: {token}\r\n")),
+        Style::Param => (format!(";xToken={token}"), String::new()),
+        Style::Rfc8599 => (
+            format!(";pn-provider=webhook;pn-prid={token}"),
+            String::new(),
+        ),
+    };
+    let inst = instance
+        .map(|i| format!(";+sip.instance=\"<urn:uuid:{i}>\""))
+        .unwrap_or_default();
+    let contact = format!("<{}{uri_params}>{inst}", ua.contact_uri());
+    let resp = register_raw(ua, &contact, &extra, expires);
+    assert_eq!(
+        resp.status(),
+        Some(200),
+        "REGISTER with a {style:?} token refused: {resp:?}"
+    );
+    assert!(
+        !resp.raw.contains(token),
+        "the 200 must never echo the push token: {resp:?}"
+    );
+    resp
+}
+
+/// An SDP offer with an active video stream.
+const SDP_VIDEO: &str = "v=0\r\n\
+o=- 1 1 IN IP4 127.0.0.1\r\n\
+s=-\r\n\
+c=IN IP4 127.0.0.1\r\n\
+t=0 0\r\n\
+m=audio 40000 RTP/AVP 0\r\n\
+a=rtpmap:0 PCMU/8000\r\n\
+m=video 40002 RTP/AVP 96\r\n\
+a=rtpmap:96 H264/90000\r\n";
+
+/// Sends an INVITE for `to_user` whose From has `display` as display name, with
+/// `extra` header lines and `sdp` as body.
+fn invite_as(caller: &mut Ua, to_user: &str, display: &str, extra: &str, sdp: &str) -> Invite {
+    let mut inv = caller.build_invite(&format!("sip:{to_user}@{DOMAIN}"), extra);
+    let from = format!("\"{display}\" {}", inv.from);
+    inv.text = inv.text.replacen(
+        &format!("From: {}\r\n", inv.from),
+        &format!("From: {from}\r\n"),
+        1,
+    );
+    inv.from = from;
+    inv.text = inv.text.replacen(
+        &format!("Content-Length: {}\r\n\r\n{SDP}", SDP.len()),
+        &format!("Content-Length: {}\r\n\r\n{sdp}", sdp.len()),
+        1,
+    );
+    assert!(inv.text.ends_with(sdp), "{}", inv.text);
+    caller.send(&inv.text);
+    inv
+}
+
+/// Sends a plain INVITE and waits for the 100 Trying.
+fn call(caller: &mut Ua, to_user: &str) -> Invite {
+    let inv = caller.invite(to_user, "");
+    caller.expect_response(&inv.call_id, "INVITE", "100 Trying", |c| c == 100);
+    inv
+}
+
+/// The `pushHint` of a call document, checked for form.
+fn hint_of(push: &Value) -> String {
+    let hint = push["pushHint"]
+        .as_str()
+        .unwrap_or_else(|| panic!("pushHint missing: {push:#}"))
+        .to_owned();
+    assert!(
+        hint.len() >= 16 && hint.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-'),
+        "pushHint should be a long random token: {push:#}"
+    );
+    hint
+}
+
+/// Waits for the INVITE of `call_id` at `phone` and checks it carries exactly our
+/// hint, and no push token.
+fn expect_invite_with_hint(phone: &mut Ua, call_id: &str, hint: &str) -> Msg {
+    let got = phone.expect_request("INVITE", Some(call_id));
+    assert_eq!(
+        got.header_lines("x-pushhint"),
+        vec![hint],
+        "exactly one X-PushHint, equal to the push's pushHint: {got:?}"
+    );
+    assert!(
+        got.header("x-token").is_none(),
+        "no X-Token may leave sipwake: {got:?}"
+    );
+    let (host, port) = uri_hostport(got.ruri());
+    assert_eq!(
+        format!("{host}:{port}"),
+        phone.contact_hostport,
+        "Request-URI must be the woken binding's Contact: {got:?}"
+    );
+    got
+}
+
+/// True for an INVITE of `call_id` sent on another branch than `seen`'s (i.e. not a
+/// retransmission of it).
+fn another_invite(m: &Msg, call_id: &str, seen: &Msg) -> bool {
+    m.method() == Some("INVITE") && m.call_id() == call_id && m.top_branch() != seen.top_branch()
+}
+
+/// The callee answers 200, the caller gets it and ACKs, the callee gets the ACK, then
+/// the caller hangs up and the BYE goes through.
+fn answer_and_hang_up(caller: &mut Ua, inv: &Invite, phone: &mut Ua, got: &Msg, to_tag: &str) {
+    phone.reply(got, 200, "OK", Some(to_tag));
+    let ok = caller.expect_response(&inv.call_id, "INVITE", "200 OK", |c| c == 200);
+    assert_eq!(ok.to_tag().as_deref(), Some(to_tag), "{ok:?}");
+    let mut d = Dialog::uac(inv, &ok);
+    caller.ack_2xx(&mut d, inv.cseq);
+    phone.expect_request("ACK", Some(&inv.call_id));
+    caller.send_in_dialog(&mut d, "BYE", None);
+    let bye = phone.expect_request("BYE", Some(&inv.call_id));
+    phone.reply(&bye, 200, "OK", None);
+    caller.expect_response(&inv.call_id, "BYE", "200 to BYE", |c| c == 200);
+}
+
+/// Sends an out-of-dialog `method` request for `to_user` and returns the final
+/// response.
+fn request(caller: &mut Ua, method: &str, to_user: &str) -> Msg {
+    let cid = call_id();
+    let text = format!(
+        "{method} sip:{to_user}@{DOMAIN} SIP/2.0\r\n\
+         Via: {via}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <{aor}>;tag={t}\r\n\
+         To: <sip:{to_user}@{DOMAIN}>\r\n\
+         Call-ID: {cid}\r\n\
+         CSeq: 1 {method}\r\n\
+         Content-Type: text/plain\r\n\
+         Content-Length: 5\r\n\r\nhello",
+        via = caller.via(&branch()),
+        aor = caller.aor(),
+        t = tag(),
+    );
+    caller.send(&text);
+    caller.expect_final(&cid, method)
+}
+
+const SHORT: Duration = Duration::from_millis(400);
+
+// ---------------------------------------------------------------------------------
+// Registration
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn token_styles_feature_caps_and_555() {
+    let hook = Webhook::start();
+    let proxy = start("push-register", &hook, &[]);
+
+    let mut ua = Ua::udp("hdr", &proxy);
+    let r = register_token(&mut ua, Style::Header, &unique("tokh"), Some("a-1"));
+    assert!(r.header("feature-caps").is_none(), "{r:?}");
+    let mut ua = Ua::udp("prm", &proxy);
+    let r = register_token(&mut ua, Style::Param, &unique("tokp"), None);
+    assert!(r.header("feature-caps").is_none(), "{r:?}");
+    let mut ua = Ua::udp("pns", &proxy);
+    let r = register_token(&mut ua, Style::Rfc8599, &unique("tokr"), None);
+    assert_eq!(
+        r.header("feature-caps"),
+        Some("*;+sip.pns=\"webhook\";+sip.pnsreg"),
+        "RFC 8599 §5.4: {r:?}"
+    );
+    assert!(
+        !r.raw.contains("pn-prid") && !r.raw.contains("pn-provider"),
+        "push parameters are removed from the 200's Contact: {r:?}"
+    );
+
+    // APNs is not configured: RFC 8599 §5.4
+    let apns = "0123456789abcdef".repeat(4);
+    for params in [
+        format!(";pn-provider=apns;pn-prid={apns};pn-param=ABCDE12345.com.example.phone.voip"),
+        format!(";pn-provider=webpush;pn-prid={}", unique("tokw")),
+    ] {
+        let mut ua = Ua::udp("nopns", &proxy);
+        let contact = format!("<{}{params}>", ua.contact_uri());
+        let r = register_raw(&mut ua, &contact, "", 600);
+        assert_eq!(r.status(), Some(555), "{params}: {r:?}");
+        assert_eq!(
+            r.reason(),
+            "Push Notification Service Not Supported",
+            "{r:?}"
+        );
+        assert!(r.header("feature-caps").is_none(), "{r:?}");
+    }
+    hook.expect_none("no call, no push", Duration::from_millis(100));
+}
+
+// ---------------------------------------------------------------------------------
+// The call flow
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn sleeping_phone_pushed_then_woken_from_a_new_port_answers() {
+    let hook = Webhook::start();
+    let proxy = start("push-wake", &hook, &[]);
+    let token = unique("tok");
+    let mut asleep = Ua::udp("bob", &proxy);
+    register_token(&mut asleep, Style::Header, &token, Some("bob-phone-1"));
+    fall_asleep();
+
+    let mut alice = Ua::udp("alice", &proxy);
+    let inv = invite_as(
+        &mut alice,
+        "bob",
+        "Alice Liddell",
+        "X-PushHint: forged-by-the-caller\r\nX-Token: forged-token\r\n",
+        SDP_VIDEO,
+    );
+    alice.expect_response(&inv.call_id, "INVITE", "100 Trying", |c| c == 100);
+
+    let push = hook.expect("call");
+    let hint = hint_of(&push);
+    assert_ne!(hint, "forged-by-the-caller");
+    assert_eq!(push["reason"], Value::Null, "{push:#}");
+    assert_eq!(push["aor"], format!("bob@{DOMAIN}"), "{push:#}");
+    assert_eq!(push["token"], token.as_str(), "{push:#}");
+    assert_eq!(push["provider"], "webhook", "{push:#}");
+    assert_eq!(push["callId"], inv.call_id.as_str(), "{push:#}");
+    assert_eq!(push["callerId"], "alice", "{push:#}");
+    assert_eq!(push["callerName"], "Alice Liddell", "{push:#}");
+    assert_eq!(push["callerNumber"], "alice", "{push:#}");
+    assert_eq!(push["withVideo"], true, "m=video with a port: {push:#}");
+    let uuid = push["callUUID"].as_str().unwrap_or_default();
+    assert!(
+        uuid.len() == 36 && uuid.matches('-').count() == 4,
+        "callUUID should be a UUID: {push:#}"
+    );
+
+    // parked: the sleeping phone's dead flow gets nothing, the caller hears nothing
+    asleep.expect_nothing("an INVITE on the sleeping flow", SHORT, |m| {
+        m.method() == Some("INVITE")
+    });
+    alice.expect_nothing("a response while the call is parked", Duration::ZERO, |m| {
+        m.status().is_some_and(|c| c > 100)
+    });
+
+    // the relaunched app: new socket, new Call-ID, no +sip.instance, same token
+    let mut woken = Ua::udp("bob", &proxy);
+    register_token(&mut woken, Style::Header, &token, None);
+    let got = expect_invite_with_hint(&mut woken, &inv.call_id, &hint);
+    assert!(got.body.contains("m=video 40002"), "offer kept: {got:?}");
+    let btag = tag();
+    woken.reply(&got, 180, "Ringing", Some(&btag));
+    alice.expect_response(&inv.call_id, "INVITE", "180", |c| c == 180);
+
+    // the same device registering again on the same flow adds nothing
+    register_token(&mut woken, Style::Header, &token, None);
+    woken.expect_nothing("a second INVITE branch", SHORT, |m| {
+        another_invite(m, &inv.call_id, &got)
+    });
+
+    answer_and_hang_up(&mut alice, &inv, &mut woken, &got, &btag);
+    assert_eq!(
+        asleep.count_received("INVITE", &inv.call_id),
+        0,
+        "the old flow never got the call"
+    );
+    hook.expect_none("a cancel notice for a device that got the INVITE", SHORT);
+}
+
+#[test]
+fn each_token_style_is_pushed_and_woken_without_instance() {
+    let hook = Webhook::start();
+    let proxy = start("push-styles", &hook, &[]);
+    let styles = [
+        ("hdr", Style::Header, unique("tokh")),
+        ("prm", Style::Param, unique("tokp")),
+        ("pns", Style::Rfc8599, unique("tokr")),
+    ];
+    for (user, style, token) in &styles {
+        let mut ua = Ua::udp(user, &proxy);
+        register_token(&mut ua, *style, token, Some(&format!("{user}-inst")));
+    }
+    fall_asleep();
+
+    let mut alice = Ua::udp("alice", &proxy);
+    for (i, (user, style, token)) in styles.iter().enumerate() {
+        let inv = call(&mut alice, user);
+        let push = hook.expect("call");
+        assert_eq!(push["token"], token.as_str(), "{style:?}: {push:#}");
+        assert_eq!(push["provider"], "webhook", "{style:?}: {push:#}");
+        assert_eq!(push["aor"], format!("{user}@{DOMAIN}"), "{push:#}");
+        assert_eq!(push["withVideo"], false, "audio only: {push:#}");
+        assert_eq!(push["callerName"], Value::Null, "no display name: {push:#}");
+        let hint = hint_of(&push);
+        // one of them wakes over TCP
+        let mut woken = if i == 1 {
+            Ua::tcp(user, &proxy)
+        } else {
+            Ua::udp(user, &proxy)
+        };
+        register_token(&mut woken, *style, token, None);
+        let got = expect_invite_with_hint(&mut woken, &inv.call_id, &hint);
+        if *style != Style::Header {
+            // (the phone's own Contact may carry its parameters back to it, but no
+            // header may carry the token)
+            let head = &got.raw[..got.raw.find("\r\n\r\n").unwrap_or(got.raw.len())];
+            let after_start = &head[head.find("\r\n").unwrap_or(0)..];
+            assert!(
+                !after_start.contains(token.as_str()),
+                "{style:?}: the token must not appear in the INVITE's headers: {got:?}"
+            );
+        }
+        answer_and_hang_up(&mut alice, &inv, &mut woken, &got, &tag());
+    }
+    hook.expect_none("cancel notices", SHORT);
+}
+
+#[test]
+fn no_wake_gives_480_after_the_wake_timeout_and_a_timeout_notice() {
+    let hook = Webhook::start();
+    let proxy = start("push-timeout", &hook, &[("PUSH__WAKE_TIMEOUT_MS", "1500")]);
+    let token = unique("tok");
+    let mut asleep = Ua::udp("bob", &proxy);
+    register_token(&mut asleep, Style::Header, &token, None);
+    fall_asleep();
+
+    let mut alice = Ua::udp("alice", &proxy);
+    let t0 = Instant::now();
+    let inv = call(&mut alice, "bob");
+    let push = hook.expect("call");
+    let hint = hint_of(&push);
+    let fin = alice.expect_final(&inv.call_id, "INVITE");
+    let waited = t0.elapsed();
+    assert_eq!(fin.status(), Some(480), "{fin:?}");
+    assert!(
+        waited >= Duration::from_millis(1400) && waited < Duration::from_millis(3500),
+        "480 should come after the 1.5 s wake timeout, came after {waited:?}"
+    );
+    alice.ack_non2xx(&inv, &fin);
+
+    let notice = hook.expect("cancel");
+    assert_eq!(notice["reason"], "timeout", "{notice:#}");
+    assert_eq!(notice["token"], token.as_str(), "{notice:#}");
+    assert_eq!(notice["pushHint"], hint.as_str(), "{notice:#}");
+    assert_eq!(notice["callUUID"], push["callUUID"], "{notice:#}");
+    assert_eq!(notice["callId"], inv.call_id.as_str(), "{notice:#}");
+
+    // a phone waking late gets nothing
+    let mut late = Ua::udp("bob", &proxy);
+    register_token(&mut late, Style::Header, &token, None);
+    late.expect_nothing("an INVITE after the 480", SHORT, |m| {
+        m.method() == Some("INVITE")
+    });
+    hook.expect_none("anything more", Duration::ZERO);
+}
+
+#[test]
+fn every_push_failing_gives_480_at_once() {
+    // a webhook nobody listens on: every push fails, nothing else can ring
+    let dead = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/push", dead.local_addr().unwrap());
+    drop(dead);
+    let proxy = ProxyBuilder::new("push-fail")
+        .env("PUSH__WEBHOOK__URL", &url)
+        .env("PUSH__DEFAULT_PROVIDER", "webhook")
+        .env("PUSH__FLOW_TIMEOUT_SECS", "1")
+        .start();
+    let mut asleep = Ua::udp("bob", &proxy);
+    register_token(&mut asleep, Style::Header, &unique("tok"), None);
+    fall_asleep();
+
+    let mut alice = Ua::udp("alice", &proxy);
+    let t0 = Instant::now();
+    let inv = call(&mut alice, "bob");
+    let fin = alice.expect_final(&inv.call_id, "INVITE");
+    assert_eq!(fin.status(), Some(480), "{fin:?}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(4),
+        "480 at once, not after the 10 s wake timeout: {:?}",
+        t0.elapsed()
+    );
+    alice.ack_non2xx(&inv, &fin);
+}
+
+#[test]
+fn caller_cancel_while_parked_gives_487_notice_and_tombstone() {
+    let hook = Webhook::start();
+    let proxy = start("push-cancel", &hook, &[]);
+    let token = unique("tok");
+    let mut asleep = Ua::udp("bob", &proxy);
+    register_token(&mut asleep, Style::Param, &token, None);
+    fall_asleep();
+
+    let mut alice = Ua::udp("alice", &proxy);
+    let inv = call(&mut alice, "bob");
+    let push = hook.expect("call");
+    let hint = hint_of(&push);
+    alice.cancel(&inv);
+    alice.expect_response(&inv.call_id, "CANCEL", "200 to CANCEL", |c| c == 200);
+    let fin = alice.expect_final(&inv.call_id, "INVITE");
+    assert_eq!(fin.status(), Some(487), "{fin:?}");
+    alice.ack_non2xx(&inv, &fin);
+
+    let notice = hook.expect("cancel");
+    assert_eq!(notice["reason"], "caller_cancelled", "{notice:#}");
+    assert_eq!(notice["pushHint"], hint.as_str(), "{notice:#}");
+    assert_eq!(notice["token"], token.as_str(), "{notice:#}");
+
+    let mut late = Ua::udp("bob", &proxy);
+    register_token(&mut late, Style::Param, &token, None);
+    late.expect_nothing("an INVITE for a cancelled call", SHORT, |m| {
+        m.method() == Some("INVITE")
+    });
+    hook.expect_none("anything more", Duration::ZERO);
+}
+
+#[test]
+fn cancel_racing_the_waking_register_cancel_first() {
+    let hook = Webhook::start();
+    let proxy = start("push-race-a", &hook, &[]);
+    let token = unique("tok");
+    let mut asleep = Ua::udp("bob", &proxy);
+    register_token(&mut asleep, Style::Header, &token, None);
+    fall_asleep();
+
+    let mut alice = Ua::udp("alice", &proxy);
+    let inv = call(&mut alice, "bob");
+    hook.expect("call");
+    let mut woken = Ua::udp("bob", &proxy);
+    // back to back: the CANCEL leaves first, the REGISTER right behind it
+    alice.cancel(&inv);
+    register_token(&mut woken, Style::Header, &token, None);
+
+    alice.expect_response(&inv.call_id, "CANCEL", "200 to CANCEL", |c| c == 200);
+    let fin = alice.expect_final(&inv.call_id, "INVITE");
+    assert_eq!(fin.status(), Some(487), "{fin:?}");
+    alice.ack_non2xx(&inv, &fin);
+    woken.expect_nothing("an INVITE for a cancelled call", SHORT, |m| {
+        m.method() == Some("INVITE")
+    });
+    let notice = hook.expect("cancel");
+    assert_eq!(notice["reason"], "caller_cancelled", "{notice:#}");
+}
+
+#[test]
+fn cancel_racing_the_waking_register_register_first_phone_ringing() {
+    let hook = Webhook::start();
+    let proxy = start("push-race-b1", &hook, &[]);
+    let token = unique("tok");
+    let mut asleep = Ua::udp("bob", &proxy);
+    register_token(&mut asleep, Style::Header, &token, None);
+    fall_asleep();
+
+    let mut alice = Ua::udp("alice", &proxy);
+    let inv = call(&mut alice, "bob");
+    let hint = hint_of(&hook.expect("call"));
+    let mut woken = Ua::udp("bob", &proxy);
+    register_token(&mut woken, Style::Header, &token, None);
+    let got = expect_invite_with_hint(&mut woken, &inv.call_id, &hint);
+    let btag = tag();
+    woken.reply(&got, 180, "Ringing", Some(&btag));
+    alice.expect_response(&inv.call_id, "INVITE", "180", |c| c == 180);
+
+    alice.cancel(&inv);
+    alice.expect_response(&inv.call_id, "CANCEL", "200 to CANCEL", |c| c == 200);
+    let cancel = woken.expect_request("CANCEL", Some(&inv.call_id));
+    assert_eq!(cancel.top_branch(), got.top_branch(), "{cancel:?}");
+    // the caller's 487 waits for the phone's
+    alice.expect_nothing("a final before the phone's 487", SHORT, |m| {
+        m.status().is_some_and(|c| c >= 200) && m.cseq_method() == "INVITE"
+    });
+    woken.reply(&cancel, 200, "OK", None);
+    woken.reply(&got, 487, "Request Terminated", Some(&btag));
+    let fin = alice.expect_final(&inv.call_id, "INVITE");
+    assert_eq!(fin.status(), Some(487), "{fin:?}");
+    alice.ack_non2xx(&inv, &fin);
+    woken.expect_request("ACK", Some(&inv.call_id));
+    hook.expect_none("a cancel notice for a device that got the INVITE", SHORT);
+}
+
+#[test]
+fn cancel_racing_the_waking_register_register_first_phone_silent() {
+    let hook = Webhook::start();
+    let proxy = start("push-race-b2", &hook, &[]);
+    let token = unique("tok");
+    let mut asleep = Ua::udp("bob", &proxy);
+    register_token(&mut asleep, Style::Header, &token, None);
+    fall_asleep();
+
+    let mut alice = Ua::udp("alice", &proxy);
+    let inv = call(&mut alice, "bob");
+    let hint = hint_of(&hook.expect("call"));
+    let mut woken = Ua::udp("bob", &proxy);
+    register_token(&mut woken, Style::Header, &token, None);
+    let got = expect_invite_with_hint(&mut woken, &inv.call_id, &hint);
+
+    // no provisional from the phone: the caller gets 487 without waiting for it
+    let t0 = Instant::now();
+    alice.cancel(&inv);
+    alice.expect_response(&inv.call_id, "CANCEL", "200 to CANCEL", |c| c == 200);
+    let fin = alice.expect_final(&inv.call_id, "INVITE");
+    assert_eq!(fin.status(), Some(487), "{fin:?}");
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+    alice.ack_non2xx(&inv, &fin);
+    woken.expect_nothing("a CANCEL before any provisional", SHORT, |m| {
+        m.method() == Some("CANCEL")
+    });
+
+    // the phone rings late: now it gets the CANCEL, and the caller hears nothing
+    let btag = tag();
+    woken.reply(&got, 180, "Ringing", Some(&btag));
+    let cancel = woken.expect_request("CANCEL", Some(&inv.call_id));
+    woken.reply(&cancel, 200, "OK", None);
+    woken.reply(&got, 487, "Request Terminated", Some(&btag));
+    woken.expect_request("ACK", Some(&inv.call_id));
+    alice.expect_nothing("anything after the 487", SHORT, |m| {
+        m.cseq_method() == "INVITE" && m.status() != Some(487)
+    });
+}
+
+#[test]
+fn two_devices_pushed_both_woken_first_answer_wins() {
+    let hook = Webhook::start();
+    let proxy = start("push-two", &hook, &[]);
+    // A and B wake; C never does
+    let (ta, tb, tc) = (unique("toka"), unique("tokb"), unique("tokc"));
+    for (t, inst) in [(&ta, "dev-a"), (&tb, "dev-b"), (&tc, "dev-c")] {
+        let mut ua = Ua::udp("bob", &proxy);
+        register_token(&mut ua, Style::Header, t, Some(inst));
+    }
+    fall_asleep();
+
+    let mut alice = Ua::udp("alice", &proxy);
+    let inv = call(&mut alice, "bob");
+    let pushes = hook.expect_n("call", 3);
+    let tokens: Vec<&str> = pushes
+        .iter()
+        .map(|p| p["token"].as_str().unwrap())
+        .collect();
+    let mut want = vec![ta.as_str(), tb.as_str(), tc.as_str()];
+    want.sort();
+    assert_eq!(tokens, want, "one push per device");
+    let hint = hint_of(&pushes[0]);
+    for p in &pushes {
+        assert_eq!(
+            p["pushHint"],
+            hint.as_str(),
+            "same hint for every device: {p:#}"
+        );
+        assert_eq!(p["callUUID"], pushes[0]["callUUID"], "{p:#}");
+        assert_eq!(p["callId"], inv.call_id.as_str(), "{p:#}");
+    }
+
+    let mut a = Ua::udp("bob", &proxy);
+    register_token(&mut a, Style::Header, &ta, None);
+    let got_a = expect_invite_with_hint(&mut a, &inv.call_id, &hint);
+    let mut b = Ua::tcp("bob", &proxy);
+    register_token(&mut b, Style::Header, &tb, None);
+    let got_b = expect_invite_with_hint(&mut b, &inv.call_id, &hint);
+    let (atag, btag) = (tag(), tag());
+    a.reply(&got_a, 180, "Ringing", Some(&atag));
+    b.reply(&got_b, 180, "Ringing", Some(&btag));
+    for _ in 0..2 {
+        alice.expect_response(&inv.call_id, "INVITE", "180", |c| c == 180);
+    }
+
+    a.reply(&got_a, 200, "OK", Some(&atag));
+    let ok = alice.expect_response(&inv.call_id, "INVITE", "200 OK", |c| c == 200);
+    assert_eq!(ok.to_tag().as_deref(), Some(atag.as_str()), "{ok:?}");
+    let cancel = b.expect_request("CANCEL", Some(&inv.call_id));
+    assert_eq!(
+        cancel.header("reason"),
+        Some("SIP;cause=200;text=\"Call completed elsewhere\""),
+        "{cancel:?}"
+    );
+    b.reply(&cancel, 200, "OK", None);
+    b.reply(&got_b, 487, "Request Terminated", Some(&btag));
+    b.expect_request("ACK", Some(&inv.call_id));
+
+    let mut d = Dialog::uac(&inv, &ok);
+    alice.ack_2xx(&mut d, inv.cseq);
+    a.expect_request("ACK", Some(&inv.call_id));
+    alice.expect_nothing("a second 200", SHORT, |m| {
+        m.status().is_some_and(|c| c >= 200)
+            && m.cseq_method() == "INVITE"
+            && m.to_tag() != ok.to_tag()
+    });
+    assert!(
+        a.stash.iter().all(|m| m.method() != Some("CANCEL")),
+        "the winner is not cancelled"
+    );
+
+    // C never got the INVITE: it is told the call was answered elsewhere
+    let notice = hook.expect("cancel");
+    assert_eq!(notice["token"], tc.as_str(), "{notice:#}");
+    assert_eq!(notice["reason"], "answered_elsewhere", "{notice:#}");
+    assert_eq!(notice["pushHint"], hint.as_str(), "{notice:#}");
+    hook.expect_none("notices for devices that got the INVITE", SHORT);
+}
+
+#[test]
+fn options_to_a_sleeping_binding_gets_200_message_480_and_no_push() {
+    let hook = Webhook::start();
+    let proxy = start("push-options", &hook, &[]);
+    let mut asleep = Ua::udp("bob", &proxy);
+    register_token(&mut asleep, Style::Header, &unique("tok"), None);
+    fall_asleep();
+
+    let mut alice = Ua::udp("alice", &proxy);
+    let r = request(&mut alice, "OPTIONS", "bob");
+    assert_eq!(r.status(), Some(200), "{r:?}");
+    assert_eq!(r.from, proxy.addr(), "{r:?}");
+    hook.expect_none("a push for an OPTIONS", SHORT);
+    let r = request(&mut alice, "MESSAGE", "bob");
+    assert_eq!(r.status(), Some(480), "{r:?}");
+    hook.expect_none("a push for a MESSAGE", SHORT);
+    asleep.expect_nothing("any request on the sleeping flow", Duration::ZERO, |m| {
+        m.is_request()
+    });
+}
+
+// ---------------------------------------------------------------------------------
+// Policy and reachable bindings
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn policy_always_reachable_bindings_get_the_invite_at_once_with_the_hint() {
+    let hook = Webhook::start();
+    let proxy = start(
+        "push-always",
+        &hook,
+        &[
+            ("PUSH__FLOW_TIMEOUT_SECS", "120"),
+            ("PUSH__POLICY", "always"),
+        ],
+    );
+    // fresh UDP registration and an open TCP connection: both reachable
+    for tcp in [false, true] {
+        let user = if tcp { "tcpbob" } else { "udpbob" };
+        let token = unique("tok");
+        let mut phone = if tcp {
+            Ua::tcp(user, &proxy)
+        } else {
+            Ua::udp(user, &proxy)
+        };
+        register_token(&mut phone, Style::Header, &token, None);
+        let mut alice = Ua::udp("alice", &proxy);
+        let inv = call(&mut alice, user);
+        let got = phone.expect_request("INVITE", Some(&inv.call_id));
+        let push = hook.expect("call");
+        assert_eq!(push["token"], token.as_str(), "{push:#}");
+        let hint = hint_of(&push);
+        assert_eq!(
+            got.header_lines("x-pushhint"),
+            vec![hint.as_str()],
+            "same X-PushHint as the push: {got:?}"
+        );
+        answer_and_hang_up(&mut alice, &inv, &mut phone, &got, &tag());
+        hook.expect_none("a cancel notice", SHORT);
+    }
+}
+
+#[test]
+fn policy_always_woken_device_replaces_its_stale_branch() {
+    let hook = Webhook::start();
+    let proxy = start("push-stale", &hook, &[("PUSH__FLOW_TIMEOUT_SECS", "120")]);
+    let token = unique("tok");
+    let mut dead = Ua::udp("bob", &proxy);
+    register_token(&mut dead, Style::Header, &token, Some("bob-dev"));
+
+    let mut alice = Ua::udp("alice", &proxy);
+    let inv = call(&mut alice, "bob");
+    // the old flow counts as reachable and gets the INVITE, but nobody is there
+    let stale = dead.expect_request("INVITE", Some(&inv.call_id));
+    let hint = hint_of(&hook.expect("call"));
+    assert_eq!(stale.header_lines("x-pushhint"), vec![hint.as_str()]);
+
+    let mut woken = Ua::udp("bob", &proxy);
+    register_token(&mut woken, Style::Header, &token, None);
+    let got = expect_invite_with_hint(&mut woken, &inv.call_id, &hint);
+    assert_ne!(got.top_branch(), stale.top_branch());
+    answer_and_hang_up(&mut alice, &inv, &mut woken, &got, &tag());
+    dead.expect_nothing("a CANCEL for a branch that never answered", SHORT, |m| {
+        m.method() == Some("CANCEL")
+    });
+}
+
+#[test]
+fn policy_when_unreachable_does_not_push_a_reachable_phone() {
+    let hook = Webhook::start();
+    let proxy = start(
+        "push-when-unreachable",
+        &hook,
+        &[
+            ("PUSH__FLOW_TIMEOUT_SECS", "120"),
+            ("PUSH__POLICY", "when_unreachable"),
+        ],
+    );
+    let mut phone = Ua::udp("bob", &proxy);
+    register_token(&mut phone, Style::Header, &unique("tok"), None);
+    let mut alice = Ua::udp("alice", &proxy);
+    let inv = call(&mut alice, "bob");
+    let got = phone.expect_request("INVITE", Some(&inv.call_id));
+    assert!(
+        got.header("x-pushhint").is_none(),
+        "no push, no hint: {got:?}"
+    );
+    phone.reply(&got, 486, "Busy Here", Some(&tag()));
+    let fin = alice.expect_final(&inv.call_id, "INVITE");
+    assert_eq!(fin.status(), Some(486), "{fin:?}");
+    alice.ack_non2xx(&inv, &fin);
+    hook.expect_none("a push for a reachable phone", SHORT);
+}
+
+#[test]
+fn decline_from_a_woken_device_ends_the_call_at_once() {
+    let hook = Webhook::start();
+    let proxy = start("push-decline", &hook, &[]);
+    // A wakes and declines; C never wakes
+    let (ta, tc) = (unique("toka"), unique("tokc"));
+    for (t, inst) in [(&ta, "dev-a"), (&tc, "dev-c")] {
+        let mut ua = Ua::udp("bob", &proxy);
+        register_token(&mut ua, Style::Header, t, Some(inst));
+    }
+    fall_asleep();
+
+    let mut alice = Ua::udp("alice", &proxy);
+    let inv = call(&mut alice, "bob");
+    let pushes = hook.expect_n("call", 2);
+    let hint = hint_of(&pushes[0]);
+    let mut a = Ua::udp("bob", &proxy);
+    register_token(&mut a, Style::Header, &ta, None);
+    let got = expect_invite_with_hint(&mut a, &inv.call_id, &hint);
+    let t0 = Instant::now();
+    a.reply(&got, 603, "Decline", Some(&tag()));
+    a.expect_request("ACK", Some(&inv.call_id));
+    // RFC 3261 §16.7: a 6xx ends the search; the 10 s wake window must not hold it
+    let fin = alice.expect("the 603", Duration::from_secs(3), |m| {
+        m.status().is_some_and(|c| c >= 200) && m.call_id() == inv.call_id
+    });
+    assert_eq!(fin.status(), Some(603), "{fin:?}");
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    alice.ack_non2xx(&inv, &fin);
+    let notice = hook.expect("cancel");
+    assert_eq!(notice["token"], tc.as_str(), "{notice:#}");
+    assert_eq!(notice["reason"], "declined_elsewhere", "{notice:#}");
+}
+
+#[test]
+fn busy_from_the_only_pushed_device_is_not_held_for_the_wake_window() {
+    let hook = Webhook::start();
+    let proxy = start("push-busy", &hook, &[]);
+    let token = unique("tok");
+    let mut asleep = Ua::udp("bob", &proxy);
+    register_token(&mut asleep, Style::Header, &token, None);
+    fall_asleep();
+
+    let mut alice = Ua::udp("alice", &proxy);
+    let inv = call(&mut alice, "bob");
+    let hint = hint_of(&hook.expect("call"));
+    let mut woken = Ua::udp("bob", &proxy);
+    register_token(&mut woken, Style::Header, &token, None);
+    let got = expect_invite_with_hint(&mut woken, &inv.call_id, &hint);
+    let t0 = Instant::now();
+    woken.reply(&got, 486, "Busy Here", Some(&tag()));
+    woken.expect_request("ACK", Some(&inv.call_id));
+    // every pushed device got the INVITE and answered: nothing is left to wait for
+    let fin = alice.expect("the 486", Duration::from_secs(3), |m| {
+        m.status().is_some_and(|c| c >= 200) && m.call_id() == inv.call_id
+    });
+    assert_eq!(fin.status(), Some(486), "{fin:?}");
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    alice.ack_non2xx(&inv, &fin);
+    hook.expect_none("a cancel notice for a device that got the INVITE", SHORT);
+}
+
+#[test]
+fn a_ringing_phone_outlives_the_wake_timeout() {
+    let hook = Webhook::start();
+    let proxy = start("push-ringing", &hook, &[("PUSH__WAKE_TIMEOUT_MS", "1000")]);
+    let token = unique("tok");
+    let mut asleep = Ua::udp("bob", &proxy);
+    register_token(&mut asleep, Style::Header, &token, None);
+    fall_asleep();
+
+    let mut alice = Ua::udp("alice", &proxy);
+    let inv = call(&mut alice, "bob");
+    let hint = hint_of(&hook.expect("call"));
+    let mut woken = Ua::udp("bob", &proxy);
+    register_token(&mut woken, Style::Header, &token, None);
+    let got = expect_invite_with_hint(&mut woken, &inv.call_id, &hint);
+    let btag = tag();
+    woken.reply(&got, 180, "Ringing", Some(&btag));
+    alice.expect_response(&inv.call_id, "INVITE", "180", |c| c == 180);
+    // past the wake timeout: the ringing phone keeps the call
+    alice.expect_nothing(
+        "a final while the phone rings",
+        Duration::from_millis(1300),
+        |m| m.status().is_some_and(|c| c >= 200),
+    );
+    woken.expect_nothing("a CANCEL while ringing", Duration::ZERO, |m| {
+        m.method() == Some("CANCEL")
+    });
+    answer_and_hang_up(&mut alice, &inv, &mut woken, &got, &btag);
+    hook.expect_none("a cancel notice", SHORT);
+}
+
+#[test]
+fn one_register_wakes_every_call_parked_for_the_aor() {
+    let hook = Webhook::start();
+    let proxy = start("push-two-calls", &hook, &[]);
+    let token = unique("tok");
+    let mut asleep = Ua::udp("bob", &proxy);
+    register_token(&mut asleep, Style::Header, &token, None);
+    fall_asleep();
+
+    let mut alice = Ua::udp("alice", &proxy);
+    let mut carol = Ua::udp("carol", &proxy);
+    let inv1 = call(&mut alice, "bob");
+    let push1 = hook.expect("call");
+    let inv2 = call(&mut carol, "bob");
+    let push2 = hook.expect("call");
+    assert_eq!(push1["callId"], inv1.call_id.as_str());
+    assert_eq!(push2["callId"], inv2.call_id.as_str());
+    let (h1, h2) = (hint_of(&push1), hint_of(&push2));
+    assert_ne!(h1, h2, "a fresh hint per call");
+    assert_ne!(push1["callUUID"], push2["callUUID"]);
+
+    let mut woken = Ua::udp("bob", &proxy);
+    register_token(&mut woken, Style::Header, &token, None);
+    let got1 = expect_invite_with_hint(&mut woken, &inv1.call_id, &h1);
+    let got2 = expect_invite_with_hint(&mut woken, &inv2.call_id, &h2);
+    answer_and_hang_up(&mut alice, &inv1, &mut woken, &got1, &tag());
+    answer_and_hang_up(&mut carol, &inv2, &mut woken, &got2, &tag());
+    hook.expect_none("a cancel notice", SHORT);
+}
+
+#[test]
+fn a_plain_register_without_token_also_wakes_the_call() {
+    let hook = Webhook::start();
+    let proxy = start("push-plain-wake", &hook, &[]);
+    let mut asleep = Ua::udp("bob", &proxy);
+    register_token(&mut asleep, Style::Header, &unique("tok"), None);
+    fall_asleep();
+
+    let mut alice = Ua::udp("alice", &proxy);
+    let inv = call(&mut alice, "bob");
+    let hint = hint_of(&hook.expect("call"));
+    let mut woken = Ua::tcp("bob", &proxy);
+    woken.register(600);
+    let got = expect_invite_with_hint(&mut woken, &inv.call_id, &hint);
+    answer_and_hang_up(&mut alice, &inv, &mut woken, &got, &tag());
+}
+
+#[test]
+fn caller_fields_from_trusted_pai_and_privacy() {
+    let hook = Webhook::start();
+    let proxy = start("push-caller", &hook, &[]);
+    let mut asleep = Ua::udp("bob", &proxy);
+    register_token(&mut asleep, Style::Header, &unique("tok"), None);
+    fall_asleep();
+
+    let mut alice = Ua::udp("alice", &proxy);
+    let video_off = SDP_VIDEO.replace("m=video 40002", "m=video 0");
+    let cases: [(&str, &str, Value, &str, bool); 3] = [
+        (
+            "P-Asserted-Identity: \"Carol Kent\" <sip:+15551234@example.com>\r\n",
+            SDP_VIDEO,
+            Value::from("Carol Kent"),
+            "+15551234",
+            true,
+        ),
+        (
+            "P-Asserted-Identity: <sip:+15551234@example.com>\r\nPrivacy: id\r\n",
+            &video_off,
+            Value::from("Anonymous"),
+            "anonymous",
+            false,
+        ),
+        ("", &video_off, Value::from("Alice"), "alice", false),
+    ];
+    for (extra, sdp, name, number, video) in cases {
+        let inv = invite_as(&mut alice, "bob", "Alice", extra, sdp);
+        let push = hook.expect("call");
+        assert_eq!(push["callerName"], name, "{extra}: {push:#}");
+        assert_eq!(push["callerNumber"], number, "{extra}: {push:#}");
+        assert_eq!(push["withVideo"], video, "{extra}: {push:#}");
+        alice.cancel(&inv);
+        let fin = alice.expect_final(&inv.call_id, "INVITE");
+        assert_eq!(fin.status(), Some(487), "{fin:?}");
+        alice.ack_non2xx(&inv, &fin);
+        let notice = hook.expect("cancel");
+        assert_eq!(notice["reason"], "caller_cancelled", "{notice:#}");
+    }
+}
+
+#[test]
+fn expired_token_binding_is_still_pushed_unregistered_one_is_not() {
+    let hook = Webhook::start();
+    let proxy = start("push-expiry", &hook, &[("REGISTRAR__MIN_EXPIRES", "1")]);
+    // SIP expiry after 1 s; kept callable by push for push.binding_ttl_secs
+    let token = unique("tok");
+    let mut asleep = Ua::udp("bob", &proxy);
+    register_token_for(&mut asleep, Style::Header, &token, None, 1);
+    // unregistered: binding and token are gone
+    let gone = unique("tokgone");
+    let mut leaving = Ua::udp("carl", &proxy);
+    register_token(&mut leaving, Style::Header, &gone, None);
+    register_token_for(&mut leaving, Style::Header, &gone, None, 0);
+    thread::sleep(Duration::from_millis(1300));
+
+    let mut alice = Ua::udp("alice", &proxy);
+    let inv = call(&mut alice, "bob");
+    let push = hook.expect("call");
+    assert_eq!(push["token"], token.as_str(), "{push:#}");
+    let hint = hint_of(&push);
+    let mut woken = Ua::udp("bob", &proxy);
+    register_token(&mut woken, Style::Header, &token, None);
+    let got = expect_invite_with_hint(&mut woken, &inv.call_id, &hint);
+    answer_and_hang_up(&mut alice, &inv, &mut woken, &got, &tag());
+
+    let inv = alice.invite("carl", "");
+    let fin = alice.expect_final(&inv.call_id, "INVITE");
+    assert_eq!(fin.status(), Some(480), "{fin:?}");
+    alice.ack_non2xx(&inv, &fin);
+    hook.expect_none("a push to an unregistered token", SHORT);
+}
+
+#[test]
+fn parked_calls_per_aor_are_capped_with_503() {
+    let hook = Webhook::start();
+    let proxy = start("push-cap", &hook, &[("PUSH__MAX_PARKED_PER_AOR", "1")]);
+    let mut asleep = Ua::udp("bob", &proxy);
+    register_token(&mut asleep, Style::Header, &unique("tok"), None);
+    fall_asleep();
+
+    let mut alice = Ua::udp("alice", &proxy);
+    let first = call(&mut alice, "bob");
+    hook.expect("call");
+    let second = alice.invite("bob", "");
+    let fin = alice.expect_final(&second.call_id, "INVITE");
+    assert_eq!(fin.status(), Some(503), "{fin:?}");
+    alice.ack_non2xx(&second, &fin);
+    hook.expect_none("a push for a refused call", SHORT);
+    alice.cancel(&first);
+    let fin = alice.expect_final(&first.call_id, "INVITE");
+    assert_eq!(fin.status(), Some(487), "{fin:?}");
+    alice.ack_non2xx(&first, &fin);
+}
+
+#[test]
+fn the_woken_phone_gets_the_invite_before_the_push_is_answered() {
+    // the push service answers only after 1.5 s
+    let hook = Webhook::start_with_delay(Duration::from_millis(1500));
+    let proxy = start("push-slow-hook", &hook, &[]);
+    let token = unique("tok");
+    let mut asleep = Ua::udp("bob", &proxy);
+    register_token(&mut asleep, Style::Header, &token, None);
+    fall_asleep();
+
+    let mut alice = Ua::udp("alice", &proxy);
+    let inv = call(&mut alice, "bob");
+    let push = hook.expect("call");
+    let pushed_at = Instant::now();
+    let hint = hint_of(&push);
+    let mut woken = Ua::udp("bob", &proxy);
+    register_token(&mut woken, Style::Header, &token, None);
+    let registered_at = Instant::now();
+    let got = expect_invite_with_hint(&mut woken, &inv.call_id, &hint);
+    assert!(
+        registered_at.elapsed() < Duration::from_millis(300),
+        "the INVITE should follow the REGISTER's 200 at once: {:?}",
+        registered_at.elapsed()
+    );
+    assert!(
+        pushed_at.elapsed() < Duration::from_millis(1200),
+        "the INVITE must not wait for the push's HTTP response"
+    );
+    answer_and_hang_up(&mut alice, &inv, &mut woken, &got, &tag());
+}
+
+#[test]
+fn a_closed_tcp_flow_is_pushed_and_the_phone_wakes_over_a_new_connection() {
+    let hook = Webhook::start();
+    let proxy = start(
+        "push-tcp-dead",
+        &hook,
+        &[("PUSH__FLOW_TIMEOUT_SECS", "120")],
+    );
+    let token = unique("tok");
+    let mut gone = Ua::tcp("bob", &proxy);
+    register_token(&mut gone, Style::Param, &token, Some("bob-tcp"));
+    gone.close();
+    thread::sleep(Duration::from_millis(200));
+
+    let mut alice = Ua::udp("alice", &proxy);
+    let inv = call(&mut alice, "bob");
+    let push = hook.expect("call");
+    assert_eq!(push["token"], token.as_str(), "{push:#}");
+    let hint = hint_of(&push);
+    let mut woken = Ua::tcp("bob", &proxy);
+    register_token(&mut woken, Style::Param, &token, None);
+    let got = expect_invite_with_hint(&mut woken, &inv.call_id, &hint);
+    answer_and_hang_up(&mut alice, &inv, &mut woken, &got, &tag());
+}
+
+#[test]
+fn header_names_are_settings() {
+    let hook = Webhook::start();
+    let proxy = start(
+        "push-names",
+        &hook,
+        &[
+            ("PUSH__HINT_HEADER", "X-Call-Hint"),
+            ("PUSH__TOKEN_HEADER", "X-Push-Token"),
+        ],
+    );
+    let token = unique("tok");
+    let mut asleep = Ua::udp("bob", &proxy);
+    let contact = format!("<{}>", asleep.contact_uri());
+    let r = register_raw(
+        &mut asleep,
+        &contact,
+        &format!("X-Push-Token: {token}\r\n"),
+        600,
+    );
+    assert_eq!(r.status(), Some(200), "{r:?}");
+    fall_asleep();
+
+    let mut alice = Ua::udp("alice", &proxy);
+    let inv = alice.invite("bob", "X-Call-Hint: forged\r\n");
+    alice.expect_response(&inv.call_id, "INVITE", "100 Trying", |c| c == 100);
+    let push = hook.expect("call");
+    assert_eq!(push["token"], token.as_str(), "{push:#}");
+    let hint = hint_of(&push);
+    let mut woken = Ua::udp("bob", &proxy);
+    let contact = format!("<{}>", woken.contact_uri());
+    register_raw(
+        &mut woken,
+        &contact,
+        &format!("X-Push-Token: {token}\r\n"),
+        600,
+    );
+    let got = woken.expect_request("INVITE", Some(&inv.call_id));
+    assert_eq!(
+        got.header_lines("x-call-hint"),
+        vec![hint.as_str()],
+        "{got:?}"
+    );
+    assert!(got.header("x-push-token").is_none(), "{got:?}");
+    answer_and_hang_up(&mut alice, &inv, &mut woken, &got, &tag());
+}
+
+#[test]
+fn rfc8599_webhook_without_a_webhook_configured_gets_555() {
+    let proxy = ProxyBuilder::new("push-none").start();
+    let mut ua = Ua::udp("bob", &proxy);
+    let contact = format!(
+        "<{};pn-provider=webhook;pn-prid={}>",
+        ua.contact_uri(),
+        unique("tok")
+    );
+    let r = register_raw(&mut ua, &contact, "", 600);
+    assert_eq!(r.status(), Some(555), "{r:?}");
+    // a bare token is kept (it becomes usable once its provider is configured)
+    let token = unique("tok");
+    let contact = format!("<{}>", ua.contact_uri());
+    let r = register_raw(&mut ua, &contact, &format!("X-Token: {token}\r\n"), 600);
+    assert_eq!(r.status(), Some(200), "{r:?}");
+    assert!(!r.raw.contains(&token), "{r:?}");
+}
+
+#[test]
+fn relaunch_with_instance_wakes_and_a_newer_flow_replaces_the_branch() {
+    let hook = Webhook::start();
+    let proxy = start("push-reflow", &hook, &[]);
+    let token = unique("tok");
+    let mut asleep = Ua::udp("bob", &proxy);
+    register_token(&mut asleep, Style::Rfc8599, &token, Some("bob-inst"));
+    fall_asleep();
+
+    let mut alice = Ua::udp("alice", &proxy);
+    let inv = call(&mut alice, "bob");
+    let hint = hint_of(&hook.expect("call"));
+    // this time the app keeps its +sip.instance: its binding is replaced
+    let mut first = Ua::udp("bob", &proxy);
+    register_token(&mut first, Style::Rfc8599, &token, Some("bob-inst"));
+    let got1 = expect_invite_with_hint(&mut first, &inv.call_id, &hint);
+    // before answering, the app moves to another socket: one branch per device
+    let mut second = Ua::udp("bob", &proxy);
+    register_token(&mut second, Style::Rfc8599, &token, Some("bob-inst"));
+    let got2 = expect_invite_with_hint(&mut second, &inv.call_id, &hint);
+    assert_ne!(got1.top_branch(), got2.top_branch());
+    answer_and_hang_up(&mut alice, &inv, &mut second, &got2, &tag());
+    // the abandoned branch never sent a provisional: no CANCEL, and no more INVITEs
+    let before = first.count_received("INVITE", &inv.call_id);
+    first.expect_nothing("a CANCEL on the abandoned flow", SHORT, |m| {
+        m.method() == Some("CANCEL")
+    });
+    assert_eq!(
+        first.count_received("INVITE", &inv.call_id),
+        before,
+        "retransmissions on the abandoned branch must stop"
+    );
+    hook.expect_none("a cancel notice", Duration::ZERO);
+}
+
+#[test]
+fn no_new_branch_after_a_decline() {
+    let hook = Webhook::start();
+    let proxy = start("push-decline-late", &hook, &[]);
+    let (ta, tc) = (unique("toka"), unique("tokc"));
+    for (t, inst) in [(&ta, "dev-a"), (&tc, "dev-c")] {
+        let mut ua = Ua::udp("bob", &proxy);
+        register_token(&mut ua, Style::Header, t, Some(inst));
+    }
+    fall_asleep();
+
+    let mut alice = Ua::udp("alice", &proxy);
+    let inv = call(&mut alice, "bob");
+    let pushes = hook.expect_n("call", 2);
+    let hint = hint_of(&pushes[0]);
+    let mut a = Ua::udp("bob", &proxy);
+    register_token(&mut a, Style::Header, &ta, None);
+    let got = expect_invite_with_hint(&mut a, &inv.call_id, &hint);
+    a.reply(&got, 603, "Decline", Some(&tag()));
+    a.expect_request("ACK", Some(&inv.call_id));
+    thread::sleep(Duration::from_millis(200));
+    // RFC 3261 §16.7 step 5: after a 6xx the proxy MUST NOT create new branches
+    let mut c = Ua::udp("bob", &proxy);
+    register_token(&mut c, Style::Header, &tc, None);
+    c.expect_nothing("an INVITE after another device declined", SHORT, |m| {
+        m.method() == Some("INVITE")
+    });
+    alice.cancel(&inv);
+    let fin = alice.expect_final(&inv.call_id, "INVITE");
+    assert_eq!(fin.status(), Some(603), "{fin:?}");
+    alice.ack_non2xx(&inv, &fin);
+}
