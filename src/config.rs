@@ -37,6 +37,20 @@ pub struct Settings {
     pub log: LogSettings,
     /// `[push]`: waking sleeping phones.
     pub push: PushSettings,
+    /// `[relay]`: relaying registrations to the upstream (`registrar.mode = "relay"`).
+    pub relay: RelaySettings,
+}
+
+/// `[relay]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelaySettings {
+    /// Expiry asked of the upstream registrar for relayed registrations, seconds.
+    pub upstream_expires: u32,
+    /// A refresh that changes nothing is answered by sipwake itself when the binding
+    /// was relayed less than this long ago (0: every REGISTER is relayed).
+    pub refresh_throttle: Duration,
+    /// Send push parameters (`X-Token`, `pn-*`, `xToken`) to the upstream too.
+    pub forward_push_params: bool,
 }
 
 /// When an INVITE for a binding with a push token sends a push.
@@ -136,6 +150,8 @@ pub struct ApnsSettings {
     pub sandbox_url: String,
     /// Extra CA certificate (PEM) to trust, for stand-ins.
     pub ca_file: Option<PathBuf>,
+    /// JSON file reshaping the VoIP payload; `None`: the Siprix-compatible default.
+    pub payload_template: Option<PathBuf>,
 }
 
 /// `[push.fcm]` section.
@@ -513,6 +529,55 @@ pub struct RawSettings {
     pub log: RawLog,
     /// `[push]`.
     pub push: RawPush,
+    /// `[relay]`.
+    pub relay: RawRelay,
+}
+
+/// Raw `[relay]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawRelay {
+    /// Seconds.
+    pub upstream_expires: u64,
+    /// Seconds.
+    pub refresh_throttle_secs: u64,
+    /// Keep push parameters in what goes upstream.
+    pub forward_push_params: bool,
+}
+
+impl Default for RawRelay {
+    fn default() -> Self {
+        Self {
+            upstream_expires: 3600,
+            refresh_throttle_secs: 600,
+            forward_push_params: false,
+        }
+    }
+}
+
+impl RawRelay {
+    fn validate(self) -> Result<RelaySettings, ConfigError> {
+        let max = u64::from(u32::MAX);
+        let upstream_expires = in_range(
+            "relay.upstream_expires",
+            self.upstream_expires,
+            60,
+            max,
+            "seconds",
+        )?;
+        if self.refresh_throttle_secs >= upstream_expires {
+            return Err(ConfigError::invalid(
+                "relay.refresh_throttle_secs",
+                self.refresh_throttle_secs.to_string(),
+                format!("must be less than relay.upstream_expires ({upstream_expires})"),
+            ));
+        }
+        Ok(RelaySettings {
+            upstream_expires: u32::try_from(upstream_expires).unwrap_or(u32::MAX),
+            refresh_throttle: Duration::from_secs(self.refresh_throttle_secs),
+            forward_push_params: self.forward_push_params,
+        })
+    }
 }
 
 /// Raw `[sip]` section. Numbers are `u64` so that out-of-range values reach our own
@@ -731,6 +796,8 @@ pub struct RawApns {
     pub sandbox_url: String,
     /// Extra CA (PEM).
     pub ca_file: String,
+    /// JSON file reshaping the VoIP payload (`{{pushHint}}`… placeholders).
+    pub payload_template: String,
 }
 
 impl Default for RawApns {
@@ -745,6 +812,7 @@ impl Default for RawApns {
             production_url: "https://api.push.apple.com".to_owned(),
             sandbox_url: "https://api.sandbox.push.apple.com".to_owned(),
             ca_file: String::new(),
+            payload_template: String::new(),
         }
     }
 }
@@ -927,6 +995,7 @@ impl RawSettings {
         let store = self.store.validate()?;
         let log = self.log.validate()?;
         let push = self.push.validate()?;
+        let relay = self.relay.validate()?;
         Ok(Settings {
             sip,
             proxy,
@@ -935,6 +1004,7 @@ impl RawSettings {
             store,
             log,
             push,
+            relay,
         })
     }
 }
@@ -1447,6 +1517,7 @@ impl RawApns {
             production_url,
             sandbox_url,
             ca_file: non_empty(&self.ca_file).map(PathBuf::from),
+            payload_template: non_empty(&self.payload_template).map(PathBuf::from),
         }))
     }
 }

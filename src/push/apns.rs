@@ -95,6 +95,8 @@ pub struct Apns {
     sandbox_url: String,
     default_topic: Option<String>,
     in_flight: Arc<Semaphore>,
+    /// Operator's payload shape, if any.
+    template: Option<serde_json::Value>,
 }
 
 impl std::fmt::Debug for Apns {
@@ -175,6 +177,25 @@ impl Apns {
             sandbox_url: settings.sandbox_url.trim_end_matches('/').to_owned(),
             default_topic: settings.bundle_id.clone(),
             in_flight: Arc::new(Semaphore::new(http::MAX_IN_FLIGHT)),
+            template: match &settings.payload_template {
+                Some(path) => {
+                    let key = "push.apns.payload_template";
+                    let text = http::read(path, key)?;
+                    let v: serde_json::Value =
+                        serde_json::from_slice(&text).map_err(|e| PushError::Invalid {
+                            key,
+                            reason: format!("{}: not JSON: {e}", path.display()),
+                        })?;
+                    if !v.is_object() {
+                        return Err(PushError::Invalid {
+                            key,
+                            reason: format!("{}: must be a JSON object", path.display()),
+                        });
+                    }
+                    Some(v)
+                }
+                None => None,
+            },
         })
     }
 
@@ -197,7 +218,10 @@ impl Apns {
 
     /// Sends the VoIP push for `call`.
     pub async fn call(self: Arc<Self>, info: PushInfo, call: CallPush) -> PushResult {
-        let body = payload::apns_call(&call);
+        let body = match &self.template {
+            Some(t) => payload::apns_call_templated(t, &call),
+            None => payload::apns_call(&call),
+        };
         let token = info.token.clone();
         self.push(&info, &call, Kind::Voip, &token, body, call.time_left)
             .await
@@ -412,6 +436,7 @@ mod tests {
             production_url: format!("https://localhost:{}/", prod.addr.port()),
             sandbox_url: format!("https://127.0.0.1:{}", sandbox.addr.port()),
             ca_file: Some(temp_file("ca.pem", pki.ca_pem.as_bytes())),
+            payload_template: None,
         };
         let pusher = Pusher::new(&PushSettings {
             apns: Some(apns),
@@ -661,6 +686,7 @@ mod tests {
             production_url: "https://127.0.0.1:1".into(),
             sandbox_url: "https://127.0.0.1:1".into(),
             ca_file: None,
+            payload_template: None,
         };
         let e = Apns::new(&apns(Some("/nonexistent/k.p8".into()), None)).unwrap_err();
         assert!(e.to_string().starts_with("push.apns.key_file: "), "{e}");

@@ -47,6 +47,82 @@ fn apns_call_value(call: &CallPush, with_name: bool, field_max: usize) -> Value 
     })
 }
 
+/// Fills an operator's template: a string that is exactly `{{field}}` becomes the
+/// field's JSON value (`withVideo` a boolean, a missing `callerName` null); other
+/// strings get each `{{field}}` replaced by its text. Fields: `pushHint`, `callerId`,
+/// `callerName`, `callerNumber`, `withVideo`, `callUUID`, `callId`, `aor`.
+pub fn fill_template(t: &Value, call: &CallPush) -> Value {
+    let field = |name: &str| -> Option<Value> {
+        Some(match name {
+            "pushHint" => Value::from(call.push_hint.as_str()),
+            "callerId" => Value::from(call.caller_id.as_str()),
+            "callerName" => call.caller_name.as_deref().map_or(Value::Null, Value::from),
+            "callerNumber" => Value::from(call.caller_number.as_str()),
+            "withVideo" => Value::Bool(call.with_video),
+            "callUUID" => Value::from(call.call_uuid.as_str()),
+            "callId" => Value::from(call.call_id.as_str()),
+            "aor" => Value::from(call.aor.as_str()),
+            _ => return None,
+        })
+    };
+    match t {
+        Value::String(s) => {
+            if let Some(name) = s.strip_prefix("{{").and_then(|r| r.strip_suffix("}}")) {
+                if let Some(v) = field(name) {
+                    return v;
+                }
+            }
+            let mut out = String::with_capacity(s.len());
+            let mut rest = s.as_str();
+            while let Some(start) = rest.find("{{") {
+                out.push_str(&rest[..start]);
+                let after = &rest[start + 2..];
+                match after.find("}}") {
+                    Some(end) => {
+                        match field(&after[..end]) {
+                            Some(Value::String(v)) => out.push_str(&v),
+                            Some(Value::Null) => {}
+                            Some(v) => out.push_str(&v.to_string()),
+                            None => out.push_str(&rest[start..start + 2 + end + 2]),
+                        }
+                        rest = &after[end + 2..];
+                    }
+                    None => {
+                        out.push_str(&rest[start..]);
+                        rest = "";
+                    }
+                }
+            }
+            out.push_str(rest);
+            Value::String(out)
+        }
+        Value::Array(a) => Value::Array(a.iter().map(|v| fill_template(v, call)).collect()),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| (k.clone(), fill_template(v, call)))
+                .collect::<Map<String, Value>>(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// The VoIP payload from an operator's template, kept under [`APNS_VOIP_MAX`] like
+/// the default (the display name goes first); falls back to the default shape if
+/// the template cannot fit.
+pub fn apns_call_templated(t: &Value, call: &CallPush) -> String {
+    let body = fill_template(t, call).to_string();
+    if body.len() <= APNS_VOIP_MAX {
+        return body;
+    }
+    let mut anon = call.clone();
+    anon.caller_name = None;
+    let body = fill_template(t, &anon).to_string();
+    if body.len() <= APNS_VOIP_MAX {
+        return body;
+    }
+    apns_call(call)
+}
+
 /// The APNs VoIP push, Siprix-compatible:
 /// `{"aps": {"alert": "Incoming call", "callerId", "callerName", "callerNumber",
 /// "pushHint", "withVideo"}, "callUUID", "handle"}`. Kept under [`APNS_VOIP_MAX`]: the
@@ -202,6 +278,28 @@ pub(crate) mod tests {
                 "handle": "bob",
             })
         );
+    }
+
+    #[test]
+    fn template_fills_typed_and_embedded_fields() {
+        let t: Value = serde_json::from_str(
+            r#"{"aps": {"alert": {"title": "Call from {{callerName}}"}, "hint": "{{pushHint}}", "video": "{{withVideo}}"}, "id": "{{callUUID}}", "x": "{{unknown}}", "n": 3}"#,
+        )
+        .unwrap();
+        let c = call();
+        let v: Value = serde_json::from_str(&apns_call_templated(&t, &c)).unwrap();
+        assert_eq!(v["aps"]["hint"], Value::from(c.push_hint.as_str()));
+        assert_eq!(v["aps"]["video"], Value::Bool(c.with_video));
+        assert_eq!(v["id"], Value::from(c.call_uuid.as_str()));
+        assert_eq!(
+            v["aps"]["alert"]["title"],
+            Value::from(format!(
+                "Call from {}",
+                c.caller_name.clone().unwrap_or_default()
+            ))
+        );
+        assert_eq!(v["x"], Value::from("{{unknown}}"));
+        assert_eq!(v["n"], Value::from(3));
     }
 
     #[test]

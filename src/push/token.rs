@@ -330,6 +330,7 @@ mod tests {
                 production_url: "https://api.push.apple.com".into(),
                 sandbox_url: "https://api.sandbox.push.apple.com".into(),
                 ca_file: None,
+                payload_template: None,
             }),
             ..PushSettings::default()
         }
