@@ -56,16 +56,21 @@ pub fn push_info(core: &Core, b: &Binding) -> Option<PushInfo> {
     core.pusher.serves(info.provider).then_some(info)
 }
 
-/// True if the binding's flow showed life recently enough to get a request directly.
+/// True if the binding's flow showed life within `push.flow_timeout`: a REGISTER, a
+/// keep-alive or any other message from that exact UDP address, or bytes read on its
+/// open TCP connection. A sleeping phone's NAT mapping dies quietly, so an old flow
+/// is not trusted to carry a call.
 fn reachable(core: &Core, b: &Binding, flow: &Flow, now_ms: u64) -> bool {
     if !b.is_live(now_ms) || !core.transport.is_open(flow) {
         return false;
     }
-    // TCP: an open connection is life; UDP: the last REGISTER must be recent, since a
-    // sleeping phone's NAT mapping dies quietly
-    !flow.is_udp()
-        || now_ms.saturating_sub(b.updated_at_ms)
-            < core.settings.push.flow_timeout.as_millis() as u64
+    let timeout = core.settings.push.flow_timeout;
+    now_ms.saturating_sub(b.updated_at_ms) < timeout.as_millis() as u64
+        || core
+            .transport
+            .liveness()
+            .last(flow)
+            .is_some_and(|t| t.elapsed() < timeout)
 }
 
 fn target(b: &Binding, flow: Flow) -> Target {

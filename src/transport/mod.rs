@@ -5,6 +5,7 @@
 //! reply or a request for a phone leaves from the socket the phone talks to.
 
 pub mod flow;
+pub mod liveness;
 mod stun;
 mod tcp;
 
@@ -19,6 +20,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 
 pub use flow::{Flow, FlowTokens};
+pub use liveness::Liveness;
 
 /// Receives every message sipwake reads.
 pub trait Handler: Send + Sync + 'static {
@@ -68,6 +70,7 @@ struct Inner {
     outbound: Mutex<HashMap<SocketAddr, u64>>,
     next_conn: AtomicU64,
     cfg: TransportConfig,
+    liveness: Arc<Liveness>,
 }
 
 /// Cheap handle to all sockets and connections.
@@ -116,6 +119,7 @@ impl Transport {
             outbound: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(start.max(1)),
             cfg,
+            liveness: Arc::new(Liveness::default()),
         });
         Ok((Transport { inner }, Listeners { tcp: listeners }))
     }
@@ -127,11 +131,17 @@ impl Transport {
             let local = *local;
             let handler = handler.clone();
             let max = self.inner.cfg.max_message_size;
-            tokio::spawn(udp_loop(sock, i as u8, local, max, handler));
+            let live = self.inner.liveness.clone();
+            tokio::spawn(udp_loop(sock, i as u8, local, max, handler, live));
         }
         for l in listeners.tcp {
             tokio::spawn(tcp::accept_loop(self.clone(), l, handler.clone()));
         }
+    }
+
+    /// When each flow last showed life.
+    pub fn liveness(&self) -> &Liveness {
+        &self.inner.liveness
     }
 
     /// Local UDP addresses, in socket-index order.
@@ -323,6 +333,7 @@ async fn udp_loop(
     local: SocketAddr,
     max: usize,
     handler: Arc<dyn Handler>,
+    live: Arc<Liveness>,
 ) {
     let mut buf = BytesMut::with_capacity(65536);
     loop {
@@ -346,6 +357,7 @@ async fn udp_loop(
             socket: idx,
             remote,
         };
+        live.touch(flow);
         if is_keepalive(&data) {
             continue;
         }

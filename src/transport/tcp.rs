@@ -66,7 +66,7 @@ pub(super) async fn run_conn(
     'outer: loop {
         match tokio::time::timeout(idle, rd.read_buf(&mut buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
-            Ok(Ok(_)) => {}
+            Ok(Ok(_)) => t.liveness().touch(flow),
         }
         loop {
             // keep-alives: CRLFCRLF ping gets a CRLF pong (RFC 5626 §3.5.1); lone CRLFs are skipped
