@@ -48,11 +48,6 @@ pub struct Server {
 impl Server {
     /// Opens the store, binds every listener and starts serving.
     pub async fn start(settings: Settings) -> Result<Server, ServerError> {
-        if settings.registrar.mode == crate::config::RegistrarMode::Relay {
-            return Err(ServerError::Unsupported(
-                "registrar.mode: \"relay\" is not implemented yet; use \"local\"",
-            ));
-        }
         let store: Arc<dyn Store> = match settings.store.backend {
             StoreBackend::Sqlite => Arc::new(SqliteStore::open(
                 &settings.store.path,
@@ -119,6 +114,9 @@ async fn sweeper(core: Arc<Core>) {
         n += 1;
         if n.is_multiple_of(10) {
             core.registrar.sweep(unix_now_ms());
+            core.transport
+                .liveness()
+                .sweep(core.settings.push.flow_timeout.max(Duration::from_secs(60)));
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod edit;
 pub mod forward;
 pub mod park;
 pub mod register;
+pub mod relay;
 pub mod route;
 pub mod wake;
 
@@ -55,6 +56,8 @@ pub struct Core {
     pub pusher: Arc<Pusher>,
     /// Calls waiting for pushed phones.
     pub parked: park::Parked,
+    /// Relay mode bookkeeping (what the upstream registrar accepted).
+    pub relay: relay::RelayState,
     /// Forwarded requests over 1,300 bytes sent on UDP (fragmentation risk).
     pub oversize_udp: std::sync::atomic::AtomicU64,
     local_hosts: Vec<String>,
@@ -105,6 +108,7 @@ impl Core {
             oversize_udp: std::sync::atomic::AtomicU64::new(0),
             pusher,
             parked,
+            relay: relay::RelayState::default(),
             settings,
             transport,
             registrar,

@@ -164,7 +164,7 @@ pub fn public_contact(uri: &str) -> String {
     out
 }
 
-fn contact_line(b: &Binding, now_ms: u64) -> String {
+pub(crate) fn contact_line(b: &Binding, now_ms: u64) -> String {
     let mut s = String::with_capacity(b.contact.len() + 64);
     let _ = write!(
         s,

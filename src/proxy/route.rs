@@ -11,7 +11,7 @@ use tracing::debug;
 use super::edit::{forward_request, RequestEdits};
 use super::forward::{self, Next, Target};
 use super::wake::{self, Decision};
-use super::{register, Core, ALLOW};
+use super::{register, relay, Core, ALLOW};
 use crate::registrar::unix_now_ms;
 use crate::sip::header::NameAddr;
 use crate::sip::{HeaderName, Message, Method, Uri, Via};
@@ -123,6 +123,15 @@ pub fn new_request(core: &Arc<Core>, msg: Message, flow: Flow, local: SocketAddr
         return forward::start(core, msg, flow, local, key, vec![t], popped, rr, None);
     }
 
+    let relay_mode = relay::enabled(core);
+    if relay_mode && !in_dialog && method != Method::Register {
+        // relay mode: the upstream's request came back along our Path
+        if let Some((Some(phone), None)) = popped.token {
+            let rr = wants_record_route(method);
+            return relay::from_path(core, msg, flow, local, key, popped, phone, rr);
+        }
+    }
+
     // a Request-URI naming sipwake itself is resolved through the registrar (RFC 3261
     // §16.5), never sent back to our own socket
     let ruri_is_me = Uri::parse(msg.request_uri()).is_ok_and(|u| core.is_me(u.host, u.port));
@@ -171,6 +180,9 @@ pub fn new_request(core: &Arc<Core>, msg: Message, flow: Flow, local: SocketAddr
     };
     let to_me = core.is_me(&host, port);
     if method == Method::Register {
+        if relay_mode && (to_me || core.is_local_domain(&host)) {
+            return relay::register(core, msg, flow, local, key, popped);
+        }
         if to_me || core.is_local_domain(&host) {
             return register::handle(core, msg, flow, key);
         }
@@ -193,7 +205,9 @@ pub fn new_request(core: &Arc<Core>, msg: Message, flow: Flow, local: SocketAddr
             _ => core.reply(&msg, flow, key, 404, "Not Found", &[]),
         };
     }
-    if to_me || core.is_local_domain(&host) {
+    // relay mode: the phones' requests go to the upstream, which owns the users
+    let to_upstream = relay_mode && !relay::from_upstream(core, &flow);
+    if !to_upstream && (to_me || core.is_local_domain(&host)) {
         let now = unix_now_ms();
         let bindings = core.registrar.lookup(&aor, now);
         let rr = !in_dialog && wants_record_route(method);
