@@ -1,0 +1,134 @@
+"""Shared helpers for the benchmark scripts: CPU and memory of a process tree read
+from /proc, free ports, pinning. Standard library only; Linux only."""
+
+import os
+import socket
+import time
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        s = f.read()
+    # the command name may contain spaces and parentheses: split after the last ')'
+    return s[s.rindex(")") + 2:].split()
+
+
+def descendants(root):
+    """root and every process below it (Kamailio forks its workers)."""
+    children = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            ppid = int(_stat_fields(d)[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(d))
+    out, todo = [], [root]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def tree_cpu_seconds(root):
+    """utime+stime of root and all its descendants (all their threads: the process
+    line of /proc/PID/stat sums its threads), plus the CPU of children root has
+    already reaped (cutime+cstime)."""
+    total = 0
+    for i, p in enumerate(descendants(root)):
+        try:
+            f = _stat_fields(p)
+        except OSError:
+            continue
+        # fields after the name: state=0 ppid=1 ... utime=11 stime=12 cutime=13 cstime=14
+        total += int(f[11]) + int(f[12])
+        if i == 0:
+            total += int(f[13]) + int(f[14])
+    return total / CLK_TCK
+
+
+def tree_memory_kib(root):
+    """(RSS sum, PSS sum) in KiB over root and its descendants. PSS splits pages
+    shared between processes (Kamailio's shared memory segment) among them, so the
+    PSS sum counts each page once; the RSS sum counts shared pages once per process."""
+    rss = pss = 0
+    for p in descendants(root):
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Rss:"):
+                        rss += int(line.split()[1])
+                    elif line.startswith("Pss:"):
+                        pss += int(line.split()[1])
+        except OSError:
+            continue
+    return rss, pss
+
+
+def free_port():
+    """A port free for both UDP and TCP on 127.0.0.1."""
+    for _ in range(100):
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.bind(("127.0.0.1", 0))
+        port = u.getsockname()[1]
+        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            t.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            t.close()
+            u.close()
+    raise RuntimeError("no free port")
+
+
+def wait_sip_udp(port, timeout=15.0, proc=None):
+    """Wait until something answers an OPTIONS on 127.0.0.1:port (UDP)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.settimeout(0.2)
+    lp = s.getsockname()[1]
+    deadline = time.monotonic() + timeout
+    n = 0
+    try:
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"process exited with {proc.returncode} while starting")
+            n += 1
+            msg = (f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n"
+                   f"Via: SIP/2.0/UDP 127.0.0.1:{lp};branch=z9hG4bKprobe{n};rport\r\n"
+                   f"Max-Forwards: 70\r\nFrom: <sip:probe@127.0.0.1>;tag=p{n}\r\n"
+                   f"To: <sip:127.0.0.1:{port}>\r\nCall-ID: probe-{n}-{lp}\r\n"
+                   f"CSeq: {n} OPTIONS\r\nContent-Length: 0\r\n\r\n")
+            s.sendto(msg.encode(), ("127.0.0.1", port))
+            try:
+                if s.recv(65535).startswith(b"SIP/2.0"):
+                    return
+            except socket.timeout:
+                pass
+        raise RuntimeError(f"nothing answers SIP on udp 127.0.0.1:{port}")
+    finally:
+        s.close()
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def pct(sorted_vals, q):
+    if not sorted_vals:
+        return float("nan")
+    i = min(len(sorted_vals) - 1, max(0, int(round(q * len(sorted_vals) + 0.5)) - 1))
+    return sorted_vals[i]

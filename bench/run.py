@@ -1,0 +1,557 @@
+#!/usr/bin/env python3
+"""sipwake against Kamailio, side by side, on this machine, in one run.
+
+    python3 bench/run.py                 # full run (about 6 minutes), writes docs/BENCHMARKS.md
+    python3 bench/run.py --smoke         # ~30 s: small rates, a few seconds per step
+    python3 bench/run.py --no-kamailio   # sipwake only
+
+Builds the release binary, starts sipwake (durable SQLite store on, log level warn)
+and Kamailio (bench/kamailio/kamailio.cfg: in-memory usrloc + tm + record_route) on
+loopback ports, pins both proxies to core 0 and every load generator (SIPp, the
+phone fleet) to core 1, and drives each proxy with SIPp at the same offered rates:
+
+  1. REGISTER of distinct users with pn-* Contact parameters and an X-Token
+     (sipp-scenarios/register_push.xml), UDP;
+  2. calls INVITE/180/200/ACK/BYE/200 through the proxy to a registered SIPp UAS
+     (uac.xml -> proxy -> uas.xml), UDP, and one rate with the caller leg on TCP;
+  3. push-wake calls, sipwake only (bench/wake_load.py);
+  4. memory: PSS per 100k bindings (the bindings left by step 1) and, for sipwake,
+     per 10k parked calls.
+
+For every step it reads the proxy's CPU time (utime+stime of the process, its
+threads and all its child processes, from /proc) before and after and reports
+CPU-us per operation, which is the figure that survives a noisy shared machine;
+ratios are sipwake/Kamailio from the same run. Steps for the two proxies are
+interleaved, so both see the same background load. Every wait is bounded and
+every process started here is killed on exit.
+"""
+
+import argparse
+import csv
+import datetime
+import glob
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib as bl  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCEN = os.path.join(ROOT, "sipp-scenarios")
+PROXY_CORE = "0"
+LOAD_CORE = "1"
+
+started_procs = []
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def kill_all():
+    for p in started_procs:
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            try:
+                p.wait(timeout=5)
+            except Exception:
+                pass
+
+
+def spawn(argv, logfile, env=None, cwd=None):
+    f = open(logfile, "wb")
+    p = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                         env=env, cwd=cwd, start_new_session=True)
+    f.close()
+    started_procs.append(p)
+    return p
+
+
+class Proxy:
+    def __init__(self, name, proc, port, logfile):
+        self.name, self.proc, self.port, self.logfile = name, proc, port, logfile
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def hostport(self):
+        return f"127.0.0.1:{self.port}"
+
+    def alive(self):
+        return self.proc.poll() is None
+
+
+def start_sipwake(work, binary):
+    port = bl.free_port()
+    env = dict(os.environ,
+               SIPWAKE__SIP__LISTEN=f"127.0.0.1:{port}",
+               SIPWAKE__SIP__TRANSPORTS="udp,tcp",
+               SIPWAKE__STORE__BACKEND="sqlite",
+               SIPWAKE__STORE__PATH=os.path.join(work, "sipwake.db"),
+               SIPWAKE__LOG__LEVEL="warn",
+               # a provider must be on, or REGISTERs with tokens get 555; nothing is
+               # pushed in these steps (the UAS registers without a token)
+               SIPWAKE__PUSH__WEBHOOK__URL="http://127.0.0.1:9/push",
+               SIPWAKE__PUSH__DEFAULT_PROVIDER="webhook")
+    env.pop("SIPWAKE_LOG", None)
+    lf = os.path.join(work, "sipwake.log")
+    p = spawn(["taskset", "-c", PROXY_CORE, binary], lf, env=env, cwd=work)
+    bl.wait_sip_udp(port, proc=p)
+    return Proxy("sipwake", p, port, lf)
+
+
+def start_kamailio(work):
+    port = bl.free_port()
+    kdir = os.path.join(work, "kamailio")
+    os.makedirs(kdir, exist_ok=True)
+    lf = os.path.join(work, "kamailio.log")
+    argv = ["taskset", "-c", PROXY_CORE, "kamailio",
+            "-f", os.path.join(ROOT, "bench", "kamailio", "kamailio.cfg"),
+            "-DD", "-E",                 # foreground, log to stderr
+            "-x", "fm", "-X", "fm",      # fast allocator, not Debian's debugging default
+            "-m", "256", "-M", "32",     # shared / private memory, MiB
+            "-n", "2", "-N", "2",        # 2 UDP workers, 2 TCP workers
+            "-l", f"udp:127.0.0.1:{port}", "-l", f"tcp:127.0.0.1:{port}",
+            "-Y", kdir, "-w", kdir, "-P", os.path.join(kdir, "kamailio.pid")]
+    p = spawn(argv, lf, cwd=kdir)
+    bl.wait_sip_udp(port, proc=p)
+    return Proxy("kamailio", p, port, lf)
+
+
+def wait_rusage(p, timeout):
+    """Wait for p (our child) and return (returncode, its CPU seconds from rusage,
+    timed_out)."""
+    deadline = time.monotonic() + timeout
+    timed_out = False
+    while True:
+        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+        if pid == p.pid:
+            break
+        if time.monotonic() > deadline:
+            timed_out = True
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            pid, status, ru = os.wait4(p.pid, 0)
+            break
+        time.sleep(0.02)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    return p.returncode, ru.ru_utime + ru.ru_stime, timed_out
+
+
+def sipp_argv(scenario, local_port, extra):
+    return ["taskset", "-c", LOAD_CORE, "sipp", "-sf", os.path.join(SCEN, scenario),
+            "-i", "127.0.0.1", "-p", str(local_port), "-nostdin",
+            "-trace_stat", "-stf", "stat.csv", "-fd", "1",
+            "-trace_rtt", "-rtt_freq", "100",
+            "-trace_err", "-error_file", "errors.log",
+            "-buff_size", "4194304",
+            # a 180 overtaken by the 200 (Kamailio's workers run in parallel) is not
+            # a failure of the call: don't abort calls on unexpected messages
+            "-default_behaviors", "-abortunexp"] + extra
+
+
+def sipp_results(cwd, scenario, pid):
+    out = {}
+    try:
+        with open(os.path.join(cwd, "stat.csv")) as f:
+            rows = list(csv.reader(f, delimiter=";"))
+        last = dict(zip(rows[0], rows[-1]))
+        out["ok"] = int(last.get("SuccessfulCall(C)", 0))
+        out["failed"] = int(last.get("FailedCall(C)", 0))
+        out["retrans"] = int(last.get("Retransmissions(C)", 0))
+        t0 = float(last["StartTime"].split("\t")[-1])
+        t1 = float(last["CurrentTime"].split("\t")[-1])
+        out["elapsed"] = t1 - t0
+    except (OSError, IndexError, KeyError, ValueError):
+        out.update(ok=0, failed=0, retrans=0, elapsed=0.0)
+    rtts = []
+    base = os.path.splitext(scenario)[0]
+    for fn in glob.glob(os.path.join(cwd, f"{base}_{pid}_rtt.csv")):
+        with open(fn) as f:
+            for line in f:
+                parts = line.strip().split(";")
+                if len(parts) == 3 and parts[2] == "1":
+                    try:
+                        rtts.append(float(parts[1]))
+                    except ValueError:
+                        pass
+    rtts.sort()
+    out["p50"] = bl.pct(rtts, 0.50)
+    out["p99"] = bl.pct(rtts, 0.99)
+    out["rtt_samples"] = len(rtts)
+    return out
+
+
+def core_busy():
+    """busy and total jiffies of cores 0 and 1 from /proc/stat."""
+    res = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith(("cpu0 ", "cpu1 ")):
+                v = [int(x) for x in line.split()[1:]]
+                idle = v[3] + v[4]
+                res[line.split()[0]] = (sum(v[:8]) - idle, sum(v[:8]))
+    return res
+
+
+def run_step(proxy, step, work, opts):
+    """One measured step against one proxy; returns a dict of figures."""
+    kind, rate, dur = step["kind"], step["rate"], step["duration"]
+    n = rate * dur
+    sdir = os.path.join(work, f"{step['id']}-{proxy.name}")
+    os.makedirs(sdir)
+    extra_uas = None
+    uas_cpu = 0.0
+    if kind == "register":
+        scen = "register_push.xml"
+        argv = sipp_argv(scen, bl.free_port(),
+                         ["-s", f"{step['id']}u", "-m", str(n), "-r", str(rate),
+                          "-l", str(max(100, rate * 2)), "-timeout", f"{dur * 3 + 20}s",
+                          proxy.hostport()])
+    else:
+        user = f"uas{step['id']}"
+        uas_port = bl.free_port()
+        reg = subprocess.run(
+            sipp_argv("register_uas.xml", uas_port,
+                      ["-s", user, "-m", "1", "-timeout", "10s", proxy.hostport()]),
+            cwd=sdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=20)
+        if reg.returncode != 0:
+            raise RuntimeError(f"{proxy.name}: REGISTER of the UAS failed")
+        udir = os.path.join(sdir, "uas")
+        os.makedirs(udir)
+        extra_uas = spawn(sipp_argv("uas.xml", uas_port,
+                                    ["-m", str(n), "-timeout", f"{dur * 3 + 30}s"]),
+                          os.path.join(udir, "out.log"), cwd=udir)
+        time.sleep(0.3)
+        scen = "uac.xml"
+        tr = ["-t", "t1"] if step["transport"] == "tcp" else []
+        argv = sipp_argv(scen, bl.free_port(),
+                         tr + ["-s", user, "-m", str(n), "-r", str(rate),
+                               "-l", str(max(100, rate)), "-timeout", f"{dur * 3 + 20}s",
+                               "-recv_timeout", "10000", proxy.hostport()])
+    cpu0 = bl.tree_cpu_seconds(proxy.pid)
+    cores0 = core_busy()
+    t0 = time.monotonic()
+    p = spawn(argv, os.path.join(sdir, "out.log"), cwd=sdir)
+    rc, sipp_cpu, to = wait_rusage(p, dur * 3 + 40)
+    wall = time.monotonic() - t0
+    if extra_uas is not None:
+        _, uas_cpu, _ = wait_rusage(extra_uas, 15)
+    cpu1 = bl.tree_cpu_seconds(proxy.pid)
+    cores1 = core_busy()
+    r = sipp_results(sdir, scen, p.pid)
+    r.update(kind=kind, rate=rate, wall=wall, rc=rc, timed_out=to)
+    r["proxy_cpu"] = cpu1 - cpu0
+    r["sipp_cpu"] = sipp_cpu + uas_cpu
+    r["achieved"] = r["ok"] / r["elapsed"] if r["elapsed"] > 0 else 0.0
+    r["cpu_us_per_op"] = r["proxy_cpu"] * 1e6 / r["ok"] if r["ok"] else float("nan")
+    # load on each core not caused by us: other engineers' tests on this machine
+    busy = {}
+    for c in ("cpu0", "cpu1"):
+        b = cores1[c][0] - cores0[c][0]
+        t = cores1[c][1] - cores0[c][1]
+        busy[c] = b / t if t else 0.0
+    r["core0_busy"] = busy["cpu0"]
+    r["core1_busy"] = busy["cpu1"]
+    r["proxy_core_frac"] = r["proxy_cpu"] / wall
+    r["sipp_core_frac"] = r["sipp_cpu"] / wall
+    r["alive"] = proxy.alive()
+    return r
+
+
+def limit_note(r):
+    notes = []
+    if r["sipp_core_frac"] > 0.85:
+        notes.append(f"SIPp-bound (load core {r['core1_busy'] * 100:.0f}% busy, "
+                     f"SIPp {r['sipp_core_frac'] * 100:.0f}%)")
+    if r["proxy_core_frac"] > 0.85:
+        notes.append(f"proxy core {r['core0_busy'] * 100:.0f}% busy "
+                     f"(proxy {r['proxy_core_frac'] * 100:.0f}%)")
+    if r["achieved"] < 0.95 * r["rate"]:
+        notes.append("achieved < offered")
+    if r["failed"]:
+        notes.append(f"{r['failed']} failed")
+    if not notes:
+        notes.append(f"neither saturated (proxy {r['proxy_core_frac'] * 100:.0f}% "
+                     f"of core 0, SIPp {r['sipp_core_frac'] * 100:.0f}% of core 1)")
+    return "; ".join(notes)
+
+
+def fmt(v, spec):
+    if v is None or (isinstance(v, float) and v != v):
+        return "–"
+    return format(v, spec)
+
+
+def ratio(a, b):
+    if a is None or b is None or a != a or b != b or b == 0:
+        return "–"
+    return f"{a / b:.2f}"
+
+
+def build_tables(steps, results, mem, wake, have_kam):
+    names = ["sipwake"] + (["kamailio"] if have_kam else [])
+    lines = []
+    hdr = ["step", "offered/s"]
+    for n in names:
+        hdr += [f"{n} achieved/s", f"{n} failed", f"{n} p50/p99 ms", f"{n} CPU-µs/op"]
+    if have_kam:
+        hdr += ["CPU ratio sw/kam", "p99 ratio sw/kam"]
+    lines.append("| " + " | ".join(hdr) + " |")
+    lines.append("|" + "---|" * len(hdr))
+    for st in steps:
+        row = [st["label"], str(st["rate"])]
+        for n in names:
+            r = results[st["id"]].get(n)
+            if r is None:
+                row += ["–"] * 4
+                continue
+            row += [fmt(r["achieved"], ".0f"), str(r["failed"]),
+                    f"{fmt(r['p50'], '.0f')} / {fmt(r['p99'], '.0f')}",
+                    fmt(r["cpu_us_per_op"], ".1f")]
+        if have_kam:
+            a, b = results[st["id"]].get("sipwake"), results[st["id"]].get("kamailio")
+            row += [ratio(a and a["cpu_us_per_op"], b and b["cpu_us_per_op"]),
+                    ratio(a and a["p99"], b and b["p99"]) if a and b and b["p99"] > 0
+                    else ("equal" if a and b and a["p99"] == b["p99"] else "–")]
+        lines.append("| " + " | ".join(row) + " |")
+    table = "\n".join(lines)
+
+    mlines = ["| memory | sipwake | kamailio | ratio sw/kam |", "|---|---|---|---|"]
+    sw, km = mem.get("sipwake"), mem.get("kamailio")
+
+    def per100k(m):
+        return m and m["bindings"] and (m["pss_after"] - m["pss_before"]) * 1024 / m["bindings"] * 1e5 / 2**20
+
+    a, b = per100k(sw), per100k(km)
+    mlines.append(f"| PSS growth per 100k bindings, MiB | {fmt(a, '.1f')} | {fmt(b, '.1f')} | "
+                  f"{ratio(a, b)} |")
+    for n, m in (("sipwake", sw), ("kamailio", km)):
+        if m:
+            mlines.append(f"| {n}: bindings / PSS before → after (RSS sum after), MiB | "
+                          + (f"{m['bindings']} / {m['pss_before'] / 1024:.1f} → "
+                             f"{m['pss_after'] / 1024:.1f} ({m['rss_after'] / 1024:.1f})"
+                             if n == "sipwake" else "")
+                          + " | "
+                          + (f"{m['bindings']} / {m['pss_before'] / 1024:.1f} → "
+                             f"{m['pss_after'] / 1024:.1f} ({m['rss_after'] / 1024:.1f})"
+                             if n == "kamailio" else "")
+                          + " | |")
+    if wake and wake.get("parked"):
+        pk = wake["parked"]
+        mlines.append(f"| PSS growth per 10k parked calls, MiB ({pk['parked']} parked) | "
+                      f"{pk['bytes_per_call'] * 1e4 / 2**20:.1f} "
+                      f"({pk['bytes_per_call']:.0f} B/call) | n/a (no push) | |")
+    mtable = "\n".join(mlines)
+
+    wlines = []
+    if wake:
+        wlines = ["| push-wake (sipwake only) | offered/s | achieved wakes/s | failed | "
+                  "200 OK→INVITE median / p99 / max ms | CPU-µs per wake call | load core busy |",
+                  "|---|---|---|---|---|---|---|"]
+        for s in wake.get("steps", []):
+            wlines.append(f"| UDP, {s['duration']} s | {s['rate']} | {s['achieved']:.0f} | "
+                          f"{s['failed']} | {s['lat_median']:.3f} / {s['lat_p99']:.3f} / "
+                          f"{s['lat_max']:.3f} | {fmt(s['cpu_us_per_call'], '.1f')} | "
+                          f"{s['load_core_busy'] * 100:.0f}% |")
+    wtable = "\n".join(wlines)
+    return table, mtable, wtable
+
+
+def versions(binary):
+    rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                         capture_output=True, text=True).stdout.strip() or "unknown"
+    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--", "src", "Cargo.toml",
+                            "Cargo.lock"], capture_output=True, text=True).stdout.strip()
+    kv = "not installed"
+    if shutil.which("kamailio"):
+        kv = subprocess.run(["kamailio", "-v"], capture_output=True,
+                            text=True).stdout.splitlines()[0].replace("version: ", "").strip()
+    sv = subprocess.run(["sipp", "-v"], capture_output=True, text=True).stdout.strip()
+    sv = " ".join(sv.split()[:2]) if sv else "unknown"
+    return {"sipwake": rev + (" + uncommitted changes in src/" if dirty else ""),
+            "kamailio": kv, "sipp": sv}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--smoke", action="store_true", help="~30 s version for CI")
+    ap.add_argument("--no-kamailio", action="store_true")
+    ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--out", default=None,
+                    help="markdown file to write (full run: docs/BENCHMARKS.md; smoke: none)")
+    ap.add_argument("--json", default=None, help="also write the raw figures here")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = ap.parse_args()
+    out = args.out if args.out is not None else (None if args.smoke else
+                                                 os.path.join(ROOT, "docs", "BENCHMARKS.md"))
+    t_start = time.monotonic()
+    for tool in ("sipp", "taskset"):
+        if not shutil.which(tool):
+            log(f"{tool} not found")
+            return 2
+    if os.cpu_count() < 2:
+        log("needs 2 cores (proxy on core 0, load on core 1)")
+        return 2
+    have_kam = not args.no_kamailio and shutil.which("kamailio") is not None
+    if not have_kam and not args.no_kamailio:
+        log("kamailio not installed: sipwake only")
+
+    binary = os.path.join(ROOT, "target", "release", "sipwake")
+    if not args.no_build:
+        log("cargo build --release")
+        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True,
+                       timeout=900)
+
+    if args.smoke:
+        reg_rates, reg_dur = [200], 3
+        call_rates, call_dur = [100], 3
+        tcp_rate = 100
+        wake_args = ["--rates", "50", "--duration", "3", "--parked", "300"]
+    else:
+        reg_rates, reg_dur = [2000, 8000], 15
+        call_rates, call_dur = [500, 2000], 15
+        tcp_rate = 500
+        wake_args = ["--rates", "500,1000", "--duration", "15", "--parked", "10000"]
+
+    steps = []
+    for r in reg_rates:
+        steps.append(dict(id=f"reg{r}", kind="register", rate=r, duration=reg_dur,
+                          transport="udp", label=f"REGISTER, UDP, {reg_dur} s"))
+    for r in call_rates:
+        steps.append(dict(id=f"call{r}", kind="call", rate=r, duration=call_dur,
+                          transport="udp", label=f"call, UDP, {call_dur} s"))
+    steps.append(dict(id=f"tcp{tcp_rate}", kind="call", rate=tcp_rate, duration=call_dur,
+                      transport="tcp", label=f"call, caller leg TCP, {call_dur} s"))
+
+    work = tempfile.mkdtemp(prefix="sipwake-bench-")
+    results = {st["id"]: {} for st in steps}
+    mem = {}
+    wake = None
+    try:
+        proxies = [start_sipwake(work, binary)]
+        if have_kam:
+            proxies.append(start_kamailio(work))
+        log("started: " + ", ".join(f"{p.name} pid {p.pid} on {p.hostport()}" for p in proxies))
+        time.sleep(1)
+        for p in proxies:
+            rss, pss = bl.tree_memory_kib(p.pid)
+            mem[p.name] = dict(pss_before=pss, rss_before=rss, bindings=0)
+        for i, st in enumerate(steps):
+            order = proxies if i % 2 == 0 else list(reversed(proxies))
+            for p in order:
+                if not p.alive():
+                    raise RuntimeError(f"{p.name} died; see {p.logfile}")
+                r = run_step(p, st, work, args)
+                results[st["id"]][p.name] = r
+                log(f"{st['id']:>9} {p.name:8}: {r['achieved']:7.0f}/s ok {r['ok']} "
+                    f"failed {r['failed']} p50/p99 {r['p50']}/{r['p99']} ms "
+                    f"cpu {r['cpu_us_per_op']:.1f} us/op (proxy {r['proxy_cpu']:.2f} s, "
+                    f"sipp {r['sipp_cpu']:.2f} s, wall {r['wall']:.1f} s, "
+                    f"core0 {r['core0_busy'] * 100:.0f}% core1 {r['core1_busy'] * 100:.0f}%)")
+                if st["kind"] == "register":
+                    mem[p.name]["bindings"] += r["ok"]
+            if st["kind"] == "register" and (i + 1 == len(steps)
+                                             or steps[i + 1]["kind"] != "register"):
+                time.sleep(2)
+                for p in proxies:
+                    rss, pss = bl.tree_memory_kib(p.pid)
+                    mem[p.name].update(pss_after=pss, rss_after=rss)
+                    log(f"memory {p.name}: {mem[p.name]}")
+        for p in proxies:
+            if not p.alive():
+                raise RuntimeError(f"{p.name} died; see {p.logfile}")
+        # the proxies are done; the wake step starts its own sipwake (memory store
+        # off: durable like the others), so stop them to free the cores
+        kill_all()
+        wjson = os.path.join(work, "wake.json")
+        cmd = [sys.executable, os.path.join(ROOT, "bench", "wake_load.py"), "--binary", binary,
+               "--json", wjson, "--workdir", os.path.join(work, "wake")] + wake_args
+        log("push-wake: " + " ".join(cmd[1:]))
+        wr = subprocess.run(cmd, timeout=400)
+        if os.path.exists(wjson):
+            with open(wjson) as f:
+                wake = json.load(f)
+        if wr.returncode != 0:
+            log(f"wake_load.py exited with {wr.returncode}")
+    finally:
+        kill_all()
+
+    table, mtable, wtable = build_tables(steps, results, mem, wake, have_kam)
+    ver = versions(binary)
+    notes = []
+    for st in steps:
+        for n, r in results[st["id"]].items():
+            notes.append(f"- {st['label']} at {st['rate']}/s, {n}: {limit_note(r)}; "
+                         f"{r['retrans']} SIPp retransmissions; cores busy in total "
+                         f"(ours included, /proc/stat): core 0 {r['core0_busy'] * 100:.0f}%, "
+                         f"core 1 {r['core1_busy'] * 100:.0f}%.")
+    when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    machine = (f"{os.cpu_count()} cores, {bl.cpu_model()}, Linux {platform.release()}")
+    elapsed = time.monotonic() - t_start
+    report = "\n".join([
+        f"Run {when} ({'smoke' if args.smoke else 'full'}, {elapsed:.0f} s) on {machine}.",
+        f"sipwake {ver['sipwake']} (release build, SQLite store, log warn); "
+        f"{ver['kamailio']} (-x fm -X fm -m 256 -M 32 -n 2, in-memory usrloc); {ver['sipp']}.",
+        "Proxy pinned to core 0, SIPp (and the phone fleet) to core 1.",
+        "", table, "", mtable, "", wtable, "", "Limits per step:", "", *notes])
+    print(report)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(results=results, memory=mem, wake=wake, versions=ver,
+                           machine=machine, date=when), f, indent=1)
+    if out:
+        write_markdown(out, report)
+        log(f"wrote {out}")
+    if args.keep:
+        log(f"work directory kept: {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    bad = [(st["id"], n) for st in steps for n, r in results[st["id"]].items()
+           if r["ok"] == 0 or r["timed_out"]]
+    if bad or (wake is None):
+        log(f"steps without a result: {bad or 'push-wake'}")
+        return 1
+    return 0
+
+
+def write_markdown(path, report):
+    """Replace the generated section of docs/BENCHMARKS.md, keeping the prose."""
+    begin, end = "<!-- bench/run.py: begin -->", "<!-- bench/run.py: end -->"
+    body = f"{begin}\n{report}\n{end}"
+    text = ""
+    if os.path.exists(path):
+        with open(path) as f:
+            text = f.read()
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + body + text[text.index(end) + len(end):]
+    else:
+        text = "# Benchmarks\n\n" + body + "\n" + text
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+
+
+if __name__ == "__main__":
+    def on_signal(sig, frame):
+        kill_all()
+        sys.exit(130)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        sys.exit(main())
+    finally:
+        kill_all()

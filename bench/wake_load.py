@@ -1,0 +1,501 @@
+#!/usr/bin/env python3
+"""Sustained push-wake load on sipwake: a simulated fleet of sleeping phones.
+
+    python3 bench/wake_load.py [--binary target/release/sipwake] [--rates 500,1000]
+                               [--duration 15] [--parked 10000] [--json out.json]
+
+Starts sipwake on loopback (pinned to core 0; this script pins itself to core 1)
+with the durable SQLite store and a webhook push provider served by this script.
+Registers every phone with an X-Token, waits until they count as asleep, then for
+each offered rate places calls at that rate for the duration: a caller sends an
+INVITE through sipwake; sipwake parks it and POSTs the webhook; the fleet "wakes"
+the pushed phone, which re-registers from a new UDP port (as a relaunched app
+does), receives the INVITE there, checks its X-PushHint against the push, answers
+200; the caller ACKs and hangs up (BYE/200). A call counts as failed if it does not
+reach the BYE's 200 within 10 s of the end of the step.
+
+Reports per rate: achieved wake calls/s, failures, the time from the 200 OK to the
+waking REGISTER to the INVITE on the phone's new socket (kernel receive timestamps,
+SO_TIMESTAMPNS, so the script's own scheduling does not count), and sipwake's CPU
+per wake call. Then parks --parked calls at once (phones never wake) and reports
+the PSS growth per parked call. Loopback only; every wait bounded; sipwake killed
+on exit.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib as bl  # noqa: E402
+
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+SCM_TIMESTAMPNS = SO_TIMESTAMPNS
+
+
+def headers(text):
+    """[(lower-case name, raw line)] of a SIP message's header lines."""
+    head = text.split("\r\n\r\n", 1)[0].split("\r\n")
+    out = []
+    for line in head[1:]:
+        if ":" in line:
+            out.append((line.split(":", 1)[0].strip().lower(), line))
+    return head[0], out
+
+
+def hval(hs, *names):
+    for n, line in hs:
+        if n in names:
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def hall(hs, *names):
+    return [line for n, line in hs if n in names]
+
+
+def uri_of(v):
+    if "<" in v:
+        return v[v.index("<") + 1:v.index(">")]
+    return v.split(";")[0].strip()
+
+
+class Bench:
+    def __init__(self, args, proxy_port, loop):
+        self.args = args
+        self.proxy = ("127.0.0.1", proxy_port)
+        self.loop = loop
+        self.calls = {}          # call-id -> dict
+        self.phones = {}         # user -> phone dict
+        self.pushes = 0
+        self.parked_pushes = 0
+        self.hint_mismatch = 0
+        self.reg_ok = 0
+
+    # --- sockets -------------------------------------------------------------
+    def udp(self, ts=False, reader=None):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        s.bind(("127.0.0.1", 0))
+        s.setblocking(False)
+        if ts:
+            s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        if reader:
+            self.loop.add_reader(s.fileno(), reader, s)
+        return s
+
+    def register_msg(self, s, user, call_id, cseq=1):
+        port = s.getsockname()[1]
+        return (f"REGISTER sip:127.0.0.1 SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{random.getrandbits(64):x};rport\r\n"
+                f"Max-Forwards: 70\r\nFrom: <sip:{user}@127.0.0.1>;tag={random.getrandbits(32):x}\r\n"
+                f"To: <sip:{user}@127.0.0.1>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n"
+                f"Contact: <sip:{user}@127.0.0.1:{port}>\r\n"
+                f"X-Token: tok-{user}\r\nExpires: 3600\r\nContent-Length: 0\r\n\r\n").encode()
+
+    # --- initial registration ------------------------------------------------
+    async def register_all(self, users):
+        """Register every phone, 200 in flight at most, retransmitting unanswered
+        REGISTERs after 0.5 s as a phone would (UDP may drop under a burst)."""
+        s = self.udp(reader=self.on_reg)
+        self.reg_pending = {}
+        window = 200
+        i = 0
+        deadline = time.monotonic() + 60 + len(users) / 500
+        while self.reg_ok < len(users):
+            now = time.monotonic()
+            while i < len(users) and len(self.reg_pending) < window:
+                cid = f"r-{users[i]}"
+                self.reg_pending[cid] = (users[i], now)
+                s.sendto(self.register_msg(s, users[i], cid), self.proxy)
+                i += 1
+            for cid, (u, t) in list(self.reg_pending.items()):
+                if now - t > 0.5:
+                    self.reg_pending[cid] = (u, now)
+                    s.sendto(self.register_msg(s, u, cid), self.proxy)
+            await asyncio.sleep(0.002)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {self.reg_ok} of {len(users)} phones registered")
+        self.loop.remove_reader(s.fileno())
+        s.close()
+
+    def on_reg(self, s):
+        while True:
+            try:
+                data = s.recv(65535)
+            except BlockingIOError:
+                return
+            first, hs = headers(data.decode(errors="replace"))
+            if first.startswith("SIP/2.0 200"):
+                if self.reg_pending.pop(hval(hs, "call-id", "i"), None) is not None:
+                    self.reg_ok += 1
+            elif first.startswith("SIP/2.0 1"):
+                continue
+            elif first.startswith("SIP/2.0"):
+                raise RuntimeError("REGISTER refused: " + first)
+
+    # --- webhook (HTTP/1.1 keep-alive) ---------------------------------------
+    async def on_http(self, reader, writer):
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                n = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        n = int(line.split(b":")[1])
+                body = await reader.readexactly(n) if n else b""
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                try:
+                    doc = json.loads(body)
+                except ValueError:
+                    continue
+                if doc.get("event", "call") == "call":
+                    self.on_push(doc)
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+
+    def on_push(self, doc):
+        self.pushes += 1
+        user = doc["aor"].split("@")[0]
+        if user.startswith("sip:"):
+            user = user[4:]
+        if user.startswith("park"):
+            self.parked_pushes += 1
+            return
+        if user in self.phones:
+            return
+        ph = {"user": user, "hint": doc.get("pushHint"), "t_ok": None, "t_inv": None,
+              "answer": None}
+        s = self.udp(ts=True, reader=lambda sock, ph=ph: self.on_phone(sock, ph))
+        ph["sock"] = s
+        self.phones[user] = ph
+        s.sendto(self.register_msg(s, user, f"r2-{user}", 2), self.proxy)
+
+    def on_phone(self, s, ph):
+        while True:
+            try:
+                data, anc, _, _ = s.recvmsg(65535, 64)
+            except BlockingIOError:
+                return
+            except OSError:
+                return
+            t = None
+            for lvl, typ, d in anc:
+                if lvl == socket.SOL_SOCKET and typ == SCM_TIMESTAMPNS:
+                    sec, nsec = struct.unpack("qq", d[:16])
+                    t = sec + nsec * 1e-9
+            if t is None:
+                t = time.time()
+            text = data.decode(errors="replace")
+            first, hs = headers(text)
+            if first.startswith("SIP/2.0 200") and (hval(hs, "cseq") or "").endswith("REGISTER"):
+                if ph["t_ok"] is None:
+                    ph["t_ok"] = t
+            elif first.startswith("INVITE "):
+                if ph["t_inv"] is None:
+                    ph["t_inv"] = t
+                    if hval(hs, "x-pushhint") != ph["hint"]:
+                        self.hint_mismatch += 1
+                if ph["answer"] is None:
+                    port = s.getsockname()[1]
+                    lines = ["SIP/2.0 200 OK"] + hall(hs, "via", "v") + hall(hs, "record-route")
+                    lines += [hall(hs, "from", "f")[0], hall(hs, "to", "t")[0] + ";tag=ph" + ph["user"],
+                              hall(hs, "call-id", "i")[0], hall(hs, "cseq")[0],
+                              f"Contact: <sip:{ph['user']}@127.0.0.1:{port}>",
+                              "Content-Length: 0", "", ""]
+                    ph["answer"] = "\r\n".join(lines).encode()
+                s.sendto(ph["answer"], self.proxy)
+            elif first.startswith("BYE "):
+                lines = ["SIP/2.0 200 OK"] + hall(hs, "via", "v")
+                lines += [hall(hs, "from", "f")[0], hall(hs, "to", "t")[0],
+                          hall(hs, "call-id", "i")[0], hall(hs, "cseq")[0],
+                          "Content-Length: 0", "", ""]
+                s.sendto("\r\n".join(lines).encode(), self.proxy)
+                self.loop.call_later(2.0, self.close_phone, ph)
+
+    def close_phone(self, ph):
+        s = ph.get("sock")
+        if s is not None and s.fileno() >= 0:
+            self.loop.remove_reader(s.fileno())
+            s.close()
+
+    # --- caller ----------------------------------------------------------------
+    def invite(self, s, user, i):
+        port = s.getsockname()[1]
+        cid = f"call-{user}"
+        c = {"user": user, "state": "inviting", "t0": time.monotonic(), "tag": f"c{i}",
+             "branch": f"z9hG4bKc{random.getrandbits(48):x}"}
+        self.calls[cid] = c
+        msg = (f"INVITE sip:{user}@127.0.0.1 SIP/2.0\r\n"
+               f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch={c['branch']};rport\r\n"
+               f"Max-Forwards: 70\r\nFrom: \"Caller\" <sip:caller@127.0.0.1>;tag={c['tag']}\r\n"
+               f"To: <sip:{user}@127.0.0.1>\r\nCall-ID: {cid}\r\nCSeq: 1 INVITE\r\n"
+               f"Contact: <sip:caller@127.0.0.1:{port}>\r\nContent-Length: 0\r\n\r\n")
+        s.sendto(msg.encode(), self.proxy)
+
+    def on_caller(self, s):
+        port = s.getsockname()[1]
+        while True:
+            try:
+                data = s.recv(65535)
+            except BlockingIOError:
+                return
+            text = data.decode(errors="replace")
+            first, hs = headers(text)
+            if not first.startswith("SIP/2.0 "):
+                continue
+            code = int(first.split()[1])
+            cid = hval(hs, "call-id", "i")
+            c = self.calls.get(cid)
+            cseq = hval(hs, "cseq") or ""
+            if c is None or code < 200:
+                continue
+            to = hall(hs, "to", "t")[0]
+            if cseq.endswith("INVITE"):
+                if code >= 300:
+                    ack = (f"ACK sip:{c['user']}@127.0.0.1 SIP/2.0\r\n"
+                           f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch={c['branch']};rport\r\n"
+                           f"Max-Forwards: 70\r\nFrom: \"Caller\" <sip:caller@127.0.0.1>;tag={c['tag']}\r\n"
+                           f"{to}\r\nCall-ID: {cid}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n")
+                    s.sendto(ack.encode(), self.proxy)
+                    if c["state"] == "inviting":
+                        c["state"] = f"failed {code}"
+                    continue
+                if c["state"] != "inviting":
+                    # a retransmitted 200: ACK again
+                    if c.get("ack"):
+                        s.sendto(c["ack"], self.proxy)
+                    continue
+                c["t_200"] = time.monotonic()
+                target = uri_of(hval(hs, "contact", "m") or f"<sip:{c['user']}@127.0.0.1>")
+                rr = []
+                for line in hall(hs, "record-route"):
+                    rr += [x.strip() for x in line.split(":", 1)[1].split(",") if x.strip()]
+                route = "".join(f"Route: {r}\r\n" for r in reversed(rr))
+                common = (f"Max-Forwards: 70\r\n{route}"
+                          f"From: \"Caller\" <sip:caller@127.0.0.1>;tag={c['tag']}\r\n"
+                          f"{to}\r\nCall-ID: {cid}\r\n")
+                c["ack"] = (f"ACK {target} SIP/2.0\r\n"
+                            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKa{random.getrandbits(48):x};rport\r\n"
+                            + common + "CSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n").encode()
+                c["bye"] = (f"BYE {target} SIP/2.0\r\n"
+                            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKb{random.getrandbits(48):x};rport\r\n"
+                            + common + "CSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n").encode()
+                s.sendto(c["ack"], self.proxy)
+                s.sendto(c["bye"], self.proxy)
+                c["state"] = "bye"
+            elif cseq.endswith("BYE") and c["state"] == "bye":
+                c["state"] = "done" if code == 200 else f"bye {code}"
+                c["t_done"] = time.monotonic()
+
+    async def load_step(self, rate, duration, prefix, pid):
+        s = self.udp(reader=self.on_caller)
+        users = [f"{prefix}_{i}" for i in range(rate * duration)]
+        cids = [f"call-{u}" for u in users]
+        cores0 = core1_busy()
+        cpu0 = bl.tree_cpu_seconds(pid)
+        t0 = time.monotonic()
+        sent = 0
+        while sent < len(users):
+            due = min(len(users), int((time.monotonic() - t0) * rate) + 1)
+            while sent < due:
+                self.invite(s, users[sent], sent)
+                sent += 1
+            await asyncio.sleep(0.005)
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            if all(self.calls[c]["state"] not in ("inviting", "bye") for c in cids):
+                break
+            await asyncio.sleep(0.05)
+        cpu1 = bl.tree_cpu_seconds(pid)
+        cores1 = core1_busy()
+        self.loop.remove_reader(s.fileno())
+        s.close()
+        done = [self.calls[c] for c in cids if self.calls[c]["state"] == "done"]
+        failed = len(cids) - len(done)
+        states = {}
+        for c in cids:
+            st = self.calls[c]["state"]
+            if st != "done":
+                states[st] = states.get(st, 0) + 1
+        span = (max(c["t_done"] for c in done) - t0) if done else 0
+        lat = sorted((self.phones[u]["t_inv"] - self.phones[u]["t_ok"]) * 1000 for u in users
+                     if u in self.phones and self.phones[u]["t_inv"] and self.phones[u]["t_ok"])
+        setup = sorted((c["t_200"] - c["t0"]) * 1000 for c in done)
+        return dict(rate=rate, duration=duration, calls=len(cids), ok=len(done), failed=failed,
+                    failure_states=states,
+                    achieved=len(done) / span if span else 0.0,
+                    lat_samples=len(lat),
+                    lat_median=bl.pct(lat, 0.5), lat_p99=bl.pct(lat, 0.99),
+                    lat_max=lat[-1] if lat else float("nan"),
+                    setup_median=bl.pct(setup, 0.5), setup_p99=bl.pct(setup, 0.99),
+                    cpu_s=cpu1 - cpu0,
+                    cpu_us_per_call=(cpu1 - cpu0) * 1e6 / len(done) if done else float("nan"),
+                    load_core_busy=(cores1[0] - cores0[0]) / max(1, cores1[1] - cores0[1]))
+
+    async def park(self, n, pid):
+        s = self.udp(reader=lambda sock: self.drain(sock))
+        await asyncio.sleep(0.5)
+        _, pss0 = bl.tree_memory_kib(pid)
+        t0 = time.monotonic()
+        for i in range(n):
+            self.invite(s, f"park_{i}", i)
+            if i % 100 == 99:
+                await asyncio.sleep(0.03)
+        deadline = time.monotonic() + 30
+        while self.parked_pushes < n and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+        rss1, pss1 = bl.tree_memory_kib(pid)
+        got = self.parked_pushes
+        return dict(parked=got, requested=n, pss_before_kib=pss0, pss_after_kib=pss1,
+                    rss_after_kib=rss1, seconds=time.monotonic() - t0,
+                    bytes_per_call=(pss1 - pss0) * 1024 / got if got else float("nan"))
+
+    def drain(self, s):
+        while True:
+            try:
+                s.recv(65535)
+            except BlockingIOError:
+                return
+
+
+def core1_busy():
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu1 "):
+                v = [int(x) for x in line.split()[1:]]
+                return sum(v[:8]) - v[3] - v[4], sum(v[:8])
+    return 0, 1
+
+
+async def amain(args, work):
+    loop = asyncio.get_running_loop()
+    bench = None
+
+    async def handler(r, w):
+        await bench.on_http(r, w)
+
+    srv = await asyncio.start_server(handler, "127.0.0.1", 0, backlog=4096)
+    hook_port = srv.sockets[0].getsockname()[1]
+    rates = [int(x) for x in args.rates.split(",") if x]
+    total = sum(r * args.duration for r in rates)
+    result = {"steps": [], "ok": True}
+
+    def start(name, max_parked):
+        port = bl.free_port()
+        env = dict(os.environ,
+                   SIPWAKE__SIP__LISTEN=f"127.0.0.1:{port}",
+                   SIPWAKE__SIP__TRANSPORTS="udp",
+                   SIPWAKE__STORE__BACKEND="sqlite",
+                   SIPWAKE__STORE__PATH=os.path.join(work, f"{name}.db"),
+                   SIPWAKE__PUSH__WEBHOOK__URL=f"http://127.0.0.1:{hook_port}/push",
+                   SIPWAKE__PUSH__DEFAULT_PROVIDER="webhook",
+                   SIPWAKE__PUSH__FLOW_TIMEOUT_SECS="1",
+                   SIPWAKE__PUSH__WAKE_TIMEOUT_MS="30000",
+                   SIPWAKE__PUSH__MAX_PARKED=str(max_parked),
+                   SIPWAKE__LOG__LEVEL="warn")
+        env.pop("SIPWAKE_LOG", None)
+        with open(os.path.join(work, f"{name}.log"), "wb") as logf:
+            proc = subprocess.Popen(["taskset", "-c", "0", args.binary], env=env, stdout=logf,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+        return proc, port
+
+    def stop(proc):
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    try:
+        # 1. memory per parked call, on a fresh sipwake: the phones are registered
+        #    first, so the growth is the parked calls' alone
+        if args.parked:
+            proc, port = start("park", args.parked + 100)
+            try:
+                await loop.run_in_executor(None, lambda: bl.wait_sip_udp(port, proc=proc))
+                bench = Bench(args, port, loop)
+                await bench.register_all([f"park_{i}" for i in range(args.parked)])
+                await asyncio.sleep(1.3)
+                result["parked"] = await bench.park(args.parked, proc.pid)
+                print(f"parked: {json.dumps(result['parked'])}", file=sys.stderr)
+            finally:
+                stop(proc)
+        # 2. sustained wake load
+        if rates:
+            proc, port = start("wake", total + 1000)
+            try:
+                await loop.run_in_executor(None, lambda: bl.wait_sip_udp(port, proc=proc))
+                bench = Bench(args, port, loop)
+                users = [f"w{r}_{i}" for r in rates for i in range(r * args.duration)]
+                t = time.monotonic()
+                await bench.register_all(users)
+                print(f"registered {len(users)} phones in {time.monotonic() - t:.1f} s",
+                      file=sys.stderr)
+                await asyncio.sleep(1.3)  # flow_timeout 1 s: every phone is asleep now
+                for r in rates:
+                    st = await bench.load_step(r, args.duration, f"w{r}", proc.pid)
+                    st["hint_mismatch"] = bench.hint_mismatch
+                    result["steps"].append(st)
+                    print(f"wake {r}/s: {json.dumps(st)}", file=sys.stderr)
+                    if proc.poll() is not None:
+                        raise RuntimeError("sipwake died")
+                # the first (target) rate must pass; higher rates probe the limit
+                result["ok"] = (result["steps"][0]["failed"] == 0
+                                and not bench.hint_mismatch)
+            finally:
+                stop(proc)
+    finally:
+        srv.close()
+    return result
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--binary", default="target/release/sipwake")
+    ap.add_argument("--rates", default="500", help="comma-separated wake calls/s")
+    ap.add_argument("--duration", type=int, default=15, help="seconds per rate")
+    ap.add_argument("--parked", type=int, default=10000, help="calls parked at once (0: skip)")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--workdir", default=None)
+    args = ap.parse_args()
+    try:
+        os.sched_setaffinity(0, {1})
+    except OSError:
+        pass
+    work = args.workdir or tempfile.mkdtemp(prefix="sipwake-wake-")
+    os.makedirs(work, exist_ok=True)
+    try:
+        res = asyncio.run(asyncio.wait_for(amain(args, work), timeout=360))
+    finally:
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+    for s in res["steps"]:
+        print(f"{s['rate']}/s offered: {s['achieved']:.0f}/s achieved, {s['failed']} failed "
+              f"{s['failure_states'] or ''}; 200 OK -> INVITE ms: median {s['lat_median']:.3f} "
+              f"p99 {s['lat_p99']:.3f} max {s['lat_max']:.3f}; {s['cpu_us_per_call']:.1f} "
+              f"CPU-us per wake call")
+    if "parked" in res:
+        p = res["parked"]
+        print(f"{p['parked']} parked: PSS {p['pss_before_kib']} -> {p['pss_after_kib']} KiB "
+              f"({p['bytes_per_call']:.0f} bytes per parked call)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=1)
+    return 0 if res.get("ok") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
