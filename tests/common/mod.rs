@@ -7,6 +7,10 @@
 
 #![allow(dead_code)]
 
+pub mod mock_apns;
+pub mod mock_http;
+pub mod push_phone;
+
 use std::collections::VecDeque;
 use std::fmt;
 use std::fs;
