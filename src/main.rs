@@ -199,6 +199,8 @@ fn init_logging(filter: Targets) -> anyhow::Result<()> {
     let subscriber = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        // the fmt builder caps at INFO by default; the Targets filter decides instead
+        .with_max_level(tracing::level_filters::LevelFilter::TRACE)
         .finish()
         .with(filter);
     tracing::subscriber::set_global_default(subscriber).context("cannot install the logger")?;

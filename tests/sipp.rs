@@ -463,3 +463,91 @@ fn sipp_cancel_before_answer() {
     drop(relay);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Waits (bounded) until `user@127.0.0.1` has a binding on 127.0.0.1:`port`.
+fn wait_registered(proxy: &Proxy, user: &str, port: u16) {
+    let want = format!("sip:{user}@127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let mut q = Ua::udp("query", proxy);
+        q.user = user.to_owned();
+        q.domain = "127.0.0.1".into();
+        let r = q.register_with(None, None);
+        if r.contacts().iter().any(|c| uri_of(c).starts_with(&want)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{user} never registered from port {port}");
+}
+
+#[test]
+fn sipp_sleeping_phone_woken_by_push_gets_the_invite_with_x_pushhint() {
+    if !sipp_available() {
+        return;
+    }
+    let _serial = lock();
+    // The push goes to a webhook receiver that answers 200.
+    let hook = common::mock_http::MockHttp::start();
+    hook.route("/push", 200, "{}");
+    let proxy = ProxyBuilder::new("sipp-push")
+        .env("PUSH__WEBHOOK__URL", &format!("{}/push", hook.base_url()))
+        .env("PUSH__DEFAULT_PROVIDER", "webhook")
+        .env("PUSH__FLOW_TIMEOUT_SECS", "1")
+        .start();
+    let dir = temp_dir("sipp-push-run");
+    // SIPp maps the INVITE to the phone's call by Call-ID: both use this one.
+    let cid = format!("{}-%u@sipwake.test", unique("wake"));
+    let phone_port = free_port();
+    let phone = spawn(
+        &dir,
+        "sleeping_phone",
+        &[
+            base_args(
+                "sleeping_phone.xml",
+                phone_port,
+                &["-s", "sleepy", "-m", "1", "-cid_str", &cid, "-trace_logs"],
+            ),
+            vec![proxy.hostport()],
+        ]
+        .concat(),
+    );
+    wait_registered(&proxy, "sleepy", phone_port);
+    // asleep once its REGISTER is older than the flow timeout; it re-registers 3 s
+    // after its first 200
+    std::thread::sleep(Duration::from_millis(1200));
+    let uac = spawn(
+        &dir,
+        "uac_push",
+        &[
+            base_args(
+                "uac.xml",
+                free_port(),
+                &["-s", "sleepy", "-m", "1", "-cid_str", &cid],
+            ),
+            vec![proxy.hostport()],
+        ]
+        .concat(),
+    );
+    uac.expect_success(Duration::from_secs(20));
+    phone.expect_success(Duration::from_secs(20));
+
+    // The push was a call document for the phone's token, and its hint is the one
+    // the phone found in X-PushHint.
+    let (push, _) = hook.next_at("/push", WAIT);
+    let push = push.expect("a webhook push for the call").json();
+    assert_eq!(push["event"], "call", "{push:#}");
+    assert_eq!(push["token"], "sipp-token-sleepy", "{push:#}");
+    let logged: String = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with("_logs.log"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    let hint = logged
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("pushhint="))
+        .unwrap_or_else(|| panic!("the phone logged no X-PushHint: {logged:?}"));
+    assert_eq!(push["pushHint"], hint, "{push:#}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -486,9 +486,11 @@ impl Fwd {
     fn on_push_done(&mut self, done: PushDone) {
         let Some(p) = self.push.as_mut() else { return };
         p.pending = p.pending.saturating_sub(1);
-        let Some(dev) = p.plan.devices.get(done.device) else {
+        let Some(dev) = p.plan.devices.get_mut(done.device) else {
             return;
         };
+        dev.failed = !done.result.is_sent();
+        let dev = dev.clone();
         let aor = p.plan.aor.clone();
         match &done.result {
             PushResult::Sent => p.delivered += 1,
@@ -547,7 +549,13 @@ impl Fwd {
         } else {
             CancelReason::DeclinedElsewhere
         };
-        for d in p.plan.devices.iter().filter(|d| d.pushed && !d.got_invite) {
+        // a device whose push failed or whose token just died gets no notice either
+        for d in p
+            .plan
+            .devices
+            .iter()
+            .filter(|d| d.pushed && !d.failed && !d.got_invite)
+        {
             debug!(token = d.info.short_token(), ?reason, "cancel notice");
             tokio::spawn(self.core.pusher.cancel(&d.info, &p.plan.call, reason));
         }

@@ -26,6 +26,8 @@ pub struct PushDevice {
     pub got_invite: bool,
     /// The push went out (only then a cancel notice makes sense).
     pub pushed: bool,
+    /// The provider refused the push or reported the token dead: no notice follows.
+    pub failed: bool,
 }
 
 /// The push side of one call.
@@ -127,6 +129,7 @@ pub fn decide(
                 info,
                 got_invite: t.is_some(),
                 pushed: false,
+                failed: false,
             });
         }
         targets.extend(t);

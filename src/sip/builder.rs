@@ -159,28 +159,22 @@ pub fn response(
         s.push_str("\r\n");
     }
     s.push_str("Server: sipwake\r\n");
-    let mut out = BytesMut::with_capacity(s.len() + 40);
-    out.extend_from_slice(s.as_bytes());
     match body {
         Some((ctype, b)) => {
             let _ = write!(
-                Fmt(&mut out),
+                s,
                 "Content-Type: {ctype}\r\nContent-Length: {}\r\n\r\n",
                 b.len()
             );
-            out.extend_from_slice(b);
+            let mut v = s.into_bytes();
+            v.extend_from_slice(b);
+            Bytes::from(v)
         }
-        None => out.extend_from_slice(b"Content-Length: 0\r\n\r\n"),
-    }
-    out.freeze()
-}
-
-struct Fmt<'a>(&'a mut BytesMut);
-
-impl std::fmt::Write for Fmt<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
+        // the String's buffer becomes the message: no copy
+        None => {
+            s.push_str("Content-Length: 0\r\n\r\n");
+            Bytes::from(s.into_bytes())
+        }
     }
 }
 

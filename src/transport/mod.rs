@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 
@@ -335,24 +335,22 @@ async fn udp_loop(
     handler: Arc<dyn Handler>,
     live: Arc<Liveness>,
 ) {
-    let mut buf = BytesMut::with_capacity(65536);
+    // one reused receive buffer; each datagram is copied out at its exact size, so a
+    // message kept by a long transaction pins only its own bytes
+    let mut buf = vec![0u8; 65536];
     loop {
-        if buf.capacity() < 65536 {
-            buf = BytesMut::with_capacity(256 * 1024);
-        }
-        let (n, remote) = match sock.recv_buf_from(&mut buf).await {
+        let (n, remote) = match sock.recv_from(&mut buf).await {
             Ok(v) => v,
             Err(e) => {
                 // ICMP errors from earlier sends surface here on some systems; keep going
                 tracing::debug!(error = %e, "udp receive error");
-                buf.clear();
                 continue;
             }
         };
-        let data = buf.split_to(n).freeze();
         if n == 0 || n > max {
             continue;
         }
+        let data = Bytes::copy_from_slice(&buf[..n]);
         let flow = Flow::Udp {
             socket: idx,
             remote,
