@@ -9,9 +9,12 @@ use std::time::Instant;
 use bytes::Bytes;
 use sipwake::proxy::edit::{forward_request, pop_via, RequestEdits};
 use sipwake::proxy::register::parse_register;
+use sipwake::registrar::{MemoryStore, Registrar};
 use sipwake::sip::{HeaderName, Message};
 use sipwake::transaction::BranchGen;
 use sipwake::transport::{Flow, FlowTokens};
+use std::collections::hash_map::RandomState;
+use std::sync::Arc;
 
 const INVITE: &str = "INVITE sip:bob@example.com SIP/2.0\r\n\
 Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-524287-1---a1b2c3d4e5f6;rport\r\n\
@@ -72,6 +75,7 @@ fn main() {
     let register = Bytes::from_static(REGISTER.as_bytes());
     let response = Bytes::from_static(RESPONSE.as_bytes());
     let n = 200_000;
+    let hasher = RandomState::new();
 
     bench("parse INVITE", n, || {
         black_box(Message::parse(black_box(invite.clone()), true).ok());
@@ -94,7 +98,38 @@ fn main() {
     bench("REGISTER -> registrar update", n, || {
         black_box(parse_register(black_box(&reg), &flow, 1, &push, &pusher).ok());
     });
+    let registrar = Registrar::new(
+        sipwake::config::RegistrarSettings {
+            mode: sipwake::config::RegistrarMode::Local,
+            min_expires: 60,
+            max_expires: 3600,
+            default_expires: 3600,
+            max_contacts: 10,
+        },
+        Arc::new(MemoryStore::new()),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mut n_reg = 0u32;
+    bench("registrar update (memory store)", n / 20, || {
+        n_reg += 1;
+        let mut req = parse_register(&reg, &flow, 1_000, &push, &pusher).unwrap();
+        // distinct users, as a REGISTER load has
+        req.aor = format!("user{}@example.com", n_reg % 50_000);
+        req.cseq = n_reg;
+        black_box(rt.block_on(registrar.register(req)).ok());
+    });
+    let now = sipwake::registrar::unix_now_ms();
+    bench("route decision: registrar lookup", n, || {
+        black_box(registrar.lookup(black_box("user77@example.com"), now));
+    });
     let msg = Message::parse(invite.clone(), true).unwrap();
+    bench("route decision: loop hash + server key", n, || {
+        black_box(BranchGen::loop_hash(black_box(&msg)));
+        black_box(sipwake::transaction::server_key(&hasher, &msg, None));
+    });
     let tokens = FlowTokens::new(b"bench-secret-0123456789");
     let gen = BranchGen::default();
     bench("forward INVITE (branch, RR token, splice)", n, || {
