@@ -51,6 +51,9 @@ pub struct RelaySettings {
     pub refresh_throttle: Duration,
     /// Send push parameters (`X-Token`, `pn-*`, `xToken`) to the upstream too.
     pub forward_push_params: bool,
+    /// Contact rewriting for upstreams without Path support: the upstream gets a
+    /// Contact of sipwake's own naming the phone's flow, and no Path.
+    pub contact_rewrite: bool,
 }
 
 /// When an INVITE for a binding with a push token sends a push.
@@ -543,6 +546,8 @@ pub struct RawRelay {
     pub refresh_throttle_secs: u64,
     /// Keep push parameters in what goes upstream.
     pub forward_push_params: bool,
+    /// Rewrite contacts instead of adding Path.
+    pub contact_rewrite: bool,
 }
 
 impl Default for RawRelay {
@@ -551,6 +556,7 @@ impl Default for RawRelay {
             upstream_expires: 3600,
             refresh_throttle_secs: 600,
             forward_push_params: false,
+            contact_rewrite: false,
         }
     }
 }
@@ -576,6 +582,7 @@ impl RawRelay {
             upstream_expires: u32::try_from(upstream_expires).unwrap_or(u32::MAX),
             refresh_throttle: Duration::from_secs(self.refresh_throttle_secs),
             forward_push_params: self.forward_push_params,
+            contact_rewrite: self.contact_rewrite,
         })
     }
 }
@@ -1934,6 +1941,8 @@ mod tests {
             uri = "sip:[2001:db8::1]:5080;transport=tcp;lr"
             [registrar]
             mode = "relay"
+            [relay]
+            contact_rewrite = true
             [store]
             backend = "memory"
             synchronous = "full"
@@ -1958,6 +1967,7 @@ mod tests {
         );
         assert_eq!(up.host_port(), "[2001:db8::1]:5080");
         assert_eq!(s.registrar.mode, RegistrarMode::Relay);
+        assert!(s.relay.contact_rewrite);
         assert_eq!(s.store.backend, StoreBackend::Memory);
         assert!(s.store.sync_full);
         assert!(s.is_trusted("192.168.1.7".parse().unwrap()));

@@ -207,11 +207,19 @@ struct Kamailio {
     log: PathBuf,
     bin: PathBuf,
     modules: PathBuf,
+    /// Preprocessor defines (`-A`), e.g. `NO_PATH`.
+    defines: Vec<String>,
 }
 
 impl Kamailio {
     /// Starts Kamailio, or None (with a notice) when it is not installed.
     fn start(name: &str) -> Option<Kamailio> {
+        Kamailio::start_with(name, &[])
+    }
+
+    /// Starts Kamailio with these preprocessor defines (`NO_PATH`: a registrar
+    /// without Path support).
+    fn start_with(name: &str, defines: &[&str]) -> Option<Kamailio> {
         let (Some(bin), Some(modules)) = (kamailio_bin(), modules_dir()) else {
             eprintln!("NOTICE: kamailio (Debian package kamailio) is not installed: relay test {name} skipped");
             return None;
@@ -231,6 +239,7 @@ impl Kamailio {
             dir,
             bin,
             modules,
+            defines: defines.iter().map(|d| d.to_string()).collect(),
         };
         for _ in 0..5 {
             k.port = free_port();
@@ -270,6 +279,7 @@ impl Kamailio {
             .arg(&self.modules)
             .arg("-Y")
             .arg(&self.dir)
+            .args(self.defines.iter().flat_map(|d| ["-A", d.as_str()]))
             .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -436,6 +446,15 @@ fn invite_auth(ua: &mut Ua, to_user: &str) -> Invite {
 }
 
 fn relay_proxy(name: &str, upstream: &str, hook: Option<&MockHttp>) -> Proxy {
+    relay_proxy_with(name, upstream, hook, &[])
+}
+
+fn relay_proxy_with(
+    name: &str,
+    upstream: &str,
+    hook: Option<&MockHttp>,
+    env: &[(&str, &str)],
+) -> Proxy {
     let mut b = ProxyBuilder::new(name)
         .env("REGISTRAR__MODE", "relay")
         .env("UPSTREAM__URI", upstream)
@@ -444,6 +463,9 @@ fn relay_proxy(name: &str, upstream: &str, hook: Option<&MockHttp>) -> Proxy {
         .env("PUSH__FLOW_TIMEOUT_SECS", "1");
     if let Some(h) = hook {
         b = b.env("PUSH__WEBHOOK__URL", &format!("{}/push", h.base_url()));
+    }
+    for (k, v) in env {
+        b = b.env(k, v);
     }
     b.start()
 }
@@ -840,4 +862,129 @@ fn relayed_register_as_the_upstream_sees_it() {
     up.send_to(options(2).as_bytes(), sw.addr()).unwrap();
     let r = recv(WAIT).expect("an answer to OPTIONS");
     assert_eq!(r.status(), Some(200), "the binding is kept: {r:?}");
+}
+
+/// Contact rewriting against a Kamailio without Path support (`use_path` 0): Kamailio
+/// stores sipwake's own contact for the phone (no push parameters, no Path needed);
+/// its call to that contact pushes the sleeping phone, the relaunched phone's
+/// authenticated REGISTER from a new port replaces the contact Kamailio holds and
+/// releases the call with X-PushHint to the phone's own contact; ACK and BYE cross
+/// both proxies; a de-registration empties Kamailio's list.
+#[test]
+fn contact_rewriting_without_path() {
+    let Some(kam) = Kamailio::start_with("rewrite", &["NO_PATH"]) else {
+        return;
+    };
+    let hook = MockHttp::start();
+    hook.route("/push", 200, "{}");
+    let sw = relay_proxy_with(
+        "relay-rewrite",
+        &kam.uri(),
+        Some(&hook),
+        &[("RELAY__CONTACT_REWRITE", "true")],
+    );
+
+    let token = unique("tok");
+    let instance = "6f1a2b3c-0000-4000-8000-0000000000c1";
+    let mut phone = Ua::udp("alice", &sw);
+    let contact = contact_with_token(&phone, &token, instance);
+    let ok = register_auth(&mut phone, Some(&contact), "", Some(600));
+    assert_eq!(ok.status(), Some(200), "{ok:?}");
+    assert!(ok.header("path").is_none(), "{ok:?}");
+    let mine = ok.values("contact");
+    assert_eq!(mine.len(), 1, "the phone sees its own contact only: {ok:?}");
+    assert!(
+        mine[0].contains(&phone.contact_hostport) && mine[0].contains(";expires=600"),
+        "the phone sees its own contact and expiry: {ok:?}"
+    );
+
+    let held = kamailio_contacts(&kam, "alice");
+    assert_eq!(held.len(), 1, "one contact upstream: {held:?}");
+    let first = held[0].clone();
+    let (host, port) = uri_hostport(&uri_of(&first));
+    assert_eq!(
+        format!("{host}:{port}"),
+        sw.hostport(),
+        "Kamailio holds sipwake's contact: {held:?}"
+    );
+    assert!(
+        !first.contains(&phone.contact_hostport)
+            && !first.contains(&token)
+            && !first.to_ascii_lowercase().contains("xtoken")
+            && !first.to_ascii_lowercase().contains("pn-"),
+        "nothing of the phone's contact upstream: {held:?}"
+    );
+    assert!(first.contains("+sip.instance"), "{held:?}");
+
+    // the phone falls asleep; carol calls through Kamailio, which sends the INVITE to
+    // sipwake's contact
+    thread::sleep(Duration::from_millis(1200));
+    let mut carol = Ua::udp_at("carol", kam.addr(), "127.0.0.1:0");
+    let carol_contact = format!("<{}>", carol.contact_uri());
+    let r = register_auth(&mut carol, Some(&carol_contact), "", Some(600));
+    assert_eq!(r.status(), Some(200), "{r:?}");
+    let inv = invite_auth(&mut carol, "alice");
+
+    let push = hook
+        .next(WAIT)
+        .unwrap_or_else(|| panic!("no push for the call\n{}", sw.log_text()));
+    let doc = push.json();
+    assert_eq!(doc["event"], "call", "{doc:#}");
+    assert_eq!(doc["token"], token.as_str(), "{doc:#}");
+    let hint = doc["pushHint"].as_str().expect("pushHint").to_owned();
+
+    let mut woken = Ua::udp("alice", &sw);
+    let contact2 = contact_with_token(&woken, &token, instance);
+    let ok2 = register_auth(&mut woken, Some(&contact2), "", Some(600));
+    assert_eq!(ok2.status(), Some(200), "{ok2:?}");
+    assert!(
+        ok2.values("contact")
+            .iter()
+            .all(|c| !c.contains(&sw.hostport())),
+        "{ok2:?}"
+    );
+
+    let got = woken.expect_request("INVITE", Some(&inv.call_id));
+    assert_eq!(
+        got.header_lines("x-pushhint"),
+        vec![hint.as_str()],
+        "{got:?}"
+    );
+    let (host, port) = uri_hostport(got.ruri());
+    assert_eq!(
+        format!("{host}:{port}"),
+        woken.contact_hostport,
+        "the Request-URI is mapped back to the phone's contact: {got:?}"
+    );
+    assert!(phone
+        .try_expect(Duration::from_millis(100), |m| m.method() == Some("INVITE"))
+        .is_none());
+
+    woken.reply(&got, 180, "Ringing", Some("ph1"));
+    woken.reply(&got, 200, "OK", Some("ph1"));
+    let ok = carol.expect_response(&inv.call_id, "INVITE", "200 OK", |c| c == 200);
+    let mut d = Dialog::uac(&inv, &ok);
+    assert_eq!(d.route_set.len(), 2, "both proxies record-route: {ok:?}");
+    carol.ack_2xx(&mut d, inv.cseq);
+    woken.expect_request("ACK", Some(&inv.call_id));
+
+    let mut pd = Dialog::uas(&got, "ph1");
+    woken.send_in_dialog(&mut pd, "BYE", None);
+    let bye = carol.expect_request("BYE", Some(&inv.call_id));
+    carol.reply(&bye, 200, "OK", None);
+    let r = woken.expect_response(&inv.call_id, "BYE", "200 to BYE", |c| c == 200);
+    assert_eq!(r.status(), Some(200));
+
+    // Kamailio holds the new flow's contact (still sipwake's), not the old one
+    let held = kamailio_contacts(&kam, "alice");
+    assert_eq!(held.len(), 1, "the stale contact is gone: {held:?}");
+    let (host, port) = uri_hostport(&uri_of(&held[0]));
+    assert_eq!(format!("{host}:{port}"), sw.hostport(), "{held:?}");
+    assert_ne!(uri_of(&held[0]), uri_of(&first), "a new key: {held:?}");
+
+    // de-registration goes up in the rewritten form
+    let bye_reg = register_auth(&mut woken, Some(&contact2), "", Some(0));
+    assert_eq!(bye_reg.status(), Some(200), "{bye_reg:?}");
+    let held = kamailio_contacts(&kam, "alice");
+    assert!(held.is_empty(), "de-registered upstream too: {held:?}");
 }

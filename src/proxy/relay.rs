@@ -12,8 +12,13 @@
 //!   `relay.refresh_throttle_secs` of the last relayed one, is answered here (as
 //!   OpenSIPS' mid_registrar does), so the upstream binding stays long while the
 //!   phone refreshes as often as it likes.
-//! - Requests from the upstream that come back along the Path carry the flow token:
-//!   they go to the phone's binding through the push rules of local mode.
+//! - With `relay.contact_rewrite` (PBXs without Path support) there is no Path:
+//!   each contact goes up as `<sip:TOKEN@sipwake;transport=…>` (the phone's header
+//!   parameters kept), removals and stale contacts in that form too; the phone's 2xx
+//!   lists its own contacts.
+//! - Requests from the upstream that come back along the Path, or to a rewritten
+//!   contact, carry the flow token: they go to the phone's binding through the push
+//!   rules of local mode, with the phone's contact as Request-URI.
 //! - Requests from phones go to the upstream with Record-Route.
 
 use std::collections::HashMap;
@@ -112,7 +117,7 @@ pub fn register(
         debug!(aor = %req.aor, "refresh answered locally (relay throttle)");
         return register::handle(core, msg, flow, key);
     }
-    let contacts = match upstream_contacts(core, &msg, &req, now_ms) {
+    let contacts = match upstream_contacts(core, &msg, &req, now_ms, None) {
         Ok(c) => c,
         Err(reason) => return core.reply(&msg, flow, key, 400, reason, &[]),
     };
@@ -137,13 +142,45 @@ pub fn register(
     tokio::spawn(task.run().instrument(span));
 }
 
+/// Contact rewriting (`relay.contact_rewrite`): what the upstream's contacts are made
+/// of — sipwake's advertised address on the upstream leg and its transport.
+struct Rewrite<'a> {
+    hostport: &'a str,
+    udp: bool,
+}
+
+/// The Contact sipwake registers upstream for a phone's flow: its user part is the
+/// flow token (opaque, signed, base64url), so the upstream's requests to it come back
+/// here and name the phone's flow.
+fn rewritten_uri(core: &Core, phone: Flow, rw: &Rewrite<'_>) -> String {
+    let key = core.tokens.encode(Some(phone), None);
+    let tp = if rw.udp { "udp" } else { "tcp" };
+    format!("sip:{key}@{};transport={tp}", rw.hostport)
+}
+
+/// The phone's flow named by a Request-URI that is one of sipwake's rewritten
+/// contacts (a request to sipwake itself whose user part is a flow token).
+pub fn rewritten_target(core: &Core, msg: &Message) -> Option<Flow> {
+    let u = Uri::parse(msg.request_uri()).ok()?;
+    if !core.is_me(u.host, u.port) {
+        return None;
+    }
+    match core.tokens.decode(u.user?) {
+        Some((Some(phone), None)) => Some(phone),
+        _ => None,
+    }
+}
+
 /// The Contact lines for the upstream, or `None` to forward Contact/Expires as sent
-/// (query, `*`).
+/// (query, `*`). With `rewrite`, each contact is replaced by sipwake's own for the
+/// phone's flow (`src`), and the stale and removed ones name the flows the upstream
+/// knows them by.
 fn upstream_contacts(
     core: &Core,
     msg: &Message,
     req: &RegisterRequest,
     now_ms: u64,
+    rewrite: Option<(&Rewrite<'_>, Flow)>,
 ) -> Result<Option<Vec<String>>, &'static str> {
     let Contacts::List(specs) = &req.contacts else {
         return Ok(None);
@@ -151,9 +188,29 @@ fn upstream_contacts(
     let existing = core.registrar.lookup(&req.aor, now_ms);
     let up_expires = core.settings.relay.upstream_expires;
     let mut lines = Vec::with_capacity(specs.len() + 1);
+    let mut sent: Vec<String> = Vec::new();
+    let binding_uri = |b: &Binding| -> Option<String> {
+        match rewrite {
+            Some((rw, _)) => b
+                .flow
+                .as_deref()
+                .and_then(|f| f.parse::<Flow>().ok())
+                .map(|f| rewritten_uri(core, f, rw)),
+            None => Some(upstream_uri(core, &b.contact)),
+        }
+    };
     for (raw, spec) in msg.values(HeaderName::Contact).zip(specs) {
         let na = NameAddr::parse(raw, "Contact").map_err(|_| "Malformed Contact header")?;
-        let mut line = format!("Contact: <{}>", upstream_uri(core, na.uri));
+        let uri = match rewrite {
+            Some((rw, src)) => rewritten_uri(core, src, rw),
+            None => upstream_uri(core, na.uri),
+        };
+        let gone = spec.expires.or(req.expires_header) == Some(0);
+        if rewrite.is_some() && sent.contains(&uri) {
+            // two contacts from one flow: the upstream knows them as one
+            continue;
+        }
+        let mut line = format!("Contact: <{uri}>");
         for (n, v) in params(na.params) {
             if n.eq_ignore_ascii_case("expires") {
                 continue;
@@ -164,19 +221,21 @@ fn upstream_contacts(
                 let _ = write!(line, ";{n}={v}");
             }
         }
-        let gone = spec.expires.or(req.expires_header) == Some(0);
         let _ = write!(line, ";expires={}", if gone { 0 } else { up_expires });
         lines.push(line);
-        if gone {
+        sent.push(uri.clone());
+        if gone && rewrite.is_none() {
             continue;
         }
         // a device back from a new address (relaunched by a push): its old contact
-        // goes, or the upstream keeps forking to a dead one
+        // goes, or the upstream keeps forking to a dead one; with rewriting, a
+        // removal also names the flow the upstream knows the contact by
         let bkey = spec.binding_key();
         for b in existing.iter().filter(|b| b.key == bkey) {
-            let old = upstream_uri(core, &b.contact);
-            if old != upstream_uri(core, &spec.uri) {
+            let Some(old) = binding_uri(b) else { continue };
+            if old != uri && !sent.contains(&old) {
                 lines.push(format!("Contact: <{old}>;expires=0"));
+                sent.push(old);
             }
         }
     }
@@ -310,14 +369,32 @@ impl RegisterRelay {
             .map_err(|e| e.to_string())?;
         let out_local = self.core.transport.local_addr(&flow).unwrap_or(self.local);
         let hostport = self.core.advertised(out_local);
-        let token = self.core.tokens.encode(Some(self.src), None);
-        let tp = if flow.is_udp() { "" } else { ";transport=tcp" };
-        let mut extra = vec![format!("Path: <sip:{token}@{hostport};lr;ob{tp}>")];
-        let phone_has_path = supports_path(&self.msg);
-        if !phone_has_path {
-            // RFC 3327: registrars refuse a Path the UA did not agree to; most phones
-            // don't send it, so sipwake adds it for them
-            extra.push("Supported: path".into());
+        let mut extra = Vec::new();
+        if self.core.settings.relay.contact_rewrite {
+            // no Path: the upstream gets sipwake's own contact for the phone's flow
+            let rw = Rewrite {
+                hostport: &hostport,
+                udp: flow.is_udp(),
+            };
+            if self.contacts.is_some() {
+                self.contacts = upstream_contacts(
+                    &self.core,
+                    &self.msg,
+                    &self.req,
+                    unix_now_ms(),
+                    Some((&rw, self.src)),
+                )
+                .map_err(|e| e.to_string())?;
+            }
+        } else {
+            let token = self.core.tokens.encode(Some(self.src), None);
+            let tp = if flow.is_udp() { "" } else { ";transport=tcp" };
+            extra.push(format!("Path: <sip:{token}@{hostport};lr;ob{tp}>"));
+            if !supports_path(&self.msg) {
+                // RFC 3327: registrars refuse a Path the UA did not agree to; most
+                // phones don't send it, so sipwake adds it for them
+                extra.push("Supported: path".into());
+            }
         }
         let mut strip: Vec<HeaderName> = Vec::new();
         if let Some(lines) = &self.contacts {
@@ -524,8 +601,9 @@ fn ok_for_phone(resp: &Message, contact_lines: &[String], phone_has_path: bool) 
     sp.finish()
 }
 
-/// An initial request from the upstream that came back along our Path: its token
-/// names the phone's flow. The phone's bindings get it through the push rules.
+/// An initial request from the upstream that came back along our Path, or to one of
+/// our rewritten contacts: its token names the phone's flow. The phone's bindings get
+/// it through the push rules (each target's Request-URI is the phone's contact).
 #[allow(clippy::too_many_arguments)]
 pub fn from_path(
     core: &Arc<Core>,
@@ -552,8 +630,10 @@ pub fn from_path(
         .filter(|b| b.flow.as_deref() == Some(phone_s.as_str()))
         .collect();
     let Some(aor) = aor.filter(|_| !bindings.is_empty()) else {
-        // no binding of ours behind this token any more: straight to the flow, if alive
-        if !core.transport.is_open(&phone) {
+        // no binding of ours behind this token any more: straight to the flow, if
+        // alive; a rewritten contact names no contact of the phone's to send to
+        let rewritten = Uri::parse(msg.request_uri()).is_ok_and(|u| core.is_me(u.host, u.port));
+        if rewritten || !core.transport.is_open(&phone) {
             return core.reply(&msg, flow, key, 480, "Temporarily Unavailable", &[]);
         }
         let t = Target {

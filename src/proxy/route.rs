@@ -130,6 +130,11 @@ pub fn new_request(core: &Arc<Core>, msg: Message, flow: Flow, local: SocketAddr
             let rr = wants_record_route(method);
             return relay::from_path(core, msg, flow, local, key, popped, phone, rr);
         }
+        // contact rewriting: the Request-URI is the contact sipwake registered for it
+        if let Some(phone) = relay::rewritten_target(core, &msg) {
+            let rr = wants_record_route(method);
+            return relay::from_path(core, msg, flow, local, key, popped, phone, rr);
+        }
     }
 
     // a Request-URI naming sipwake itself is resolved through the registrar (RFC 3261
