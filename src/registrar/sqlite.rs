@@ -267,7 +267,6 @@ fn configure(conn: &Connection, sync_full: bool) -> rusqlite::Result<()> {
     // REGISTERs a second, doing that every 1,000 pages (the default) is most of the
     // store's cost. Every 16,000 pages (64 MiB of log) keeps durability the same.
     conn.pragma_update(None, "wal_autocheckpoint", 16_000)?;
-    conn.pragma_update(None, "cache_size", -32_000)?;
     Ok(())
 }
 
