@@ -4,7 +4,6 @@
 //! to each woken device.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::forward::{Next, Target};
 use super::Core;
@@ -233,11 +232,6 @@ fn has_video(body: &[u8]) -> bool {
             .and_then(|rest| rest.split_whitespace().next())
             .is_some_and(|port| port != "0")
     })
-}
-
-/// How long the wake window still has at `elapsed` into it.
-pub fn time_left(total: Duration, elapsed: Duration) -> Duration {
-    total.saturating_sub(elapsed)
 }
 
 #[cfg(test)]
