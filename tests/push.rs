@@ -10,11 +10,11 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::push_phone::register_raw;
 use common::*;
 use serde_json::Value;
 
@@ -190,34 +190,6 @@ enum Style {
     Param,
     /// RFC 8599 `;pn-provider=webhook;pn-prid=<tok>`.
     Rfc8599,
-}
-
-/// CSeq numbers for our REGISTERs: increasing across every registration Call-ID.
-static CSEQ: AtomicU32 = AtomicU32::new(1);
-
-/// Sends a REGISTER with this Contact value, Expires and extra header lines; returns
-/// the final response.
-fn register_raw(ua: &mut Ua, contact: &str, extra: &str, expires: u32) -> Msg {
-    let text = build_register(
-        ua.tp.via(),
-        &ua.via_hostport.clone(),
-        &ua.user.clone(),
-        &ua.domain.clone(),
-        Some(contact),
-        Some(expires),
-        &ua.reg_call_id.clone(),
-        CSEQ.fetch_add(1, Ordering::Relaxed),
-        &branch(),
-        &tag(),
-    );
-    let text = text.replacen(
-        "Content-Length: 0\r\n",
-        &format!("{extra}Content-Length: 0\r\n"),
-        1,
-    );
-    ua.send(&text);
-    let cid = ua.reg_call_id.clone();
-    ua.expect_final(&cid, "REGISTER")
 }
 
 /// Registers `ua`'s Contact for 600 s with `token` in `style` (and a `+sip.instance`
