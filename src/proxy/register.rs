@@ -5,14 +5,14 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use tracing::{debug, debug_span, warn, Instrument};
+use tracing::{debug, debug_span, warn};
 
 use super::Core;
 use crate::config::PushSettings;
 use crate::push::token::{extract, pns_name, TokenError};
 use crate::push::Pusher;
 use crate::registrar::{
-    unix_now_ms, Binding, ContactSpec, Contacts, RegisterOutcome, RegisterRequest,
+    unix_now_ms, Binding, ContactSpec, Contacts, RegisterOutcome, RegisterRequest, StoreError,
 };
 use crate::sip::header::{params, unquote, NameAddr};
 use crate::sip::{HeaderName, Message, Scheme, Uri};
@@ -201,9 +201,14 @@ pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
     core.tx.set_server(key, ServerEntry::Pending);
     let core = core.clone();
     let span = debug_span!("register", aor = %req.aor, call_id = %req.call_id);
-    let task = async move {
-        let request_ms = req.now_ms;
-        let outcome = core.registrar.register(req).await;
+    // The answer is sent by whichever thread finishes the commit (the store's own for
+    // SQLite); entering the runtime there lets the send path spawn if a socket is full.
+    let runtime = tokio::runtime::Handle::try_current().ok();
+    let request_ms = req.now_ms;
+    let registrar = core.registrar.clone();
+    let finish = move |outcome: Result<RegisterOutcome, StoreError>| {
+        let _runtime = runtime.as_ref().map(|r| r.enter());
+        let _span = span.enter();
         let now_ms = unix_now_ms();
         match outcome {
             Ok(RegisterOutcome::Ok { bindings }) => {
@@ -249,7 +254,7 @@ pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
         }
         debug!("register answered");
     };
-    tokio::spawn(task.instrument(span));
+    registrar.register_then(req, finish);
 }
 
 #[cfg(test)]

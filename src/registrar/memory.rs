@@ -4,9 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::oneshot;
-
-use super::store::{ready, Store, StoreError, StoreOp};
+use super::store::{Done, Store, StoreError, StoreOp};
 use super::{lock, Binding};
 
 /// In-memory [`Store`]. Writes are "durable" as soon as `submit` returns.
@@ -48,7 +46,7 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    fn submit(&self, ops: Vec<StoreOp>) -> oneshot::Receiver<Result<(), StoreError>> {
+    fn submit_then(&self, ops: Vec<StoreOp>, done: Done) {
         let mut inner = lock(&self.inner);
         for op in ops {
             match op {
@@ -60,7 +58,8 @@ impl Store for MemoryStore {
                 }
             }
         }
-        ready(Ok(()))
+        drop(inner);
+        done(Ok(()));
     }
 
     fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {

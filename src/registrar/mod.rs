@@ -7,8 +7,9 @@
 //! Changes are announced as [`BindingEvent`]s, e.g. to wake a call parked for a
 //! pushed phone.
 //!
-//! Ordering guarantee: a REGISTER's store ops are submitted while the in-memory lock is
-//! held, so the store sees concurrent REGISTERs in the same order as memory does.
+//! Ordering guarantee: a REGISTER's store ops are submitted under an order lock taken
+//! before the in-memory lock is released, so the store sees concurrent REGISTERs in
+//! the same order as memory does.
 
 mod binding;
 mod events;
@@ -23,7 +24,7 @@ pub use binding::{Binding, ContactSpec, Contacts, RegisterOutcome, RegisterReque
 pub use events::{BindingEvent, BindingEventKind};
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
-pub use store::{Store, StoreError, StoreOp};
+pub use store::{Done, Store, StoreError, StoreOp};
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -73,6 +74,9 @@ struct Inner {
     bindings: Mutex<HashMap<String, Vec<Arc<Binding>>>>,
     events: broadcast::Sender<BindingEvent>,
     push: std::sync::RwLock<PushRules>,
+    /// Taken before `bindings` is released and held while submitting to the store,
+    /// so the store applies changes in the order memory made them.
+    order: Mutex<()>,
 }
 
 /// How bindings that carry push info differ from plain ones.
@@ -114,6 +118,7 @@ impl Registrar {
                 bindings: Mutex::new(bindings),
                 events,
                 push: std::sync::RwLock::new(PushRules::default()),
+                order: Mutex::new(()),
             }),
         })
     }
@@ -134,37 +139,78 @@ impl Registrar {
     /// since lookups already see it); the caller should answer 500, and the UA's next
     /// refresh writes the binding again.
     pub async fn register(&self, req: RegisterRequest) -> Result<RegisterOutcome, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.register_then(req, move |outcome| {
+            let _ = tx.send(outcome);
+        });
+        rx.await.unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// Like [`Registrar::register`], but calls `then` with the outcome once the change
+    /// is durable, on the thread that made it so (see [`store::Done`]): the answer to
+    /// a REGISTER then goes out from the store thread right after the commit, without
+    /// waking the runtime in between. Events are published before `then` runs.
+    pub fn register_then<F>(&self, req: RegisterRequest, then: F)
+    where
+        F: FnOnce(Result<RegisterOutcome, StoreError>) + Send + 'static,
+    {
         let now = req.now_ms;
-        let (commit, events, bindings) = {
-            let mut map = lock(&self.inner.bindings);
-            let existing: &[Arc<Binding>] = map.get(&req.aor).map_or(&[], Vec::as_slice);
-            let rules = self.rules();
-            let plan = match plan(&self.inner.settings, rules, existing, &req) {
-                Ok(plan) => plan,
-                Err(outcome) => return Ok(outcome),
-            };
-            let bindings = live_sorted(&plan.bindings, now, rules.ttl_secs);
-            // Submitted under the lock so the store applies REGISTERs in memory's order.
-            let commit = (!plan.ops.is_empty()).then(|| self.inner.store.submit(plan.ops));
-            if plan.bindings.is_empty() {
-                map.remove(&req.aor);
-            } else if plan.changed {
-                map.insert(req.aor.clone(), plan.bindings);
+        let mut map = lock(&self.inner.bindings);
+        let existing: &[Arc<Binding>] = map.get(&req.aor).map_or(&[], Vec::as_slice);
+        let rules = self.rules();
+        let plan = match plan(&self.inner.settings, rules, existing, &req) {
+            Ok(plan) => plan,
+            Err(outcome) => {
+                drop(map);
+                return then(Ok(outcome));
             }
-            (commit, plan.events, bindings)
         };
-        let result = match commit {
-            Some(commit) => commit.await.unwrap_or(Err(StoreError::Closed)),
-            None => Ok(()),
-        };
-        self.publish(events);
-        match result {
-            Ok(()) => Ok(RegisterOutcome::Ok { bindings }),
-            Err(e) => {
-                tracing::warn!(aor = %req.aor, error = %e, "registration not stored");
-                Err(e)
-            }
+        let bindings = live_sorted(&plan.bindings, now, rules.ttl_secs);
+        let events = plan.events;
+        if plan.bindings.is_empty() {
+            map.remove(&req.aor);
+        } else if plan.changed {
+            map.insert(req.aor.clone(), plan.bindings);
         }
+        if plan.ops.is_empty() {
+            drop(map);
+            self.publish(events);
+            return then(Ok(RegisterOutcome::Ok { bindings }));
+        }
+        let this = self.clone();
+        let aor = req.aor;
+        self.submit_in_order(
+            map,
+            plan.ops,
+            Box::new(move |result| {
+                this.publish(events);
+                then(match result {
+                    Ok(()) => Ok(RegisterOutcome::Ok { bindings }),
+                    Err(e) => {
+                        tracing::warn!(aor = %aor, error = %e, "registration not stored");
+                        Err(e)
+                    }
+                })
+            }),
+        );
+    }
+
+    /// Hands `ops` to the store in the order their in-memory changes were made, then
+    /// lets go of `map`.
+    ///
+    /// The order lock is taken before the map lock is released, so ops reach the store
+    /// in memory's order; the submit itself happens outside the map lock, so a store
+    /// that completes inline (memory) runs `done` without holding it.
+    fn submit_in_order(
+        &self,
+        map: MutexGuard<'_, HashMap<String, Vec<Arc<Binding>>>>,
+        ops: Vec<StoreOp>,
+        done: store::Done,
+    ) {
+        let order = lock(&self.inner.order);
+        drop(map);
+        self.inner.store.submit_then(ops, done);
+        drop(order);
     }
 
     /// Live bindings of `aor` at `now_ms`, highest q first, then most recently
@@ -186,7 +232,7 @@ impl Registrar {
         let mut ops = Vec::new();
         let mut events = Vec::new();
         let ttl = self.rules().ttl_secs;
-        let commit = {
+        {
             let mut map = lock(&self.inner.bindings);
             map.retain(|_, list| {
                 list.retain(|b| {
@@ -205,10 +251,9 @@ impl Registrar {
                 });
                 !list.is_empty()
             });
-            (!ops.is_empty()).then(|| self.inner.store.submit(ops))
-        };
-        if let Some(commit) = commit {
-            watch_commit(commit);
+            if !ops.is_empty() {
+                self.submit_in_order(map, ops, Box::new(|r| log_unawaited(r, "sweep")));
+            }
         }
         let removed = events.len();
         self.publish(events);
@@ -227,7 +272,7 @@ impl Registrar {
         push: Option<String>,
         only_if_registered_before_ms: Option<u64>,
     ) -> bool {
-        let commit = {
+        {
             let mut map = lock(&self.inner.bindings);
             let Some(list) = map.get_mut(aor) else {
                 return false;
@@ -244,9 +289,9 @@ impl Registrar {
             b.push = push;
             let b = Arc::new(b);
             *slot = Arc::clone(&b);
-            self.inner.store.submit(vec![StoreOp::Put(b)])
-        };
-        watch_commit(commit);
+            let done = Box::new(|r| log_unawaited(r, "push info"));
+            self.submit_in_order(map, vec![StoreOp::Put(b)], done);
+        }
         true
     }
 
@@ -293,28 +338,10 @@ impl Registrar {
     }
 }
 
-/// Log the outcome of a store commit nobody waits for.
-fn watch_commit(commit: oneshot::Receiver<Result<(), StoreError>>) {
-    fn report(result: Result<Result<(), StoreError>, oneshot::error::RecvError>) {
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "sweep not stored"),
-            Err(_) => tracing::warn!(error = %StoreError::Closed, "sweep not stored"),
-        }
-    }
-    match tokio::runtime::Handle::try_current() {
-        Ok(runtime) => {
-            runtime.spawn(async move { report(commit.await) });
-        }
-        Err(_) => {
-            // Outside a runtime (tools, tests) a short-lived thread does the waiting.
-            let spawned = std::thread::Builder::new()
-                .name("sipwake-sweep-commit".into())
-                .spawn(move || report(commit.blocking_recv()));
-            if let Err(e) = spawned {
-                tracing::warn!(error = %e, "cannot watch sweep commit");
-            }
-        }
+/// Logs the failure of a store commit nobody waits for.
+fn log_unawaited(result: Result<(), StoreError>, what: &'static str) {
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "{what} not stored");
     }
 }
 

@@ -14,9 +14,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
-use tokio::sync::oneshot;
 
-use super::store::{ready, Store, StoreError, StoreOp};
+use super::store::{Done, Store, StoreError, StoreOp};
 use super::Binding;
 
 /// Schema version kept in `PRAGMA user_version`, so later builds can migrate.
@@ -100,7 +99,7 @@ enum ReadJob {
 enum WriteJob {
     Ops {
         ops: Vec<StoreOp>,
-        reply: oneshot::Sender<Result<(), StoreError>>,
+        done: Done,
     },
     Meta {
         key: String,
@@ -109,13 +108,20 @@ enum WriteJob {
     },
 }
 
+impl Job {
+    /// Tells the submitter its job was not taken (the store thread is gone).
+    fn answer_closed(self) {
+        if let Job::Write(w) = self {
+            w.answer(Err(StoreError::Closed));
+        }
+    }
+}
+
 impl WriteJob {
     fn answer(self, result: Result<(), StoreError>) {
         // A requester that stopped waiting is not an error for the store.
         match self {
-            WriteJob::Ops { reply, .. } => {
-                let _ = reply.send(result);
-            }
+            WriteJob::Ops { done, .. } => done(result),
             WriteJob::Meta { reply, .. } => {
                 let _ = reply.send(result);
             }
@@ -209,11 +215,12 @@ impl Store for SqliteStore {
         answer.recv().map_err(|_| StoreError::Closed)?
     }
 
-    fn submit(&self, ops: Vec<StoreOp>) -> oneshot::Receiver<Result<(), StoreError>> {
-        let (reply, answer) = oneshot::channel();
-        match self.send(Job::Write(WriteJob::Ops { ops, reply })) {
-            Ok(()) => answer,
-            Err(e) => ready(Err(e)),
+    fn submit_then(&self, ops: Vec<StoreOp>, done: Done) {
+        let Some(jobs) = self.jobs.as_ref() else {
+            return done(Err(StoreError::Closed));
+        };
+        if let Err(mpsc::SendError(job)) = jobs.send(Job::Write(WriteJob::Ops { ops, done })) {
+            job.answer_closed();
         }
     }
 

@@ -73,11 +73,16 @@ pub enum StoreError {
     Closed,
 }
 
+/// What to run once a submitted batch is durable (or failed). It runs on whichever
+/// thread finished the batch (the store's own thread for SQLite, the submitter's for
+/// memory), so it must be short and must not block.
+pub type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
 /// Durable keeping of bindings plus a small key/value area.
 ///
 /// `load`, `get_meta` and `put_meta` may block briefly: call them at startup or from
-/// blocking contexts. `submit` never blocks; its result resolves once the ops are
-/// durable (or failed).
+/// blocking contexts. `submit` and `submit_then` never block; their result comes once
+/// the ops are durable (or failed).
 pub trait Store: Send + Sync + 'static {
     /// Every stored binding, expired ones included (the registrar sweeps those).
     fn load(&self) -> Result<Vec<Binding>, StoreError>;
@@ -85,20 +90,25 @@ pub trait Store: Send + Sync + 'static {
     /// Queue `ops` for atomic application in submission order; the receiver yields the
     /// outcome once committed. Ops submitted earlier are committed no later than ops
     /// submitted after them.
-    fn submit(&self, ops: Vec<StoreOp>) -> oneshot::Receiver<Result<(), StoreError>>;
+    fn submit(&self, ops: Vec<StoreOp>) -> oneshot::Receiver<Result<(), StoreError>> {
+        let (tx, rx) = oneshot::channel();
+        self.submit_then(
+            ops,
+            Box::new(move |result| {
+                let _ = tx.send(result);
+            }),
+        );
+        rx
+    }
+
+    /// Like [`Store::submit`], but calls `done` with the outcome instead of waking a
+    /// waiter: a REGISTER is answered straight from the thread that committed it,
+    /// without a hand-off back to the runtime.
+    fn submit_then(&self, ops: Vec<StoreOp>, done: Done);
 
     /// Read a small value (e.g. the flow-token secret).
     fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// Write a small value durably.
     fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
-}
-
-/// A receiver that already holds `result`, for stores that answer synchronously or
-/// cannot accept work.
-pub(crate) fn ready(result: Result<(), StoreError>) -> oneshot::Receiver<Result<(), StoreError>> {
-    let (tx, rx) = oneshot::channel();
-    // The receiver is alive right here, so this send cannot fail.
-    let _ = tx.send(result);
-    rx
 }

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::broadcast;
 
 use super::*;
 use crate::config::{RegistrarMode, RegistrarSettings};
@@ -724,8 +724,8 @@ async fn clones_share_state_and_store_handle() {
     assert!(format!("{reg:?}").contains("Registrar"));
 }
 
-/// A submitted batch and the sender that completes its commit.
-type Pending = (Vec<StoreOp>, oneshot::Sender<Result<(), StoreError>>);
+/// A submitted batch and what completes its commit.
+type Pending = (Vec<StoreOp>, crate::registrar::store::Done);
 
 /// A store whose commits complete only when the test says so.
 #[derive(Default)]
@@ -737,8 +737,8 @@ impl ManualStore {
     fn complete_all(&self, ok: bool) -> usize {
         let pending = std::mem::take(&mut *self.pending.lock().unwrap());
         let n = pending.len();
-        for (_, tx) in pending {
-            let _ = tx.send(if ok { Ok(()) } else { Err(StoreError::Closed) });
+        for (_, done) in pending {
+            done(if ok { Ok(()) } else { Err(StoreError::Closed) });
         }
         n
     }
@@ -748,10 +748,8 @@ impl Store for ManualStore {
     fn load(&self) -> Result<Vec<Binding>, StoreError> {
         Ok(Vec::new())
     }
-    fn submit(&self, ops: Vec<StoreOp>) -> oneshot::Receiver<Result<(), StoreError>> {
-        let (tx, rx) = oneshot::channel();
-        self.pending.lock().unwrap().push((ops, tx));
-        rx
+    fn submit_then(&self, ops: Vec<StoreOp>, done: crate::registrar::store::Done) {
+        self.pending.lock().unwrap().push((ops, done));
     }
     fn get_meta(&self, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(None)
