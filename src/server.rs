@@ -108,16 +108,58 @@ impl Server {
 async fn sweeper(core: Arc<Core>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut n: u64 = 0;
+    let mut trim = TrimWatch::default();
     loop {
         tick.tick().await;
         core.tx.sweep(Instant::now());
         n += 1;
         if n.is_multiple_of(10) {
-            core.registrar.sweep(unix_now_ms());
+            let removed = core.registrar.sweep(unix_now_ms());
             core.transport
                 .liveness()
                 .sweep(core.settings.push.flow_timeout.max(Duration::from_secs(60)));
+            let (server, client) = core.tx.sizes();
+            if trim.due(server + client, removed) {
+                tokio::task::spawn_blocking(release_freed_memory);
+            }
         }
+    }
+}
+
+/// Decides when a burst is over: a registration storm leaves tens of thousands of
+/// finished transactions (each holds its response for 32 s) that are freed together.
+#[derive(Debug, Default)]
+struct TrimWatch {
+    peak: usize,
+    swept: usize,
+}
+
+impl TrimWatch {
+    /// Entries freed before memory is worth handing back.
+    const FREED: usize = 10_000;
+
+    fn due(&mut self, transactions: usize, bindings_removed: usize) -> bool {
+        self.peak = self.peak.max(transactions);
+        self.swept += bindings_removed;
+        let freed = self.peak - transactions + self.swept;
+        if freed >= Self::FREED && transactions <= self.peak / 2 {
+            self.peak = transactions;
+            self.swept = 0;
+            return true;
+        }
+        false
+    }
+}
+
+/// Hands memory freed after a burst back to the OS. glibc keeps freed small blocks in
+/// its heaps for reuse, so without this the resident size stays at the burst's peak.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: malloc_trim only walks the allocator's own free lists; it is
+        // thread-safe and has no preconditions.
+        let released = unsafe { libc::malloc_trim(0) };
+        tracing::debug!(released, "returned freed memory to the OS");
     }
 }
 
@@ -149,5 +191,22 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TrimWatch;
+
+    #[test]
+    fn trims_once_a_burst_has_drained() {
+        let mut w = TrimWatch::default();
+        assert!(!w.due(5_000, 0), "nothing freed yet");
+        assert!(!w.due(60_000, 0), "burst still running");
+        assert!(!w.due(40_000, 0), "only 20k of 60k freed");
+        assert!(w.due(1_000, 0), "burst drained");
+        assert!(!w.due(500, 0), "already trimmed");
+        assert!(!w.due(500, 6_000));
+        assert!(w.due(500, 6_000), "12k bindings swept since");
     }
 }

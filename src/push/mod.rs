@@ -66,6 +66,9 @@ impl std::fmt::Display for Provider {
 
 /// Push info of one binding; stored as JSON in `Binding.push`. Its `Debug` output
 /// shows only the first 8 characters of the tokens, so it is safe to log.
+///
+/// Empty and false fields are left out of the JSON: it is kept in memory with every
+/// binding, and most bindings carry only a provider and a token.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushInfo {
     /// Which service delivers the pushes.
@@ -73,21 +76,21 @@ pub struct PushInfo {
     /// VoIP (PushKit) token, FCM registration token, or the opaque webhook token.
     pub token: String,
     /// APNs regular (remote) token, for cancel notices.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert_token: Option<String>,
     /// APNs bundle id without `.voip` (from `pn-param` minus the team id, or settings).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topic: Option<String>,
     /// APNs team from `pn-param` (selects the signing key).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub team_id: Option<String>,
     /// APNs environment: the sandbox (`pn-provider=apns.dev`, or settings for bare
     /// tokens).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub sandbox: bool,
     /// The environment was a guess (bare token): `BadDeviceToken` is retried once on
     /// the other environment.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub env_guessed: bool,
     /// Unix ms of the REGISTER carrying this token (for the APNs 410 timestamp rule).
     #[serde(default)]
@@ -131,6 +134,10 @@ impl PushInfo {
     pub fn short_token(&self) -> &str {
         short(&self.token)
     }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// The first 8 characters of a token (or less), for logs.
