@@ -70,7 +70,7 @@ pub fn finished(
             call_id = %invite.call_id(),
             from = %aor(invite.from()),
             to = %aor(invite.to()),
-            outcome = outcome.as_str(),
+            outcome = %outcome.as_str(),
             wake_ms = w.as_millis() as u64,
             code,
             duration_ms,
@@ -81,7 +81,7 @@ pub fn finished(
             call_id = %invite.call_id(),
             from = %aor(invite.from()),
             to = %aor(invite.to()),
-            outcome = outcome.as_str(),
+            outcome = %outcome.as_str(),
             code,
             duration_ms,
             "call"

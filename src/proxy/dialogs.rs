@@ -11,7 +11,7 @@
 //! stay counted.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -57,9 +57,7 @@ impl Dialogs {
         } else {
             (tag_b, tag_a)
         };
-        let mut h = self.hasher.build_hasher();
-        (call_id, lo, hi).hash(&mut h);
-        h.finish()
+        self.hasher.hash_one((call_id, lo, hi))
     }
 
     fn key_of(&self, msg: &Message) -> u64 {
