@@ -299,7 +299,10 @@ fn create_schema(conn: &mut Connection) -> rusqlite::Result<()> {
 /// or until a `Close` job.
 fn run(mut conn: Connection, queue: mpsc::Receiver<Job>, commits: &AtomicU64) {
     let close_reply = group_commit(&mut conn, &queue, commits);
-    // Jobs queued after the close are dropped unanswered: their senders see `Closed`.
+    // Jobs queued after the close fail; once the queue is gone, senders see `Closed`.
+    while let Ok(job) = queue.try_recv() {
+        job.answer_closed();
+    }
     drop(queue);
     let result = conn.close().map_err(|(_, e)| StoreError::Sqlite(e));
     if let Some(reply) = close_reply {
@@ -325,11 +328,13 @@ fn group_commit(
             }
         }
         let mut writes = Vec::new();
-        for job in batch {
+        let mut jobs = batch.into_iter();
+        while let Some(job) = jobs.next() {
             match job {
                 Job::Write(w) => writes.push(w),
                 Job::Read(ReadJob::Close { reply }) => {
                     commit_group(conn, std::mem::take(&mut writes), commits);
+                    jobs.for_each(Job::answer_closed);
                     return Some(reply);
                 }
                 Job::Read(read) => {
