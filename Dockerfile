@@ -29,5 +29,8 @@ WORKDIR /var/lib/sipwake
 VOLUME ["/etc/sipwake", "/var/lib/sipwake"]
 USER sipwake
 EXPOSE 5060/udp 5060/tcp
+# SIGTERM drains the calls in progress (up to server.drain_timeout_secs, 30 s) before
+# exiting: stop with `docker stop -t 45` or compose's stop_grace_period; SIGHUP reloads.
+STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/sipwake"]
 CMD ["--config", "/etc/sipwake/sipwake.toml"]

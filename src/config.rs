@@ -39,6 +39,8 @@ pub struct Settings {
     pub push: PushSettings,
     /// `[relay]`: relaying registrations to the upstream (`registrar.mode = "relay"`).
     pub relay: RelaySettings,
+    /// `[server]`: graceful shutdown and dialog tracking.
+    pub server: ServerSettings,
 }
 
 /// `[relay]` section.
@@ -307,6 +309,8 @@ pub struct StoreSettings {
 pub struct LogSettings {
     /// Filter such as `info` or `warn,sipwake=debug`.
     pub level: String,
+    /// Line format.
+    pub format: LogFormat,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -534,6 +538,8 @@ pub struct RawSettings {
     pub push: RawPush,
     /// `[relay]`.
     pub relay: RawRelay,
+    /// `[server]`.
+    pub server: RawServer,
 }
 
 /// Raw `[relay]` section.
@@ -714,12 +720,15 @@ impl Default for RawStore {
 pub struct RawLog {
     /// Filter directives, e.g. `info,sipwake=debug`.
     pub level: String,
+    /// `human` or `json`.
+    pub format: String,
 }
 
 impl Default for RawLog {
     fn default() -> Self {
         Self {
             level: "info".to_owned(),
+            format: "human".to_owned(),
         }
     }
 }
@@ -889,6 +898,13 @@ const LIST_KEYS: [&str; 4] = [
 /// Loads settings from `path` (or the built-in defaults when `None`), then applies
 /// `SIPWAKE__SECTION__KEY` environment overrides, then validates.
 pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
+    load_raw_settings(path)?.validate()
+}
+
+/// Like [`load`], but stops before validation: the raw settings (file, then
+/// environment) as written, e.g. to tell which keys a reload changed. Validate them
+/// with [`RawSettings::validate`].
+pub fn load_raw_settings(path: Option<&Path>) -> Result<RawSettings, ConfigError> {
     let file = match path {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -903,7 +919,7 @@ pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
     let file = file
         .as_ref()
         .map(|(text, origin)| (text.as_str(), origin.as_str()));
-    load_raw(file, Some(env))?.validate()
+    load_raw(file, Some(env))
 }
 
 /// Parses settings from TOML text alone (no environment), e.g. for tests.
@@ -1003,6 +1019,7 @@ impl RawSettings {
         let log = self.log.validate()?;
         let push = self.push.validate()?;
         let relay = self.relay.validate()?;
+        let server = self.server.validate()?;
         Ok(Settings {
             sip,
             proxy,
@@ -1012,6 +1029,7 @@ impl RawSettings {
             log,
             push,
             relay,
+            server,
         })
     }
 }
@@ -1305,8 +1323,20 @@ impl RawLog {
         }
         tracing_subscriber::filter::Targets::from_str(level)
             .map_err(|e| ConfigError::invalid("log.level", level, e.to_string()))?;
+        let format = match self.format.trim().to_ascii_lowercase().as_str() {
+            "human" => LogFormat::Human,
+            "json" => LogFormat::Json,
+            _ => {
+                return Err(ConfigError::invalid(
+                    "log.format",
+                    self.format,
+                    "expected human or json",
+                ))
+            }
+        };
         Ok(LogSettings {
             level: level.to_owned(),
+            format,
         })
     }
 }
@@ -1826,6 +1856,70 @@ fn decode_hex(s: &str) -> Result<Vec<u8>, String> {
             _ => Err("not hexadecimal".to_owned()),
         })
         .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Logging format, [server]: graceful shutdown
+// ---------------------------------------------------------------------------------------
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One readable line per event.
+    Human,
+    /// One JSON object per line, fields at the top level (for log shippers).
+    Json,
+}
+
+/// `[server]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// On SIGTERM, how long calls in progress may go on before sipwake stops anyway.
+    pub drain_timeout: Duration,
+    /// A dialog whose BYE sipwake never saw is forgotten after this long.
+    pub dialog_max_age: Duration,
+}
+
+/// Raw `[server]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawServer {
+    /// Seconds.
+    pub drain_timeout_secs: u64,
+    /// Seconds.
+    pub dialog_max_age_secs: u64,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            drain_timeout_secs: 30,
+            dialog_max_age_secs: 14_400,
+        }
+    }
+}
+
+impl RawServer {
+    fn validate(self) -> Result<ServerSettings, ConfigError> {
+        let drain = in_range(
+            "server.drain_timeout_secs",
+            self.drain_timeout_secs,
+            0,
+            86_400,
+            "seconds",
+        )?;
+        let max_age = in_range(
+            "server.dialog_max_age_secs",
+            self.dialog_max_age_secs,
+            60,
+            30 * 86_400,
+            "seconds",
+        )?;
+        Ok(ServerSettings {
+            drain_timeout: Duration::from_secs(drain),
+            dialog_max_age: Duration::from_secs(max_age),
+        })
+    }
 }
 
 #[cfg(test)]

@@ -6,9 +6,11 @@ use std::process::ExitCode;
 use std::str::FromStr;
 
 use anyhow::Context;
-use sipwake::config::{self, Settings};
+use sipwake::config::{self, LogFormat, RawSettings, Settings};
+use sipwake::reload::{LogFilterFn, Reloader};
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::reload;
 
 /// Environment variable whose log filter, when set, replaces `log.level`.
 const LOG_ENV: &str = "SIPWAKE_LOG";
@@ -118,8 +120,11 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config } => {
-            let settings = match config::load(config.as_deref()) {
-                Ok(settings) => settings,
+            // the raw values are kept so that a reload can tell which keys changed
+            let loaded = config::load_raw_settings(config.as_deref())
+                .and_then(|raw| raw.clone().validate().map(|s| (raw, s)));
+            let (raw, settings) = match loaded {
+                Ok(loaded) => loaded,
                 Err(err) => {
                     eprintln!(
                         "sipwake: {}",
@@ -136,7 +141,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_USAGE);
                 }
             };
-            match run(settings, config, filter) {
+            match run(settings, raw, config, filter) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
                     // Straight to stderr rather than through tracing: the log filter
@@ -171,8 +176,13 @@ fn log_filter(level: &str) -> Result<Targets, String> {
     }
 }
 
-fn run(settings: Settings, config: Option<PathBuf>, filter: Targets) -> anyhow::Result<()> {
-    init_logging(filter)?;
+fn run(
+    settings: Settings,
+    raw: RawSettings,
+    config: Option<PathBuf>,
+    filter: Targets,
+) -> anyhow::Result<()> {
+    let set_filter = init_logging(filter, settings.log.format)?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         config = %config.as_deref().map_or_else(|| "built-in defaults".into(), |p| p.display().to_string()),
@@ -188,23 +198,42 @@ fn run(settings: Settings, config: Option<PathBuf>, filter: Targets) -> anyhow::
         .thread_name("sipwake")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(sipwake::server::run(settings))?;
+    let reloader = Reloader::new(config, raw, Some(set_filter));
+    runtime.block_on(sipwake::server::run_with(settings, Some(reloader)))?;
+    // tasks still open (a dialog's transaction, a connection) are simply dropped
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     tracing::info!("sipwake stopped");
     Ok(())
 }
 
-/// Installs the global subscriber: formatted lines on stderr (colored only on a
-/// terminal, so that files and journald get plain text).
-fn init_logging(filter: Targets) -> anyhow::Result<()> {
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        // the fmt builder caps at INFO by default; the Targets filter decides instead
-        .with_max_level(tracing::level_filters::LevelFilter::TRACE)
-        .finish()
-        .with(filter);
+/// Installs the global subscriber: lines on stderr, human (colored only on a
+/// terminal, so that files and journald get plain text) or JSON, behind a filter that
+/// SIGHUP can replace. Returns the function that replaces it.
+fn init_logging(filter: Targets, format: LogFormat) -> anyhow::Result<LogFilterFn> {
+    let (filter, handle) = reload::Layer::new(filter);
+    let human = (format == LogFormat::Human).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+    });
+    let json = (format == LogFormat::Json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::stderr)
+    });
+    let subscriber = tracing_subscriber::registry()
+        .with(filter)
+        .with(human)
+        .with(json);
     tracing::subscriber::set_global_default(subscriber).context("cannot install the logger")?;
-    Ok(())
+    Ok(Box::new(move |level: &str| {
+        let filter = log_filter(level)?;
+        if std::env::var(LOG_ENV).is_ok_and(|v| !v.trim().is_empty()) {
+            return Err(format!("{LOG_ENV} is set and replaces log.level"));
+        }
+        handle.reload(filter).map_err(|e| e.to_string())
+    }))
 }
 
 #[cfg(test)]

@@ -13,6 +13,8 @@ use crate::push::{PushError, Pusher};
 use crate::registrar::{
     unix_now_ms, MemoryStore, PushRules, Registrar, SqliteStore, Store, StoreError,
 };
+use crate::reload::Reloader;
+use crate::shutdown::{self, Signal, Signals};
 use crate::transport::{FlowTokens, Transport, TransportConfig};
 
 /// Why the server could not start.
@@ -114,6 +116,7 @@ async fn sweeper(core: Arc<Core>) {
         core.tx.sweep(Instant::now());
         n += 1;
         if n.is_multiple_of(10) {
+            core.dialogs.sweep(Instant::now());
             let removed = core.registrar.sweep(unix_now_ms());
             core.transport
                 .liveness()
@@ -163,35 +166,40 @@ fn release_freed_memory() {
     }
 }
 
-/// Runs sipwake until SIGINT/SIGTERM.
+/// Runs sipwake until SIGINT/SIGTERM, then stops gracefully (see [`run_with`]);
+/// SIGHUP changes nothing without a [`Reloader`].
 pub async fn run(settings: Settings) -> Result<(), ServerError> {
-    let server = Server::start(settings).await?;
-    shutdown_signal().await;
-    info!(bindings = server.core.registrar.count(), "shutting down");
-    Ok(())
+    run_with(settings, None).await
 }
 
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(e) => {
-                warn!(error = %e, "no SIGTERM handler");
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
+/// Runs sipwake: SIGHUP reloads through `reloader`; SIGTERM/SIGINT drains the calls
+/// in progress (new calls get `503`) for at most `server.drain_timeout_secs`, then
+/// closes the store and returns.
+pub async fn run_with(
+    settings: Settings,
+    mut reloader: Option<Reloader>,
+) -> Result<(), ServerError> {
+    // before serving: from here on SIGHUP no longer kills the process
+    let mut signals = Signals::new();
+    let drain_timeout = settings.server.drain_timeout;
+    let server = Server::start(settings).await?;
+    let core = server.core;
+    let mut reload = |core: &Core| match reloader.as_mut() {
+        Some(r) => r.reload_and_log(core),
+        None => warn!("SIGHUP ignored: started without a reloadable configuration"),
+    };
+    while signals.next().await == Signal::Reload {
+        info!("SIGHUP: reloading the configuration");
+        reload(&core);
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    info!(bindings = core.registrar.count(), "shutting down");
+    shutdown::drain(&core, drain_timeout, &mut signals, || {
+        info!("SIGHUP: reloading the configuration");
+        reload(&core);
+    })
+    .await;
+    shutdown::close_store(&core).await;
+    Ok(())
 }
 
 #[cfg(test)]

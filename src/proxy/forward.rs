@@ -178,6 +178,12 @@ struct Fwd {
     declined: bool,
     /// A woken phone got the INVITE: the wake timeout no longer ends the call.
     woke: bool,
+    /// When the request arrived (for the per-call log line).
+    started: Instant,
+    /// Time from parking to the first woken phone's INVITE.
+    woken_after: Option<std::time::Duration>,
+    /// Counts an initial INVITE as a call in setup until its final response.
+    setup: Option<super::dialogs::SetupGuard>,
 }
 
 /// Starts forwarding `msg` to `targets`, pushing the devices of `plan` first.
@@ -210,6 +216,8 @@ pub fn start(
     }
     let span = debug_span!("tx", call_id = %msg.call_id(), method = %msg.method_str());
     let untrusted = !core.settings.is_trusted(src.remote().ip());
+    let setup =
+        (kind == Kind::Invite && msg.to_tag().is_empty()).then(|| core.dialogs.setup_started());
     let fwd = Fwd {
         core: core.clone(),
         loop_hash: BranchGen::loop_hash(&msg),
@@ -232,6 +240,9 @@ pub fn start(
         final_code: None,
         declined: false,
         woke: false,
+        started: Instant::now(),
+        woken_after: None,
+        setup,
     };
     tokio::spawn(fwd.run(targets, plan).instrument(span));
 }
@@ -302,7 +313,7 @@ impl Fwd {
         for (i, d) in plan.devices.iter_mut().enumerate() {
             d.pushed = true;
             debug!(aor = %plan.aor, token = d.info.short_token(), provider = %d.info.provider, "push");
-            let fut = self.core.pusher.call(&d.info, &plan.call);
+            let fut = self.core.pusher().call(&d.info, &plan.call);
             let tx = tx.clone();
             tokio::spawn(async move {
                 let result = fut.await;
@@ -466,6 +477,12 @@ impl Fwd {
             device,
             Some(binding.key.clone()),
         );
+        if !self.woke {
+            self.woken_after = self.push.as_ref().map(|p| {
+                let parked_at = p.wake_at - self.core.settings.push.wake_timeout;
+                parked_at.elapsed()
+            });
+        }
         self.woke = true;
     }
 
@@ -557,7 +574,7 @@ impl Fwd {
             .filter(|d| d.pushed && !d.failed && !d.got_invite)
         {
             debug!(token = d.info.short_token(), ?reason, "cancel notice");
-            tokio::spawn(self.core.pusher.cancel(&d.info, &p.plan.call, reason));
+            tokio::spawn(self.core.pusher().cancel(&d.info, &p.plan.call, reason));
         }
     }
 
@@ -677,6 +694,9 @@ impl Fwd {
             let bytes = pop_via(msg);
             let first = !self.got_2xx;
             self.got_2xx = true;
+            if self.kind == Kind::Invite {
+                self.core.dialogs.confirmed(msg);
+            }
             self.send_upstream(code, bytes);
             if first && self.kind == Kind::Invite {
                 self.cancel_all(
@@ -751,6 +771,7 @@ impl Fwd {
             // no new branches after the final; pushed phones that missed it get a notice
             self.tx = None;
             self.notify_ended(code);
+            self.call_ended(code);
         }
         // late 2xx are forwarded even after a final: the caller ACKs and hangs up
         if allowed || (200..300).contains(&code) {
@@ -758,6 +779,27 @@ impl Fwd {
                 debug!(error = %e, code, "response not sent upstream");
             }
         }
+    }
+
+    /// The first final response went out: a BYE ends its dialog, an initial INVITE is
+    /// no longer in setup and gets its log line.
+    fn call_ended(&mut self, code: u16) {
+        if self.req.method() == Some(Method::Bye) {
+            self.core.dialogs.bye_answered(&self.req, code);
+        }
+        if self.setup.take().is_none() {
+            return; // not an initial INVITE
+        }
+        use super::calllog::{finished, Outcome};
+        let outcome = match &self.push {
+            _ if self.caller_cancelled => Outcome::Cancelled,
+            _ if self.woke => Outcome::Woken,
+            _ if (200..300).contains(&code) => Outcome::Answered,
+            Some(p) if code == 480 && p.delivered == 0 && p.pending == 0 => Outcome::PushFailed,
+            Some(_) if code == 480 => Outcome::PushTimeout,
+            _ => Outcome::Rejected,
+        };
+        finished(&self.req, outcome, code, self.started, self.woken_after);
     }
 
     fn cancel_all(&mut self, except: Option<usize>, reason: Option<&'static str>) {

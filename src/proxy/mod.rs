@@ -7,8 +7,11 @@
 //!   CANCEL, timers).
 //! - [`edit`]: splicing our changes into forwarded messages.
 
+pub mod calllog;
+pub mod dialogs;
 pub mod edit;
 pub mod forward;
+pub mod lifecycle;
 pub mod park;
 pub mod register;
 pub mod relay;
@@ -52,8 +55,8 @@ pub struct Core {
     pub tokens: FlowTokens,
     /// Protocol timers.
     pub timers: Timers,
-    /// Push providers.
-    pub pusher: Arc<Pusher>,
+    /// Push providers; swapped by a reload, so read them with [`Core::pusher`].
+    pusher: std::sync::RwLock<Arc<Pusher>>,
     /// Calls waiting for pushed phones.
     pub parked: park::Parked,
     /// Relay mode bookkeeping (what the upstream registrar accepted).
@@ -63,6 +66,10 @@ pub struct Core {
     local_hosts: Vec<String>,
     local_ports: Vec<u16>,
     handler: std::sync::OnceLock<Arc<dyn Handler>>,
+    /// Dialogs up and calls in setup (graceful shutdown, metrics).
+    pub dialogs: dialogs::Dialogs,
+    /// Shutting down: new calls are refused (see [`Core::start_draining`]).
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Core {
@@ -106,7 +113,9 @@ impl Core {
         let parked = park::Parked::new(settings.push.max_parked, settings.push.max_parked_per_aor);
         Core {
             oversize_udp: std::sync::atomic::AtomicU64::new(0),
-            pusher,
+            pusher: std::sync::RwLock::new(pusher),
+            dialogs: dialogs::Dialogs::new(settings.server.dialog_max_age),
+            draining: std::sync::atomic::AtomicBool::new(false),
             parked,
             relay: relay::RelayState::default(),
             settings,
@@ -191,6 +200,7 @@ impl Core {
         if code < 200 {
             return;
         }
+        self.on_local_final(req, code);
         if req.method() == Some(Method::Invite) {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             self.tx.set_server(key, ServerEntry::Task(tx));
@@ -252,6 +262,7 @@ impl Core {
                         let _ = self.transport.send(&f, resp);
                     }
                     Some(ServerMatch::Pending) => {}
+                    None if self.refuse_while_draining(&msg, flow, key) => {}
                     None => route::new_request(self, msg, flow, local, key),
                 }
             }

@@ -187,7 +187,7 @@ pub(crate) fn contact_line(b: &Binding, now_ms: u64) -> String {
 /// Handles a REGISTER for a served domain.
 pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
     let now_ms = unix_now_ms();
-    let req = match parse_register(&msg, &flow, now_ms, &core.settings.push, &core.pusher) {
+    let req = match parse_register(&msg, &flow, now_ms, &core.settings.push, &core.pusher()) {
         Ok(r) => r,
         Err(BadRegister(code, reason)) => return core.reply(&msg, flow, key, code, reason, &[]),
     };

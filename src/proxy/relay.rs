@@ -109,7 +109,7 @@ pub fn register(
     popped: Popped,
 ) {
     let now_ms = unix_now_ms();
-    let req = match parse_register(&msg, &flow, now_ms, &core.settings.push, &core.pusher) {
+    let req = match parse_register(&msg, &flow, now_ms, &core.settings.push, &core.pusher()) {
         Ok(r) => r,
         Err(BadRegister(code, reason)) => return core.reply(&msg, flow, key, code, reason, &[]),
     };

@@ -54,7 +54,7 @@ pub enum Decision {
 /// A binding's push info, when a configured provider can reach it.
 pub fn push_info(core: &Core, b: &Binding) -> Option<PushInfo> {
     let info = PushInfo::from_json(b.push.as_deref()?)?;
-    core.pusher.serves(info.provider).then_some(info)
+    core.pusher().serves(info.provider).then_some(info)
 }
 
 /// True if the binding's flow showed life within `push.flow_timeout`: a REGISTER, a

@@ -87,6 +87,11 @@ enum ReadJob {
         key: String,
         reply: mpsc::SyncSender<Result<Option<Vec<u8>>, StoreError>>,
     },
+    /// Commit what is queued before it, close the connection (SQLite checkpoints the
+    /// write-ahead log into the database and removes it) and stop the thread.
+    Close {
+        reply: mpsc::SyncSender<Result<(), StoreError>>,
+    },
     /// Parks the thread until released, so tests can queue work deterministically.
     #[cfg(test)]
     Hold {
@@ -242,6 +247,12 @@ impl Store for SqliteStore {
         }))?;
         answer.recv().map_err(|_| StoreError::Closed)?
     }
+
+    fn close(&self) -> Result<(), StoreError> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.send(Job::Read(ReadJob::Close { reply }))?;
+        answer.recv().map_err(|_| StoreError::Closed)?
+    }
 }
 
 impl Drop for SqliteStore {
@@ -284,8 +295,30 @@ fn create_schema(conn: &mut Connection) -> rusqlite::Result<()> {
     tx.commit()
 }
 
-/// The store thread: group commit until every handle is gone and the queue is empty.
+/// The store thread: group commit until every handle is gone and the queue is empty,
+/// or until a `Close` job.
 fn run(mut conn: Connection, queue: mpsc::Receiver<Job>, commits: &AtomicU64) {
+    let close_reply = group_commit(&mut conn, &queue, commits);
+    // Jobs queued after the close fail; once the queue is gone, senders see `Closed`.
+    while let Ok(job) = queue.try_recv() {
+        job.answer_closed();
+    }
+    drop(queue);
+    let result = conn.close().map_err(|(_, e)| StoreError::Sqlite(e));
+    if let Some(reply) = close_reply {
+        let _ = reply.send(result);
+    } else if let Err(e) = result {
+        tracing::warn!(error = %e, "store not closed cleanly");
+    }
+}
+
+/// Runs jobs until the queue is disconnected (`None`) or a `Close` job arrives (its
+/// reply channel).
+fn group_commit(
+    conn: &mut Connection,
+    queue: &mpsc::Receiver<Job>,
+    commits: &AtomicU64,
+) -> Option<mpsc::SyncSender<Result<(), StoreError>>> {
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -295,18 +328,25 @@ fn run(mut conn: Connection, queue: mpsc::Receiver<Job>, commits: &AtomicU64) {
             }
         }
         let mut writes = Vec::new();
-        for job in batch {
+        let mut jobs = batch.into_iter();
+        while let Some(job) = jobs.next() {
             match job {
                 Job::Write(w) => writes.push(w),
+                Job::Read(ReadJob::Close { reply }) => {
+                    commit_group(conn, std::mem::take(&mut writes), commits);
+                    jobs.for_each(Job::answer_closed);
+                    return Some(reply);
+                }
                 Job::Read(read) => {
                     // Reads see every write queued before them.
-                    commit_group(&mut conn, std::mem::take(&mut writes), commits);
-                    run_read(&conn, read);
+                    commit_group(conn, std::mem::take(&mut writes), commits);
+                    run_read(conn, read);
                 }
             }
         }
-        commit_group(&mut conn, writes, commits);
+        commit_group(conn, writes, commits);
     }
+    None
 }
 
 /// Commit `group` in one transaction and answer each job. If it fails, retry each job
@@ -389,6 +429,10 @@ fn run_read(conn: &Connection, job: ReadJob) {
     match job {
         ReadJob::Load { reply } => {
             let _ = reply.send(load(conn));
+        }
+        ReadJob::Close { reply } => {
+            // handled by the thread's loop; answered here only if it ever gets this far
+            let _ = reply.send(Ok(()));
         }
         ReadJob::GetMeta { key, reply } => {
             let result = conn
@@ -838,5 +882,34 @@ mod tests {
         eprintln!("200 concurrent REGISTERs used {commits} commits");
         assert_eq!(reg.count(), 200);
         assert_eq!(sqlite.load().unwrap().len(), 200);
+    }
+
+    #[test]
+    fn close_commits_what_is_queued_and_removes_the_log() {
+        let dir = TempDir::new("close");
+        let store = SqliteStore::open(&dir.db(), false).unwrap();
+        let release = store.hold();
+        // queued behind the held thread: not committed yet when close is asked for
+        let pending: Vec<_> = (0..50)
+            .map(|i| store.submit(vec![StoreOp::Put(binding("a@x", &format!("k{i}"), vec![]))]))
+            .collect();
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            let _ = release.send(());
+        });
+        store.close().expect("closed cleanly");
+        closer.join().unwrap();
+        for rx in pending {
+            assert!(rx.blocking_recv().unwrap().is_ok());
+        }
+        let wal = dir.db().with_extension("db-wal");
+        assert!(!wal.exists(), "{} left behind", wal.display());
+        assert!(matches!(
+            store.submit(vec![]).blocking_recv().unwrap(),
+            Err(StoreError::Closed)
+        ));
+        drop(store);
+        let reopened = SqliteStore::open(&dir.db(), false).unwrap();
+        assert_eq!(reopened.load().unwrap().len(), 50);
     }
 }

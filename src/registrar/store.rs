@@ -111,4 +111,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Write a small value durably.
     fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
+
+    /// Commits everything submitted so far and closes the store (graceful shutdown);
+    /// later operations fail with [`StoreError::Closed`]. Blocks until done.
+    fn close(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

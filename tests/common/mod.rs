@@ -87,6 +87,8 @@ pub struct ProxyBuilder {
     name: String,
     env: Vec<(String, String)>,
     port: Option<u16>,
+    args: Vec<String>,
+    unset: Vec<String>,
 }
 
 impl ProxyBuilder {
@@ -96,6 +98,8 @@ impl ProxyBuilder {
             name: name.to_owned(),
             env: Vec::new(),
             port: None,
+            args: Vec::new(),
+            unset: Vec::new(),
         }
     }
 
@@ -123,6 +127,25 @@ impl ProxyBuilder {
         self
     }
 
+    /// Passes `arg` on the command line (e.g. `--config`, then the file).
+    pub fn arg(mut self, arg: &str) -> ProxyBuilder {
+        self.args.push(arg.to_owned());
+        self
+    }
+
+    /// Removes a variable the harness sets by default (`LOG__LEVEL`, or a full name
+    /// such as `SIPWAKE_LOG`), so a `--config` file decides that key.
+    pub fn unset(mut self, key: &str) -> ProxyBuilder {
+        let key = if key.starts_with("SIPWAKE") {
+            key.to_owned()
+        } else {
+            format!("SIPWAKE__{key}")
+        };
+        self.env.retain(|(k, _)| *k != key);
+        self.unset.push(key);
+        self
+    }
+
     /// Starts the binary and waits until it answers an OPTIONS over UDP.
     pub fn start(self) -> Proxy {
         let dir = temp_dir(&self.name);
@@ -134,6 +157,8 @@ impl ProxyBuilder {
             log: dir.join("sipwake.log"),
             env: self.env,
             starts: 0,
+            args: self.args,
+            unset: self.unset,
         };
         for attempt in 0..5 {
             match proxy.spawn_and_wait() {
@@ -165,6 +190,8 @@ pub struct Proxy {
     pub log: PathBuf,
     env: Vec<(String, String)>,
     starts: u32,
+    args: Vec<String>,
+    unset: Vec<String>,
 }
 
 impl Proxy {
@@ -216,6 +243,10 @@ impl Proxy {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
+        for k in &self.unset {
+            cmd.env_remove(k);
+        }
+        cmd.args(&self.args);
         let child = cmd
             .spawn()
             .map_err(|e| format!("cannot run {SIPWAKE}: {e}"))?;
@@ -303,6 +334,46 @@ impl Proxy {
         self.child
             .as_mut()
             .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Sends a signal by name (`TERM`, `HUP`, `INT`) with `kill(1)`.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().expect("sipwake is not running").id();
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} {pid} failed: {status}");
+    }
+
+    /// Waits up to `limit` for the process to exit by itself; its status, or None if
+    /// it still runs (it is left running).
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.exit_status() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits up to `limit` until the log contains `needle`; true if it does.
+    pub fn wait_log(&self, needle: &str, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.log_text().contains(needle) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// `kill -9` and reap.
