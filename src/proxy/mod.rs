@@ -63,6 +63,8 @@ pub struct Core {
     local_hosts: Vec<String>,
     local_ports: Vec<u16>,
     handler: std::sync::OnceLock<Arc<dyn Handler>>,
+    /// Digest authentication; `None` when off (and always in relay mode).
+    pub auth: Option<crate::auth::Auth>,
 }
 
 impl std::fmt::Debug for Core {
@@ -119,7 +121,14 @@ impl Core {
             local_hosts,
             local_ports,
             handler: std::sync::OnceLock::new(),
+            auth: None,
         }
+    }
+
+    /// Turns digest authentication on (`Some`) before the core is shared.
+    pub fn with_auth(mut self, auth: Option<crate::auth::Auth>) -> Core {
+        self.auth = auth;
+        self
     }
 
     /// The handler new TCP connections deliver to (set once at start).
