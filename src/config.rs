@@ -1713,7 +1713,11 @@ impl RawAuth {
                 ConfigError::invalid("auth.algorithms", entry, "expected SHA-256 or MD5")
             })?;
             if algorithms.contains(&a) {
-                return Err(ConfigError::invalid("auth.algorithms", entry, "listed twice"));
+                return Err(ConfigError::invalid(
+                    "auth.algorithms",
+                    entry,
+                    "listed twice",
+                ));
             }
             algorithms.push(a);
         }
@@ -2601,6 +2605,53 @@ mod tests {
             "sip:pbx;maddr=x",
         ] {
             assert!(UpstreamTarget::parse(bad).is_err(), "{bad}");
+        }
+    }
+    #[test]
+    fn auth_section() {
+        let s = from_toml_str("").expect("defaults");
+        assert!(!s.auth.enabled);
+        assert_eq!(s.auth.realm, "sipwake");
+        assert_eq!(s.auth.nonce_ttl, Duration::from_secs(300));
+        assert_eq!(
+            s.auth.algorithms,
+            vec![DigestAlgorithm::Sha256, DigestAlgorithm::Md5]
+        );
+        // the realm defaults to the first served domain, then the advertised host
+        let s = from_toml_str("[proxy]\ndomains = [\"b.example\", \"a.example\"]").unwrap();
+        assert_eq!(s.auth.realm, "b.example");
+        let s = from_toml_str("[sip]\nadvertised_host = \"sip.example\"").unwrap();
+        assert_eq!(s.auth.realm, "sip.example");
+        let s = from_toml_str(
+            "[auth]\nenabled = true\nusers_file = \"users\"\nrealm = \"Example Realm\"\nnonce_ttl_secs = 30\nalgorithms = [\"md5\"]",
+        )
+        .unwrap();
+        assert_eq!(s.auth.users_file.as_deref(), Some(Path::new("users")));
+        assert_eq!(s.auth.realm, "Example Realm");
+        assert_eq!(s.auth.nonce_ttl, Duration::from_secs(30));
+        assert_eq!(s.auth.algorithms, vec![DigestAlgorithm::Md5]);
+        let s = with_env("", &[("SIPWAKE__AUTH__ALGORITHMS", "MD5,SHA-256")]).unwrap();
+        assert_eq!(
+            s.auth.algorithms,
+            vec![DigestAlgorithm::Md5, DigestAlgorithm::Sha256]
+        );
+
+        let cases: &[(&str, &str)] = &[
+            ("[auth]\nenabled = true", "auth.users_file"),
+            ("[auth]\nrealm = \"a\\\"b\"", "auth.realm"),
+            ("[auth]\nrealm = \"a:b\"", "auth.realm"),
+            ("[auth]\nnonce_ttl_secs = 0", "auth.nonce_ttl_secs"),
+            ("[auth]\nalgorithms = []", "auth.algorithms"),
+            ("[auth]\nalgorithms = [\"MD5-sess\"]", "auth.algorithms"),
+            ("[auth]\nalgorithms = [\"MD5\", \"md5\"]", "auth.algorithms"),
+            (
+                "[upstream]\nuri = \"sip:127.0.0.1\"\n[registrar]\nmode = \"relay\"\n[auth]\nenabled = true\nusers_file = \"u\"",
+                "auth.enabled",
+            ),
+        ];
+        for (toml, key) in cases {
+            let e = err(toml);
+            assert_eq!(e.key(), Some(*key), "{toml:?} gave {e}");
         }
     }
 }

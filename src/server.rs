@@ -95,8 +95,10 @@ impl Server {
             registrar,
             FlowTokens::new(&secret),
             pusher,
-        )
-        .with_auth(auth));
+        ));
+        if let Some(auth) = auth {
+            core.set_auth(auth);
+        }
         let handler = core.make_handler();
         transport.start(listeners, handler);
         tokio::spawn(sweeper(core.clone()));
@@ -121,7 +123,10 @@ fn start_auth(settings: &Settings) -> Result<Option<crate::auth::Auth>, ServerEr
     }
     let auth = crate::auth::Auth::new(&settings.auth)?;
     for user in auth.users().unusable(&settings.auth.algorithms) {
-        warn!(user, "users file: no hash for any of auth.algorithms; this user cannot log in");
+        warn!(
+            user,
+            "users file: no hash for any of auth.algorithms; this user cannot log in"
+        );
     }
     info!(
         users = auth.users().len(),

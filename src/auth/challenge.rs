@@ -98,13 +98,7 @@ mod tests {
                 "WWW-Authenticate: Digest realm=\"example.com\", nonce=\"abc\", algorithm=MD5, qop=\"auth\"",
             ]
         );
-        let l = lines(
-            Challenger::Proxy,
-            "r",
-            "n",
-            &[DigestAlgorithm::Md5],
-            true,
-        );
+        let l = lines(Challenger::Proxy, "r", "n", &[DigestAlgorithm::Md5], true);
         assert_eq!(
             l,
             vec!["Proxy-Authenticate: Digest realm=\"r\", nonce=\"n\", algorithm=MD5, qop=\"auth\", stale=true"]

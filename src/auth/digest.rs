@@ -231,12 +231,7 @@ pub fn ha1(alg: DigestAlgorithm, username: &str, realm: &str, password: &str) ->
 
 /// The `response` expected for `qop=auth` (RFC 7616 §3.4.1):
 /// `H(HA1:nonce:nc:cnonce:qop:H(method:uri))`.
-pub fn response_auth(
-    alg: DigestAlgorithm,
-    ha1_hex: &str,
-    c: &Credentials,
-    method: &str,
-) -> String {
+pub fn response_auth(alg: DigestAlgorithm, ha1_hex: &str, c: &Credentials, method: &str) -> String {
     let ha2 = h(alg, &[method, &c.uri]);
     h(
         alg,
@@ -266,10 +261,9 @@ pub fn hex_eq(expected: &str, given: &str) -> bool {
     if a.len() != b.len() {
         return false;
     }
-    let diff = a
-        .iter()
-        .zip(b)
-        .fold(0u8, |acc, (x, y)| acc | (x.to_ascii_lowercase() ^ y.to_ascii_lowercase()));
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| {
+        acc | (x.to_ascii_lowercase() ^ y.to_ascii_lowercase())
+    });
     diff == 0
 }
 

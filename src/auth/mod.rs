@@ -69,7 +69,10 @@ mod tests {
         assert_eq!(exposure_warning(&s), None, "loopback");
         let s = from_toml_str("[sip]\nlisten = [\"127.0.0.1:5060\", \"0.0.0.0:5060\"]").unwrap();
         let w = exposure_warning(&s).expect("warning");
-        assert!(w.contains("0.0.0.0:5060") && w.contains("authentication OFF"), "{w}");
+        assert!(
+            w.contains("0.0.0.0:5060") && w.contains("authentication OFF"),
+            "{w}"
+        );
         let s = from_toml_str(
             "[sip]\nlisten = [\"[::]:5060\"]\n[auth]\nenabled = true\nusers_file = \"u\"",
         )
@@ -79,6 +82,10 @@ mod tests {
             "[sip]\nlisten = [\"192.0.2.1:5060\"]\n[upstream]\nuri = \"sip:192.0.2.2\"\n[registrar]\nmode = \"relay\"",
         )
         .unwrap();
-        assert_eq!(exposure_warning(&s), None, "relay: the upstream authenticates");
+        assert_eq!(
+            exposure_warning(&s),
+            None,
+            "relay: the upstream authenticates"
+        );
     }
 }

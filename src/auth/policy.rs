@@ -232,17 +232,23 @@ impl Auth {
         let Some(ha1) = entry.ha1(alg) else {
             return refuse("Forbidden (no hash for this algorithm)");
         };
-        if !c.qop.as_deref().is_some_and(|q| q.eq_ignore_ascii_case("auth")) {
+        if !c
+            .qop
+            .as_deref()
+            .is_some_and(|q| q.eq_ignore_ascii_case("auth"))
+        {
             return refuse("Forbidden (qop=auth required)");
         }
-        let nc = c
-            .nc
-            .as_deref()
-            .filter(|n| n.len() == 8)
-            .and_then(|n| u32::from_str_radix(n, 16).ok());
+        let nc =
+            c.nc.as_deref()
+                .filter(|n| n.len() == 8)
+                .and_then(|n| u32::from_str_radix(n, 16).ok());
         let has_cnonce = c.cnonce.as_deref().is_some_and(|s| !s.is_empty());
         let Some(nc) = nc.filter(|_| has_cnonce) else {
-            return Err(Answer::plain(400, "Bad Request (qop=auth needs nc and cnonce)"));
+            return Err(Answer::plain(
+                400,
+                "Bad Request (qop=auth needs nc and cnonce)",
+            ));
         };
         if !same_uri(&c.uri, msg.request_uri()) {
             return Err(Answer::plain(
@@ -399,25 +405,61 @@ mod tests {
             (DigestAlgorithm::Sha256, "00000001"),
             (DigestAlgorithm::Md5, "00000002"),
         ] {
-            let c = creds("Authorization", alg, "alice", "secret", "REGISTER", uri, &n, nc);
+            let c = creds(
+                "Authorization",
+                alg,
+                "alice",
+                "secret",
+                "REGISTER",
+                uri,
+                &n,
+                nc,
+            );
             assert_eq!(
                 a.register(&request("REGISTER", "alice", "alice", Some(&c))),
                 Ok(())
             );
         }
         // replay of nc 2
-        let c = creds("Authorization", DigestAlgorithm::Md5, "alice", "secret", "REGISTER", uri, &n, "00000002");
+        let c = creds(
+            "Authorization",
+            DigestAlgorithm::Md5,
+            "alice",
+            "secret",
+            "REGISTER",
+            uri,
+            &n,
+            "00000002",
+        );
         let r = a
             .register(&request("REGISTER", "alice", "alice", Some(&c)))
             .unwrap_err();
         assert_eq!(r.code, 401);
         assert!(r.headers[0].ends_with("stale=true"));
         // wrong password
-        let c = creds("Authorization", DigestAlgorithm::Md5, "alice", "nope", "REGISTER", uri, &n, "00000003");
+        let c = creds(
+            "Authorization",
+            DigestAlgorithm::Md5,
+            "alice",
+            "nope",
+            "REGISTER",
+            uri,
+            &n,
+            "00000003",
+        );
         let r = a.register(&request("REGISTER", "alice", "alice", Some(&c)));
         assert_eq!(r.unwrap_err().code, 403);
         // alice's credentials for bob's AOR
-        let c = creds("Authorization", DigestAlgorithm::Md5, "alice", "secret", "REGISTER", "sip:bob@example.com", &n, "00000004");
+        let c = creds(
+            "Authorization",
+            DigestAlgorithm::Md5,
+            "alice",
+            "secret",
+            "REGISTER",
+            "sip:bob@example.com",
+            &n,
+            "00000004",
+        );
         let r = a.register(&request("REGISTER", "bob", "alice", Some(&c)));
         assert_eq!(r.unwrap_err().code, 403);
         // unknown user
@@ -425,7 +467,16 @@ mod tests {
         assert_eq!(r.unwrap_err().code, 404);
         // a nonce from elsewhere: stale
         let other = Nonces::new(Duration::from_secs(60)).issue();
-        let c = creds("Authorization", DigestAlgorithm::Md5, "alice", "secret", "REGISTER", uri, &other, "00000001");
+        let c = creds(
+            "Authorization",
+            DigestAlgorithm::Md5,
+            "alice",
+            "secret",
+            "REGISTER",
+            uri,
+            &other,
+            "00000001",
+        );
         let r = a
             .register(&request("REGISTER", "alice", "alice", Some(&c)))
             .unwrap_err();
@@ -442,11 +493,23 @@ mod tests {
         assert!(ch.headers[0].starts_with("Proxy-Authenticate: Digest realm=\"example.com\""));
         assert_eq!(a.request(&inv, true, |_, _| false), Ok(None), "trusted");
         for m in ["ACK", "CANCEL"] {
-            assert_eq!(a.request(&request(m, "bob", "alice", None), false, |_, _| false), Ok(None));
+            assert_eq!(
+                a.request(&request(m, "bob", "alice", None), false, |_, _| false),
+                Ok(None)
+            );
         }
         let n = nonce_of(&ch);
         let uri = "sip:bob@example.com";
-        let c = creds("Proxy-Authorization", DigestAlgorithm::Sha256, "alice", "secret", "INVITE", uri, &n, "00000001");
+        let c = creds(
+            "Proxy-Authorization",
+            DigestAlgorithm::Sha256,
+            "alice",
+            "secret",
+            "INVITE",
+            uri,
+            &n,
+            "00000001",
+        );
         let m = request("INVITE", "bob", "alice", Some(&c));
         let line = a.request(&m, false, |_, _| false).unwrap().unwrap();
         assert!(m.slice(line.clone()).starts_with("Proxy-Authorization:"));
@@ -454,12 +517,38 @@ mod tests {
         assert!(stripped.header_named("Proxy-Authorization").is_none());
         stripped.validate().unwrap();
         // bob's credentials with alice's From
-        let c = creds("Proxy-Authorization", DigestAlgorithm::Sha256, "bob", "hunter2", "INVITE", uri, &n, "00000002");
-        let r = a.request(&request("INVITE", "bob", "alice", Some(&c)), false, |_, _| false);
+        let c = creds(
+            "Proxy-Authorization",
+            DigestAlgorithm::Sha256,
+            "bob",
+            "hunter2",
+            "INVITE",
+            uri,
+            &n,
+            "00000002",
+        );
+        let r = a.request(
+            &request("INVITE", "bob", "alice", Some(&c)),
+            false,
+            |_, _| false,
+        );
         assert_eq!(r.unwrap_err().code, 403);
         // credentials in the wrong header (Authorization is for the UAS): challenged
-        let c = creds("Authorization", DigestAlgorithm::Sha256, "alice", "secret", "INVITE", uri, &n, "00000003");
-        let r = a.request(&request("INVITE", "bob", "alice", Some(&c)), false, |_, _| false);
+        let c = creds(
+            "Authorization",
+            DigestAlgorithm::Sha256,
+            "alice",
+            "secret",
+            "INVITE",
+            uri,
+            &n,
+            "00000003",
+        );
+        let r = a.request(
+            &request("INVITE", "bob", "alice", Some(&c)),
+            false,
+            |_, _| false,
+        );
         assert_eq!(r.unwrap_err().code, 407);
         // credentials for another realm are left alone
         let r = a.request(
@@ -470,7 +559,12 @@ mod tests {
         assert_eq!(r.unwrap_err().code, 407);
         // malformed credentials
         let r = a.request(
-            &request("INVITE", "bob", "alice", Some("Proxy-Authorization: Digest username=\"alice")),
+            &request(
+                "INVITE",
+                "bob",
+                "alice",
+                Some("Proxy-Authorization: Digest username=\"alice"),
+            ),
             false,
             |_, _| false,
         );

@@ -115,8 +115,9 @@ impl Users {
                     32 if valid => &mut entry.md5,
                     64 if valid => &mut entry.sha256,
                     _ => {
-                        return Err(err("an HA1 must be 32 (MD5) or 64 (SHA-256) hex digits"
-                            .into()))
+                        return Err(err(
+                            "an HA1 must be 32 (MD5) or 64 (SHA-256) hex digits".into()
+                        ))
                     }
                 };
                 if slot.is_some() {
@@ -239,7 +240,10 @@ mod tests {
             let text = format!("# users\n{text}");
             let e = parse(&text).expect_err(&text);
             let s = e.to_string();
-            assert!(s.starts_with("users.txt:2: ") || s.starts_with("users.txt:3: "), "{s}");
+            assert!(
+                s.starts_with("users.txt:2: ") || s.starts_with("users.txt:3: "),
+                "{s}"
+            );
             assert!(!s.contains(MD5), "no hash in errors: {s}");
         }
         assert!(Users::load(Path::new("/nonexistent/users"), "r")

@@ -63,8 +63,8 @@ pub struct Core {
     local_hosts: Vec<String>,
     local_ports: Vec<u16>,
     handler: std::sync::OnceLock<Arc<dyn Handler>>,
-    /// Digest authentication; `None` when off (and always in relay mode).
-    pub auth: Option<crate::auth::Auth>,
+    /// Digest authentication; unset when off (and always in relay mode).
+    auth: std::sync::OnceLock<crate::auth::Auth>,
 }
 
 impl std::fmt::Debug for Core {
@@ -121,14 +121,18 @@ impl Core {
             local_hosts,
             local_ports,
             handler: std::sync::OnceLock::new(),
-            auth: None,
+            auth: std::sync::OnceLock::new(),
         }
     }
 
-    /// Turns digest authentication on (`Some`) before the core is shared.
-    pub fn with_auth(mut self, auth: Option<crate::auth::Auth>) -> Core {
-        self.auth = auth;
-        self
+    /// Turns digest authentication on (once, at start).
+    pub fn set_auth(&self, auth: crate::auth::Auth) {
+        let _ = self.auth.set(auth);
+    }
+
+    /// Digest authentication, when on.
+    pub fn auth(&self) -> Option<&crate::auth::Auth> {
+        self.auth.get()
     }
 
     /// The handler new TCP connections deliver to (set once at start).
