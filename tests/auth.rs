@@ -681,3 +681,29 @@ fn a_bad_users_file_stops_sipwake_naming_file_and_line() {
         )
     );
 }
+
+#[test]
+fn a_to_tag_alone_does_not_make_a_dialog() {
+    let proxy = start("auth-fake-dialog", &[]);
+    let mut alice = Ua::udp("alice", &proxy);
+    // a MESSAGE dressed as in-dialog, routed through sipwake to elsewhere, without
+    // sipwake's Record-Route token: challenged like any out-of-dialog request
+    let cid = call_id();
+    alice.send(&format!(
+        "MESSAGE sip:bob@127.0.0.9:5999 SIP/2.0\r\n\
+         Via: {}\r\n\
+         Max-Forwards: 70\r\n\
+         Route: <sip:{};lr>, <sip:127.0.0.9:5999;lr>\r\n\
+         From: <sip:alice@{DOMAIN}>;tag={}\r\n\
+         To: <sip:bob@{DOMAIN}>;tag=made-up\r\n\
+         Call-ID: {cid}\r\n\
+         CSeq: 5 MESSAGE\r\n\
+         Content-Type: text/plain\r\n\
+         Content-Length: 2\r\n\r\nhi",
+        alice.via(&branch()),
+        proxy.hostport(),
+        tag()
+    ));
+    let resp = alice.expect_final(&cid, "MESSAGE");
+    assert_eq!(resp.status(), Some(407), "{resp:?}");
+}

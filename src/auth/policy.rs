@@ -4,7 +4,8 @@
 //! - REGISTER (always, whatever the source): the To user must be in the users file
 //!   (else `404`), and the credentials must be that user's (else `403`): nobody
 //!   registers another user's address of record.
-//! - Other requests get `407` when they are out of dialog, come from an untrusted
+//! - Other requests get `407` when they are not in one of our dialogs (a To tag and
+//!   sipwake's signed Record-Route token in the Route), come from an untrusted
 //!   source and are not ACK or CANCEL; the authenticated user must be the From user
 //!   (else `403`). Requests for sipwake itself (a Request-URI without user part naming
 //!   sipwake, e.g. keep-alive OPTIONS) are not challenged.
@@ -113,19 +114,25 @@ impl Auth {
 
     /// Checks a request that starts a transaction (REGISTER aside, see
     /// [`Auth::register`]). `Ok(Some(line))`: authenticated, and `line` holds our
-    /// credentials, which must not be forwarded (RFC 3261 §22.3). `names_us` tells
-    /// whether a host and port are sipwake's.
+    /// credentials, which must not be forwarded (RFC 3261 §22.3). `trusted`: it
+    /// comes from `proxy.trusted_networks`; `dialog_token`: its Route names sipwake
+    /// with a valid flow token (which only our Record-Route hands out); `names_us`
+    /// tells whether a host and port are sipwake's.
     pub fn request(
         &self,
         msg: &Message,
         trusted: bool,
+        dialog_token: bool,
         names_us: impl FnOnce(&str, Option<u16>) -> bool,
     ) -> Result<Option<Range<usize>>, Answer> {
         let exempt_method = matches!(
             msg.method(),
             Some(Method::Ack | Method::Cancel | Method::Register)
         );
-        if trusted || exempt_method || !msg.to_tag().is_empty() {
+        // a To tag alone does not make a dialog of ours: anyone can write one, and
+        // with a Route through sipwake to elsewhere it would bypass the challenge
+        let in_our_dialog = !msg.to_tag().is_empty() && dialog_token;
+        if trusted || exempt_method || in_our_dialog {
             return Ok(None);
         }
         if let Ok(u) = Uri::parse(msg.request_uri()) {
@@ -488,16 +495,51 @@ mod tests {
     fn requests_and_exemptions() {
         let a = auth();
         let inv = request("INVITE", "bob", "alice", None);
-        let ch = a.request(&inv, false, |_, _| false).unwrap_err();
+        let ch = a.request(&inv, false, false, |_, _| false).unwrap_err();
         assert_eq!(ch.code, 407);
         assert!(ch.headers[0].starts_with("Proxy-Authenticate: Digest realm=\"example.com\""));
-        assert_eq!(a.request(&inv, true, |_, _| false), Ok(None), "trusted");
+        assert_eq!(
+            a.request(&inv, true, false, |_, _| false),
+            Ok(None),
+            "trusted"
+        );
         for m in ["ACK", "CANCEL"] {
             assert_eq!(
-                a.request(&request(m, "bob", "alice", None), false, |_, _| false),
+                a.request(&request(m, "bob", "alice", None), false, false, |_, _| {
+                    false
+                }),
                 Ok(None)
             );
         }
+        // a To tag counts only with our dialog token
+        let bye = Message::parse(
+            Bytes::from(
+                String::from_utf8_lossy(request("BYE", "bob", "alice", None).bytes()).replace(
+                    "To: <sip:bob@example.com>",
+                    "To: <sip:bob@example.com>;tag=9",
+                ),
+            ),
+            true,
+        )
+        .unwrap();
+        assert_eq!(a.request(&bye, false, true, |_, _| false), Ok(None));
+        assert_eq!(
+            a.request(&bye, false, false, |_, _| false)
+                .unwrap_err()
+                .code,
+            407
+        );
+        // sipwake itself (no user part) is not challenged
+        let ping = Message::parse(
+            Bytes::from(
+                String::from_utf8_lossy(request("OPTIONS", "x", "alice", None).bytes())
+                    .replace("OPTIONS sip:x@example.com", "OPTIONS sip:example.com"),
+            ),
+            true,
+        )
+        .unwrap();
+        assert_eq!(a.request(&ping, false, false, |_, _| true), Ok(None));
+        assert!(a.request(&ping, false, false, |_, _| false).is_err());
         let n = nonce_of(&ch);
         let uri = "sip:bob@example.com";
         let c = creds(
@@ -511,7 +553,7 @@ mod tests {
             "00000001",
         );
         let m = request("INVITE", "bob", "alice", Some(&c));
-        let line = a.request(&m, false, |_, _| false).unwrap().unwrap();
+        let line = a.request(&m, false, false, |_, _| false).unwrap().unwrap();
         assert!(m.slice(line.clone()).starts_with("Proxy-Authorization:"));
         let stripped = without_line(m, line, true);
         assert!(stripped.header_named("Proxy-Authorization").is_none());
@@ -530,6 +572,7 @@ mod tests {
         let r = a.request(
             &request("INVITE", "bob", "alice", Some(&c)),
             false,
+            false,
             |_, _| false,
         );
         assert_eq!(r.unwrap_err().code, 403);
@@ -547,12 +590,14 @@ mod tests {
         let r = a.request(
             &request("INVITE", "bob", "alice", Some(&c)),
             false,
+            false,
             |_, _| false,
         );
         assert_eq!(r.unwrap_err().code, 407);
         // credentials for another realm are left alone
         let r = a.request(
             &request("INVITE", "bob", "alice", Some("Proxy-Authorization: Digest username=\"alice\", realm=\"pbx\", nonce=\"x\", uri=\"sip:bob@example.com\", response=\"0\"")),
+            false,
             false,
             |_, _| false,
         );
@@ -565,6 +610,7 @@ mod tests {
                 "alice",
                 Some("Proxy-Authorization: Digest username=\"alice"),
             ),
+            false,
             false,
             |_, _| false,
         );

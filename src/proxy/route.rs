@@ -109,7 +109,9 @@ pub fn new_request(core: &Arc<Core>, mut msg: Message, flow: Flow, local: Socket
     let in_dialog = !msg.to_tag().is_empty();
     let trusted = core.settings.is_trusted(flow.remote().ip());
     if let Some(auth) = core.auth() {
-        match auth.request(&msg, trusted, |h, p| core.is_me(h, p)) {
+        match auth.request(&msg, trusted, popped.token.is_some(), |h, p| {
+            core.is_me(h, p)
+        }) {
             Err(a) => return core.reply(&msg, flow, key, a.code, a.reason, &a.lines()),
             // RFC 3261 §22.3: the credentials for our realm end here
             Ok(Some(line)) => {
