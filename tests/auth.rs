@@ -657,6 +657,27 @@ fn a_bad_users_file_stops_sipwake_naming_file_and_line() {
     );
     assert!(!err.contains("nothex"), "no hash material in errors: {err}");
 
+    // --check-config checks the users file too
+    let conf = dir.join("sipwake.toml");
+    fs::write(
+        &conf,
+        format!(
+            "[auth]\nenabled = true\nusers_file = {:?}\nrealm = \"{REALM}\"\n",
+            path.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(SIPWAKE)
+        .arg("--check-config")
+        .arg(&conf)
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("run sipwake --check-config");
+    let status = wait_with_timeout(&mut child, Duration::from_secs(10));
+    assert_eq!(status.and_then(|s| s.code()), Some(2), "{status:?}");
+    let err = fs::read_to_string(&log).unwrap();
+    assert!(err.contains(&format!("{}:2:", path.display())), "{err}");
+
     // the operator helper makes a valid line from a password on stdin
     let mut child = std::process::Command::new(SIPWAKE)
         .args(["--hash-user", "dave"])
