@@ -41,6 +41,8 @@ pub struct Settings {
     pub relay: RelaySettings,
     /// `[server]`: graceful shutdown and dialog tracking.
     pub server: ServerSettings,
+    /// `[auth]`: digest authentication of phones in local registrar mode.
+    pub auth: AuthSettings,
 }
 
 /// `[relay]` section.
@@ -313,6 +315,59 @@ pub struct LogSettings {
     pub format: LogFormat,
 }
 
+/// A digest algorithm (RFC 7616 / RFC 8760).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DigestAlgorithm {
+    /// `SHA-256`.
+    Sha256,
+    /// `MD5`, for the many phones that know nothing else.
+    Md5,
+}
+
+impl DigestAlgorithm {
+    /// The name as written in `algorithm=` (`SHA-256`, `MD5`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sha256 => "SHA-256",
+            Self::Md5 => "MD5",
+        }
+    }
+
+    /// Parses an `algorithm=` value, case-insensitively; `-sess` variants are not
+    /// supported.
+    pub fn parse(s: &str) -> Option<DigestAlgorithm> {
+        if s.eq_ignore_ascii_case("SHA-256") {
+            Some(Self::Sha256)
+        } else if s.eq_ignore_ascii_case("MD5") {
+            Some(Self::Md5)
+        } else {
+            None
+        }
+    }
+}
+
+impl fmt::Display for DigestAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `[auth]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthSettings {
+    /// Digest authentication of phones is on (local registrar mode only).
+    pub enabled: bool,
+    /// The users file (HA1 hashes); always set when `enabled`.
+    pub users_file: Option<PathBuf>,
+    /// The realm, resolved: `auth.realm`, else the first of `proxy.domains`, else
+    /// `sip.advertised_host`, else `sipwake`.
+    pub realm: String,
+    /// How long a nonce is accepted; afterwards `stale=true`.
+    pub nonce_ttl: Duration,
+    /// Algorithms offered, in order (one challenge header each).
+    pub algorithms: Vec<DigestAlgorithm>,
+}
+
 // ---------------------------------------------------------------------------------------
 // Errors
 // ---------------------------------------------------------------------------------------
@@ -540,6 +595,8 @@ pub struct RawSettings {
     pub relay: RawRelay,
     /// `[server]`.
     pub server: RawServer,
+    /// `[auth]`.
+    pub auth: RawAuth,
 }
 
 /// Raw `[relay]` section.
@@ -880,6 +937,34 @@ impl Default for RawWebhook {
     }
 }
 
+/// Raw `[auth]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawAuth {
+    /// Digest authentication on.
+    pub enabled: bool,
+    /// Users file; empty: none.
+    pub users_file: String,
+    /// Realm; empty: derived.
+    pub realm: String,
+    /// Seconds.
+    pub nonce_ttl_secs: u64,
+    /// `SHA-256`, `MD5`, in the order offered.
+    pub algorithms: Vec<String>,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            users_file: String::new(),
+            realm: String::new(),
+            nonce_ttl_secs: 300,
+            algorithms: vec!["SHA-256".to_owned(), "MD5".to_owned()],
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Loading
 // ---------------------------------------------------------------------------------------
@@ -888,11 +973,12 @@ impl Default for RawWebhook {
 pub const ENV_PREFIX: &str = "SIPWAKE";
 
 /// Keys whose environment value is a comma-separated list.
-const LIST_KEYS: [&str; 4] = [
+const LIST_KEYS: [&str; 5] = [
     "sip.listen",
     "sip.transports",
     "proxy.domains",
     "proxy.trusted_networks",
+    "auth.algorithms",
 ];
 
 /// Loads settings from `path` (or the built-in defaults when `None`), then applies
@@ -1020,6 +1106,7 @@ impl RawSettings {
         let push = self.push.validate()?;
         let relay = self.relay.validate()?;
         let server = self.server.validate()?;
+        let auth = self.auth.validate(&sip, &proxy, registrar.mode)?;
         Ok(Settings {
             sip,
             proxy,
@@ -1030,6 +1117,7 @@ impl RawSettings {
             push,
             relay,
             server,
+            auth,
         })
     }
 }
@@ -1597,6 +1685,86 @@ impl RawWebhook {
             url,
             timeout: Duration::from_millis(timeout),
         }))
+    }
+}
+
+impl RawAuth {
+    fn validate(
+        self,
+        sip: &SipSettings,
+        proxy: &ProxySettings,
+        mode: RegistrarMode,
+    ) -> Result<AuthSettings, ConfigError> {
+        let users_file = non_empty(&self.users_file).map(PathBuf::from);
+        if self.enabled && users_file.is_none() {
+            return Err(ConfigError::invalid(
+                "auth.users_file",
+                "",
+                "auth.enabled needs a users file (HA1 hashes; see sipwake --hash-user)",
+            ));
+        }
+        if self.enabled && mode == RegistrarMode::Relay {
+            return Err(ConfigError::invalid(
+                "auth.enabled",
+                "true",
+                "in relay mode the upstream registrar authenticates; sipwake stays transparent",
+            ));
+        }
+        let realm = match non_empty(&self.realm) {
+            Some(r) => {
+                // quoted in challenges and a field of the users file
+                let bad = |c: char| c == '"' || c == '\\' || c == ':' || c.is_control();
+                if r.chars().any(bad) {
+                    return Err(ConfigError::invalid(
+                        "auth.realm",
+                        r,
+                        "must not contain quotes, backslashes, colons or control characters",
+                    ));
+                }
+                r
+            }
+            None => proxy
+                .domains
+                .first()
+                .cloned()
+                .or_else(|| sip.advertised_host.clone())
+                .unwrap_or_else(|| "sipwake".to_owned()),
+        };
+        let ttl = in_range(
+            "auth.nonce_ttl_secs",
+            self.nonce_ttl_secs,
+            1,
+            86_400,
+            "seconds",
+        )?;
+        let mut algorithms = Vec::new();
+        for entry in entries(&self.algorithms) {
+            let a = DigestAlgorithm::parse(entry).ok_or_else(|| {
+                ConfigError::invalid("auth.algorithms", entry, "expected SHA-256 or MD5")
+            })?;
+            if algorithms.contains(&a) {
+                return Err(ConfigError::invalid(
+                    "auth.algorithms",
+                    entry,
+                    "listed twice",
+                ));
+            }
+            algorithms.push(a);
+        }
+        if algorithms.is_empty() {
+            return Err(ConfigError::invalid(
+                "auth.algorithms",
+                self.algorithms.join(","),
+                "at least one of SHA-256, MD5 is needed",
+            ));
+        }
+        Ok(AuthSettings {
+            enabled: self.enabled,
+            users_file,
+            realm,
+            nonce_ttl: Duration::from_secs(ttl),
+            algorithms,
+        })
     }
 }
 
@@ -2531,6 +2699,53 @@ mod tests {
             "sip:pbx;maddr=x",
         ] {
             assert!(UpstreamTarget::parse(bad).is_err(), "{bad}");
+        }
+    }
+    #[test]
+    fn auth_section() {
+        let s = from_toml_str("").expect("defaults");
+        assert!(!s.auth.enabled);
+        assert_eq!(s.auth.realm, "sipwake");
+        assert_eq!(s.auth.nonce_ttl, Duration::from_secs(300));
+        assert_eq!(
+            s.auth.algorithms,
+            vec![DigestAlgorithm::Sha256, DigestAlgorithm::Md5]
+        );
+        // the realm defaults to the first served domain, then the advertised host
+        let s = from_toml_str("[proxy]\ndomains = [\"b.example\", \"a.example\"]").unwrap();
+        assert_eq!(s.auth.realm, "b.example");
+        let s = from_toml_str("[sip]\nadvertised_host = \"sip.example\"").unwrap();
+        assert_eq!(s.auth.realm, "sip.example");
+        let s = from_toml_str(
+            "[auth]\nenabled = true\nusers_file = \"users\"\nrealm = \"Example Realm\"\nnonce_ttl_secs = 30\nalgorithms = [\"md5\"]",
+        )
+        .unwrap();
+        assert_eq!(s.auth.users_file.as_deref(), Some(Path::new("users")));
+        assert_eq!(s.auth.realm, "Example Realm");
+        assert_eq!(s.auth.nonce_ttl, Duration::from_secs(30));
+        assert_eq!(s.auth.algorithms, vec![DigestAlgorithm::Md5]);
+        let s = with_env("", &[("SIPWAKE__AUTH__ALGORITHMS", "MD5,SHA-256")]).unwrap();
+        assert_eq!(
+            s.auth.algorithms,
+            vec![DigestAlgorithm::Md5, DigestAlgorithm::Sha256]
+        );
+
+        let cases: &[(&str, &str)] = &[
+            ("[auth]\nenabled = true", "auth.users_file"),
+            ("[auth]\nrealm = \"a\\\"b\"", "auth.realm"),
+            ("[auth]\nrealm = \"a:b\"", "auth.realm"),
+            ("[auth]\nnonce_ttl_secs = 0", "auth.nonce_ttl_secs"),
+            ("[auth]\nalgorithms = []", "auth.algorithms"),
+            ("[auth]\nalgorithms = [\"MD5-sess\"]", "auth.algorithms"),
+            ("[auth]\nalgorithms = [\"MD5\", \"md5\"]", "auth.algorithms"),
+            (
+                "[upstream]\nuri = \"sip:127.0.0.1\"\n[registrar]\nmode = \"relay\"\n[auth]\nenabled = true\nusers_file = \"u\"",
+                "auth.enabled",
+            ),
+        ];
+        for (toml, key) in cases {
+            let e = err(toml);
+            assert_eq!(e.key(), Some(*key), "{toml:?} gave {e}");
         }
     }
 }

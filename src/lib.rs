@@ -5,7 +5,9 @@
 //! [`transport`] moves bytes and knows flows, [`transaction`] implements RFC 3261 §17,
 //! [`registrar`] owns bindings and their durable store, and [`proxy`] is the routing
 //! core that ties them together. [`config`] turns the TOML file into typed settings.
+//! [`auth`] is digest authentication of phones in local registrar mode.
 
+pub mod auth;
 pub mod config;
 pub mod proxy;
 pub mod push;

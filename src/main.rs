@@ -22,6 +22,7 @@ const EXIT_USAGE: u8 = 2;
 const USAGE: &str = "\
 Usage: sipwake [--config FILE]
        sipwake --check-config FILE
+       sipwake [--config FILE] --hash-user USER < password
 
 SIP registrar and stateful proxy that wakes sleeping softphones with a push
 before handing them a call.
@@ -29,8 +30,10 @@ before handing them a call.
 Options:
   --config FILE        start with the settings in FILE (TOML); without it the
                        built-in defaults are used
-  --check-config FILE  load and validate FILE, print \"FILE: ok\" and exit 0,
-                       or print the error and exit 2
+  --check-config FILE  load and validate FILE (and its auth.users_file), print
+                       \"FILE: ok\" and exit 0, or print the error and exit 2
+  --hash-user USER     read USER's password from standard input (one line) and
+                       print the line for auth.users_file, in the configured realm
   -h, --help           print this help
   -V, --version        print the version
 
@@ -43,8 +46,16 @@ Environment:
 /// What the command line asks for.
 #[derive(Debug, PartialEq, Eq)]
 enum Command {
-    Run { config: Option<PathBuf> },
-    Check { config: PathBuf },
+    Run {
+        config: Option<PathBuf>,
+    },
+    Check {
+        config: PathBuf,
+    },
+    HashUser {
+        user: String,
+        config: Option<PathBuf>,
+    },
     Help,
     Version,
 }
@@ -76,6 +87,14 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
             "--check-config" => Command::Check {
                 config: PathBuf::from(value("--check-config")?),
             },
+            "--hash-user" => Command::HashUser {
+                user: inline
+                    .clone()
+                    .or_else(|| args.next())
+                    .filter(|v| !v.is_empty())
+                    .ok_or("--hash-user needs a user name")?,
+                config: None,
+            },
             other => return Err(format!("unknown argument {other:?}")),
         };
         if inline.is_some() && matches!(next, Command::Help | Command::Version) {
@@ -86,6 +105,11 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
             (Some(Command::Help), _) | (_, Command::Help) => Some(Command::Help),
             (Some(Command::Version), _) | (_, Command::Version) => Some(Command::Version),
             (None, next) => Some(next),
+            // the realm comes from the settings
+            (Some(Command::Run { config }), Command::HashUser { user, .. })
+            | (Some(Command::HashUser { user, .. }), Command::Run { config }) => {
+                Some(Command::HashUser { user, config })
+            }
             (Some(_), _) => return Err("give only one of --config, --check-config".to_owned()),
         };
     }
@@ -109,7 +133,19 @@ fn main() -> ExitCode {
             println!("sipwake {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+        Command::HashUser { user, config } => hash_user(&user, config.as_deref()),
         Command::Check { config } => match config::load(Some(&config)) {
+            Ok(settings) if settings.auth.enabled => match sipwake::auth::Auth::new(&settings.auth)
+            {
+                Ok(_) => {
+                    println!("{}: ok", config.display());
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("{}: error: {err}", config.display());
+                    ExitCode::from(EXIT_USAGE)
+                }
+            },
             Ok(_) => {
                 println!("{}: ok", config.display());
                 ExitCode::SUCCESS
@@ -164,6 +200,40 @@ fn describe_config_error(err: &config::ConfigError, file: Option<&std::path::Pat
         (_, Some(file)) => format!("{}: error: {err}", file.display()),
         (_, None) => format!("error: {err}"),
     }
+}
+
+/// `--hash-user`: reads a password line from standard input and prints the users
+/// file line for `user` in the configured realm (both MD5 and SHA-256 hashes).
+fn hash_user(user: &str, config: Option<&std::path::Path>) -> ExitCode {
+    let settings = match config::load(config) {
+        Ok(s) => s,
+        Err(err) => {
+            eprintln!("sipwake: {}", describe_config_error(&err, config));
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    if let Err(why) = sipwake::auth::users::check_user_name(user) {
+        eprintln!("sipwake: --hash-user {user:?}: {why}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let realm = &settings.auth.realm;
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        // no terminal control without another dependency: the password is echoed
+        eprint!("Password for {user} in realm {realm} (visible as you type): ");
+    }
+    let mut password = String::new();
+    if let Err(e) = stdin.read_line(&mut password) {
+        eprintln!("sipwake: cannot read the password: {e}");
+        return ExitCode::FAILURE;
+    }
+    let password = password.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        eprintln!("sipwake: --hash-user: empty password on standard input");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    println!("{}", sipwake::auth::users::line(user, realm, password));
+    ExitCode::SUCCESS
 }
 
 /// The log filter: `SIPWAKE_LOG` when set, else `log.level`.
@@ -273,5 +343,21 @@ mod tests {
         assert!(parse(&["--bogus"]).is_err());
         assert!(parse(&["a.toml"]).is_err());
         assert!(parse(&["--help=x"]).is_err());
+        assert_eq!(
+            parse(&["--config", "a", "--hash-user", "alice"]),
+            Ok(Command::HashUser {
+                user: "alice".into(),
+                config: Some("a".into())
+            })
+        );
+        assert_eq!(
+            parse(&["--hash-user=bob"]),
+            Ok(Command::HashUser {
+                user: "bob".into(),
+                config: None
+            })
+        );
+        assert!(parse(&["--hash-user"]).is_err());
+        assert!(parse(&["--hash-user", "a", "--check-config", "b"]).is_err());
     }
 }

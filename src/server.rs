@@ -37,6 +37,9 @@ pub enum ServerError {
     /// A push provider could not be set up (key file, certificate…).
     #[error("push: {0}")]
     Push(#[from] PushError),
+    /// Digest authentication could not be set up (users file).
+    #[error("auth: {0}")]
+    Auth(#[from] crate::auth::AuthError),
 }
 
 const SECRET_KEY: &str = "flow_token_secret";
@@ -50,6 +53,7 @@ pub struct Server {
 impl Server {
     /// Opens the store, binds every listener and starts serving.
     pub async fn start(settings: Settings) -> Result<Server, ServerError> {
+        let auth = start_auth(&settings)?;
         let store: Arc<dyn Store> = match settings.store.backend {
             StoreBackend::Sqlite => Arc::new(SqliteStore::open(
                 &settings.store.path,
@@ -94,6 +98,9 @@ impl Server {
             FlowTokens::new(&secret),
             pusher,
         ));
+        if let Some(auth) = auth {
+            core.set_auth(auth);
+        }
         let handler = core.make_handler();
         transport.start(listeners, handler);
         tokio::spawn(sweeper(core.clone()));
@@ -105,6 +112,30 @@ impl Server {
         );
         Ok(Server { core })
     }
+}
+
+/// Loads the users file when authentication is on, and warns when sipwake is
+/// exposed without it.
+fn start_auth(settings: &Settings) -> Result<Option<crate::auth::Auth>, ServerError> {
+    if let Some(w) = crate::auth::exposure_warning(settings) {
+        warn!("{w}");
+    }
+    if !settings.auth.enabled {
+        return Ok(None);
+    }
+    let auth = crate::auth::Auth::new(&settings.auth)?;
+    for user in auth.users().unusable(&settings.auth.algorithms) {
+        warn!(
+            user,
+            "users file: no hash for any of auth.algorithms; this user cannot log in"
+        );
+    }
+    info!(
+        users = auth.users().len(),
+        realm = auth.realm(),
+        "digest authentication on"
+    );
+    Ok(Some(auth))
 }
 
 async fn sweeper(core: Arc<Core>) {

@@ -70,6 +70,8 @@ pub struct Core {
     pub dialogs: dialogs::Dialogs,
     /// Shutting down: new calls are refused (see [`Core::start_draining`]).
     draining: std::sync::atomic::AtomicBool,
+    /// Digest authentication; unset when off (and always in relay mode).
+    auth: std::sync::OnceLock<crate::auth::Auth>,
 }
 
 impl std::fmt::Debug for Core {
@@ -128,7 +130,18 @@ impl Core {
             local_hosts,
             local_ports,
             handler: std::sync::OnceLock::new(),
+            auth: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Turns digest authentication on (once, at start).
+    pub fn set_auth(&self, auth: crate::auth::Auth) {
+        let _ = self.auth.set(auth);
+    }
+
+    /// Digest authentication, when on.
+    pub fn auth(&self) -> Option<&crate::auth::Auth> {
+        self.auth.get()
     }
 
     /// The handler new TCP connections deliver to (set once at start).

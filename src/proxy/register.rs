@@ -186,6 +186,9 @@ pub(crate) fn contact_line(b: &Binding, now_ms: u64) -> String {
 
 /// Handles a REGISTER for a served domain.
 pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
+    if let Some(Err(a)) = core.auth().map(|auth| auth.register(&msg)) {
+        return core.reply(&msg, flow, key, a.code, a.reason, &a.lines());
+    }
     let now_ms = unix_now_ms();
     let req = match parse_register(&msg, &flow, now_ms, &core.settings.push, &core.pusher()) {
         Ok(r) => r,

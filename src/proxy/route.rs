@@ -86,7 +86,7 @@ pub fn other_leg(a: Option<Flow>, b: Option<Flow>, arrival: &Flow) -> Option<Flo
 }
 
 /// Handles a request that starts a new server transaction.
-pub fn new_request(core: &Arc<Core>, msg: Message, flow: Flow, local: SocketAddr, key: u64) {
+pub fn new_request(core: &Arc<Core>, mut msg: Message, flow: Flow, local: SocketAddr, key: u64) {
     let method = msg.method().unwrap_or(Method::Other);
     if msg.max_forwards() == Some(0) {
         return core.reply(&msg, flow, key, 483, "Too Many Hops", &[]);
@@ -105,9 +105,22 @@ pub fn new_request(core: &Arc<Core>, msg: Message, flow: Flow, local: SocketAddr
     if looped {
         return core.reply(&msg, flow, key, 482, "Loop Detected", &[]);
     }
-    let popped = pop_routes(core, &msg);
+    let mut popped = pop_routes(core, &msg);
     let in_dialog = !msg.to_tag().is_empty();
     let trusted = core.settings.is_trusted(flow.remote().ip());
+    if let Some(auth) = core.auth() {
+        match auth.request(&msg, trusted, popped.token.is_some(), |h, p| {
+            core.is_me(h, p)
+        }) {
+            Err(a) => return core.reply(&msg, flow, key, a.code, a.reason, &a.lines()),
+            // RFC 3261 §22.3: the credentials for our realm end here
+            Ok(Some(line)) => {
+                msg = crate::auth::without_line(msg, line, flow.is_udp());
+                popped = pop_routes(core, &msg);
+            }
+            Ok(None) => {}
+        }
+    }
 
     if let Some(next) = popped.next.clone() {
         if popped.ranges.is_empty() && !trusted {
