@@ -39,6 +39,8 @@ pub struct Settings {
     pub push: PushSettings,
     /// `[relay]`: relaying registrations to the upstream (`registrar.mode = "relay"`).
     pub relay: RelaySettings,
+    /// `[admin]`: the admin HTTP API and `/metrics`.
+    pub admin: AdminSettings,
 }
 
 /// `[relay]` section.
@@ -534,6 +536,8 @@ pub struct RawSettings {
     pub push: RawPush,
     /// `[relay]`.
     pub relay: RawRelay,
+    /// `[admin]`.
+    pub admin: RawAdmin,
 }
 
 /// Raw `[relay]` section.
@@ -1003,6 +1007,7 @@ impl RawSettings {
         let log = self.log.validate()?;
         let push = self.push.validate()?;
         let relay = self.relay.validate()?;
+        let admin = self.admin.validate()?;
         Ok(Settings {
             sip,
             proxy,
@@ -1012,6 +1017,7 @@ impl RawSettings {
             log,
             push,
             relay,
+            admin,
         })
     }
 }
@@ -1826,6 +1832,90 @@ fn decode_hex(s: &str) -> Result<Vec<u8>, String> {
             _ => Err("not hexadecimal".to_owned()),
         })
         .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// [admin]
+// ---------------------------------------------------------------------------------------
+
+/// `[admin]` section. `Debug` hides the token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// Where the admin HTTP API listens; `None`: no admin API.
+    pub listen: Option<SocketAddr>,
+    /// Bearer token every endpoint but `/healthz` requires; `None`: no auth.
+    pub token: Option<String>,
+}
+
+impl fmt::Debug for AdminSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminSettings")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "(hidden)"))
+            .finish()
+    }
+}
+
+/// Raw `[admin]` section.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Socket address; empty: disabled.
+    pub listen: String,
+    /// Bearer token; empty: none.
+    pub token: String,
+}
+
+impl fmt::Debug for RawAdmin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawAdmin")
+            .field("listen", &self.listen)
+            .field("token", &(!self.token.is_empty()).then_some("(hidden)"))
+            .finish()
+    }
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8060".to_owned(),
+            token: String::new(),
+        }
+    }
+}
+
+/// Shortest admin token accepted: long enough not to be guessed.
+const MIN_ADMIN_TOKEN: usize = 16;
+
+impl RawAdmin {
+    fn validate(self) -> Result<AdminSettings, ConfigError> {
+        let listen = self.listen.trim();
+        let listen = if listen.is_empty() {
+            None
+        } else {
+            Some(SocketAddr::from_str(listen).map_err(|_| {
+                ConfigError::invalid(
+                    "admin.listen",
+                    listen,
+                    "not a socket address (e.g. 127.0.0.1:8060 or [::1]:8060; \"\" disables)",
+                )
+            })?)
+        };
+        let token = self.token.trim();
+        let token = if token.is_empty() {
+            None
+        } else if token.len() < MIN_ADMIN_TOKEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            // the value is a secret: never repeated in the error
+            return Err(ConfigError::invalid(
+                "admin.token",
+                "(hidden)",
+                format!("at least {MIN_ADMIN_TOKEN} printable ASCII characters without spaces"),
+            ));
+        } else {
+            Some(token.to_owned())
+        };
+        Ok(AdminSettings { listen, token })
+    }
 }
 
 #[cfg(test)]

@@ -14,3 +14,6 @@ pub mod server;
 pub mod sip;
 pub mod transaction;
 pub mod transport;
+
+pub mod admin;
+pub mod metrics;
