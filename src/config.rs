@@ -2161,6 +2161,24 @@ mod tests {
     }
 
     #[test]
+    fn admin_section() {
+        let s = from_toml_str("").unwrap();
+        assert_eq!(s.admin.listen, Some("127.0.0.1:8060".parse().unwrap()));
+        assert_eq!(s.admin.token, None);
+        let s = from_toml_str("[admin]\nlisten = \"\"\ntoken = \"0123456789abcdefX\"").unwrap();
+        assert_eq!(s.admin.listen, None);
+        assert_eq!(s.admin.token.as_deref(), Some("0123456789abcdefX"));
+        assert!(!format!("{s:?}").contains("0123456789abcdefX"), "Debug hides it");
+        let e = err("[admin]\nlisten = \"localhost\"");
+        assert_eq!(e.key(), Some("admin.listen"), "{e}");
+        let e = err("[admin]\ntoken = \"shortsecret\"");
+        assert_eq!(e.key(), Some("admin.token"), "{e}");
+        assert!(!e.to_string().contains("shortsecret"), "{e}");
+        let s = with_env("", &[("SIPWAKE__ADMIN__LISTEN", "[::1]:9000")]).unwrap();
+        assert_eq!(s.admin.listen, Some("[::1]:9000".parse().unwrap()));
+    }
+
+    #[test]
     fn secret_is_not_repeated_in_errors() {
         let e = err("[proxy]\nflow_token_secret = \"deadbeefdeadbeef\"");
         assert!(!e.to_string().contains("deadbeef"), "{e}");

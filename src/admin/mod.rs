@@ -67,19 +67,19 @@ pub async fn start(core: Arc<Core>, addr: SocketAddr) -> std::io::Result<SocketA
     Ok(bound)
 }
 
-/// `Err(401)` unless the request carries the configured bearer token.
-fn authorize(admin: &Admin, headers: &HeaderMap) -> Result<(), Response> {
+/// A `401` unless the request carries the configured bearer token.
+fn refused(admin: &Admin, headers: &HeaderMap) -> Option<Response> {
     let Some(expected) = &admin.expected else {
-        return Ok(());
+        return None;
     };
     let given = headers
         .get(header::AUTHORIZATION)
         .map(|v| v.as_bytes())
         .unwrap_or(b"");
     if constant_time_eq(given, expected) {
-        return Ok(());
+        return None;
     }
-    Err((
+    Some((
         StatusCode::UNAUTHORIZED,
         [(header::WWW_AUTHENTICATE, "Bearer realm=\"sipwake-admin\"")],
         "a bearer token is required (admin.token)\n",
@@ -112,7 +112,7 @@ async fn healthz() -> Response {
 
 /// Prometheus text exposition format 0.0.4.
 async fn metrics(State(admin): Shared, headers: HeaderMap) -> Response {
-    if let Err(r) = authorize(&admin, &headers) {
+    if let Some(r) = refused(&admin, &headers) {
         return r;
     }
     let body = render_metrics(&admin.core);

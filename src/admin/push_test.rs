@@ -10,7 +10,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::views::{redact, truncated};
-use super::{authorize, Shared};
+use super::{refused, Shared};
 use crate::metrics::{count_push, PushKind};
 use crate::proxy::register::public_contact;
 use crate::proxy::wake::{random_hex, uuid_v4};
@@ -26,7 +26,7 @@ pub(super) async fn push_test(
     headers: HeaderMap,
     Path(aor): Path<String>,
 ) -> Response {
-    if let Err(r) = authorize(&admin, &headers) {
+    if let Some(r) = refused(&admin, &headers) {
         return r;
     }
     let core = &admin.core;

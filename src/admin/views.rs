@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::info;
 
-use super::{authorize, Shared};
+use super::{refused, Shared};
 use crate::proxy::register::public_contact;
 use crate::push::{short, PushInfo};
 use crate::registrar::{unix_now_ms, Binding};
@@ -88,7 +88,7 @@ pub(super) async fn registrations(
     headers: HeaderMap,
     Query(q): Query<RegQuery>,
 ) -> Response {
-    if let Err(r) = authorize(&admin, &headers) {
+    if let Some(r) = refused(&admin, &headers) {
         return r;
     }
     let reg = &admin.core.registrar;
@@ -115,7 +115,7 @@ pub(super) async fn delete_registrations(
     headers: HeaderMap,
     Path(aor): Path<String>,
 ) -> Response {
-    if let Err(r) = authorize(&admin, &headers) {
+    if let Some(r) = refused(&admin, &headers) {
         return r;
     }
     let reg = &admin.core.registrar;
@@ -143,7 +143,7 @@ pub(super) async fn delete_registrations(
 /// `GET /calls`: INVITEs without a final answer: parked for a pushed phone, or
 /// forwarded and trying/ringing.
 pub(super) async fn calls(State(admin): Shared, headers: HeaderMap) -> Response {
-    if let Err(r) = authorize(&admin, &headers) {
+    if let Some(r) = refused(&admin, &headers) {
         return r;
     }
     let calls = crate::proxy::calls::list(&admin.core, CALLS_WAIT).await;

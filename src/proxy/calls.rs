@@ -61,6 +61,6 @@ pub async fn list(core: &Core, wait: Duration) -> Vec<CallView> {
             out.push(view);
         }
     }
-    out.sort_by(|a, b| b.age_ms.cmp(&a.age_ms));
+    out.sort_by_key(|c| std::cmp::Reverse(c.age_ms));
     out
 }

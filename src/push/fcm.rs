@@ -348,6 +348,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn test_push_is_validate_only() {
+        let (pusher, _token, mut fcm) = setup(
+            script(vec![token_ok("ya29.t")]),
+            script(vec![(200, r#"{"name":"projects/p/messages/fake"}"#.into())]),
+            None,
+        )
+        .await;
+        let call = payload::tests::call();
+        assert_eq!(pusher.test(&info(), &call).await, PushResult::Sent);
+        let body = fcm.next().await.json();
+        assert_eq!(body["validate_only"], true, "{body}");
+        assert_eq!(body["message"]["data"]["event"], "call", "{body}");
+        // an ordinary call push is never validate-only
+        assert_eq!(pusher.call(&info(), &call).await, PushResult::Sent);
+        assert!(fcm.next().await.json().get("validate_only").is_none());
+    }
+
+    #[tokio::test]
     async fn oauth_grant_then_message() {
         let (pusher, mut token, mut fcm) = setup(
             script(vec![token_ok("ya29.first")]),
