@@ -2168,7 +2168,10 @@ mod tests {
         let s = from_toml_str("[admin]\nlisten = \"\"\ntoken = \"0123456789abcdefX\"").unwrap();
         assert_eq!(s.admin.listen, None);
         assert_eq!(s.admin.token.as_deref(), Some("0123456789abcdefX"));
-        assert!(!format!("{s:?}").contains("0123456789abcdefX"), "Debug hides it");
+        assert!(
+            !format!("{s:?}").contains("0123456789abcdefX"),
+            "Debug hides it"
+        );
         let e = err("[admin]\nlisten = \"localhost\"");
         assert_eq!(e.key(), Some("admin.listen"), "{e}");
         let e = err("[admin]\ntoken = \"shortsecret\"");

@@ -128,8 +128,22 @@ const PUSH_OUTCOMES: [&str; 3] = ["sent", "dead_token", "failed"];
 
 /// Label values of `sipwake_sip_requests_total{method}`, in [`Method`] order.
 const METHODS: [&str; 16] = [
-    "INVITE", "ACK", "BYE", "CANCEL", "REGISTER", "OPTIONS", "INFO", "UPDATE", "PRACK",
-    "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH", "other", "unparsed",
+    "INVITE",
+    "ACK",
+    "BYE",
+    "CANCEL",
+    "REGISTER",
+    "OPTIONS",
+    "INFO",
+    "UPDATE",
+    "PRACK",
+    "SUBSCRIBE",
+    "NOTIFY",
+    "REFER",
+    "MESSAGE",
+    "PUBLISH",
+    "other",
+    "unparsed",
 ];
 
 /// Label values of `sipwake_registrations_total{result}`.
@@ -314,7 +328,11 @@ impl Metrics {
             "counter",
         );
         for (m, c) in METHODS.iter().zip(&self.requests) {
-            let _ = writeln!(out, "sipwake_sip_requests_total{{method=\"{m}\"}} {}", c.get());
+            let _ = writeln!(
+                out,
+                "sipwake_sip_requests_total{{method=\"{m}\"}} {}",
+                c.get()
+            );
         }
         for (name, help, counters) in [
             (
@@ -340,7 +358,11 @@ impl Metrics {
             "counter",
         );
         for (r, c) in REG_RESULTS.iter().zip(&self.registrations) {
-            let _ = writeln!(out, "sipwake_registrations_total{{result=\"{r}\"}} {}", c.get());
+            let _ = writeln!(
+                out,
+                "sipwake_registrations_total{{result=\"{r}\"}} {}",
+                c.get()
+            );
         }
         header(
             out,
@@ -382,9 +404,16 @@ impl Metrics {
             "counter",
         );
         for (r, c) in ["ok", "error"].iter().zip(&self.store_commits) {
-            let _ = writeln!(out, "sipwake_store_commits_total{{result=\"{r}\"}} {}", c.get());
+            let _ = writeln!(
+                out,
+                "sipwake_store_commits_total{{result=\"{r}\"}} {}",
+                c.get()
+            );
         }
-        let uptime = self.started.get().map_or(0.0, |s| s.elapsed().as_secs_f64());
+        let uptime = self
+            .started
+            .get()
+            .map_or(0.0, |s| s.elapsed().as_secs_f64());
         gauge(
             out,
             "sipwake_uptime_seconds",

@@ -33,8 +33,7 @@ struct Http {
 
 impl Http {
     fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
 }
 
@@ -50,7 +49,8 @@ fn http(addr: SocketAddr, method: &str, path: &str, auth: Option<&str>) -> Http 
     );
     s.write_all(req.as_bytes()).unwrap();
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read the admin API's answer");
+    s.read_to_end(&mut raw)
+        .expect("read the admin API's answer");
     let text = String::from_utf8(raw).expect("UTF-8 answer");
     let (head, body) = text.split_once("\r\n\r\n").expect("a header block");
     let mut lines = head.split("\r\n");
@@ -453,13 +453,24 @@ fn registrations_calls_and_delete() {
         Some(uri_hostport(&alice.contact_uri())),
         "{v:#}"
     );
-    assert!(b["expires_in"].as_u64().is_some_and(|e| e > 500 && e <= 600), "{v:#}");
-    assert!(b["flow"].is_string() && b["last_register_ms"].is_u64(), "{v:#}");
+    assert!(
+        b["expires_in"]
+            .as_u64()
+            .is_some_and(|e| e > 500 && e <= 600),
+        "{v:#}"
+    );
+    assert!(
+        b["flow"].is_string() && b["last_register_ms"].is_u64(),
+        "{v:#}"
+    );
     // a bare user name finds the AOR too; paging bounds the list
     assert_eq!(get(admin, "/registrations?aor=alice").json()["total"], 1);
     let page = get(admin, "/registrations?limit=1&offset=1").json();
     assert_eq!(
-        (page["total"].as_u64(), page["bindings"].as_array().map(Vec::len)),
+        (
+            page["total"].as_u64(),
+            page["bindings"].as_array().map(Vec::len)
+        ),
         (Some(2), Some(1)),
         "{page:#}"
     );
@@ -495,6 +506,16 @@ fn registrations_calls_and_delete() {
     let fin = caller.expect_response(&parked.call_id, "INVITE", "487", |c| c == 487);
     caller.ack_non2xx(&parked, &fin);
     assert_eq!(expect_push(&hook, "cancel notice")["event"], "cancel");
+    // the notice is counted once the webhook's answer is back
+    let cancel = "sipwake_pushes_total{kind=\"cancel\",outcome=\"sent\",provider=\"webhook\"}";
+    let deadline = std::time::Instant::now() + WAIT;
+    while val(&scrape(admin), cancel) < 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cancel notice not counted"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     caller.cancel(&ringing);
     let cancelled = bob.expect_request("CANCEL", Some(&ringing.call_id));
     bob.reply(&cancelled, 200, "OK", None);
@@ -533,7 +554,10 @@ fn push_test_reports_each_provider_answer() {
         "admin-push-test",
         &hook,
         &[
-            ("PUSH__APNS__KEY_FILE", key.write(&dir, KEY_ID).to_str().unwrap()),
+            (
+                "PUSH__APNS__KEY_FILE",
+                key.write(&dir, KEY_ID).to_str().unwrap(),
+            ),
             ("PUSH__APNS__KEY_ID", KEY_ID),
             ("PUSH__APNS__TEAM_ID", TEAM),
             ("PUSH__APNS__BUNDLE_ID", "com.example.bundle"),
@@ -546,13 +570,18 @@ fn push_test_reports_each_provider_answer() {
     let hook_token = format!("wh-{}", unique("tok"));
     let mut phone = Ua::udp("alice", &proxy);
     register_token(&mut phone, &hook_token);
-    let voip: String = (0..4u64).map(|i| format!("{:016x}", 0xabcd_0000 + i)).collect();
+    let voip: String = (0..4u64)
+        .map(|i| format!("{:016x}", 0xabcd_0000 + i))
+        .collect();
     let mut iphone = Ua::udp("alice", &proxy);
     let contact = format!(
         "<{};pn-provider=apns;pn-prid={voip};pn-param={TEAM}.com.example.app.voip>",
         iphone.contact_uri()
     );
-    assert_eq!(register_raw(&mut iphone, &contact, "", 600).status(), Some(200));
+    assert_eq!(
+        register_raw(&mut iphone, &contact, "", 600).status(),
+        Some(200)
+    );
     let mut desk = Ua::udp("alice", &proxy);
     desk.register(600);
 
@@ -615,17 +644,20 @@ fn push_test_reports_each_provider_answer() {
     );
     let m = scrape(admin);
     assert_eq!(
-        val(&m, "sipwake_pushes_total{kind=\"test\",outcome=\"sent\",provider=\"apns\"}"),
+        val(
+            &m,
+            "sipwake_pushes_total{kind=\"test\",outcome=\"sent\",provider=\"apns\"}"
+        ),
         1.0
     );
     assert_eq!(
-        val(&m, "sipwake_pushes_total{kind=\"test\",outcome=\"failed\",provider=\"webhook\"}"),
+        val(
+            &m,
+            "sipwake_pushes_total{kind=\"test\",outcome=\"failed\",provider=\"webhook\"}"
+        ),
         1.0
     );
-    assert_eq!(
-        http(admin, "POST", "/push-test/nobody", None).status,
-        404
-    );
+    assert_eq!(http(admin, "POST", "/push-test/nobody", None).status, 404);
 }
 
 #[test]
@@ -652,14 +684,27 @@ fn bearer_token_is_enforced() {
                 .is_some_and(|w| w.starts_with("Bearer")),
             "{r:?}"
         );
-        let wrong = http(admin, method, path, Some("Bearer s3cret-admin-token-0123456788"));
+        let wrong = http(
+            admin,
+            method,
+            path,
+            Some("Bearer s3cret-admin-token-0123456788"),
+        );
         assert_eq!(wrong.status, 401, "{method} {path} with a wrong token");
         assert!(!wrong.body.contains(secret));
     }
     let ok = http(admin, "GET", "/metrics", Some(&format!("Bearer {secret}")));
     assert_eq!(ok.status, 200, "{ok:?}");
-    let regs = http(admin, "GET", "/registrations", Some(&format!("Bearer {secret}")));
+    let regs = http(
+        admin,
+        "GET",
+        "/registrations",
+        Some(&format!("Bearer {secret}")),
+    );
     assert_eq!(regs.json()["total"], 1);
     // the bindings are untouched by the refused DELETE
-    assert!(!proxy.log_text().contains(secret), "the token is never logged");
+    assert!(
+        !proxy.log_text().contains(secret),
+        "the token is never logged"
+    );
 }

@@ -79,12 +79,14 @@ fn refused(admin: &Admin, headers: &HeaderMap) -> Option<Response> {
     if constant_time_eq(given, expected) {
         return None;
     }
-    Some((
-        StatusCode::UNAUTHORIZED,
-        [(header::WWW_AUTHENTICATE, "Bearer realm=\"sipwake-admin\"")],
-        "a bearer token is required (admin.token)\n",
+    Some(
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer realm=\"sipwake-admin\"")],
+            "a bearer token is required (admin.token)\n",
+        )
+            .into_response(),
     )
-        .into_response())
 }
 
 /// Compares without an early exit on the first differing byte, so the time taken

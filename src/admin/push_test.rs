@@ -65,7 +65,11 @@ pub(super) async fn push_test(
         };
         let served = core.pusher.serves(info.provider);
         let started = Instant::now();
-        let fut = count_push(info.provider, PushKind::Test, core.pusher.test(&info, &call));
+        let fut = count_push(
+            info.provider,
+            PushKind::Test,
+            core.pusher.test(&info, &call),
+        );
         let handle = tokio::spawn(fut);
         pushes.push((b.clone(), contact, info, call, served, started, handle));
     }

@@ -92,7 +92,11 @@ pub(super) async fn registrations(
         return r;
     }
     let reg = &admin.core.registrar;
-    let aors = q.aor.as_deref().filter(|a| !a.is_empty()).map(|a| reg.find_aors(a));
+    let aors = q
+        .aor
+        .as_deref()
+        .filter(|a| !a.is_empty())
+        .map(|a| reg.find_aors(a));
     let offset = q.offset.unwrap_or(0);
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
     let (total, page) = reg.snapshot(aors.as_deref(), offset, limit);

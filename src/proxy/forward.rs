@@ -515,7 +515,9 @@ impl Fwd {
                     .core
                     .registrar
                     .set_push(&aor, &dev.key, None, *timestamp_ms);
-                crate::metrics::global().dead_tokens_removed.add(u64::from(removed));
+                crate::metrics::global()
+                    .dead_tokens_removed
+                    .add(u64::from(removed));
                 debug!(
                     token = dev.info.short_token(),
                     removed, "push token reported dead"

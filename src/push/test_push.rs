@@ -9,8 +9,8 @@
 
 use std::sync::Arc;
 
-use super::{BoxFuture, CallPush, PushInfo, PushResult, Pusher};
 use super::{not_configured, Provider};
+use super::{BoxFuture, CallPush, PushInfo, PushResult, Pusher};
 
 /// Caller name and number of test pushes, recognisable on the phone.
 pub const TEST_CALLER: &str = "sipwake push test";
