@@ -177,10 +177,10 @@ struct Fwd {
     final_code: Option<u16>,
     /// A branch answered 6xx: no new branches (RFC 3261 §16.7 step 5).
     declined: bool,
-    /// When the request arrived (for the admin API's `/calls`).
-    started: Instant,
     /// A woken phone got the INVITE: the wake timeout no longer ends the call.
     woke: bool,
+    /// When the request arrived (for the admin API's `/calls`).
+    started: Instant,
 }
 
 /// Starts forwarding `msg` to `targets`, pushing the devices of `plan` first.

@@ -97,3 +97,70 @@ impl Registrar {
         result.map(|()| kept)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{RegistrarMode, RegistrarSettings};
+    use crate::registrar::{ContactSpec, Contacts, MemoryStore, RegisterRequest, Store};
+
+    fn request(aor: &str, host: u8) -> RegisterRequest {
+        let uri = format!("sip:u@10.0.0.{host}:5060");
+        RegisterRequest {
+            aor: aor.into(),
+            call_id: format!("c{host}"),
+            cseq: 1,
+            expires_header: Some(600),
+            contacts: Contacts::List(vec![ContactSpec {
+                match_key: uri.clone(),
+                uri,
+                ..Default::default()
+            }]),
+            now_ms: unix_now_ms(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn find_list_and_remove() {
+        let store = Arc::new(MemoryStore::new());
+        let settings = RegistrarSettings {
+            mode: RegistrarMode::Local,
+            min_expires: 60,
+            max_expires: 3600,
+            default_expires: 3600,
+            max_contacts: 10,
+        };
+        let reg = Registrar::new(settings, store.clone()).unwrap();
+        for (aor, host) in [
+            ("alice@a.example", 1),
+            ("alice@b.example", 2),
+            ("bob@a.example", 3),
+        ] {
+            reg.register(request(aor, host)).await.unwrap();
+        }
+        reg.register(request("alice@a.example", 4)).await.unwrap();
+        assert_eq!(
+            reg.find_aors("alice"),
+            ["alice@a.example", "alice@b.example"]
+        );
+        assert_eq!(reg.find_aors("alice@A.example"), ["alice@a.example"]);
+        assert!(reg.find_aors("carol").is_empty());
+
+        let (total, page) = reg.snapshot(None, 1, 2);
+        assert_eq!((total, page.len()), (4, 2));
+        assert_eq!(page[0].aor, "alice@a.example");
+        assert_eq!(page[1].aor, "alice@b.example");
+        let only = reg.find_aors("bob");
+        assert_eq!(reg.snapshot(Some(&only), 0, 10).0, 1);
+
+        let mut events = reg.subscribe();
+        assert_eq!(reg.remove_aor("alice@a.example").await.unwrap(), 2);
+        assert_eq!(reg.remove_aor("alice@a.example").await.unwrap(), 0);
+        assert!(reg.lookup("alice@a.example", unix_now_ms()).is_empty());
+        assert_eq!(reg.count(), 2);
+        assert_eq!(store.load().unwrap().len(), 2, "the store follows");
+        let e = events.recv().await.unwrap();
+        assert_eq!(e.kind, BindingEventKind::Removed);
+    }
+}
