@@ -105,5 +105,7 @@ pub(super) async fn push_test(
             "call_uuid": call.call_uuid,
         }));
     }
+    let sent = devices.iter().filter(|d| d["result"] == "sent").count();
+    tracing::info!(aors = ?aors, devices = devices.len(), sent, "test pushes sent by the admin API");
     Json(json!({ "aors": aors, "devices": devices })).into_response()
 }
