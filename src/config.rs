@@ -43,6 +43,8 @@ pub struct Settings {
     pub server: ServerSettings,
     /// `[auth]`: digest authentication of phones in local registrar mode.
     pub auth: AuthSettings,
+    /// `[admin]`: the admin HTTP API and `/metrics`.
+    pub admin: AdminSettings,
 }
 
 /// `[relay]` section.
@@ -597,6 +599,8 @@ pub struct RawSettings {
     pub server: RawServer,
     /// `[auth]`.
     pub auth: RawAuth,
+    /// `[admin]`.
+    pub admin: RawAdmin,
 }
 
 /// Raw `[relay]` section.
@@ -1107,6 +1111,7 @@ impl RawSettings {
         let relay = self.relay.validate()?;
         let server = self.server.validate()?;
         let auth = self.auth.validate(&sip, &proxy, registrar.mode)?;
+        let admin = self.admin.validate()?;
         Ok(Settings {
             sip,
             proxy,
@@ -1118,6 +1123,7 @@ impl RawSettings {
             relay,
             server,
             auth,
+            admin,
         })
     }
 }
@@ -2090,6 +2096,90 @@ impl RawServer {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// [admin]
+// ---------------------------------------------------------------------------------------
+
+/// `[admin]` section. `Debug` hides the token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// Where the admin HTTP API listens; `None`: no admin API.
+    pub listen: Option<SocketAddr>,
+    /// Bearer token every endpoint but `/healthz` requires; `None`: no auth.
+    pub token: Option<String>,
+}
+
+impl fmt::Debug for AdminSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminSettings")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "(hidden)"))
+            .finish()
+    }
+}
+
+/// Raw `[admin]` section.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Socket address; empty: disabled.
+    pub listen: String,
+    /// Bearer token; empty: none.
+    pub token: String,
+}
+
+impl fmt::Debug for RawAdmin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawAdmin")
+            .field("listen", &self.listen)
+            .field("token", &(!self.token.is_empty()).then_some("(hidden)"))
+            .finish()
+    }
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8060".to_owned(),
+            token: String::new(),
+        }
+    }
+}
+
+/// Shortest admin token accepted: long enough not to be guessed.
+const MIN_ADMIN_TOKEN: usize = 16;
+
+impl RawAdmin {
+    fn validate(self) -> Result<AdminSettings, ConfigError> {
+        let listen = self.listen.trim();
+        let listen = if listen.is_empty() {
+            None
+        } else {
+            Some(SocketAddr::from_str(listen).map_err(|_| {
+                ConfigError::invalid(
+                    "admin.listen",
+                    listen,
+                    "not a socket address (e.g. 127.0.0.1:8060 or [::1]:8060; \"\" disables)",
+                )
+            })?)
+        };
+        let token = self.token.trim();
+        let token = if token.is_empty() {
+            None
+        } else if token.len() < MIN_ADMIN_TOKEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            // the value is a secret: never repeated in the error
+            return Err(ConfigError::invalid(
+                "admin.token",
+                "(hidden)",
+                format!("at least {MIN_ADMIN_TOKEN} printable ASCII characters without spaces"),
+            ));
+        } else {
+            Some(token.to_owned())
+        };
+        Ok(AdminSettings { listen, token })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2330,6 +2420,27 @@ mod tests {
             e.to_string(),
             "sip.listen: invalid value \"nonsense\": not a socket address (write 127.0.0.1:5060 or [::1]:5060)"
         );
+    }
+
+    #[test]
+    fn admin_section() {
+        let s = from_toml_str("").unwrap();
+        assert_eq!(s.admin.listen, Some("127.0.0.1:8060".parse().unwrap()));
+        assert_eq!(s.admin.token, None);
+        let s = from_toml_str("[admin]\nlisten = \"\"\ntoken = \"0123456789abcdefX\"").unwrap();
+        assert_eq!(s.admin.listen, None);
+        assert_eq!(s.admin.token.as_deref(), Some("0123456789abcdefX"));
+        assert!(
+            !format!("{s:?}").contains("0123456789abcdefX"),
+            "Debug hides it"
+        );
+        let e = err("[admin]\nlisten = \"localhost\"");
+        assert_eq!(e.key(), Some("admin.listen"), "{e}");
+        let e = err("[admin]\ntoken = \"shortsecret\"");
+        assert_eq!(e.key(), Some("admin.token"), "{e}");
+        assert!(!e.to_string().contains("shortsecret"), "{e}");
+        let s = with_env("", &[("SIPWAKE__ADMIN__LISTEN", "[::1]:9000")]).unwrap();
+        assert_eq!(s.admin.listen, Some("[::1]:9000".parse().unwrap()));
     }
 
     #[test]

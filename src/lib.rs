@@ -18,3 +18,6 @@ pub mod shutdown;
 pub mod sip;
 pub mod transaction;
 pub mod transport;
+
+pub mod admin;
+pub mod metrics;

@@ -103,6 +103,12 @@ impl Server {
         }
         let handler = core.make_handler();
         transport.start(listeners, handler);
+        crate::metrics::global().mark_start();
+        if let Some(addr) = core.settings.admin.listen {
+            crate::admin::start(core.clone(), addr)
+                .await
+                .map_err(|source| ServerError::Bind { addr, source })?;
+        }
         tokio::spawn(sweeper(core.clone()));
         info!(
             udp = ?transport.udp_addrs(),

@@ -15,6 +15,7 @@ use super::park::{ParkGuard, Woken};
 use super::route::Popped;
 use super::wake::PushPlan;
 use super::Core;
+use crate::metrics::{count_push, PushKind};
 use crate::push::{CancelReason, PushResult, PushSender};
 use crate::registrar::{unix_now_ms, Binding};
 use crate::sip::{builder, HeaderName, Message, Method, Uri};
@@ -178,7 +179,8 @@ struct Fwd {
     declined: bool,
     /// A woken phone got the INVITE: the wake timeout no longer ends the call.
     woke: bool,
-    /// When the request arrived (for the per-call log line).
+    /// When the request arrived (for the per-call log line and the admin API's
+    /// `/calls`).
     started: Instant,
     /// Time from parking to the first woken phone's INVITE.
     woken_after: Option<std::time::Duration>,
@@ -465,6 +467,7 @@ impl Fwd {
             }
             stale.push(i);
         }
+        crate::metrics::global().woken(p.wake_at, self.core.settings.push.wake_timeout);
         for i in stale {
             self.drop_branch(i);
         }
@@ -507,6 +510,7 @@ impl Fwd {
             return;
         };
         dev.failed = !done.result.is_sent();
+        crate::metrics::global().push_done(dev.info.provider, PushKind::Call, &done.result);
         let dev = dev.clone();
         let aor = p.plan.aor.clone();
         match &done.result {
@@ -526,6 +530,9 @@ impl Fwd {
                     .core
                     .registrar
                     .set_push(&aor, &dev.key, None, *timestamp_ms);
+                crate::metrics::global()
+                    .dead_tokens_removed
+                    .add(u64::from(removed));
                 debug!(
                     token = dev.info.short_token(),
                     removed, "push token reported dead"
@@ -574,7 +581,8 @@ impl Fwd {
             .filter(|d| d.pushed && !d.failed && !d.got_invite)
         {
             debug!(token = d.info.short_token(), ?reason, "cancel notice");
-            tokio::spawn(self.core.pusher().cancel(&d.info, &p.plan.call, reason));
+            let notice = self.core.pusher().cancel(&d.info, &p.plan.call, reason);
+            tokio::spawn(count_push(d.info.provider, PushKind::Cancel, notice));
         }
     }
 
@@ -636,11 +644,10 @@ impl Fwd {
             }
             TxEvent::Upper(ev) => match ev.downcast::<Woken>() {
                 Ok(w) => self.on_woken(w.0),
-                Err(ev) => {
-                    if let Ok(done) = ev.downcast::<PushDone>() {
-                        self.on_push_done(*done);
-                    }
-                }
+                Err(ev) => match ev.downcast::<PushDone>() {
+                    Ok(done) => self.on_push_done(*done),
+                    Err(ev) => self.describe(ev),
+                },
             },
         }
     }
@@ -775,6 +782,7 @@ impl Fwd {
         }
         // late 2xx are forwarded even after a final: the caller ACKs and hangs up
         if allowed || (200..300).contains(&code) {
+            crate::metrics::global().response_sent(self.req.method(), code);
             if let Err(e) = self.core.transport.send(&self.src, bytes) {
                 debug!(error = %e, code, "response not sent upstream");
             }
@@ -907,6 +915,38 @@ impl Fwd {
     }
 }
 
+impl Fwd {
+    /// Answers the admin API's [`super::calls::Describe`] while this is an unanswered
+    /// INVITE; otherwise drops it, which leaves the call out of the list.
+    fn describe(&self, ev: Box<dyn std::any::Any + Send>) {
+        let Ok(d) = ev.downcast::<super::calls::Describe>() else {
+            return;
+        };
+        if self.kind != Kind::Invite || self.server.is_final() || self.got_2xx {
+            return;
+        }
+        let pending = self.branches.iter().filter(|b| b.final_code.is_none());
+        let ringing = pending.clone().any(|b| b.ringing);
+        let state = match (ringing, self.parked()) {
+            (true, _) => "ringing",
+            (false, true) => "parked",
+            (false, false) => "trying",
+        };
+        let _ = d.0.send(super::calls::CallView {
+            call_id: self.req.call_id().to_string(),
+            from: self.req.header(HeaderName::From).unwrap_or("").to_string(),
+            to: self.req.header(HeaderName::To).unwrap_or("").to_string(),
+            age_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            state,
+            parked: self.parked(),
+            aor: self.push.as_ref().map(|p| p.plan.aor.clone()),
+            branches: self.branches.len(),
+            pending_branches: pending.count(),
+            pushed_devices: self.push.as_ref().map_or(0, |p| p.plan.devices.len()),
+        });
+    }
+}
+
 /// RFC 3261 §16.7 step 6: 6xx first, then the lowest class; 503 counts as 5xx.
 fn rank(code: u16) -> u16 {
     if code >= 600 {
@@ -952,6 +992,7 @@ pub fn forward_stray_2xx(core: &Arc<Core>, msg: Message, _flow: Flow) {
     let port = via.rport().flatten().or(via.port).unwrap_or(5060);
     let Some(ip) = ip else { return };
     if let Some(f) = core.transport.udp_flow(SocketAddr::new(ip, port), None) {
+        crate::metrics::global().response_sent(Some(Method::Invite), 200);
         let _ = core.transport.send(&f, pop_via(&msg));
     }
 }

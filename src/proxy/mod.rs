@@ -8,6 +8,7 @@
 //! - [`edit`]: splicing our changes into forwarded messages.
 
 pub mod calllog;
+pub mod calls;
 pub mod dialogs;
 pub mod edit;
 pub mod forward;
@@ -191,6 +192,7 @@ impl Core {
         extra: &[&str],
     ) -> Bytes {
         let resp = builder::response(req, flow.remote(), code, reason, extra, None);
+        crate::metrics::global().response_sent(req.method(), code);
         if let Err(e) = self.transport.send(flow, resp.clone()) {
             debug!(error = %e, code, "response not sent");
         }
@@ -362,10 +364,12 @@ impl Handler for ProxyHandler {
         let core = &self.0;
         if !msg.is_request() {
             if msg.validate().is_ok() {
+                crate::metrics::global().response_received(msg.code());
                 core.on_response(msg, flow);
             }
             return;
         }
+        crate::metrics::global().request_received(msg.method());
         let span = debug_span!("request", call_id = %msg.call_id(), method = %msg.method_str());
         let _g = span.enter();
         if let Err(e) = msg.validate() {

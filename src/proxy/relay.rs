@@ -530,6 +530,7 @@ impl RegisterRelay {
 
     fn answer(&mut self, code: u16, bytes: Bytes) {
         if self.server.send_response(code, &bytes, Instant::now()) {
+            crate::metrics::global().response_sent(Some(crate::sip::Method::Register), code);
             if let Err(e) = self.core.transport.send(&self.src, bytes) {
                 debug!(error = %e, code, "REGISTER response not sent");
             }

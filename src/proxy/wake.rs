@@ -161,7 +161,8 @@ pub fn random_hex(bytes: usize) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn uuid_v4() -> String {
+/// A random (version 4) UUID in upper case, as CallKit shows call UUIDs.
+pub fn uuid_v4() -> String {
     let mut b = [0u8; 16];
     let _ = getrandom::fill(&mut b);
     b[6] = (b[6] & 0x0f) | 0x40;

@@ -188,7 +188,9 @@ impl Fcm {
             Some(_) => CANCEL_TIME,
         };
         let deadline = start + time;
-        let result = self.send_inner(&info, &call, reason, time, deadline).await;
+        let result = self
+            .send_inner(&info, &call, reason, time, deadline, false)
+            .await;
         tracing::debug!(
             token = info.short_token(),
             event = if reason.is_some() { "cancel" } else { "call" },
@@ -199,6 +201,15 @@ impl Fcm {
         result
     }
 
+    /// A test push (admin `POST /push-test`): the call message sent with
+    /// `validate_only: true`, so FCM checks token, credentials and payload without
+    /// delivering anything.
+    pub async fn validate(self: Arc<Self>, info: PushInfo, call: CallPush) -> PushResult {
+        let deadline = Instant::now() + call.time_left;
+        self.send_inner(&info, &call, None, call.time_left, deadline, true)
+            .await
+    }
+
     async fn send_inner(
         &self,
         info: &PushInfo,
@@ -206,11 +217,16 @@ impl Fcm {
         reason: Option<CancelReason>,
         ttl: Duration,
         deadline: Instant,
+        validate_only: bool,
     ) -> PushResult {
         let Ok(_permit) = http::permit(&self.in_flight, deadline).await else {
             return PushResult::Failed("too many pushes in flight".into());
         };
-        let body = payload::fcm(&info.token, call, reason, ttl).to_string();
+        let mut body = payload::fcm(&info.token, call, reason, ttl);
+        if validate_only {
+            body["validate_only"] = true.into();
+        }
+        let body = body.to_string();
         // A rejected access token is renewed once.
         for renewed in [false, true] {
             let bearer = match self.access_token(deadline).await {
@@ -329,6 +345,24 @@ mod tests {
         aud: String,
         iat: u64,
         exp: u64,
+    }
+
+    #[tokio::test]
+    async fn test_push_is_validate_only() {
+        let (pusher, _token, mut fcm) = setup(
+            script(vec![token_ok("ya29.t")]),
+            script(vec![(200, r#"{"name":"projects/p/messages/fake"}"#.into())]),
+            None,
+        )
+        .await;
+        let call = payload::tests::call();
+        assert_eq!(pusher.test(&info(), &call).await, PushResult::Sent);
+        let body = fcm.next().await.json();
+        assert_eq!(body["validate_only"], true, "{body}");
+        assert_eq!(body["message"]["data"]["event"], "call", "{body}");
+        // an ordinary call push is never validate-only
+        assert_eq!(pusher.call(&info(), &call).await, PushResult::Sent);
+        assert!(fcm.next().await.json().get("validate_only").is_none());
     }
 
     #[tokio::test]

@@ -18,6 +18,8 @@ pub mod payload;
 pub mod token;
 pub mod webhook;
 
+pub mod test_push;
+
 #[cfg(test)]
 mod mock;
 

@@ -43,7 +43,25 @@ impl Webhook {
         call: CallPush,
         reason: Option<CancelReason>,
     ) -> PushResult {
-        let body = payload::webhook(&info, &call, reason).to_string();
+        let doc = payload::webhook(&info, &call, reason);
+        self.post(&info, &call, reason, doc).await
+    }
+
+    /// A test push (admin `POST /push-test`): the call document with `"test": true`.
+    pub async fn test(self: Arc<Self>, info: PushInfo, call: CallPush) -> PushResult {
+        let mut doc = payload::webhook(&info, &call, None);
+        doc["test"] = true.into();
+        self.post(&info, &call, None, doc).await
+    }
+
+    async fn post(
+        &self,
+        info: &PushInfo,
+        call: &CallPush,
+        reason: Option<CancelReason>,
+        doc: serde_json::Value,
+    ) -> PushResult {
+        let body = doc.to_string();
         // The setting bounds the whole exchange; a call push also ends with the call.
         let time = match reason {
             None => call.time_left.min(self.timeout),

@@ -355,7 +355,7 @@ fn commit_group(conn: &mut Connection, group: Vec<WriteJob>, commits: &AtomicU64
     if group.is_empty() {
         return;
     }
-    match apply_group(conn, &group) {
+    match crate::metrics::global().timed_commit(|| apply_group(conn, &group)) {
         Ok(()) => {
             commits.fetch_add(1, Ordering::Relaxed);
             for job in group {

@@ -152,4 +152,15 @@ impl TxTable {
     pub fn sizes(&self) -> (usize, usize) {
         (lock(&self.server).len(), lock(&self.client).len())
     }
+
+    /// The tasks owning server transactions now (for the admin API's `/calls`).
+    pub fn server_tasks(&self) -> Vec<UnboundedSender<TxEvent>> {
+        lock(&self.server)
+            .values()
+            .filter_map(|e| match e {
+                ServerEntry::Task(tx) => Some(tx.clone()),
+                _ => None,
+            })
+            .collect()
+    }
 }

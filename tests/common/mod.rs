@@ -236,7 +236,8 @@ impl Proxy {
             )
             .env("SIPWAKE__PROXY__DOMAINS", "")
             .env("SIPWAKE__UPSTREAM__URI", "")
-            .env("SIPWAKE__LOG__LEVEL", "warn");
+            .env("SIPWAKE__LOG__LEVEL", "warn")
+            .env("SIPWAKE__ADMIN__LISTEN", "");
         if let Ok(level) = std::env::var("SIPWAKE_TEST_LOG") {
             cmd.env("SIPWAKE_LOG", level);
         }
