@@ -45,6 +45,8 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// `[admin]`: the admin HTTP API and `/metrics`.
     pub admin: AdminSettings,
+    /// `[limits]`: rate limits and connection caps against floods.
+    pub limits: LimitsSettings,
 }
 
 /// `[relay]` section.
@@ -601,6 +603,8 @@ pub struct RawSettings {
     pub auth: RawAuth,
     /// `[admin]`.
     pub admin: RawAdmin,
+    /// `[limits]`.
+    pub limits: RawLimits,
 }
 
 /// Raw `[relay]` section.
@@ -1112,6 +1116,7 @@ impl RawSettings {
         let server = self.server.validate()?;
         let auth = self.auth.validate(&sip, &proxy, registrar.mode)?;
         let admin = self.admin.validate()?;
+        let limits = self.limits.validate()?;
         Ok(Settings {
             sip,
             proxy,
@@ -1124,6 +1129,7 @@ impl RawSettings {
             server,
             auth,
             admin,
+            limits,
         })
     }
 }
@@ -2073,6 +2079,97 @@ impl Default for RawServer {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// [limits]
+// ---------------------------------------------------------------------------------------
+
+/// What happens to a request over a rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverLimit {
+    /// Answer `503 Service Unavailable` with `Retry-After` (stateless, sent once).
+    Reject,
+    /// Drop it without an answer.
+    Drop,
+}
+
+/// A token bucket: `rate` requests per second on average, bursts of up to `burst`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Tokens added per second; 0 turns the limit off.
+    pub rate: u32,
+    /// Bucket size.
+    pub burst: u32,
+}
+
+/// `[limits]` section. Sources are IPv4 addresses and IPv6 /64 prefixes; trusted
+/// networks (`proxy.trusted_networks`) are exempt from the per-source limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsSettings {
+    /// Reject (503) or drop requests over a limit.
+    pub action: OverLimit,
+    /// REGISTERs per source.
+    pub register_per_source: RateLimit,
+    /// INVITEs per source.
+    pub invite_per_source: RateLimit,
+    /// REGISTERs per address of record.
+    pub register_per_aor: RateLimit,
+    /// Buckets per rate limiter (memory is fixed, whatever the number of sources).
+    pub table_size: usize,
+    /// Open inbound TCP/TLS connections in total.
+    pub max_connections: usize,
+    /// Open inbound TCP/TLS connections per source.
+    pub max_connections_per_source: usize,
+    /// An inbound connection that has not delivered a whole message this long after
+    /// it was accepted is closed.
+    pub first_message_timeout: Duration,
+}
+
+/// Raw `[limits]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawLimits {
+    /// `reject` or `drop`.
+    pub action: String,
+    /// Per second; 0: off.
+    pub register_per_source_rate: u64,
+    /// Requests.
+    pub register_per_source_burst: u64,
+    /// Per second; 0: off.
+    pub invite_per_source_rate: u64,
+    /// Requests.
+    pub invite_per_source_burst: u64,
+    /// Per second; 0: off.
+    pub register_per_aor_rate: u64,
+    /// Requests.
+    pub register_per_aor_burst: u64,
+    /// Buckets per limiter.
+    pub table_size: u64,
+    /// Connections.
+    pub max_connections: u64,
+    /// Connections.
+    pub max_connections_per_source: u64,
+    /// Seconds.
+    pub first_message_timeout_secs: u64,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            action: "reject".to_owned(),
+            register_per_source_rate: 200,
+            register_per_source_burst: 1000,
+            invite_per_source_rate: 100,
+            invite_per_source_burst: 500,
+            register_per_aor_rate: 5,
+            register_per_aor_burst: 50,
+            table_size: 16_384,
+            max_connections: 10_000,
+            max_connections_per_source: 1000,
+            first_message_timeout_secs: 30,
+        }
+    }
+}
+
 impl RawServer {
     fn validate(self) -> Result<ServerSettings, ConfigError> {
         let drain = in_range(
@@ -2177,6 +2274,96 @@ impl RawAdmin {
             Some(token.to_owned())
         };
         Ok(AdminSettings { listen, token })
+    }
+}
+
+impl RawLimits {
+    fn validate(self) -> Result<LimitsSettings, ConfigError> {
+        let action = match self.action.trim().to_ascii_lowercase().as_str() {
+            "reject" => OverLimit::Reject,
+            "drop" => OverLimit::Drop,
+            _ => {
+                return Err(ConfigError::invalid(
+                    "limits.action",
+                    self.action,
+                    "expected reject or drop",
+                ))
+            }
+        };
+        let rate = |name: &str, rate: u64, burst: u64| -> Result<RateLimit, ConfigError> {
+            let rate = in_range(
+                &format!("limits.{name}_rate"),
+                rate,
+                0,
+                1_000_000,
+                "requests per second (0: off)",
+            )?;
+            let burst = in_range(
+                &format!("limits.{name}_burst"),
+                burst,
+                u64::from(rate > 0),
+                10_000_000,
+                "requests",
+            )?;
+            Ok(RateLimit {
+                rate: u32::try_from(rate).unwrap_or(u32::MAX),
+                burst: u32::try_from(burst).unwrap_or(u32::MAX),
+            })
+        };
+        let register_per_source = rate(
+            "register_per_source",
+            self.register_per_source_rate,
+            self.register_per_source_burst,
+        )?;
+        let invite_per_source = rate(
+            "invite_per_source",
+            self.invite_per_source_rate,
+            self.invite_per_source_burst,
+        )?;
+        let register_per_aor = rate(
+            "register_per_aor",
+            self.register_per_aor_rate,
+            self.register_per_aor_burst,
+        )?;
+        let table_size = in_range(
+            "limits.table_size",
+            self.table_size,
+            2,
+            16_777_216,
+            "buckets",
+        )?;
+        let max_connections = in_range(
+            "limits.max_connections",
+            self.max_connections,
+            1,
+            10_000_000,
+            "connections",
+        )?;
+        let max_connections_per_source = in_range(
+            "limits.max_connections_per_source",
+            self.max_connections_per_source,
+            1,
+            max_connections,
+            "connections (at most limits.max_connections)",
+        )?;
+        let first_message = in_range(
+            "limits.first_message_timeout_secs",
+            self.first_message_timeout_secs,
+            1,
+            3600,
+            "seconds",
+        )?;
+        let size = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        Ok(LimitsSettings {
+            action,
+            register_per_source,
+            invite_per_source,
+            register_per_aor,
+            table_size: size(table_size),
+            max_connections: size(max_connections),
+            max_connections_per_source: size(max_connections_per_source),
+            first_message_timeout: Duration::from_secs(first_message),
+        })
     }
 }
 
@@ -2857,6 +3044,68 @@ mod tests {
         for (toml, key) in cases {
             let e = err(toml);
             assert_eq!(e.key(), Some(*key), "{toml:?} gave {e}");
+        }
+    }
+
+    #[test]
+    fn limits_defaults_env_and_errors() {
+        let s = from_toml_str("").expect("defaults");
+        let l = &s.limits;
+        assert_eq!(l.action, OverLimit::Reject);
+        assert_eq!(
+            l.register_per_source,
+            RateLimit {
+                rate: 200,
+                burst: 1000
+            }
+        );
+        assert_eq!(l.invite_per_source.rate, 100);
+        assert_eq!(l.register_per_aor.burst, 50);
+        assert_eq!(
+            (l.max_connections, l.max_connections_per_source),
+            (10_000, 1000)
+        );
+        let s = with_env(
+            "",
+            &[
+                ("SIPWAKE__LIMITS__ACTION", "drop"),
+                ("SIPWAKE__LIMITS__INVITE_PER_SOURCE_RATE", "0"),
+                ("SIPWAKE__LIMITS__INVITE_PER_SOURCE_BURST", "0"),
+                ("SIPWAKE__LIMITS__MAX_CONNECTIONS_PER_SOURCE", "7"),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(s.limits.action, OverLimit::Drop);
+        assert_eq!(s.limits.invite_per_source.rate, 0);
+        assert_eq!(s.limits.max_connections_per_source, 7);
+        for (toml, key) in [
+            ("[limits]\naction = \"503\"", "limits.action"),
+            (
+                "[limits]\nregister_per_source_burst = 0",
+                "limits.register_per_source_burst",
+            ),
+            (
+                "[limits]\ninvite_per_source_rate = 2000000",
+                "limits.invite_per_source_rate",
+            ),
+            (
+                "[limits]\nregister_per_aor_burst = 0",
+                "limits.register_per_aor_burst",
+            ),
+            ("[limits]\ntable_size = 1", "limits.table_size"),
+            (
+                "[limits]\nfirst_message_timeout_secs = 0",
+                "limits.first_message_timeout_secs",
+            ),
+            ("[limits]\nmax_connections = 0", "limits.max_connections"),
+            (
+                "[limits]\nmax_connections = 10\nmax_connections_per_source = 11",
+                "limits.max_connections_per_source",
+            ),
+        ] {
+            let e = err(toml);
+            assert_eq!(e.key(), Some(key), "{toml:?} gave {e}");
+            assert!(e.to_string().starts_with(&format!("{key}: ")), "{e}");
         }
     }
 }

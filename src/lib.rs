@@ -13,6 +13,7 @@ pub mod proxy;
 pub mod push;
 pub mod registrar;
 pub mod reload;
+pub mod rlimit;
 pub mod server;
 pub mod shutdown;
 pub mod sip;

@@ -263,6 +263,11 @@ fn run(
         store = ?settings.store.backend,
         "starting sipwake"
     );
+    // every connection is a file descriptor: take all the system allows
+    match sipwake::rlimit::raise_nofile() {
+        Some(n) => tracing::info!(open_files = n, "open-file limit"),
+        None => tracing::debug!("open-file limit: unlimited or unknown"),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("sipwake")

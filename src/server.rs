@@ -82,12 +82,40 @@ impl Server {
         let pusher = Arc::new(Pusher::new(&settings.push)?);
         // open the APNs connections now, so the first call does not pay a TLS handshake
         tokio::spawn(pusher.warm_up());
+        let max_conns = crate::rlimit::fit_connections(settings.limits.max_connections);
+        if max_conns < settings.limits.max_connections {
+            warn!(
+                max_connections = max_conns,
+                "limits.max_connections lowered to fit the open-file limit"
+            );
+        }
         let (transport, listeners) = Transport::bind(TransportConfig {
             listen: settings.sip.listen.clone(),
             udp: settings.sip.udp,
             tcp: settings.sip.tcp,
             max_message_size: settings.sip.max_message_size,
             tcp_idle_timeout: settings.sip.tcp_idle_timeout,
+            max_connections: max_conns,
+            max_connections_per_source: settings.limits.max_connections_per_source,
+            // the upstream PBX opens as many connections as it likes, like a trusted peer
+            trusted: settings
+                .proxy
+                .trusted_networks
+                .iter()
+                .copied()
+                .chain(
+                    settings
+                        .upstream
+                        .uri
+                        .as_ref()
+                        .and_then(|u| u.ip())
+                        .map(|addr| crate::config::IpNet {
+                            addr,
+                            prefix: if addr.is_ipv4() { 32 } else { 128 },
+                        }),
+                )
+                .collect(),
+            first_message_timeout: settings.limits.first_message_timeout,
         })
         .await
         .map_err(|(addr, source)| ServerError::Bind { addr, source })?;

@@ -7,12 +7,14 @@
 //!   CANCEL, timers).
 //! - [`edit`]: splicing our changes into forwarded messages.
 
+pub mod anchors;
 pub mod calllog;
 pub mod calls;
 pub mod dialogs;
 pub mod edit;
 pub mod forward;
 pub mod lifecycle;
+pub mod limits;
 pub mod park;
 pub mod register;
 pub mod relay;
@@ -73,6 +75,10 @@ pub struct Core {
     draining: std::sync::atomic::AtomicBool,
     /// Digest authentication; unset when off (and always in relay mode).
     auth: std::sync::OnceLock<crate::auth::Auth>,
+    /// Rate limits on REGISTER and INVITE.
+    pub limits: limits::Limits,
+    /// Which TCP connections carry registrations (kept open when idle).
+    pub anchors: anchors::Anchors,
 }
 
 impl std::fmt::Debug for Core {
@@ -114,6 +120,7 @@ impl Core {
             timer_c: settings.sip.timer_c,
         };
         let parked = park::Parked::new(settings.push.max_parked, settings.push.max_parked_per_aor);
+        let rate_limits = limits::Limits::new(&settings);
         Core {
             oversize_udp: std::sync::atomic::AtomicU64::new(0),
             pusher: std::sync::RwLock::new(pusher),
@@ -132,6 +139,8 @@ impl Core {
             local_ports,
             handler: std::sync::OnceLock::new(),
             auth: std::sync::OnceLock::new(),
+            limits: rate_limits,
+            anchors: anchors::Anchors::default(),
         }
     }
 
@@ -278,6 +287,7 @@ impl Core {
                     }
                     Some(ServerMatch::Pending) => {}
                     None if self.refuse_while_draining(&msg, flow, key) => {}
+                    None if limits::over_limit(self, &msg, &flow) => {}
                     None => route::new_request(self, msg, flow, local, key),
                 }
             }
@@ -387,5 +397,13 @@ impl Handler for ProxyHandler {
             return;
         }
         core.on_request(msg, flow, local);
+    }
+
+    fn keep_open(&self, flow: &Flow) -> bool {
+        self.0.anchors.keep_open(flow, &self.0.registrar)
+    }
+
+    fn on_closed(&self, flow: &Flow) {
+        self.0.anchors.forget(flow);
     }
 }

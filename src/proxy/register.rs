@@ -235,6 +235,20 @@ pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
                     let secs = if flow.is_udp() { 29 } else { 120 };
                     lines.push(format!("Flow-Timer: {secs}"));
                 }
+                if !flow.is_udp() {
+                    let me = flow.to_string();
+                    if let Some(b) = bindings
+                        .iter()
+                        .find(|b| b.is_live(now_ms) && b.flow.as_deref() == Some(me.as_str()))
+                    {
+                        // the idle timeout spares this connection while it carries a
+                        // live binding; the phone's keep-alives keep its NAT open
+                        core.anchors.note(&flow, &b.aor);
+                        if !outbound {
+                            lines.push("Flow-Timer: 120".into());
+                        }
+                    }
+                }
                 let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
                 core.reply(&msg, flow, key, 200, "OK", &refs);
                 // the bindings this REGISTER created or refreshed wake parked calls

@@ -466,6 +466,9 @@ impl RegisterRelay {
         match self.core.registrar.register(req).await {
             Ok(RegisterOutcome::Ok { bindings }) => {
                 self.remember(&specs, request_ms);
+                if let Some(b) = bindings.first() {
+                    self.core.anchors.note(&self.src, &b.aor);
+                }
                 let now_ms = unix_now_ms();
                 let mut lines: Vec<String> = bindings
                     .iter()

@@ -8,6 +8,12 @@ use std::time::{Duration, Instant};
 
 use super::Flow;
 
+/// Most flows remembered. Every datagram touches its flow, and a spoofing attacker can
+/// invent flows faster than the sweep forgets them; past this many, only flows
+/// already known are updated (a flow not remembered counts as unreachable, so its
+/// phone is pushed rather than missed). About 64 MB at most.
+pub const MAX_FLOWS: usize = 1 << 20;
+
 /// Last-seen times per flow.
 #[derive(Debug, Default)]
 pub struct Liveness {
@@ -21,7 +27,13 @@ impl Liveness {
 
     /// Records life on `flow` now.
     pub fn touch(&self, flow: Flow) {
-        self.lock().insert(flow, Instant::now());
+        let now = Instant::now();
+        let mut map = self.lock();
+        if let Some(t) = map.get_mut(&flow) {
+            *t = now;
+        } else if map.len() < MAX_FLOWS {
+            map.insert(flow, now);
+        }
     }
 
     /// When `flow` last showed life, if it did recently enough to be remembered.

@@ -4,6 +4,7 @@
 //! came on; everything sent goes out through [`Transport::send`] on a flow, so that a
 //! reply or a request for a phone leaves from the socket the phone talks to.
 
+pub mod conn_limits;
 pub mod flow;
 pub mod liveness;
 mod stun;
@@ -19,6 +20,7 @@ use bytes::Bytes;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 
+pub use conn_limits::{ConnLimits, ConnPermit};
 pub use flow::{Flow, FlowTokens};
 pub use liveness::Liveness;
 
@@ -27,6 +29,16 @@ pub trait Handler: Send + Sync + 'static {
     /// One SIP message (datagram or framed stream message) from `flow`, which
     /// arrived on local address `local`.
     fn on_message(&self, data: Bytes, flow: Flow, local: SocketAddr);
+
+    /// Asked when an inbound connection has been idle for the idle timeout: true
+    /// keeps it open for another period (it carries a live registration, and the
+    /// phone can only be reached through it).
+    fn keep_open(&self, _flow: &Flow) -> bool {
+        false
+    }
+
+    /// A connection is gone (closed by either side).
+    fn on_closed(&self, _flow: &Flow) {}
 }
 
 /// Why something could not be sent.
@@ -56,11 +68,21 @@ pub struct TransportConfig {
     pub max_message_size: usize,
     /// Idle TCP connections are closed after this.
     pub tcp_idle_timeout: Duration,
+    /// Most open inbound connections.
+    pub max_connections: usize,
+    /// Most open inbound connections from one source.
+    pub max_connections_per_source: usize,
+    /// Sources without a per-source connection cap.
+    pub trusted: Vec<crate::config::IpNet>,
+    /// Inbound connections must deliver a whole message within this of accept.
+    pub first_message_timeout: Duration,
 }
 
 struct Conn {
     tx: mpsc::UnboundedSender<Bytes>,
     local: SocketAddr,
+    /// Its place under the connection caps (inbound only), given back on removal.
+    _permit: Option<ConnPermit>,
 }
 
 struct Inner {
@@ -71,6 +93,7 @@ struct Inner {
     next_conn: AtomicU64,
     cfg: TransportConfig,
     liveness: Arc<Liveness>,
+    conn_limits: Arc<ConnLimits>,
 }
 
 /// Cheap handle to all sockets and connections.
@@ -112,6 +135,11 @@ impl Transport {
         // a random start keeps connection ids from a previous run from matching new ones
         let _ = getrandom::fill(&mut seed);
         let start = u64::from_be_bytes(seed) >> 16 << 16;
+        let conn_limits = ConnLimits::new(
+            cfg.max_connections,
+            cfg.max_connections_per_source,
+            cfg.trusted.clone(),
+        );
         let inner = Arc::new(Inner {
             udp,
             tcp_listen,
@@ -120,6 +148,7 @@ impl Transport {
             next_conn: AtomicU64::new(start.max(1)),
             cfg,
             liveness: Arc::new(Liveness::default()),
+            conn_limits,
         });
         Ok((Transport { inner }, Listeners { tcp: listeners }))
     }
@@ -257,7 +286,7 @@ impl Transport {
         )
         .await
         .map_err(|_| SendError::Io(std::io::ErrorKind::TimedOut.into()))??;
-        let conn = self.register_conn(stream, remote, false, handler);
+        let conn = self.register_conn(stream, remote, false, handler, None);
         self.inner
             .outbound
             .lock()
@@ -280,11 +309,19 @@ impl Transport {
         remote: SocketAddr,
         inbound: bool,
         handler: Arc<dyn Handler>,
+        permit: Option<ConnPermit>,
     ) -> u64 {
         let id = self.new_conn_id();
         let local = stream.local_addr().unwrap_or(remote);
         let (tx, rx) = mpsc::unbounded_channel();
-        self.conns().insert(id, Conn { tx, local });
+        self.conns().insert(
+            id,
+            Conn {
+                tx,
+                local,
+                _permit: permit,
+            },
+        );
         let _ = stream.set_nodelay(true);
         tokio::spawn(tcp::run_conn(
             self.clone(),
@@ -313,6 +350,22 @@ impl Transport {
 
     fn config(&self) -> &TransportConfig {
         &self.inner.cfg
+    }
+
+    /// A place under the connection caps for a connection just accepted from
+    /// `remote`, or `None`: then close it at once. Every stream listener (TCP, TLS
+    /// before its handshake) asks here first.
+    pub fn admit(&self, remote: SocketAddr) -> Option<ConnPermit> {
+        let permit = self.inner.conn_limits.try_admit(remote.ip());
+        if permit.is_none() {
+            tracing::debug!(%remote, "connection refused: connection cap reached");
+        }
+        permit
+    }
+
+    /// The connection caps and their counters.
+    pub fn conn_limits(&self) -> &ConnLimits {
+        &self.inner.conn_limits
     }
 }
 

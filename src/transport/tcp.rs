@@ -10,13 +10,17 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use super::{Flow, Handler, Transport};
-use crate::sip::message::stream_frame_len;
+use crate::sip::message::{memmem, stream_frame_len};
+use crate::sip::{builder, Message, ParseError};
 
 pub(super) async fn accept_loop(t: Transport, l: TcpListener, handler: Arc<dyn Handler>) {
     loop {
         match l.accept().await {
             Ok((stream, remote)) => {
-                t.register_conn(stream, remote, true, handler.clone());
+                // over a cap: dropping the stream closes it before anything is spent on it
+                if let Some(permit) = t.admit(remote) {
+                    t.register_conn(stream, remote, true, handler.clone(), Some(permit));
+                }
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning
@@ -43,6 +47,9 @@ pub(super) async fn run_conn(
     let writer = tokio::spawn(async move {
         loop {
             tokio::select! {
+                // queued messages first: the last answer before a close (513, 400) must
+                // leave before the closed pong channel ends this loop
+                biased;
                 m = rx.recv() => match m {
                     Some(m) => if wr.write_all(&m).await.is_err() { break },
                     None => break,
@@ -62,10 +69,24 @@ pub(super) async fn run_conn(
     };
     let max = t.config().max_message_size;
     let idle = t.config().tcp_idle_timeout;
+    // a connection that has not sent a whole message by then is closed, however it
+    // trickles bytes: held-open empty connections would use up the connection caps
+    let first_deadline = tokio::time::Instant::now() + t.config().first_message_timeout;
+    let mut framed_one = !inbound;
+    // bytes at the start of `buf` already searched for the end of the header
+    let mut scanned = 0;
     let mut buf = BytesMut::with_capacity(8192);
     'outer: loop {
-        match tokio::time::timeout(idle, rd.read_buf(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+        let wait = if framed_one {
+            idle
+        } else {
+            idle.min(first_deadline.saturating_duration_since(tokio::time::Instant::now()))
+        };
+        match tokio::time::timeout(wait, rd.read_buf(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            // a phone registered on this connection can only be reached through it
+            Err(_) if inbound && framed_one && handler.keep_open(&flow) => continue,
+            Err(_) => break,
             Ok(Ok(_)) => t.liveness().touch(flow),
         }
         loop {
@@ -88,27 +109,54 @@ pub(super) async fn run_conn(
             if buf.is_empty() {
                 break;
             }
+            if buf.len() <= max && memmem(&buf[scanned..], b"\r\n\r\n").is_none() {
+                // header not complete: search only the new bytes next time, so a
+                // header trickled byte by byte costs linear, not quadratic, time
+                scanned = buf.len().saturating_sub(3);
+                break;
+            }
             match stream_frame_len(&buf, max) {
                 Ok(Some(len)) => {
                     let msg = buf.split_to(len).freeze();
+                    scanned = 0;
+                    framed_one = true;
                     handler.on_message(msg, flow, local);
                 }
                 Ok(None) => break,
                 Err(e) => {
                     // the stream cannot be re-synchronized after a framing error
                     tracing::debug!(%remote, error = %e, "closing tcp connection after framing error");
-                    let answer = Bytes::from(format!(
-                        "SIP/2.0 {} {}\r\nContent-Length: 0\r\n\r\n",
-                        e.status(),
-                        e
-                    ));
-                    let _ = t.send(&flow, answer);
+                    if let Some(answer) = framing_error_answer(&buf, &e, remote) {
+                        let _ = t.send(&flow, answer);
+                    }
                     break 'outer;
                 }
             }
         }
     }
     t.drop_conn(id, remote);
+    handler.on_closed(&flow);
     drop(pong_tx);
     let _ = writer.await;
+}
+
+/// The answer to a stream message that cannot be framed (too large, bad
+/// Content-Length), when its header is complete and names a request that can be
+/// answered (`513 Message Too Large`, `400 …`); otherwise none.
+fn framing_error_answer(buf: &[u8], e: &ParseError, remote: SocketAddr) -> Option<Bytes> {
+    let end = memmem(buf, b"\r\n\r\n")?;
+    let head = Bytes::copy_from_slice(&buf[..end + 4]);
+    let msg = Message::parse(head, true).ok()?;
+    if !msg.answerable() {
+        return None;
+    }
+    let reason = e.to_string();
+    Some(builder::response(
+        &msg,
+        remote,
+        e.status(),
+        &reason,
+        &[],
+        None,
+    ))
 }

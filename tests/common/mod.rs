@@ -1585,3 +1585,44 @@ impl XorShift {
         (0..n).map(|_| self.next_u64() as u8).collect()
     }
 }
+
+// ---------------------------------------------------------------------------------
+// Sources other than 127.0.0.1 (flood tests: attacker and honest phone on their own
+// loopback addresses)
+// ---------------------------------------------------------------------------------
+
+/// A TCP connection to `to` from the local address `bind` (e.g. `127.0.0.2`), which
+/// std cannot do on its own.
+pub fn tcp_connect_from(bind: std::net::IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(Domain::for_address(to), Type::STREAM, None)?;
+    sock.bind(&SocketAddr::new(bind, 0).into())?;
+    sock.connect_timeout(&to.into(), WAIT)?;
+    let stream: TcpStream = sock.into();
+    stream.set_nodelay(true).ok();
+    Ok(stream)
+}
+
+impl Ua {
+    /// A UA with one TCP connection to the proxy from the local address `bind`.
+    pub fn tcp_from(user: &str, proxy: &Proxy, bind: &str) -> Ua {
+        let ip: std::net::IpAddr = bind.parse().expect("an IP address");
+        let stream = tcp_connect_from(ip, proxy.addr())
+            .unwrap_or_else(|e| panic!("connect tcp {} from {bind}: {e}", proxy.addr()));
+        let local = stream.local_addr().unwrap();
+        Ua::new(user, Tp::Tcp, None, Some(stream), local, proxy.addr())
+    }
+
+    /// True once the proxy has closed our TCP connection, waiting up to `wait`;
+    /// messages that arrive meanwhile are stashed.
+    pub fn wait_tcp_closed(&mut self, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        while !self.tcp_closed && Instant::now() < deadline {
+            let step = (Instant::now() + Duration::from_millis(100)).min(deadline);
+            if let Some(m) = self.recv_until(step) {
+                self.stash.push_back(m);
+            }
+        }
+        self.tcp_closed
+    }
+}

@@ -1,0 +1,95 @@
+//! Which TCP connections carry registrations. A phone registered over a connection
+//! can only be reached through it, so the idle timeout must not close it while one of
+//! its bindings is live. The registrar is the truth: here we only remember which
+//! addresses of record registered on each connection, and when the transport asks
+//! about an idle connection, their bindings are looked up. Nothing needs clearing
+//! when a binding goes: an expired, removed or moved binding simply no longer names
+//! the connection's flow.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::registrar::{unix_now_ms, Registrar};
+use crate::transport::Flow;
+
+/// Addresses of record remembered per connection; a phone has one or two accounts,
+/// more only if someone is pinning connections on purpose.
+const MAX_AORS_PER_CONN: usize = 16;
+
+/// Connection id → addresses of record that registered on it.
+#[derive(Debug, Default)]
+pub struct Anchors {
+    map: Mutex<HashMap<u64, Vec<String>>>,
+}
+
+impl Anchors {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Vec<String>>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `aor` registered a binding on `flow` (ignored for UDP).
+    pub fn note(&self, flow: &Flow, aor: &str) {
+        let Flow::Tcp { conn, .. } = *flow else {
+            return;
+        };
+        let mut map = self.lock();
+        let list = map.entry(conn).or_default();
+        if !list.iter().any(|a| a == aor) {
+            if list.len() >= MAX_AORS_PER_CONN {
+                list.remove(0);
+            }
+            list.push(aor.to_owned());
+        }
+    }
+
+    /// True if a live binding's flow is `flow`; forgets the addresses of record
+    /// that no longer have one there.
+    pub fn keep_open(&self, flow: &Flow, registrar: &Registrar) -> bool {
+        let Flow::Tcp { conn, .. } = *flow else {
+            return false;
+        };
+        let Some(aors) = self.lock().remove(&conn) else {
+            return false;
+        };
+        let now = unix_now_ms();
+        let me = flow.to_string();
+        let live: Vec<String> = aors
+            .into_iter()
+            .filter(|aor| {
+                registrar
+                    .lookup(aor, now)
+                    .iter()
+                    .any(|b| b.is_live(now) && b.flow.as_deref() == Some(me.as_str()))
+            })
+            .collect();
+        if live.is_empty() {
+            return false;
+        }
+        // merge: a REGISTER may have noted this connection meanwhile
+        let mut map = self.lock();
+        let list = map.entry(conn).or_default();
+        for aor in live {
+            if !list.contains(&aor) {
+                list.push(aor);
+            }
+        }
+        true
+    }
+
+    /// The connection is gone.
+    pub fn forget(&self, flow: &Flow) {
+        if let Flow::Tcp { conn, .. } = *flow {
+            self.lock().remove(&conn);
+        }
+    }
+
+    /// Connections remembered.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True if no connection is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
