@@ -188,6 +188,31 @@ fn options_ok(s: &mut TcpStream, proxy: &Proxy) -> bool {
     false
 }
 
+/// The value of one line of `/metrics` on the admin API at `admin`, e.g.
+/// `sipwake_rate_limited_total{limit="register_per_source"}`.
+fn metric(admin: SocketAddr, series: &str) -> f64 {
+    let mut s = TcpStream::connect_timeout(&admin, WAIT).expect("connect to the admin API");
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: sipwake\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no {series} in /metrics:\n{text}"))
+}
+
+/// A free loopback address for the admin API.
+fn admin_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
 // ---------------------------------------------------------------------------------
 // The flood
 // ---------------------------------------------------------------------------------
@@ -446,9 +471,12 @@ fn codes(resps: &[Msg]) -> Vec<u16> {
 
 #[test]
 fn rate_limits_answer_503_with_retry_after_and_spare_trusted_sources() {
+    let admin = admin_addr();
+    let admin_listen = admin.to_string();
     let proxy = start(
         "ratelimit",
         &[
+            ("ADMIN__LISTEN", &admin_listen),
             ("LIMITS__REGISTER_PER_SOURCE_RATE", "1"),
             ("LIMITS__REGISTER_PER_SOURCE_BURST", "3"),
             ("LIMITS__INVITE_PER_SOURCE_RATE", "1"),
@@ -498,6 +526,16 @@ fn rate_limits_answer_503_with_retry_after_and_spare_trusted_sources() {
         .collect();
     let c = codes(&burst(&mut pbx, &texts, "REGISTER"));
     assert!(c.iter().all(|&c| c == 200), "{c:?}");
+
+    let limited = |l: &str| {
+        metric(
+            admin,
+            &format!("sipwake_rate_limited_total{{limit=\"{l}\"}}"),
+        )
+    };
+    assert!(limited("register_per_source") >= 2.0);
+    assert!(limited("invite_per_source") >= 1.0);
+    assert_eq!(limited("register_per_aor"), 0.0);
 }
 
 #[test]
@@ -557,9 +595,12 @@ fn drop_mode_drops_what_is_over_the_limit() {
 
 #[test]
 fn connection_caps_close_extra_connections_at_once() {
+    let admin = admin_addr();
+    let admin_listen = admin.to_string();
     let proxy = start(
         "conncaps",
         &[
+            ("ADMIN__LISTEN", &admin_listen),
             ("LIMITS__MAX_CONNECTIONS", "5"),
             ("LIMITS__MAX_CONNECTIONS_PER_SOURCE", "3"),
         ],
@@ -584,6 +625,8 @@ fn connection_caps_close_extra_connections_at_once() {
     }
     let mut over = connect(honest);
     assert!(closed_within(&mut over, WAIT), "6th in total is closed");
+    assert_eq!(metric(admin, "sipwake_tcp_connections"), 5.0);
+    assert_eq!(metric(admin, "sipwake_tcp_connections_refused_total"), 2.0);
 
     // a closed connection gives its place back
     drop(a.pop());

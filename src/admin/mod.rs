@@ -172,6 +172,32 @@ pub fn render_metrics(core: &Core) -> String {
         "Initial INVITEs forwarded or parked and not yet answered with a final response.",
         core.dialogs.in_setup() as f64,
     );
+    gauge(
+        &mut out,
+        "sipwake_tcp_connections",
+        "Open inbound TCP connections (limits.max_connections).",
+        core.transport.conn_limits().open() as f64,
+    );
+    crate::metrics::counter(
+        &mut out,
+        "sipwake_tcp_connections_refused_total",
+        "Inbound TCP connections closed at accept by the connection caps.",
+        core.transport.conn_limits().refused(),
+    );
+    header(
+        &mut out,
+        "sipwake_rate_limited_total",
+        "REGISTERs and INVITEs refused (503) or dropped by a rate limit, by limit.",
+        "counter",
+    );
+    for what in crate::proxy::limits::Exceeded::ALL {
+        let n = core.limits.limited[what as usize].load(std::sync::atomic::Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "sipwake_rate_limited_total{{limit=\"{}\"}} {n}",
+            what.name()
+        );
+    }
     crate::metrics::global().render(&mut out);
     out
 }

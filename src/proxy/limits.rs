@@ -117,6 +117,24 @@ pub enum Exceeded {
     RegisterPerAor,
 }
 
+impl Exceeded {
+    /// Every limit, in the order of [`Limits::limited`].
+    pub const ALL: [Exceeded; 3] = [
+        Exceeded::RegisterPerSource,
+        Exceeded::InvitePerSource,
+        Exceeded::RegisterPerAor,
+    ];
+
+    /// Name in metrics and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Exceeded::RegisterPerSource => "register_per_source",
+            Exceeded::InvitePerSource => "invite_per_source",
+            Exceeded::RegisterPerAor => "register_per_aor",
+        }
+    }
+}
+
 /// The request rate limits of one sipwake.
 #[derive(Debug)]
 pub struct Limits {
@@ -128,8 +146,8 @@ pub struct Limits {
     start: Instant,
     /// The upstream's address, exempt like a trusted network.
     upstream: Option<IpAddr>,
-    /// Requests refused (answered 503 or dropped) so far.
-    pub limited: AtomicU64,
+    /// Requests refused (answered 503 or dropped) so far, per [`Exceeded`] limit.
+    pub limited: [AtomicU64; 3],
 }
 
 impl Limits {
@@ -144,7 +162,7 @@ impl Limits {
             register_aor: RateLimiter::new(s.register_per_aor, s.table_size),
             hasher: RandomState::new(),
             start: Instant::now(),
-            limited: AtomicU64::new(0),
+            limited: Default::default(),
         }
     }
 
@@ -198,7 +216,7 @@ pub fn over_limit(core: &Arc<Core>, msg: &Message, flow: &Flow) -> bool {
     let Err((what, retry_after)) = core.limits.check(msg, flow) else {
         return false;
     };
-    core.limits.limited.fetch_add(1, Ordering::Relaxed);
+    core.limits.limited[what as usize].fetch_add(1, Ordering::Relaxed);
     debug!(remote = %flow.remote(), limit = ?what, "request over rate limit");
     if core.limits.action == OverLimit::Reject {
         let line = format!("Retry-After: {retry_after}");
