@@ -15,8 +15,9 @@ phone fleet) to core 1, and drives each proxy with SIPp at the same offered rate
   2. calls INVITE/180/200/ACK/BYE/200 through the proxy to a registered SIPp UAS
      (uac.xml -> proxy -> uas.xml), UDP, and one rate with the caller leg on TCP;
   3. push-wake calls, sipwake only (bench/wake_load.py);
-  4. memory: PSS per 100k bindings (the bindings left by step 1) and, for sipwake,
-     per 10k parked calls.
+  4. memory: PSS per 100k bindings (the bindings left by step 1, measured 40 s after
+     it, once its REGISTER transactions have ended) and, for sipwake, per 10k parked
+     calls.
 
 For every step it reads the proxy's CPU time (utime+stime of the process, its
 threads and all its child processes, from /proc) before and after and reports
@@ -466,7 +467,9 @@ def main():
                     mem[p.name]["bindings"] += r["ok"]
             if st["kind"] == "register" and (i + 1 == len(steps)
                                              or steps[i + 1]["kind"] != "register"):
-                time.sleep(2)
+                # bindings, not the REGISTER transactions still absorbing
+                # retransmissions (timer J, 32 s): wait until those are gone
+                time.sleep(2 if args.smoke else 40)
                 for p in proxies:
                     rss, pss = bl.tree_memory_kib(p.pid)
                     mem[p.name].update(pss_after=pss, rss_after=rss)
