@@ -47,6 +47,8 @@ pub struct Settings {
     pub admin: AdminSettings,
     /// `[limits]`: rate limits and connection caps against floods.
     pub limits: LimitsSettings,
+    /// `[tls]`: SIP over TLS listeners and their certificate.
+    pub tls: TlsSettings,
 }
 
 /// `[relay]` section.
@@ -605,6 +607,8 @@ pub struct RawSettings {
     pub admin: RawAdmin,
     /// `[limits]`.
     pub limits: RawLimits,
+    /// `[tls]`.
+    pub tls: RawTls,
 }
 
 /// Raw `[relay]` section.
@@ -981,12 +985,13 @@ impl Default for RawAuth {
 pub const ENV_PREFIX: &str = "SIPWAKE";
 
 /// Keys whose environment value is a comma-separated list.
-const LIST_KEYS: [&str; 5] = [
+const LIST_KEYS: [&str; 6] = [
     "sip.listen",
     "sip.transports",
     "proxy.domains",
     "proxy.trusted_networks",
     "auth.algorithms",
+    "tls.listen",
 ];
 
 /// Loads settings from `path` (or the built-in defaults when `None`), then applies
@@ -1117,6 +1122,7 @@ impl RawSettings {
         let auth = self.auth.validate(&sip, &proxy, registrar.mode)?;
         let admin = self.admin.validate()?;
         let limits = self.limits.validate()?;
+        let tls = self.tls.validate(&sip)?;
         Ok(Settings {
             sip,
             proxy,
@@ -1130,6 +1136,7 @@ impl RawSettings {
             auth,
             admin,
             limits,
+            tls,
         })
     }
 }
@@ -2367,6 +2374,81 @@ impl RawLimits {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// [tls]
+// ---------------------------------------------------------------------------------------
+
+/// `[tls]` section: SIP over TLS (RFC 3261 §26).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// TLS listen addresses; empty: no TLS listener.
+    pub listen: Vec<SocketAddr>,
+    /// PEM certificate chain, leaf first; set whenever `listen` is not empty.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of the certificate; set whenever `listen` is not empty.
+    pub key_file: Option<PathBuf>,
+}
+
+/// Raw `[tls]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawTls {
+    /// Socket addresses, IPv6 in brackets; empty: no TLS listener.
+    pub listen: Vec<String>,
+    /// Path; empty: none.
+    pub cert_file: String,
+    /// Path; empty: none.
+    pub key_file: String,
+}
+
+impl RawTls {
+    fn validate(self, sip: &SipSettings) -> Result<TlsSettings, ConfigError> {
+        let mut listen: Vec<SocketAddr> = Vec::new();
+        for entry in entries(&self.listen) {
+            let addr: SocketAddr = entry.parse().map_err(|_| {
+                ConfigError::invalid(
+                    "tls.listen",
+                    entry,
+                    "not a socket address (write 127.0.0.1:5061 or [::1]:5061)",
+                )
+            })?;
+            if listen.contains(&addr) {
+                return Err(ConfigError::invalid("tls.listen", entry, "listed twice"));
+            }
+            if sip.tcp && addr.port() != 0 && sip.listen.contains(&addr) {
+                return Err(ConfigError::invalid(
+                    "tls.listen",
+                    entry,
+                    "already a TCP listener in sip.listen; TLS needs its own port (usually 5061)",
+                ));
+            }
+            listen.push(addr);
+        }
+        let cert_file = non_empty(&self.cert_file).map(PathBuf::from);
+        let key_file = non_empty(&self.key_file).map(PathBuf::from);
+        let needed = !listen.is_empty() || cert_file.is_some() || key_file.is_some();
+        if needed && cert_file.is_none() {
+            return Err(ConfigError::invalid(
+                "tls.cert_file",
+                "",
+                "required with tls.listen and tls.key_file (PEM certificate chain)",
+            ));
+        }
+        if needed && key_file.is_none() {
+            return Err(ConfigError::invalid(
+                "tls.key_file",
+                "",
+                "required with tls.listen and tls.cert_file (PEM private key)",
+            ));
+        }
+        Ok(TlsSettings {
+            listen,
+            cert_file,
+            key_file,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2456,6 +2538,7 @@ mod tests {
         // The serializer drops empty lists, so give every list an entry.
         let mut every = RawSettings::default();
         every.proxy.domains.push("example.com".to_owned());
+        every.tls.listen.push("127.0.0.1:5061".to_owned());
         let defaults = config::Config::try_from(&every).expect("serializes");
         keys("", defaults.collect().expect("collects"), &mut all);
         written.sort();
@@ -3106,6 +3189,45 @@ mod tests {
             let e = err(toml);
             assert_eq!(e.key(), Some(key), "{toml:?} gave {e}");
             assert!(e.to_string().starts_with(&format!("{key}: ")), "{e}");
+        }
+    }
+
+    #[test]
+    fn tls_section() {
+        let s = from_toml_str("").unwrap();
+        assert!(s.tls.listen.is_empty() && s.tls.cert_file.is_none());
+        let s = with_env(
+            "[tls]\ncert_file = \"/etc/sipwake/cert.pem\"\nkey_file = \"/etc/sipwake/key.pem\"",
+            &[("SIPWAKE__TLS__LISTEN", "127.0.0.1:5061,[::1]:5061")],
+        )
+        .expect("valid");
+        assert_eq!(
+            s.tls.listen,
+            vec![
+                "127.0.0.1:5061".parse::<SocketAddr>().unwrap(),
+                "[::1]:5061".parse().unwrap()
+            ]
+        );
+        assert_eq!(
+            s.tls.cert_file,
+            Some(PathBuf::from("/etc/sipwake/cert.pem"))
+        );
+        assert_eq!(s.tls.key_file, Some(PathBuf::from("/etc/sipwake/key.pem")));
+        for (toml, key) in [
+            ("[tls]\nlisten = [\"127.0.0.1:5061\"]", "tls.cert_file"),
+            (
+                "[tls]\nlisten = [\"127.0.0.1:5061\"]\ncert_file = \"c.pem\"",
+                "tls.key_file",
+            ),
+            ("[tls]\nkey_file = \"k.pem\"", "tls.cert_file"),
+            ("[tls]\nlisten = [\"127.0.0.1\"]", "tls.listen"),
+            (
+                "[tls]\nlisten = [\"127.0.0.1:5060\"]\ncert_file = \"c\"\nkey_file = \"k\"",
+                "tls.listen",
+            ),
+            ("[tls]\nlisen = []", "tls.lisen"),
+        ] {
+            assert_eq!(err(toml).key(), Some(key), "{toml}");
         }
     }
 }

@@ -40,6 +40,9 @@ pub enum ServerError {
     /// Digest authentication could not be set up (users file).
     #[error("auth: {0}")]
     Auth(#[from] crate::auth::AuthError),
+    /// The TLS certificate or key could not be loaded (the message names the key).
+    #[error("{0}")]
+    Tls(#[from] crate::transport::tls::TlsError),
 }
 
 const SECRET_KEY: &str = "flow_token_secret";
@@ -89,6 +92,11 @@ impl Server {
                 "limits.max_connections lowered to fit the open-file limit"
             );
         }
+        // a bad certificate stops the start, before anything listens
+        let tls = match (&settings.tls.cert_file, &settings.tls.key_file) {
+            (Some(cert), Some(key)) => Some(crate::transport::tls::server_config(cert, key)?),
+            _ => None,
+        };
         let (transport, listeners) = Transport::bind(TransportConfig {
             listen: settings.sip.listen.clone(),
             udp: settings.sip.udp,
@@ -116,6 +124,8 @@ impl Server {
                 )
                 .collect(),
             first_message_timeout: settings.limits.first_message_timeout,
+            tls_listen: settings.tls.listen.clone(),
+            tls,
         })
         .await
         .map_err(|(addr, source)| ServerError::Bind { addr, source })?;
@@ -141,6 +151,7 @@ impl Server {
         info!(
             udp = ?transport.udp_addrs(),
             tcp = ?transport.tcp_addrs(),
+            tls = ?transport.tls_addrs(),
             bindings = core.registrar.count(),
             "sipwake listening"
         );

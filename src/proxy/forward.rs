@@ -83,6 +83,13 @@ pub async fn resolve(
         }
         Next::Uri(u) => {
             let uri = Uri::parse(u).map_err(|_| ResolveError::Unroutable(u.clone()))?;
+            if uri.wants_tls() {
+                // sipwake takes TLS connections but does not open them (yet); never
+                // fall back to a clear-text transport for a hop that asks for TLS
+                return Err(ResolveError::Unroutable(format!(
+                    "{u} (outgoing TLS connections are not supported)"
+                )));
+            }
             let host = uri
                 .param("maddr")
                 .filter(|m| !m.is_empty())
@@ -257,6 +264,7 @@ impl Fwd {
                 return;
             }
         }
+        let sips = self.sips();
         for t in targets {
             let flow = match resolve(&self.core, &t.next, Some(self.local)).await {
                 Ok(f) => f,
@@ -265,6 +273,10 @@ impl Fwd {
                     continue;
                 }
             };
+            if sips && !flow.is_tls() {
+                debug!(remote = %flow.remote(), "sips: request not sent over a hop without TLS");
+                continue;
+            }
             self.start_branch(flow, t.ruri.as_deref(), &t.path, t.device, None);
         }
         if self.push.is_none() {
@@ -289,6 +301,12 @@ impl Fwd {
             }
         }
         self.finish_task();
+    }
+
+    /// An initial `sips:` request: each branch must go over TLS (RFC 5630). In-dialog
+    /// requests follow the legs the dialog was set up on.
+    fn sips(&self) -> bool {
+        self.req.to_tag().is_empty() && super::route::sips_request(&self.req)
     }
 
     fn finish_task(&mut self) {
@@ -350,17 +368,20 @@ impl Fwd {
         let mut rr = Vec::new();
         if self.record_route {
             let token = self.core.tokens.encode(Some(self.src), Some(flow));
-            rr.push(format!(
-                "<sip:{token}@{};transport={};lr>",
-                self.core.advertised(out_local),
-                flow.via_transport().to_ascii_lowercase()
+            let sips = self.sips();
+            rr.push(record_route(
+                &token,
+                &self.core.advertised(out_local),
+                &flow,
+                sips,
             ));
             // RFC 5658: one entry per side when the legs differ in transport or address
-            if out_local != local || flow.is_udp() != self.src.is_udp() {
-                rr.push(format!(
-                    "<sip:{token}@{};transport={};lr>",
-                    self.core.advertised(local),
-                    self.src.via_transport().to_ascii_lowercase()
+            if out_local != local || flow.via_transport() != self.src.via_transport() {
+                rr.push(record_route(
+                    &token,
+                    &self.core.advertised(local),
+                    &self.src,
+                    sips,
                 ));
             }
         }
@@ -449,6 +470,9 @@ impl Fwd {
         let Some(flow) = binding.flow.as_deref().and_then(|f| f.parse::<Flow>().ok()) else {
             return;
         };
+        if !flow.is_tls() && self.sips() {
+            return; // a woken phone without TLS cannot take a sips: call
+        }
         let token = crate::push::PushInfo::from_json(binding.push.as_deref().unwrap_or(""))
             .map(|i| i.token);
         let device = p.plan.devices.iter().position(|d| {
@@ -944,6 +968,20 @@ impl Fwd {
             pending_branches: pending.count(),
             pushed_devices: self.push.as_ref().map_or(0, |p| p.plan.devices.len()),
         });
+    }
+}
+
+/// Our Record-Route value for one leg: `sips:` for the TLS leg of a `sips:` dialog
+/// (RFC 5630: its route set must be all SIPS), otherwise `sip:` with the leg's
+/// transport (`;transport=tls` for other TLS legs, as phones expect).
+fn record_route(token: &str, hostport: &str, leg: &Flow, sips: bool) -> String {
+    if sips && leg.is_tls() {
+        format!("<sips:{token}@{hostport};lr>")
+    } else {
+        format!(
+            "<sip:{token}@{hostport};transport={};lr>",
+            leg.via_transport().to_ascii_lowercase()
+        )
     }
 }
 

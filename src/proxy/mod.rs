@@ -102,6 +102,7 @@ impl Core {
             .udp_addrs()
             .into_iter()
             .chain(transport.tcp_addrs())
+            .chain(transport.tls_addrs())
         {
             local_hosts.push(host_of(a.ip()));
             local_ports.push(a.port());

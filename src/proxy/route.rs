@@ -14,7 +14,7 @@ use super::wake::{self, Decision};
 use super::{register, relay, Core, ALLOW};
 use crate::registrar::unix_now_ms;
 use crate::sip::header::NameAddr;
-use crate::sip::{HeaderName, Message, Method, Uri, Via};
+use crate::sip::{HeaderName, Message, Method, Scheme, Uri, Via};
 use crate::transaction::BranchGen;
 use crate::transport::Flow;
 
@@ -39,7 +39,7 @@ pub fn pop_routes(core: &Core, msg: &Message) -> Popped {
             break;
         };
         match Uri::parse(na.uri) {
-            Ok(u) if core.is_me(u.host, u.port) => {
+            Ok(u) if core.is_me(u.host, Some(u.port_or_default())) => {
                 if p.token.is_none() {
                     p.token = u.user.and_then(|t| core.tokens.decode(t));
                 }
@@ -152,7 +152,8 @@ pub fn new_request(core: &Arc<Core>, mut msg: Message, flow: Flow, local: Socket
 
     // a Request-URI naming sipwake itself is resolved through the registrar (RFC 3261
     // §16.5), never sent back to our own socket
-    let ruri_is_me = Uri::parse(msg.request_uri()).is_ok_and(|u| core.is_me(u.host, u.port));
+    let ruri_is_me =
+        Uri::parse(msg.request_uri()).is_ok_and(|u| core.is_me(u.host, Some(u.port_or_default())));
     if in_dialog {
         let next = match popped.token {
             Some((a, b)) => match other_leg(a, b, &flow) {
@@ -191,7 +192,7 @@ pub fn new_request(core: &Arc<Core>, mut msg: Message, flow: Flow, local: Socket
         Ok(u) => (
             u.aor(),
             u.host_bare().to_ascii_lowercase(),
-            u.port,
+            Some(u.port_or_default()),
             u.user.is_some(),
         ),
         Err(_) => return core.reply(&msg, flow, key, 416, "Unsupported URI Scheme", &[]),
@@ -227,7 +228,20 @@ pub fn new_request(core: &Arc<Core>, mut msg: Message, flow: Flow, local: Socket
     let to_upstream = relay_mode && !relay::from_upstream(core, &flow);
     if !to_upstream && (to_me || core.is_local_domain(&host)) {
         let now = unix_now_ms();
-        let bindings = core.registrar.lookup(&aor, now);
+        let mut bindings = core.registrar.lookup(&aor, now);
+        if !in_dialog && sips_request(&msg) {
+            // RFC 5630: a SIPS request reaches only phones on a TLS connection
+            let registered = bindings.len();
+            bindings.retain(|b| binding_flow(b).is_some_and(|f| f.is_tls()));
+            if bindings.is_empty() && registered > 0 {
+                debug!(%aor, "no binding over TLS for a sips: request");
+                let warning = format!(
+                    "Warning: 380 {} \"SIPS Not Allowed\"",
+                    core.advertised(local)
+                );
+                return core.reply(&msg, flow, key, 480, "Temporarily Unavailable", &[&warning]);
+            }
+        }
         let rr = !in_dialog && wants_record_route(method);
         return match wake::decide(core, &msg, &aor, &bindings, in_dialog, trusted, now) {
             Decision::Answer(200, _) => core.reply(&msg, flow, key, 200, "OK", &[ALLOW]),
@@ -257,6 +271,16 @@ pub fn new_request(core: &Arc<Core>, mut msg: Message, flow: Flow, local: Socket
     };
     let rr = wants_record_route(method);
     forward::start(core, msg, flow, local, key, vec![t], popped, rr, None)
+}
+
+/// True for a request whose Request-URI is `sips:`: every hop it takes must be TLS
+/// (RFC 3261 §26.2.2, RFC 5630).
+pub fn sips_request(msg: &Message) -> bool {
+    Uri::parse(msg.request_uri()).is_ok_and(|u| u.scheme == Scheme::Sips)
+}
+
+fn binding_flow(b: &crate::registrar::Binding) -> Option<Flow> {
+    b.flow.as_deref().and_then(|f| f.parse().ok())
 }
 
 /// True if the request arrived on the flow of a current binding of its From AOR.

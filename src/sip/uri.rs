@@ -215,6 +215,21 @@ impl<'a> Uri<'a> {
         self.param("transport")
     }
 
+    /// True if reaching this URI takes TLS: a `sips:` URI (RFC 3261 §26.2.2) or one
+    /// with the (deprecated but common) `transport=tls`.
+    pub fn wants_tls(&self) -> bool {
+        self.scheme == Scheme::Sips
+            || self
+                .transport()
+                .is_some_and(|t| t.eq_ignore_ascii_case("tls"))
+    }
+
+    /// The port, or the default for the URI: 5061 when it takes TLS, else 5060.
+    pub fn port_or_default(&self) -> u16 {
+        self.port
+            .unwrap_or(if self.wants_tls() { 5061 } else { 5060 })
+    }
+
     /// Canonical key for RFC 3261 §19.1.4 comparison: scheme, unescaped user and
     /// password, lower-case host, port, and the parameters that must match when present
     /// (`user`, `ttl`, `method`, `maddr`, `transport`). Other parameters (such as push
@@ -382,6 +397,25 @@ mod tests {
         assert_eq!(a.match_key(), b.match_key());
         let c = Uri::parse("sip:alice@example.com:5061;transport=tcp").unwrap();
         assert_ne!(a.match_key(), c.match_key());
+    }
+
+    #[test]
+    fn tls_uris_default_to_5061() {
+        let u = Uri::parse("sips:alice@example.com").unwrap();
+        assert!(u.wants_tls());
+        assert_eq!(u.port_or_default(), 5061);
+        let u = Uri::parse("sip:alice@example.com;transport=TLS").unwrap();
+        assert!(u.wants_tls());
+        assert_eq!(u.port_or_default(), 5061);
+        let u = Uri::parse("sip:alice@example.com:5070;transport=tcp").unwrap();
+        assert!(!u.wants_tls());
+        assert_eq!(u.port_or_default(), 5070);
+        assert_eq!(Uri::parse("sip:h").unwrap().port_or_default(), 5060);
+        // the scheme takes part in URI comparison (RFC 3261 §19.1.4), not in the AOR
+        let s = Uri::parse("sips:alice@example.com").unwrap();
+        let p = Uri::parse("sip:alice@example.com").unwrap();
+        assert_ne!(s.match_key(), p.match_key());
+        assert_eq!(s.aor(), p.aor());
     }
 
     #[test]

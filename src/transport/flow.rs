@@ -1,5 +1,5 @@
 //! Flows: where a peer really is. For UDP the remote address plus the local socket
-//! it talks to; for TCP the connection itself. Requests for a phone go back over its
+//! it talks to; for TCP (and TLS over TCP) the connection itself. Requests for a phone go back over its
 //! flow, never to the (often private) address its Contact names.
 //!
 //! Flow tokens (RFC 5626 §5.2) carry flows inside Record-Route and Path URIs, signed
@@ -22,7 +22,8 @@ pub enum Flow {
         /// Remote address.
         remote: SocketAddr,
     },
-    /// A TCP connection.
+    /// A TCP connection, or a TLS session over one (RFC 3261 §26): both are one
+    /// connection-oriented flow, framed, kept alive and timed out the same way.
     Tcp {
         /// Connection id, unique across restarts.
         conn: u64,
@@ -30,6 +31,9 @@ pub enum Flow {
         remote: SocketAddr,
         /// The peer connected to us: never reconnect toward it (it is likely NATed).
         inbound: bool,
+        /// The connection carries TLS (Via `SIP/2.0/TLS`; the only way to send a
+        /// `sips:` request).
+        tls: bool,
     },
 }
 
@@ -46,23 +50,39 @@ impl Flow {
         matches!(self, Flow::Udp { .. })
     }
 
+    /// True for a TLS connection.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Flow::Tcp { tls: true, .. })
+    }
+
     /// Transport token for Via headers.
     pub fn via_transport(&self) -> &'static str {
-        if self.is_udp() {
-            "UDP"
-        } else {
-            "TCP"
+        match self {
+            Flow::Udp { .. } => "UDP",
+            Flow::Tcp { tls: false, .. } => "TCP",
+            Flow::Tcp { tls: true, .. } => "TLS",
         }
     }
 
     fn encode(&self, out: &mut Vec<u8>) {
         let (kind, extra, remote): (u8, u64, SocketAddr) = match *self {
             Flow::Udp { socket, remote } => (1, socket as u64, remote),
+            // TLS kinds are new numbers, so tokens made before TLS existed still decode
             Flow::Tcp {
                 conn,
                 remote,
                 inbound,
-            } => (if inbound { 2 } else { 3 }, conn, remote),
+                tls,
+            } => (
+                match (tls, inbound) {
+                    (false, true) => 2,
+                    (false, false) => 3,
+                    (true, true) => 4,
+                    (true, false) => 5,
+                },
+                conn,
+                remote,
+            ),
         };
         out.push(kind);
         if kind == 1 {
@@ -102,10 +122,11 @@ impl Flow {
                 socket: extra as u8,
                 remote,
             }),
-            2 | 3 => Some(Flow::Tcp {
+            2..=5 => Some(Flow::Tcp {
                 conn: extra,
                 remote,
-                inbound: kind == 2,
+                inbound: kind == 2 || kind == 4,
+                tls: kind >= 4,
             }),
             _ => None,
         }
@@ -121,7 +142,8 @@ fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
     Some(h)
 }
 
-/// Text form kept in the binding store: `udp/0/127.0.0.1:5060`, `tcp/42/in/[::1]:5060`.
+/// Text form kept in the binding store: `udp/0/127.0.0.1:5060`, `tcp/42/in/[::1]:5060`,
+/// `tls/43/in/127.0.0.1:40000`.
 impl fmt::Display for Flow {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
@@ -130,9 +152,11 @@ impl fmt::Display for Flow {
                 conn,
                 remote,
                 inbound,
+                tls,
             } => write!(
                 f,
-                "tcp/{conn}/{}/{remote}",
+                "{}/{conn}/{}/{remote}",
+                if tls { "tls" } else { "tcp" },
                 if inbound { "in" } else { "out" }
             ),
         }
@@ -155,7 +179,7 @@ impl FromStr for Flow {
                 let remote = it.next().and_then(|v| v.parse().ok()).ok_or(BadFlow)?;
                 Ok(Flow::Udp { socket, remote })
             }
-            Some("tcp") => {
+            Some(kind @ ("tcp" | "tls")) => {
                 let conn = it.next().and_then(|v| v.parse().ok()).ok_or(BadFlow)?;
                 let inbound = match it.next() {
                     Some("in") => true,
@@ -167,6 +191,7 @@ impl FromStr for Flow {
                     conn,
                     remote,
                     inbound,
+                    tls: kind == "tls",
                 })
             }
             _ => Err(BadFlow),
@@ -287,6 +312,7 @@ mod tests {
             conn: 0xdead_beef_0001,
             remote: "[::1]:40000".parse().unwrap(),
             inbound: true,
+            tls: false,
         };
         let tok = t.encode(Some(a), Some(b));
         assert!(tok
@@ -313,10 +339,54 @@ mod tests {
                 conn: 7,
                 remote: "[::1]:5060".parse().unwrap(),
                 inbound: false,
+                tls: false,
+            },
+            Flow::Tcp {
+                conn: 8,
+                remote: "127.0.0.1:40000".parse().unwrap(),
+                inbound: true,
+                tls: true,
             },
         ] {
             assert_eq!(f.to_string().parse::<Flow>(), Ok(f));
         }
         assert!("udp/x/1".parse::<Flow>().is_err());
+        assert!("tls/1/sideways/127.0.0.1:1".parse::<Flow>().is_err());
+    }
+
+    #[test]
+    fn tls_flows_roundtrip_in_tokens() {
+        let t = FlowTokens::new(b"0123456789abcdef");
+        let udp = Flow::Udp {
+            socket: 0,
+            remote: "127.0.0.9:5999".parse().unwrap(),
+        };
+        for (inbound, remote) in [(true, "127.0.0.1:40000"), (false, "[2001:db8::1]:5061")] {
+            let tls = Flow::Tcp {
+                conn: 0x0123_4567_89ab_cdef,
+                remote: remote.parse().unwrap(),
+                inbound,
+                tls: true,
+            };
+            let tok = t.encode(Some(udp), Some(tls));
+            let (a, b) = t.decode(&tok).unwrap();
+            assert_eq!((a, b), (Some(udp), Some(tls)));
+            assert!(b.unwrap().is_tls());
+            assert_eq!(b.unwrap().via_transport(), "TLS");
+            // the same connection as plain TCP is a different flow and a different token
+            let tcp = Flow::Tcp {
+                conn: 0x0123_4567_89ab_cdef,
+                remote: remote.parse().unwrap(),
+                inbound,
+                tls: false,
+            };
+            assert_ne!(t.encode(Some(udp), Some(tcp)), tok);
+            assert_eq!(
+                t.decode(&t.encode(Some(tls), None)),
+                Some((Some(tls), None))
+            );
+        }
+        assert_eq!(udp.via_transport(), "UDP");
+        assert!(!udp.is_tls());
     }
 }

@@ -1,4 +1,4 @@
-//! UDP and TCP sockets, stream framing, flows and keep-alives.
+//! UDP, TCP and TLS sockets, stream framing, flows and keep-alives.
 //!
 //! Every received message is handed to one [`Handler`] together with the [`Flow`] it
 //! came on; everything sent goes out through [`Transport::send`] on a flow, so that a
@@ -9,6 +9,7 @@ pub mod flow;
 pub mod liveness;
 mod stun;
 mod tcp;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
 
 pub use conn_limits::{ConnLimits, ConnPermit};
 pub use flow::{Flow, FlowTokens};
@@ -76,6 +78,11 @@ pub struct TransportConfig {
     pub trusted: Vec<crate::config::IpNet>,
     /// Inbound connections must deliver a whole message within this of accept.
     pub first_message_timeout: Duration,
+    /// TLS listen addresses (none: no TLS listener).
+    pub tls_listen: Vec<SocketAddr>,
+    /// Server certificate and key for the TLS listeners; required when `tls_listen`
+    /// is not empty.
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 struct Conn {
@@ -88,6 +95,7 @@ struct Conn {
 struct Inner {
     udp: Vec<(Arc<UdpSocket>, SocketAddr)>,
     tcp_listen: Vec<SocketAddr>,
+    tls_listen: Vec<SocketAddr>,
     conns: Mutex<HashMap<u64, Conn>>,
     outbound: Mutex<HashMap<SocketAddr, u64>>,
     next_conn: AtomicU64,
@@ -131,6 +139,15 @@ impl Transport {
             .iter()
             .filter_map(|l| l.local_addr().ok())
             .collect();
+        let mut tls = Vec::new();
+        if let Some(config) = cfg.tls.clone().filter(|_| !cfg.tls_listen.is_empty()) {
+            let acceptor = TlsAcceptor::from(config);
+            for &a in &cfg.tls_listen {
+                let l = TcpListener::bind(a).await.map_err(|e| (a, e))?;
+                tls.push((l, acceptor.clone()));
+            }
+        }
+        let tls_listen = tls.iter().filter_map(|l| l.0.local_addr().ok()).collect();
         let mut seed = [0u8; 8];
         // a random start keeps connection ids from a previous run from matching new ones
         let _ = getrandom::fill(&mut seed);
@@ -143,6 +160,7 @@ impl Transport {
         let inner = Arc::new(Inner {
             udp,
             tcp_listen,
+            tls_listen,
             conns: Mutex::new(HashMap::new()),
             outbound: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(start.max(1)),
@@ -150,7 +168,13 @@ impl Transport {
             liveness: Arc::new(Liveness::default()),
             conn_limits,
         });
-        Ok((Transport { inner }, Listeners { tcp: listeners }))
+        Ok((
+            Transport { inner },
+            Listeners {
+                tcp: listeners,
+                tls,
+            },
+        ))
     }
 
     /// Starts the receive loops, delivering to `handler`.
@@ -164,7 +188,11 @@ impl Transport {
             tokio::spawn(udp_loop(sock, i as u8, local, max, handler, live));
         }
         for l in listeners.tcp {
-            tokio::spawn(tcp::accept_loop(self.clone(), l, handler.clone()));
+            tokio::spawn(tcp::accept_loop(self.clone(), l, handler.clone(), None));
+        }
+        for (l, acceptor) in listeners.tls {
+            let h = handler.clone();
+            tokio::spawn(tcp::accept_loop(self.clone(), l, h, Some(acceptor)));
         }
     }
 
@@ -181,6 +209,11 @@ impl Transport {
     /// Local TCP listen addresses.
     pub fn tcp_addrs(&self) -> Vec<SocketAddr> {
         self.inner.tcp_listen.clone()
+    }
+
+    /// Local TLS listen addresses.
+    pub fn tls_addrs(&self) -> Vec<SocketAddr> {
+        self.inner.tls_listen.clone()
     }
 
     /// The local address a flow uses.
@@ -277,6 +310,7 @@ impl Transport {
                     conn,
                     remote,
                     inbound: false,
+                    tls: false,
                 });
             }
         }
@@ -286,7 +320,7 @@ impl Transport {
         )
         .await
         .map_err(|_| SendError::Io(std::io::ErrorKind::TimedOut.into()))??;
-        let conn = self.register_conn(stream, remote, false, handler, None);
+        let conn = self.register_conn(stream, remote, false, handler, None, None);
         self.inner
             .outbound
             .lock()
@@ -296,6 +330,7 @@ impl Transport {
             conn,
             remote,
             inbound: false,
+            tls: false,
         })
     }
 
@@ -303,6 +338,8 @@ impl Transport {
         self.inner.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Registers a new connection and starts its task. With `tls`, the task first
+    /// does the server handshake; the connection counts as open from now on either way.
     fn register_conn(
         &self,
         stream: tokio::net::TcpStream,
@@ -310,6 +347,7 @@ impl Transport {
         inbound: bool,
         handler: Arc<dyn Handler>,
         permit: Option<ConnPermit>,
+        tls: Option<TlsAcceptor>,
     ) -> u64 {
         let id = self.new_conn_id();
         let local = stream.local_addr().unwrap_or(remote);
@@ -323,13 +361,29 @@ impl Transport {
             },
         );
         let _ = stream.set_nodelay(true);
+        if let Some(acceptor) = tls {
+            tokio::spawn(tls::run_conn(
+                self.clone(),
+                acceptor,
+                stream,
+                id,
+                remote,
+                local,
+                rx,
+                handler,
+            ));
+            return id;
+        }
+        let (rd, wr) = stream.into_split();
         tokio::spawn(tcp::run_conn(
             self.clone(),
-            stream,
+            rd,
+            wr,
             id,
             remote,
             local,
             inbound,
+            false,
             rx,
             handler,
         ));
@@ -369,9 +423,10 @@ impl Transport {
     }
 }
 
-/// Bound TCP listeners waiting for [`Transport::start`].
+/// Bound TCP and TLS listeners waiting for [`Transport::start`].
 pub struct Listeners {
     tcp: Vec<TcpListener>,
+    tls: Vec<(TcpListener, TlsAcceptor)>,
 }
 
 fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {

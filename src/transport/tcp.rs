@@ -1,25 +1,41 @@
 //! TCP connections: accept, frame by Content-Length, answer CRLFCRLF keep-alives,
-//! write queued messages, close when idle.
+//! write queued messages, close when idle. TLS connections use the same loop once
+//! their handshake is done ([`super::tls`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
 
 use super::{Flow, Handler, Transport};
 use crate::sip::message::{memmem, stream_frame_len};
 use crate::sip::{builder, Message, ParseError};
 
-pub(super) async fn accept_loop(t: Transport, l: TcpListener, handler: Arc<dyn Handler>) {
+/// Accepts connections on a TCP listener, or on a TLS one when `tls` is given (the
+/// handshake then runs in the connection's own task).
+pub(super) async fn accept_loop(
+    t: Transport,
+    l: TcpListener,
+    handler: Arc<dyn Handler>,
+    tls: Option<TlsAcceptor>,
+) {
     loop {
         match l.accept().await {
             Ok((stream, remote)) => {
                 // over a cap: dropping the stream closes it before anything is spent on it
                 if let Some(permit) = t.admit(remote) {
-                    t.register_conn(stream, remote, true, handler.clone(), Some(permit));
+                    t.register_conn(
+                        stream,
+                        remote,
+                        true,
+                        handler.clone(),
+                        Some(permit),
+                        tls.clone(),
+                    );
                 }
             }
             Err(e) => {
@@ -31,18 +47,24 @@ pub(super) async fn accept_loop(t: Transport, l: TcpListener, handler: Arc<dyn H
     }
 }
 
+/// Reads, frames and writes one stream connection (TCP, or TLS after its handshake)
+/// until it closes, fails or idles out.
 #[allow(clippy::too_many_arguments)]
-pub(super) async fn run_conn(
+pub(super) async fn run_conn<R, W>(
     t: Transport,
-    stream: TcpStream,
+    mut rd: R,
+    mut wr: W,
     id: u64,
     remote: SocketAddr,
     local: SocketAddr,
     inbound: bool,
+    tls: bool,
     mut rx: mpsc::UnboundedReceiver<Bytes>,
     handler: Arc<dyn Handler>,
-) {
-    let (mut rd, mut wr) = stream.into_split();
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let (pong_tx, mut pong_rx) = mpsc::unbounded_channel::<()>();
     let writer = tokio::spawn(async move {
         loop {
@@ -50,12 +72,13 @@ pub(super) async fn run_conn(
                 // queued messages first: the last answer before a close (513, 400) must
                 // leave before the closed pong channel ends this loop
                 biased;
+                // flush: TLS holds written records until flushed (free on TCP)
                 m = rx.recv() => match m {
-                    Some(m) => if wr.write_all(&m).await.is_err() { break },
+                    Some(m) => if wr.write_all(&m).await.is_err() || wr.flush().await.is_err() { break },
                     None => break,
                 },
                 p = pong_rx.recv() => match p {
-                    Some(()) => if wr.write_all(b"\r\n").await.is_err() { break },
+                    Some(()) => if wr.write_all(b"\r\n").await.is_err() || wr.flush().await.is_err() { break },
                     None => break,
                 },
             }
@@ -66,6 +89,7 @@ pub(super) async fn run_conn(
         conn: id,
         remote,
         inbound,
+        tls,
     };
     let max = t.config().max_message_size;
     let idle = t.config().tcp_idle_timeout;

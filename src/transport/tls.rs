@@ -1,0 +1,154 @@
+//! SIP over TLS (RFC 3261 §26): the server certificate, and the handshake that
+//! precedes a TLS connection's life as an ordinary stream flow. Once the handshake is
+//! done the connection is handed to the same reader and writer as plain TCP
+//! ([`super::tcp::run_conn`]), so framing, keep-alives, liveness, the idle timeout and
+//! every connection cap apply to both alike.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::{self, ServerConfig};
+use tokio_rustls::TlsAcceptor;
+
+use super::{tcp, Handler, Transport};
+
+/// A peer gets this long to finish its handshake; a connection that never does
+/// (a port scanner, a slow-loris, a plain-TCP client on the TLS port) is closed.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the certificate or key could not be loaded. Each message starts with the
+/// setting to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The certificate chain file is missing, unreadable or holds no certificate.
+    #[error("tls.cert_file: {0}")]
+    Cert(String),
+    /// The key file is missing, unreadable or holds no usable private key.
+    #[error("tls.key_file: {0}")]
+    Key(String),
+}
+
+/// Builds the server side of TLS from a PEM certificate chain (leaf first) and its
+/// PEM private key (PKCS#8, PKCS#1 or SEC1). No client certificates are asked for:
+/// phones authenticate with SIP digest, not certificates.
+pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    let shown = |p: &Path| p.display().to_string();
+    let pem = std::fs::read(cert_file)
+        .map_err(|e| TlsError::Cert(format!("cannot read {}: {e}", shown(cert_file))))?;
+    let chain = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Cert(format!("{}: bad PEM: {e}", shown(cert_file))))?;
+    if chain.is_empty() {
+        return Err(TlsError::Cert(format!(
+            "{}: no PEM certificate (BEGIN CERTIFICATE) in it",
+            shown(cert_file)
+        )));
+    }
+    let pem = std::fs::read(key_file)
+        .map_err(|e| TlsError::Key(format!("cannot read {}: {e}", shown(key_file))))?;
+    let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
+        TlsError::Key(format!(
+            "{}: no usable PEM private key (PKCS#8, PKCS#1 or SEC1): {e}",
+            shown(key_file)
+        ))
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Cert(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| {
+            TlsError::Key(format!(
+                "{}: does not fit the certificate in tls.cert_file: {e}",
+                shown(key_file)
+            ))
+        })?;
+    Ok(Arc::new(config))
+}
+
+/// Runs one accepted TLS connection: the handshake (bounded by
+/// [`HANDSHAKE_TIMEOUT`]), then the shared stream loop. The connection is already
+/// registered under `id`; a failed handshake unregisters it.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn run_conn(
+    t: Transport,
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    id: u64,
+    remote: SocketAddr,
+    local: SocketAddr,
+    rx: mpsc::UnboundedReceiver<Bytes>,
+    handler: Arc<dyn Handler>,
+) {
+    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%remote, error = %e, "tls handshake failed");
+            t.drop_conn(id, remote);
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%remote, "tls handshake timed out");
+            t.drop_conn(id, remote);
+            return;
+        }
+    };
+    let (rd, wr) = tokio::io::split(stream);
+    tcp::run_conn(t, rd, wr, id, remote, local, true, true, rx, handler).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp(name: &str, data: &[u8]) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("sipwake-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(name);
+        std::fs::write(&p, data).unwrap();
+        p
+    }
+
+    #[test]
+    fn loads_a_pem_pair_and_names_the_key_on_errors() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let cert_file = temp("cert.pem", cert.pem().as_bytes());
+        let key_file = temp("key.pem", key.serialize_pem().as_bytes());
+        assert!(server_config(&cert_file, &key_file).is_ok());
+
+        let missing = cert_file.with_file_name("nope.pem");
+        let e = server_config(&missing, &key_file).unwrap_err().to_string();
+        assert!(e.starts_with("tls.cert_file: cannot read"), "{e}");
+        let e = server_config(&cert_file, &missing).unwrap_err().to_string();
+        assert!(e.starts_with("tls.key_file: cannot read"), "{e}");
+        // a key where the certificate belongs, and the other way round
+        let e = server_config(&key_file, &key_file).unwrap_err().to_string();
+        assert!(e.starts_with("tls.cert_file:"), "{e}");
+        let e = server_config(&cert_file, &cert_file)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("tls.key_file:"), "{e}");
+        // a key that is not the certificate's
+        let other = temp(
+            "other.pem",
+            rcgen::KeyPair::generate()
+                .unwrap()
+                .serialize_pem()
+                .as_bytes(),
+        );
+        let e = server_config(&cert_file, &other).unwrap_err().to_string();
+        assert!(e.starts_with("tls.key_file:"), "{e}");
+    }
+}
