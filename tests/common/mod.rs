@@ -10,11 +10,12 @@
 pub mod mock_apns;
 pub mod mock_http;
 pub mod push_phone;
+pub mod tls_ua;
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::fs;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -824,6 +825,8 @@ pub enum Tp {
     Udp,
     /// TCP (one connection to the proxy).
     Tcp,
+    /// TLS (one connection to the proxy's TLS listener).
+    Tls,
 }
 
 impl Tp {
@@ -832,6 +835,7 @@ impl Tp {
         match self {
             Tp::Udp => "UDP",
             Tp::Tcp => "TCP",
+            Tp::Tls => "TLS",
         }
     }
 }
@@ -935,6 +939,8 @@ impl Dialog {
             .unwrap_or_else(|| panic!("next hop {uri} is not an IP address (dialog {self:?})"));
         let tp = match uri_param(uri, "transport") {
             Some(t) if t.eq_ignore_ascii_case("tcp") => Tp::Tcp,
+            Some(t) if t.eq_ignore_ascii_case("tls") => Tp::Tls,
+            _ if uri.starts_with("sips:") => Tp::Tls,
             _ => Tp::Udp,
         };
         (addr, tp)
@@ -970,6 +976,8 @@ pub struct Ua {
     reg_cseq: u32,
     /// Keep-alive bytes (CRLF) received on TCP.
     pub pongs: usize,
+    /// The TLS session of a TLS UA (over its own TCP connection).
+    tls: Option<Box<tls_ua::TlsStream>>,
 }
 
 /// The domain of test AORs; every domain is local when `proxy.domains` is empty.
@@ -1031,6 +1039,7 @@ impl Ua {
             reg_call_id: call_id(),
             reg_cseq: 0,
             pongs: 0,
+            tls: None,
         }
     }
 
@@ -1049,6 +1058,7 @@ impl Ua {
         match self.tp {
             Tp::Udp => format!("sip:{}@{}", self.user, self.contact_hostport),
             Tp::Tcp => format!("sip:{}@{};transport=tcp", self.user, self.contact_hostport),
+            Tp::Tls => format!("sip:{}@{};transport=tls", self.user, self.contact_hostport),
         }
     }
 
@@ -1102,6 +1112,7 @@ impl Ua {
                 s.write_all(data)
                     .unwrap_or_else(|e| panic!("tcp send to {addr}: {e}"));
             }
+            Tp::Tls => self.tls_send(addr, data),
         }
     }
 
@@ -1133,7 +1144,7 @@ impl Ua {
                         Err(e) => panic!("udp recv: {e}"),
                     }
                 }
-                Tp::Tcp => {
+                Tp::Tcp | Tp::Tls => {
                     if let Some(m) = self.frame_tcp() {
                         self.history.push(m.clone());
                         return Some(m);
@@ -1145,10 +1156,8 @@ impl Ua {
                         }
                         continue;
                     }
-                    let s = self.tcp.as_mut().unwrap();
-                    s.set_read_timeout(Some(left)).unwrap();
                     let mut buf = vec![0u8; 65536];
-                    match s.read(&mut buf) {
+                    match self.stream_read(&mut buf, left) {
                         Ok(0) => self.tcp_closed = true,
                         Ok(n) => self.tcp_buf.extend_from_slice(&buf[..n]),
                         Err(e)
@@ -1497,9 +1506,9 @@ impl Ua {
     /// Sends a response text for `req` to where responses to it go.
     pub fn send_response(&mut self, req: &Msg, text: &str) {
         match self.tp {
-            Tp::Tcp => {
+            Tp::Tcp | Tp::Tls => {
                 let peer = self.proxy;
-                self.send_to(peer, Tp::Tcp, text.as_bytes());
+                self.send_to(peer, self.tp, text.as_bytes());
             }
             Tp::Udp => {
                 let dest = response_dest(req).unwrap_or(req.from);
@@ -1513,6 +1522,7 @@ impl Ua {
         if let Some(s) = self.tcp.take() {
             let _ = s.shutdown(Shutdown::Both);
         }
+        self.close_tls();
         self.udp = None;
     }
 }
