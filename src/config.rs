@@ -245,6 +245,8 @@ pub enum TransportKind {
     Udp,
     /// TCP.
     Tcp,
+    /// TLS over TCP (`transport=tls`, or a `sips:` URI).
+    Tls,
 }
 
 /// `[upstream]` section.
@@ -1879,11 +1881,12 @@ impl FromStr for IpNet {
 }
 
 impl TransportKind {
-    /// Lower-case name as used in URIs (`udp`, `tcp`).
+    /// Lower-case name as used in URIs (`udp`, `tcp`, `tls`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Udp => "udp",
             Self::Tcp => "tcp",
+            Self::Tls => "tls",
         }
     }
 }
@@ -1902,12 +1905,16 @@ impl UpstreamTarget {
         let uri = uri.trim();
         let (scheme, rest) = uri
             .split_once(':')
-            .ok_or("not a SIP URI (write sip:host[:port][;transport=udp|tcp])")?;
-        match scheme.to_ascii_lowercase().as_str() {
-            "sip" => {}
-            "sips" => return Err("sips (TLS) is not supported yet; use sip:".to_owned()),
-            _ => return Err(format!("scheme {scheme:?} is not supported; use sip:")),
-        }
+            .ok_or("not a SIP URI (write sip:host[:port][;transport=udp|tcp|tls])")?;
+        let sips = match scheme.to_ascii_lowercase().as_str() {
+            "sip" => false,
+            "sips" => true,
+            _ => {
+                return Err(format!(
+                    "scheme {scheme:?} is not supported; use sip: or sips:"
+                ))
+            }
+        };
         let (hostport, params) = match rest.split_once(';') {
             Some((hp, params)) => (hp, Some(params)),
             None => (rest, None),
@@ -1918,19 +1925,22 @@ impl UpstreamTarget {
         if hostport.contains(['?', '>', '<', ' ']) {
             return Err("headers and angle brackets are not allowed".to_owned());
         }
-        let (host, port) = split_host_port(hostport)?;
+        let (host, mut port) = split_host_port(hostport)?;
 
         let mut transport = TransportKind::Udp;
+        let mut transport_given = false;
         for param in params.into_iter().flat_map(|p| p.split(';')) {
             let (name, value) = param.split_once('=').unwrap_or((param, ""));
             match name.trim().to_ascii_lowercase().as_str() {
                 "transport" => {
+                    transport_given = true;
                     transport = match value.trim().to_ascii_lowercase().as_str() {
                         "udp" => TransportKind::Udp,
                         "tcp" => TransportKind::Tcp,
+                        "tls" => TransportKind::Tls,
                         other => {
                             return Err(format!(
-                                "transport {other:?} is not supported (expected udp or tcp)"
+                                "transport {other:?} is not supported (expected udp, tcp or tls)"
                             ))
                         }
                     }
@@ -1938,6 +1948,16 @@ impl UpstreamTarget {
                 "lr" => {}
                 other => return Err(format!("URI parameter {other:?} is not supported")),
             }
+        }
+        if sips {
+            // RFC 3261 §26.2.2: sips means TLS, over TCP whatever transport says
+            if transport_given && transport == TransportKind::Udp {
+                return Err("sips: needs TLS over TCP, not transport=udp".to_owned());
+            }
+            transport = TransportKind::Tls;
+        }
+        if transport == TransportKind::Tls && !has_port(hostport) {
+            port = 5061;
         }
         Ok(UpstreamTarget {
             uri: uri.to_owned(),
@@ -1959,6 +1979,16 @@ impl UpstreamTarget {
     /// The host as an IP address, when it is a literal (no DNS needed).
     pub fn ip(&self) -> Option<IpAddr> {
         self.host.parse().ok()
+    }
+}
+
+/// True if `host[:port]` / `[v6][:port]` names a port.
+fn has_port(s: &str) -> bool {
+    match s.strip_prefix('[') {
+        Some(rest) => rest
+            .split_once(']')
+            .is_some_and(|(_, after)| after.starts_with(':')),
+        None => s.contains(':'),
     }
 }
 
@@ -2387,6 +2417,9 @@ pub struct TlsSettings {
     pub cert_file: Option<PathBuf>,
     /// PEM private key of the certificate; set whenever `listen` is not empty.
     pub key_file: Option<PathBuf>,
+    /// Extra CA certificates (PEM) trusted for outgoing TLS connections (the
+    /// upstream, `sips:` next hops) besides the built-in web roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Raw `[tls]` section.
@@ -2399,6 +2432,8 @@ pub struct RawTls {
     pub cert_file: String,
     /// Path; empty: none.
     pub key_file: String,
+    /// Path; empty: none.
+    pub ca_file: String,
 }
 
 impl RawTls {
@@ -2445,6 +2480,7 @@ impl RawTls {
             listen,
             cert_file,
             key_file,
+            ca_file: non_empty(&self.ca_file).map(PathBuf::from),
         })
     }
 }
@@ -2642,7 +2678,10 @@ mod tests {
             ),
             ("[upstream]\nuri = \"pbx.example.com\"", "upstream.uri"),
             ("[upstream]\nuri = \"http://pbx\"", "upstream.uri"),
-            ("[upstream]\nuri = \"sips:pbx\"", "upstream.uri"),
+            (
+                "[upstream]\nuri = \"sips:pbx;transport=udp\"",
+                "upstream.uri",
+            ),
             ("[upstream]\nuri = \"sip:alice@pbx\"", "upstream.uri"),
             ("[upstream]\nuri = \"sip:2001:db8::1\"", "upstream.uri"),
             ("[upstream]\nuri = \"sip:pbx:0\"", "upstream.uri"),
@@ -3070,6 +3109,12 @@ mod tests {
         assert_eq!(t.host_port(), "[::1]:5060");
         let t = UpstreamTarget::parse("sip:asterisk_1:5060;lr").unwrap();
         assert_eq!(t.host, "asterisk_1");
+        let t = UpstreamTarget::parse("sip:pbx.example.com;transport=TLS").unwrap();
+        assert_eq!((t.port, t.transport), (5061, TransportKind::Tls));
+        let t = UpstreamTarget::parse("sips:[2001:db8::1]").unwrap();
+        assert_eq!((t.port, t.transport), (5061, TransportKind::Tls));
+        let t = UpstreamTarget::parse("sips:pbx:5071;transport=tcp;lr").unwrap();
+        assert_eq!((t.port, t.transport), (5071, TransportKind::Tls));
         for bad in [
             "sip:",
             "sip:[::1",
@@ -3078,6 +3123,8 @@ mod tests {
             "sip:host:70000",
             "sip:a..b",
             "sip:pbx;maddr=x",
+            "sips:pbx;transport=udp",
+            "sip:pbx;transport=sctp",
         ] {
             assert!(UpstreamTarget::parse(bad).is_err(), "{bad}");
         }

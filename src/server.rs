@@ -126,6 +126,9 @@ impl Server {
             first_message_timeout: settings.limits.first_message_timeout,
             tls_listen: settings.tls.listen.clone(),
             tls,
+            tls_client: Some(crate::transport::tls::client_config(
+                settings.tls.ca_file.as_deref(),
+            )?),
         })
         .await
         .map_err(|(addr, source)| ServerError::Bind { addr, source })?;

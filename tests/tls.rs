@@ -6,7 +6,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -258,21 +258,44 @@ fn sips_requests_only_go_over_tls() {
     assert_eq!(fin.status(), Some(486));
     alice.ack_non2xx(&inv, &fin);
 
-    // a sips: request toward a next hop that is not TLS is not sent in clear text, and
-    // a hop that asks for TLS is never reached without it (no outgoing TLS yet)
-    for (ruri, route) in [
-        ("sips:dave@example.com", "<sip:192.0.2.1:5060;lr>"),
-        (
-            "sip:dave@example.com",
-            "<sip:192.0.2.1:5061;transport=tls;lr>",
-        ),
-        ("sip:dave@example.com", "<sips:192.0.2.1:5061;lr>"),
+    // a sips: request toward a next hop that is not TLS is not sent in clear text
+    let inv = alice.invite_uri(
+        "sips:dave@example.com",
+        "Route: <sip:192.0.2.1:5060;lr>\r\n",
+    );
+    let fin = alice.expect_final(&inv.call_id, "INVITE");
+    assert_eq!(fin.status(), Some(480), "{fin:?}");
+    alice.ack_non2xx(&inv, &fin);
+
+    // a hop that asks for TLS gets TLS or nothing: this one answers in clear text
+    let junk = TcpListener::bind("127.0.0.1:0").unwrap();
+    let jaddr = junk.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let mut first = Vec::new();
+        for _ in 0..2 {
+            let (mut c, _) = junk.accept().unwrap();
+            c.set_read_timeout(Some(WAIT)).unwrap();
+            let mut b = [0u8; 1];
+            c.read_exact(&mut b).unwrap();
+            first.push(b[0]);
+            let _ = c.write_all(b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n");
+        }
+        first
+    });
+    for route in [
+        format!("<sip:{jaddr};transport=tls;lr>"),
+        format!("<sips:{jaddr};lr>"),
     ] {
-        let inv = alice.invite_uri(ruri, &format!("Route: {route}\r\n"));
+        let inv = alice.invite_uri("sip:dave@example.com", &format!("Route: {route}\r\n"));
         let fin = alice.expect_final(&inv.call_id, "INVITE");
-        assert_eq!(fin.status(), Some(480), "{ruri} via {route}: {fin:?}");
+        assert_eq!(fin.status(), Some(480), "via {route}: {fin:?}");
         alice.ack_non2xx(&inv, &fin);
     }
+    assert_eq!(
+        server.join().unwrap(),
+        vec![0x16, 0x16],
+        "each connection starts with a TLS handshake record, never SIP in clear text"
+    );
 }
 
 #[test]
@@ -408,4 +431,65 @@ fn bad_certificate_settings_stop_the_start_naming_the_key() {
     start_fails(&cert, &cert, "tls.key_file");
     // listeners without certificate settings are a configuration error
     start_fails("", "", "tls.cert_file");
+}
+
+#[test]
+fn upstream_over_tls() {
+    // the "PBX" is another sipwake with a TLS listener; the edge trusts its CA
+    let pbx = TlsProxy::start("tls-upstream-pbx");
+    let dir = temp_dir("tls-upstream-ca");
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, &pbx.pki.ca_pem).unwrap();
+    let upstream = format!("sip:127.0.0.1:{};transport=tls", pbx.tls.port());
+    let edge = ProxyBuilder::new("tls-upstream-edge")
+        .env("PROXY__DOMAINS", "example.com")
+        .env("UPSTREAM__URI", &upstream)
+        .env("TLS__CA_FILE", &ca.to_string_lossy())
+        .start();
+    let mut bob = Ua::udp("bob", &pbx.proxy);
+    bob.domain = "pbx.example".into();
+    bob.register(600);
+    let mut alice = Ua::udp("alice", &edge);
+
+    let inv = alice.invite_uri("sip:bob@pbx.example", "");
+    let got = bob.expect_request("INVITE", Some(&inv.call_id));
+    let vias = got.values("via");
+    assert_eq!(vias.len(), 3, "{got:?}");
+    assert!(
+        vias[1].starts_with("SIP/2.0/TLS 127.0.0.1:"),
+        "the edge reached the upstream over TLS: {got:?}"
+    );
+    let rr = record_routes(&got);
+    assert_eq!(rr.len(), 4, "two entries from each proxy: {got:?}");
+    assert_eq!(uri_addr(&rr[1]), Some(pbx.tls), "{got:?}");
+    assert_eq!(uri_param(&rr[2], "transport").as_deref(), Some("tls"));
+    let btag = tag();
+    bob.reply(&got, 180, "Ringing", Some(&btag));
+    alice.expect_response(&inv.call_id, "INVITE", "180", |c| c == 180);
+    bob.reply(&got, 200, "OK", Some(&btag));
+    let ok = alice.expect_response(&inv.call_id, "INVITE", "200 OK", |c| c == 200);
+    let mut ad = Dialog::uac(&inv, &ok);
+    alice.ack_2xx(&mut ad, inv.cseq);
+    bob.expect_request("ACK", Some(&inv.call_id));
+    alice.send_in_dialog(&mut ad, "BYE", None);
+    let bye = bob.expect_request("BYE", Some(&inv.call_id));
+    assert!(bye.header("route").is_none(), "{bye:?}");
+    bob.reply(&bye, 200, "OK", None);
+    alice.expect_response(&inv.call_id, "BYE", "200", |c| c == 200);
+
+    // an edge that does not trust the upstream's certificate sends nothing to it
+    let stranger = ProxyBuilder::new("tls-upstream-stranger")
+        .env("PROXY__DOMAINS", "example.com")
+        .env("UPSTREAM__URI", &upstream)
+        .start();
+    let mut carol = Ua::udp("carol", &stranger);
+    let inv = carol.invite_uri("sip:bob@pbx.example", "");
+    let fin = carol.expect_final(&inv.call_id, "INVITE");
+    assert_eq!(fin.status(), Some(480), "{fin:?}");
+    carol.ack_non2xx(&inv, &fin);
+    bob.expect_nothing(
+        "a call through an unverified TLS hop",
+        Duration::from_millis(300),
+        |m| m.call_id() == inv.call_id,
+    );
 }

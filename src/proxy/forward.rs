@@ -60,13 +60,17 @@ pub enum ResolveError {
     Send(#[from] SendError),
 }
 
-/// Turns a next hop into a flow, resolving names and connecting TCP as needed.
+/// Turns a next hop into a flow, resolving names and connecting TCP or TLS as needed.
+/// A hop that asks for TLS (`sips:`, `transport=tls`) is never reached without it.
 pub async fn resolve(
     core: &Arc<Core>,
     next: &Next,
     prefer: Option<SocketAddr>,
 ) -> Result<Flow, ResolveError> {
-    let (host, port, tcp) = match next {
+    use crate::config::TransportKind;
+    // the host the TLS certificate must name (a `maddr` only changes the address)
+    let mut tls_name = None;
+    let (host, port, kind) = match next {
         Next::Flow(f) => return Ok(*f),
         Next::Upstream => {
             let up = core
@@ -75,30 +79,27 @@ pub async fn resolve(
                 .uri
                 .as_ref()
                 .ok_or_else(|| ResolveError::Unroutable("upstream".into()))?;
-            (
-                up.host.clone(),
-                up.port,
-                up.transport == crate::config::TransportKind::Tcp,
-            )
+            (up.host.clone(), up.port, up.transport)
         }
         Next::Uri(u) => {
             let uri = Uri::parse(u).map_err(|_| ResolveError::Unroutable(u.clone()))?;
-            if uri.wants_tls() {
-                // sipwake takes TLS connections but does not open them (yet); never
-                // fall back to a clear-text transport for a hop that asks for TLS
-                return Err(ResolveError::Unroutable(format!(
-                    "{u} (outgoing TLS connections are not supported)"
-                )));
-            }
+            tls_name = Some(uri.host_bare().to_string());
             let host = uri
                 .param("maddr")
                 .filter(|m| !m.is_empty())
                 .unwrap_or(uri.host_bare())
                 .to_string();
-            let tcp = uri
+            let kind = if uri.wants_tls() {
+                TransportKind::Tls
+            } else if uri
                 .transport()
-                .is_some_and(|t| t.eq_ignore_ascii_case("tcp"));
-            (host, uri.port.unwrap_or(5060), tcp)
+                .is_some_and(|t| t.eq_ignore_ascii_case("tcp"))
+            {
+                TransportKind::Tcp
+            } else {
+                TransportKind::Udp
+            };
+            (host, uri.port_or_default(), kind)
         }
     };
     let addr = match host.parse::<std::net::IpAddr>() {
@@ -113,13 +114,20 @@ pub async fn resolve(
         // sending to ourselves would loop until Max-Forwards runs out
         return Err(ResolveError::Unroutable(format!("{addr} (sipwake itself)")));
     }
-    if tcp {
-        let handler = core.handler().ok_or(ResolveError::Unroutable(host))?;
-        Ok(core.transport.connect_tcp(addr, handler).await?)
-    } else {
-        core.transport
+    match kind {
+        TransportKind::Udp => core
+            .transport
             .udp_flow(addr, prefer)
-            .ok_or(ResolveError::Send(SendError::NoSocket(addr)))
+            .ok_or(ResolveError::Send(SendError::NoSocket(addr))),
+        TransportKind::Tcp => {
+            let handler = core.handler().ok_or(ResolveError::Unroutable(host))?;
+            Ok(core.transport.connect_tcp(addr, handler).await?)
+        }
+        TransportKind::Tls => {
+            let name = tls_name.unwrap_or_else(|| host.clone());
+            let handler = core.handler().ok_or(ResolveError::Unroutable(host))?;
+            Ok(core.transport.connect_tls(addr, &name, handler).await?)
+        }
     }
 }
 

@@ -169,13 +169,17 @@ impl Core {
 
     /// True if `host[:port]` names this proxy.
     pub fn is_me(&self, host: &str, port: Option<u16>) -> bool {
+        self.is_my_host(host) && self.local_ports.contains(&port.unwrap_or(5060))
+    }
+
+    /// True if `host` names this proxy, on whatever port.
+    pub fn is_my_host(&self, host: &str) -> bool {
         let h = host.trim_start_matches('[').trim_end_matches(']');
-        let host_ok = self.local_hosts.iter().any(|l| l.eq_ignore_ascii_case(h))
+        self.local_hosts.iter().any(|l| l.eq_ignore_ascii_case(h))
             || h.parse::<IpAddr>().is_ok_and(|ip| {
                 // a wildcard listener answers to every local address
                 ip.is_loopback() && self.local_hosts.iter().any(|l| l == "0.0.0.0" || l == "::")
-            });
-        host_ok && self.local_ports.contains(&port.unwrap_or(5060))
+            })
     }
 
     /// True if `domain` (lower case or not) is served here.

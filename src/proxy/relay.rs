@@ -146,7 +146,8 @@ pub fn register(
 /// of — sipwake's advertised address on the upstream leg and its transport.
 struct Rewrite<'a> {
     hostport: &'a str,
-    udp: bool,
+    /// `UDP`, `TCP` or `TLS`.
+    transport: &'static str,
 }
 
 /// The Contact sipwake registers upstream for a phone's flow: its user part is the
@@ -154,7 +155,7 @@ struct Rewrite<'a> {
 /// here and name the phone's flow.
 fn rewritten_uri(core: &Core, phone: Flow, rw: &Rewrite<'_>) -> String {
     let key = core.tokens.encode(Some(phone), None);
-    let tp = if rw.udp { "udp" } else { "tcp" };
+    let tp = rw.transport.to_ascii_lowercase();
     format!("sip:{key}@{};transport={tp}", rw.hostport)
 }
 
@@ -374,7 +375,7 @@ impl RegisterRelay {
             // no Path: the upstream gets sipwake's own contact for the phone's flow
             let rw = Rewrite {
                 hostport: &hostport,
-                udp: flow.is_udp(),
+                transport: flow.via_transport(),
             };
             if self.contacts.is_some() {
                 self.contacts = upstream_contacts(
@@ -388,7 +389,11 @@ impl RegisterRelay {
             }
         } else {
             let token = self.core.tokens.encode(Some(self.src), None);
-            let tp = if flow.is_udp() { "" } else { ";transport=tcp" };
+            let tp = match flow.via_transport() {
+                "UDP" => "",
+                "TLS" => ";transport=tls",
+                _ => ";transport=tcp",
+            };
             extra.push(format!("Path: <sip:{token}@{hostport};lr;ob{tp}>"));
             if !supports_path(&self.msg) {
                 // RFC 3327: registrars refuse a Path the UA did not agree to; most

@@ -45,6 +45,18 @@ pub fn pop_routes(core: &Core, msg: &Message) -> Popped {
                 }
                 p.ranges.push(range);
             }
+            // our Record-Route for a connection we opened names its local (ephemeral)
+            // port, so that the peer reuses the connection; its signed token says it
+            // is ours when the request comes back over that connection
+            Ok(u)
+                if core.is_my_host(u.host)
+                    && u.user.is_some_and(|t| core.tokens.decode(t).is_some()) =>
+            {
+                if p.token.is_none() {
+                    p.token = u.user.and_then(|t| core.tokens.decode(t));
+                }
+                p.ranges.push(range);
+            }
             _ => {
                 p.next = Some(na.uri.to_string());
                 break;

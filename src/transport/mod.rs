@@ -83,6 +83,8 @@ pub struct TransportConfig {
     /// Server certificate and key for the TLS listeners; required when `tls_listen`
     /// is not empty.
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    /// Trust roots for outgoing TLS connections; `None`: none are made.
+    pub tls_client: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
 }
 
 struct Conn {
@@ -98,6 +100,7 @@ struct Inner {
     tls_listen: Vec<SocketAddr>,
     conns: Mutex<HashMap<u64, Conn>>,
     outbound: Mutex<HashMap<SocketAddr, u64>>,
+    outbound_tls: Mutex<HashMap<SocketAddr, u64>>,
     next_conn: AtomicU64,
     cfg: TransportConfig,
     liveness: Arc<Liveness>,
@@ -163,6 +166,7 @@ impl Transport {
             tls_listen,
             conns: Mutex::new(HashMap::new()),
             outbound: Mutex::new(HashMap::new()),
+            outbound_tls: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(start.max(1)),
             cfg,
             liveness: Arc::new(Liveness::default()),
@@ -395,6 +399,15 @@ impl Transport {
         let mut out = self
             .inner
             .outbound
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if out.get(&remote) == Some(&id) {
+            out.remove(&remote);
+        }
+        drop(out);
+        let mut out = self
+            .inner
+            .outbound_tls
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         if out.get(&remote) == Some(&id) {

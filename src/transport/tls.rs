@@ -13,11 +13,12 @@ use bytes::Bytes;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::rustls::{self, ServerConfig};
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use super::{tcp, Handler, Transport};
+use super::{tcp, Conn, Flow, Handler, SendError, Transport};
 
 /// A peer gets this long to finish its handshake; a connection that never does
 /// (a port scanner, a slow-loris, a plain-TCP client on the TLS port) is closed.
@@ -33,6 +34,9 @@ pub enum TlsError {
     /// The key file is missing, unreadable or holds no usable private key.
     #[error("tls.key_file: {0}")]
     Key(String),
+    /// The extra CA file is missing, unreadable or holds no certificate.
+    #[error("tls.ca_file: {0}")]
+    Ca(String),
 }
 
 /// Builds the server side of TLS from a PEM certificate chain (leaf first) and its
@@ -72,6 +76,131 @@ pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConf
             ))
         })?;
     Ok(Arc::new(config))
+}
+
+/// Builds the client side of TLS for outgoing connections: the built-in web roots
+/// (`webpki-roots`) plus the CA certificates in `ca_file`, for a PBX with a
+/// certificate of its own making. Server names are always checked.
+pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, TlsError> {
+    let mut roots = RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(path) = ca_file {
+        let shown = path.display();
+        let pem =
+            std::fs::read(path).map_err(|e| TlsError::Ca(format!("cannot read {shown}: {e}")))?;
+        let mut added = 0;
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.map_err(|e| TlsError::Ca(format!("{shown}: bad PEM: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| TlsError::Ca(format!("{shown}: unusable CA certificate: {e}")))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(TlsError::Ca(format!(
+                "{shown}: no PEM certificate (BEGIN CERTIFICATE) in it"
+            )));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Ca(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// How long an outgoing connection may take, TCP connect and TLS handshake each.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Transport {
+    /// A TLS flow to `remote`, whose certificate must be valid for `name` (a host
+    /// name or IP literal): an open connection we made earlier, else a new one. Like
+    /// [`Transport::connect_tcp`], only for peers reachable by address (upstream,
+    /// routes), never for phones.
+    pub async fn connect_tls(
+        &self,
+        remote: SocketAddr,
+        name: &str,
+        handler: Arc<dyn Handler>,
+    ) -> Result<Flow, SendError> {
+        let existing = self
+            .inner
+            .outbound_tls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&remote)
+            .copied();
+        if let Some(conn) = existing {
+            if self.conns().contains_key(&conn) {
+                return Ok(Flow::Tcp {
+                    conn,
+                    remote,
+                    inbound: false,
+                    tls: true,
+                });
+            }
+        }
+        let config = self.inner.cfg.tls_client.clone().ok_or_else(|| {
+            SendError::Io(std::io::Error::other("outgoing TLS is not configured"))
+        })?;
+        let server_name = ServerName::try_from(name.to_owned()).map_err(|_| {
+            SendError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{name:?} is not a TLS server name"),
+            ))
+        })?;
+        let timed_out = || SendError::Io(std::io::ErrorKind::TimedOut.into());
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(remote))
+            .await
+            .map_err(|_| timed_out())??;
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().unwrap_or(remote);
+        let connector = TlsConnector::from(config);
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(server_name, stream))
+            .await
+            .map_err(|_| timed_out())?
+            .inspect_err(
+                |e| tracing::debug!(%remote, error = %e, "outgoing tls handshake failed"),
+            )?;
+        let id = self.new_conn_id();
+        let (tx, rx) = mpsc::unbounded_channel();
+        // connections we open are not under the inbound caps
+        self.conns().insert(
+            id,
+            Conn {
+                tx,
+                local,
+                _permit: None,
+            },
+        );
+        let (rd, wr) = tokio::io::split(stream);
+        tokio::spawn(tcp::run_conn(
+            self.clone(),
+            rd,
+            wr,
+            id,
+            remote,
+            local,
+            false,
+            true,
+            rx,
+            handler,
+        ));
+        self.inner
+            .outbound_tls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(remote, id);
+        Ok(Flow::Tcp {
+            conn: id,
+            remote,
+            inbound: false,
+            tls: true,
+        })
+    }
 }
 
 /// Runs one accepted TLS connection: the handshake (bounded by
@@ -150,5 +279,23 @@ mod tests {
         );
         let e = server_config(&cert_file, &other).unwrap_err().to_string();
         assert!(e.starts_with("tls.key_file:"), "{e}");
+    }
+
+    #[test]
+    fn client_roots_take_an_extra_ca_and_name_the_key_on_errors() {
+        assert!(client_config(None).is_ok());
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&key).unwrap();
+        let ca_file = temp("ca.pem", ca.pem().as_bytes());
+        assert!(client_config(Some(&ca_file)).is_ok());
+        let e = client_config(Some(&ca_file.with_file_name("nope.pem")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("tls.ca_file: cannot read"), "{e}");
+        let not_pem = temp("not-a-ca.pem", key.serialize_pem().as_bytes());
+        let e = client_config(Some(&not_pem)).unwrap_err().to_string();
+        assert!(e.starts_with("tls.ca_file:"), "{e}");
     }
 }
