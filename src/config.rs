@@ -1189,6 +1189,13 @@ impl RawSip {
             match entry.to_ascii_lowercase().as_str() {
                 "udp" => udp = true,
                 "tcp" => tcp = true,
+                "tls" => {
+                    return Err(ConfigError::invalid(
+                        "sip.transports",
+                        entry,
+                        "TLS listens on addresses of its own: set tls.listen",
+                    ))
+                }
                 _ => {
                     return Err(ConfigError::invalid(
                         "sip.transports",
