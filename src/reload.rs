@@ -1,6 +1,7 @@
 //! SIGHUP: read the same settings file and environment again and apply what can
-//! change while calls run — the push providers' credentials and endpoints, and the
-//! log filter. Every other changed key is reported as needing a restart. A file that
+//! change while calls run — the push providers' credentials and endpoints, the log
+//! filter, and the TLS listeners' certificate (read again even when its path did not
+//! change, since renewals replace the file). Every other changed key is reported as needing a restart. A file that
 //! does not load or validate, or push credentials that cannot be read, change nothing:
 //! the error is logged with the key it is about and the running settings stay.
 
@@ -30,6 +31,8 @@ const LIVE_KEYS: &[&str] = &[
     "push.apns.payload_template",
     "push.fcm.",
     "push.webhook.",
+    "tls.cert_file",
+    "tls.key_file",
 ];
 
 fn is_live(key: &str) -> bool {
@@ -56,6 +59,9 @@ pub enum ReloadError {
     /// The new push credentials cannot be used.
     #[error("push: {0}")]
     Push(#[from] crate::push::PushError),
+    /// The TLS certificate or key cannot be used (the message names the key).
+    #[error("{0}")]
+    Tls(#[from] crate::transport::tls::TlsError),
 }
 
 /// Re-reads the settings on SIGHUP; remembers what is in effect.
@@ -117,8 +123,17 @@ impl Reloader {
         let fresh = to_value(&raw);
         let mut changed = Vec::new();
         diff("", &old, &fresh, &mut changed);
-        let (applied, need_restart): (Vec<String>, Vec<String>) =
-            changed.into_iter().partition(|k| is_live(k));
+        // a TLS listener runs: its certificate is read first, so a bad one changes nothing
+        let tls_cert = core.transport.tls_cert();
+        let tls_key = match (tls_cert, &new.tls.cert_file, &new.tls.key_file) {
+            (Some(_), Some(cert), Some(key)) => {
+                Some(crate::transport::tls::load_certified_key(cert, key)?)
+            }
+            _ => None,
+        };
+        let (applied, need_restart): (Vec<String>, Vec<String>) = changed
+            .into_iter()
+            .partition(|k| is_live(k) && (tls_cert.is_some() || !k.starts_with("tls.")));
         if applied.iter().any(|k| k.starts_with("push.")) {
             // built before anything changes, so bad credentials change nothing
             let pusher = Arc::new(Pusher::new(&push_for_reload(
@@ -132,6 +147,13 @@ impl Reloader {
             applied: Vec::new(),
             need_restart,
         };
+        if let (Some(cert), Some(key)) = (tls_cert, tls_key) {
+            let renewed = cert.replace(key);
+            if renewed && !applied.iter().any(|k| k.starts_with("tls.")) {
+                // same paths, new files: say so, though no key changed
+                info!("reload: new TLS certificate from tls.cert_file");
+            }
+        }
         for key in applied {
             if key == "log.level" {
                 match &self.set_log_filter {

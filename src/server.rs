@@ -93,9 +93,13 @@ impl Server {
             );
         }
         // a bad certificate stops the start, before anything listens
-        let tls = match (&settings.tls.cert_file, &settings.tls.key_file) {
-            (Some(cert), Some(key)) => Some(crate::transport::tls::server_config(cert, key)?),
+        let tls_cert = match (&settings.tls.cert_file, &settings.tls.key_file) {
+            (Some(cert), Some(key)) => Some(crate::transport::tls::ServerCert::load(cert, key)?),
             _ => None,
+        };
+        let tls = match &tls_cert {
+            Some(c) => Some(crate::transport::tls::server_config(c.clone())?),
+            None => None,
         };
         let (transport, listeners) = Transport::bind(TransportConfig {
             listen: settings.sip.listen.clone(),
@@ -129,6 +133,7 @@ impl Server {
             tls_client: Some(crate::transport::tls::client_config(
                 settings.tls.ca_file.as_deref(),
             )?),
+            tls_cert,
         })
         .await
         .map_err(|(addr, source)| ServerError::Bind { addr, source })?;

@@ -19,6 +19,8 @@ struct TlsProxy {
     pki: TlsPki,
     /// The TLS listener.
     tls: SocketAddr,
+    /// Where its certificate and key files are.
+    pki_dir: std::path::PathBuf,
 }
 
 impl TlsProxy {
@@ -43,6 +45,7 @@ impl TlsProxy {
             proxy: b.start(),
             pki,
             tls,
+            pki_dir: dir,
         }
     }
 
@@ -492,4 +495,63 @@ fn upstream_over_tls() {
         Duration::from_millis(300),
         |m| m.call_id() == inv.call_id,
     );
+}
+
+/// A TLS handshake with `addr` trusting `config`'s roots: Ok, or why not.
+fn handshake(
+    addr: SocketAddr,
+    config: std::sync::Arc<tokio_rustls::rustls::ClientConfig>,
+) -> Result<(), String> {
+    use tokio_rustls::rustls;
+    let mut tcp = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    let name = rustls::pki_types::ServerName::try_from(addr.ip().to_string()).unwrap();
+    let mut conn = rustls::ClientConnection::new(config, name).unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+#[test]
+fn sighup_serves_a_renewed_certificate() {
+    let t = TlsProxy::start("tls-reload");
+    let old = t.pki.client_config();
+    let mut bob = t.ua("bob");
+    bob.register(600);
+
+    // the renewal replaces the files in place; SIGHUP makes sipwake read them again
+    let renewed = TlsPki::new();
+    renewed.write(&t.pki_dir);
+    t.proxy.signal("HUP");
+    let deadline = Instant::now() + WAIT;
+    while handshake(t.tls, renewed.client_config()).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the renewed certificate is not served after SIGHUP"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        handshake(t.tls, old.clone()).is_err(),
+        "the old certificate is no longer served"
+    );
+    // a connection made before keeps its session
+    bob.register(600);
+
+    // a broken file changes nothing: the error names the key, the last good one stays
+    std::fs::write(t.pki_dir.join("cert.pem"), "not a certificate").unwrap();
+    t.proxy.signal("HUP");
+    let deadline = Instant::now() + WAIT;
+    while !t.proxy.log_text().contains("tls.cert_file") {
+        assert!(
+            Instant::now() < deadline,
+            "no error naming tls.cert_file: {}",
+            t.proxy.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    handshake(t.tls, renewed.client_config()).expect("the last good certificate");
+    let mut carol = Ua::tls("carol", t.tls, renewed.client_config());
+    carol.register(600);
 }

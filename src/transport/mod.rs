@@ -85,6 +85,8 @@ pub struct TransportConfig {
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     /// Trust roots for outgoing TLS connections; `None`: none are made.
     pub tls_client: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
+    /// The certificate inside `tls`, for reloads.
+    pub tls_cert: Option<Arc<tls::ServerCert>>,
 }
 
 struct Conn {
@@ -218,6 +220,15 @@ impl Transport {
     /// Local TLS listen addresses.
     pub fn tls_addrs(&self) -> Vec<SocketAddr> {
         self.inner.tls_listen.clone()
+    }
+
+    /// The certificate the TLS listeners present, when there are any.
+    pub fn tls_cert(&self) -> Option<&Arc<tls::ServerCert>> {
+        self.inner
+            .cfg
+            .tls_cert
+            .as_ref()
+            .filter(|_| !self.inner.tls_listen.is_empty())
     }
 
     /// The local address a flow uses.

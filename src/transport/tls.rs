@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,6 +15,8 @@ use tokio::sync::mpsc;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
+use tokio_rustls::rustls::sign::CertifiedKey;
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
@@ -39,10 +41,12 @@ pub enum TlsError {
     Ca(String),
 }
 
-/// Builds the server side of TLS from a PEM certificate chain (leaf first) and its
-/// PEM private key (PKCS#8, PKCS#1 or SEC1). No client certificates are asked for:
-/// phones authenticate with SIP digest, not certificates.
-pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+/// Reads a PEM certificate chain (leaf first) and its PEM private key (PKCS#8,
+/// PKCS#1 or SEC1), checking that they belong together.
+pub fn load_certified_key(
+    cert_file: &Path,
+    key_file: &Path,
+) -> Result<Arc<CertifiedKey>, TlsError> {
     let shown = |p: &Path| p.display().to_string();
     let pem = std::fs::read(cert_file)
         .map_err(|e| TlsError::Cert(format!("cannot read {}: {e}", shown(cert_file))))?;
@@ -63,18 +67,54 @@ pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConf
             shown(key_file)
         ))
     })?;
+    let provider = rustls::crypto::ring::default_provider();
+    let key = CertifiedKey::from_der(chain, key, &provider).map_err(|e| {
+        TlsError::Key(format!(
+            "{}: does not fit the certificate in tls.cert_file: {e}",
+            shown(key_file)
+        ))
+    })?;
+    Ok(Arc::new(key))
+}
+
+/// The certificate the TLS listeners present. A reload (SIGHUP) replaces it in
+/// place, so a renewed certificate is served without a restart; connections already
+/// open keep the session they have.
+#[derive(Debug)]
+pub struct ServerCert(RwLock<Arc<CertifiedKey>>);
+
+impl ServerCert {
+    /// Loads the certificate and key files.
+    pub fn load(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerCert>, TlsError> {
+        let key = load_certified_key(cert_file, key_file)?;
+        Ok(Arc::new(ServerCert(RwLock::new(key))))
+    }
+
+    /// Presents `key` from the next handshake on; true if it differs from the
+    /// certificate presented so far.
+    pub fn replace(&self, key: Arc<CertifiedKey>) -> bool {
+        let mut cur = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let changed = cur.cert != key.cert;
+        *cur = key;
+        changed
+    }
+}
+
+impl ResolvesServerCert for ServerCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.read().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+}
+
+/// Builds the server side of TLS around `cert`. No client certificates are asked
+/// for: phones authenticate with SIP digest, not certificates.
+pub fn server_config(cert: Arc<ServerCert>) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Cert(e.to_string()))?
         .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| {
-            TlsError::Key(format!(
-                "{}: does not fit the certificate in tls.cert_file: {e}",
-                shown(key_file)
-            ))
-        })?;
+        .with_cert_resolver(cert);
     Ok(Arc::new(config))
 }
 
@@ -255,17 +295,26 @@ mod tests {
             .unwrap();
         let cert_file = temp("cert.pem", cert.pem().as_bytes());
         let key_file = temp("key.pem", key.serialize_pem().as_bytes());
-        assert!(server_config(&cert_file, &key_file).is_ok());
+        let first = load_certified_key(&cert_file, &key_file).unwrap();
+        let store = ServerCert::load(&cert_file, &key_file).unwrap();
+        assert!(server_config(store.clone()).is_ok());
+        assert!(!store.replace(first), "the same certificate again");
 
         let missing = cert_file.with_file_name("nope.pem");
-        let e = server_config(&missing, &key_file).unwrap_err().to_string();
+        let e = load_certified_key(&missing, &key_file)
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("tls.cert_file: cannot read"), "{e}");
-        let e = server_config(&cert_file, &missing).unwrap_err().to_string();
+        let e = load_certified_key(&cert_file, &missing)
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("tls.key_file: cannot read"), "{e}");
         // a key where the certificate belongs, and the other way round
-        let e = server_config(&key_file, &key_file).unwrap_err().to_string();
+        let e = load_certified_key(&key_file, &key_file)
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("tls.cert_file:"), "{e}");
-        let e = server_config(&cert_file, &cert_file)
+        let e = load_certified_key(&cert_file, &cert_file)
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("tls.key_file:"), "{e}");
@@ -277,7 +326,9 @@ mod tests {
                 .serialize_pem()
                 .as_bytes(),
         );
-        let e = server_config(&cert_file, &other).unwrap_err().to_string();
+        let e = load_certified_key(&cert_file, &other)
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("tls.key_file:"), "{e}");
     }
 
