@@ -28,7 +28,8 @@ COPY conf/sipwake.toml /etc/sipwake/sipwake.toml
 WORKDIR /var/lib/sipwake
 VOLUME ["/etc/sipwake", "/var/lib/sipwake"]
 USER sipwake
-EXPOSE 5060/udp 5060/tcp
+# 5061/tcp is SIP over TLS, when tls.listen is set
+EXPOSE 5060/udp 5060/tcp 5061/tcp
 # SIGTERM drains the calls in progress (up to server.drain_timeout_secs, 30 s) before
 # exiting: stop with `docker stop -t 45` or compose's stop_grace_period; SIGHUP reloads.
 STOPSIGNAL SIGTERM

@@ -2590,6 +2590,18 @@ mod tests {
     }
 
     #[test]
+    fn production_example_is_valid_and_locked_down() {
+        let text = include_str!("../conf/sipwake.production.toml");
+        let s = from_toml_str(text).expect("conf/sipwake.production.toml is valid");
+        assert!(s.auth.enabled, "auth on");
+        assert!(!s.tls.listen.is_empty(), "TLS on");
+        assert!(s.admin.token.is_some(), "admin API behind a token");
+        assert!(s.admin.listen.is_some_and(|a| a.ip().is_loopback()));
+        assert!(s.sip.listen.iter().any(|a| !a.ip().is_loopback()), "public");
+        assert_eq!(s.log.format, LogFormat::Json);
+    }
+
+    #[test]
     fn parses_a_full_file() {
         let s = from_toml_str(
             r#"

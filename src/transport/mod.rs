@@ -136,7 +136,7 @@ impl Transport {
                     .filter(|_| cfg.udp)
                     .unwrap_or(addr.port());
                 let a = SocketAddr::new(addr.ip(), port);
-                let l = TcpListener::bind(a).await.map_err(|e| (a, e))?;
+                let l = bind_tcp(a).map_err(|e| (a, e))?;
                 listeners.push(l);
             }
         }
@@ -148,7 +148,7 @@ impl Transport {
         if let Some(config) = cfg.tls.clone().filter(|_| !cfg.tls_listen.is_empty()) {
             let acceptor = TlsAcceptor::from(config);
             for &a in &cfg.tls_listen {
-                let l = TcpListener::bind(a).await.map_err(|e| (a, e))?;
+                let l = bind_tcp(a).map_err(|e| (a, e))?;
                 tls.push((l, acceptor.clone()));
             }
         }
@@ -453,10 +453,31 @@ pub struct Listeners {
     tls: Vec<(TcpListener, TlsAcceptor)>,
 }
 
+/// A non-blocking socket for `addr`. IPv6 sockets are IPv6-only: otherwise Linux
+/// lets `[::]:5060` take IPv4 too, and listening on both `0.0.0.0:5060` and
+/// `[::]:5060` fails with "address in use".
+fn new_socket(addr: SocketAddr, ty: socket2::Type) -> std::io::Result<socket2::Socket> {
+    let s = socket2::Socket::new(socket2::Domain::for_address(addr), ty, None)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
 fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
-    let std_sock = std::net::UdpSocket::bind(addr)?;
-    std_sock.set_nonblocking(true)?;
-    UdpSocket::from_std(std_sock)
+    let s = new_socket(addr, socket2::Type::DGRAM)?;
+    s.bind(&addr.into())?;
+    UdpSocket::from_std(s.into())
+}
+
+fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let s = new_socket(addr, socket2::Type::STREAM)?;
+    // as tokio's own bind: a restart must not wait for TIME_WAIT connections
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    TcpListener::from_std(s.into())
 }
 
 async fn udp_loop(
@@ -504,4 +525,26 @@ async fn udp_loop(
 /// Bare CRLF keep-alives (RFC 5626 §3.5.1 on UDP, and what phones send anyway).
 fn is_keepalive(d: &[u8]) -> bool {
     d.iter().all(|&c| c == b'\r' || c == b'\n' || c == 0)
+}
+
+#[cfg(test)]
+mod bind_tests {
+    use super::{bind_tcp, bind_udp};
+    use std::net::SocketAddr;
+
+    /// Both wildcards on one port: what a dual-stack deployment lists. Only binds;
+    /// nothing is sent.
+    #[tokio::test]
+    async fn ipv4_and_ipv6_wildcards_share_a_port() {
+        let v4 = bind_udp("0.0.0.0:0".parse().unwrap()).unwrap();
+        let port = v4.local_addr().unwrap().port();
+        let v6: SocketAddr = format!("[::]:{port}").parse().unwrap();
+        if std::net::UdpSocket::bind("[::1]:0").is_err() {
+            return; // no IPv6 on this machine
+        }
+        bind_udp(v6).expect("UDP [::] next to 0.0.0.0 on the same port");
+        let t4 = bind_tcp(format!("0.0.0.0:{port}").parse().unwrap()).unwrap();
+        bind_tcp(v6).expect("TCP [::] next to 0.0.0.0 on the same port");
+        drop(t4);
+    }
 }
