@@ -154,7 +154,15 @@ pub fn stream_frame_len(b: &[u8], max: usize) -> Result<Option<usize>, ParseErro
         };
         let name = trim_ascii(&line[..colon]);
         if HeaderName::from_bytes(name) == HeaderName::ContentLength {
-            let v = trim_ascii(&line[colon + 1..]);
+            // a folded value (RFC 3261 §7.3.1) continues on lines starting with SP/HT
+            let value_start = e - line.len() + colon + 1;
+            let mut value_end = e;
+            while head.get(pos).is_some_and(|&c| c == b' ' || c == b'\t') {
+                let Some(n) = find_crlf(head, pos) else { break };
+                value_end = n;
+                pos = n + 2;
+            }
+            let v = trim_lws_bytes(&head[value_start..value_end]);
             let n = std::str::from_utf8(v)
                 .ok()
                 .filter(|s| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
@@ -171,6 +179,13 @@ pub fn stream_frame_len(b: &[u8], max: usize) -> Result<Option<usize>, ParseErro
         return Err(ParseError::TooLarge);
     }
     Ok((b.len() >= total).then_some(total))
+}
+
+fn trim_lws_bytes(b: &[u8]) -> &[u8] {
+    let lws = |c: &u8| matches!(c, b' ' | b'\t' | b'\r' | b'\n');
+    let s = b.iter().position(|c| !lws(c)).unwrap_or(b.len());
+    let e = b.iter().rposition(|c| !lws(c)).map_or(s, |i| i + 1);
+    &b[s..e]
 }
 
 fn trim_ascii(b: &[u8]) -> &[u8] {
@@ -226,14 +241,17 @@ impl Message {
         }
         let (head_end, body_start) = match memmem(b, b"\r\n\r\n") {
             Some(e) => (e + 2, e + 4),
-            // a datagram that lacks the empty line: its headers run to the end
+            // a datagram that lacks the empty line: its headers run to the end. The
+            // line is added (a copy, in this rare case), so that what is forwarded
+            // stays one framed message when it goes on over TCP.
             None if datagram => {
-                let e = if b.ends_with(b"\r\n") {
-                    b.len()
-                } else {
+                if !b.ends_with(b"\r\n") {
                     return Err(ParseError::Incomplete);
-                };
-                (e, e)
+                }
+                let mut v = Vec::with_capacity(b.len() + 2);
+                v.extend_from_slice(b);
+                v.extend_from_slice(b"\r\n");
+                return Message::parse(Bytes::from(v), true);
             }
             None => return Err(ParseError::Incomplete),
         };
@@ -308,6 +326,10 @@ impl Message {
         if let Ok(Some(cl)) = msg.content_length {
             if cl <= avail {
                 msg.body = body_start..body_start + cl;
+                // RFC 3261 §18.3: bytes past Content-Length are discarded. Kept, they
+                // would be forwarded, and over TCP they would be a second request that
+                // sipwake never saw (request smuggling).
+                msg.buf.truncate(body_start + cl);
             } else if datagram {
                 msg.content_length = Err(ParseError::BodyTooShort);
             }
@@ -755,11 +777,43 @@ l: 0\r\n\r\n";
     }
 
     #[test]
+    fn bytes_past_content_length_are_dropped() {
+        // found by tests/properties.rs: the extra bytes were forwarded, and over TCP
+        // they would have become a second, unchecked request
+        let raw = "OPTIONS sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\nBYE sip:victim SIP/2.0\r\n";
+        let m = Message::parse(Bytes::from(raw), true).unwrap();
+        m.validate().unwrap();
+        assert!(m.bytes().ends_with(b"Content-Length: 0\r\n\r\n"));
+        assert_eq!(m.body(), b"");
+        assert_eq!(
+            stream_frame_len(m.bytes(), 65535),
+            Ok(Some(m.bytes().len()))
+        );
+    }
+
+    #[test]
+    fn datagram_without_empty_line_gets_one() {
+        // found by tests/properties.rs: forwarded as is, it could not be framed on TCP
+        let raw = "OPTIONS sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n";
+        let m = Message::parse(Bytes::from(raw), true).unwrap();
+        m.validate().unwrap();
+        assert!(m.bytes().ends_with(b"OPTIONS\r\n\r\n"));
+        assert_eq!(m.head_end(), raw.len());
+        assert!(Message::parse(Bytes::from(raw), false).is_err());
+    }
+
+    #[test]
     fn stream_framing() {
         let raw = b"OPTIONS sip:x SIP/2.0\r\nl: 3\r\n\r\nabcNEXT";
         assert_eq!(stream_frame_len(raw, 1000).unwrap(), Some(raw.len() - 4));
         assert_eq!(stream_frame_len(&raw[..20], 1000).unwrap(), None);
         assert!(stream_frame_len(b"X\r\nContent-Length: -1\r\n\r\n", 1000).is_err());
+        // found by tests/properties.rs: a folded Content-Length (legal, and accepted by
+        // the parser) made the framer close the connection
+        let raw = b"OPTIONS sip:x SIP/2.0\r\nl:\r\n 3  \r\nCSeq: 1\r\n OPTIONS\r\n\r\nabcNEXT";
+        assert_eq!(stream_frame_len(raw, 1000).unwrap(), Some(raw.len() - 4));
+        let raw = b"X\r\nContent-Length: 1\r\n 2\r\n\r\n";
+        assert!(stream_frame_len(raw, 1000).is_err());
     }
 
     #[test]
