@@ -679,7 +679,8 @@ impl Message {
 }
 
 fn trim_end(b: &[u8], start: usize, mut e: usize) -> usize {
-    while e > start && (b[e - 1] == b' ' || b[e - 1] == b'\t') {
+    // CR and LF too: a folded value can end in a continuation line of only blanks
+    while e > start && matches!(b[e - 1], b' ' | b'\t' | b'\r' | b'\n') {
         e -= 1;
     }
     e
@@ -800,6 +801,22 @@ l: 0\r\n\r\n";
         assert!(m.bytes().ends_with(b"OPTIONS\r\n\r\n"));
         assert_eq!(m.head_end(), raw.len());
         assert!(Message::parse(Bytes::from(raw), false).is_err());
+    }
+
+    #[test]
+    fn folded_value_ending_in_blank_continuation_is_trimmed() {
+        // found by tests/properties.rs: the value kept the CRLF before a continuation
+        // line of only blanks, and a response copying it had an empty line mid-header
+        let raw = "OPTIONS sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1 \t\r\n \t\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n";
+        let m = Message::parse(Bytes::from(raw), true).unwrap();
+        assert_eq!(
+            m.header(HeaderName::Via),
+            Some("SIP/2.0/UDP h;branch=z9hG4bK1")
+        );
+        m.validate().unwrap();
+        let r = crate::sip::response(&m, "192.0.2.1:5060".parse().unwrap(), 200, "OK", &[], None);
+        let r = Message::parse(r, true).unwrap();
+        assert_eq!(r.header(HeaderName::CSeq), Some("1 OPTIONS"));
     }
 
     #[test]
