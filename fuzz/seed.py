@@ -154,7 +154,8 @@ def main():
         write("parse", m)
         n["parse"] += 1
         # local proxy from a trusted and an untrusted address (UDP), relay proxy, TCP
-        for flags in (0x00, 0x04, 0x01, 0x12):
+        # (flags & 3: 0 local, 1 relay, 2 relay with contact rewriting, 3 local + auth)
+        for flags in (0x00, 0x04, 0x01, 0x12, 0x03):
             write("handler", bytes([flags]) + m)
             n["handler"] += 1
         for u in uri_seeds(m):
@@ -171,6 +172,17 @@ def main():
     inv = [m for name, msgs in scenarios if name == "uac.xml-UDP" for m in msgs]
     if reg and inv:
         write("handler", bytes([0x04]) + reg[0] + SEP + bytes([0]) + inv[0])
+    # digest answers for the proxy with auth (flags 3): the nonce is stale or unknown,
+    # but the Authorization header gets parsed and checked
+    for algo, resp in (("MD5", "0" * 32), ("SHA-256", "0" * 64)):
+        auth = (f'Authorization: Digest username="alice", realm="example.com", nonce="bm9uY2U", '
+                f'uri="sip:example.com", response="{resp}", algorithm={algo}, qop=auth, '
+                f'nc=00000001, cnonce="c1", opaque=""\r\n')
+        for m in (r for name, msgs in scenarios if name.startswith("register") for r in msgs):
+            m = m.replace(b"Content-Length:", auth.encode() + b"Content-Length:", 1)
+            m = m.replace(b"127.0.0.1>", b"example.com>").replace(b"REGISTER sip:127.0.0.1", b"REGISTER sip:example.com")
+            write("handler", bytes([0x03]) + m)
+            write("parse", m)
     for u in PUSH_URIS:
         write("uri", u.encode())
         n["uri"] += 1

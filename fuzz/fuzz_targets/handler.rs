@@ -35,7 +35,7 @@ struct Proxy {
 
 struct World {
     rt: tokio::runtime::Runtime,
-    /// Local registrar mode, relay mode.
+    /// Local registrar, relay, relay with contact rewriting, local with digest auth.
     proxies: Vec<Proxy>,
 }
 
@@ -56,7 +56,17 @@ default_provider = "webhook"
 [push.webhook]
 url = "http://127.0.0.1:9/push"
 timeout_ms = 50
+[admin]
+listen = ""
+# every input comes from one of four sources: rate limits would soon answer all with 503
+[limits]
+register_per_source_rate = 0
+invite_per_source_rate = 0
+register_per_aor_rate = 0
 "#;
+
+/// alice's password is "secret" (realm example.com), for the proxy with digest auth.
+const USERS: &str = "alice:example.com:b1726872c344b6dc8365b774f8fd6412:ed8925b20f9a77b8f8f8d5f8e4467fe32b866f7208ab9e4b20595e9821a0fdee\n";
 
 fn settings(extra: &str) -> config::Settings {
     config::from_toml_str(&format!("{COMMON}{extra}")).expect("fuzz settings")
@@ -113,12 +123,20 @@ fn init() {
         .enable_all()
         .build()
         .expect("runtime");
+    let users = std::env::temp_dir().join(format!("sipwake-fuzz-users-{}", std::process::id()));
+    std::fs::write(&users, USERS).expect("users file");
+    let auth = format!(
+        "[upstream]\nuri = \"sip:127.0.0.1:9\"\n[proxy]\ndomains = [\"example.com\"]\n\
+         [auth]\nenabled = true\nusers_file = \"{}\"\nrealm = \"example.com\"\n",
+        users.display()
+    );
     let proxies = rt.block_on(async {
         let mut v = Vec::new();
         for extra in [
             "[upstream]\nuri = \"sip:127.0.0.1:9\"\n",
             "[upstream]\nuri = \"sip:127.0.0.1:9\"\n[registrar]\nmode = \"relay\"\n",
             "[upstream]\nuri = \"sip:127.0.0.1:9;transport=tcp\"\n[registrar]\nmode = \"relay\"\n[relay]\ncontact_rewrite = true\nrefresh_throttle_secs = 0\n",
+            auth.as_str(),
         ] {
             let server = Server::start(settings(extra)).await.expect("server start");
             let core = server.core.clone();
@@ -162,7 +180,7 @@ fuzz_target!(init: init(), |data: &[u8]| {
             if msg.len() > 65535 {
                 continue;
             }
-            let p = &w.proxies[(flags & 3) as usize % w.proxies.len()];
+            let p = &w.proxies[(flags & 3) as usize];
             let remote: SocketAddr = match (flags >> 2) & 3 {
                 // trusted (loopback), untrusted, IPv6 loopback, another trusted port
                 0 => ([127, 0, 0, 1], 5062).into(),
