@@ -4,7 +4,10 @@
 //!
 //! Input: one or more chunks separated by `SEP`; each chunk is one flags byte (which
 //! proxy and which flow) followed by the message bytes. Several chunks let the fuzzer
-//! build sequences (REGISTER, then an INVITE for that AOR, then a CANCEL …).
+//! build sequences (REGISTER, then an INVITE for that AOR, then a CANCEL …). Flags:
+//! bits 0-1 the proxy (local, relay, relay with contact rewriting, local with digest
+//! auth), bits 2-3 the source address, bit 4 TCP (else UDP), bit 5 TLS, bits 6-7 the
+//! connection id.
 //!
 //! Nothing of the input goes through a socket, but the proxy does send its answers and
 //! forwarded requests, to addresses that come from the input (Via, Route, Contact …),
@@ -195,9 +198,10 @@ fuzz_target!(init: init(), |data: &[u8]| {
                     .unwrap_or(Flow::Udp { socket: 0, remote })
             } else {
                 Flow::Tcp {
-                    conn: 1 + (flags >> 5) as u64,
+                    conn: 1 + (flags >> 6) as u64,
                     remote,
                     inbound: true,
+                    tls: flags & 0x20 != 0,
                 }
             };
             p.handler
