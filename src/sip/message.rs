@@ -200,6 +200,17 @@ fn trim_ascii(b: &[u8]) -> &[u8] {
     &b[s..e]
 }
 
+/// A CR or LF that is not part of a CRLF. Lines end only at CRLF here, so such a byte
+/// stays inside a header value, and a peer that ends lines at a bare LF would read
+/// what follows it as a header of its own in every response that copies the value.
+fn has_bare_line_break(head: &[u8]) -> bool {
+    head.iter().enumerate().any(|(i, &c)| match c {
+        b'\n' => i == 0 || head[i - 1] != b'\r',
+        b'\r' => head.get(i + 1) != Some(&b'\n'),
+        _ => false,
+    })
+}
+
 /// Finds `needle` in `hay`.
 pub fn memmem(hay: &[u8], needle: &[u8]) -> Option<usize> {
     if needle.is_empty() || hay.len() < needle.len() {
@@ -306,7 +317,8 @@ impl Message {
             });
             pos = e + 2;
         }
-        if std::str::from_utf8(&b[..head_end.min(b.len())]).is_err() {
+        let head = &b[..head_end.min(b.len())];
+        if std::str::from_utf8(head).is_err() || has_bare_line_break(head) {
             return Err(ParseError::HeaderLine);
         }
         let mut msg = Message {
@@ -743,6 +755,16 @@ CSeq: 1 REGISTER\r\n\
 m: <sip:alice@127.0.0.9:5999;ob>;+sip.instance=\"<urn:uuid:1>\";reg-id=1, <sip:alice@h2>;expires=30\r\n\
 Expires: 600\r\n\
 l: 0\r\n\r\n";
+
+    #[test]
+    fn bare_line_breaks_in_the_head_are_refused() {
+        let ok = "OPTIONS sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n";
+        assert!(Message::parse(Bytes::from(ok), true).is_ok());
+        for bad in ["Call-ID: c\nX-Injected: 1", "Call-ID: c\rX-Injected: 1"] {
+            let raw = ok.replace("Call-ID: c", bad);
+            assert!(Message::parse(Bytes::from(raw), true).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn compact_forms_and_multi_contacts() {
