@@ -104,7 +104,9 @@ pub async fn resolve(
     };
     let addr = match host.parse::<std::net::IpAddr>() {
         Ok(ip) => SocketAddr::new(ip, port),
-        Err(_) => tokio::net::lookup_host((host.as_str(), port))
+        // boxed, like the connects below: these futures are large, and inline they would
+        // grow every forwarding task (a parked call is one) whether it uses them or not
+        Err(_) => Box::pin(tokio::net::lookup_host((host.as_str(), port)))
             .await
             .ok()
             .and_then(|mut a| a.next())
@@ -121,12 +123,12 @@ pub async fn resolve(
             .ok_or(ResolveError::Send(SendError::NoSocket(addr))),
         TransportKind::Tcp => {
             let handler = core.handler().ok_or(ResolveError::Unroutable(host))?;
-            Ok(core.transport.connect_tcp(addr, handler).await?)
+            Ok(Box::pin(core.transport.connect_tcp(addr, handler)).await?)
         }
         TransportKind::Tls => {
             let name = tls_name.unwrap_or_else(|| host.clone());
             let handler = core.handler().ok_or(ResolveError::Unroutable(host))?;
-            Ok(core.transport.connect_tls(addr, &name, handler).await?)
+            Ok(Box::pin(core.transport.connect_tls(addr, &name, handler)).await?)
         }
     }
 }

@@ -122,6 +122,13 @@ impl Parked {
         self.len() == 0
     }
 
+    /// True if a call waits for a phone of `aor` (one map lookup; none when nothing
+    /// is parked).
+    pub fn waits_for(&self, aor: &str) -> bool {
+        let idx = self.lock();
+        idx.total > 0 && idx.by_aor.contains_key(aor)
+    }
+
     /// Hands a binding that a REGISTER just created or refreshed to the calls parked
     /// for its AOR. Called by the REGISTER handler right after its 200 OK, so the
     /// INVITE follows the 200 without a task hop; costs one map lookup when nothing

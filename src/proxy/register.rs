@@ -207,6 +207,12 @@ pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
     // The answer is sent by whichever thread finishes the commit (the store's own for
     // SQLite); entering the runtime there lets the send path spawn if a socket is full.
     let runtime = tokio::runtime::Handle::try_current().ok();
+    // A REGISTER that wakes a parked call is finished on the runtime instead: there
+    // the woken call's task runs right after the 200 OK, so its INVITE follows at
+    // once rather than when the store thread next yields the CPU.
+    let on_runtime = runtime
+        .clone()
+        .filter(|_| core.parked.waits_for(&req.aor));
     let request_ms = req.now_ms;
     let registrar = core.registrar.clone();
     let finish = move |outcome: Result<RegisterOutcome, StoreError>| {
@@ -271,7 +277,12 @@ pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
         }
         debug!("register answered");
     };
-    registrar.register_then(req, finish);
+    match on_runtime {
+        Some(rt) => registrar.register_then(req, move |outcome| {
+            rt.spawn(async move { finish(outcome) });
+        }),
+        None => registrar.register_then(req, finish),
+    }
 }
 
 #[cfg(test)]
