@@ -210,9 +210,7 @@ pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
     // A REGISTER that wakes a parked call is finished on the runtime instead: there
     // the woken call's task runs right after the 200 OK, so its INVITE follows at
     // once rather than when the store thread next yields the CPU.
-    let on_runtime = runtime
-        .clone()
-        .filter(|_| core.parked.waits_for(&req.aor));
+    let on_runtime = runtime.clone().filter(|_| core.parked.waits_for(&req.aor));
     let request_ms = req.now_ms;
     let registrar = core.registrar.clone();
     let finish = move |outcome: Result<RegisterOutcome, StoreError>| {

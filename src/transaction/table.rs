@@ -4,7 +4,7 @@
 //! no allocation and a peer cannot aim collisions at us.
 
 use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -70,6 +70,21 @@ pub struct TxTable {
     hasher: RandomState,
     server: Mutex<HashMap<u64, ServerEntry>>,
     client: Mutex<HashMap<u64, (UnboundedSender<TxEvent>, usize)>>,
+    /// When each answered entry's Timer J runs out, in the order they were answered.
+    /// Timer J is the same length for all, so this is (nearly) sorted and the sweep
+    /// only looks at what expired instead of walking the whole table under its lock.
+    expiries: Mutex<VecDeque<(Instant, u64)>>,
+}
+
+/// Entries the sweep removes per hold of the table's lock, so matching never waits
+/// long behind it.
+const SWEEP_CHUNK: usize = 1024;
+
+fn done_until(e: &ServerEntry) -> Option<Instant> {
+    match e {
+        ServerEntry::Done { until, .. } => Some(*until),
+        _ => None,
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -96,17 +111,29 @@ impl TxTable {
     /// Inserts a server entry unless one exists. Returns false if it existed (a
     /// retransmission raced us).
     pub fn insert_server(&self, key: u64, entry: ServerEntry) -> bool {
-        let mut t = lock(&self.server);
-        if t.contains_key(&key) {
-            return false;
+        let until = done_until(&entry);
+        {
+            let mut t = lock(&self.server);
+            if t.contains_key(&key) {
+                return false;
+            }
+            t.insert(key, entry);
         }
-        t.insert(key, entry);
+        self.expire_at(until, key);
         true
     }
 
     /// Replaces a server entry.
     pub fn set_server(&self, key: u64, entry: ServerEntry) {
+        let until = done_until(&entry);
         lock(&self.server).insert(key, entry);
+        self.expire_at(until, key);
+    }
+
+    fn expire_at(&self, until: Option<Instant>, key: u64) {
+        if let Some(until) = until {
+            lock(&self.expiries).push_back((until, key));
+        }
     }
 
     /// Looks a request up; `None` means it starts a new transaction.
@@ -143,9 +170,27 @@ impl TxTable {
 
     /// Drops locally answered entries whose Timer J ran out. Returns how many remain.
     pub fn sweep(&self, now: Instant) -> usize {
-        let mut t = lock(&self.server);
-        t.retain(|_, e| !matches!(e, ServerEntry::Done { until, .. } if *until <= now));
-        t.len()
+        loop {
+            let due: Vec<u64> = {
+                let mut q = lock(&self.expiries);
+                let n = q
+                    .iter()
+                    .take(SWEEP_CHUNK)
+                    .take_while(|e| e.0 <= now)
+                    .count();
+                q.drain(..n).map(|e| e.1).collect()
+            };
+            let mut t = lock(&self.server);
+            for key in &due {
+                // the key may have been reused by a newer transaction since
+                if matches!(t.get(key), Some(ServerEntry::Done { until, .. }) if *until <= now) {
+                    t.remove(key);
+                }
+            }
+            if due.len() < SWEEP_CHUNK {
+                return t.len();
+            }
+        }
     }
 
     /// Sizes of the server and client tables.
@@ -162,5 +207,39 @@ impl TxTable {
                 _ => None,
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn done(until: Instant) -> ServerEntry {
+        ServerEntry::Done {
+            response: Bytes::from_static(b"SIP/2.0 200 OK\r\n\r\n"),
+            flow: Flow::Udp {
+                socket: 0,
+                remote: "127.0.0.1:5060".parse().unwrap(),
+            },
+            until,
+        }
+    }
+
+    #[test]
+    fn sweep_removes_only_what_expired() {
+        let t = TxTable::default();
+        let now = Instant::now();
+        for k in 0..3000u64 {
+            t.set_server(k, done(now - Duration::from_millis(1)));
+        }
+        t.set_server(5000, done(now + Duration::from_secs(30)));
+        // a key answered long ago, now owned by a new transaction
+        t.set_server(7, ServerEntry::Pending);
+        assert_eq!(t.sweep(now), 2, "the live entry and the reused key");
+        assert!(matches!(t.lookup_server(7), Some(ServerMatch::Pending)));
+        assert!(t.lookup_server(1).is_none());
+        assert!(t.lookup_server(5000).is_some());
+        assert_eq!(t.sweep(now + Duration::from_secs(31)), 1, "Pending stays");
     }
 }

@@ -465,8 +465,23 @@ fn new_socket(addr: SocketAddr, ty: socket2::Type) -> std::io::Result<socket2::S
     Ok(s)
 }
 
+/// Socket buffer asked for on UDP sockets. Every phone and the PBX share one socket, so
+/// a burst (a registration storm after a network change, a load test) must wait in the
+/// kernel while sipwake catches up; Linux's default of 208 KiB holds only ~400
+/// REGISTERs. The kernel caps the request at `net.core.rmem_max`/`wmem_max`.
+const UDP_BUFFER: usize = 4 << 20;
+
 fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     let s = new_socket(addr, socket2::Type::DGRAM)?;
+    // best effort: a smaller buffer still works, it only drops sooner under bursts
+    let _ = s.set_recv_buffer_size(UDP_BUFFER);
+    let _ = s.set_send_buffer_size(UDP_BUFFER);
+    tracing::debug!(
+        %addr,
+        recv = s.recv_buffer_size().unwrap_or(0),
+        send = s.send_buffer_size().unwrap_or(0),
+        "udp socket buffers"
+    );
     s.bind(&addr.into())?;
     UdpSocket::from_std(s.into())
 }
