@@ -150,6 +150,7 @@ impl SqliteStore {
             path: path.to_path_buf(),
             source,
         };
+        let guard = lock_file(path)?;
         let mut conn = Connection::open(path).map_err(open_err)?;
         configure(&conn, sync_full).map_err(open_err)?;
         let found: i64 = conn
@@ -163,13 +164,17 @@ impl SqliteStore {
             });
         }
         create_schema(&mut conn).map_err(open_err)?;
+        let checkpointer = Checkpointer::start(path, sync_full)?;
 
         let (jobs, queue) = mpsc::channel();
         let commits = Arc::new(AtomicU64::new(0));
         let worker_commits = Arc::clone(&commits);
         let worker = std::thread::Builder::new()
             .name("sipwake-store".into())
-            .spawn(move || run(conn, queue, &worker_commits))
+            .spawn(move || {
+                run(conn, queue, &worker_commits, checkpointer);
+                drop(guard);
+            })
             .map_err(StoreError::Spawn)?;
         Ok(Self {
             path: path.to_path_buf(),
@@ -269,9 +274,6 @@ impl Drop for SqliteStore {
 
 fn configure(conn: &Connection, sync_full: bool) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_secs(5))?;
-    // Only this process uses the file: exclusive locking saves the lock and unlock
-    // system calls of every commit (and keeps a second sipwake off the same store).
-    conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
     let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         tracing::warn!(%mode, "store could not switch to WAL journal mode");
@@ -281,11 +283,95 @@ fn configure(conn: &Connection, sync_full: bool) -> rusqlite::Result<()> {
         "synchronous",
         if sync_full { "FULL" } else { "NORMAL" },
     )?;
-    // Checkpoints copy the log into the database and sync it: at thousands of
-    // REGISTERs a second, doing that every 1,000 pages (the default) is most of the
-    // store's cost. Every 16,000 pages (64 MiB of log) keeps durability the same.
-    conn.pragma_update(None, "wal_autocheckpoint", 16_000)?;
+    // Checkpoints (copying the log into the database and syncing it) take 100 ms and
+    // more; done by a commit they hold up every REGISTER queued behind it. The
+    // checkpointer thread does them on its own connection instead.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    // once checkpointed and started over, the log file is cut back to this size
+    conn.pragma_update(None, "journal_size_limit", 64 << 20)?;
     Ok(())
+}
+
+/// Log size above which the checkpointer copies the log into the database.
+const CHECKPOINT_AT: u64 = 16 << 20;
+
+/// Checkpoints the write-ahead log from a connection of its own, off the commit path:
+/// a PASSIVE checkpoint copies what it can while the store thread goes on committing.
+struct Checkpointer {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path, sync_full: bool) -> Result<Checkpointer, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(open_err)?;
+        configure(&conn, sync_full).map_err(open_err)?;
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let wal = PathBuf::from(wal);
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("sipwake-ckpt".into())
+            .spawn(move || {
+                while let Err(mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(Duration::from_secs(1))
+                {
+                    if std::fs::metadata(&wal).is_ok_and(|m| m.len() > CHECKPOINT_AT) {
+                        let r = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                        if let Err(e) = r {
+                            tracing::warn!(error = %e, "store checkpoint failed");
+                        }
+                    }
+                }
+            })
+            .map_err(StoreError::Spawn)?;
+        Ok(Checkpointer {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    /// Stops the thread and closes its connection, so the store thread's own close is
+    /// the last one (SQLite then merges the log into the database and removes it).
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Keeps a second sipwake off the same store: an exclusive `flock` on `<db>.lock`,
+/// held for as long as the returned file is open.
+fn lock_file(db: &Path) -> Result<std::fs::File, StoreError> {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".lock");
+    let path = PathBuf::from(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| StoreError::CreateDir {
+            path: path.clone(),
+            source,
+        })?;
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a descriptor we own; no memory is involved.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            return Err(StoreError::InUse { path });
+        }
+    }
+    Ok(file)
 }
 
 fn create_schema(conn: &mut Connection) -> rusqlite::Result<()> {
@@ -297,13 +383,19 @@ fn create_schema(conn: &mut Connection) -> rusqlite::Result<()> {
 
 /// The store thread: group commit until every handle is gone and the queue is empty,
 /// or until a `Close` job.
-fn run(mut conn: Connection, queue: mpsc::Receiver<Job>, commits: &AtomicU64) {
+fn run(
+    mut conn: Connection,
+    queue: mpsc::Receiver<Job>,
+    commits: &AtomicU64,
+    checkpointer: Checkpointer,
+) {
     let close_reply = group_commit(&mut conn, &queue, commits);
     // Jobs queued after the close fail; once the queue is gone, senders see `Closed`.
     while let Ok(job) = queue.try_recv() {
         job.answer_closed();
     }
     drop(queue);
+    drop(checkpointer);
     let result = conn.close().map_err(|(_, e)| StoreError::Sqlite(e));
     if let Some(reply) = close_reply {
         let _ = reply.send(result);
@@ -882,6 +974,48 @@ mod tests {
         eprintln!("200 concurrent REGISTERs used {commits} commits");
         assert_eq!(reg.count(), 200);
         assert_eq!(sqlite.load().unwrap().len(), 200);
+    }
+
+    #[test]
+    fn a_second_open_of_the_same_store_is_refused() {
+        let dir = TempDir::new("inuse");
+        let first = SqliteStore::open(&dir.db(), false).unwrap();
+        assert!(matches!(
+            SqliteStore::open(&dir.db(), false),
+            Err(StoreError::InUse { .. })
+        ));
+        drop(first);
+        SqliteStore::open(&dir.db(), false).expect("free again");
+    }
+
+    #[test]
+    fn the_log_is_checkpointed_off_the_commit_path() {
+        let dir = TempDir::new("ckpt");
+        let store = SqliteStore::open(&dir.db(), false).unwrap();
+        let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+        // ~20 MiB of log, past CHECKPOINT_AT; commits never checkpoint themselves
+        let big = "x".repeat(4000);
+        for i in 0..5000 {
+            let mut b = Binding::clone(&binding("a@x", &format!("k{i}"), vec![]));
+            b.user_agent = Some(big.clone());
+            let done = store.submit(vec![StoreOp::Put(Arc::new(b))]);
+            done.blocking_recv().unwrap().unwrap();
+        }
+        let wal = dir.db().with_extension("db-wal");
+        assert!(size(&wal) > CHECKPOINT_AT, "log {} bytes", size(&wal));
+        // the checkpointer copies the log into the database within a few seconds
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while size(&dir.db()) < 10 << 20 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never checkpointed: db {} bytes",
+                size(&dir.db())
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        drop(store);
+        let reopened = SqliteStore::open(&dir.db(), false).unwrap();
+        assert_eq!(reopened.load().unwrap().len(), 5000);
     }
 
     #[test]

@@ -68,6 +68,12 @@ pub enum StoreError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// Another process (a second sipwake) holds the store.
+    #[error("store is in use by another process (lock file {path})")]
+    InUse {
+        /// The lock file.
+        path: PathBuf,
+    },
     /// The store's worker has stopped, so the operation was not performed.
     #[error("store thread stopped")]
     Closed,
