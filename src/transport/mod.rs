@@ -304,6 +304,23 @@ impl Transport {
         }
     }
 
+    /// The connection we opened to `remote` earlier (over TLS or plain TCP), if it is
+    /// still open.
+    fn open_outbound(&self, remote: SocketAddr, tls: bool) -> Option<Flow> {
+        let map = if tls {
+            &self.inner.outbound_tls
+        } else {
+            &self.inner.outbound
+        };
+        let conn = *map.lock().unwrap_or_else(|e| e.into_inner()).get(&remote)?;
+        self.conns().contains_key(&conn).then_some(Flow::Tcp {
+            conn,
+            remote,
+            inbound: false,
+            tls,
+        })
+    }
+
     /// A TCP flow to `remote`: an open connection we made earlier, else a new one.
     /// Only for peers that are reachable by address (upstream, routes), never for
     /// phones, whose flows are the connections they opened.
@@ -312,22 +329,8 @@ impl Transport {
         remote: SocketAddr,
         handler: Arc<dyn Handler>,
     ) -> Result<Flow, SendError> {
-        let existing = self
-            .inner
-            .outbound
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&remote)
-            .copied();
-        if let Some(conn) = existing {
-            if self.conns().contains_key(&conn) {
-                return Ok(Flow::Tcp {
-                    conn,
-                    remote,
-                    inbound: false,
-                    tls: false,
-                });
-            }
+        if let Some(flow) = self.open_outbound(remote, false) {
+            return Ok(flow);
         }
         let stream = tokio::time::timeout(
             Duration::from_secs(5),

@@ -166,22 +166,8 @@ impl Transport {
         name: &str,
         handler: Arc<dyn Handler>,
     ) -> Result<Flow, SendError> {
-        let existing = self
-            .inner
-            .outbound_tls
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&remote)
-            .copied();
-        if let Some(conn) = existing {
-            if self.conns().contains_key(&conn) {
-                return Ok(Flow::Tcp {
-                    conn,
-                    remote,
-                    inbound: false,
-                    tls: true,
-                });
-            }
+        if let Some(flow) = self.open_outbound(remote, true) {
+            return Ok(flow);
         }
         let config = self.inner.cfg.tls_client.clone().ok_or_else(|| {
             SendError::Io(std::io::Error::other("outgoing TLS is not configured"))
