@@ -17,8 +17,10 @@
 //!   parameters kept), removals and stale contacts in that form too; the phone's 2xx
 //!   lists its own contacts.
 //! - Requests from the upstream that come back along the Path, or to a rewritten
-//!   contact, carry the flow token: they go to the phone's binding through the push
-//!   rules of local mode, with the phone's contact as Request-URI.
+//!   contact, carry the flow token and (`;sw-aor=`) the address of record: they go
+//!   to the phone's binding through the push rules of local mode, with the phone's
+//!   contact as Request-URI. `To` is never used to find the binding: a PBX may fill
+//!   it with the contact (Asterisk does).
 //! - Requests from phones go to the upstream with Record-Route.
 
 use std::collections::HashMap;
@@ -150,25 +152,85 @@ struct Rewrite<'a> {
     transport: &'static str,
 }
 
+/// The URI parameter of our Path entries and rewritten contacts that names the
+/// address of record the phone registered. A PBX fills `To` of its requests to a
+/// contact as it likes (Asterisk puts the contact there), so the binding is found
+/// from what routes the request to us: the signed flow token, this parameter, and
+/// the registered contact in the Request-URI.
+const AOR_PARAM: &str = "sw-aor";
+
+/// `;sw-aor=…` for `aor`, escaped for a URI parameter (RFC 3261 §25.1 `paramchar`).
+fn aor_param(aor: &str) -> String {
+    let mut s = format!(";{AOR_PARAM}=");
+    for b in aor.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.!~*'()[]/:&+$".contains(&b) {
+            s.push(char::from(b));
+        } else {
+            let _ = write!(s, "%{b:02X}");
+        }
+    }
+    s
+}
+
+/// The address of record named by the `sw-aor` parameter of `uri`, if any.
+fn aor_of(uri: &Uri<'_>) -> Option<String> {
+    let v = uri.param(AOR_PARAM).filter(|v| !v.is_empty())?;
+    Some(crate::sip::uri::unescape(v).to_ascii_lowercase())
+}
+
 /// The Contact sipwake registers upstream for a phone's flow: its user part is the
 /// flow token (opaque, signed, base64url), so the upstream's requests to it come back
-/// here and name the phone's flow.
-fn rewritten_uri(core: &Core, phone: Flow, rw: &Rewrite<'_>) -> String {
+/// here and name the phone's flow; `sw-aor` names the address of record.
+fn rewritten_uri(core: &Core, phone: Flow, rw: &Rewrite<'_>, aor: &str) -> String {
     let key = core.tokens.encode(Some(phone), None);
     let tp = rw.transport.to_ascii_lowercase();
-    format!("sip:{key}@{};transport={tp}", rw.hostport)
+    format!("sip:{key}@{};transport={tp}{}", rw.hostport, aor_param(aor))
+}
+
+/// A request that came back to us from the upstream, and what routed it here.
+#[derive(Debug, Clone)]
+pub struct Returning {
+    /// The phone's flow, from the signed token.
+    pub phone: Flow,
+    /// The address of record our Path entry or rewritten contact names (absent in
+    /// those made before sipwake wrote it).
+    pub aor: Option<String>,
+    /// The Request-URI is one of our rewritten contacts (not the phone's contact).
+    pub rewritten: bool,
 }
 
 /// The phone's flow named by a Request-URI that is one of sipwake's rewritten
 /// contacts (a request to sipwake itself whose user part is a flow token).
-pub fn rewritten_target(core: &Core, msg: &Message) -> Option<Flow> {
+pub fn rewritten_target(core: &Core, msg: &Message) -> Option<Returning> {
     let u = Uri::parse(msg.request_uri()).ok()?;
     if !core.is_me(u.host, u.port) {
         return None;
     }
     match core.tokens.decode(u.user?) {
-        Some((Some(phone), None)) => Some(phone),
+        Some((Some(phone), None)) => Some(Returning {
+            phone,
+            aor: aor_of(&u),
+            rewritten: true,
+        }),
         _ => None,
+    }
+}
+
+/// A request that came back along our Path: the phone's flow from the token of our
+/// Route entry, and the address of record that entry names.
+pub fn path_target(core: &Core, msg: &Message, phone: Flow) -> Returning {
+    let aor = msg.values(HeaderName::Route).find_map(|v| {
+        let na = NameAddr::parse(v, "Route").ok()?;
+        let u = Uri::parse(na.uri).ok()?;
+        let tok = u.user?;
+        matches!(core.tokens.decode(tok), Some((Some(f), None)) if f == phone)
+            .then(|| aor_of(&u))
+            .flatten()
+    });
+    Returning {
+        phone,
+        aor,
+        rewritten: false,
     }
 }
 
@@ -196,14 +258,14 @@ fn upstream_contacts(
                 .flow
                 .as_deref()
                 .and_then(|f| f.parse::<Flow>().ok())
-                .map(|f| rewritten_uri(core, f, rw)),
+                .map(|f| rewritten_uri(core, f, rw, &b.aor)),
             None => Some(upstream_uri(core, &b.contact)),
         }
     };
     for (raw, spec) in msg.values(HeaderName::Contact).zip(specs) {
         let na = NameAddr::parse(raw, "Contact").map_err(|_| "Malformed Contact header")?;
         let uri = match rewrite {
-            Some((rw, src)) => rewritten_uri(core, src, rw),
+            Some((rw, src)) => rewritten_uri(core, src, rw, &req.aor),
             None => upstream_uri(core, na.uri),
         };
         let gone = spec.expires.or(req.expires_header) == Some(0);
@@ -394,7 +456,8 @@ impl RegisterRelay {
                 "TLS" => ";transport=tls",
                 _ => ";transport=tcp",
             };
-            extra.push(format!("Path: <sip:{token}@{hostport};lr;ob{tp}>"));
+            let aor = aor_param(&self.req.aor);
+            extra.push(format!("Path: <sip:{token}@{hostport};lr;ob{tp}{aor}>"));
             if !supports_path(&self.msg) {
                 // RFC 3327: registrars refuse a Path the UA did not agree to; most
                 // phones don't send it, so sipwake adds it for them
@@ -610,6 +673,49 @@ fn ok_for_phone(resp: &Message, contact_lines: &[String], phone_has_path: bool) 
     sp.finish()
 }
 
+/// The bindings a returning request is for: those on the phone's flow under the
+/// address of record our Path entry or rewritten contact names, narrowed to the one
+/// whose contact is the Request-URI when it names one. `To` is only a fallback for
+/// Path entries written before they named the address of record: a PBX may put the
+/// contact there (Asterisk does).
+fn returning_bindings(
+    core: &Core,
+    msg: &Message,
+    ret: &Returning,
+    now: u64,
+) -> Option<(String, Vec<Arc<Binding>>)> {
+    let phone_s = ret.phone.to_string();
+    let ruri = Uri::parse(msg.request_uri()).ok().map(|u| u.match_key());
+    let is_ruri = |b: &Binding| {
+        !ret.rewritten
+            && Uri::parse(&public_contact(&b.contact))
+                .ok()
+                .is_some_and(|u| Some(u.match_key()) == ruri)
+    };
+    let to_aor = || {
+        msg.to()
+            .and_then(|t| Uri::parse(t.uri).ok())
+            .map(|u| u.aor())
+    };
+    let aor = ret.aor.clone().or_else(to_aor)?;
+    let all = core.registrar.lookup(&aor, now);
+    let on_flow: Vec<Arc<Binding>> = all
+        .iter()
+        .filter(|b| b.flow.as_deref() == Some(phone_s.as_str()))
+        .cloned()
+        .collect();
+    let exact: Vec<Arc<Binding>> = on_flow.iter().filter(|b| is_ruri(b)).cloned().collect();
+    let found = if !exact.is_empty() {
+        exact
+    } else if !on_flow.is_empty() {
+        on_flow
+    } else {
+        // the phone registered the same contact again from another flow
+        all.into_iter().filter(|b| is_ruri(b)).collect()
+    };
+    (!found.is_empty()).then_some((aor, found))
+}
+
 /// An initial request from the upstream that came back along our Path, or to one of
 /// our rewritten contacts: its token names the phone's flow. The phone's bindings get
 /// it through the push rules (each target's Request-URI is the phone's contact).
@@ -621,33 +727,20 @@ pub fn from_path(
     local: SocketAddr,
     key: u64,
     popped: Popped,
-    phone: Flow,
+    ret: Returning,
     record_route: bool,
 ) {
     let now = unix_now_ms();
     let trusted = core.settings.is_trusted(flow.remote().ip());
-    let phone_s = phone.to_string();
-    let aor = msg
-        .to()
-        .and_then(|t| Uri::parse(t.uri).ok())
-        .map(|u| u.aor());
-    let bindings: Vec<Arc<Binding>> = aor
-        .as_deref()
-        .map(|a| core.registrar.lookup(a, now))
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|b| b.flow.as_deref() == Some(phone_s.as_str()))
-        .collect();
-    let Some(aor) = aor.filter(|_| !bindings.is_empty()) else {
+    let Some((aor, bindings)) = returning_bindings(core, &msg, &ret, now) else {
         // no binding of ours behind this token any more: straight to the flow, if
         // alive; a rewritten contact names no contact of the phone's to send to
-        let rewritten = Uri::parse(msg.request_uri()).is_ok_and(|u| core.is_me(u.host, u.port));
-        if rewritten || !core.transport.is_open(&phone) {
+        if ret.rewritten || !core.transport.is_open(&ret.phone) {
             return core.reply(&msg, flow, key, 480, "Temporarily Unavailable", &[]);
         }
         let t = Target {
             ruri: None,
-            next: Next::Flow(phone),
+            next: Next::Flow(ret.phone),
             path: Vec::new(),
             device: None,
         };

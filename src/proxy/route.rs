@@ -153,12 +153,13 @@ pub fn new_request(core: &Arc<Core>, mut msg: Message, flow: Flow, local: Socket
         // relay mode: the upstream's request came back along our Path
         if let Some((Some(phone), None)) = popped.token {
             let rr = wants_record_route(method);
-            return relay::from_path(core, msg, flow, local, key, popped, phone, rr);
+            let ret = relay::path_target(core, &msg, phone);
+            return relay::from_path(core, msg, flow, local, key, popped, ret, rr);
         }
         // contact rewriting: the Request-URI is the contact sipwake registered for it
-        if let Some(phone) = relay::rewritten_target(core, &msg) {
+        if let Some(ret) = relay::rewritten_target(core, &msg) {
             let rr = wants_record_route(method);
-            return relay::from_path(core, msg, flow, local, key, popped, phone, rr);
+            return relay::from_path(core, msg, flow, local, key, popped, ret, rr);
         }
     }
 

@@ -15,7 +15,7 @@ pub mod tls_ua;
 use std::collections::VecDeque;
 use std::fmt;
 use std::fs;
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -1635,4 +1635,22 @@ impl Ua {
         }
         self.tcp_closed
     }
+}
+
+/// The value of one sample of sipwake's `/metrics` at `admin` (the whole line's name
+/// and labels as written, e.g. `sipwake_calls_total{outcome="woken"}`); 0 when absent.
+pub fn metric(admin: SocketAddr, key: &str) -> f64 {
+    let mut s = TcpStream::connect_timeout(&admin, WAIT)
+        .unwrap_or_else(|e| panic!("connect to the admin API at {admin}: {e}"));
+    s.set_read_timeout(Some(WAIT)).ok();
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {admin}\r\n\r\n").expect("send GET /metrics");
+    let mut body = String::new();
+    s.read_to_string(&mut body).expect("read /metrics");
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            (k == key).then(|| v.parse::<f64>().ok()).flatten()
+        })
+        .unwrap_or(0.0)
 }
