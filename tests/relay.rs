@@ -1012,7 +1012,11 @@ struct Held {
 
 impl FakePbx {
     fn start() -> FakePbx {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        FakePbx::start_at("127.0.0.1:0")
+    }
+
+    fn start_at(bind: &str) -> FakePbx {
+        let sock = UdpSocket::bind(bind).unwrap();
         let addr = sock.local_addr().unwrap();
         FakePbx { sock, addr }
     }
@@ -1257,4 +1261,105 @@ fn asterisk_call_to_contact_along_path_wakes_the_phone() {
 #[test]
 fn asterisk_call_to_rewritten_contact_wakes_the_phone() {
     asterisk_call_wakes("ast-rewrite", true);
+}
+
+/// sipwake on a wildcard listener (`0.0.0.0:P`, no `sip.advertised_host`, as the shipped
+/// compose file runs it) with the phone and the PBX on 127.0.0.2: the relayed
+/// REGISTER's Via and Path, and the Via and Record-Route of the call the PBX sends
+/// back along that Path, name the address sipwake speaks from, never `0.0.0.0`; and
+/// the Path it wrote brings the call back to it.
+#[test]
+fn wildcard_listener_never_writes_the_unspecified_address() {
+    let pbx = FakePbx::start_at("127.0.0.2:0");
+    let port = free_port();
+    let sw = ProxyBuilder::new("relay-wildcard")
+        .port(port)
+        .env("SIP__LISTEN", &format!("0.0.0.0:{port}"))
+        .env("REGISTRAR__MODE", "relay")
+        .env("UPSTREAM__URI", &pbx.uri())
+        .env("SIP__T1_MS", "100")
+        .start();
+    let wild = |text: &str| text.contains("0.0.0.0") || text.contains("[::]");
+
+    let mut phone = Ua::udp_at("erin", sw.addr(), "127.0.0.2:0");
+    let cid = phone.reg_call_id.clone();
+    let contact = format!("<{}>", phone.contact_uri());
+    let text = build_register(
+        "UDP",
+        &phone.via_hostport.clone(),
+        "erin",
+        DOMAIN,
+        Some(&contact),
+        Some(600),
+        &cid,
+        1,
+        &branch(),
+        &tag(),
+    );
+    phone.send(&text);
+    let reg = pbx
+        .recv(WAIT, |m| m.method() == Some("REGISTER"))
+        .expect("the REGISTER reaches the PBX");
+    assert!(!wild(&reg.raw), "no wildcard address upstream: {reg:?}");
+    let via = reg.header_lines("via")[0].to_owned();
+    let path = uri_of(reg.header("path").expect("Path"));
+    let (vhost, vport) = uri_hostport(&format!(
+        "sip:{}",
+        via.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+    ));
+    assert!(vhost.starts_with("127.") && vport == port, "{via}");
+    let (phost, pport) = uri_hostport(&path);
+    assert!(phost.starts_with("127.") && pport == port, "{path}");
+    // answer it (the stand-in echoes what it got)
+    let mut ok = "SIP/2.0 200 OK\r\n".to_string();
+    for v in reg.header_lines("via") {
+        ok.push_str(&format!("Via: {v}\r\n"));
+    }
+    ok.push_str(&format!("From: {}\r\nTo: {};tag=w1\r\nCall-ID: {}\r\nCSeq: {}\r\nContact: {}\r\nPath: <{path}>\r\nContent-Length: 0\r\n\r\n",
+        reg.header("from").unwrap(), reg.header("to").unwrap(), reg.call_id(), reg.header("cseq").unwrap(), reg.values("contact")[0]));
+    let dest = response_dest(&reg).unwrap_or(reg.from);
+    pbx.sock.send_to(ok.as_bytes(), dest).unwrap();
+    assert_eq!(phone.expect_final(&cid, "REGISTER").status(), Some(200));
+
+    // the PBX calls the contact along the Path: it must reach sipwake and the phone
+    let held = Held {
+        contact: uri_of(&reg.values("contact")[0]),
+        path: Some(path.clone()),
+    };
+    let (ph, pp) = uri_hostport(&path);
+    let to: SocketAddr = format!("{ph}:{pp}").parse().unwrap();
+    let call = pbx.send_to_contact(to, "INVITE", &held);
+    let got = phone.expect_request("INVITE", Some(&call));
+    assert!(
+        !wild(&got.raw),
+        "no wildcard address toward the phone: {got:?}"
+    );
+    let rr = got.header_lines("record-route");
+    assert!(!rr.is_empty(), "{got:?}");
+    for r in &rr {
+        let (h, p) = uri_hostport(&uri_of(r));
+        assert!(h.starts_with("127.") && p == port, "{r}");
+    }
+    let (h, p) = uri_hostport(&format!(
+        "sip:{}",
+        got.header_lines("via")[0]
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+    ));
+    assert!(h.starts_with("127.") && p == port, "{got:?}");
+    phone.reply(&got, 200, "OK", Some("e1"));
+    let ok = pbx
+        .response(&call, |c| c >= 200)
+        .unwrap_or_else(|| panic!("no answer at the PBX\n{}", sw.log_text()));
+    assert_eq!(ok.status(), Some(200), "{ok:?}");
+    assert!(!wild(&ok.raw), "{ok:?}");
 }

@@ -431,7 +431,7 @@ impl RegisterRelay {
             .await
             .map_err(|e| e.to_string())?;
         let out_local = self.core.transport.local_addr(&flow).unwrap_or(self.local);
-        let hostport = self.core.advertised(out_local);
+        let hostport = self.core.advertised(out_local, flow.remote());
         let mut extra = Vec::new();
         if self.core.settings.relay.contact_rewrite {
             // no Path: the upstream gets sipwake's own contact for the phone's flow

@@ -250,7 +250,7 @@ pub fn new_request(core: &Arc<Core>, mut msg: Message, flow: Flow, local: Socket
                 debug!(%aor, "no binding over TLS for a sips: request");
                 let warning = format!(
                     "Warning: 380 {} \"SIPS Not Allowed\"",
-                    core.advertised(local)
+                    core.advertised(local, flow.remote())
                 );
                 return core.reply(&msg, flow, key, 480, "Temporarily Unavailable", &[&warning]);
             }
@@ -352,7 +352,7 @@ pub fn forward_ack(core: &Arc<Core>, msg: Message, flow: Flow, local: SocketAddr
             via: format!(
                 "SIP/2.0/{} {};branch={branch}",
                 out.via_transport(),
-                core.advertised(out_local)
+                core.advertised(out_local, out.remote())
             ),
             src: Some(flow.remote()),
             pop_routes: popped.ranges,
