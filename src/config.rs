@@ -644,7 +644,7 @@ impl RawRelay {
         let upstream_expires = in_range(
             "relay.upstream_expires",
             self.upstream_expires,
-            60,
+            10,
             max,
             "seconds",
         )?;

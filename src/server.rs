@@ -133,6 +133,9 @@ impl Server {
     /// Opens the store, binds every listener and starts serving.
     pub async fn start(settings: Settings) -> Result<Server, ServerError> {
         preflight(&settings)?;
+        if let Some(w) = crate::proxy::relay::expiry_warning(&settings) {
+            warn!("{w}");
+        }
         let auth = start_auth(&settings)?;
         let store: Arc<dyn Store> = match settings.store.backend {
             StoreBackend::Sqlite => Arc::new(SqliteStore::open(

@@ -747,7 +747,12 @@ fn relayed_register_as_the_upstream_sees_it() {
     );
     let contacts = reg.values("contact");
     assert_eq!(contacts.len(), 1, "{reg:?}");
-    assert!(contacts[0].contains(";expires=3600"), "{reg:?}");
+    // a push contact goes up for as long as sipwake would push it: its own 600 s
+    // plus push.binding_ttl_secs (7 days)
+    assert!(
+        contacts[0].contains(&format!(";expires={}", 600 + 7 * 86_400)),
+        "{reg:?}"
+    );
     assert!(contacts[0].contains("+sip.instance"), "{reg:?}");
 
     // the upstream accepts, echoing Path and requiring path, as RFC 3327 registrars do
@@ -1362,4 +1367,76 @@ fn wildcard_listener_never_writes_the_unspecified_address() {
         .unwrap_or_else(|| panic!("no answer at the PBX\n{}", sw.log_text()));
     assert_eq!(ok.status(), Some(200), "{ok:?}");
     assert!(!wild(&ok.raw), "{ok:?}");
+}
+
+/// A phone asleep longer than `relay.upstream_expires` (10 s here) is still in
+/// Kamailio's list, because its push contact went up for its own expiry plus
+/// `push.binding_ttl_secs`; Kamailio's call reaches sipwake along the Path, pushes the
+/// phone and the relaunched phone gets it. The start warns that the two settings differ.
+#[test]
+fn phone_asleep_past_upstream_expires_is_still_called() {
+    let Some(kam) = Kamailio::start("long-sleep") else {
+        return;
+    };
+    let hook = MockHttp::start();
+    hook.route("/push", 200, "{}");
+    let sw = relay_proxy_with(
+        "relay-long-sleep",
+        &kam.uri(),
+        Some(&hook),
+        &[
+            ("RELAY__UPSTREAM_EXPIRES", "10"),
+            ("RELAY__REFRESH_THROTTLE_SECS", "0"),
+            ("PUSH__BINDING_TTL_SECS", "120"),
+        ],
+    );
+    assert!(
+        sw.wait_log(
+            "push.binding_ttl_secs (120 s) is longer than relay.upstream_expires (10 s)",
+            WAIT
+        ),
+        "the start warns about the two settings\n{}",
+        sw.log_text()
+    );
+
+    let token = unique("tok");
+    let instance = "6f1a2b3c-0000-4000-8000-0000000000e1";
+    let mut phone = Ua::udp("alice", &sw);
+    let contact = contact_with_token(&phone, &token, instance);
+    let ok = register_auth(&mut phone, Some(&contact), "", Some(60));
+    assert_eq!(ok.status(), Some(200), "{ok:?}");
+
+    // asleep past relay.upstream_expires: Kamailio still holds the contact
+    thread::sleep(Duration::from_secs(12));
+    let held = kamailio_contacts(&kam, "alice");
+    assert!(
+        held.iter().any(|c| c.contains(&phone.contact_hostport)),
+        "Kamailio still holds the sleeping phone's contact: {held:?}"
+    );
+
+    let mut carol = Ua::udp_at("carol", kam.addr(), "127.0.0.1:0");
+    let carol_contact = format!("<{}>", carol.contact_uri());
+    let r = register_auth(&mut carol, Some(&carol_contact), "", Some(600));
+    assert_eq!(r.status(), Some(200), "{r:?}");
+    let inv = invite_auth(&mut carol, "alice");
+    let push = hook
+        .next(WAIT)
+        .unwrap_or_else(|| panic!("no push for the call\n{}", sw.log_text()));
+    let doc = push.json();
+    assert_eq!(doc["token"], token.as_str(), "{doc:#}");
+    let hint = doc["pushHint"].as_str().expect("pushHint").to_owned();
+
+    let mut woken = Ua::udp("alice", &sw);
+    let contact2 = contact_with_token(&woken, &token, instance);
+    let ok2 = register_auth(&mut woken, Some(&contact2), "", Some(60));
+    assert_eq!(ok2.status(), Some(200), "{ok2:?}");
+    let got = woken.expect_request("INVITE", Some(&inv.call_id));
+    assert_eq!(
+        got.header_lines("x-pushhint"),
+        vec![hint.as_str()],
+        "{got:?}"
+    );
+    woken.reply(&got, 200, "OK", Some("ph1"));
+    let ok = carol.expect_response(&inv.call_id, "INVITE", "200 OK", |c| c == 200);
+    assert_eq!(ok.status(), Some(200));
 }

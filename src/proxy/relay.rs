@@ -284,7 +284,12 @@ fn upstream_contacts(
                 let _ = write!(line, ";{n}={v}");
             }
         }
-        let _ = write!(line, ";expires={}", if gone { 0 } else { up_expires });
+        let expires = if gone {
+            0
+        } else {
+            upstream_expiry(core, spec, req.expires_header, up_expires)
+        };
+        let _ = write!(line, ";expires={expires}");
         lines.push(line);
         sent.push(uri.clone());
         if gone && rewrite.is_none() {
@@ -303,6 +308,50 @@ fn upstream_contacts(
         }
     }
     Ok(Some(lines))
+}
+
+/// The expiry asked of the upstream for one contact: `relay.upstream_expires`, and
+/// for a contact with a push token at least as long as sipwake keeps it callable by
+/// push (the phone's own expiry plus `push.binding_ttl_secs`). A sleeping phone
+/// cannot refresh; if the PBX dropped its contact before sipwake stopped pushing, the
+/// PBX would never call it again.
+fn upstream_expiry(
+    core: &Core,
+    spec: &crate::registrar::ContactSpec,
+    header: Option<u32>,
+    up_expires: u32,
+) -> u32 {
+    if spec.push.is_none() {
+        return up_expires;
+    }
+    let reg = &core.settings.registrar;
+    let push = &core.settings.push;
+    let own = spec
+        .expires
+        .or(header)
+        .unwrap_or(reg.default_expires)
+        .min(push.max_expires.max(reg.max_expires));
+    let covering = u64::from(own).saturating_add(push.binding_ttl.as_secs());
+    u32::try_from(covering).unwrap_or(u32::MAX).max(up_expires)
+}
+
+/// The startup warning when push bindings outlive `relay.upstream_expires`: what
+/// sipwake then asks of the upstream, and which PBX setting must allow it.
+pub fn expiry_warning(settings: &crate::config::Settings) -> Option<String> {
+    if settings.registrar.mode != crate::config::RegistrarMode::Relay {
+        return None;
+    }
+    let up = u64::from(settings.relay.upstream_expires);
+    let ttl = settings.push.binding_ttl.as_secs();
+    (ttl > up).then(|| {
+        format!(
+            "push.binding_ttl_secs ({ttl} s) is longer than relay.upstream_expires ({up} s): \
+             contacts with a push token are registered upstream for the phone's expiry plus \
+             push.binding_ttl_secs, so the PBX keeps a sleeping phone callable while sipwake \
+             would push it; the PBX must accept that expiry (Asterisk: maximum_expiration on \
+             the AOR; Kamailio: registrar max_expires), or it cuts the binding short"
+        )
+    })
 }
 
 /// A refresh that changes nothing and came soon after the last relayed one.
@@ -524,6 +573,7 @@ impl RegisterRelay {
             self.answer(code, pop_via(resp));
             return;
         }
+        self.check_granted(resp);
         let mut req = self.req.clone();
         req.now_ms = unix_now_ms();
         let request_ms = req.now_ms;
@@ -567,6 +617,58 @@ impl RegisterRelay {
             Err(e) => {
                 warn!(error = %e, "binding store failed");
                 self.answer_built(500, "Store Failure", &["Retry-After: 5"]);
+            }
+        }
+    }
+
+    /// Warns (once) when the upstream granted a contact less time than asked: a PBX
+    /// that caps the expiry drops a sleeping phone's contact while sipwake would still
+    /// push it.
+    fn check_granted(&self, resp: &Message) {
+        static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        let Some(sent) = &self.contacts else { return };
+        let header: Option<u32> = resp
+            .header(HeaderName::Expires)
+            .and_then(|v| v.trim().parse().ok());
+        let granted: Vec<(String, u32)> = resp
+            .values(HeaderName::Contact)
+            .filter_map(|v| NameAddr::parse(v, "Contact").ok())
+            .filter_map(|na| {
+                let key = Uri::parse(na.uri).ok()?.match_key();
+                let e = crate::sip::uri::param_in(na.params, "expires")
+                    .and_then(|e| e.parse().ok())
+                    .or(header)?;
+                Some((key, e))
+            })
+            .collect();
+        for line in sent {
+            let Some(v) = line.strip_prefix("Contact: ") else {
+                continue;
+            };
+            let Ok(na) = NameAddr::parse(v, "Contact") else {
+                continue;
+            };
+            let Some(asked) = crate::sip::uri::param_in(na.params, "expires")
+                .and_then(|e| e.parse::<u32>().ok())
+                .filter(|e| *e > 0)
+            else {
+                continue;
+            };
+            let Ok(key) = Uri::parse(na.uri).map(|u| u.match_key()) else {
+                continue;
+            };
+            let Some((_, got)) = granted.iter().find(|(k, _)| *k == key) else {
+                continue;
+            };
+            if *got < asked && !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                warn!(
+                    asked,
+                    granted = *got,
+                    "the upstream registrar shortened a relayed contact's expiry: a sleeping \
+                     phone drops out of the PBX before sipwake stops pushing it; raise the \
+                     PBX's maximum (Asterisk: maximum_expiration on the AOR; Kamailio: registrar \
+                     max_expires) to cover relay.upstream_expires and push.binding_ttl_secs"
+                );
             }
         }
     }
