@@ -33,11 +33,11 @@ use bytes::Bytes;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tracing::{debug, debug_span, warn, Instrument};
 
+use super::data::{Decision, Next, OwnRoutes, Target};
 use super::edit::{forward_request, pop_via, RequestEdits};
-use super::forward::{self, Next, Target};
+use super::forward;
 use super::register::{self, contact_line, parse_register, public_contact, BadRegister};
-use super::route::Popped;
-use super::wake::{self, Decision};
+use super::wake;
 use super::{Core, ALLOW};
 use crate::push::token::pns_name;
 use crate::registrar::{unix_now_ms, Binding, Contacts, RegisterOutcome, RegisterRequest};
@@ -108,7 +108,7 @@ pub fn register(
     flow: Flow,
     local: SocketAddr,
     key: u64,
-    popped: Popped,
+    popped: OwnRoutes,
 ) {
     let now_ms = unix_now_ms();
     let req = match parse_register(&msg, &flow, now_ms, &core.settings.push, &core.pusher()) {
@@ -828,7 +828,7 @@ pub fn from_path(
     flow: Flow,
     local: SocketAddr,
     key: u64,
-    popped: Popped,
+    popped: OwnRoutes,
     ret: Returning,
     record_route: bool,
 ) {
@@ -840,12 +840,7 @@ pub fn from_path(
         if ret.rewritten || !core.transport.is_open(&ret.phone) {
             return core.reply(&msg, flow, key, 480, "Temporarily Unavailable", &[]);
         }
-        let t = Target {
-            ruri: None,
-            next: Next::Flow(ret.phone),
-            path: Vec::new(),
-            device: None,
-        };
+        let t = Target::to(Next::Flow(ret.phone));
         return forward::start(
             core,
             msg,
