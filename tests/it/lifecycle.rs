@@ -581,3 +581,40 @@ fn unreadable_files_fail_check_config_and_start_with_the_unit_status() {
     assert!(proxy.ping().is_some(), "{}", proxy.log_text());
     assert!(proxy.is_running());
 }
+
+/// The sipwake settings shipped for the Asterisk deployment (mounted by
+/// docker-compose.yml) pass `--check-config`, and compose mounts that very file.
+#[test]
+fn the_shipped_relay_settings_check_and_are_what_compose_mounts() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let file = root.join("conf/asterisk/sipwake-relay.toml");
+    let (code, err) = run_to_exit(&["--check-config", &file.display().to_string()]);
+    assert_eq!(code, Some(0), "{err}");
+    let compose = std::fs::read_to_string(root.join("docker-compose.yml")).unwrap();
+    assert!(
+        compose.contains("./conf/asterisk/sipwake-relay.toml:/etc/sipwake/sipwake.toml"),
+        "docker-compose.yml mounts conf/asterisk/sipwake-relay.toml"
+    );
+    for f in ["pjsip.conf", "extensions.conf", "voicemail.conf"] {
+        assert!(
+            compose.contains(&format!("./conf/asterisk/{f}:/etc/asterisk/{f}")),
+            "docker-compose.yml mounts {f}"
+        );
+        assert!(
+            root.join("conf/asterisk").join(f).is_file(),
+            "{f} is shipped"
+        );
+    }
+    // support_path belongs to the AOR: on an endpoint Asterisk rejects the endpoint
+    let pjsip = std::fs::read_to_string(root.join("conf/asterisk/pjsip.conf")).unwrap();
+    let mut section_type = String::new();
+    for line in pjsip.lines().map(str::trim) {
+        if line.starts_with('[') {
+            section_type.clear();
+        } else if let Some(t) = line.strip_prefix("type=") {
+            section_type = t.to_owned();
+        } else if line.starts_with("support_path") {
+            assert_eq!(section_type, "aor", "support_path outside an aor section");
+        }
+    }
+}
