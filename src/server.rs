@@ -60,18 +60,23 @@ pub enum ServerError {
 impl ServerError {
     /// True for faults of the configuration (a file a setting names cannot be read
     /// or used, a setting this build does not support, an address that cannot be
-    /// advertised): sipwake exits with status 2 for these, which systemd's
-    /// `RestartPreventExitStatus=2` does not restart. The others (a port in use, a
-    /// store that cannot be opened) may pass, and exit 1.
+    /// advertised, a listen address the host does not have or may not bind): sipwake
+    /// exits with status 2 for these, which systemd's `RestartPreventExitStatus=2`
+    /// does not restart. The others (a port in use, a store that cannot be opened)
+    /// may pass, and exit 1.
     pub fn is_config(&self) -> bool {
-        matches!(
-            self,
+        match self {
+            ServerError::Bind { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::AddrNotAvailable | std::io::ErrorKind::PermissionDenied
+            ),
+            ServerError::Store(_) => false,
             ServerError::Unsupported(_)
-                | ServerError::Push(_)
-                | ServerError::Auth(_)
-                | ServerError::Tls(_)
-                | ServerError::NoAdvertisedAddress { .. }
-        )
+            | ServerError::Push(_)
+            | ServerError::Auth(_)
+            | ServerError::Tls(_)
+            | ServerError::NoAdvertisedAddress { .. } => true,
+        }
     }
 }
 

@@ -565,6 +565,27 @@ fn unreadable_files_fail_check_config_and_start_with_the_unit_status() {
         assert!(err.contains(key), "the error names {key}: {err}");
     }
 
+    // a listen address the host does not have is a configuration fault too
+    let conf = dir.join("foreign-listen.toml");
+    // TEST-NET-3 (RFC 5737) is never an address of this host
+    std::fs::write(&conf, "[sip]\nlisten = [\"203.0.113.77:5060\"]\n").unwrap();
+    let err_file = dir.join("foreign-listen.err");
+    let mut child = std::process::Command::new(SIPWAKE)
+        .args(["--config", &conf.display().to_string()])
+        .env("SIPWAKE__STORE__BACKEND", "memory")
+        .env("SIPWAKE__ADMIN__LISTEN", "")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err_file).unwrap())
+        .spawn()
+        .expect("run sipwake");
+    let code = wait_with_timeout(&mut child, Duration::from_secs(20)).and_then(|s| s.code());
+    let err = std::fs::read_to_string(&err_file).unwrap_or_default();
+    assert_eq!(code, Some(status), "{err}");
+    assert!(
+        err.contains("203.0.113.77:5060"),
+        "names the address: {err}"
+    );
+
     // no TLS listener: the certificate files are not looked at
     let conf = dir.join("no-tls.toml");
     std::fs::write(
