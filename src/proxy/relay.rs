@@ -312,9 +312,11 @@ fn upstream_contacts(
 
 /// The expiry asked of the upstream for one contact: `relay.upstream_expires`, and
 /// for a contact with a push token at least as long as sipwake keeps it callable by
-/// push (the phone's own expiry plus `push.binding_ttl_secs`). A sleeping phone
-/// cannot refresh; if the PBX dropped its contact before sipwake stopped pushing, the
-/// PBX would never call it again.
+/// push (the phone's own expiry plus `push.binding_ttl_secs`, plus
+/// `relay.refresh_throttle_secs`, since a refresh answered here extends sipwake's
+/// binding but not the upstream's). A sleeping phone cannot refresh; if the PBX
+/// dropped its contact before sipwake stopped pushing, the PBX would never call it
+/// again.
 fn upstream_expiry(
     core: &Core,
     spec: &crate::registrar::ContactSpec,
@@ -331,7 +333,9 @@ fn upstream_expiry(
         .or(header)
         .unwrap_or(reg.default_expires)
         .min(push.max_expires.max(reg.max_expires));
-    let covering = u64::from(own).saturating_add(push.binding_ttl.as_secs());
+    let covering = u64::from(own)
+        .saturating_add(push.binding_ttl.as_secs())
+        .saturating_add(core.settings.relay.refresh_throttle.as_secs());
     u32::try_from(covering).unwrap_or(u32::MAX).max(up_expires)
 }
 

@@ -744,9 +744,9 @@ fn relayed_register_as_the_upstream_sees_it() {
     let contacts = reg.values("contact");
     assert_eq!(contacts.len(), 1, "{reg:?}");
     // a push contact goes up for as long as sipwake would push it: its own 600 s
-    // plus push.binding_ttl_secs (7 days)
+    // plus push.binding_ttl_secs (7 days), plus relay.refresh_throttle_secs (600 s)
     assert!(
-        contacts[0].contains(&format!(";expires={}", 600 + 7 * 86_400)),
+        contacts[0].contains(&format!(";expires={}", 600 + 7 * 86_400 + 600)),
         "{reg:?}"
     );
     assert!(contacts[0].contains("+sip.instance"), "{reg:?}");
