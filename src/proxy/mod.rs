@@ -19,6 +19,7 @@ pub mod limits;
 pub mod park;
 pub mod register;
 pub mod relay;
+pub mod returning;
 pub mod route;
 pub mod wake;
 

@@ -10,7 +10,7 @@ use tracing::debug;
 use super::data::{sips_request, Decision, Next, OwnRoutes, Target};
 use super::edit::{forward_request, RequestEdits};
 use super::{forward, wake};
-use super::{register, relay, Core, ALLOW};
+use super::{register, relay, returning, Core, ALLOW};
 use crate::registrar::unix_now_ms;
 use crate::sip::header::NameAddr;
 use crate::sip::{HeaderName, Message, Method, Uri, Via};
@@ -136,13 +136,13 @@ pub fn new_request(core: &Arc<Core>, mut msg: Message, flow: Flow, local: Socket
         // relay mode: the upstream's request came back along our Path
         if let Some((Some(phone), None)) = popped.token {
             let rr = wants_record_route(method);
-            let ret = relay::path_target(core, &msg, phone);
-            return relay::from_path(core, msg, flow, local, key, popped, ret, rr);
+            let ret = returning::path_target(core, &msg, phone);
+            return returning::from_path(core, msg, flow, local, key, popped, ret, rr);
         }
         // contact rewriting: the Request-URI is the contact sipwake registered for it
-        if let Some(ret) = relay::rewritten_target(core, &msg) {
+        if let Some(ret) = returning::rewritten_target(core, &msg) {
             let rr = wants_record_route(method);
-            return relay::from_path(core, msg, flow, local, key, popped, ret, rr);
+            return returning::from_path(core, msg, flow, local, key, popped, ret, rr);
         }
     }
 
