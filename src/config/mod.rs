@@ -63,9 +63,11 @@ pub use tls::TlsSettings;
 pub use upstream::{TransportKind, UpstreamSettings, UpstreamTarget};
 pub use webhook::{RawWebhook, WebhookSettings};
 
-/// All validated settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settings {
+/// Every section, generic over the two whose running shape differs from the file's:
+/// [`RawSettings`] is the file as written, [`Settings`] the validated values.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Sections<Push, Limits> {
     /// `[sip]`: listeners and protocol timers.
     pub sip: SipSettings,
     /// `[proxy]`: served domains and trust.
@@ -79,7 +81,7 @@ pub struct Settings {
     /// `[log]`: log filter.
     pub log: LogSettings,
     /// `[push]`: waking sleeping phones.
-    pub push: PushSettings,
+    pub push: Push,
     /// `[relay]`: relaying registrations to the upstream (`registrar.mode = "relay"`).
     pub relay: RelaySettings,
     /// `[server]`: graceful shutdown and dialog tracking.
@@ -89,43 +91,17 @@ pub struct Settings {
     /// `[admin]`: the admin HTTP API and `/metrics`.
     pub admin: AdminSettings,
     /// `[limits]`: rate limits and connection caps against floods.
-    pub limits: LimitsSettings,
+    pub limits: Limits,
     /// `[tls]`: SIP over TLS listeners and their certificate.
     pub tls: TlsSettings,
 }
 
+/// All validated settings.
+pub type Settings = Sections<PushSettings, LimitsSettings>;
+
 /// The settings as written in TOML / the environment, before validation. Field names
 /// are the TOML keys; every field has a default, so an empty file is a valid file.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RawSettings {
-    /// `[sip]`.
-    pub sip: SipSettings,
-    /// `[proxy]`.
-    pub proxy: ProxySettings,
-    /// `[upstream]`.
-    pub upstream: UpstreamSettings,
-    /// `[registrar]`.
-    pub registrar: RegistrarSettings,
-    /// `[store]`.
-    pub store: StoreSettings,
-    /// `[log]`.
-    pub log: LogSettings,
-    /// `[push]`.
-    pub push: RawPush,
-    /// `[relay]`.
-    pub relay: RelaySettings,
-    /// `[server]`.
-    pub server: ServerSettings,
-    /// `[auth]`.
-    pub auth: AuthSettings,
-    /// `[admin]`.
-    pub admin: AdminSettings,
-    /// `[limits]`.
-    pub limits: RawLimits,
-    /// `[tls]`.
-    pub tls: TlsSettings,
-}
+pub type RawSettings = Sections<RawPush, RawLimits>;
 
 /// Prefix of environment overrides (`SIPWAKE__SECTION__KEY`).
 pub const ENV_PREFIX: &str = "SIPWAKE";
