@@ -10,15 +10,20 @@
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-/// Destinations remembered; past this the cache starts over (routes rarely change,
-/// and a probe costs two system calls).
+/// Destinations remembered; past this the cache starts over (a probe costs two
+/// system calls).
 const MAX_CACHED: usize = 4096;
+
+/// How long a learned source address is used before the routing table is asked
+/// again (an interface's address may change, e.g. a new DHCP lease).
+const FRESH_FOR: Duration = Duration::from_secs(60);
 
 /// Source addresses per destination, and the host's own addresses seen so far.
 #[derive(Debug, Default)]
 pub struct SourceAddrs {
-    toward: Mutex<HashMap<IpAddr, IpAddr>>,
+    toward: Mutex<HashMap<IpAddr, (IpAddr, Instant)>>,
     mine: Mutex<HashSet<IpAddr>>,
 }
 
@@ -38,8 +43,10 @@ impl SourceAddrs {
     /// route to it.
     pub fn toward(&self, peer: SocketAddr) -> Option<IpAddr> {
         let dest = peer.ip();
-        if let Some(ip) = lock(&self.toward).get(&dest) {
-            return Some(*ip);
+        if let Some((ip, at)) = lock(&self.toward).get(&dest) {
+            if at.elapsed() < FRESH_FOR {
+                return Some(*ip);
+            }
         }
         let probe = UdpSocket::bind(SocketAddr::new(unspecified_like(dest), 0)).ok()?;
         // a UDP connect sends nothing: it only fixes the route and the source address
@@ -53,7 +60,7 @@ impl SourceAddrs {
         if map.len() >= MAX_CACHED {
             map.clear();
         }
-        map.insert(dest, src);
+        map.insert(dest, (src, Instant::now()));
         lock(&self.mine).insert(src);
         Some(src)
     }
