@@ -55,15 +55,20 @@ fn users_file() -> PathBuf {
     path
 }
 
-/// sipwake with authentication on, trusting only 127.0.0.3.
+/// sipwake with authentication on, trusting only 127.0.0.3, offering SHA-256 then MD5
+/// (not the default, which [`the_default_offers_md5_alone`] covers).
 fn start(name: &str, extra: &[(&str, &str)]) -> Proxy {
+    start_with(name, &[("AUTH__ALGORITHMS", "SHA-256,MD5")], extra)
+}
+
+fn start_with(name: &str, base: &[(&str, &str)], extra: &[(&str, &str)]) -> Proxy {
     let users = users_file();
     let mut b = ProxyBuilder::new(name)
         .env("AUTH__ENABLED", "true")
         .env("AUTH__USERS_FILE", users.to_str().unwrap())
         .env("AUTH__REALM", REALM)
         .env("PROXY__TRUSTED_NETWORKS", &format!("{TRUSTED}/32"));
-    for (k, v) in extra {
+    for (k, v) in base.iter().chain(extra) {
         b = b.env(k, v);
     }
     b.start()
@@ -294,6 +299,60 @@ fn register_is_challenged_and_accepts_sha256_and_md5() {
         .collect();
     assert_eq!(algs, ["MD5"], "{resp:?}");
     register_with_auth(&mut carol, "carol-pw", "MD5");
+}
+
+/// baresip 1.0 (and many older phones) answer only the first challenge and give up
+/// when it is not MD5. With the default `auth.algorithms` such a phone registers and
+/// calls: one MD5 challenge, nothing before it.
+#[test]
+fn the_default_offers_md5_alone() {
+    let proxy = start_with("auth-default-algs", &[], &[]);
+    let mut carol = Ua::udp("carol", &proxy);
+    let mut reg = Reg::new();
+    let resp = register(&mut carol, &mut reg, "carol", None);
+    assert_eq!(resp.status(), Some(401), "{resp:?}");
+    // a user with both hashes gets the same single challenge
+    let mut alice = Ua::udp("alice", &proxy);
+    let mut areg = Reg::new();
+    let first_only = |resp: &Msg| {
+        let chs = challenges(resp, "www-authenticate");
+        assert_eq!(chs.len(), 1, "one challenge by default: {resp:?}");
+        let first = chs.into_iter().next().expect("a challenge");
+        assert_eq!(
+            first.algorithm, "MD5",
+            "the first challenge is MD5: {resp:?}"
+        );
+        first
+    };
+    first_only(&resp);
+    let ch = first_only(&register(&mut alice, &mut areg, "alice", None));
+    let uri = format!("sip:{DOMAIN}");
+    let creds = credentials(
+        "Authorization",
+        &ch,
+        "alice",
+        "alice-pw",
+        "REGISTER",
+        &uri,
+        1,
+    );
+    let ok = register(&mut alice, &mut areg, "alice", Some(&creds));
+    assert_eq!(
+        ok.status(),
+        Some(200),
+        "a first-challenge-only phone registers: {ok:?}"
+    );
+    // and its call is challenged the same way
+    let inv = alice.invite("carol", "");
+    let resp = alice.expect_final(&inv.call_id, "INVITE");
+    assert_eq!(resp.status(), Some(407), "{resp:?}");
+    alice.ack_non2xx(&inv, &resp);
+    let chs = challenges(&resp, "proxy-authenticate");
+    assert_eq!(
+        chs.iter().map(|c| c.algorithm.as_str()).collect::<Vec<_>>(),
+        ["MD5"],
+        "{resp:?}"
+    );
 }
 
 #[test]
