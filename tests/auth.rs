@@ -571,6 +571,66 @@ fn invite_from_a_phone_is_challenged_then_reaches_the_callee() {
     alice.expect_response(&inv.call_id, "BYE", "200", |c| c == 200);
 }
 
+/// A phone answers the 407 as phones do: the same INVITE (same Call-ID, CSeq + 1, a
+/// new branch) with credentials. That is one call, and it writes one `sipwake::call`
+/// line, with the callee's answer, not the challenge.
+#[test]
+fn an_authenticated_call_writes_one_call_line() {
+    let proxy = start(
+        "auth-one-call-line",
+        &[("LOG__LEVEL", "warn,sipwake::call=info")],
+    );
+    let mut bob = Ua::udp("bob", &proxy);
+    register_with_auth(&mut bob, "bob-pw", "MD5");
+    let mut alice = Ua::udp("alice", &proxy);
+    let first = alice.invite("bob", "");
+    let resp = alice.expect_final(&first.call_id, "INVITE");
+    assert_eq!(resp.status(), Some(407), "{resp:?}");
+    alice.ack_non2xx(&first, &resp);
+    let ch = challenges(&resp, "proxy-authenticate").remove(0);
+    let creds = credentials(
+        "Proxy-Authorization",
+        &ch,
+        "alice",
+        "alice-pw",
+        "INVITE",
+        &first.ruri,
+        1,
+    );
+    let br = branch();
+    let text = first
+        .text
+        .replace(&first.branch, &br)
+        .replace("CSeq: 1 INVITE", "CSeq: 2 INVITE")
+        .replace("Content-Type:", &format!("{creds}\r\nContent-Type:"));
+    alice.send(&text);
+    let retry = Invite {
+        text,
+        branch: br,
+        cseq: 2,
+        ..first
+    };
+    let got = bob.expect_request("INVITE", Some(&retry.call_id));
+    bob.reply(&got, 486, "Busy Here", Some(&tag()));
+    let busy = alice.expect_response(&retry.call_id, "INVITE", "486", |c| c == 486);
+    alice.ack_non2xx(&retry, &busy);
+    assert!(
+        proxy.wait_log("code=486", Duration::from_secs(5)),
+        "the call's line: {}",
+        proxy.log_text()
+    );
+    let log = proxy.log_text();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("sipwake::call") && l.contains(&retry.call_id))
+        .collect();
+    assert_eq!(lines.len(), 1, "one line for one call: {lines:#?}");
+    assert!(
+        lines[0].contains("outcome=rejected") && lines[0].contains("code=486"),
+        "{lines:?}"
+    );
+}
+
 #[test]
 fn other_realms_credentials_travel_on() {
     let proxy = start("auth-other-realm", &[]);
