@@ -11,6 +11,8 @@
 mod common;
 
 use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -20,6 +22,7 @@ use sha2::{Digest, Sha256};
 
 const REALM: &str = "example.com";
 const TRUSTED: &str = "127.0.0.3";
+const ATTACKER: &str = "127.0.0.2";
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -353,6 +356,94 @@ fn the_default_offers_md5_alone() {
         ["MD5"],
         "{resp:?}"
     );
+}
+
+/// One line of `/metrics` from the admin API at `admin`.
+fn metric(admin: SocketAddr, series: &str) -> f64 {
+    let mut s = TcpStream::connect_timeout(&admin, Duration::from_secs(5)).expect("admin API");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: sipwake\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no {series} in /metrics:\n{text}"))
+}
+
+/// An attacker on another address floods REGISTERs for alice's AOR without the
+/// password (challenged, or refused for a wrong one): that must not spend alice's
+/// per-AOR budget. Alice, on 127.0.0.1 with the right password, still registers; the
+/// limit counts only her authenticated REGISTERs, and still holds for those.
+#[test]
+fn unauthenticated_registers_do_not_spend_the_aor_limit() {
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let proxy = start(
+        "auth-aor-limit",
+        &[
+            ("ADMIN__LISTEN", &admin.to_string()),
+            ("LIMITS__REGISTER_PER_AOR_RATE", "1"),
+            ("LIMITS__REGISTER_PER_AOR_BURST", "3"),
+        ],
+    );
+    let uri = format!("sip:{DOMAIN}");
+    let mut evil = Ua::udp_at("mallory", proxy.addr(), &format!("{ATTACKER}:0"));
+    let mut ereg = Reg::new();
+    for i in 0..20 {
+        let resp = register(&mut evil, &mut ereg, "alice", None);
+        assert_eq!(resp.status(), Some(401), "attack {i}: {resp:?}");
+        if i % 4 == 0 {
+            // a guess at the password: refused, and not counted either
+            let ch = pick(&resp, "MD5");
+            let creds = credentials("Authorization", &ch, "alice", "guess", "REGISTER", &uri, 1);
+            let resp = register(&mut evil, &mut ereg, "alice", Some(&creds));
+            assert_eq!(resp.status(), Some(403), "{resp:?}");
+        }
+    }
+    let aor_limited = || {
+        metric(
+            admin,
+            "sipwake_rate_limited_total{limit=\"register_per_aor\"}",
+        )
+    };
+    assert_eq!(
+        aor_limited(),
+        0.0,
+        "the attacker's requests are not counted per AOR"
+    );
+
+    let mut alice = Ua::udp_at("alice", proxy.addr(), "127.0.0.1:0");
+    let mut reg = Reg::new();
+    let ch = pick(&register(&mut alice, &mut reg, "alice", None), "MD5");
+    let mut codes = Vec::new();
+    for nc in 1..=6 {
+        let creds = credentials(
+            "Authorization",
+            &ch,
+            "alice",
+            "alice-pw",
+            "REGISTER",
+            &uri,
+            nc,
+        );
+        codes.push(register(&mut alice, &mut reg, "alice", Some(&creds)).status());
+    }
+    assert_eq!(
+        &codes[..3],
+        &[Some(200); 3],
+        "the victim registers despite the attack: {codes:?}"
+    );
+    assert!(
+        codes[3..].contains(&Some(503)),
+        "her own authenticated REGISTERs are still limited: {codes:?}"
+    );
+    assert!(aor_limited() >= 1.0);
 }
 
 #[test]

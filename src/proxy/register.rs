@@ -194,6 +194,10 @@ pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
         Ok(r) => r,
         Err(BadRegister(code, reason)) => return core.reply(&msg, flow, key, code, reason, &[]),
     };
+    // after authentication: only the AOR's owner spends its budget
+    if super::limits::register_over_aor_limit(core, &msg, &flow, &req.aor, true) {
+        return;
+    }
     // RFC 8599 §5.4: confirm the push service the phone named
     let pns = msg
         .values(HeaderName::Contact)

@@ -113,6 +113,10 @@ pub fn register(
         Ok(r) => r,
         Err(BadRegister(code, reason)) => return core.reply(&msg, flow, key, code, reason, &[]),
     };
+    // the upstream authenticates: its 2xx charges the AOR (see limits)
+    if super::limits::register_over_aor_limit(core, &msg, &flow, &req.aor, false) {
+        return;
+    }
     if throttled(core, &req, now_ms) {
         debug!(aor = %req.aor, "refresh answered locally (relay throttle)");
         return register::handle(core, msg, flow, key);
@@ -461,6 +465,7 @@ impl RegisterRelay {
             self.answer(code, pop_via(resp));
             return;
         }
+        super::limits::charge_aor(&self.core, &self.src, &self.req.aor);
         let mut req = self.req.clone();
         req.now_ms = unix_now_ms();
         let request_ms = req.now_ms;
