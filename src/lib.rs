@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod logfmt;
 pub mod proxy;
 pub mod push;
 pub mod registrar;

@@ -413,6 +413,61 @@ fn unparseable_requests_get_400_naming_the_fault() {
     }
 }
 
+/// The forged line of issue 10: a folded Call-ID whose continuation looks like a log
+/// line of its own.
+const FORGED: &str =
+    "2026-12-07T00:00:00.000000Z ERROR sipwake::forged: injected by a folded Call-ID";
+
+/// Text from the wire never reaches the human log raw: a folded Call-ID (CRLF inside
+/// the value) cannot start a forged line, and NUL or ESC from a Call-ID show escaped.
+#[test]
+fn peer_text_is_escaped_in_the_human_log() {
+    let proxy = ProxyBuilder::new("logescape")
+        .env("LOG__LEVEL", "debug")
+        .env("LOG__FORMAT", "human")
+        .start();
+    let folded = format!("inj1@test\r\n {FORGED}");
+    let text = format!(
+        "INVITE sip:nobody@example.com SIP/2.0\r\nVia: SIP/2.0/UDP LOCAL;branch=z9hG4bK-inj1;rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:a@example.com>;tag=1\r\nTo: <sip:nobody@example.com>\r\n\
+         Call-ID: {folded}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    );
+    let r = bad_request(&proxy, &text);
+    assert_eq!(r.status(), Some(400), "{r:?}");
+    let text = "INVITE sip:nobody@example.com SIP/2.0\r\nVia: SIP/2.0/UDP LOCAL;branch=z9hG4bK-inj2;rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:a@example.com>;tag=1\r\nTo: <sip:nobody@example.com>\r\n\
+         Call-ID: inj2\0nul\u{1b}[2J@test\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+    let r = bad_request(&proxy, text);
+    assert!(r.status().is_some_and(|c| c >= 400), "{r:?}");
+    assert!(
+        proxy.wait_log("inj2", Duration::from_secs(5)),
+        "the second request is logged: {}",
+        proxy.log_text()
+    );
+    let log = proxy.log_text();
+    assert!(
+        log.contains("inj1@test"),
+        "the folded Call-ID is logged (escaped): {log}"
+    );
+    for line in log.lines() {
+        assert!(
+            !line.trim_start().starts_with(FORGED),
+            "a forged line in the log:\n{log}"
+        );
+    }
+    for (c, name) in [('\r', "CR"), ('\0', "NUL"), ('\u{1b}', "ESC")] {
+        assert!(!log.contains(c), "a raw {name} in the log:\n{log:?}");
+    }
+    assert!(
+        log.contains(&format!("inj1@test\\r\\n {FORGED}")),
+        "CR LF shown escaped: {log}"
+    );
+    assert!(
+        log.contains("inj2\\0nul\\x1b[2J@test"),
+        "NUL, ESC shown escaped: {log}"
+    );
+}
+
 #[test]
 fn keepalives_absorbed_on_udp_and_answered_on_tcp() {
     let proxy = Proxy::start("keepalive");
