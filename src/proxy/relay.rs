@@ -33,7 +33,7 @@ use tracing::{debug, debug_span, warn, Instrument};
 
 use super::edit::{forward_request, pop_via, RequestEdits};
 use super::forward::{self, Next, Target};
-use super::register::{self, contact_line, parse_register, public_contact, BadRegister};
+use super::register::{self, contact_line, parse_register, public_contact};
 use super::route::Popped;
 use super::wake::{self, Decision};
 use super::{Core, ALLOW};
@@ -111,7 +111,7 @@ pub fn register(
     let now_ms = unix_now_ms();
     let req = match parse_register(&msg, &flow, now_ms, &core.settings.push, &core.pusher()) {
         Ok(r) => r,
-        Err(BadRegister(code, reason)) => return core.reply(&msg, flow, key, code, reason, &[]),
+        Err(bad) => return register::refuse(core, &msg, flow, key, bad),
     };
     // the upstream authenticates: its 2xx charges the AOR (see limits)
     if super::limits::register_over_aor_limit(core, &msg, &flow, &req.aor, false) {
