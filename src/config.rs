@@ -203,6 +203,9 @@ pub struct SipSettings {
     /// Host written into Via and Record-Route instead of the listen IP: a lower-case
     /// name, an IPv4 address, or an IPv6 address in brackets (`[2001:db8::1]`).
     pub advertised_host: Option<String>,
+    /// Other names of this sipwake (lower case, as `advertised_host`): a Route or
+    /// Request-URI naming one of them on our port is ours.
+    pub aliases: Vec<String>,
     /// Largest message accepted on any transport, in bytes.
     pub max_message_size: usize,
     /// TCP connections without traffic for this long are closed.
@@ -675,6 +678,8 @@ pub struct RawSip {
     pub transports: Vec<String>,
     /// Empty: none.
     pub advertised_host: String,
+    /// Host names or addresses.
+    pub aliases: Vec<String>,
     /// Bytes, 1024..=1048576.
     pub max_message_size: u64,
     /// Seconds.
@@ -695,6 +700,7 @@ impl Default for RawSip {
             listen: vec!["127.0.0.1:5060".to_owned()],
             transports: vec!["udp".to_owned(), "tcp".to_owned()],
             advertised_host: String::new(),
+            aliases: Vec::new(),
             max_message_size: 65535,
             tcp_idle_timeout_secs: 3600,
             t1_ms: 500,
@@ -987,8 +993,9 @@ impl Default for RawAuth {
 pub const ENV_PREFIX: &str = "SIPWAKE";
 
 /// Keys whose environment value is a comma-separated list.
-const LIST_KEYS: [&str; 6] = [
+const LIST_KEYS: [&str; 7] = [
     "sip.listen",
+    "sip.aliases",
     "sip.transports",
     "proxy.domains",
     "proxy.trusted_networks",
@@ -1221,6 +1228,15 @@ impl RawSip {
             ),
         };
 
+        let mut aliases = Vec::new();
+        for a in entries(&self.aliases) {
+            let host = normalize_host(a)
+                .map_err(|reason| ConfigError::invalid("sip.aliases", a, reason))?;
+            if !aliases.contains(&host) {
+                aliases.push(host);
+            }
+        }
+
         let max_message_size = in_range(
             "sip.max_message_size",
             self.max_message_size,
@@ -1254,6 +1270,7 @@ impl RawSip {
             udp,
             tcp,
             advertised_host,
+            aliases,
             max_message_size: usize::try_from(max_message_size).unwrap_or(usize::MAX),
             tcp_idle_timeout: Duration::from_secs(tcp_idle),
             t1: Duration::from_millis(t1),
@@ -2582,6 +2599,7 @@ mod tests {
         let mut every = RawSettings::default();
         every.proxy.domains.push("example.com".to_owned());
         every.tls.listen.push("127.0.0.1:5061".to_owned());
+        every.sip.aliases.push("sip.example.com".to_owned());
         let defaults = config::Config::try_from(&every).expect("serializes");
         keys("", defaults.collect().expect("collects"), &mut all);
         written.sort();
@@ -2609,6 +2627,7 @@ mod tests {
             listen = ["0.0.0.0:5070", "[::]:5070"]
             transports = ["TCP"]
             advertised_host = "SIP.Example.com"
+            aliases = ["Alias.Example.com", "192.0.2.7", "[2001:DB8::7]", "alias.example.com"]
             timer_c_secs = 1
             [proxy]
             domains = ["Example.COM", "example.com", " "]
@@ -2631,6 +2650,10 @@ mod tests {
         assert_eq!(s.sip.listen.len(), 2);
         assert!(!s.sip.udp && s.sip.tcp);
         assert_eq!(s.sip.advertised_host.as_deref(), Some("sip.example.com"));
+        assert_eq!(
+            s.sip.aliases,
+            ["alias.example.com", "192.0.2.7", "[2001:db8::7]"]
+        );
         assert_eq!(s.sip.timer_c, Duration::from_secs(1));
         assert_eq!(s.proxy.domains, vec!["example.com"]);
         assert_eq!(
