@@ -17,7 +17,9 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use tracing::debug;
@@ -108,7 +110,7 @@ impl OurNames {
 
     /// Replaces the certificate's names (after a reload).
     pub fn set_cert_names(&self, cert_names: Vec<String>) {
-        *self.cert_names.write().unwrap_or_else(|e| e.into_inner()) = normal_cert_names(cert_names);
+        *self.cert_names.write() = normal_cert_names(cert_names);
     }
 
     /// True if we listen on `port`.
@@ -144,7 +146,6 @@ impl OurNames {
             || self
                 .cert_names
                 .read()
-                .unwrap_or_else(|e| e.into_inner())
                 .iter()
                 .any(|n| n.eq_ignore_ascii_case(h))
     }
@@ -154,7 +155,7 @@ impl OurNames {
         if ip.is_unspecified() || ip.is_multicast() {
             return false;
         }
-        let mut cache = self.local.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = self.local.lock();
         if let Some(&known) = cache.get(&ip) {
             return known;
         }
@@ -167,7 +168,7 @@ impl OurNames {
     }
 
     fn remembered(&self, name: &str) -> Option<bool> {
-        let cache = self.resolved.lock().unwrap_or_else(|e| e.into_inner());
+        let cache = self.resolved.lock();
         let key = name.to_ascii_lowercase();
         cache
             .get(&key)
@@ -192,7 +193,7 @@ impl OurNames {
             _ => false,
         };
         debug!(name, ours, "host name looked up");
-        let mut cache = self.resolved.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = self.resolved.lock();
         if cache.len() >= MAX_REMEMBERED {
             let now = Instant::now();
             cache.retain(|_, (_, until)| *until > now);
