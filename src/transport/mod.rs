@@ -217,11 +217,6 @@ impl Transport {
         self.inner.sources.toward(peer)
     }
 
-    /// True if `ip` is one of this host's addresses.
-    pub fn is_local_ip(&self, ip: std::net::IpAddr) -> bool {
-        self.inner.sources.is_local(ip)
-    }
-
     /// Local UDP addresses, in socket-index order.
     pub fn udp_addrs(&self) -> Vec<SocketAddr> {
         self.inner.udp.iter().map(|u| u.1).collect()

@@ -3,14 +3,15 @@
 //! Via, Path, Record-Route or rewritten Contact sends its ACK, BYE or call there and
 //! reaches nobody. Without `sip.advertised_host`, sipwake writes the address the
 //! kernel picks as the source toward that peer (a `connect`ed UDP probe socket asks
-//! the routing table the same question a `sendto` from the wildcard socket would),
-//! and a wildcard listener counts every address of the host as its own (an address
-//! is ours if a socket can bind to it).
+//! the routing table the same question a `sendto` from the wildcard socket would).
+//! That a wildcard listener answers to every address of the host is
+//! `proxy::names`' business.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 /// Destinations remembered; past this the cache starts over (a probe costs two
 /// system calls).
@@ -20,15 +21,10 @@ const MAX_CACHED: usize = 4096;
 /// again (an interface's address may change, e.g. a new DHCP lease).
 const FRESH_FOR: Duration = Duration::from_secs(60);
 
-/// Source addresses per destination, and the host's own addresses seen so far.
+/// Source addresses per destination.
 #[derive(Debug, Default)]
 pub struct SourceAddrs {
     toward: Mutex<HashMap<IpAddr, (IpAddr, Instant)>>,
-    mine: Mutex<HashSet<IpAddr>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn unspecified_like(ip: IpAddr) -> IpAddr {
@@ -43,7 +39,7 @@ impl SourceAddrs {
     /// route to it.
     pub fn toward(&self, peer: SocketAddr) -> Option<IpAddr> {
         let dest = peer.ip();
-        if let Some((ip, at)) = lock(&self.toward).get(&dest) {
+        if let Some((ip, at)) = self.toward.lock().get(&dest) {
             if at.elapsed() < FRESH_FOR {
                 return Some(*ip);
             }
@@ -56,33 +52,12 @@ impl SourceAddrs {
         if src.is_unspecified() {
             return None;
         }
-        let mut map = lock(&self.toward);
+        let mut map = self.toward.lock();
         if map.len() >= MAX_CACHED {
             map.clear();
         }
         map.insert(dest, (src, Instant::now()));
-        lock(&self.mine).insert(src);
         Some(src)
-    }
-
-    /// True if `ip` is an address of this host (a wildcard listener answers on it).
-    pub fn is_local(&self, ip: IpAddr) -> bool {
-        if ip.is_unspecified() || ip.is_multicast() {
-            return false;
-        }
-        if ip.is_loopback() || lock(&self.mine).contains(&ip) {
-            return true;
-        }
-        // only the host's own addresses can be bound (EADDRNOTAVAIL otherwise); the
-        // answer for foreign addresses is not kept, so a peer cannot fill memory
-        let ok = UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok();
-        if ok {
-            let mut mine = lock(&self.mine);
-            if mine.len() < MAX_CACHED {
-                mine.insert(ip);
-            }
-        }
-        ok
     }
 }
 
@@ -96,14 +71,7 @@ mod tests {
         let src = s.toward("127.0.0.2:5060".parse().unwrap()).unwrap();
         assert!(src.is_loopback(), "{src}");
         assert!(!src.is_unspecified());
-        assert!(s.is_local(src));
-    }
-
-    #[test]
-    fn foreign_and_unspecified_addresses_are_not_local() {
-        let s = SourceAddrs::default();
-        assert!(!s.is_local("0.0.0.0".parse().unwrap()));
-        // TEST-NET-3 (RFC 5737) is never configured on a host
-        assert!(!s.is_local("203.0.113.77".parse().unwrap()));
+        // the learned address is one a socket can bind: the host's own
+        assert!(UdpSocket::bind(SocketAddr::new(src, 0)).is_ok());
     }
 }
