@@ -10,13 +10,12 @@ use bytes::Bytes;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tracing::{debug, debug_span, Instrument};
 
-use super::data::{Next, OwnRoutes, PushPlan, Target};
+use super::data::{CallEvent, CallView, Next, OwnRoutes, PushPlan, Target, TaskEvent};
 use super::edit::{cancel_or_ack, forward_request, pop_via, RequestEdits};
-use super::park::{ParkGuard, Woken};
+use super::pushing::Pushing;
 use super::Core;
-use crate::metrics::{count_push, PushKind};
-use crate::push::{CancelReason, PushResult, PushSender};
-use crate::registrar::{unix_now_ms, Binding};
+use crate::push::PushResult;
+use crate::registrar::Binding;
 use crate::sip::{builder, HeaderName, Message, Method, Uri};
 use crate::transaction::{
     BranchGen, ClientAction, ClientTx, Disposition, Kind, ServerAction, ServerEntry, ServerTx,
@@ -130,22 +129,6 @@ struct Branch {
     ringing: bool,
 }
 
-/// One push finished.
-struct PushDone {
-    device: usize,
-    result: PushResult,
-}
-
-/// The push side of a call while it runs.
-struct PushState {
-    plan: PushPlan,
-    /// Parked until the wake deadline (or the final response).
-    guard: Option<ParkGuard>,
-    wake_at: Instant,
-    pending: usize,
-    delivered: usize,
-}
-
 struct Fwd {
     core: Arc<Core>,
     req: Message,
@@ -156,15 +139,15 @@ struct Fwd {
     branches: Vec<Branch>,
     best: Option<(u16, Bytes)>,
     got_2xx: bool,
-    rx: UnboundedReceiver<TxEvent>,
+    rx: UnboundedReceiver<TaskEvent>,
     /// Kept while new branches may start (woken phones); dropped at the final.
-    tx: Option<UnboundedSender<TxEvent>>,
+    tx: Option<UnboundedSender<TaskEvent>>,
     local: SocketAddr,
     popped: Vec<std::ops::Range<usize>>,
     record_route: bool,
     loop_hash: u64,
     untrusted: bool,
-    push: Option<PushState>,
+    push: Option<Pushing>,
     caller_cancelled: bool,
     final_code: Option<u16>,
     /// A branch answered 6xx: no new branches (RFC 3261 §16.7 step 5).
@@ -244,9 +227,15 @@ pub fn start(
 impl Fwd {
     async fn run(mut self, targets: Vec<Target>, plan: Option<Box<PushPlan>>) {
         if let Some(plan) = plan {
-            if !self.start_pushes(*plan) {
-                self.finish_task();
-                return;
+            let Some(tx) = self.tx.as_ref() else { return };
+            match Pushing::start(&self.core, *plan, tx) {
+                Ok(p) => self.push = Some(p),
+                Err(e) => {
+                    debug!(error = %e, "call not parked");
+                    self.send_final_made(503, "Service Unavailable");
+                    self.finish_task();
+                    return;
+                }
             }
         }
         let sips = self.sips();
@@ -300,41 +289,6 @@ impl Fwd {
             self.core.tx.remove_client(b.cancel_key);
         }
         self.core.tx.remove_server(self.key);
-    }
-
-    /// Parks the call and sends one push per device. False if the call was refused.
-    fn start_pushes(&mut self, mut plan: PushPlan) -> bool {
-        let Some(tx) = self.tx.clone() else {
-            return false;
-        };
-        let guard = match self.core.parked.park(&plan.aor, tx.clone()) {
-            Ok(g) => g,
-            Err(e) => {
-                debug!(error = %e, "call not parked");
-                self.send_final_made(503, "Service Unavailable");
-                return false;
-            }
-        };
-        for (i, d) in plan.devices.iter_mut().enumerate() {
-            d.pushed = true;
-            debug!(aor = %plan.aor, token = d.info.short_token(), provider = %d.info.provider, "push");
-            let fut = self.core.pusher().call(&d.info, &plan.call);
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let result = fut.await;
-                let _ = tx.send(TxEvent::Upper(Box::new(PushDone { device: i, result })));
-            });
-        }
-        let pending = plan.devices.len();
-        // the wake clock starts at parking, not when the push returns
-        self.push = Some(PushState {
-            plan,
-            guard: Some(guard),
-            wake_at: Instant::now() + self.core.settings.push.wake_timeout,
-            pending,
-            delivered: 0,
-        });
-        true
     }
 
     /// Starts one client branch over `flow`.
@@ -436,9 +390,7 @@ impl Fwd {
                 503
             });
         } else if let (Some(d), Some(p)) = (device, self.push.as_mut()) {
-            if let Some(dev) = p.plan.devices.get_mut(d) {
-                dev.got_invite = true;
-            }
+            p.got_invite(d);
         }
         self.branches.push(b);
     }
@@ -449,20 +401,9 @@ impl Fwd {
             return; // a tombstone: the call is over, a late phone gets nothing
         }
         let Some(p) = self.push.as_ref() else { return };
-        if binding.aor != p.plan.aor || !binding.is_live(unix_now_ms()) {
-            return;
-        }
-        let Some(flow) = binding.flow.as_deref().and_then(|f| f.parse::<Flow>().ok()) else {
+        let Some((flow, device)) = p.woken(&binding, self.sips()) else {
             return;
         };
-        if !flow.is_tls() && self.sips() {
-            return; // a woken phone without TLS cannot take a sips: call
-        }
-        let token = crate::push::PushInfo::from_json(binding.push.as_deref().unwrap_or(""))
-            .map(|i| i.token);
-        let device = p.plan.devices.iter().position(|d| {
-            d.key == binding.key || token.as_deref().is_some_and(|t| t == d.info.token)
-        });
         // one branch per device: same flow adds nothing, a new flow replaces the stale one
         let mut stale = Vec::new();
         for (i, b) in self.branches.iter().enumerate() {
@@ -490,10 +431,7 @@ impl Fwd {
             Some(binding.key.clone()),
         );
         if !self.woke {
-            self.woken_after = self.push.as_ref().map(|p| {
-                let parked_at = p.wake_at - self.core.settings.push.wake_timeout;
-                parked_at.elapsed()
-            });
+            self.woken_after = self.push.as_ref().map(Pushing::parked_for);
         }
         self.woke = true;
     }
@@ -512,87 +450,24 @@ impl Fwd {
         }
     }
 
-    fn on_push_done(&mut self, done: PushDone) {
+    fn on_push_done(&mut self, device: usize, result: PushResult) {
         let Some(p) = self.push.as_mut() else { return };
-        p.pending = p.pending.saturating_sub(1);
-        let Some(dev) = p.plan.devices.get_mut(done.device) else {
-            return;
-        };
-        dev.failed = !done.result.is_sent();
-        crate::metrics::global().push_done(dev.info.provider, PushKind::Call, &done.result);
-        let dev = dev.clone();
-        let aor = p.plan.aor.clone();
-        match &done.result {
-            PushResult::Sent => p.delivered += 1,
-            PushResult::SentOtherEnv { sandbox } => {
-                p.delivered += 1;
-                let mut info = dev.info.clone();
-                info.sandbox = *sandbox;
-                info.env_guessed = false;
-                self.core
-                    .registrar
-                    .set_push(&aor, &dev.key, Some(info.to_json()), None);
-            }
-            PushResult::DeadToken { timestamp_ms } => {
-                // APNs: only a death after the token's last REGISTER counts
-                let removed = self
-                    .core
-                    .registrar
-                    .set_push(&aor, &dev.key, None, *timestamp_ms);
-                crate::metrics::global()
-                    .dead_tokens_removed
-                    .add(u64::from(removed));
-                debug!(
-                    token = dev.info.short_token(),
-                    removed, "push token reported dead"
-                );
-            }
-            PushResult::Failed(why) => {
-                debug!(token = dev.info.short_token(), error = %why, "push failed");
-            }
-        }
-        let all_failed = p.pending == 0 && p.delivered == 0;
-        if all_failed && self.branches.iter().all(|b| b.final_code.is_some()) {
+        p.on_done(&self.core, device, &result);
+        if p.all_failed() && self.branches.iter().all(|b| b.final_code.is_some()) {
             // nobody can wake and nothing else rings: no point in waiting
-            self.unpark();
+            p.unpark();
         }
         self.maybe_finish();
     }
 
     fn unpark(&mut self) {
         if let Some(p) = self.push.as_mut() {
-            p.guard = None;
+            p.unpark();
         }
     }
 
     fn parked(&self) -> bool {
-        self.push.as_ref().is_some_and(|p| p.guard.is_some())
-    }
-
-    /// Cancel notices to pushed devices that never got the INVITE.
-    fn notify_ended(&mut self, code: u16) {
-        let Some(p) = self.push.as_mut() else { return };
-        p.guard = None;
-        let reason = if self.caller_cancelled {
-            CancelReason::CallerCancelled
-        } else if (200..300).contains(&code) {
-            CancelReason::AnsweredElsewhere
-        } else if code == 480 || code == 408 {
-            CancelReason::Timeout
-        } else {
-            CancelReason::DeclinedElsewhere
-        };
-        // a device whose push failed or whose token just died gets no notice either
-        for d in p
-            .plan
-            .devices
-            .iter()
-            .filter(|d| d.pushed && !d.failed && !d.got_invite)
-        {
-            debug!(token = d.info.short_token(), ?reason, "cancel notice");
-            let notice = self.core.pusher().cancel(&d.info, &p.plan.call, reason);
-            tokio::spawn(count_push(d.info.provider, PushKind::Cancel, notice));
-        }
+        self.push.as_ref().is_some_and(Pushing::parked)
     }
 
     /// Nothing left to wait for: the final went out and every timer has run.
@@ -633,7 +508,7 @@ impl Fwd {
         d
     }
 
-    fn on_event(&mut self, ev: TxEvent) {
+    fn on_event(&mut self, ev: TaskEvent) {
         let now = Instant::now();
         match ev {
             TxEvent::Response { branch, msg } => self.on_response(branch, *msg, now),
@@ -651,13 +526,11 @@ impl Fwd {
                     self.maybe_finish();
                 }
             }
-            TxEvent::Upper(ev) => match ev.downcast::<Woken>() {
-                Ok(w) => self.on_woken(w.0),
-                Err(ev) => match ev.downcast::<PushDone>() {
-                    Ok(done) => self.on_push_done(*done),
-                    Err(ev) => self.describe(ev),
-                },
-            },
+            TxEvent::Upper(CallEvent::Woken(binding)) => self.on_woken(binding),
+            TxEvent::Upper(CallEvent::PushDone { device, result }) => {
+                self.on_push_done(device, result)
+            }
+            TxEvent::Upper(CallEvent::Describe(reply)) => self.describe(reply),
         }
     }
 
@@ -737,10 +610,7 @@ impl Fwd {
             self.declined = true;
             self.unpark();
             self.cancel_all(Some(idx), None);
-        } else if self
-            .push
-            .as_ref()
-            .is_some_and(|p| p.plan.devices.iter().all(|d| d.got_invite))
+        } else if self.push.as_ref().is_some_and(Pushing::all_got_invite)
             && self.branches.iter().all(|b| b.final_code.is_some())
         {
             // every pushed device got the call and answered: nothing left to wake
@@ -786,7 +656,10 @@ impl Fwd {
             self.final_code = Some(code);
             // no new branches after the final; pushed phones that missed it get a notice
             self.tx = None;
-            self.notify_ended(code);
+            let caller_cancelled = self.caller_cancelled;
+            if let Some(p) = self.push.as_mut() {
+                p.call_ended(&self.core, code, caller_cancelled);
+            }
             self.call_ended(code);
         }
         // late 2xx are forwarded even after a final: the caller ACKs and hangs up
@@ -812,7 +685,7 @@ impl Fwd {
             _ if self.caller_cancelled => Outcome::Cancelled,
             _ if self.woke => Outcome::Woken,
             _ if (200..300).contains(&code) => Outcome::Answered,
-            Some(p) if code == 480 && p.delivered == 0 && p.pending == 0 => Outcome::PushFailed,
+            Some(p) if code == 480 && p.all_failed() => Outcome::PushFailed,
             Some(_) if code == 480 => Outcome::PushTimeout,
             _ => Outcome::Rejected,
         };
@@ -925,12 +798,9 @@ impl Fwd {
 }
 
 impl Fwd {
-    /// Answers the admin API's [`super::calls::Describe`] while this is an unanswered
-    /// INVITE; otherwise drops it, which leaves the call out of the list.
-    fn describe(&self, ev: Box<dyn std::any::Any + Send>) {
-        let Ok(d) = ev.downcast::<super::calls::Describe>() else {
-            return;
-        };
+    /// Answers the admin API's [`CallEvent::Describe`] while this is an unanswered
+    /// INVITE; otherwise drops the sender, which leaves the call out of the list.
+    fn describe(&self, reply: tokio::sync::oneshot::Sender<CallView>) {
         if self.kind != Kind::Invite || self.server.is_final() || self.got_2xx {
             return;
         }
@@ -941,7 +811,7 @@ impl Fwd {
             (false, true) => "parked",
             (false, false) => "trying",
         };
-        let _ = d.0.send(super::calls::CallView {
+        let _ = reply.send(CallView {
             call_id: self.req.call_id().to_string(),
             from: self.req.header(HeaderName::From).unwrap_or("").to_string(),
             to: self.req.header(HeaderName::To).unwrap_or("").to_string(),

@@ -17,6 +17,7 @@ pub mod forward;
 pub mod lifecycle;
 pub mod limits;
 pub mod park;
+pub mod pushing;
 pub mod register;
 pub mod relay;
 pub mod route;
@@ -52,7 +53,7 @@ pub struct Core {
     /// Bindings.
     pub registrar: Registrar,
     /// Transaction tables.
-    pub tx: TxTable,
+    pub tx: TxTable<data::CallEvent>,
     /// Branch maker.
     pub branches: BranchGen,
     /// Flow token signer.
@@ -122,6 +123,8 @@ impl Core {
             timer_c: settings.sip.timer_c,
         };
         let parked = park::Parked::new(settings.push.max_parked, settings.push.max_parked_per_aor);
+        // the one wake path: every binding event, local or remote, reaches parked calls
+        registrar.events().add_sink(Arc::new(parked.clone()));
         let rate_limits = limits::Limits::new(&settings);
         Core {
             oversize_udp: std::sync::atomic::AtomicU64::new(0),
@@ -336,7 +339,7 @@ fn host_of(ip: IpAddr) -> String {
 async fn local_invite_tx(
     core: Arc<Core>,
     mut st: ServerTx,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<TxEvent>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<data::TaskEvent>,
     flow: Flow,
     key: u64,
 ) {

@@ -31,7 +31,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tracing::{debug, debug_span, warn, Instrument};
 
-use super::data::{Decision, Next, OwnRoutes, Target};
+use super::data::{Decision, Next, OwnRoutes, Target, TaskEvent};
 use super::edit::{forward_request, pop_via, RequestEdits};
 use super::forward;
 use super::register::{self, contact_line, parse_register, public_contact, BadRegister};
@@ -283,8 +283,8 @@ struct RegisterRelay {
     req: RegisterRequest,
     contacts: Option<Vec<String>>,
     popped: Vec<std::ops::Range<usize>>,
-    tx: UnboundedSender<TxEvent>,
-    rx: UnboundedReceiver<TxEvent>,
+    tx: UnboundedSender<TaskEvent>,
+    rx: UnboundedReceiver<TaskEvent>,
 }
 
 struct Client {
@@ -468,7 +468,10 @@ impl RegisterRelay {
             Contacts::List(l) => l.clone(),
             _ => Vec::new(),
         };
-        match self.core.registrar.register(req).await {
+        // published when this scope ends, after the phone's answer: the bindings the
+        // upstream accepted wake the calls parked for them (see `park`)
+        let (outcome, _events) = self.core.registrar.register_held(req).await;
+        match outcome {
             Ok(RegisterOutcome::Ok { bindings }) => {
                 self.remember(&specs, request_ms);
                 if let Some(b) = bindings.first() {
@@ -491,9 +494,6 @@ impl RegisterRelay {
                 }
                 let bytes = ok_for_phone(resp, &lines, supports_path(&self.msg));
                 self.answer(code, bytes);
-                for b in bindings.iter().filter(|b| b.updated_at_ms == request_ms) {
-                    self.core.parked.wake(b);
-                }
             }
             Ok(RegisterOutcome::IntervalTooBrief { min_expires }) => {
                 let line = format!("Min-Expires: {min_expires}");

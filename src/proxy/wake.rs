@@ -1,7 +1,7 @@
 //! Push before INVITE, the routing half: which bindings of a local user get the
 //! request at once, which devices are pushed, and what the push says about the
-//! caller. The forwarding task ([`super::forward`]) then parks the call and hands it
-//! to each woken device.
+//! caller. The push half of the forwarding task ([`super::pushing`]) then parks the
+//! call, pushes, and hands the call to each device that wakes.
 
 use std::sync::Arc;
 
