@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::time::Instant;
 
-use super::{calllog, Core};
+use super::{call_log, Core};
 use crate::push::Pusher;
 use crate::sip::{Message, Method};
 use crate::transport::Flow;
@@ -67,7 +67,7 @@ impl Core {
     pub(super) fn on_local_final(&self, req: &Message, code: u16) {
         match req.method() {
             Some(Method::Invite) if req.to_tag().is_empty() => {
-                calllog::finished(req, calllog::Outcome::Rejected, code, Instant::now(), None)
+                call_log::finished(req, call_log::Outcome::Rejected, code, Instant::now(), None)
             }
             Some(Method::Bye) => self.dialogs.bye_answered(req, code),
             _ => {}

@@ -15,8 +15,7 @@ use crate::registrar::{
     unix_now_ms, Binding, ContactSpec, Contacts, PendingEvents, RegisterOutcome, RegisterRequest,
     StoreError,
 };
-use crate::sip::header::{params, unquote, NameAddr};
-use crate::sip::{HeaderName, Message, Scheme, Uri};
+use crate::sip::{params, unquote, HeaderName, Message, NameAddr, Scheme, Uri};
 use crate::transaction::ServerEntry;
 use crate::transport::Flow;
 

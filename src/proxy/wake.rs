@@ -10,8 +10,7 @@ use super::Core;
 use crate::config::PushPolicy;
 use crate::push::{CallPush, PushInfo};
 use crate::registrar::Binding;
-use crate::sip::header::unquote;
-use crate::sip::{HeaderName, Message, Method, NameAddr, Uri};
+use crate::sip::{unquote, HeaderName, Message, Method, NameAddr, Uri};
 use crate::transport::Flow;
 
 /// A binding's push info, when a configured provider can reach it.
@@ -159,7 +158,7 @@ pub fn call_push(core: &Core, msg: &Message, aor: &str, hint: &str, trusted: boo
             let number = Uri::parse(na.uri)
                 .ok()
                 .and_then(|u| u.user)
-                .map(|u| crate::sip::uri::unescape(u).into_owned())
+                .map(|u| crate::sip::unescape(u).into_owned())
                 .unwrap_or_default();
             let name = na
                 .display

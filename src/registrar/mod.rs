@@ -11,9 +11,9 @@
 //! before the in-memory lock is released, so the store sees concurrent REGISTERs in
 //! the same order as memory does.
 
-mod admin;
 mod binding;
 mod events;
+mod manage;
 mod memory;
 mod sqlite;
 mod store;

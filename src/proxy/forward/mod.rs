@@ -1,6 +1,13 @@
 //! One task per forwarded transaction: it owns the server transaction and every
 //! client branch of the fork, so responses, CANCEL, retransmissions and timers are
 //! handled in one place and never race (RFC 3261 §16.6–16.10, RFC 6026).
+//!
+//! This file is the task: its state, its event loop, responses and the final answer,
+//! timers. `branches.rs` starts and cancels the client branches of the fork;
+//! `super::pushing` is the push half of a call that wakes phones, and
+//! `super::next_hop` turns a target into a flow.
+
+mod branches;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,126 +17,20 @@ use bytes::Bytes;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tracing::{debug, debug_span, Instrument};
 
-use super::data::{CallEvent, CallView, Next, OwnRoutes, PushPlan, Target, TaskEvent};
-use super::edit::{cancel_or_ack, forward_request, pop_via, RequestEdits};
+use super::data::{CallEvent, CallView, OwnRoutes, PushPlan, Target, TaskEvent};
+use super::edit::pop_via;
 use super::pushing::Pushing;
-use super::Core;
+use super::{next_hop, Core};
 use crate::push::PushResult;
 use crate::registrar::Binding;
-use crate::sip::{builder, HeaderName, Message, Method, Uri};
+use crate::sip::{HeaderName, Message, Method};
 use crate::transaction::{
-    BranchGen, ClientAction, ClientTx, Disposition, Kind, ServerAction, ServerEntry, ServerTx,
-    TxEvent,
+    BranchGen, ClientAction, Disposition, Kind, ServerAction, ServerEntry, ServerTx, TxEvent,
 };
-use crate::transport::{Flow, SendError};
+use crate::transport::Flow;
+use branches::{make_ack, Branch};
 
-/// Why a next hop could not be reached.
-#[derive(Debug, thiserror::Error)]
-pub enum ResolveError {
-    /// The URI is not one we can send to.
-    #[error("cannot route to {0}")]
-    Unroutable(String),
-    /// Sending or connecting failed.
-    #[error(transparent)]
-    Send(#[from] SendError),
-}
-
-/// Turns a next hop into a flow, resolving names and connecting TCP or TLS as needed.
-/// A hop that asks for TLS (`sips:`, `transport=tls`) is never reached without it.
-pub async fn resolve(
-    core: &Arc<Core>,
-    next: &Next,
-    prefer: Option<SocketAddr>,
-) -> Result<Flow, ResolveError> {
-    use crate::config::TransportKind;
-    // the host the TLS certificate must name (a `maddr` only changes the address)
-    let mut tls_name = None;
-    let (host, port, kind) = match next {
-        Next::Flow(f) => return Ok(*f),
-        Next::Upstream => {
-            let up = core
-                .settings
-                .upstream
-                .uri
-                .as_ref()
-                .ok_or_else(|| ResolveError::Unroutable("upstream".into()))?;
-            (up.host.clone(), up.port, up.transport)
-        }
-        Next::Uri(u) => {
-            let uri = Uri::parse(u).map_err(|_| ResolveError::Unroutable(u.clone()))?;
-            tls_name = Some(uri.host_bare().to_string());
-            let host = uri
-                .param("maddr")
-                .filter(|m| !m.is_empty())
-                .unwrap_or(uri.host_bare())
-                .to_string();
-            let kind = if uri.wants_tls() {
-                TransportKind::Tls
-            } else if uri
-                .transport()
-                .is_some_and(|t| t.eq_ignore_ascii_case("tcp"))
-            {
-                TransportKind::Tcp
-            } else {
-                TransportKind::Udp
-            };
-            (host, uri.port_or_default(), kind)
-        }
-    };
-    let addr = match host.parse::<std::net::IpAddr>() {
-        Ok(ip) => SocketAddr::new(ip, port),
-        // boxed, like the connects below: these futures are large, and inline they would
-        // grow every forwarding task (a parked call is one) whether it uses them or not
-        Err(_) => Box::pin(tokio::net::lookup_host((host.as_str(), port)))
-            .await
-            .ok()
-            .and_then(|mut a| a.next())
-            .ok_or(ResolveError::Unroutable(host.clone()))?,
-    };
-    if core.is_me(&addr.ip().to_string(), Some(addr.port())) {
-        // sending to ourselves would loop until Max-Forwards runs out
-        return Err(ResolveError::Unroutable(format!("{addr} (sipwake itself)")));
-    }
-    match kind {
-        TransportKind::Udp => core
-            .transport
-            .udp_flow(addr, prefer)
-            .ok_or(ResolveError::Send(SendError::NoSocket(addr))),
-        TransportKind::Tcp => {
-            let handler = core.handler().ok_or(ResolveError::Unroutable(host))?;
-            Ok(Box::pin(core.transport.connect_tcp(addr, handler)).await?)
-        }
-        TransportKind::Tls => {
-            let name = tls_name.unwrap_or_else(|| host.clone());
-            let handler = core.handler().ok_or(ResolveError::Unroutable(host))?;
-            Ok(Box::pin(core.transport.connect_tls(addr, &name, handler)).await?)
-        }
-    }
-}
-
-struct Branch {
-    key: u64,
-    cancel_key: u64,
-    flow: Flow,
-    request: Bytes,
-    client: ClientTx,
-    /// CANCEL sent for this branch (its own client transaction).
-    cancel: Option<(Bytes, ClientTx)>,
-    /// Cancel as soon as the branch sends a provisional.
-    cancel_wanted: Option<Option<&'static str>>,
-    /// Final status seen (or made up: 408 on timeout, 487 when cancelled silent).
-    final_code: Option<u16>,
-    /// Give up waiting for a cancelled branch's final at this time.
-    give_up_at: Option<Instant>,
-    /// The pushed device this branch reaches, if any.
-    device: Option<usize>,
-    /// Binding key of the branch's device, if it came from a binding.
-    binding_key: Option<String>,
-    /// A provisional other than 100 arrived: the phone is ringing.
-    ringing: bool,
-}
-
-struct Fwd {
+struct ForwardTask {
     core: Arc<Core>,
     req: Message,
     src: Flow,
@@ -195,7 +96,7 @@ pub fn start(
     let untrusted = !core.settings.is_trusted(src.remote().ip());
     let setup =
         (kind == Kind::Invite && msg.to_tag().is_empty()).then(|| core.dialogs.setup_started());
-    let fwd = Fwd {
+    let fwd = ForwardTask {
         core: core.clone(),
         loop_hash: BranchGen::loop_hash(&msg),
         req: msg,
@@ -224,7 +125,7 @@ pub fn start(
     tokio::spawn(fwd.run(targets, plan).instrument(span));
 }
 
-impl Fwd {
+impl ForwardTask {
     async fn run(mut self, targets: Vec<Target>, plan: Option<Box<PushPlan>>) {
         if let Some(plan) = plan {
             let Some(tx) = self.tx.as_ref() else { return };
@@ -232,7 +133,7 @@ impl Fwd {
                 Ok(p) => self.push = Some(p),
                 Err(e) => {
                     debug!(error = %e, "call not parked");
-                    self.send_final_made(503, "Service Unavailable");
+                    self.answer_own(503, "Service Unavailable");
                     self.finish_task();
                     return;
                 }
@@ -240,7 +141,7 @@ impl Fwd {
         }
         let sips = self.sips();
         for t in targets {
-            let flow = match resolve(&self.core, &t.next, Some(self.local)).await {
+            let flow = match next_hop::resolve(&self.core, &t.next, Some(self.local)).await {
                 Ok(f) => f,
                 Err(e) => {
                     debug!(error = %e, "branch not started");
@@ -258,7 +159,7 @@ impl Fwd {
             self.tx = None;
         }
         if self.branches.is_empty() && self.push.is_none() {
-            self.send_final_made(480, "Temporarily Unavailable");
+            self.answer_own(480, "Temporarily Unavailable");
         }
         self.maybe_finish();
         loop {
@@ -289,110 +190,6 @@ impl Fwd {
             self.core.tx.remove_client(b.cancel_key);
         }
         self.core.tx.remove_server(self.key);
-    }
-
-    /// Starts one client branch over `flow`.
-    fn start_branch(
-        &mut self,
-        flow: Flow,
-        ruri: Option<&str>,
-        path: &[String],
-        device: Option<usize>,
-        binding_key: Option<String>,
-    ) {
-        let Some(tx) = self.tx.clone() else { return };
-        let local = self.local;
-        let out_local = self.core.transport.local_addr(&flow).unwrap_or(local);
-        let branch = self.core.branches.next(self.loop_hash);
-        let mut rr = Vec::new();
-        if self.record_route {
-            let token = self.core.tokens.encode(Some(self.src), Some(flow));
-            let sips = self.sips();
-            rr.push(record_route(
-                &token,
-                &self.core.advertised(out_local),
-                &flow,
-                sips,
-            ));
-            // RFC 5658: one entry per side when the legs differ in transport or address
-            if out_local != local || flow.via_transport() != self.src.via_transport() {
-                rr.push(record_route(
-                    &token,
-                    &self.core.advertised(local),
-                    &self.src,
-                    sips,
-                ));
-            }
-        }
-        let push = &self.core.settings.push;
-        let extra: Vec<String> = self
-            .push
-            .as_ref()
-            .map(|p| vec![format!("{}: {}", push.hint_header, p.plan.hint)])
-            .unwrap_or_default();
-        // a hint or token from outside never passes: only ours is believed
-        let strip_named = [push.hint_header.as_str(), push.token_header.as_str()];
-        let strip: &[HeaderName] = if self.untrusted {
-            &[HeaderName::PAssertedIdentity]
-        } else {
-            &[]
-        };
-        let edits = RequestEdits {
-            ruri,
-            via: format!(
-                "SIP/2.0/{} {};branch={branch};rport",
-                flow.via_transport(),
-                self.core.advertised(out_local)
-            ),
-            src: Some(self.src.remote()),
-            pop_routes: self.popped.clone(),
-            record_route: rr,
-            push_routes: path.to_vec(),
-            strip,
-            strip_named: &strip_named,
-            extra: &extra,
-        };
-        let request = forward_request(&self.req, &edits);
-        if request.len() > 1300 && flow.is_udp() {
-            debug!(
-                len = request.len(),
-                "forwarded request over 1300 bytes on UDP"
-            );
-        }
-        let idx = self.branches.len();
-        let key = self.core.tx.client_key(&branch, self.req.method_str());
-        let cancel_key = self.core.tx.client_key(&branch, "CANCEL");
-        self.core.tx.insert_client(key, tx.clone(), idx);
-        if self.kind == Kind::Invite {
-            self.core.tx.insert_client(cancel_key, tx, idx);
-        }
-        let now = Instant::now();
-        let mut b = Branch {
-            key,
-            cancel_key,
-            flow,
-            request: request.clone(),
-            client: ClientTx::new(self.kind, !flow.is_udp(), self.core.timers, now),
-            cancel: None,
-            cancel_wanted: None,
-            final_code: None,
-            give_up_at: None,
-            device,
-            binding_key,
-            ringing: false,
-        };
-        if let Err(e) = self.core.transport.send(&flow, request) {
-            debug!(error = %e, "branch send failed");
-            b.client.terminate();
-            b.final_code = Some(if matches!(e, SendError::FlowFailed) {
-                430
-            } else {
-                503
-            });
-        } else if let (Some(d), Some(p)) = (device, self.push.as_mut()) {
-            p.got_invite(d);
-        }
-        self.branches.push(b);
     }
 
     /// A binding of the parked AOR appeared or was refreshed: hand it the call.
@@ -434,20 +231,6 @@ impl Fwd {
             self.woken_after = self.push.as_ref().map(Pushing::parked_for);
         }
         self.woke = true;
-    }
-
-    /// Abandons a branch whose device moved to a new flow.
-    fn drop_branch(&mut self, i: usize) {
-        if self.branches[i].client.heard_back() {
-            self.send_cancel(i, None);
-        } else {
-            let b = &mut self.branches[i];
-            b.client.terminate();
-        }
-        let b = &mut self.branches[i];
-        if b.final_code.is_none() {
-            b.final_code = Some(487);
-        }
     }
 
     fn on_push_done(&mut self, device: usize, result: PushResult) {
@@ -566,7 +349,7 @@ impl Fwd {
                         self.send_cancel(idx, reason);
                     }
                     if code > 100 && !self.server.is_final() {
-                        self.send_upstream(code, pop_via(&msg));
+                        self.send_to_caller(code, pop_via(&msg));
                     }
                 } else {
                     b.final_code = Some(code);
@@ -586,7 +369,7 @@ impl Fwd {
             if self.kind == Kind::Invite {
                 self.core.dialogs.confirmed(msg);
             }
-            self.send_upstream(code, bytes);
+            self.send_to_caller(code, bytes);
             if first && self.kind == Kind::Invite {
                 self.cancel_all(
                     Some(idx),
@@ -629,27 +412,27 @@ impl Fwd {
             return;
         }
         match self.best.take() {
-            Some((503, _)) => self.send_final_made(500, "Server Internal Error"),
-            Some((code, bytes)) => self.send_upstream(code, bytes),
-            None if self.caller_cancelled => self.send_final_made(487, "Request Terminated"),
-            None if self.push.is_some() => self.send_final_made(480, "Temporarily Unavailable"),
+            Some((503, _)) => self.answer_own(500, "Server Internal Error"),
+            Some((code, bytes)) => self.send_to_caller(code, bytes),
+            None if self.caller_cancelled => self.answer_own(487, "Request Terminated"),
+            None if self.push.is_some() => self.answer_own(480, "Temporarily Unavailable"),
             None if self.branches.iter().any(|b| b.final_code == Some(487)) => {
-                self.send_final_made(487, "Request Terminated")
+                self.answer_own(487, "Request Terminated")
             }
             None if self.branches.iter().any(|b| b.final_code == Some(430)) => {
-                self.send_final_made(480, "Temporarily Unavailable")
+                self.answer_own(480, "Temporarily Unavailable")
             }
-            None if !self.branches.is_empty() => self.send_final_made(408, "Request Timeout"),
+            None if !self.branches.is_empty() => self.answer_own(408, "Request Timeout"),
             None => {}
         }
     }
 
-    fn send_final_made(&mut self, code: u16, reason: &str) {
-        let resp = builder::response(&self.req, self.src.remote(), code, reason, &[], None);
-        self.send_upstream(code, resp);
+    fn answer_own(&mut self, code: u16, reason: &str) {
+        let resp = crate::sip::response(&self.req, self.src.remote(), code, reason, &[], None);
+        self.send_to_caller(code, resp);
     }
 
-    fn send_upstream(&mut self, code: u16, bytes: Bytes) {
+    fn send_to_caller(&mut self, code: u16, bytes: Bytes) {
         let first_final = code >= 200 && self.final_code.is_none();
         let allowed = self.server.send_response(code, &bytes, Instant::now());
         if first_final {
@@ -680,7 +463,7 @@ impl Fwd {
         if self.setup.take().is_none() {
             return; // not an initial INVITE
         }
-        use super::calllog::{finished, Outcome};
+        use super::call_log::{finished, Outcome};
         let outcome = match &self.push {
             _ if self.caller_cancelled => Outcome::Cancelled,
             _ if self.woke => Outcome::Woken,
@@ -690,45 +473,6 @@ impl Fwd {
             _ => Outcome::Rejected,
         };
         finished(&self.req, outcome, code, self.started, self.woken_after);
-    }
-
-    fn cancel_all(&mut self, except: Option<usize>, reason: Option<&'static str>) {
-        let now = Instant::now();
-        for i in 0..self.branches.len() {
-            if Some(i) == except {
-                continue;
-            }
-            let b = &mut self.branches[i];
-            if !b.client.is_pending() || b.cancel.is_some() {
-                continue;
-            }
-            if b.client.heard_back() {
-                self.send_cancel(i, reason);
-            } else {
-                // RFC 3261 §9.1: no CANCEL before a provisional; don't hold the caller for it
-                b.cancel_wanted = Some(reason);
-                if b.final_code.is_none() {
-                    b.final_code = Some(487);
-                }
-                b.give_up_at = Some(now + self.core.timers.t64());
-            }
-        }
-    }
-
-    fn send_cancel(&mut self, idx: usize, reason: Option<&str>) {
-        let now = Instant::now();
-        let timers = self.core.timers;
-        let b = &mut self.branches[idx];
-        let Ok(fwd) = Message::parse(b.request.clone(), true) else {
-            return;
-        };
-        let cancel = cancel_or_ack(&fwd, "CANCEL", None, reason);
-        let _ = self.core.transport.send(&b.flow, cancel.clone());
-        b.cancel = Some((
-            cancel,
-            ClientTx::new(Kind::NonInvite, !b.flow.is_udp(), timers, now),
-        ));
-        b.give_up_at = Some(now + timers.t64());
     }
 
     fn on_timers(&mut self, now: Instant) {
@@ -744,8 +488,8 @@ impl Fwd {
                 // answer so far, or 480, now
                 self.cancel_all(None, None);
                 match self.best.take() {
-                    Some((code, bytes)) if code != 503 => self.send_upstream(code, bytes),
-                    _ => self.send_final_made(480, "Temporarily Unavailable"),
+                    Some((code, bytes)) if code != 503 => self.send_to_caller(code, bytes),
+                    _ => self.answer_own(480, "Temporarily Unavailable"),
                 }
             }
         }
@@ -797,7 +541,7 @@ impl Fwd {
     }
 }
 
-impl Fwd {
+impl ForwardTask {
     /// Answers the admin API's [`CallEvent::Describe`] while this is an unanswered
     /// INVITE; otherwise drops the sender, which leaves the call out of the list.
     fn describe(&self, reply: tokio::sync::oneshot::Sender<CallView>) {
@@ -826,33 +570,12 @@ impl Fwd {
     }
 }
 
-/// Our Record-Route value for one leg: `sips:` for the TLS leg of a `sips:` dialog
-/// (RFC 5630: its route set must be all SIPS), otherwise `sip:` with the leg's
-/// transport (`;transport=tls` for other TLS legs, as phones expect).
-fn record_route(token: &str, hostport: &str, leg: &Flow, sips: bool) -> String {
-    if sips && leg.is_tls() {
-        format!("<sips:{token}@{hostport};lr>")
-    } else {
-        format!(
-            "<sip:{token}@{hostport};transport={};lr>",
-            leg.via_transport().to_ascii_lowercase()
-        )
-    }
-}
-
 /// RFC 3261 §16.7 step 6: 6xx first, then the lowest class; 503 counts as 5xx.
 fn rank(code: u16) -> u16 {
     if code >= 600 {
         0
     } else {
         code
-    }
-}
-
-fn make_ack(request: &Bytes, resp: &Message) -> Bytes {
-    match Message::parse(request.clone(), true) {
-        Ok(fwd) => cancel_or_ack(&fwd, "ACK", resp.header(HeaderName::To), None),
-        Err(_) => Bytes::new(),
     }
 }
 
