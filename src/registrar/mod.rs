@@ -199,6 +199,10 @@ impl Registrar {
             plan.ops,
             Box::new(move |result| {
                 let events = this.pending(events);
+                // Let go of the registrar before the waiter runs on: otherwise this
+                // thread (the store's) may hold the last handle and drop the store
+                // from inside its own thread.
+                drop(this);
                 let outcome = match result {
                     Ok(()) => Ok(RegisterOutcome::Ok { bindings }),
                     Err(e) => {
