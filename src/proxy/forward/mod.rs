@@ -30,6 +30,8 @@ use crate::transaction::{
 use crate::transport::Flow;
 use branches::{make_ack, Branch};
 
+/// The task that owns one forwarded transaction: its server transaction, every
+/// branch of the fork and, for a call that pushes, its push half.
 struct ForwardTask {
     core: Arc<Core>,
     req: Message,
