@@ -206,13 +206,8 @@ mod tests {
         events.add_sink(Arc::new(p.clone()));
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let _guard = p.park("alice@x", tx).unwrap();
-        let publish = |kind, aor| {
-            events.publish(BindingEvent {
-                kind,
-                binding: binding(aor),
-            })
-        };
         // what another node announces comes in as a local REGISTER's event does
+        let publish = |kind, aor| events.publish(BindingEvent::remote(kind, binding(aor)));
         publish(BindingEventKind::Refreshed, "alice@x");
         publish(BindingEventKind::Added, "bob@x");
         publish(BindingEventKind::Removed, "alice@x");

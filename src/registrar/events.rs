@@ -26,6 +26,16 @@ pub enum BindingEventKind {
     Removed,
 }
 
+/// Where a binding event comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventOrigin {
+    /// This node's registrar made the change.
+    Local,
+    /// Another node announced it (a cluster); whoever forwards local events to other
+    /// nodes must skip these, or they would echo back and forth.
+    Remote,
+}
+
 /// One change to the binding set, published after it is durable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BindingEvent {
@@ -33,6 +43,28 @@ pub struct BindingEvent {
     pub kind: BindingEventKind,
     /// The binding concerned.
     pub binding: Arc<Binding>,
+    /// This node's change, or another node's.
+    pub origin: EventOrigin,
+}
+
+impl BindingEvent {
+    /// A change this node's registrar made.
+    pub fn local(kind: BindingEventKind, binding: Arc<Binding>) -> BindingEvent {
+        BindingEvent {
+            kind,
+            binding,
+            origin: EventOrigin::Local,
+        }
+    }
+
+    /// A change another node announced, to publish into this node's stream.
+    pub fn remote(kind: BindingEventKind, binding: Arc<Binding>) -> BindingEvent {
+        BindingEvent {
+            kind,
+            binding,
+            origin: EventOrigin::Remote,
+        }
+    }
 }
 
 /// Something that must see every binding event at once, on the thread that
@@ -47,9 +79,10 @@ pub trait BindingSink: Send + Sync {
 /// The one stream of binding events, and its entry point.
 ///
 /// Every change to the binding set reaches it through [`BindingEvents::publish`]: the
-/// local registrar's commits, and the events another node announces (a cluster
-/// subscribes to them and publishes each one here), so that a phone registering on
-/// any node wakes the calls parked on this one the same way. Each event first goes
+/// local registrar's commits ([`EventOrigin::Local`]), and the events another node
+/// announces (a cluster subscribes to them and publishes each one here as
+/// [`BindingEvent::remote`]), so that a phone registering on any node wakes the calls
+/// parked on this one the same way. Each event first goes
 /// to the [sinks](BindingSink) in the order they were added, synchronously, then to
 /// the async subscribers ([`BindingEvents::subscribe`]).
 #[derive(Clone)]

@@ -22,7 +22,9 @@ mod store;
 mod tests;
 
 pub use binding::{Binding, ContactSpec, Contacts, RegisterOutcome, RegisterRequest, DEFAULT_Q};
-pub use events::{BindingEvent, BindingEventKind, BindingEvents, BindingSink, PendingEvents};
+pub use events::{
+    BindingEvent, BindingEventKind, BindingEvents, BindingSink, EventOrigin, PendingEvents,
+};
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 pub use store::{Done, Store, StoreError, StoreOp};
@@ -263,10 +265,10 @@ impl Registrar {
                         aor: b.aor.clone(),
                         key: b.key.clone(),
                     });
-                    events.push(BindingEvent {
-                        kind: BindingEventKind::Removed,
-                        binding: Arc::clone(b),
-                    });
+                    events.push(BindingEvent::local(
+                        BindingEventKind::Removed,
+                        Arc::clone(b),
+                    ));
                     false
                 });
                 !list.is_empty()
@@ -538,10 +540,7 @@ fn matches(b: &Binding, spec: &ContactSpec, key: &str, expiry: u32) -> bool {
 fn diff(existing: &[Arc<Binding>], next: Vec<Arc<Binding>>, now: u64, ttl: u64) -> Plan {
     let mut ops = Vec::new();
     let mut events = Vec::new();
-    let event = |kind, binding: &Arc<Binding>| BindingEvent {
-        kind,
-        binding: Arc::clone(binding),
-    };
+    let event = |kind, binding: &Arc<Binding>| BindingEvent::local(kind, Arc::clone(binding));
     for old in existing {
         match next.iter().find(|b| b.key == old.key) {
             Some(new) if Arc::ptr_eq(new, old) => {}
