@@ -8,7 +8,9 @@
 //! and `Refreshed` never changes the count.
 
 use std::fmt;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 
 use tokio::sync::broadcast;
 
@@ -110,12 +112,7 @@ impl BindingEvents {
 
     /// Announces one event: to every sink, then to every subscriber.
     pub fn publish(&self, event: BindingEvent) {
-        for sink in self
-            .sinks
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-        {
+        for sink in self.sinks.read().iter() {
             sink.on_binding_event(&event);
         }
         // An error only means nobody is subscribed right now.
@@ -124,10 +121,7 @@ impl BindingEvents {
 
     /// Adds a sink that sees every event published from now on.
     pub fn add_sink(&self, sink: Arc<dyn BindingSink>) {
-        self.sinks
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(sink);
+        self.sinks.write().push(sink);
     }
 
     /// Receives every event published from now on (a slow receiver loses the oldest

@@ -5,10 +5,10 @@
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::sip::Message;
@@ -92,11 +92,6 @@ fn done_until<U>(e: &ServerEntry<U>) -> Option<Instant> {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // a panic elsewhere must not take transaction matching down with it
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl<U> Default for TxTable<U> {
     fn default() -> Self {
         TxTable {
@@ -129,7 +124,7 @@ impl<U> TxTable<U> {
     pub fn insert_server(&self, key: u64, entry: ServerEntry<U>) -> bool {
         let until = done_until(&entry);
         {
-            let mut t = lock(&self.server);
+            let mut t = self.server.lock();
             if t.contains_key(&key) {
                 return false;
             }
@@ -142,19 +137,19 @@ impl<U> TxTable<U> {
     /// Replaces a server entry.
     pub fn set_server(&self, key: u64, entry: ServerEntry<U>) {
         let until = done_until(&entry);
-        lock(&self.server).insert(key, entry);
+        self.server.lock().insert(key, entry);
         self.expire_at(until, key);
     }
 
     fn expire_at(&self, until: Option<Instant>, key: u64) {
         if let Some(until) = until {
-            lock(&self.expiries).push_back((until, key));
+            self.expiries.lock().push_back((until, key));
         }
     }
 
     /// Looks a request up; `None` means it starts a new transaction.
     pub fn lookup_server(&self, key: u64) -> Option<ServerMatch<U>> {
-        let t = lock(&self.server);
+        let t = self.server.lock();
         Some(match t.get(&key)? {
             ServerEntry::Task(tx) => ServerMatch::Task(tx.clone()),
             ServerEntry::Pending => ServerMatch::Pending,
@@ -166,29 +161,29 @@ impl<U> TxTable<U> {
 
     /// Forgets a server transaction.
     pub fn remove_server(&self, key: u64) {
-        lock(&self.server).remove(&key);
+        self.server.lock().remove(&key);
     }
 
     /// Registers a client branch owned by a task.
     pub fn insert_client(&self, key: u64, tx: UnboundedSender<TxEvent<U>>, branch: usize) {
-        lock(&self.client).insert(key, (tx, branch));
+        self.client.lock().insert(key, (tx, branch));
     }
 
     /// The task and branch index a response belongs to.
-    pub fn lookup_client(&self, key: u64) -> Option<(UnboundedSender<TxEvent<U>>, usize)> {
-        lock(&self.client).get(&key).cloned()
+    pub fn lookup_client(&self, key: u64) -> Option<ClientEntry<U>> {
+        self.client.lock().get(&key).cloned()
     }
 
     /// Forgets a client branch.
     pub fn remove_client(&self, key: u64) {
-        lock(&self.client).remove(&key);
+        self.client.lock().remove(&key);
     }
 
     /// Drops locally answered entries whose Timer J ran out. Returns how many remain.
     pub fn sweep(&self, now: Instant) -> usize {
         loop {
             let due: Vec<u64> = {
-                let mut q = lock(&self.expiries);
+                let mut q = self.expiries.lock();
                 let n = q
                     .iter()
                     .take(SWEEP_CHUNK)
@@ -196,7 +191,7 @@ impl<U> TxTable<U> {
                     .count();
                 q.drain(..n).map(|e| e.1).collect()
             };
-            let mut t = lock(&self.server);
+            let mut t = self.server.lock();
             for key in &due {
                 // the key may have been reused by a newer transaction since
                 if matches!(t.get(key), Some(ServerEntry::Done { until, .. }) if *until <= now) {
@@ -211,12 +206,13 @@ impl<U> TxTable<U> {
 
     /// Sizes of the server and client tables.
     pub fn sizes(&self) -> (usize, usize) {
-        (lock(&self.server).len(), lock(&self.client).len())
+        (self.server.lock().len(), self.client.lock().len())
     }
 
     /// The tasks owning server transactions now (for the admin API's `/calls`).
     pub fn server_tasks(&self) -> Vec<UnboundedSender<TxEvent<U>>> {
-        lock(&self.server)
+        self.server
+            .lock()
             .values()
             .filter_map(|e| match e {
                 ServerEntry::Task(tx) => Some(tx.clone()),

@@ -28,16 +28,17 @@ mod register_task;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::mpsc::{self};
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
 use tracing::{debug, debug_span, Instrument};
 
 use super::data::{Decision, Next, OwnRoutes, Target};
 use super::edit::pop_via;
 use super::forward;
-use super::register::{self, parse_register, public_contact, BadRegister};
+use super::register::{self, parse_register, public_contact};
 use super::wake;
 use super::{Core, ALLOW};
 use crate::registrar::{unix_now_ms, Binding, Contacts, RegisterRequest};
@@ -64,8 +65,8 @@ pub struct RelayState {
 }
 
 impl RelayState {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Relayed>> {
-        self.relayed.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<String, Relayed>> {
+        self.relayed.lock()
     }
 }
 
@@ -110,8 +111,12 @@ pub fn register(
     let now_ms = unix_now_ms();
     let req = match parse_register(&msg, &flow, now_ms, &core.settings.push, &core.pusher()) {
         Ok(r) => r,
-        Err(BadRegister(code, reason)) => return core.reply(&msg, flow, key, code, reason, &[]),
+        Err(bad) => return register::refuse(core, &msg, flow, key, bad),
     };
+    // the upstream authenticates: its 2xx charges the AOR (see limits)
+    if super::limits::register_over_aor_limit(core, &msg, &flow, &req.aor, false) {
+        return;
+    }
     if throttled(core, &req, now_ms) {
         debug!(aor = %req.aor, "refresh answered locally (relay throttle)");
         return register::handle(core, msg, flow, key);

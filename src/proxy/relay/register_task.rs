@@ -214,6 +214,7 @@ impl RegisterRelay {
             self.send_answer(code, pop_via(resp));
             return;
         }
+        crate::proxy::limits::charge_aor(&self.core, &self.src, &self.req.aor);
         let mut req = self.req.clone();
         req.now_ms = unix_now_ms();
         let request_ms = req.now_ms;
