@@ -17,8 +17,8 @@ use super::register::public_contact;
 use super::wake;
 use super::{Core, ALLOW};
 use crate::registrar::{unix_now_ms, Binding};
-use crate::sip::header::NameAddr;
-use crate::sip::{HeaderName, Message, Uri};
+
+use crate::sip::{HeaderName, Message, NameAddr, Uri};
 use crate::transport::Flow;
 
 /// The URI parameter of our Path entries and rewritten contacts that names the
@@ -44,7 +44,7 @@ pub fn aor_param(aor: &str) -> String {
 /// The address of record named by the `sw-aor` parameter of `uri`, if any.
 fn aor_of(uri: &Uri<'_>) -> Option<String> {
     let v = uri.param(AOR_PARAM).filter(|v| !v.is_empty())?;
-    Some(crate::sip::uri::unescape(v).to_ascii_lowercase())
+    Some(crate::sip::unescape(v).to_ascii_lowercase())
 }
 
 /// A request that came back to us from the upstream, and what routed it here.
