@@ -130,18 +130,41 @@ pub fn render_metrics(core: &Core) -> String {
     use crate::metrics::{gauge, header};
     use std::fmt::Write;
     let mut out = String::with_capacity(8192);
-    gauge(
-        &mut out,
-        "sipwake_bindings",
-        "Bindings kept (live, or push bindings within push.binding_ttl_secs).",
-        core.registrar.count() as f64,
-    );
-    gauge(
-        &mut out,
-        "sipwake_aors",
-        "Addresses of record with at least one binding.",
-        core.registrar.aors() as f64,
-    );
+    let gauges = [
+        (
+            "sipwake_bindings",
+            "Bindings kept (live, or push bindings within push.binding_ttl_secs).",
+            core.registrar.count(),
+        ),
+        (
+            "sipwake_aors",
+            "Addresses of record with at least one binding.",
+            core.registrar.aors(),
+        ),
+        (
+            "sipwake_parked_calls",
+            "Calls waiting for a pushed phone to register.",
+            core.parked.len(),
+        ),
+        (
+            "sipwake_dialogs",
+            "Dialogs established (2xx to an INVITE seen) and not yet ended by a BYE.",
+            core.dialogs.count(),
+        ),
+        (
+            "sipwake_calls_in_setup",
+            "Initial INVITEs forwarded or parked and not yet answered with a final response.",
+            core.dialogs.in_setup(),
+        ),
+        (
+            "sipwake_tcp_connections",
+            "Open inbound TCP connections (limits.max_connections).",
+            core.transport.conn_limits().open(),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        gauge(&mut out, name, help, value as f64);
+    }
     let (server, client) = core.tx.sizes();
     header(
         &mut out,
@@ -151,30 +174,6 @@ pub fn render_metrics(core: &Core) -> String {
     );
     let _ = writeln!(out, "sipwake_transactions{{side=\"server\"}} {server}");
     let _ = writeln!(out, "sipwake_transactions{{side=\"client\"}} {client}");
-    gauge(
-        &mut out,
-        "sipwake_parked_calls",
-        "Calls waiting for a pushed phone to register.",
-        core.parked.len() as f64,
-    );
-    gauge(
-        &mut out,
-        "sipwake_dialogs",
-        "Dialogs established (2xx to an INVITE seen) and not yet ended by a BYE.",
-        core.dialogs.count() as f64,
-    );
-    gauge(
-        &mut out,
-        "sipwake_calls_in_setup",
-        "Initial INVITEs forwarded or parked and not yet answered with a final response.",
-        core.dialogs.in_setup() as f64,
-    );
-    gauge(
-        &mut out,
-        "sipwake_tcp_connections",
-        "Open inbound TCP connections (limits.max_connections).",
-        core.transport.conn_limits().open() as f64,
-    );
     crate::metrics::counter(
         &mut out,
         "sipwake_tcp_connections_refused_total",

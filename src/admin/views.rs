@@ -179,21 +179,14 @@ mod tests {
             registered_at_ms: 1,
         };
         let b = Binding {
-            aor: "alice@example.com".into(),
-            key: format!("t:apns:{token}"),
-            contact: format!("sip:alice@10.0.0.1:5060;mytoken={token}"),
-            match_key: String::new(),
-            q: None,
             expires_at: 2_000_000_000,
-            call_id: "c".into(),
-            cseq: 1,
-            flow: None,
-            instance: None,
-            reg_id: None,
-            user_agent: None,
-            path: Vec::new(),
             push: Some(info.to_json()),
             updated_at_ms: 1,
+            ..Binding::for_test(
+                "alice@example.com",
+                &format!("t:apns:{token}"),
+                &format!("sip:alice@10.0.0.1:5060;mytoken={token}"),
+            )
         };
         let text = binding_json(&b, 1000).to_string();
         assert!(!text.contains("0123456789a"), "{text}");

@@ -14,7 +14,23 @@
 
 use std::net::SocketAddr;
 
-use tracing::{info, warn};
+/// One line in the fixed format above, at `level`: the fields in one order for every
+/// kind of line, so patterns written for one match the other.
+macro_rules! security_line {
+    ($level:expr, $what:literal, $src:expr, $aor:expr, $code:expr, $reason:expr) => {
+        tracing::event!(
+            target: TARGET,
+            parent: None,
+            $level,
+            src = %$src.ip(),
+            port = $src.port(),
+            aor = $aor,
+            code = $code,
+            reason = $reason,
+            $what
+        )
+    };
+}
 
 use crate::sip::NameAddr;
 use crate::sip::Uri;
@@ -33,30 +49,19 @@ pub fn aor_of(value: Option<NameAddr<'_>>) -> String {
 /// Credentials refused (wrong password, another user's, unknown user, malformed):
 /// a `warn` line.
 pub fn auth_failed(src: SocketAddr, aor: &str, code: u16, reason: &str) {
-    warn!(
-        target: TARGET,
-        parent: None,
-        src = %src.ip(),
-        port = src.port(),
-        aor,
-        code,
-        reason,
-        "auth failed"
-    );
+    security_line!(tracing::Level::WARN, "auth failed", src, aor, code, reason);
 }
 
 /// A REGISTER refused because sipwake cannot serve what it asks (`555`, RFC 8599:
 /// a push service that is not configured): an `info` line.
 pub fn register_refused(src: SocketAddr, aor: &str, code: u16, reason: &str) {
-    info!(
-        target: TARGET,
-        parent: None,
-        src = %src.ip(),
-        port = src.port(),
+    security_line!(
+        tracing::Level::INFO,
+        "register refused",
+        src,
         aor,
         code,
-        reason,
-        "register refused"
+        reason
     );
 }
 

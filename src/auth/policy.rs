@@ -394,6 +394,33 @@ mod tests {
         )
     }
 
+    /// Credentials of a REGISTER with MD5 in `Authorization`.
+    fn md5_register(user: &str, password: &str, uri: &str, nonce: &str, nc: &str) -> String {
+        let (h, alg) = ("Authorization", DigestAlgorithm::Md5);
+        creds(h, alg, user, password, "REGISTER", uri, nonce, nc)
+    }
+
+    /// Credentials of an INVITE with SHA-256 in `header`.
+    fn sha256_invite(
+        header: &str,
+        user: &str,
+        password: &str,
+        uri: &str,
+        nonce: &str,
+        nc: &str,
+    ) -> String {
+        creds(
+            header,
+            DigestAlgorithm::Sha256,
+            user,
+            password,
+            "INVITE",
+            uri,
+            nonce,
+            nc,
+        )
+    }
+
     #[test]
     fn register_flow() {
         let a = auth();
@@ -426,45 +453,18 @@ mod tests {
             );
         }
         // replay of nc 2
-        let c = creds(
-            "Authorization",
-            DigestAlgorithm::Md5,
-            "alice",
-            "secret",
-            "REGISTER",
-            uri,
-            &n,
-            "00000002",
-        );
+        let c = md5_register("alice", "secret", uri, &n, "00000002");
         let r = a
             .register(&request("REGISTER", "alice", "alice", Some(&c)))
             .unwrap_err();
         assert_eq!(r.code, 401);
         assert!(r.headers[0].ends_with("stale=true"));
         // wrong password
-        let c = creds(
-            "Authorization",
-            DigestAlgorithm::Md5,
-            "alice",
-            "nope",
-            "REGISTER",
-            uri,
-            &n,
-            "00000003",
-        );
+        let c = md5_register("alice", "nope", uri, &n, "00000003");
         let r = a.register(&request("REGISTER", "alice", "alice", Some(&c)));
         assert_eq!(r.unwrap_err().code, 403);
         // alice's credentials for bob's AOR
-        let c = creds(
-            "Authorization",
-            DigestAlgorithm::Md5,
-            "alice",
-            "secret",
-            "REGISTER",
-            "sip:bob@example.com",
-            &n,
-            "00000004",
-        );
+        let c = md5_register("alice", "secret", "sip:bob@example.com", &n, "00000004");
         let r = a.register(&request("REGISTER", "bob", "alice", Some(&c)));
         assert_eq!(r.unwrap_err().code, 403);
         // unknown user
@@ -472,16 +472,7 @@ mod tests {
         assert_eq!(r.unwrap_err().code, 404);
         // a nonce from elsewhere: stale
         let other = Nonces::new(Duration::from_secs(60)).issue();
-        let c = creds(
-            "Authorization",
-            DigestAlgorithm::Md5,
-            "alice",
-            "secret",
-            "REGISTER",
-            uri,
-            &other,
-            "00000001",
-        );
+        let c = md5_register("alice", "secret", uri, &other, "00000001");
         let r = a
             .register(&request("REGISTER", "alice", "alice", Some(&c)))
             .unwrap_err();
@@ -540,12 +531,10 @@ mod tests {
         assert!(a.request(&ping, false, false, |_, _| false).is_err());
         let n = nonce_of(&ch);
         let uri = "sip:bob@example.com";
-        let c = creds(
+        let c = sha256_invite(
             "Proxy-Authorization",
-            DigestAlgorithm::Sha256,
             "alice",
             "secret",
-            "INVITE",
             uri,
             &n,
             "00000001",
@@ -557,16 +546,7 @@ mod tests {
         assert!(stripped.header_named("Proxy-Authorization").is_none());
         stripped.validate().unwrap();
         // bob's credentials with alice's From
-        let c = creds(
-            "Proxy-Authorization",
-            DigestAlgorithm::Sha256,
-            "bob",
-            "hunter2",
-            "INVITE",
-            uri,
-            &n,
-            "00000002",
-        );
+        let c = sha256_invite("Proxy-Authorization", "bob", "hunter2", uri, &n, "00000002");
         let r = a.request(
             &request("INVITE", "bob", "alice", Some(&c)),
             false,
@@ -575,16 +555,7 @@ mod tests {
         );
         assert_eq!(r.unwrap_err().code, 403);
         // credentials in the wrong header (Authorization is for the UAS): challenged
-        let c = creds(
-            "Authorization",
-            DigestAlgorithm::Sha256,
-            "alice",
-            "secret",
-            "INVITE",
-            uri,
-            &n,
-            "00000003",
-        );
+        let c = sha256_invite("Authorization", "alice", "secret", uri, &n, "00000003");
         let r = a.request(
             &request("INVITE", "bob", "alice", Some(&c)),
             false,

@@ -156,3 +156,12 @@ pub struct CallView {
     /// Devices pushed for this call.
     pub pushed_devices: usize,
 }
+
+/// Waits until the deadline of a call's task, or forever when it has none (a
+/// `select!` arm that never fires).
+pub async fn sleep_until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}

@@ -181,23 +181,7 @@ mod tests {
     }
 
     fn binding(aor: &str) -> Arc<Binding> {
-        Arc::new(Binding {
-            aor: aor.into(),
-            key: "k1".into(),
-            contact: format!("sip:{aor}"),
-            match_key: format!("sip:{aor}"),
-            q: None,
-            expires_at: u64::MAX,
-            call_id: "c1".into(),
-            cseq: 1,
-            flow: None,
-            instance: None,
-            reg_id: None,
-            user_agent: None,
-            path: Vec::new(),
-            push: None,
-            updated_at_ms: 0,
-        })
+        Arc::new(Binding::for_test(aor, "k1", &format!("sip:{aor}")))
     }
 
     #[test]

@@ -48,6 +48,32 @@ pub struct Binding {
     pub updated_at_ms: u64,
 }
 
+#[cfg(test)]
+impl Binding {
+    /// A binding for tests: `contact` (its own match key) for `aor` under `key`, from
+    /// REGISTER `c`/1, that never expires; no flow, instance, path or push. Tests set
+    /// what they look at with `Binding { field, ..Binding::for_test(…) }`.
+    pub(crate) fn for_test(aor: &str, key: &str, contact: &str) -> Binding {
+        Binding {
+            aor: aor.into(),
+            key: key.into(),
+            contact: contact.into(),
+            match_key: contact.into(),
+            q: None,
+            expires_at: u64::MAX,
+            call_id: "c".into(),
+            cseq: 1,
+            flow: None,
+            instance: None,
+            reg_id: None,
+            user_agent: None,
+            path: Vec::new(),
+            push: None,
+            updated_at_ms: 0,
+        }
+    }
+}
+
 impl Binding {
     /// Whether the binding still counts at `now_ms` (unix ms).
     ///
@@ -186,21 +212,8 @@ mod tests {
 
     fn binding(expires_at: u64) -> Binding {
         Binding {
-            aor: "a@x".into(),
-            key: "u:k".into(),
-            contact: "sip:a@1.2.3.4".into(),
-            match_key: "k".into(),
-            q: None,
             expires_at,
-            call_id: "c".into(),
-            cseq: 1,
-            flow: None,
-            instance: None,
-            reg_id: None,
-            user_agent: None,
-            path: vec![],
-            push: None,
-            updated_at_ms: 0,
+            ..Binding::for_test("a@x", "u:k", "sip:a@1.2.3.4")
         }
     }
 

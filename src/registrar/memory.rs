@@ -85,21 +85,11 @@ mod tests {
 
     fn binding(aor: &str, key: &str) -> Arc<Binding> {
         Arc::new(Binding {
-            aor: aor.into(),
-            key: key.into(),
-            contact: "sip:x@h".into(),
-            match_key: "sip:x@h".into(),
             q: Some(500),
             expires_at: 10,
-            call_id: "c".into(),
-            cseq: 1,
-            flow: None,
-            instance: None,
-            reg_id: None,
-            user_agent: None,
             path: vec!["<sip:p>".into()],
-            push: None,
             updated_at_ms: 1,
+            ..Binding::for_test(aor, key, "sip:x@h")
         })
     }
 

@@ -328,26 +328,24 @@ impl Registrar {
 
     /// Live bindings across all AORs, by the wall clock.
     pub fn count(&self) -> usize {
-        let now = unix_now_ms();
-        let ttl = self.rules().ttl_secs;
-        self.inner
-            .bindings
-            .lock()
-            .values()
-            .map(|list| list.iter().filter(|b| b.is_kept(now, ttl)).count())
-            .sum()
+        self.sum_live(|n| n)
     }
 
     /// AORs with at least one live binding, by the wall clock.
     pub fn aors(&self) -> usize {
+        self.sum_live(|n| usize::from(n > 0))
+    }
+
+    /// The sum over AORs of `f(live bindings of the AOR)`, by the wall clock.
+    fn sum_live(&self, f: impl Fn(usize) -> usize) -> usize {
         let now = unix_now_ms();
         let ttl = self.rules().ttl_secs;
         self.inner
             .bindings
             .lock()
             .values()
-            .filter(|list| list.iter().any(|b| b.is_kept(now, ttl)))
-            .count()
+            .map(|list| f(list.iter().filter(|b| b.is_kept(now, ttl)).count()))
+            .sum()
     }
 
     /// The store behind this registrar (e.g. for its meta values).

@@ -13,7 +13,7 @@ use crate::config::{RegistrarMode, RegistrarSettings};
 const T0: u64 = 1_700_000_000_000;
 const AOR: &str = "alice@example.com";
 
-fn settings(max_contacts: usize) -> RegistrarSettings {
+pub(super) fn settings(max_contacts: usize) -> RegistrarSettings {
     RegistrarSettings {
         mode: RegistrarMode::Local,
         min_expires: 60,
@@ -647,21 +647,8 @@ fn sweep_works_outside_a_runtime() {
     let store = Arc::new(MemoryStore::new());
     store
         .submit(vec![StoreOp::Put(Arc::new(Binding {
-            aor: AOR.into(),
-            key: "u:x".into(),
-            contact: "sip:x".into(),
-            match_key: "x".into(),
-            q: None,
             expires_at: 1,
-            call_id: "c".into(),
-            cseq: 1,
-            flow: None,
-            instance: None,
-            reg_id: None,
-            user_agent: None,
-            path: vec![],
-            push: None,
-            updated_at_ms: 0,
+            ..Binding::for_test(AOR, "u:x", "sip:x")
         }))])
         .try_recv()
         .unwrap()

@@ -158,6 +158,35 @@ pub fn trim_lws(s: &str) -> &str {
     s.trim_matches(|c: char| c == ' ' || c == '\t' || c == '\r' || c == '\n')
 }
 
+/// Where the list item starting at `from` ends: the index of the first `sep` outside a
+/// quoted string (and, with `angles`, outside `<…>`), or past the end. A backslash in a
+/// quoted string escapes the next byte.
+fn item_end(b: &[u8], from: usize, sep: u8, angles: bool) -> usize {
+    let mut i = from;
+    let mut in_quote = false;
+    let mut in_angle = false;
+    while i < b.len() {
+        let c = b[i];
+        if in_quote {
+            if c == b'\\' {
+                i += 1;
+            } else if c == b'"' {
+                in_quote = false;
+            }
+        } else if c == b'"' {
+            in_quote = true;
+        } else if angles && c == b'<' {
+            in_angle = true;
+        } else if angles && c == b'>' {
+            in_angle = false;
+        } else if c == sep && !in_angle {
+            break;
+        }
+        i += 1;
+    }
+    i
+}
+
 /// Byte ranges (relative to `s`) of the comma-separated elements of a list header,
 /// respecting quoted strings and angle brackets. Elements are trimmed.
 pub fn split_commas(s: &str) -> impl Iterator<Item = (usize, usize)> + '_ {
@@ -168,28 +197,7 @@ pub fn split_commas(s: &str) -> impl Iterator<Item = (usize, usize)> + '_ {
             return None;
         }
         let start = pos;
-        let mut i = pos;
-        let mut in_quote = false;
-        let mut in_angle = false;
-        while i < b.len() {
-            let c = b[i];
-            if in_quote {
-                if c == b'\\' {
-                    i += 1;
-                } else if c == b'"' {
-                    in_quote = false;
-                }
-            } else if c == b'"' {
-                in_quote = true;
-            } else if c == b'<' {
-                in_angle = true;
-            } else if c == b'>' {
-                in_angle = false;
-            } else if c == b',' && !in_angle {
-                break;
-            }
-            i += 1;
-        }
+        let i = item_end(b, pos, b',', true);
         pos = i + 1;
         let mut a = start;
         let mut e = i.min(b.len());
@@ -213,23 +221,7 @@ pub fn params(s: &str) -> impl Iterator<Item = (&str, &str)> + '_ {
             return None;
         }
         let start = pos;
-        let mut i = pos;
-        let mut in_quote = false;
-        while i < b.len() {
-            let c = b[i];
-            if in_quote {
-                if c == b'\\' {
-                    i += 1;
-                } else if c == b'"' {
-                    in_quote = false;
-                }
-            } else if c == b'"' {
-                in_quote = true;
-            } else if c == b';' {
-                break;
-            }
-            i += 1;
-        }
+        let i = item_end(b, pos, b';', false);
         pos = i + 1;
         let item = trim_lws(s.get(start..i.min(b.len())).unwrap_or(""));
         if item.is_empty() {

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tracing::{debug, debug_span, Instrument};
 
-use super::data::{CallEvent, CallView, OwnRoutes, PushPlan, Target, TaskEvent};
+use super::data::{sleep_until, CallEvent, CallView, OwnRoutes, PushPlan, Target, TaskEvent};
 use super::edit::pop_via;
 use super::pushing::Pushing;
 use super::{next_hop, Core};
@@ -578,13 +578,6 @@ fn rank(code: u16) -> u16 {
         0
     } else {
         code
-    }
-}
-
-async fn sleep_until(d: Option<Instant>) {
-    match d {
-        Some(d) => tokio::time::sleep_until(d.into()).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -13,7 +13,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tracing::{debug, warn};
 
 use super::{ok_for_phone, state_key, supports_path, upstream_contacts, Relayed, Rewrite};
-use crate::proxy::data::{Next, TaskEvent};
+use crate::proxy::data::{sleep_until, Next, TaskEvent};
 use crate::proxy::edit::{forward_request, pop_via, RequestEdits};
 use crate::proxy::register::contact_line;
 use crate::proxy::returning::aor_param;
@@ -363,12 +363,5 @@ impl RegisterRelay {
         if !self.server.is_final() {
             self.answer_own(code, reason, &[]);
         }
-    }
-}
-
-async fn sleep_until(d: Option<Instant>) {
-    match d {
-        Some(d) => tokio::time::sleep_until(d.into()).await,
-        None => std::future::pending().await,
     }
 }

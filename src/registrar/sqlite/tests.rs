@@ -3,7 +3,7 @@
 
 use super::checkpoint::CHECKPOINT_AT;
 use super::*;
-use crate::config::{RegistrarMode, RegistrarSettings};
+use crate::registrar::tests::settings;
 use crate::registrar::{ContactSpec, Contacts, RegisterOutcome, RegisterRequest, Registrar};
 use std::collections::BTreeMap;
 
@@ -34,16 +34,6 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn settings(max_contacts: usize) -> RegistrarSettings {
-    RegistrarSettings {
-        mode: RegistrarMode::Local,
-        min_expires: 60,
-        max_expires: 7200,
-        default_expires: 3600,
-        max_contacts,
     }
 }
 
