@@ -13,8 +13,10 @@ mod views;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::extract::Request;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
@@ -50,13 +52,17 @@ pub async fn start(core: Arc<Core>, addr: SocketAddr) -> std::io::Result<SocketA
         core,
         expected: token.map(|t| format!("Bearer {t}").into_bytes()),
     });
-    let app = Router::new()
-        .route("/healthz", get(healthz))
+    // every route but /healthz is behind the token
+    let guarded = Router::new()
         .route("/metrics", get(metrics))
         .route("/registrations", get(views::registrations))
         .route("/registrations/{aor}", delete(views::delete_registrations))
         .route("/calls", get(views::calls))
         .route("/push-test/{aor}", post(push_test::push_test))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .merge(guarded)
         .with_state(state);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -67,26 +73,25 @@ pub async fn start(core: Arc<Core>, addr: SocketAddr) -> std::io::Result<SocketA
     Ok(bound)
 }
 
-/// A `401` unless the request carries the configured bearer token.
-fn refused(admin: &Admin, headers: &HeaderMap) -> Option<Response> {
-    let Some(expected) = &admin.expected else {
-        return None;
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .map(|v| v.as_bytes())
-        .unwrap_or(b"");
-    if constant_time_eq(given, expected) {
-        return None;
+/// The guard in front of every endpoint but `/healthz`: a `401` unless the request
+/// carries the configured bearer token (or no token is configured).
+async fn require_token(State(admin): Shared, req: Request, next: Next) -> Response {
+    if let Some(expected) = &admin.expected {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes())
+            .unwrap_or(b"");
+        if !constant_time_eq(given, expected) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer realm=\"sipwake-admin\"")],
+                "a bearer token is required (admin.token)\n",
+            )
+                .into_response();
+        }
     }
-    Some(
-        (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer realm=\"sipwake-admin\"")],
-            "a bearer token is required (admin.token)\n",
-        )
-            .into_response(),
-    )
+    next.run(req).await
 }
 
 /// Compares without an early exit on the first differing byte, so the time taken
@@ -110,10 +115,7 @@ async fn healthz() -> Response {
 }
 
 /// Prometheus text exposition format 0.0.4.
-async fn metrics(State(admin): Shared, headers: HeaderMap) -> Response {
-    if let Some(r) = refused(&admin, &headers) {
-        return r;
-    }
+async fn metrics(State(admin): Shared) -> Response {
     let body = render_metrics(&admin.core);
     (
         [(

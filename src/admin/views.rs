@@ -3,14 +3,14 @@
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::info;
 
-use super::{refused, Shared};
+use super::Shared;
 use crate::proxy::register::public_contact;
 use crate::push::{short, PushInfo};
 use crate::registrar::{unix_now_ms, Binding};
@@ -83,14 +83,7 @@ pub(super) fn binding_json(b: &Binding, now_ms: u64) -> Value {
 }
 
 /// `GET /registrations?aor=&offset=&limit=`: bindings by AOR, a page at a time.
-pub(super) async fn registrations(
-    State(admin): Shared,
-    headers: HeaderMap,
-    Query(q): Query<RegQuery>,
-) -> Response {
-    if let Some(r) = refused(&admin, &headers) {
-        return r;
-    }
+pub(super) async fn registrations(State(admin): Shared, Query(q): Query<RegQuery>) -> Response {
     let reg = &admin.core.registrar;
     let aors = q
         .aor
@@ -116,12 +109,8 @@ pub(super) async fn registrations(
 /// `204`, or `404` when there was nothing to remove.
 pub(super) async fn delete_registrations(
     State(admin): Shared,
-    headers: HeaderMap,
     Path(aor): Path<String>,
 ) -> Response {
-    if let Some(r) = refused(&admin, &headers) {
-        return r;
-    }
     let reg = &admin.core.registrar;
     let aors = reg.find_aors(&aor);
     if aors.is_empty() {
@@ -146,10 +135,7 @@ pub(super) async fn delete_registrations(
 
 /// `GET /calls`: INVITEs without a final answer: parked for a pushed phone, or
 /// forwarded and trying/ringing.
-pub(super) async fn calls(State(admin): Shared, headers: HeaderMap) -> Response {
-    if let Some(r) = refused(&admin, &headers) {
-        return r;
-    }
+pub(super) async fn calls(State(admin): Shared) -> Response {
     let calls = crate::proxy::call_views::list(&admin.core, CALLS_WAIT).await;
     let parked = calls.iter().filter(|c| c.parked).count();
     Json(json!({
