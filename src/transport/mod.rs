@@ -102,6 +102,17 @@ struct Conn {
     _permit: Option<ConnPermit>,
 }
 
+/// What the task of one stream connection needs besides its stream: the transport,
+/// the connection's id and addresses, its queue of bytes to write, and the handler.
+struct ConnTask {
+    t: Transport,
+    id: u64,
+    remote: SocketAddr,
+    local: SocketAddr,
+    rx: mpsc::UnboundedReceiver<Bytes>,
+    handler: Arc<dyn Handler>,
+}
+
 struct Inner {
     udp: Vec<(Arc<UdpSocket>, SocketAddr)>,
     tcp_listen: Vec<SocketAddr>,
@@ -337,8 +348,29 @@ impl Transport {
         permit: Option<ConnPermit>,
         tls: Option<TlsAcceptor>,
     ) -> u64 {
-        let id = self.new_conn_id();
         let local = stream.local_addr().unwrap_or(remote);
+        let task = self.add_conn(remote, local, permit, handler);
+        let id = task.id;
+        let _ = stream.set_nodelay(true);
+        if let Some(acceptor) = tls {
+            tokio::spawn(tls::run_conn(task, acceptor, stream));
+        } else {
+            let (rd, wr) = stream.into_split();
+            tokio::spawn(tcp::run_conn(task, rd, wr, inbound, false));
+        }
+        id
+    }
+
+    /// Enters a new stream connection in the table (with its place under the caps, for
+    /// an inbound one) and returns what its task needs.
+    fn add_conn(
+        &self,
+        remote: SocketAddr,
+        local: SocketAddr,
+        permit: Option<ConnPermit>,
+        handler: Arc<dyn Handler>,
+    ) -> ConnTask {
+        let id = self.new_conn_id();
         let (tx, rx) = mpsc::unbounded_channel();
         self.conns().insert(
             id,
@@ -348,34 +380,14 @@ impl Transport {
                 _permit: permit,
             },
         );
-        let _ = stream.set_nodelay(true);
-        if let Some(acceptor) = tls {
-            tokio::spawn(tls::run_conn(
-                self.clone(),
-                acceptor,
-                stream,
-                id,
-                remote,
-                local,
-                rx,
-                handler,
-            ));
-            return id;
-        }
-        let (rd, wr) = stream.into_split();
-        tokio::spawn(tcp::run_conn(
-            self.clone(),
-            rd,
-            wr,
+        ConnTask {
+            t: self.clone(),
             id,
             remote,
             local,
-            inbound,
-            false,
             rx,
             handler,
-        ));
-        id
+        }
     }
 
     fn drop_conn(&self, id: u64, remote: SocketAddr) {

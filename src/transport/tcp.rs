@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 
-use super::{Flow, Handler, Transport};
+use super::{ConnTask, Flow, Handler, Transport};
 use crate::sip::{memmem, stream_frame_len, Message, ParseError};
 
 /// Accepts connections on a TCP listener, or on a TLS one when `tls` is given (the
@@ -48,22 +48,19 @@ pub(super) async fn accept_loop(
 
 /// Reads, frames and writes one stream connection (TCP, or TLS after its handshake)
 /// until it closes, fails or idles out.
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn run_conn<R, W>(
-    t: Transport,
-    mut rd: R,
-    mut wr: W,
-    id: u64,
-    remote: SocketAddr,
-    local: SocketAddr,
-    inbound: bool,
-    tls: bool,
-    mut rx: mpsc::UnboundedReceiver<Bytes>,
-    handler: Arc<dyn Handler>,
-) where
+pub(super) async fn run_conn<R, W>(task: ConnTask, mut rd: R, mut wr: W, inbound: bool, tls: bool)
+where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
+    let ConnTask {
+        t,
+        id,
+        remote,
+        local,
+        mut rx,
+        handler,
+    } = task;
     let (pong_tx, mut pong_rx) = mpsc::unbounded_channel::<()>();
     let writer = tokio::spawn(async move {
         loop {

@@ -9,10 +9,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use parking_lot::RwLock;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -21,7 +19,7 @@ use tokio_rustls::rustls::sign::CertifiedKey;
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use super::{tcp, Conn, Flow, Handler, SendError, Transport};
+use super::{tcp, ConnTask, Flow, Handler, SendError, Transport};
 
 /// A peer gets this long to finish its handshake; a connection that never does
 /// (a port scanner, a slow-loris, a plain-TCP client on the TLS port) is closed.
@@ -208,30 +206,11 @@ impl Transport {
             .inspect_err(
                 |e| tracing::debug!(%remote, error = %e, "outgoing tls handshake failed"),
             )?;
-        let id = self.new_conn_id();
-        let (tx, rx) = mpsc::unbounded_channel();
         // connections we open are not under the inbound caps
-        self.conns().insert(
-            id,
-            Conn {
-                tx,
-                local,
-                _permit: None,
-            },
-        );
+        let task = self.add_conn(remote, local, None, handler);
+        let id = task.id;
         let (rd, wr) = tokio::io::split(stream);
-        tokio::spawn(tcp::run_conn(
-            self.clone(),
-            rd,
-            wr,
-            id,
-            remote,
-            local,
-            false,
-            true,
-            rx,
-            handler,
-        ));
+        tokio::spawn(tcp::run_conn(task, rd, wr, false, true));
         self.inner.outbound_tls.lock().insert(remote, id);
         Ok(Flow::Tcp {
             conn: id,
@@ -244,18 +223,9 @@ impl Transport {
 
 /// Runs one accepted TLS connection: the handshake (bounded by
 /// [`HANDSHAKE_TIMEOUT`]), then the shared stream loop. The connection is already
-/// registered under `id`; a failed handshake unregisters it.
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn run_conn(
-    t: Transport,
-    acceptor: TlsAcceptor,
-    stream: TcpStream,
-    id: u64,
-    remote: SocketAddr,
-    local: SocketAddr,
-    rx: mpsc::UnboundedReceiver<Bytes>,
-    handler: Arc<dyn Handler>,
-) {
+/// registered under `task.id`; a failed handshake unregisters it.
+pub(super) async fn run_conn(task: ConnTask, acceptor: TlsAcceptor, stream: TcpStream) {
+    let (t, id, remote) = (&task.t, task.id, task.remote);
     let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -270,7 +240,7 @@ pub(super) async fn run_conn(
         }
     };
     let (rd, wr) = tokio::io::split(stream);
-    tcp::run_conn(t, rd, wr, id, remote, local, true, true, rx, handler).await;
+    tcp::run_conn(task, rd, wr, true, true).await;
 }
 
 #[cfg(test)]
