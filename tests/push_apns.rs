@@ -505,3 +505,92 @@ fn apns_410_older_than_the_register_keeps_the_token() {
     alice.cancel(&inv);
     expect_final_code(&mut alice, &inv, 487, Instant::now());
 }
+
+#[test]
+fn environment_learnt_by_a_bad_device_token_retry_survives_the_apps_next_register() {
+    // a development-signed app sending a bare token: sipwake guesses production
+    let (proxy, apple) = start("apns-env-learnt", &[]);
+    let token = hex64();
+    let header = format!("X-Token: {token}\r\n");
+    let mut asleep = Ua::udp("kate", &proxy);
+    register_ok(&mut asleep, "", &header, 600, &token);
+    fall_asleep();
+
+    let mut alice = Ua::udp("alice", &proxy);
+    apple
+        .prod
+        .answer_next(400, r#"{"reason":"BadDeviceToken"}"#);
+    let sent = now_ms();
+    let inv = call_from(&mut alice, "Alice Liddell", "kate");
+    let refused = apple
+        .prod
+        .expect_post("the push on the guessed production", WAIT);
+    assert_eq!(refused.path, format!("/3/device/{token}"));
+    let seen = apple
+        .sandbox
+        .expect_post("the retry on the sandbox after BadDeviceToken", WAIT);
+    let body = check_voip_push(
+        &seen,
+        &apple,
+        &token,
+        &format!("{BUNDLE}.voip"),
+        sent,
+        WAKE_MS,
+    );
+
+    // the woken app registers again with the same bare token and takes the call
+    let mut woken = Ua::udp("kate", &proxy);
+    register_ok(&mut woken, "", &header, 600, &token);
+    let got = expect_invite_with_hint(&mut woken, &inv.call_id, &hint(&body));
+    answer_and_hang_up(&mut alice, &inv, &mut woken, &got);
+    // and once more later, as apps do on every launch
+    register_ok(&mut woken, "", &header, 600, &token);
+    fall_asleep();
+
+    // the next call goes straight to the sandbox: the re-REGISTER kept what was learnt
+    let sent = now_ms();
+    let inv = call_from(&mut alice, "Alice Liddell", "kate");
+    let seen = apple
+        .sandbox
+        .expect_post("the next call's push, on the learnt sandbox", WAIT);
+    let body = check_voip_push(
+        &seen,
+        &apple,
+        &token,
+        &format!("{BUNDLE}.voip"),
+        sent,
+        WAKE_MS,
+    );
+    apple.prod.expect_no_post(
+        "a push on production: the learnt environment was forgotten",
+        SHORT,
+    );
+    let mut woken = Ua::udp("kate", &proxy);
+    register_ok(&mut woken, "", &header, 600, &token);
+    let got = expect_invite_with_hint(&mut woken, &inv.call_id, &hint(&body));
+    answer_and_hang_up(&mut alice, &inv, &mut woken, &got);
+}
+
+#[test]
+fn caller_name_without_a_display_name_is_the_callers_number() {
+    let (proxy, apple) = start("apns-caller-name", &[]);
+    let token = hex64();
+    let mut asleep = Ua::udp("liam", &proxy);
+    register_ok(&mut asleep, &rfc8599(&token), "", 600, &token);
+    fall_asleep();
+
+    // From: <sip:alice@...>, no display name
+    let mut alice = Ua::udp("alice", &proxy);
+    let inv = alice.build_invite(&format!("sip:liam@{DOMAIN}"), "");
+    assert!(!inv.from.contains('"'), "{}", inv.from);
+    alice.send(&inv.text);
+    let seen = apple.prod.expect_post("the VoIP push", WAIT);
+    let body = seen.json();
+    assert_eq!(
+        body["aps"]["callerName"], "alice",
+        "callerName must never be null: apps show a placeholder for it: {body:#}"
+    );
+    assert_eq!(body["aps"]["callerNumber"], "alice", "{body:#}");
+    alice.cancel(&inv);
+    expect_final_code(&mut alice, &inv, 487, Instant::now());
+}

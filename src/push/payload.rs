@@ -28,10 +28,11 @@ fn cut(s: &str, max: usize) -> &str {
 }
 
 fn apns_call_value(call: &CallPush, with_name: bool, field_max: usize) -> Value {
-    let name = if with_name {
-        call.caller_name.as_deref().map(|n| cut(n, field_max))
-    } else {
-        None
+    // Never null: apps built on the Siprix sample show a placeholder for it, so
+    // without a display name (or when the name had to go) the caller's number stands in.
+    let name = match call.caller_name.as_deref().filter(|_| with_name) {
+        Some(n) => cut(n, field_max),
+        None => cut(&call.caller_number, field_max),
     };
     json!({
         "aps": {
@@ -48,15 +49,16 @@ fn apns_call_value(call: &CallPush, with_name: bool, field_max: usize) -> Value 
 }
 
 /// Fills an operator's template: a string that is exactly `{{field}}` becomes the
-/// field's JSON value (`withVideo` a boolean, a missing `callerName` null); other
+/// field's JSON value (`withVideo` a boolean); other
 /// strings get each `{{field}}` replaced by its text. Fields: `pushHint`, `callerId`,
-/// `callerName`, `callerNumber`, `withVideo`, `callUUID`, `callId`, `aor`.
+/// `callerName` (the number when the caller has no display name), `callerNumber`,
+/// `withVideo`, `callUUID`, `callId`, `aor`.
 pub fn fill_template(t: &Value, call: &CallPush) -> Value {
     let field = |name: &str| -> Option<Value> {
         Some(match name {
             "pushHint" => Value::from(call.push_hint.as_str()),
             "callerId" => Value::from(call.caller_id.as_str()),
-            "callerName" => call.caller_name.as_deref().map_or(Value::Null, Value::from),
+            "callerName" => Value::from(call.caller_name.as_deref().unwrap_or(&call.caller_number)),
             "callerNumber" => Value::from(call.caller_number.as_str()),
             "withVideo" => Value::Bool(call.with_video),
             "callUUID" => Value::from(call.call_uuid.as_str()),
@@ -125,8 +127,9 @@ pub fn apns_call_templated(t: &Value, call: &CallPush) -> String {
 
 /// The APNs VoIP push, Siprix-compatible:
 /// `{"aps": {"alert": "Incoming call", "callerId", "callerName", "callerNumber",
-/// "pushHint", "withVideo"}, "callUUID", "handle"}`. Kept under [`APNS_VOIP_MAX`]: the
-/// display name goes first, then the caller fields are cut.
+/// "pushHint", "withVideo"}, "callUUID", "handle"}`; `callerName` is the display name,
+/// else the caller's number. Kept under [`APNS_VOIP_MAX`]: the display name goes
+/// first (replaced by the number), then the caller fields are cut.
 pub fn apns_call(call: &CallPush) -> String {
     let attempts = [
         (true, usize::MAX),
@@ -281,6 +284,16 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn caller_name_is_never_null() {
+        let mut c = call();
+        c.caller_name = None;
+        let v: Value = serde_json::from_str(&apns_call(&c)).unwrap();
+        assert_eq!(v["aps"]["callerName"], "bob");
+        let t = json!({"n": "{{callerName}}"});
+        assert_eq!(fill_template(&t, &c)["n"], "bob");
+    }
+
+    #[test]
     fn template_fills_typed_and_embedded_fields() {
         let t: Value = serde_json::from_str(
             r#"{"aps": {"alert": {"title": "Call from {{callerName}}"}, "hint": "{{pushHint}}", "video": "{{withVideo}}"}, "id": "{{callUUID}}", "x": "{{unknown}}", "n": 3}"#,
@@ -309,7 +322,10 @@ pub(crate) mod tests {
         let body = apns_call(&c);
         assert!(body.len() <= APNS_VOIP_MAX, "{}", body.len());
         let v: Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(v["aps"]["callerName"], Value::Null);
+        assert_eq!(
+            v["aps"]["callerName"], "bob",
+            "the number stands in for the name"
+        );
         assert_eq!(v["aps"]["callerId"], "sip:bob@example.com", "kept whole");
         assert_eq!(v["aps"]["pushHint"], "hint-1");
 
@@ -320,7 +336,10 @@ pub(crate) mod tests {
         let body = apns_call(&c);
         assert!(body.len() <= APNS_VOIP_MAX);
         let v: Value = serde_json::from_str(&body).unwrap();
-        assert_ne!(v["aps"]["callerName"], Value::Null);
+        assert_eq!(
+            v["aps"]["callerName"],
+            Value::from(c.caller_name.as_deref())
+        );
 
         // Huge caller id and number: cut on a character boundary.
         let mut c = call();

@@ -178,6 +178,23 @@ fn bare(token: &str, settings: &PushSettings, now_ms: u64) -> Result<PushInfo, T
     Ok(info)
 }
 
+/// Carries what pushes learnt about a token into the push info of a new REGISTER
+/// carrying the same token: a bare APNs token's environment is a guess until a
+/// `BadDeviceToken` retry finds the one that works, and the woken app's next REGISTER
+/// must not bring the guess back (every later call would first fail on the wrong
+/// environment). `old` is the push info stored with the device's binding.
+pub fn keep_learnt(new: &mut PushInfo, old: &PushInfo) {
+    if new.provider == Provider::Apns
+        && old.provider == Provider::Apns
+        && new.env_guessed
+        && !old.env_guessed
+        && new.token == old.token
+    {
+        new.sandbox = old.sandbox;
+        new.env_guessed = false;
+    }
+}
+
 /// RFC 8599 `pn-provider` / `pn-prid` / `pn-param`.
 fn rfc8599(
     p: &[(String, String)],
@@ -588,6 +605,35 @@ mod tests {
         assert_eq!(a.provider, Provider::Apns);
         assert_eq!(a.topic, None);
         assert!(!a.sandbox && a.env_guessed);
+    }
+
+    #[test]
+    fn learnt_environment_is_kept_for_the_same_token() {
+        let mut learnt = ex("", Some(HEX)).unwrap().unwrap();
+        assert!(learnt.sandbox && learnt.env_guessed);
+        learnt.sandbox = false;
+        learnt.env_guessed = false;
+
+        let mut again = ex("", Some(HEX)).unwrap().unwrap();
+        keep_learnt(&mut again, &learnt);
+        assert!(!again.sandbox && !again.env_guessed, "{again:?}");
+
+        // another token, or a guess, teaches nothing
+        let mut other = ex("", Some(HEX2)).unwrap().unwrap();
+        keep_learnt(&mut other, &learnt);
+        assert!(other.sandbox && other.env_guessed);
+        let guess = ex("", Some(HEX)).unwrap().unwrap();
+        let mut again = ex("", Some(HEX)).unwrap().unwrap();
+        again.sandbox = false;
+        keep_learnt(&mut again, &guess);
+        assert!(!again.sandbox && again.env_guessed);
+
+        // what the phone says itself (apns.dev) is never overridden
+        let mut told = ex(&format!(";pn-provider=apns.dev;pn-prid={HEX}"), None)
+            .unwrap()
+            .unwrap();
+        keep_learnt(&mut told, &learnt);
+        assert!(told.sandbox && !told.env_guessed);
     }
 
     #[test]

@@ -273,6 +273,25 @@ impl Registrar {
         push: Option<String>,
         only_if_registered_before_ms: Option<u64>,
     ) -> bool {
+        self.update_push(aor, key, |b| {
+            if only_if_registered_before_ms.is_some_and(|t| b.updated_at_ms >= t) {
+                return None;
+            }
+            Some(push)
+        })
+    }
+
+    /// Changes the push info of one binding to what `change` makes of the binding as
+    /// it is now (`None`: leave it). Unlike [`Registrar::set_push`] this sees a
+    /// REGISTER that replaced the binding meanwhile, so what a push learnt about a
+    /// token can be added to the newest push info rather than overwrite it. Returns
+    /// true if the binding changed. The store write is not awaited.
+    pub fn update_push(
+        &self,
+        aor: &str,
+        key: &str,
+        change: impl FnOnce(&Binding) -> Option<Option<String>>,
+    ) -> bool {
         {
             let mut map = lock(&self.inner.bindings);
             let Some(list) = map.get_mut(aor) else {
@@ -281,9 +300,10 @@ impl Registrar {
             let Some(slot) = list.iter_mut().find(|b| b.key == key) else {
                 return false;
             };
-            if only_if_registered_before_ms.is_some_and(|t| slot.updated_at_ms >= t)
-                || slot.push == push
-            {
+            let Some(push) = change(slot) else {
+                return false;
+            };
+            if slot.push == push {
                 return false;
             }
             let mut b = Binding::clone(slot);
