@@ -189,6 +189,11 @@ pub struct WebhookSettings {
     pub url: String,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// APNs tokens are pushed through the webhook (the operator's push gateway), not
+    /// by sipwake's own APNs client.
+    pub gateway_apns: bool,
+    /// FCM tokens are pushed through the webhook.
+    pub gateway_fcm: bool,
 }
 
 /// `[sip]` section.
@@ -940,6 +945,8 @@ pub struct RawWebhook {
     pub url: String,
     /// Milliseconds.
     pub timeout_ms: u64,
+    /// Providers whose tokens go to the webhook: `apns`, `fcm`, or `all`.
+    pub providers: Vec<String>,
 }
 
 impl Default for RawWebhook {
@@ -947,6 +954,7 @@ impl Default for RawWebhook {
         Self {
             url: String::new(),
             timeout_ms: 2000,
+            providers: Vec::new(),
         }
     }
 }
@@ -987,8 +995,9 @@ impl Default for RawAuth {
 pub const ENV_PREFIX: &str = "SIPWAKE";
 
 /// Keys whose environment value is a comma-separated list.
-const LIST_KEYS: [&str; 6] = [
+const LIST_KEYS: [&str; 7] = [
     "sip.listen",
+    "push.webhook.providers",
     "sip.transports",
     "proxy.domains",
     "proxy.trusted_networks",
@@ -1705,13 +1714,37 @@ impl RawWebhook {
             60_000,
             "milliseconds",
         )?;
+        let (mut gateway_apns, mut gateway_fcm) = (false, false);
+        for entry in entries(&self.providers) {
+            match entry.to_ascii_lowercase().as_str() {
+                "apns" => gateway_apns = true,
+                "fcm" => gateway_fcm = true,
+                "all" => (gateway_apns, gateway_fcm) = (true, true),
+                _ => {
+                    return Err(ConfigError::invalid(
+                        "push.webhook.providers",
+                        entry,
+                        "expected apns, fcm or all",
+                    ))
+                }
+            }
+        }
         let Some(url) = non_empty(&self.url) else {
+            if gateway_apns || gateway_fcm {
+                return Err(ConfigError::invalid(
+                    "push.webhook.providers",
+                    self.providers.join(","),
+                    "providers go to the webhook only when push.webhook.url is set",
+                ));
+            }
             return Ok(None);
         };
         let url = http_url("push.webhook.url", &url, false)?;
         Ok(Some(WebhookSettings {
             url,
             timeout: Duration::from_millis(timeout),
+            gateway_apns,
+            gateway_fcm,
         }))
     }
 }
@@ -2582,6 +2615,7 @@ mod tests {
         let mut every = RawSettings::default();
         every.proxy.domains.push("example.com".to_owned());
         every.tls.listen.push("127.0.0.1:5061".to_owned());
+        every.push.webhook.providers.push("all".to_owned());
         let defaults = config::Config::try_from(&every).expect("serializes");
         keys("", defaults.collect().expect("collects"), &mut all);
         written.sort();
@@ -2928,6 +2962,7 @@ mod tests {
             [push.webhook]
             url = "http://127.0.0.1:9001/push/"
             timeout_ms = 500
+            providers = ["APNS"]
             "#,
         )
         .expect("valid");
@@ -2967,6 +3002,7 @@ mod tests {
         let w = p.webhook.as_ref().expect("webhook");
         assert_eq!(w.url, "http://127.0.0.1:9001/push/");
         assert_eq!(w.timeout, Duration::from_millis(500));
+        assert!(w.gateway_apns && !w.gateway_fcm);
 
         // Certificate auth alone configures APNs.
         let s = from_toml_str("[push.apns]\ncert_file = \"apns.pem\"").expect("valid");
@@ -2979,13 +3015,16 @@ mod tests {
             "",
             &[
                 ("SIPWAKE__PUSH__WEBHOOK__URL", "http://127.0.0.1:1/x"),
+                ("SIPWAKE__PUSH__WEBHOOK__PROVIDERS", "all"),
                 ("SIPWAKE__PUSH__APNS__CERT_FILE", "c.pem"),
                 ("SIPWAKE__PUSH__APNS__SANDBOX", "true"),
                 ("SIPWAKE__PUSH__WAKE_TIMEOUT_MS", "700"),
             ],
         )
         .expect("valid");
-        assert_eq!(s.push.webhook.expect("webhook").url, "http://127.0.0.1:1/x");
+        let w = s.push.webhook.expect("webhook");
+        assert_eq!(w.url, "http://127.0.0.1:1/x");
+        assert!(w.gateway_apns && w.gateway_fcm);
         assert!(s.push.apns.expect("apns").sandbox);
         assert_eq!(s.push.wake_timeout, Duration::from_millis(700));
     }
@@ -3038,6 +3077,14 @@ mod tests {
             ("[push.fcm]\ntoken_uri = \"nope\"", "push.fcm.token_uri"),
             ("[push.webhook]\nurl = \"localhost:80\"", "push.webhook.url"),
             ("[push.webhook]\ntimeout_ms = 0", "push.webhook.timeout_ms"),
+            (
+                "[push.webhook]\nurl = \"http://h/\"\nproviders = [\"webpush\"]",
+                "push.webhook.providers",
+            ),
+            (
+                "[push.webhook]\nproviders = [\"all\"]",
+                "push.webhook.providers",
+            ),
         ];
         for (toml, key) in cases {
             let e = err(toml);

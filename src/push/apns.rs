@@ -466,6 +466,7 @@ mod tests {
             sandbox: false,
             env_guessed: false,
             registered_at_ms: now_ms(),
+            pn_param: None,
         }
     }
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
-use super::{CallPush, CancelReason, PushInfo};
+use super::{CallPush, CancelReason, Event, Provider, PushInfo};
 
 /// Largest APNs VoIP payload, in bytes.
 pub const APNS_VOIP_MAX: usize = 5120;
@@ -189,16 +189,77 @@ pub fn apns_cancel(call: &CallPush, reason: CancelReason) -> String {
     }
 }
 
-/// The webhook document: `{"event": "call"|"cancel", "reason", "aor", "token",
-/// "provider", "pushHint", "callId", "callerId", "callerName", "callerNumber",
-/// "withVideo", "callUUID"}` (`reason` is null for calls).
-pub fn webhook(info: &PushInfo, call: &CallPush, reason: Option<CancelReason>) -> Value {
-    json!({
-        "event": if reason.is_some() { "cancel" } else { "call" },
+/// How long a cancel notice is worth delivering.
+pub const NOTICE_TTL: Duration = Duration::from_secs(60);
+
+/// What a push gateway needs to deliver one push itself, as fields of the webhook
+/// document: `provider`, `token` (the one to push to), `tokenKind` (`voip` | `alert`
+/// for APNs, else null), `environment` (`sandbox` | `production` for APNs, else
+/// null), `environmentGuessed`, `topic` (the `apns-topic`), `bundleId`, `teamId`,
+/// `pnParam` (as the app sent it), `pushType` (`voip` | `alert` | `background` for
+/// APNs, `data` for FCM, null for webhook tokens), `priority` (`high` | `normal`)
+/// and `ttlSecs`. `None`: APNs and the app gave no token this event may go to (a
+/// notice needs the regular token).
+pub fn delivery(info: &PushInfo, event: Event, ttl: Duration) -> Option<Map<String, Value>> {
+    let mut m = Map::new();
+    let mut put = |k: &str, v: Value| {
+        m.insert(k.to_owned(), v);
+    };
+    put("provider", info.provider.as_str().into());
+    let apns = event.apns_push();
+    let high = apns.priority == 10;
+    match info.provider {
+        Provider::Apns => {
+            let token = info.apns_token(apns.token)?;
+            put("token", token.into());
+            put("tokenKind", apns.token.as_str().into());
+            let env = if info.sandbox {
+                "sandbox"
+            } else {
+                "production"
+            };
+            put("environment", env.into());
+            put("environmentGuessed", info.env_guessed.into());
+            let topic = info.topic.as_deref().map(|t| match apns.push_type {
+                "voip" => format!("{t}.voip"),
+                _ => t.to_owned(),
+            });
+            put("topic", topic.into());
+            put("bundleId", info.topic.clone().into());
+            put("teamId", info.team_id.clone().into());
+            put("pushType", apns.push_type.into());
+        }
+        Provider::Fcm | Provider::Webhook => {
+            put("token", info.token.clone().into());
+            for k in ["tokenKind", "environment", "topic", "bundleId", "teamId"] {
+                put(k, Value::Null);
+            }
+            put("environmentGuessed", false.into());
+            let kind = (info.provider == Provider::Fcm).then_some("data");
+            put("pushType", kind.into());
+        }
+    }
+    put("pnParam", info.pn_param.clone().into());
+    put("priority", if high { "high" } else { "normal" }.into());
+    put("ttlSecs", ttl.as_secs().max(1).into());
+    Some(m)
+}
+
+/// The webhook document of a call or cancel notice: `{"event": "call"|"cancel",
+/// "reason", "aor", "pushHint", "callId", "callerId", "callerName", "callerNumber",
+/// "withVideo", "callUUID"}` (`reason` is null for calls, `callerName` null without a
+/// display name) plus the [`delivery`] fields. `None` when there is no token to send
+/// it to (an APNs notice without a regular token).
+pub fn webhook(info: &PushInfo, call: &CallPush, reason: Option<CancelReason>) -> Option<Value> {
+    let (event, ttl) = match reason {
+        None => (Event::Call, call.time_left),
+        Some(_) => (Event::Cancel, NOTICE_TTL),
+    };
+    let mut doc = delivery(info, event, ttl)?;
+    let v = json!({
+        "event": event.as_str(),
         "reason": reason.map(CancelReason::as_str),
         "aor": call.aor,
-        "token": info.token,
-        "provider": info.provider.as_str(),
         "pushHint": call.push_hint,
         "callId": call.call_id,
         "callerId": call.caller_id,
@@ -206,7 +267,11 @@ pub fn webhook(info: &PushInfo, call: &CallPush, reason: Option<CancelReason>) -
         "callerNumber": call.caller_number,
         "withVideo": call.with_video,
         "callUUID": call.call_uuid,
-    })
+    });
+    if let Value::Object(fields) = v {
+        doc.extend(fields);
+    }
+    Some(Value::Object(doc))
 }
 
 /// FCM `ttl` string: whole seconds, at least 1 (`"10s"`).
@@ -372,7 +437,7 @@ pub(crate) mod tests {
     #[test]
     fn webhook_shape() {
         let info = crate::push::tests::info(Provider::Webhook);
-        let v = webhook(&info, &call(), None);
+        let v = webhook(&info, &call(), None).unwrap();
         assert_eq!(
             v,
             json!({
@@ -380,7 +445,17 @@ pub(crate) mod tests {
                 "reason": null,
                 "aor": "alice@example.com",
                 "token": info.token,
+                "tokenKind": null,
                 "provider": "webhook",
+                "environment": null,
+                "environmentGuessed": false,
+                "topic": null,
+                "bundleId": null,
+                "teamId": null,
+                "pnParam": null,
+                "pushType": null,
+                "priority": "high",
+                "ttlSecs": 10,
                 "pushHint": "hint-1",
                 "callId": "abc123@pbx",
                 "callerId": "sip:bob@example.com",
@@ -390,10 +465,46 @@ pub(crate) mod tests {
                 "callUUID": "6ba7b810-9dad-11d1-80b4-00c04fd430c8",
             })
         );
-        let v = webhook(&info, &call(), Some(CancelReason::Timeout));
+        let v = webhook(&info, &call(), Some(CancelReason::Timeout)).unwrap();
         assert_eq!(
             (v["event"].as_str(), v["reason"].as_str()),
             (Some("cancel"), Some("timeout"))
+        );
+        assert_eq!(v["ttlSecs"], 60);
+    }
+
+    #[test]
+    fn webhook_as_gateway_for_apns() {
+        let mut info = crate::push::tests::info(Provider::Apns);
+        info.alert_token = Some("ab".repeat(32));
+        info.sandbox = true;
+        info.team_id = Some("TEAM012345".into());
+        info.pn_param = Some("TEAM012345.com.example.phone.voip&remote".into());
+        let v = webhook(&info, &call(), None).unwrap();
+        assert_eq!(v["provider"], "apns");
+        assert_eq!(v["token"], info.token);
+        assert_eq!(v["tokenKind"], "voip");
+        assert_eq!(v["pushType"], "voip");
+        assert_eq!(v["environment"], "sandbox");
+        assert_eq!(v["topic"], "com.example.phone.voip");
+        assert_eq!(v["bundleId"], "com.example.phone");
+        assert_eq!(v["teamId"], "TEAM012345");
+        assert_eq!(v["pnParam"], "TEAM012345.com.example.phone.voip&remote");
+
+        // a notice goes to the regular token as an alert, never to the VoIP token
+        let v = webhook(&info, &call(), Some(CancelReason::CallerCancelled)).unwrap();
+        assert_eq!(v["token"], "ab".repeat(32));
+        assert_eq!(v["tokenKind"], "alert");
+        assert_eq!(v["pushType"], "alert");
+        assert_eq!(v["topic"], "com.example.phone");
+        info.alert_token = None;
+        assert_eq!(webhook(&info, &call(), Some(CancelReason::Timeout)), None);
+
+        let f = crate::push::tests::info(Provider::Fcm);
+        let v = webhook(&f, &call(), None).unwrap();
+        assert_eq!(
+            (v["pushType"].as_str(), v["environment"].as_str()),
+            (Some("data"), None)
         );
     }
 

@@ -154,6 +154,7 @@ fn base(provider: Provider, token: &str, now_ms: u64) -> PushInfo {
         sandbox: false,
         env_guessed: false,
         registered_at_ms: now_ms,
+        pn_param: None,
     }
 }
 
@@ -212,9 +213,16 @@ fn rfc8599(
     };
     let prid = get(p, "pn-prid").ok_or(TokenError::Malformed("pn-provider without pn-prid"))?;
     let param = get(p, "pn-param").filter(|v| !v.is_empty());
+    if param.is_some_and(|v| v.len() > MAX_TOKEN_LEN || v.bytes().any(|c| c.is_ascii_control())) {
+        return Err(TokenError::Malformed(
+            "pn-param too long or with control characters",
+        ));
+    }
     if provider != Provider::Apns {
         check_token(prid)?;
-        return Ok(base(provider, prid, now_ms));
+        let mut info = base(provider, prid, now_ms);
+        info.pn_param = param.map(str::to_owned);
+        return Ok(info);
     }
 
     // APNs: pn-param = [TEAM.]bundle.id[.services], services = voip&remote etc.
@@ -276,6 +284,7 @@ fn rfc8599(
     info.topic = topic;
     info.team_id = team_id;
     info.sandbox = sandbox;
+    info.pn_param = param.map(str::to_owned);
     Ok(info)
 }
 
@@ -298,6 +307,10 @@ fn legacy(
     let tok = tok.strip_suffix(":voip").unwrap_or(tok);
     check_token(tok)?;
     let mut info = base(provider, tok, now_ms);
+    info.pn_param = get(p, "app-id")
+        .filter(|a| !a.is_empty() && a.len() <= MAX_TOKEN_LEN)
+        .filter(|a| !a.bytes().any(|c| c.is_ascii_control()))
+        .map(str::to_owned);
     if provider == Provider::Apns {
         let mut env = None;
         let mut app = get(p, "app-id").filter(|a| !a.is_empty()).map(|a| {
@@ -383,6 +396,10 @@ mod tests {
         assert!(a.sandbox);
         assert!(!a.env_guessed);
         assert_eq!(a.registered_at_ms, 42);
+        assert_eq!(
+            a.pn_param.as_deref(),
+            Some("ABCD123456.org.linphone.phone.voip&remote")
+        );
 
         let b = ex(
             &format!(
@@ -393,7 +410,11 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert_eq!(a, b);
+        let same = |x: &PushInfo| PushInfo {
+            pn_param: None,
+            ..x.clone()
+        };
+        assert_eq!(same(&a), same(&b));
 
         // Unlabelled tokens follow the order of the services in pn-param.
         let c = ex(
@@ -405,7 +426,7 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert_eq!(a, c);
+        assert_eq!(same(&a), same(&c));
     }
 
     #[test]
