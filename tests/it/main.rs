@@ -17,6 +17,7 @@ mod properties;
 mod push;
 mod push_apns;
 mod push_fcm;
+mod push_gateway;
 mod registrar;
 mod relay;
 mod robustness;

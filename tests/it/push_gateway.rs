@@ -6,13 +6,11 @@
 //!
 //! The gateway is the scriptable HTTP/1.1 stand-in of `common::mock_http`.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::mock_http::{now_ms, MockHttp, Seen};
-use common::push_phone::*;
-use common::*;
+use crate::common::mock_http::{now_ms, MockHttp, Seen};
+use crate::common::push_phone::*;
+use crate::common::*;
 use serde_json::Value;
 
 const TEAM: &str = "ABCDE12345";
