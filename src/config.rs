@@ -119,6 +119,38 @@ pub struct PushSettings {
     pub fcm: Option<FcmSettings>,
     /// `[push.webhook]`, if a webhook is configured.
     pub webhook: Option<WebhookSettings>,
+    /// `[push.messages]`: MESSAGEs kept for sleeping phones.
+    pub messages: MessageSettings,
+}
+
+/// `[push.messages]` section: MESSAGEs (RFC 3428) for sleeping phones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageSettings {
+    /// Keep MESSAGEs for sleeping push phones (else they get `480`).
+    pub enabled: bool,
+    /// How long a message waits for its phone.
+    pub ttl: Duration,
+    /// Most messages waiting for one user.
+    pub max_per_aor: usize,
+    /// Most messages waiting in total.
+    pub max_total: usize,
+    /// Largest body kept, in bytes.
+    pub max_body_bytes: usize,
+    /// The message notice carries the text (else only the sender).
+    pub notice_text: bool,
+}
+
+impl Default for MessageSettings {
+    fn default() -> Self {
+        MessageSettings {
+            enabled: true,
+            ttl: Duration::from_secs(7 * 86400),
+            max_per_aor: 100,
+            max_total: 100_000,
+            max_body_bytes: 8192,
+            notice_text: false,
+        }
+    }
 }
 
 impl Default for PushSettings {
@@ -138,6 +170,7 @@ impl Default for PushSettings {
             apns: None,
             fcm: None,
             webhook: None,
+            messages: MessageSettings::default(),
         }
     }
 }
@@ -843,6 +876,81 @@ pub struct RawPush {
     pub fcm: RawFcm,
     /// `[push.webhook]`.
     pub webhook: RawWebhook,
+    /// `[push.messages]`.
+    pub messages: RawMessages,
+}
+
+/// Raw `[push.messages]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawMessages {
+    /// Keep MESSAGEs for sleeping phones.
+    pub enabled: bool,
+    /// Seconds.
+    pub ttl_secs: u64,
+    /// Messages per user.
+    pub max_per_aor: u64,
+    /// Messages in total.
+    pub max_total: u64,
+    /// Bytes.
+    pub max_body_bytes: u64,
+    /// Text in the notice.
+    pub notice_text: bool,
+}
+
+impl Default for RawMessages {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ttl_secs: 7 * 86_400,
+            max_per_aor: 100,
+            max_total: 100_000,
+            max_body_bytes: 8192,
+            notice_text: false,
+        }
+    }
+}
+
+impl RawMessages {
+    fn validate(self) -> Result<MessageSettings, ConfigError> {
+        let ttl = in_range(
+            "push.messages.ttl_secs",
+            self.ttl_secs,
+            1,
+            365 * 86_400,
+            "seconds",
+        )?;
+        let per_aor = in_range(
+            "push.messages.max_per_aor",
+            self.max_per_aor,
+            1,
+            10_000,
+            "messages",
+        )?;
+        let total = in_range(
+            "push.messages.max_total",
+            self.max_total,
+            1,
+            10_000_000,
+            "messages",
+        )?;
+        let body = in_range(
+            "push.messages.max_body_bytes",
+            self.max_body_bytes,
+            1,
+            65_535,
+            "bytes",
+        )?;
+        let size = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        Ok(MessageSettings {
+            enabled: self.enabled,
+            ttl: Duration::from_secs(ttl),
+            max_per_aor: size(per_aor),
+            max_total: size(total),
+            max_body_bytes: size(body),
+            notice_text: self.notice_text,
+        })
+    }
 }
 
 impl Default for RawPush {
@@ -862,6 +970,7 @@ impl Default for RawPush {
             apns: RawApns::default(),
             fcm: RawFcm::default(),
             webhook: RawWebhook::default(),
+            messages: RawMessages::default(),
         }
     }
 }
@@ -1601,6 +1710,7 @@ impl RawPush {
             apns: self.apns.validate()?,
             fcm: self.fcm.validate()?,
             webhook: self.webhook.validate()?,
+            messages: self.messages.validate()?,
         })
     }
 }

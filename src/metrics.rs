@@ -120,9 +120,22 @@ pub enum PushKind {
     Cancel = 1,
     /// A test push from the admin API.
     Test = 2,
+    /// The notice of a MESSAGE kept for a sleeping phone.
+    Message = 3,
 }
 
-const PUSH_KINDS: [&str; 3] = ["call", "cancel", "test"];
+const PUSH_KINDS: [&str; 4] = ["call", "cancel", "test", "message"];
+
+/// Why a kept MESSAGE was dropped undelivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageDrop {
+    /// Its time to live ran out.
+    Expired = 0,
+    /// The phone refused it with a final error.
+    Undeliverable = 1,
+}
+
+const MESSAGE_DROPS: [&str; 2] = ["expired", "undeliverable"];
 const PROVIDERS: [&str; 3] = ["apns", "fcm", "webhook"];
 const PUSH_OUTCOMES: [&str; 3] = ["sent", "dead_token", "failed"];
 
@@ -190,6 +203,11 @@ pub struct Metrics {
     pushes: [[[Counter; PUSH_OUTCOMES.len()]; PUSH_KINDS.len()]; PROVIDERS.len()],
     /// Push tokens removed because the provider reported them dead.
     pub dead_tokens_removed: Counter,
+    /// MESSAGEs kept for sleeping phones.
+    pub messages_kept: Counter,
+    /// Kept MESSAGEs a phone took (2xx).
+    pub messages_delivered: Counter,
+    messages_dropped: [Counter; MESSAGE_DROPS.len()],
     /// Push sent (call parked) → woken phone registered → INVITE forwarded to it.
     pub wake: Histogram,
     /// One group commit of the SQLite store.
@@ -232,8 +250,11 @@ impl Metrics {
             responses_sent: [const { Counter::new() }; 6],
             responses_received: [const { Counter::new() }; 6],
             registrations: [const { Counter::new() }; REG_RESULTS.len()],
-            pushes: [const { [const { [const { Counter::new() }; 3] }; 3] }; 3],
+            pushes: [const { [const { [const { Counter::new() }; 3] }; 4] }; 3],
             dead_tokens_removed: Counter::new(),
+            messages_kept: Counter::new(),
+            messages_delivered: Counter::new(),
+            messages_dropped: [const { Counter::new() }; MESSAGE_DROPS.len()],
             wake: Histogram::new(&WAKE_BOUNDS),
             store_commit: Histogram::new(&COMMIT_BOUNDS),
             store_commits: [const { Counter::new() }; 2],
@@ -285,6 +306,11 @@ impl Metrics {
             PushResult::Failed(_) => 2,
         };
         self.pushes[provider as usize][kind as usize][outcome].inc();
+    }
+
+    /// A kept MESSAGE was dropped undelivered.
+    pub fn message_dropped(&self, why: MessageDrop) {
+        self.messages_dropped[why as usize].inc();
     }
 
     /// A woken phone was handed the call. `wake_at` is the parked call's deadline,
@@ -387,6 +413,31 @@ impl Metrics {
             "Push tokens removed because the provider reported them dead.",
             self.dead_tokens_removed.get(),
         );
+        counter(
+            out,
+            "sipwake_messages_kept_total",
+            "MESSAGEs kept for sleeping phones (answered 202).",
+            self.messages_kept.get(),
+        );
+        counter(
+            out,
+            "sipwake_messages_delivered_total",
+            "Kept MESSAGEs a phone took (2xx) after registering again.",
+            self.messages_delivered.get(),
+        );
+        header(
+            out,
+            "sipwake_messages_dropped_total",
+            "Kept MESSAGEs dropped undelivered, by reason.",
+            "counter",
+        );
+        for (r, c) in MESSAGE_DROPS.iter().zip(&self.messages_dropped) {
+            let _ = writeln!(
+                out,
+                "sipwake_messages_dropped_total{{reason=\"{r}\"}} {}",
+                c.get()
+            );
+        }
         self.wake.render(
             out,
             "sipwake_wake_seconds",

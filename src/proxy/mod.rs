@@ -16,6 +16,7 @@ pub mod edit;
 pub mod forward;
 pub mod lifecycle;
 pub mod limits;
+pub mod message;
 pub mod park;
 pub mod register;
 pub mod relay;

@@ -20,7 +20,9 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use super::{http, now_ms, payload, CallPush, CancelReason, PushError, PushInfo, PushResult};
+use super::{
+    http, now_ms, payload, CallPush, CancelReason, MessageNotice, PushError, PushInfo, PushResult,
+};
 use crate::config::ApnsSettings;
 
 /// A cached provider token is replaced after this long (Apple: between 20 and 60
@@ -223,8 +225,32 @@ impl Apns {
             None => payload::apns_call(&call),
         };
         let token = info.token.clone();
-        self.push(&info, &call, Kind::Voip, &token, body, call.time_left)
-            .await
+        self.push(
+            &info,
+            &call.call_uuid,
+            Kind::Voip,
+            &token,
+            body,
+            call.time_left,
+        )
+        .await
+    }
+
+    /// Sends the notice of a kept MESSAGE: an alert push to the regular token.
+    pub async fn message(self: Arc<Self>, info: PushInfo, notice: MessageNotice) -> PushResult {
+        let Some(token) = info.alert_token.clone() else {
+            return PushResult::Failed("no alert token".into());
+        };
+        let body = payload::apns_message(&notice);
+        self.push(
+            &info,
+            &notice.message_id,
+            Kind::Alert,
+            &token,
+            body,
+            notice.ttl,
+        )
+        .await
     }
 
     /// Sends the cancel notice: an alert push to the regular token, if there is one.
@@ -238,14 +264,21 @@ impl Apns {
             return PushResult::Failed("no alert token".into());
         };
         let body = payload::apns_cancel(&call, reason);
-        self.push(&info, &call, Kind::Alert, &token, body, CANCEL_TIME)
-            .await
+        self.push(
+            &info,
+            &call.call_uuid,
+            Kind::Alert,
+            &token,
+            body,
+            CANCEL_TIME,
+        )
+        .await
     }
 
     async fn push(
         &self,
         info: &PushInfo,
-        call: &CallPush,
+        collapse: &str,
         kind: Kind,
         token: &str,
         body: String,
@@ -270,7 +303,7 @@ impl Apns {
             token,
             topic: &topic,
             expiration,
-            collapse_id: collapse_id(&call.call_uuid),
+            collapse_id: collapse_id(collapse),
             body: &body,
             team_id: info.team_id.as_deref(),
         };

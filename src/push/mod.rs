@@ -180,6 +180,27 @@ pub struct CallPush {
     pub time_left: Duration,
 }
 
+/// What the notice of a MESSAGE kept for a sleeping phone carries.
+#[derive(Debug, Clone)]
+pub struct MessageNotice {
+    /// Address of record the message is for.
+    pub aor: String,
+    /// Id of the kept message.
+    pub message_id: String,
+    /// The sender's URI (from `From`).
+    pub from_uri: String,
+    /// The sender's display name, if any.
+    pub from_name: Option<String>,
+    /// The sender's user part (or host, for a URI without one).
+    pub from_number: String,
+    /// The text, when `push.messages.notice_text` is on and the body is text.
+    pub text: Option<String>,
+    /// `Content-Type` of the message.
+    pub content_type: Option<String>,
+    /// How long the notice is worth delivering.
+    pub ttl: Duration,
+}
+
 /// Why a pushed device gets a cancel notice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CancelReason {
@@ -212,6 +233,8 @@ pub enum Event {
     Call,
     /// The call ended before the device got it (APNs: an alert to the regular token).
     Cancel,
+    /// A MESSAGE waits for the device (APNs: an alert to the regular token).
+    Message,
 }
 
 /// The APNs token a push goes to.
@@ -251,6 +274,7 @@ impl Event {
         match self {
             Self::Call => "call",
             Self::Cancel => "cancel",
+            Self::Message => "message",
         }
     }
 
@@ -262,7 +286,7 @@ impl Event {
                 push_type: "voip",
                 priority: 10,
             },
-            Self::Cancel => ApnsPush {
+            Self::Cancel | Self::Message => ApnsPush {
                 token: TokenKind::Alert,
                 push_type: "alert",
                 priority: 10,
@@ -325,6 +349,11 @@ pub trait PushSender: Send + Sync + 'static {
         call: &CallPush,
         reason: CancelReason,
     ) -> BoxFuture<'static, PushResult>;
+
+    /// Tells the device a MESSAGE waits for it. APNs: an alert push to the regular
+    /// token (never a VoIP push; without one, `Failed("no alert token")`). FCM: a data
+    /// message. Webhook: an `event: message` document.
+    fn message(&self, info: &PushInfo, notice: &MessageNotice) -> BoxFuture<'static, PushResult>;
 }
 
 /// Why the push providers could not be set up.
@@ -462,6 +491,16 @@ impl PushSender for Pusher {
             Route::Apns(a) => Box::pin(Arc::clone(a).cancel(info, call, reason)),
             Route::Fcm(f) => Box::pin(Arc::clone(f).send(info, call, Some(reason))),
             Route::Webhook(w) => Box::pin(Arc::clone(w).send(info, call, Some(reason))),
+            Route::None => not_configured(info.provider),
+        }
+    }
+
+    fn message(&self, info: &PushInfo, notice: &MessageNotice) -> BoxFuture<'static, PushResult> {
+        let (info, notice) = (info.clone(), notice.clone());
+        match self.route(info.provider) {
+            Route::Apns(a) => Box::pin(Arc::clone(a).message(info, notice)),
+            Route::Fcm(f) => Box::pin(Arc::clone(f).message(info, notice)),
+            Route::Webhook(w) => Box::pin(Arc::clone(w).message(info, notice)),
             Route::None => not_configured(info.provider),
         }
     }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
-use super::{CallPush, CancelReason, Event, Provider, PushInfo};
+use super::{CallPush, CancelReason, Event, MessageNotice, Provider, PushInfo};
 
 /// Largest APNs VoIP payload, in bytes.
 pub const APNS_VOIP_MAX: usize = 5120;
@@ -274,6 +274,91 @@ pub fn webhook(info: &PushInfo, call: &CallPush, reason: Option<CancelReason>) -
     Some(Value::Object(doc))
 }
 
+/// Text of a message notice: the text when the notice may carry it, else a
+/// placeholder.
+fn message_text(n: &MessageNotice) -> &str {
+    n.text.as_deref().unwrap_or("New message")
+}
+
+/// The APNs alert push (to the regular token) telling the app a MESSAGE waits for
+/// it: the sender as title, the text (or "New message") as body, plus `event:
+/// "message"`, `messageId`, `from`, `fromNumber`. Kept under [`APNS_ALERT_MAX`].
+pub fn apns_message(n: &MessageNotice) -> String {
+    let title = n.from_name.as_deref().unwrap_or(&n.from_number);
+    let mut field_max = usize::MAX;
+    loop {
+        let body = json!({
+            "aps": {
+                "alert": { "title": cut(title, field_max), "body": cut(message_text(n), field_max) },
+                "sound": "default",
+            },
+            "event": "message",
+            "messageId": n.message_id,
+            "from": cut(&n.from_uri, field_max),
+            "fromNumber": cut(&n.from_number, field_max),
+        })
+        .to_string();
+        if body.len() <= APNS_ALERT_MAX || field_max == 0 {
+            return body;
+        }
+        field_max = if field_max > TRIMMED_FIELD {
+            TRIMMED_FIELD
+        } else {
+            0
+        };
+    }
+}
+
+/// The webhook `event: message` document: `aor`, `messageId`, `from` (sender URI),
+/// `fromName` (display name or null), `fromNumber`, `contentType`, `text` (null unless
+/// `push.messages.notice_text`), plus the [`delivery`] fields. `None` for an APNs
+/// device without a regular token.
+pub fn webhook_message(info: &PushInfo, n: &MessageNotice) -> Option<Value> {
+    let mut doc = delivery(info, Event::Message, n.ttl)?;
+    let v = json!({
+        "event": "message",
+        "aor": n.aor,
+        "messageId": n.message_id,
+        "from": n.from_uri,
+        "fromName": n.from_name,
+        "fromNumber": n.from_number,
+        "contentType": n.content_type,
+        "text": n.text,
+    });
+    if let Value::Object(fields) = v {
+        doc.extend(fields);
+    }
+    Some(Value::Object(doc))
+}
+
+/// The FCM data message telling the app a MESSAGE waits: `event: "message"`, `aor`,
+/// `messageId`, `from`, `fromNumber`, and `fromName` / `text` when known; high
+/// priority so the app can show it at once.
+pub fn fcm_message(token: &str, n: &MessageNotice) -> Value {
+    let mut data = Map::new();
+    let mut put = |k: &str, v: &str| {
+        data.insert(k.to_owned(), Value::String(v.to_owned()));
+    };
+    put("event", "message");
+    put("aor", &n.aor);
+    put("messageId", &n.message_id);
+    put("from", &n.from_uri);
+    put("fromNumber", &n.from_number);
+    if let Some(name) = &n.from_name {
+        put("fromName", name);
+    }
+    if let Some(t) = &n.text {
+        put("text", t);
+    }
+    json!({
+        "message": {
+            "token": token,
+            "data": data,
+            "android": { "priority": "HIGH", "ttl": fcm_ttl(n.ttl) },
+        }
+    })
+}
+
 /// FCM `ttl` string: whole seconds, at least 1 (`"10s"`).
 pub fn fcm_ttl(d: Duration) -> String {
     format!("{}s", d.as_secs().max(1))
@@ -506,6 +591,61 @@ pub(crate) mod tests {
             (v["pushType"].as_str(), v["environment"].as_str()),
             (Some("data"), None)
         );
+    }
+
+    fn notice() -> MessageNotice {
+        MessageNotice {
+            aor: "alice@example.com".into(),
+            message_id: "m1".into(),
+            from_uri: "sip:bob@example.com".into(),
+            from_name: None,
+            from_number: "bob".into(),
+            text: Some("hi there".into()),
+            content_type: Some("text/plain".into()),
+            ttl: Duration::from_secs(3600),
+        }
+    }
+
+    #[test]
+    fn message_notices() {
+        let n = notice();
+        let v: Value = serde_json::from_str(&apns_message(&n)).unwrap();
+        assert_eq!(
+            v["aps"]["alert"]["title"], "bob",
+            "the number without a name"
+        );
+        assert_eq!(v["aps"]["alert"]["body"], "hi there");
+        assert_eq!(v["event"], "message");
+
+        let f = fcm_message("tok", &n);
+        let data = f["message"]["data"].as_object().unwrap();
+        assert!(data.values().all(Value::is_string));
+        assert_eq!(data["event"], "message");
+        assert_eq!(data["text"], "hi there");
+        assert!(!data.contains_key("fromName"));
+        assert_eq!(f["message"]["android"]["ttl"], "3600s");
+
+        let mut info = crate::push::tests::info(Provider::Apns);
+        assert_eq!(
+            webhook_message(&info, &n),
+            None,
+            "APNs needs the regular token"
+        );
+        info.alert_token = Some("cd".repeat(32));
+        let w = webhook_message(&info, &n).unwrap();
+        assert_eq!(w["event"], "message");
+        assert_eq!(w["token"], "cd".repeat(32));
+        assert_eq!(
+            (w["tokenKind"].as_str(), w["pushType"].as_str()),
+            (Some("alert"), Some("alert"))
+        );
+        assert_eq!(w["text"], "hi there");
+        assert_eq!(w["fromName"], Value::Null);
+        assert_eq!(w["ttlSecs"], 3600);
+
+        let mut long = notice();
+        long.text = Some("x".repeat(10_000));
+        assert!(apns_message(&long).len() <= APNS_ALERT_MAX);
     }
 
     #[test]

@@ -14,7 +14,9 @@ use reqwest::Client;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use super::{http, payload, CallPush, CancelReason, Provider, PushError, PushInfo, PushResult};
+use super::{
+    http, payload, CallPush, CancelReason, MessageNotice, Provider, PushError, PushInfo, PushResult,
+};
 use crate::config::WebhookSettings;
 
 /// Longest one webhook exchange may take, whatever the push's time to live.
@@ -70,6 +72,14 @@ impl Webhook {
             Some(_) => payload::NOTICE_TTL,
         };
         self.post(&info, doc, time).await
+    }
+
+    /// POSTs the `event: message` document.
+    pub async fn message(self: Arc<Self>, info: PushInfo, notice: MessageNotice) -> PushResult {
+        let Some(doc) = payload::webhook_message(&info, &notice) else {
+            return PushResult::Failed("no alert token".into());
+        };
+        self.post(&info, doc, notice.ttl).await
     }
 
     /// A test push (admin `POST /push-test`): the call document with `"test": true`.

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
+use super::messages::StoredMessage;
 use super::store::{Done, Store, StoreError, StoreOp};
 use super::{lock, Binding};
 
@@ -18,6 +19,7 @@ struct Inner {
     // Ordered so `load` returns a stable order, which keeps tests deterministic.
     bindings: BTreeMap<(String, String), Arc<Binding>>,
     meta: HashMap<String, Vec<u8>>,
+    messages: HashMap<String, Arc<StoredMessage>>,
 }
 
 impl MemoryStore {
@@ -46,6 +48,14 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    fn load_messages(&self) -> Result<Vec<StoredMessage>, StoreError> {
+        Ok(lock(&self.inner)
+            .messages
+            .values()
+            .map(|m| StoredMessage::clone(m))
+            .collect())
+    }
+
     fn submit_then(&self, ops: Vec<StoreOp>, done: Done) {
         let mut inner = lock(&self.inner);
         for op in ops {
@@ -55,6 +65,12 @@ impl Store for MemoryStore {
                 }
                 StoreOp::Delete { aor, key } => {
                     inner.bindings.remove(&(aor, key));
+                }
+                StoreOp::PutMessage(m) => {
+                    inner.messages.insert(m.id.clone(), m);
+                }
+                StoreOp::DeleteMessage { id } => {
+                    inner.messages.remove(&id);
                 }
             }
         }

@@ -15,6 +15,7 @@ mod admin;
 mod binding;
 mod events;
 mod memory;
+pub mod messages;
 mod sqlite;
 mod store;
 
@@ -24,6 +25,7 @@ mod tests;
 pub use binding::{Binding, ContactSpec, Contacts, RegisterOutcome, RegisterRequest, DEFAULT_Q};
 pub use events::{BindingEvent, BindingEventKind};
 pub use memory::MemoryStore;
+pub use messages::{KeepError, MessageQueue, MessageRules, StoredMessage};
 pub use sqlite::SqliteStore;
 pub use store::{Done, Store, StoreError, StoreOp};
 
@@ -78,6 +80,8 @@ struct Inner {
     /// Taken before `bindings` is released and held while submitting to the store,
     /// so the store applies changes in the order memory made them.
     order: Mutex<()>,
+    /// MESSAGEs kept for sleeping phones, in the same store.
+    messages: MessageQueue,
 }
 
 /// How bindings that carry push info differ from plain ones.
@@ -112,6 +116,7 @@ impl Registrar {
             list.sort_by_key(|b| b.updated_at_ms);
         }
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let messages = MessageQueue::load(Arc::clone(&store))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 settings,
@@ -120,6 +125,7 @@ impl Registrar {
                 events,
                 push: std::sync::RwLock::new(PushRules::default()),
                 order: Mutex::new(()),
+                messages,
             }),
         })
     }
@@ -339,6 +345,11 @@ impl Registrar {
             .values()
             .filter(|list| list.iter().any(|b| b.is_kept(now, ttl)))
             .count()
+    }
+
+    /// The MESSAGEs kept for sleeping phones.
+    pub fn messages(&self) -> &MessageQueue {
+        &self.inner.messages
     }
 
     /// The store behind this registrar (e.g. for its meta values).

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
+use super::messages::StoredMessage;
 use super::store::{Done, Store, StoreError, StoreOp};
 use super::Binding;
 
@@ -48,6 +49,19 @@ CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY NOT NULL,
     value BLOB NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS messages (
+    id             TEXT    PRIMARY KEY NOT NULL,
+    aor            TEXT    NOT NULL,
+    seq            INTEGER NOT NULL,
+    from_hdr       TEXT    NOT NULL,
+    to_hdr         TEXT    NOT NULL,
+    call_id        TEXT    NOT NULL,
+    cseq           INTEGER NOT NULL,
+    content_type   TEXT,
+    body           BLOB    NOT NULL,
+    received_at_ms INTEGER NOT NULL,
+    expires_at_ms  INTEGER NOT NULL
+) WITHOUT ROWID;
 ";
 
 const PUT_BINDING: &str = "INSERT OR REPLACE INTO bindings
@@ -58,6 +72,13 @@ const DELETE_BINDING: &str = "DELETE FROM bindings WHERE aor = ?1 AND key = ?2";
 const LOAD_BINDINGS: &str = "SELECT aor, key, contact, match_key, q, expires_at, call_id,
     cseq, flow, instance, reg_id, user_agent, path, push, updated_at_ms
     FROM bindings ORDER BY aor, updated_at_ms, key";
+const PUT_MESSAGE: &str = "INSERT OR REPLACE INTO messages
+    (id, aor, seq, from_hdr, to_hdr, call_id, cseq, content_type, body, received_at_ms,
+     expires_at_ms)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+const DELETE_MESSAGE: &str = "DELETE FROM messages WHERE id = ?1";
+const LOAD_MESSAGES: &str = "SELECT id, aor, seq, from_hdr, to_hdr, call_id, cseq,
+    content_type, body, received_at_ms, expires_at_ms FROM messages ORDER BY seq";
 const PUT_META: &str = "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)";
 const GET_META: &str = "SELECT value FROM meta WHERE key = ?1";
 
@@ -82,6 +103,9 @@ enum Job {
 enum ReadJob {
     Load {
         reply: mpsc::SyncSender<Result<Vec<Binding>, StoreError>>,
+    },
+    LoadMessages {
+        reply: mpsc::SyncSender<Result<Vec<StoredMessage>, StoreError>>,
     },
     GetMeta {
         key: String,
@@ -222,6 +246,12 @@ impl Store for SqliteStore {
     fn load(&self) -> Result<Vec<Binding>, StoreError> {
         let (reply, answer) = mpsc::sync_channel(1);
         self.send(Job::Read(ReadJob::Load { reply }))?;
+        answer.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    fn load_messages(&self) -> Result<Vec<StoredMessage>, StoreError> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.send(Job::Read(ReadJob::LoadMessages { reply }))?;
         answer.recv().map_err(|_| StoreError::Closed)?
     }
 
@@ -512,6 +542,24 @@ fn apply_op(tx: &Transaction<'_>, op: &StoreOp) -> Result<(), StoreError> {
             tx.prepare_cached(DELETE_BINDING)?
                 .execute(params![aor, key])?;
         }
+        StoreOp::PutMessage(m) => {
+            tx.prepare_cached(PUT_MESSAGE)?.execute(params![
+                m.id,
+                m.aor,
+                i64::try_from(m.seq).unwrap_or(i64::MAX),
+                m.from,
+                m.to,
+                m.call_id,
+                m.cseq,
+                m.content_type,
+                m.body,
+                i64::try_from(m.received_at_ms).unwrap_or(i64::MAX),
+                i64::try_from(m.expires_at_ms).unwrap_or(i64::MAX),
+            ])?;
+        }
+        StoreOp::DeleteMessage { id } => {
+            tx.prepare_cached(DELETE_MESSAGE)?.execute(params![id])?;
+        }
     }
     Ok(())
 }
@@ -521,6 +569,9 @@ fn run_read(conn: &Connection, job: ReadJob) {
     match job {
         ReadJob::Load { reply } => {
             let _ = reply.send(load(conn));
+        }
+        ReadJob::LoadMessages { reply } => {
+            let _ = reply.send(load_messages(conn));
         }
         ReadJob::Close { reply } => {
             // handled by the thread's loop; answered here only if it ever gets this far
@@ -576,6 +627,27 @@ fn load(conn: &Connection) -> Result<Vec<Binding>, StoreError> {
         out.push(binding);
     }
     Ok(out)
+}
+
+fn load_messages(conn: &Connection) -> Result<Vec<StoredMessage>, StoreError> {
+    let mut stmt = conn.prepare_cached(LOAD_MESSAGES)?;
+    let rows = stmt.query_map([], |r| {
+        let n = |i: usize| r.get::<_, i64>(i).map(|v| u64::try_from(v).unwrap_or(0));
+        Ok(StoredMessage {
+            id: r.get(0)?,
+            aor: r.get(1)?,
+            seq: n(2)?,
+            from: r.get(3)?,
+            to: r.get(4)?,
+            call_id: r.get(5)?,
+            cseq: r.get(6)?,
+            content_type: r.get(7)?,
+            body: r.get(8)?,
+            received_at_ms: n(9)?,
+            expires_at_ms: n(10)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
 /// Path values as text: each entry with `\` and newline escaped, then terminated by a

@@ -13,6 +13,7 @@ mod conformance;
 mod durability;
 mod flood;
 mod lifecycle;
+mod messages;
 mod properties;
 mod push;
 mod push_apns;

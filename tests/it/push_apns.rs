@@ -592,3 +592,80 @@ fn caller_name_without_a_display_name_is_the_callers_number() {
     alice.cancel(&inv);
     expect_final_code(&mut alice, &inv, 487, Instant::now());
 }
+
+/// Sends a MESSAGE from `caller` to `to_user` and returns the final response.
+fn message_to(caller: &mut Ua, to_user: &str, text: &str) -> Msg {
+    let cid = call_id();
+    let msg = format!(
+        "MESSAGE sip:{to_user}@{DOMAIN} SIP/2.0\r\n\
+         Via: {via}\r\n\
+         Max-Forwards: 70\r\n\
+         From: \"Alice Liddell\" <{aor}>;tag={t}\r\n\
+         To: <sip:{to_user}@{DOMAIN}>\r\n\
+         Call-ID: {cid}\r\n\
+         CSeq: 1 MESSAGE\r\n\
+         Content-Type: text/plain\r\n\
+         Content-Length: {len}\r\n\r\n{text}",
+        via = caller.via(&branch()),
+        aor = caller.aor(),
+        t = tag(),
+        len = text.len(),
+    );
+    caller.send(&msg);
+    caller.expect_final(&cid, "MESSAGE")
+}
+
+#[test]
+fn a_message_notice_is_an_alert_to_the_regular_token_never_a_voip_push() {
+    let (proxy, apple) = start("apns-message", &[]);
+    let (voip, alert) = (hex64(), hex64());
+    let mut linphone_phone = Ua::udp("mona", &proxy);
+    register_ok(
+        &mut linphone_phone,
+        &linphone(&voip, &alert),
+        "",
+        600,
+        &voip,
+    );
+    let only_voip = hex64();
+    let mut voip_phone = Ua::udp("nina", &proxy);
+    register_ok(&mut voip_phone, &rfc8599(&only_voip), "", 600, &only_voip);
+    fall_asleep();
+
+    let mut alice = Ua::udp("alice", &proxy);
+    let r = message_to(&mut alice, "mona", "see you at 8");
+    assert_eq!(r.status(), Some(202), "{r:?}");
+    let n = apple.sandbox.expect_post("the message notice", WAIT);
+    assert_eq!(
+        n.path,
+        format!("/3/device/{alert}"),
+        "to the regular token, never the VoIP one: {n:?}"
+    );
+    assert_eq!(n.header("apns-push-type"), Some("alert"), "{n:?}");
+    assert_eq!(n.header("apns-topic"), Some(APP), "no .voip: {n:?}");
+    check_jwt(&n, &apple.key);
+    let body = n.json();
+    assert_eq!(body["event"], "message", "{body:#}");
+    assert_eq!(body["aps"]["alert"]["title"], "Alice Liddell", "{body:#}");
+    assert_eq!(
+        body["aps"]["alert"]["body"], "New message",
+        "no text unless push.messages.notice_text: {body:#}"
+    );
+
+    // a phone with only a VoIP token: kept, but no APNs push at all
+    let r = message_to(&mut alice, "nina", "hello");
+    assert_eq!(r.status(), Some(202), "{r:?}");
+    apple
+        .prod
+        .expect_no_post("a VoIP push for a MESSAGE", SHORT);
+    apple
+        .sandbox
+        .expect_no_post("anything more", Duration::ZERO);
+
+    // it gets the message when it registers again
+    let mut woken = Ua::udp("nina", &proxy);
+    register_ok(&mut woken, &rfc8599(&only_voip), "", 600, &only_voip);
+    let m = woken.expect("the kept MESSAGE", WAIT, |m| m.method() == Some("MESSAGE"));
+    assert_eq!(m.body, "hello");
+    woken.reply(&m, 200, "OK", Some(&tag()));
+}
