@@ -13,17 +13,20 @@
 //! for a local user would get `480` ([`keep`]) and the registrar's binding events.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use std::time::Instant;
 use tracing::{debug, info, warn, Instrument};
 
-use super::wake::{push_info, random_hex};
+use super::wake::push_info;
 use super::Core;
+use crate::ids::random_hex;
 use crate::metrics::{count_push, MessageDrop, PushKind};
 use crate::push::{MessageNotice, PushResult, PushSender};
-use crate::registrar::{lock, unix_now_ms, Binding, BindingEventKind, KeepError, StoredMessage};
+use crate::registrar::{unix_now_ms, Binding, BindingEventKind, KeepError, StoredMessage};
 use crate::sip::header::unquote;
 use crate::sip::{HeaderName, Message, Method, Uri};
 use crate::transaction::{ClientAction, ClientTx, Disposition, Kind, ServerEntry, TxEvent};
@@ -195,7 +198,7 @@ pub async fn run(core: Arc<Core>) {
                 Ok(ev) if matches!(ev.kind, BindingEventKind::Added | BindingEventKind::Refreshed) => {
                     let b = ev.binding;
                     if core.registrar.messages().has_waiting(&b.aor)
-                        && lock(&active).insert(b.aor.clone())
+                        && active.lock().insert(b.aor.clone())
                     {
                         tokio::spawn(deliver(core.clone(), b, active.clone()));
                     }
@@ -248,7 +251,7 @@ async fn deliver(core: Arc<Core>, b: Arc<Binding>, active: Deliveries) {
                 }
             }
         }
-        lock(&active).remove(&b.aor);
+        active.lock().remove(&b.aor);
         // a message kept while this delivery was finishing goes with the next REGISTER
     }
     .instrument(span)

@@ -2,11 +2,13 @@
 //! losing registrations on restart.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use super::messages::StoredMessage;
 use super::store::{Done, Store, StoreError, StoreOp};
-use super::{lock, Binding};
+use super::Binding;
 
 /// In-memory [`Store`]. Writes are "durable" as soon as `submit` returns.
 #[derive(Debug, Default)]
@@ -30,7 +32,7 @@ impl MemoryStore {
 
     /// Number of bindings held (diagnostic).
     pub fn len(&self) -> usize {
-        lock(&self.inner).bindings.len()
+        self.inner.lock().bindings.len()
     }
 
     /// Whether no binding is held.
@@ -41,7 +43,9 @@ impl MemoryStore {
 
 impl Store for MemoryStore {
     fn load(&self) -> Result<Vec<Binding>, StoreError> {
-        Ok(lock(&self.inner)
+        Ok(self
+            .inner
+            .lock()
             .bindings
             .values()
             .map(|b| Binding::clone(b))
@@ -49,7 +53,9 @@ impl Store for MemoryStore {
     }
 
     fn load_messages(&self) -> Result<Vec<StoredMessage>, StoreError> {
-        Ok(lock(&self.inner)
+        Ok(self
+            .inner
+            .lock()
             .messages
             .values()
             .map(|m| StoredMessage::clone(m))
@@ -57,7 +63,7 @@ impl Store for MemoryStore {
     }
 
     fn submit_then(&self, ops: Vec<StoreOp>, done: Done) {
-        let mut inner = lock(&self.inner);
+        let mut inner = self.inner.lock();
         for op in ops {
             match op {
                 StoreOp::Put(b) => {
@@ -79,11 +85,12 @@ impl Store for MemoryStore {
     }
 
     fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(lock(&self.inner).meta.get(key).cloned())
+        Ok(self.inner.lock().meta.get(key).cloned())
     }
 
     fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        lock(&self.inner)
+        self.inner
+            .lock()
             .meta
             .insert(key.to_owned(), value.to_vec());
         Ok(())

@@ -8,9 +8,10 @@
 //! time to live. Delivery over SIP is the proxy's (`proxy::message`).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use super::lock;
+use parking_lot::Mutex;
+
 use super::store::{Store, StoreError, StoreOp};
 
 /// One stored MESSAGE.
@@ -104,7 +105,7 @@ struct Queues {
 impl std::fmt::Debug for MessageQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MessageQueue")
-            .field("total", &lock(&self.inner).total)
+            .field("total", &self.inner.lock().total)
             .finish_non_exhaustive()
     }
 }
@@ -132,14 +133,14 @@ impl MessageQueue {
 
     /// Sets the caps (at startup).
     pub fn set_rules(&self, rules: MessageRules) {
-        *lock(&self.rules) = rules;
+        *self.rules.lock() = rules;
     }
 
     /// Keeps `msg` (its `seq` is assigned here) and returns once it is durable.
     pub async fn keep(&self, mut msg: StoredMessage) -> Result<Arc<StoredMessage>, KeepError> {
-        let rules = *lock(&self.rules);
+        let rules = *self.rules.lock();
         let rx = {
-            let mut q = lock(&self.inner);
+            let mut q = self.inner.lock();
             if q.total >= rules.max_total {
                 return Err(KeepError::StoreFull(q.total));
             }
@@ -173,7 +174,8 @@ impl MessageQueue {
 
     /// The messages waiting for `aor`, oldest first, expired ones left out.
     pub fn waiting(&self, aor: &str, now_ms: u64) -> Vec<Arc<StoredMessage>> {
-        lock(&self.inner)
+        self.inner
+            .lock()
             .by_aor
             .get(aor)
             .map(|q| {
@@ -187,12 +189,12 @@ impl MessageQueue {
 
     /// Whether anything waits for `aor`.
     pub fn has_waiting(&self, aor: &str) -> bool {
-        lock(&self.inner).by_aor.contains_key(aor)
+        self.inner.lock().by_aor.contains_key(aor)
     }
 
     /// Messages waiting in total.
     pub fn len(&self) -> usize {
-        lock(&self.inner).total
+        self.inner.lock().total
     }
 
     /// Whether no message waits.
@@ -217,7 +219,7 @@ impl MessageQueue {
 
     /// Drops from memory only; true if it was there.
     fn forget(&self, aor: &str, id: &str) -> bool {
-        let mut q = lock(&self.inner);
+        let mut q = self.inner.lock();
         let Some(list) = q.by_aor.get_mut(aor) else {
             return false;
         };
@@ -236,7 +238,7 @@ impl MessageQueue {
     pub fn sweep(&self, now_ms: u64) -> Vec<Arc<StoredMessage>> {
         let mut gone = Vec::new();
         {
-            let mut q = lock(&self.inner);
+            let mut q = self.inner.lock();
             q.by_aor.retain(|_, list| {
                 list.retain(|m| {
                     if m.expires_at_ms > now_ms {

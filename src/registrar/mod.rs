@@ -31,9 +31,10 @@ pub use store::{Done, Store, StoreError, StoreOp};
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::{broadcast, oneshot};
 
 use crate::config::RegistrarSettings;
@@ -56,12 +57,6 @@ pub fn unix_now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Lock a mutex, recovering the data if a panicking thread poisoned it: every update
-/// here is computed first and installed in one assignment, so the data stays whole.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// The registrar: a cheap, cloneable handle to the bindings of every AOR.
 #[derive(Clone)]
 pub struct Registrar {
@@ -76,7 +71,7 @@ struct Inner {
     /// Never held across an `.await`.
     bindings: Mutex<HashMap<String, Vec<Arc<Binding>>>>,
     events: broadcast::Sender<BindingEvent>,
-    push: std::sync::RwLock<PushRules>,
+    push: parking_lot::RwLock<PushRules>,
     /// Taken before `bindings` is released and held while submitting to the store,
     /// so the store applies changes in the order memory made them.
     order: Mutex<()>,
@@ -97,7 +92,7 @@ impl fmt::Debug for Registrar {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Registrar")
             .field("settings", &self.inner.settings)
-            .field("aors", &lock(&self.inner.bindings).len())
+            .field("aors", &self.inner.bindings.lock().len())
             .finish_non_exhaustive()
     }
 }
@@ -123,7 +118,7 @@ impl Registrar {
                 store,
                 bindings: Mutex::new(bindings),
                 events,
-                push: std::sync::RwLock::new(PushRules::default()),
+                push: parking_lot::RwLock::new(PushRules::default()),
                 order: Mutex::new(()),
                 messages,
             }),
@@ -132,11 +127,11 @@ impl Registrar {
 
     /// Sets the rules for bindings that carry push info (at startup).
     pub fn set_push_rules(&self, rules: PushRules) {
-        *self.inner.push.write().unwrap_or_else(|e| e.into_inner()) = rules;
+        *self.inner.push.write() = rules;
     }
 
     fn rules(&self) -> PushRules {
-        *self.inner.push.read().unwrap_or_else(|e| e.into_inner())
+        *self.inner.push.read()
     }
 
     /// Apply one REGISTER. Returns once its changes are durable in the store; events
@@ -162,7 +157,7 @@ impl Registrar {
         F: FnOnce(Result<RegisterOutcome, StoreError>) + Send + 'static,
     {
         let now = req.now_ms;
-        let mut map = lock(&self.inner.bindings);
+        let mut map = self.inner.bindings.lock();
         let existing: &[Arc<Binding>] = map.get(&req.aor).map_or(&[], Vec::as_slice);
         let rules = self.rules();
         let plan = match plan(&self.inner.settings, rules, existing, &req) {
@@ -191,6 +186,10 @@ impl Registrar {
             plan.ops,
             Box::new(move |result| {
                 this.publish(events);
+                // Let go of the registrar before the waiter runs on: otherwise this
+                // thread (the store's) may hold the last handle and drop the store
+                // from inside its own thread.
+                drop(this);
                 then(match result {
                     Ok(()) => Ok(RegisterOutcome::Ok { bindings }),
                     Err(e) => {
@@ -214,7 +213,7 @@ impl Registrar {
         ops: Vec<StoreOp>,
         done: store::Done,
     ) {
-        let order = lock(&self.inner.order);
+        let order = self.inner.order.lock();
         drop(map);
         self.inner.store.submit_then(ops, done);
         drop(order);
@@ -223,7 +222,10 @@ impl Registrar {
     /// Live bindings of `aor` at `now_ms`, highest q first, then most recently
     /// registered first.
     pub fn lookup(&self, aor: &str, now_ms: u64) -> Vec<Arc<Binding>> {
-        let list = lock(&self.inner.bindings)
+        let list = self
+            .inner
+            .bindings
+            .lock()
             .get(aor)
             .cloned()
             .unwrap_or_default();
@@ -240,7 +242,7 @@ impl Registrar {
         let mut events = Vec::new();
         let ttl = self.rules().ttl_secs;
         {
-            let mut map = lock(&self.inner.bindings);
+            let mut map = self.inner.bindings.lock();
             map.retain(|_, list| {
                 list.retain(|b| {
                     if b.is_kept(now_ms, ttl) {
@@ -299,7 +301,7 @@ impl Registrar {
         change: impl FnOnce(&Binding) -> Option<Option<String>>,
     ) -> bool {
         {
-            let mut map = lock(&self.inner.bindings);
+            let mut map = self.inner.bindings.lock();
             let Some(list) = map.get_mut(aor) else {
                 return false;
             };
@@ -331,7 +333,9 @@ impl Registrar {
     pub fn count(&self) -> usize {
         let now = unix_now_ms();
         let ttl = self.rules().ttl_secs;
-        lock(&self.inner.bindings)
+        self.inner
+            .bindings
+            .lock()
             .values()
             .map(|list| list.iter().filter(|b| b.is_kept(now, ttl)).count())
             .sum()
@@ -341,7 +345,9 @@ impl Registrar {
     pub fn aors(&self) -> usize {
         let now = unix_now_ms();
         let ttl = self.rules().ttl_secs;
-        lock(&self.inner.bindings)
+        self.inner
+            .bindings
+            .lock()
             .values()
             .filter(|list| list.iter().any(|b| b.is_kept(now, ttl)))
             .count()
