@@ -122,9 +122,11 @@ pub enum PushKind {
     Test = 2,
     /// The notice of a MESSAGE kept for a sleeping phone.
     Message = 3,
+    /// The push asking an app to register before its binding ends.
+    Refresh = 4,
 }
 
-const PUSH_KINDS: [&str; 4] = ["call", "cancel", "test", "message"];
+const PUSH_KINDS: [&str; 5] = ["call", "cancel", "test", "message", "refresh"];
 
 /// Why a kept MESSAGE was dropped undelivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,7 +252,7 @@ impl Metrics {
             responses_sent: [const { Counter::new() }; 6],
             responses_received: [const { Counter::new() }; 6],
             registrations: [const { Counter::new() }; REG_RESULTS.len()],
-            pushes: [const { [const { [const { Counter::new() }; 3] }; 4] }; 3],
+            pushes: [const { [const { [const { Counter::new() }; 3] }; 5] }; 3],
             dead_tokens_removed: Counter::new(),
             messages_kept: Counter::new(),
             messages_delivered: Counter::new(),

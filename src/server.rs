@@ -158,6 +158,7 @@ impl Server {
         }
         tokio::spawn(sweeper(core.clone()));
         tokio::spawn(crate::proxy::message::run(core.clone()));
+        tokio::spawn(crate::proxy::refresh::run(core.clone()));
         info!(
             udp = ?transport.udp_addrs(),
             tcp = ?transport.tcp_addrs(),

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::fields::{self, in_range, is_sip_token, keyword_parse};
 use super::{
     ApnsSettings, ConfigError, FcmSettings, MessageSettings, RawApns, RawFcm, RawWebhook,
-    WebhookSettings,
+    RefreshSettings, WebhookSettings,
 };
 
 /// When an INVITE for a binding with a push token sends a push.
@@ -73,6 +73,8 @@ pub struct PushSettings {
     pub webhook: Option<WebhookSettings>,
     /// `[push.messages]`: MESSAGEs kept for sleeping phones.
     pub messages: MessageSettings,
+    /// `[push.refresh]`: pushes asking apps to register before their binding ends.
+    pub refresh: RefreshSettings,
 }
 
 impl Default for PushSettings {
@@ -96,6 +98,7 @@ impl Default for PushSettings {
             fcm: None,
             webhook: None,
             messages: raw.messages,
+            refresh: raw.refresh,
         }
     }
 }
@@ -139,6 +142,8 @@ pub struct RawPush {
     pub webhook: RawWebhook,
     /// `[push.messages]`.
     pub messages: MessageSettings,
+    /// `[push.refresh]`.
+    pub refresh: RefreshSettings,
 }
 
 impl Default for RawPush {
@@ -159,6 +164,7 @@ impl Default for RawPush {
             fcm: RawFcm::default(),
             webhook: RawWebhook::default(),
             messages: MessageSettings::default(),
+            refresh: RefreshSettings::default(),
         }
     }
 }
@@ -238,6 +244,7 @@ impl RawPush {
             fcm: self.fcm.validate()?,
             webhook: self.webhook.validate()?,
             messages: self.messages.validate()?,
+            refresh: self.refresh.validate()?,
         })
     }
 }

@@ -441,6 +441,10 @@ fn push_defaults_and_full_section() {
         max_total = 50
         max_body_bytes = 1000
         notice_text = true
+        [push.refresh]
+        enabled = false
+        before_secs = 3600
+        max_per_second = 2
         "#,
     )
     .expect("valid");
@@ -488,6 +492,9 @@ fn push_defaults_and_full_section() {
         (m.max_per_aor, m.max_total, m.max_body_bytes),
         (5, 50, 1000)
     );
+    let r = &p.refresh;
+    assert!(!r.enabled);
+    assert_eq!((r.before, r.max_per_second), (Duration::from_secs(3600), 2));
 
     // Certificate auth alone configures APNs.
     let s = from_toml_str("[push.apns]\ncert_file = \"apns.pem\"").expect("valid");
@@ -571,6 +578,14 @@ fn push_errors_name_their_key() {
             "push.webhook.providers",
         ),
         ("[push.messages]\nttl_secs = 0", "push.messages.ttl_secs"),
+        (
+            "[push.refresh]\nbefore_secs = 0",
+            "push.refresh.before_secs",
+        ),
+        (
+            "[push.refresh]\nmax_per_second = 0",
+            "push.refresh.max_per_second",
+        ),
         (
             "[push.messages]\nmax_per_aor = 0",
             "push.messages.max_per_aor",

@@ -18,6 +18,7 @@ pub mod lifecycle;
 pub mod limits;
 pub mod message;
 pub mod park;
+pub mod refresh;
 pub mod register;
 pub mod relay;
 pub mod route;

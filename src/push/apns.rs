@@ -116,6 +116,27 @@ impl std::fmt::Debug for Apns {
 enum Kind {
     Voip,
     Alert,
+    /// A silent push waking the app in the background (`content-available`).
+    Background,
+}
+
+impl Kind {
+    /// `apns-push-type`.
+    fn push_type(self) -> &'static str {
+        match self {
+            Kind::Voip => "voip",
+            Kind::Alert => "alert",
+            Kind::Background => "background",
+        }
+    }
+
+    /// `apns-priority`: Apple requires 5 for background pushes.
+    fn priority(self) -> &'static str {
+        match self {
+            Kind::Background => "5",
+            Kind::Voip | Kind::Alert => "10",
+        }
+    }
 }
 
 /// An APNs answer, classified.
@@ -237,6 +258,23 @@ impl Apns {
         .await
     }
 
+    /// Asks the app to register again before its binding ends: a background push to
+    /// the regular token (never a VoIP push: iOS kills apps whose VoIP pushes are not
+    /// calls).
+    pub async fn refresh(
+        self: Arc<Self>,
+        info: PushInfo,
+        aor: String,
+        ttl: Duration,
+    ) -> PushResult {
+        let Some(token) = info.alert_token.clone() else {
+            return PushResult::Failed("no alert token".into());
+        };
+        let body = payload::apns_refresh(&aor);
+        self.push(&info, "refresh", Kind::Background, &token, body, ttl)
+            .await
+    }
+
     /// Sends the notice of a kept MESSAGE: an alert push to the regular token.
     pub async fn message(self: Arc<Self>, info: PushInfo, notice: MessageNotice) -> PushResult {
         let Some(token) = info.alert_token.clone() else {
@@ -290,7 +328,7 @@ impl Apns {
         };
         let topic = match kind {
             Kind::Voip => format!("{topic}.voip"),
-            Kind::Alert => topic.clone(),
+            Kind::Alert | Kind::Background => topic.clone(),
         };
         let start = Instant::now();
         let deadline = start + time;
@@ -327,7 +365,7 @@ impl Apns {
         };
         tracing::debug!(
             token = super::short(token),
-            kind = if kind == Kind::Voip { "voip" } else { "alert" },
+            kind = kind.push_type(),
             ?result,
             ms = start.elapsed().as_millis() as u64,
             "APNs push"
@@ -357,16 +395,9 @@ impl Apns {
             let mut r = self
                 .client
                 .post(&url)
-                .header(
-                    "apns-push-type",
-                    if req.kind == Kind::Voip {
-                        "voip"
-                    } else {
-                        "alert"
-                    },
-                )
+                .header("apns-push-type", req.kind.push_type())
                 .header("apns-topic", req.topic)
-                .header("apns-priority", "10")
+                .header("apns-priority", req.kind.priority())
                 .header("apns-expiration", req.expiration.to_string())
                 .header("apns-collapse-id", req.collapse_id)
                 .header("content-type", "application/json")

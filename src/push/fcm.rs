@@ -212,6 +212,20 @@ impl Fcm {
         self.send_inner(&info, body, deadline).await
     }
 
+    /// Asks the app to register again: a normal-priority data message.
+    pub async fn refresh(
+        self: Arc<Self>,
+        info: PushInfo,
+        aor: String,
+        ttl: Duration,
+    ) -> PushResult {
+        let deadline = Instant::now() + CANCEL_TIME;
+        let body = payload::fcm_refresh(&info.token, &aor, ttl);
+        let result = self.send_inner(&info, body, deadline).await;
+        tracing::debug!(token = info.short_token(), ?result, "FCM refresh push");
+        result
+    }
+
     /// Sends the notice of a MESSAGE kept for the phone (a data message).
     pub async fn message(self: Arc<Self>, info: PushInfo, notice: MessageNotice) -> PushResult {
         let deadline = Instant::now() + CANCEL_TIME;

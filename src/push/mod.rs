@@ -235,6 +235,9 @@ pub enum Event {
     Cancel,
     /// A MESSAGE waits for the device (APNs: an alert to the regular token).
     Message,
+    /// The device's binding ends soon: register again (APNs: a background push to the
+    /// regular token).
+    Refresh,
 }
 
 /// The APNs token a push goes to.
@@ -275,6 +278,7 @@ impl Event {
             Self::Call => "call",
             Self::Cancel => "cancel",
             Self::Message => "message",
+            Self::Refresh => "refresh",
         }
     }
 
@@ -290,6 +294,11 @@ impl Event {
                 token: TokenKind::Alert,
                 push_type: "alert",
                 priority: 10,
+            },
+            Self::Refresh => ApnsPush {
+                token: TokenKind::Alert,
+                push_type: "background",
+                priority: 5,
             },
         }
     }
@@ -354,6 +363,12 @@ pub trait PushSender: Send + Sync + 'static {
     /// token (never a VoIP push; without one, `Failed("no alert token")`). FCM: a data
     /// message. Webhook: an `event: message` document.
     fn message(&self, info: &PushInfo, notice: &MessageNotice) -> BoxFuture<'static, PushResult>;
+
+    /// Asks the app of `aor` to register again before its binding ends; the push is
+    /// worth delivering for `ttl`. APNs: a background push to the regular token (never
+    /// a VoIP push; without one, `Failed("no alert token")`). FCM: a normal-priority
+    /// data message. Webhook: an `event: refresh` document.
+    fn refresh(&self, info: &PushInfo, aor: &str, ttl: Duration) -> BoxFuture<'static, PushResult>;
 }
 
 /// Why the push providers could not be set up.
@@ -501,6 +516,16 @@ impl PushSender for Pusher {
             Route::Apns(a) => Box::pin(Arc::clone(a).message(info, notice)),
             Route::Fcm(f) => Box::pin(Arc::clone(f).message(info, notice)),
             Route::Webhook(w) => Box::pin(Arc::clone(w).message(info, notice)),
+            Route::None => not_configured(info.provider),
+        }
+    }
+
+    fn refresh(&self, info: &PushInfo, aor: &str, ttl: Duration) -> BoxFuture<'static, PushResult> {
+        let (info, aor) = (info.clone(), aor.to_owned());
+        match self.route(info.provider) {
+            Route::Apns(a) => Box::pin(Arc::clone(a).refresh(info, aor, ttl)),
+            Route::Fcm(f) => Box::pin(Arc::clone(f).refresh(info, aor, ttl)),
+            Route::Webhook(w) => Box::pin(Arc::clone(w).refresh(info, aor, ttl)),
             Route::None => not_configured(info.provider),
         }
     }

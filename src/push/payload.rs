@@ -359,6 +359,39 @@ pub fn fcm_message(token: &str, n: &MessageNotice) -> Value {
     })
 }
 
+/// The APNs background push asking the app to register again:
+/// `{"aps": {"content-available": 1}, "event": "refresh", "aor"}`.
+pub fn apns_refresh(aor: &str) -> String {
+    json!({
+        "aps": { "content-available": 1 },
+        "event": "refresh",
+        "aor": cut(aor, TRIMMED_FIELD),
+    })
+    .to_string()
+}
+
+/// The webhook `event: refresh` document: `aor` plus the [`delivery`] fields
+/// (`pushType` `background` to the regular token for APNs, `priority` `normal`).
+/// `None` for an APNs device without a regular token.
+pub fn webhook_refresh(info: &PushInfo, aor: &str, ttl: Duration) -> Option<Value> {
+    let mut doc = delivery(info, Event::Refresh, ttl)?;
+    doc.insert("event".into(), "refresh".into());
+    doc.insert("aor".into(), aor.into());
+    Some(Value::Object(doc))
+}
+
+/// The FCM data message asking the app to register again: `event: "refresh"`, `aor`,
+/// normal priority (it need not wake a dozing device at once).
+pub fn fcm_refresh(token: &str, aor: &str, ttl: Duration) -> Value {
+    json!({
+        "message": {
+            "token": token,
+            "data": { "event": "refresh", "aor": aor },
+            "android": { "priority": "NORMAL", "ttl": fcm_ttl(ttl) },
+        }
+    })
+}
+
 /// FCM `ttl` string: whole seconds, at least 1 (`"10s"`).
 pub fn fcm_ttl(d: Duration) -> String {
     format!("{}s", d.as_secs().max(1))
@@ -646,6 +679,35 @@ pub(crate) mod tests {
         let mut long = notice();
         long.text = Some("x".repeat(10_000));
         assert!(apns_message(&long).len() <= APNS_ALERT_MAX);
+    }
+
+    #[test]
+    fn refresh_pushes_are_never_voip_and_not_urgent() {
+        let v: Value = serde_json::from_str(&apns_refresh("alice@example.com")).unwrap();
+        assert_eq!(v["aps"], json!({"content-available": 1}));
+        assert_eq!(v["event"], "refresh");
+
+        let f = fcm_refresh("tok", "alice@example.com", Duration::from_secs(600));
+        assert_eq!(
+            f["message"]["android"],
+            json!({"priority": "NORMAL", "ttl": "600s"})
+        );
+        assert_eq!(f["message"]["data"]["event"], "refresh");
+
+        let mut info = crate::push::tests::info(Provider::Apns);
+        let ttl = Duration::from_secs(600);
+        assert_eq!(
+            webhook_refresh(&info, "a@b", ttl),
+            None,
+            "needs the regular token"
+        );
+        info.alert_token = Some("ef".repeat(32));
+        let w = webhook_refresh(&info, "a@b", ttl).unwrap();
+        assert_eq!(w["event"], "refresh");
+        assert_eq!(w["token"], "ef".repeat(32));
+        assert_eq!(w["pushType"], "background");
+        assert_eq!(w["priority"], "normal");
+        assert_eq!(w["topic"], "com.example.phone", "no .voip");
     }
 
     #[test]

@@ -74,6 +74,19 @@ impl Webhook {
         self.post(&info, doc, time).await
     }
 
+    /// POSTs the `event: refresh` document.
+    pub async fn refresh(
+        self: Arc<Self>,
+        info: PushInfo,
+        aor: String,
+        ttl: Duration,
+    ) -> PushResult {
+        let Some(doc) = payload::webhook_refresh(&info, &aor, ttl) else {
+            return PushResult::Failed("no alert token".into());
+        };
+        self.post(&info, doc, ttl).await
+    }
+
     /// POSTs the `event: message` document.
     pub async fn message(self: Arc<Self>, info: PushInfo, notice: MessageNotice) -> PushResult {
         let Some(doc) = payload::webhook_message(&info, &notice) else {

@@ -329,6 +329,21 @@ impl Registrar {
         self.inner.events.subscribe()
     }
 
+    /// Bindings with push info that are kept now but run out (SIP expiry plus the push
+    /// TTL) within `within_ms` of `now_ms`.
+    pub fn push_bindings_ending(&self, now_ms: u64, within_ms: u64) -> Vec<Arc<Binding>> {
+        let ttl = self.rules().ttl_secs;
+        let horizon = now_ms.saturating_add(within_ms);
+        self.inner
+            .bindings
+            .lock()
+            .values()
+            .flatten()
+            .filter(|b| b.push.is_some() && b.is_kept(now_ms, ttl) && !b.is_kept(horizon, ttl))
+            .cloned()
+            .collect()
+    }
+
     /// Live bindings across all AORs, by the wall clock.
     pub fn count(&self) -> usize {
         let now = unix_now_ms();

@@ -19,6 +19,7 @@ mod push;
 mod push_apns;
 mod push_fcm;
 mod push_gateway;
+mod refresh;
 mod registrar;
 mod relay;
 mod robustness;

@@ -669,3 +669,49 @@ fn a_message_notice_is_an_alert_to_the_regular_token_never_a_voip_push() {
     assert_eq!(m.body, "hello");
     woken.reply(&m, 200, "OK", Some(&tag()));
 }
+
+#[test]
+fn a_refresh_push_is_a_background_push_to_the_regular_token_never_voip() {
+    let (proxy, apple) = start(
+        "apns-refresh",
+        &[
+            ("PUSH__BINDING_TTL_SECS", "2"),
+            ("REGISTRAR__MIN_EXPIRES", "1"),
+            ("PUSH__REFRESH__BEFORE_SECS", "3"),
+        ],
+    );
+    let (voip, alert) = (hex64(), hex64());
+    let mut phone = Ua::udp("olga", &proxy);
+    register_ok(&mut phone, &linphone(&voip, &alert), "", 2, &voip);
+    let only_voip = hex64();
+    let mut other = Ua::udp("pete", &proxy);
+    register_ok(&mut other, &rfc8599(&only_voip), "", 2, &only_voip);
+
+    let n = apple.sandbox.expect_post("the refresh push", WAIT);
+    assert_eq!(
+        n.path,
+        format!("/3/device/{alert}"),
+        "to the regular token, never the VoIP one: {n:?}"
+    );
+    assert_eq!(n.header("apns-push-type"), Some("background"), "{n:?}");
+    assert_eq!(
+        n.header("apns-priority"),
+        Some("5"),
+        "Apple: 5 for background: {n:?}"
+    );
+    assert_eq!(n.header("apns-topic"), Some(APP), "no .voip: {n:?}");
+    check_jwt(&n, &apple.key);
+    let body = n.json();
+    assert_eq!(body["aps"]["content-available"], 1, "{body:#}");
+    assert!(body["aps"].get("alert").is_none(), "silent: {body:#}");
+    assert_eq!(body["event"], "refresh", "{body:#}");
+
+    // a phone with only a VoIP token cannot be refreshed: no push at all
+    apple.prod.expect_no_post(
+        "a VoIP push to refresh a registration",
+        Duration::from_secs(4),
+    );
+    apple
+        .sandbox
+        .expect_no_post("a second refresh", Duration::ZERO);
+}
