@@ -63,7 +63,9 @@ impl Core {
     /// sipwake itself gave `req` its final response `code`.
     pub(super) fn on_local_final(&self, req: &Message, code: u16) {
         match req.method() {
-            Some(Method::Invite) if req.to_tag().is_empty() => {
+            // a digest challenge is not how the call ended: the phone sends the INVITE
+            // again with credentials, and that one gets the call's line
+            Some(Method::Invite) if req.to_tag().is_empty() && !matches!(code, 401 | 407) => {
                 calllog::finished(req, calllog::Outcome::Rejected, code, Instant::now(), None)
             }
             Some(Method::Bye) => self.dialogs.bye_answered(req, code),

@@ -17,6 +17,7 @@ pub mod forward;
 pub mod lifecycle;
 pub mod limits;
 pub mod message;
+pub mod names;
 pub mod park;
 pub mod refresh;
 pub mod register;
@@ -24,7 +25,7 @@ pub mod relay;
 pub mod route;
 pub mod wake;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -69,8 +70,8 @@ pub struct Core {
     pub relay: relay::RelayState,
     /// Forwarded requests over 1,300 bytes sent on UDP (fragmentation risk).
     pub oversize_udp: std::sync::atomic::AtomicU64,
-    local_hosts: Vec<String>,
-    local_ports: Vec<u16>,
+    /// Who we are: listen addresses, names, certificate names (see [`names`]).
+    pub names: names::OurNames,
     handler: std::sync::OnceLock<Arc<dyn Handler>>,
     /// Dialogs up and calls in setup (graceful shutdown, metrics).
     pub dialogs: dialogs::Dialogs,
@@ -99,24 +100,23 @@ impl Core {
         tokens: FlowTokens,
         pusher: Arc<Pusher>,
     ) -> Core {
-        let mut local_hosts: Vec<String> = Vec::new();
-        let mut local_ports: Vec<u16> = Vec::new();
-        for a in transport
-            .udp_addrs()
-            .into_iter()
-            .chain(transport.tcp_addrs())
-            .chain(transport.tls_addrs())
-        {
-            local_hosts.push(host_of(a.ip()));
-            local_ports.push(a.port());
-        }
-        if let Some(h) = &settings.sip.advertised_host {
-            local_hosts.push(h.to_ascii_lowercase());
-        }
-        local_hosts.sort();
-        local_hosts.dedup();
-        local_ports.sort();
-        local_ports.dedup();
+        let names = names::OurNames::new(
+            transport
+                .udp_addrs()
+                .into_iter()
+                .chain(transport.tcp_addrs())
+                .chain(transport.tls_addrs()),
+            settings
+                .sip
+                .advertised_host
+                .iter()
+                .chain(&settings.sip.aliases)
+                .cloned(),
+            transport
+                .tls_cert()
+                .map(|c| c.dns_names())
+                .unwrap_or_default(),
+        );
         let timers = Timers {
             t1: settings.sip.t1,
             t2: settings.sip.t2,
@@ -139,8 +139,7 @@ impl Core {
             branches: BranchGen::default(),
             tokens,
             timers,
-            local_hosts,
-            local_ports,
+            names,
             handler: std::sync::OnceLock::new(),
             auth: std::sync::OnceLock::new(),
             limits: rate_limits,
@@ -170,19 +169,14 @@ impl Core {
         h
     }
 
-    /// True if `host[:port]` names this proxy.
+    /// True if `host[:port]` names this proxy (see [`names`]).
     pub fn is_me(&self, host: &str, port: Option<u16>) -> bool {
-        self.is_my_host(host) && self.local_ports.contains(&port.unwrap_or(5060))
+        self.names.has_port(port.unwrap_or(5060)) && self.names.is_my_host(host)
     }
 
     /// True if `host` names this proxy, on whatever port.
     pub fn is_my_host(&self, host: &str) -> bool {
-        let h = host.trim_start_matches('[').trim_end_matches(']');
-        self.local_hosts.iter().any(|l| l.eq_ignore_ascii_case(h))
-            || h.parse::<IpAddr>().is_ok_and(|ip| {
-                // a wildcard listener answers to every local address
-                ip.is_loopback() && self.local_hosts.iter().any(|l| l == "0.0.0.0" || l == "::")
-            })
+        self.names.is_my_host(host)
     }
 
     /// True if `domain` (lower case or not) is served here.
@@ -296,7 +290,7 @@ impl Core {
                     Some(ServerMatch::Pending) => {}
                     None if self.refuse_while_draining(&msg, flow, key) => {}
                     None if limits::over_limit(self, &msg, &flow) => {}
-                    None => route::new_request(self, msg, flow, local, key),
+                    None => names::route_new_request(self, msg, flow, local, key),
                 }
             }
         }
@@ -325,13 +319,6 @@ impl Core {
                 }
             }
         }
-    }
-}
-
-fn host_of(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v) => v.to_string(),
-        IpAddr::V6(v) => format!("{v}"),
     }
 }
 

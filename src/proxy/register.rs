@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tracing::{debug, debug_span, warn};
 
 use super::Core;
+use crate::auth::audit;
 use crate::config::PushSettings;
 use crate::push::token::{extract, keep_learnt, pns_name, TokenError};
 use crate::push::{PushInfo, Pusher};
@@ -215,16 +216,34 @@ pub(crate) fn contact_line(b: &Binding, now_ms: u64) -> String {
     s
 }
 
+/// Answers a REGISTER that could not be read into an update; a `555` (a push service
+/// sipwake does not serve) gets a security log line, so an operator asking why an app
+/// cannot register finds the reason.
+pub fn refuse(core: &Arc<Core>, msg: &Message, flow: Flow, key: u64, bad: BadRegister) {
+    let BadRegister(code, reason) = bad;
+    if code == PNS_UNSUPPORTED.0 {
+        audit::register_refused(flow.remote(), &audit::aor_of(msg.to()), code, reason);
+    }
+    core.reply(msg, flow, key, code, reason, &[]);
+}
+
 /// Handles a REGISTER for a served domain.
 pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
     if let Some(Err(a)) = core.auth().map(|auth| auth.register(&msg)) {
+        if audit::is_failure(a.code, a.reason) {
+            audit::auth_failed(flow.remote(), &audit::aor_of(msg.to()), a.code, a.reason);
+        }
         return core.reply(&msg, flow, key, a.code, a.reason, &a.lines());
     }
     let now_ms = unix_now_ms();
     let mut req = match parse_register(&msg, &flow, now_ms, &core.settings.push, &core.pusher()) {
         Ok(r) => r,
-        Err(BadRegister(code, reason)) => return core.reply(&msg, flow, key, code, reason, &[]),
+        Err(bad) => return refuse(core, &msg, flow, key, bad),
     };
+    // after authentication: only the AOR's owner spends its budget
+    if super::limits::register_over_aor_limit(core, &msg, &flow, &req.aor, true) {
+        return;
+    }
     let aor = req.aor.clone();
     keep_learnt_env(&mut req, || core.registrar.lookup(&aor, now_ms));
     // RFC 8599 §5.4: confirm the push service the phone named

@@ -35,7 +35,7 @@ use tracing::{debug, debug_span, warn, Instrument};
 use super::data::{Decision, Next, OwnRoutes, Target};
 use super::edit::{forward_request, pop_via, RequestEdits};
 use super::forward;
-use super::register::{self, contact_line, parse_register, public_contact, BadRegister};
+use super::register::{self, contact_line, parse_register, public_contact};
 use super::wake;
 use super::{Core, ALLOW};
 use crate::push::token::pns_name;
@@ -112,8 +112,12 @@ pub fn register(
     let now_ms = unix_now_ms();
     let req = match parse_register(&msg, &flow, now_ms, &core.settings.push, &core.pusher()) {
         Ok(r) => r,
-        Err(BadRegister(code, reason)) => return core.reply(&msg, flow, key, code, reason, &[]),
+        Err(bad) => return register::refuse(core, &msg, flow, key, bad),
     };
+    // the upstream authenticates: its 2xx charges the AOR (see limits)
+    if super::limits::register_over_aor_limit(core, &msg, &flow, &req.aor, false) {
+        return;
+    }
     if throttled(core, &req, now_ms) {
         debug!(aor = %req.aor, "refresh answered locally (relay throttle)");
         return register::handle(core, msg, flow, key);
@@ -462,6 +466,7 @@ impl RegisterRelay {
             self.answer(code, pop_via(resp));
             return;
         }
+        super::limits::charge_aor(&self.core, &self.src, &self.req.aor);
         let mut req = self.req.clone();
         req.now_ms = unix_now_ms();
         let request_ms = req.now_ms;

@@ -112,7 +112,13 @@ pub fn new_request(core: &Arc<Core>, mut msg: Message, flow: Flow, local: Socket
         match auth.request(&msg, trusted, popped.token.is_some(), |h, p| {
             core.is_me(h, p)
         }) {
-            Err(a) => return core.reply(&msg, flow, key, a.code, a.reason, &a.lines()),
+            Err(a) => {
+                if crate::auth::audit::is_failure(a.code, a.reason) {
+                    let aor = crate::auth::audit::aor_of(msg.from());
+                    crate::auth::audit::auth_failed(flow.remote(), &aor, a.code, a.reason);
+                }
+                return core.reply(&msg, flow, key, a.code, a.reason, &a.lines());
+            }
             // RFC 3261 §22.3: the credentials for our realm end here
             Ok(Some(line)) => {
                 msg = crate::auth::without_line(msg, line, flow.is_udp());
