@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 
 use tracing::{info, warn};
 
-use crate::sip::header::NameAddr;
+use crate::sip::NameAddr;
 use crate::sip::Uri;
 
 /// The log target of these lines.

@@ -27,8 +27,7 @@ use crate::ids::random_hex;
 use crate::metrics::{count_push, MessageDrop, PushKind};
 use crate::push::{MessageNotice, PushResult, PushSender};
 use crate::registrar::{unix_now_ms, Binding, BindingEventKind, KeepError, StoredMessage};
-use crate::sip::header::unquote;
-use crate::sip::{HeaderName, Message, Method, Uri};
+use crate::sip::{unquote, HeaderName, Message, Method, Uri};
 use crate::transaction::{ClientAction, ClientTx, Disposition, Kind, ServerEntry, TxEvent};
 use crate::transport::Flow;
 
@@ -157,7 +156,7 @@ fn notice(core: &Core, msg: &Message, aor: &str, m: &StoredMessage) -> MessageNo
         .filter(|d| !d.is_empty());
     let from_number = Uri::parse(&from_uri)
         .ok()
-        .map(|u| crate::sip::uri::unescape(u.user.unwrap_or(u.host)).into_owned())
+        .map(|u| crate::sip::unescape(u.user.unwrap_or(u.host)).into_owned())
         .unwrap_or_default();
     let settings = &core.settings.push.messages;
     let is_text = m

@@ -1,15 +1,35 @@
 //! The routing core (RFC 3261 §16): takes every message the transport reads, matches
-//! it to a transaction or starts one, and decides where requests go.
+//! it to a transaction or starts one, and decides where requests go. [`Core`], the
+//! state every part shares, lives here; the transport reaches it only through
+//! [`ProxyHandler`], its [`Handler`].
 //!
-//! - [`register`]: REGISTER → registrar.
-//! - [`route`]: where a new request goes (bindings, Route set, flow tokens, upstream).
+//! Where a request goes:
+//! - [`route`]: a new request: RFC 3261 §16.3–16.5 checks, our Route entries and
+//!   flow tokens, the registrar for local users, the upstream for the rest.
+//!   [`names`] says which hosts are sipwake itself.
+//! - [`register`]: REGISTER → registrar (local mode); [`relay`]: relay mode, where an
+//!   upstream registrar/PBX owns the users.
+//! - [`wake`]: which bindings of a local user get a request at once and which
+//!   devices are pushed.
+//! - [`data`]: the plain data these hand each other (a leaf every module imports).
+//!
+//! Carrying it out:
 //! - [`forward`]: the task that owns a forwarded transaction (fork, responses,
-//!   CANCEL, timers).
-//! - [`edit`]: splicing our changes into forwarded messages.
+//!   CANCEL, timers); [`next_hop`] turns a target into a flow; [`edit`] splices our
+//!   changes into forwarded messages.
+//! - [`pushing`]: the push half of a forwarded call; [`park`]: the calls waiting for a
+//!   pushed phone, woken by the registrar's binding events.
+//!
+//! Around it:
+//! - [`limits`]: rate limits on REGISTER and INVITE; [`anchors`]: which TCP
+//!   connections carry registrations (kept open when idle).
+//! - [`dialogs`]: which calls are up (graceful shutdown, metrics);
+//!   [`lifecycle`]: draining on shutdown; [`call_log`]: one log line per call;
+//!   [`call_views`]: the calls in progress for the admin API.
 
 pub mod anchors;
-pub mod calllog;
-pub mod calls;
+pub mod call_log;
+pub mod call_views;
 pub mod data;
 pub mod dialogs;
 pub mod edit;
@@ -18,7 +38,9 @@ pub mod lifecycle;
 pub mod limits;
 pub mod message;
 pub mod names;
+pub mod next_hop;
 pub mod park;
+pub mod pushing;
 pub mod refresh;
 pub mod register;
 pub mod relay;
@@ -35,7 +57,7 @@ use tracing::{debug, debug_span, warn};
 use crate::config::Settings;
 use crate::push::Pusher;
 use crate::registrar::Registrar;
-use crate::sip::{builder, HeaderName, Message, Method};
+use crate::sip::{HeaderName, Message, Method};
 use crate::transaction::table::ServerMatch;
 use crate::transaction::{
     BranchGen, ServerAction, ServerEntry, ServerTx, Timers, TxEvent, TxTable,
@@ -55,7 +77,7 @@ pub struct Core {
     /// Bindings.
     pub registrar: Registrar,
     /// Transaction tables.
-    pub tx: TxTable,
+    pub tx: TxTable<data::CallEvent>,
     /// Branch maker.
     pub branches: BranchGen,
     /// Flow token signer.
@@ -124,6 +146,8 @@ impl Core {
             timer_c: settings.sip.timer_c,
         };
         let parked = park::Parked::new(settings.push.max_parked, settings.push.max_parked_per_aor);
+        // the one wake path: every binding event, local or remote, reaches parked calls
+        registrar.events().add_sink(Arc::new(parked.clone()));
         let rate_limits = limits::Limits::new(&settings);
         Core {
             oversize_udp: std::sync::atomic::AtomicU64::new(0),
@@ -202,7 +226,7 @@ impl Core {
         reason: &str,
         extra: &[&str],
     ) -> Bytes {
-        let resp = builder::response(req, flow.remote(), code, reason, extra, None);
+        let resp = crate::sip::response(req, flow.remote(), code, reason, extra, None);
         crate::metrics::global().response_sent(req.method(), code);
         if let Err(e) = self.transport.send(flow, resp.clone()) {
             debug!(error = %e, code, "response not sent");
@@ -274,7 +298,7 @@ impl Core {
                         Some(ServerMatch::Answered(resp, f)) => {
                             let _ = self.transport.send(&f, resp);
                         }
-                        _ => self.reply(&msg, flow, own, 481, builder::reason_phrase(481), &[]),
+                        _ => self.reply(&msg, flow, own, 481, crate::sip::reason_phrase(481), &[]),
                     },
                 }
             }
@@ -325,7 +349,7 @@ impl Core {
 async fn local_invite_tx(
     core: Arc<Core>,
     mut st: ServerTx,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<TxEvent>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<data::TaskEvent>,
     flow: Flow,
     key: u64,
 ) {

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use tracing::debug;
 
 use super::{route, Core};
-use crate::sip::header::NameAddr;
+use crate::sip::NameAddr;
 use crate::sip::{HeaderName, Message, Uri};
 use crate::transaction::ServerEntry;
 use crate::transport::Flow;

@@ -13,10 +13,10 @@ use crate::config::PushSettings;
 use crate::push::token::{extract, keep_learnt, pns_name, TokenError};
 use crate::push::{PushInfo, Pusher};
 use crate::registrar::{
-    unix_now_ms, Binding, ContactSpec, Contacts, RegisterOutcome, RegisterRequest, StoreError,
+    unix_now_ms, Binding, ContactSpec, Contacts, PendingEvents, RegisterOutcome, RegisterRequest,
+    StoreError,
 };
-use crate::sip::header::{params, unquote, NameAddr};
-use crate::sip::{HeaderName, Message, Scheme, Uri};
+use crate::sip::{params, unquote, HeaderName, Message, NameAddr, Scheme, Uri};
 use crate::transaction::ServerEntry;
 use crate::transport::Flow;
 
@@ -263,9 +263,8 @@ pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
     // the woken call's task runs right after the 200 OK, so its INVITE follows at
     // once rather than when the store thread next yields the CPU.
     let on_runtime = runtime.clone().filter(|_| core.parked.waits_for(&req.aor));
-    let request_ms = req.now_ms;
     let registrar = core.registrar.clone();
-    let finish = move |outcome: Result<RegisterOutcome, StoreError>| {
+    let finish = move |outcome: Result<RegisterOutcome, StoreError>, events: PendingEvents| {
         let _runtime = runtime.as_ref().map(|r| r.enter());
         let _span = span.enter();
         let now_ms = unix_now_ms();
@@ -307,10 +306,6 @@ pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
                 }
                 let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
                 core.reply(&msg, flow, key, 200, "OK", &refs);
-                // the bindings this REGISTER created or refreshed wake parked calls
-                for b in bindings.iter().filter(|b| b.updated_at_ms == request_ms) {
-                    core.parked.wake(b);
-                }
             }
             Ok(RegisterOutcome::IntervalTooBrief { min_expires }) => {
                 let line = format!("Min-Expires: {min_expires}");
@@ -326,10 +321,13 @@ pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
             }
         }
         debug!("register answered");
+        // only now, with the answer out, do the bindings it created or refreshed wake
+        // the calls parked for them (see `park`): their INVITEs follow the 200 OK
+        events.publish();
     };
     match on_runtime {
-        Some(rt) => registrar.register_then(req, move |outcome| {
-            rt.spawn(async move { finish(outcome) });
+        Some(rt) => registrar.register_then(req, move |outcome, events| {
+            rt.spawn(async move { finish(outcome, events) });
         }),
         None => registrar.register_then(req, finish),
     }

@@ -9,11 +9,10 @@ use tracing::debug;
 
 use super::data::{sips_request, Decision, Next, OwnRoutes, Target};
 use super::edit::{forward_request, RequestEdits};
-use super::{forward, message, wake};
+use super::{forward, message, next_hop, wake};
 use super::{register, relay, Core, ALLOW};
 use crate::registrar::unix_now_ms;
-use crate::sip::header::NameAddr;
-use crate::sip::{HeaderName, Message, Method, Uri, Via};
+use crate::sip::{HeaderName, Message, Method, NameAddr, Uri, Via};
 use crate::transaction::BranchGen;
 use crate::transport::Flow;
 
@@ -316,7 +315,7 @@ pub fn forward_ack(core: &Arc<Core>, msg: Message, flow: Flow, local: SocketAddr
     };
     let core = core.clone();
     tokio::spawn(async move {
-        let Ok(out) = forward::resolve(&core, &next, Some(local)).await else {
+        let Ok(out) = next_hop::resolve(&core, &next, Some(local)).await else {
             return;
         };
         let out_local = core.transport.local_addr(&out).unwrap_or(local);

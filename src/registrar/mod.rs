@@ -11,9 +11,9 @@
 //! before the in-memory lock is released, so the store sees concurrent REGISTERs in
 //! the same order as memory does.
 
-mod admin;
 mod binding;
 mod events;
+mod manage;
 mod memory;
 pub mod messages;
 mod sqlite;
@@ -23,7 +23,9 @@ mod store;
 mod tests;
 
 pub use binding::{Binding, ContactSpec, Contacts, RegisterOutcome, RegisterRequest, DEFAULT_Q};
-pub use events::{BindingEvent, BindingEventKind};
+pub use events::{
+    BindingEvent, BindingEventKind, BindingEvents, BindingSink, EventOrigin, PendingEvents,
+};
 pub use memory::MemoryStore;
 pub use messages::{KeepError, MessageQueue, MessageRules, StoredMessage};
 pub use sqlite::SqliteStore;
@@ -70,7 +72,7 @@ struct Inner {
     /// REGISTER for the AOR; readers filter them with [`Binding::is_live`].
     /// Never held across an `.await`.
     bindings: Mutex<HashMap<String, Vec<Arc<Binding>>>>,
-    events: broadcast::Sender<BindingEvent>,
+    events: BindingEvents,
     push: parking_lot::RwLock<PushRules>,
     /// Taken before `bindings` is released and held while submitting to the store,
     /// so the store applies changes in the order memory made them.
@@ -110,7 +112,7 @@ impl Registrar {
         for list in bindings.values_mut() {
             list.sort_by_key(|b| b.updated_at_ms);
         }
-        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let events = BindingEvents::new(EVENT_CAPACITY);
         let messages = MessageQueue::load(Arc::clone(&store))?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -141,20 +143,35 @@ impl Registrar {
     /// since lookups already see it); the caller should answer 500, and the UA's next
     /// refresh writes the binding again.
     pub async fn register(&self, req: RegisterRequest) -> Result<RegisterOutcome, StoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.register_then(req, move |outcome| {
-            let _ = tx.send(outcome);
-        });
-        rx.await.unwrap_or(Err(StoreError::Closed))
+        let (outcome, events) = self.register_held(req).await;
+        events.publish();
+        outcome
     }
 
-    /// Like [`Registrar::register`], but calls `then` with the outcome once the change
-    /// is durable, on the thread that made it so (see [`store::Done`]): the answer to
-    /// a REGISTER then goes out from the store thread right after the commit, without
-    /// waking the runtime in between. Events are published before `then` runs.
+    /// Like [`Registrar::register`], but the events are handed back unpublished: they
+    /// go out when the caller drops them, after its answer to the REGISTER.
+    pub async fn register_held(
+        &self,
+        req: RegisterRequest,
+    ) -> (Result<RegisterOutcome, StoreError>, PendingEvents) {
+        let (tx, rx) = oneshot::channel();
+        self.register_then(req, move |outcome, events| {
+            let _ = tx.send((outcome, events));
+        });
+        rx.await.unwrap_or_else(|_| {
+            let none = PendingEvents::new(Vec::new(), self.inner.events.clone());
+            (Err(StoreError::Closed), none)
+        })
+    }
+
+    /// Like [`Registrar::register_held`], but calls `then` with the outcome and the
+    /// events once the change is durable, on the thread that made it so (see
+    /// [`store::Done`]): the answer to a REGISTER then goes out from the store thread
+    /// right after the commit, without waking the runtime in between. The events are
+    /// published when `then` drops them (at the latest when it returns).
     pub fn register_then<F>(&self, req: RegisterRequest, then: F)
     where
-        F: FnOnce(Result<RegisterOutcome, StoreError>) + Send + 'static,
+        F: FnOnce(Result<RegisterOutcome, StoreError>, PendingEvents) + Send + 'static,
     {
         let now = req.now_ms;
         let mut map = self.inner.bindings.lock();
@@ -164,7 +181,7 @@ impl Registrar {
             Ok(plan) => plan,
             Err(outcome) => {
                 drop(map);
-                return then(Ok(outcome));
+                return then(Ok(outcome), self.pending(Vec::new()));
             }
         };
         let bindings = live_sorted(&plan.bindings, now, rules.ttl_secs);
@@ -176,8 +193,7 @@ impl Registrar {
         }
         if plan.ops.is_empty() {
             drop(map);
-            self.publish(events);
-            return then(Ok(RegisterOutcome::Ok { bindings }));
+            return then(Ok(RegisterOutcome::Ok { bindings }), self.pending(events));
         }
         let this = self.clone();
         let aor = req.aor;
@@ -185,18 +201,19 @@ impl Registrar {
             map,
             plan.ops,
             Box::new(move |result| {
-                this.publish(events);
+                let events = this.pending(events);
                 // Let go of the registrar before the waiter runs on: otherwise this
                 // thread (the store's) may hold the last handle and drop the store
                 // from inside its own thread.
                 drop(this);
-                then(match result {
+                let outcome = match result {
                     Ok(()) => Ok(RegisterOutcome::Ok { bindings }),
                     Err(e) => {
                         tracing::warn!(aor = %aor, error = %e, "registration not stored");
                         Err(e)
                     }
-                })
+                };
+                then(outcome, events)
             }),
         );
     }
@@ -252,10 +269,10 @@ impl Registrar {
                         aor: b.aor.clone(),
                         key: b.key.clone(),
                     });
-                    events.push(BindingEvent {
-                        kind: BindingEventKind::Removed,
-                        binding: Arc::clone(b),
-                    });
+                    events.push(BindingEvent::local(
+                        BindingEventKind::Removed,
+                        Arc::clone(b),
+                    ));
                     false
                 });
                 !list.is_empty()
@@ -344,6 +361,12 @@ impl Registrar {
             .collect()
     }
 
+    /// The stream every binding event goes through: add a [`BindingSink`] to it, or
+    /// [`BindingEvents::publish`] the events of another node into it.
+    pub fn events(&self) -> &BindingEvents {
+        &self.inner.events
+    }
+
     /// Live bindings across all AORs, by the wall clock.
     pub fn count(&self) -> usize {
         let now = unix_now_ms();
@@ -385,9 +408,12 @@ impl Registrar {
 
     fn publish(&self, events: Vec<BindingEvent>) {
         for event in events {
-            // An error only means nobody is subscribed right now.
-            let _ = self.inner.events.send(event);
+            self.inner.events.publish(event);
         }
+    }
+
+    fn pending(&self, events: Vec<BindingEvent>) -> PendingEvents {
+        PendingEvents::new(events, self.inner.events.clone())
     }
 }
 
@@ -562,10 +588,7 @@ fn matches(b: &Binding, spec: &ContactSpec, key: &str, expiry: u32) -> bool {
 fn diff(existing: &[Arc<Binding>], next: Vec<Arc<Binding>>, now: u64, ttl: u64) -> Plan {
     let mut ops = Vec::new();
     let mut events = Vec::new();
-    let event = |kind, binding: &Arc<Binding>| BindingEvent {
-        kind,
-        binding: Arc::clone(binding),
-    };
+    let event = |kind, binding: &Arc<Binding>| BindingEvent::local(kind, Arc::clone(binding));
     for old in existing {
         match next.iter().find(|b| b.key == old.key) {
             Some(new) if Arc::ptr_eq(new, old) => {}

@@ -88,10 +88,7 @@ impl Registrar {
         self.publish(
             removed
                 .into_iter()
-                .map(|binding| BindingEvent {
-                    kind: BindingEventKind::Removed,
-                    binding,
-                })
+                .map(|binding| BindingEvent::local(BindingEventKind::Removed, binding))
                 .collect(),
         );
         result.map(|()| kept)
