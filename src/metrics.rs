@@ -141,6 +141,17 @@ const MESSAGE_DROPS: [&str; 2] = ["expired", "undeliverable"];
 const PROVIDERS: [&str; 3] = ["apns", "fcm", "webhook"];
 const PUSH_OUTCOMES: [&str; 3] = ["sent", "dead_token", "failed"];
 
+/// Label values of `sipwake_calls_total{outcome}`: how a call ended for the caller
+/// (the words of the per-call log line).
+pub const CALL_OUTCOMES: [&str; 6] = [
+    "answered",
+    "woken",
+    "push_timeout",
+    "push_failed",
+    "cancelled",
+    "rejected",
+];
+
 /// Label values of `sipwake_sip_requests_total{method}`, in [`Method`] order.
 const METHODS: [&str; 16] = [
     "INVITE",
@@ -210,6 +221,10 @@ pub struct Metrics {
     /// Kept MESSAGEs a phone took (2xx).
     pub messages_delivered: Counter,
     messages_dropped: [Counter; MESSAGE_DROPS.len()],
+    /// Initial INVITEs that got their final answer, by outcome ([`CALL_OUTCOMES`]).
+    calls: [Counter; CALL_OUTCOMES.len()],
+    /// Qualify OPTIONS answered by sipwake for a phone that sleeps.
+    qualify_answered: Counter,
     /// Push sent (call parked) → woken phone registered → INVITE forwarded to it.
     pub wake: Histogram,
     /// One group commit of the SQLite store.
@@ -257,6 +272,8 @@ impl Metrics {
             messages_kept: Counter::new(),
             messages_delivered: Counter::new(),
             messages_dropped: [const { Counter::new() }; MESSAGE_DROPS.len()],
+            calls: [const { Counter::new() }; CALL_OUTCOMES.len()],
+            qualify_answered: Counter::new(),
             wake: Histogram::new(&WAKE_BOUNDS),
             store_commit: Histogram::new(&COMMIT_BOUNDS),
             store_commits: [const { Counter::new() }; 2],
@@ -321,6 +338,29 @@ impl Metrics {
     pub fn woken(&self, wake_at: Instant, wake_timeout: Duration) {
         let left = wake_at.saturating_duration_since(Instant::now());
         self.wake.observe(wake_timeout.saturating_sub(left));
+    }
+
+    /// A call (initial INVITE) got its final answer; `outcome` is one of
+    /// [`CALL_OUTCOMES`].
+    #[inline]
+    pub fn call_finished(&self, outcome: &str) {
+        if let Some(i) = CALL_OUTCOMES.iter().position(|o| *o == outcome) {
+            self.calls[i].inc();
+        }
+    }
+
+    /// Calls that ended with `outcome` so far.
+    pub fn calls(&self, outcome: &str) -> u64 {
+        CALL_OUTCOMES
+            .iter()
+            .position(|o| *o == outcome)
+            .map_or(0, |i| self.calls[i].get())
+    }
+
+    /// sipwake answered a PBX's qualify (OPTIONS) for a sleeping phone itself.
+    #[inline]
+    pub fn qualify_answered(&self) {
+        self.qualify_answered.inc();
     }
 
     /// Runs one store commit, timing it and remembering whether it worked.
@@ -440,6 +480,23 @@ impl Metrics {
                 c.get()
             );
         }
+        header(
+            out,
+            "sipwake_calls_total",
+            "Calls (initial INVITEs) by how they ended for the caller: answered at once, \
+             woken by push, push_timeout, push_failed, cancelled, rejected.",
+            "counter",
+        );
+        for (o, c) in CALL_OUTCOMES.iter().zip(&self.calls) {
+            let _ = writeln!(out, "sipwake_calls_total{{outcome=\"{o}\"}} {}", c.get());
+        }
+        counter(
+            out,
+            "sipwake_qualify_answered_total",
+            "OPTIONS (a PBX's qualify) answered by sipwake for a push-capable phone whose \
+             flow is not known to be alive.",
+            self.qualify_answered.get(),
+        );
         self.wake.render(
             out,
             "sipwake_wake_seconds",

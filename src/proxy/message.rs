@@ -338,7 +338,7 @@ fn build(
         "MESSAGE {} SIP/2.0\r\nVia: SIP/2.0/{} {};branch={branch};rport\r\nMax-Forwards: 70\r\n",
         b.contact,
         flow.via_transport(),
-        core.advertised(local)
+        core.advertised(local, flow.remote())
     );
     for r in &b.path {
         let _ = write!(s, "Route: {r}\r\n");
