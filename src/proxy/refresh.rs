@@ -6,8 +6,11 @@
 //! An app that answers with a REGISTER keeps its binding; one that does not is
 //! removed when it runs out, as before.
 //!
-//! Each registration gets at most one refresh push (remembered by binding and
-//! REGISTER time), none while the phone registered within `push.flow_timeout_secs`
+//! The push goes `push.refresh.before_secs` before the binding runs out, or halfway
+//! through its life when that is shorter (short TTLs must not refresh every binding
+//! right after its REGISTER). Each registration gets at most one refresh push
+//! (remembered by binding and REGISTER time), none while the phone registered within
+//! `push.flow_timeout_secs`
 //! (it is awake and refreshes by itself), and no more than
 //! `push.refresh.max_per_second` go out: Apple throttles background pushes, and a
 //! refresh that waits a second loses nothing.
@@ -36,6 +39,7 @@ pub async fn run(core: Arc<Core>) {
     let before_ms = u64::try_from(settings.before.as_millis()).unwrap_or(u64::MAX);
     // a phone that registered this recently is awake and refreshes by itself
     let awake_ms = u64::try_from(core.settings.push.flow_timeout.as_millis()).unwrap_or(u64::MAX);
+    let ttl_ms = u64::try_from(core.settings.push.binding_ttl.as_millis()).unwrap_or(u64::MAX);
     // (aor, binding key) → the REGISTER time whose binding was already pushed
     let mut done: HashMap<(String, String), u64> = HashMap::new();
     let mut tick = tokio::time::interval(TICK);
@@ -52,7 +56,13 @@ pub async fn run(core: Arc<Core>) {
         let mut budget = settings.max_per_second;
         for b in ending {
             let id = (b.aor.clone(), b.key.clone());
-            if done.get(&id) == Some(&b.updated_at_ms)
+            // a binding whose whole life is short (short TTLs) is refreshed in its
+            // second half, not right after its REGISTER
+            let end = b.expires_at.saturating_mul(1000).saturating_add(ttl_ms);
+            let life = end.saturating_sub(b.updated_at_ms);
+            let due = end.saturating_sub(now) <= before_ms.min(life / 2);
+            if !due
+                || done.get(&id) == Some(&b.updated_at_ms)
                 || now.saturating_sub(b.updated_at_ms) < awake_ms
             {
                 continue;
