@@ -1,7 +1,7 @@
 //! Refresh pushes: before a sleeping push binding runs out (its SIP expiry plus
 //! `push.binding_ttl_secs`), one background push asks the app to register again, as
-//! RFC 8599 §7 lets a proxy trigger re-registrations (Flexisip's and OpenSIPS' "PN
-//! trigger"). APNs gets a background push to the regular token, never a VoIP push;
+//! RFC 8599 lets a proxy trigger re-registrations by push (Flexisip's wake-up
+//! interval, OpenSIPS' `pn_trigger_interval`). APNs gets a background push to the regular token, never a VoIP push;
 //! FCM a normal-priority data message; the webhook an `event: refresh` document.
 //! An app that answers with a REGISTER keeps its binding; one that does not is
 //! removed when it runs out, as before.
@@ -10,8 +10,7 @@
 //! through its life when that is shorter (short TTLs must not refresh every binding
 //! right after its REGISTER). Each registration gets at most one refresh push
 //! (remembered by binding and REGISTER time), none while the phone registered within
-//! `push.flow_timeout_secs`
-//! (it is awake and refreshes by itself), and no more than
+//! `push.flow_timeout_secs` (it is awake and refreshes by itself), and no more than
 //! `push.refresh.max_per_second` go out: Apple throttles background pushes, and a
 //! refresh that waits a second loses nothing.
 
