@@ -56,7 +56,7 @@ pub use limits::{LimitsSettings, OverLimit, RateLimit, RawLimits};
 pub use log::{LogFormat, LogSettings};
 pub use messages::MessageSettings;
 pub use proxy::{IpNet, ProxySettings};
-pub use push::{DefaultProvider, PushPolicy, PushSettings, RawPush};
+pub use push::{DefaultProvider, PushPolicy, PushSection, PushSettings, RawPush};
 pub use refresh::RefreshSettings;
 pub use registrar::{RegistrarMode, RegistrarSettings};
 pub use relay::RelaySettings;
