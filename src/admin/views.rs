@@ -163,6 +163,7 @@ mod tests {
             sandbox: false,
             env_guessed: false,
             registered_at_ms: 1,
+            pn_param: None,
         };
         let b = Binding {
             expires_at: 2_000_000_000,

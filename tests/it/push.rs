@@ -452,7 +452,12 @@ fn every_push_failing_gives_480_at_once() {
 #[test]
 fn options_to_a_sleeping_binding_gets_200_message_480_and_no_push() {
     let hook = Webhook::start();
-    let proxy = start("push-options", &hook, &[]);
+    // MESSAGEs are not kept here (see messages.rs for keeping them)
+    let proxy = start(
+        "push-options",
+        &hook,
+        &[("PUSH__MESSAGES__ENABLED", "false")],
+    );
     let mut asleep = Ua::udp("bob", &proxy);
     register_token(&mut asleep, Style::Header, &unique("tok"), None);
     fall_asleep();

@@ -70,6 +70,7 @@ fn info() -> PushInfo {
         sandbox: false,
         env_guessed: false,
         registered_at_ms: now_ms(),
+        pn_param: None,
     }
 }
 
