@@ -301,6 +301,51 @@ pub enum StoreBackend {
     Sqlite,
     /// In memory only (lost on restart).
     Memory,
+    /// Shared by several nodes in Redis (or Valkey).
+    Redis,
+}
+
+/// `[store.redis]`: how to reach the Redis that several nodes share.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// `redis://` or `rediss://` URL (may carry user and password).
+    pub url: String,
+    /// User name, overriding the URL's.
+    pub username: Option<String>,
+    /// Password, overriding the URL's.
+    pub password: Option<String>,
+    /// Longest wait for one Redis command before the request it serves gets a 503.
+    pub timeout: Duration,
+    /// Prefix of every key and channel, so several deployments can share one Redis.
+    pub key_prefix: String,
+}
+
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // the URL and the password may carry credentials
+        f.debug_struct("RedisSettings")
+            .field("url", &redact_url(&self.url))
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("timeout", &self.timeout)
+            .field("key_prefix", &self.key_prefix)
+            .finish()
+    }
+}
+
+/// `url` with the password part of its user info replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (auth, host) = match rest.split_once('@') {
+        Some((a, h)) if !a.contains('/') => (a, h),
+        _ => return url.to_owned(),
+    };
+    match auth.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
 }
 
 /// `[store]` section.
@@ -312,6 +357,8 @@ pub struct StoreSettings {
     pub path: PathBuf,
     /// `synchronous=FULL` (survives power loss) instead of `NORMAL` (survives process death).
     pub sync_full: bool,
+    /// `[store.redis]`, for the `redis` backend.
+    pub redis: RedisSettings,
 }
 
 /// `[log]` section.
@@ -773,6 +820,8 @@ pub struct RawStore {
     pub path: String,
     /// `normal` or `full`.
     pub synchronous: String,
+    /// `[store.redis]`.
+    pub redis: RawRedis,
 }
 
 impl Default for RawStore {
@@ -781,6 +830,35 @@ impl Default for RawStore {
             backend: "sqlite".to_owned(),
             path: "data/sipwake.db".to_owned(),
             synchronous: "normal".to_owned(),
+            redis: RawRedis::default(),
+        }
+    }
+}
+
+/// Raw `[store.redis]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawRedis {
+    /// `redis://[user[:password]@]host[:port][/db]` or `rediss://…`.
+    pub url: String,
+    /// Empty: the URL's.
+    pub username: String,
+    /// Empty: the URL's.
+    pub password: String,
+    /// Milliseconds.
+    pub timeout_ms: u64,
+    /// Prefix of keys and channels.
+    pub key_prefix: String,
+}
+
+impl Default for RawRedis {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            username: String::new(),
+            password: String::new(),
+            timeout_ms: 1000,
+            key_prefix: "sipwake".to_owned(),
         }
     }
 }
@@ -1117,6 +1195,14 @@ impl RawSettings {
         let upstream = self.upstream.validate()?;
         let registrar = self.registrar.validate(upstream.uri.is_some())?;
         let store = self.store.validate()?;
+        if store.backend == StoreBackend::Redis && registrar.mode == RegistrarMode::Relay {
+            return Err(ConfigError::invalid(
+                "store.backend",
+                "redis",
+                "relay mode keeps its bindings on one node; use sqlite or memory with \
+                 registrar.mode = \"relay\"",
+            ));
+        }
         let log = self.log.validate()?;
         let push = self.push.validate()?;
         let relay = self.relay.validate()?;
@@ -1392,11 +1478,12 @@ impl RawStore {
         let backend = match self.backend.trim().to_ascii_lowercase().as_str() {
             "sqlite" => StoreBackend::Sqlite,
             "memory" => StoreBackend::Memory,
+            "redis" => StoreBackend::Redis,
             _ => {
                 return Err(ConfigError::invalid(
                     "store.backend",
                     self.backend,
-                    "expected sqlite or memory",
+                    "expected sqlite, memory or redis",
                 ))
             }
         };
@@ -1419,10 +1506,61 @@ impl RawStore {
                 ))
             }
         };
+        let redis = self.redis.validate(backend == StoreBackend::Redis)?;
         Ok(StoreSettings {
             backend,
             path: PathBuf::from(path),
             sync_full,
+            redis,
+        })
+    }
+}
+
+impl RawRedis {
+    fn validate(self, used: bool) -> Result<RedisSettings, ConfigError> {
+        let url = self.url.trim().to_owned();
+        if used || !url.is_empty() {
+            let scheme_ok = url.starts_with("redis://") || url.starts_with("rediss://");
+            if !scheme_ok {
+                return Err(ConfigError::invalid(
+                    "store.redis.url",
+                    redact_url(&url),
+                    "expected redis://host[:port][/db] or rediss://… (TLS)",
+                ));
+            }
+            if let Err(e) = redis::IntoConnectionInfo::into_connection_info(url.as_str()) {
+                return Err(ConfigError::invalid(
+                    "store.redis.url",
+                    redact_url(&url),
+                    e.to_string(),
+                ));
+            }
+        }
+        let timeout_ms = in_range(
+            "store.redis.timeout_ms",
+            self.timeout_ms,
+            10,
+            60_000,
+            "milliseconds",
+        )?;
+        let key_prefix = self.key_prefix.trim();
+        if key_prefix.is_empty() || key_prefix.contains(['{', '}', ' ']) {
+            return Err(ConfigError::invalid(
+                "store.redis.key_prefix",
+                self.key_prefix,
+                "must be a non-empty word without braces or spaces",
+            ));
+        }
+        let opt = |s: String| {
+            let t = s.trim();
+            (!t.is_empty()).then(|| t.to_owned())
+        };
+        Ok(RedisSettings {
+            url,
+            username: opt(self.username),
+            password: opt(self.password),
+            timeout: Duration::from_millis(timeout_ms),
+            key_prefix: key_prefix.to_owned(),
         })
     }
 }
@@ -2721,7 +2859,20 @@ mod tests {
                 "registrar.max_expires",
             ),
             ("[registrar]\nmax_contacts = 0", "registrar.max_contacts"),
-            ("[store]\nbackend = \"redis\"", "store.backend"),
+            ("[store]\nbackend = \"mysql\"", "store.backend"),
+            ("[store]\nbackend = \"redis\"", "store.redis.url"),
+            (
+                "[store]\nbackend = \"redis\"\n[store.redis]\nurl = \"http://h\"",
+                "store.redis.url",
+            ),
+            (
+                "[store.redis]\nurl = \"redis://h\"\ntimeout_ms = 0",
+                "store.redis.timeout_ms",
+            ),
+            (
+                "[store.redis]\nkey_prefix = \"a{b}\"",
+                "store.redis.key_prefix",
+            ),
             ("[store]\npath = \"\"", "store.path"),
             ("[store]\nsynchronous = \"off\"", "store.synchronous"),
             ("[log]\nlevel = \"\"", "log.level"),

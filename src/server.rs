@@ -11,7 +11,7 @@ use crate::config::{Settings, StoreBackend};
 use crate::proxy::Core;
 use crate::push::{PushError, Pusher};
 use crate::registrar::{
-    unix_now_ms, MemoryStore, PushRules, Registrar, SqliteStore, Store, StoreError,
+    unix_now_ms, MemoryStore, PushRules, RedisBindings, Registrar, SqliteStore, Store, StoreError,
 };
 use crate::reload::Reloader;
 use crate::shutdown::{self, Signal, Signals};
@@ -57,27 +57,44 @@ impl Server {
     /// Opens the store, binds every listener and starts serving.
     pub async fn start(settings: Settings) -> Result<Server, ServerError> {
         let auth = start_auth(&settings)?;
-        let store: Arc<dyn Store> = match settings.store.backend {
-            StoreBackend::Sqlite => Arc::new(SqliteStore::open(
-                &settings.store.path,
-                settings.store.sync_full,
-            )?),
-            StoreBackend::Memory => Arc::new(MemoryStore::new()),
+        let (registrar, secret) = match settings.store.backend {
+            StoreBackend::Redis => {
+                let shared = Arc::new(RedisBindings::connect(&settings.store.redis).await?);
+                // every node signs and checks flow tokens with the same secret
+                let secret = match &settings.proxy.flow_token_secret {
+                    Some(s) => s.clone(),
+                    None => shared.meta_or_init(SECRET_KEY, &fresh_secret()).await?,
+                };
+                info!(
+                    url = %crate::config::redact_url(&settings.store.redis.url),
+                    "bindings shared in Redis"
+                );
+                let registrar = Registrar::new_shared(settings.registrar.clone(), shared);
+                (registrar, secret)
+            }
+            StoreBackend::Sqlite | StoreBackend::Memory => {
+                let store: Arc<dyn Store> = match settings.store.backend {
+                    StoreBackend::Sqlite => Arc::new(SqliteStore::open(
+                        &settings.store.path,
+                        settings.store.sync_full,
+                    )?),
+                    _ => Arc::new(MemoryStore::new()),
+                };
+                let secret = match &settings.proxy.flow_token_secret {
+                    Some(s) => s.clone(),
+                    None => match store.get_meta(SECRET_KEY)? {
+                        Some(s) => s,
+                        None => {
+                            // kept in the store so tokens in live dialogs survive a restart
+                            let s = fresh_secret();
+                            store.put_meta(SECRET_KEY, &s)?;
+                            s
+                        }
+                    },
+                };
+                (Registrar::new(settings.registrar.clone(), store)?, secret)
+            }
         };
-        let secret = match &settings.proxy.flow_token_secret {
-            Some(s) => s.clone(),
-            None => match store.get_meta(SECRET_KEY)? {
-                Some(s) => s,
-                None => {
-                    // kept in the store so tokens in live dialogs survive a restart
-                    let mut s = vec![0u8; 32];
-                    let _ = getrandom::fill(&mut s);
-                    store.put_meta(SECRET_KEY, &s)?;
-                    s
-                }
-            },
-        };
-        let registrar = Registrar::new(settings.registrar.clone(), store)?;
         registrar.set_push_rules(PushRules {
             ttl_secs: settings.push.binding_ttl.as_secs(),
             max_expires: settings.push.max_expires,
@@ -165,6 +182,13 @@ impl Server {
         );
         Ok(Server { core })
     }
+}
+
+/// 32 random bytes for a new flow-token secret.
+fn fresh_secret() -> Vec<u8> {
+    let mut s = vec![0u8; 32];
+    let _ = getrandom::fill(&mut s);
+    s
 }
 
 /// Loads the users file when authentication is on, and warns when sipwake is

@@ -98,9 +98,20 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// `200 ok`, or `503` when the last store commit failed. Never needs the token, so
+/// `200 ok`, or `503` when the last store commit failed or the shared store
+/// (Redis) does not answer. Never needs the token, so
 /// load balancers and systemd watchdogs can probe it.
-async fn healthz() -> Response {
+async fn healthz(State(admin): Shared) -> Response {
+    if let Some(shared) = admin.core.registrar.shared() {
+        // asked now, so a Redis that went away while nothing used it is seen too
+        if let Err(e) = shared.ping().await {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("shared binding store failing: {e}\n"),
+            )
+                .into_response();
+        }
+    }
     if crate::metrics::global().store_ok() {
         (StatusCode::OK, "ok\n").into_response()
     } else {

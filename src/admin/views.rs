@@ -92,14 +92,19 @@ pub(super) async fn registrations(
         return r;
     }
     let reg = &admin.core.registrar;
-    let aors = q
-        .aor
-        .as_deref()
-        .filter(|a| !a.is_empty())
-        .map(|a| reg.find_aors(a));
+    let aors = match q.aor.as_deref().filter(|a| !a.is_empty()) {
+        Some(a) => match reg.matching_aors(a).await {
+            Ok(list) => Some(list),
+            Err(e) => return store_failed(&e),
+        },
+        None => None,
+    };
     let offset = q.offset.unwrap_or(0);
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
-    let (total, page) = reg.snapshot(aors.as_deref(), offset, limit);
+    let (total, page) = match reg.page(aors.as_deref(), offset, limit).await {
+        Ok(p) => p,
+        Err(e) => return store_failed(&e),
+    };
     let now = unix_now_ms();
     let bindings: Vec<Value> = page.iter().map(|b| binding_json(b, now)).collect();
     Json(json!({
@@ -109,6 +114,15 @@ pub(super) async fn registrations(
         "bindings": bindings,
     }))
     .into_response()
+}
+
+/// `503` naming the store's failure (the shared store did not answer).
+pub(super) fn store_failed(e: &crate::registrar::StoreError) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("binding store: {e}\n"),
+    )
+        .into_response()
 }
 
 /// `DELETE /registrations/{aor}`: removes every binding of the AOR (of each AOR with
@@ -123,7 +137,10 @@ pub(super) async fn delete_registrations(
         return r;
     }
     let reg = &admin.core.registrar;
-    let aors = reg.find_aors(&aor);
+    let aors = match reg.matching_aors(&aor).await {
+        Ok(list) => list,
+        Err(e) => return store_failed(&e),
+    };
     if aors.is_empty() {
         return (StatusCode::NOT_FOUND, "no bindings for this AOR\n").into_response();
     }

@@ -15,7 +15,7 @@ use super::{register, relay, Core, ALLOW};
 use crate::registrar::unix_now_ms;
 use crate::sip::header::NameAddr;
 use crate::sip::{HeaderName, Message, Method, Scheme, Uri, Via};
-use crate::transaction::BranchGen;
+use crate::transaction::{BranchGen, ServerEntry};
 use crate::transport::Flow;
 
 /// Our own Route entries at the top of a request, and the flow token they carried.
@@ -239,37 +239,81 @@ pub fn new_request(core: &Arc<Core>, mut msg: Message, flow: Flow, local: Socket
     // relay mode: the phones' requests go to the upstream, which owns the users
     let to_upstream = relay_mode && !relay::from_upstream(core, &flow);
     if !to_upstream && (to_me || core.is_local_domain(&host)) {
-        let now = unix_now_ms();
-        let mut bindings = core.registrar.lookup(&aor, now);
-        if !in_dialog && sips_request(&msg) {
-            // RFC 5630: a SIPS request reaches only phones on a TLS connection
-            let registered = bindings.len();
-            bindings.retain(|b| binding_flow(b).is_some_and(|f| f.is_tls()));
-            if bindings.is_empty() && registered > 0 {
-                debug!(%aor, "no binding over TLS for a sips: request");
-                let warning = format!(
-                    "Warning: 380 {} \"SIPS Not Allowed\"",
-                    core.advertised(local)
-                );
-                return core.reply(&msg, flow, key, 480, "Temporarily Unavailable", &[&warning]);
-            }
-        }
-        let rr = !in_dialog && wants_record_route(method);
-        return match wake::decide(core, &msg, &aor, &bindings, in_dialog, trusted, now) {
-            Decision::Answer(200, _) => core.reply(&msg, flow, key, 200, "OK", &[ALLOW]),
-            Decision::Answer(code, reason) => {
-                debug!(%aor, code, "no reachable binding");
-                core.reply(&msg, flow, key, code, reason, &[])
-            }
-            Decision::Forward(targets, plan) => {
-                forward::start(core, msg, flow, local, key, targets, popped, rr, plan)
-            }
+        let to_user = ToUser {
+            msg,
+            flow,
+            local,
+            key,
+            popped,
+            aor,
+            in_dialog,
+            trusted,
+            method,
         };
+        if core.registrar.shared().is_none() {
+            let bindings = core.registrar.lookup(&to_user.aor, unix_now_ms());
+            return to_user.route(core, bindings);
+        }
+        // several nodes: the bindings are in Redis; retransmissions are absorbed while
+        // they are read
+        core.tx.set_server(key, ServerEntry::Pending);
+        let core = core.clone();
+        tokio::spawn(async move {
+            match core.registrar.find(&to_user.aor, unix_now_ms()).await {
+                Ok(bindings) => {
+                    // the routing below creates the transaction in place of the marker
+                    core.tx.remove_server(to_user.key);
+                    to_user.route(&core, bindings)
+                }
+                Err(e) => {
+                    debug!(aor = %to_user.aor, error = %e, "bindings not readable");
+                    let u = to_user;
+                    core.reply(&u.msg, u.flow, u.key, 503, "Service Unavailable", &[RETRY]);
+                }
+            }
+        });
+        return;
     }
     // a foreign domain: only trusted peers and our own phones may send there
+    if !trusted && core.registrar.shared().is_some() {
+        core.tx.set_server(key, ServerEntry::Pending);
+        let core = core.clone();
+        tokio::spawn(async move {
+            let from = from_aor(&msg);
+            let bindings = match &from {
+                Some(aor) => core.registrar.find(aor, unix_now_ms()).await,
+                None => Ok(Vec::new()),
+            };
+            match bindings {
+                Ok(b) if is_from(&b, &flow) => {
+                    core.tx.remove_server(key);
+                    to_foreign(&core, msg, flow, local, key, popped, method)
+                }
+                Ok(_) => core.reply(&msg, flow, key, 403, "Forbidden (relaying denied)", &[]),
+                Err(_) => core.reply(&msg, flow, key, 503, "Service Unavailable", &[RETRY]),
+            }
+        });
+        return;
+    }
     if !trusted && !from_a_binding(core, &msg, &flow) {
         return core.reply(&msg, flow, key, 403, "Forbidden (relaying denied)", &[]);
     }
+    to_foreign(core, msg, flow, local, key, popped, method)
+}
+
+/// `Retry-After` of a 503 sent while the shared store does not answer.
+const RETRY: &str = "Retry-After: 5";
+
+/// Forwards a request for a foreign domain (upstream, or its Request-URI).
+fn to_foreign(
+    core: &Arc<Core>,
+    msg: Message,
+    flow: Flow,
+    local: SocketAddr,
+    key: u64,
+    popped: Popped,
+    method: Method,
+) {
     let next = if core.settings.upstream.uri.is_some() {
         Next::Upstream
     } else {
@@ -295,21 +339,84 @@ fn binding_flow(b: &crate::registrar::Binding) -> Option<Flow> {
     b.flow.as_deref().and_then(|f| f.parse().ok())
 }
 
-/// True if the request arrived on the flow of a current binding of its From AOR.
-fn from_a_binding(core: &Core, msg: &Message, flow: &Flow) -> bool {
-    let Some(aor) = msg
-        .from()
+/// The AOR of the request's From.
+fn from_aor(msg: &Message) -> Option<String> {
+    msg.from()
         .and_then(|f| Uri::parse(f.uri).ok())
         .map(|u| u.aor())
-    else {
-        return false;
-    };
-    core.registrar.lookup(&aor, unix_now_ms()).iter().any(|b| {
+}
+
+/// True if one of `bindings` is on `flow`.
+fn is_from(bindings: &[Arc<crate::registrar::Binding>], flow: &Flow) -> bool {
+    bindings.iter().any(|b| {
         b.flow
             .as_deref()
             .and_then(|f| f.parse::<Flow>().ok())
             .is_some_and(|f| same_flow(&f, flow))
     })
+}
+
+/// True if the request arrived on the flow of a current binding of its From AOR.
+fn from_a_binding(core: &Core, msg: &Message, flow: &Flow) -> bool {
+    let Some(aor) = from_aor(msg) else {
+        return false;
+    };
+    is_from(&core.registrar.lookup(&aor, unix_now_ms()), flow)
+}
+
+/// A request for a user of a domain we serve, waiting for that user's bindings.
+struct ToUser {
+    msg: Message,
+    flow: Flow,
+    local: SocketAddr,
+    key: u64,
+    popped: Popped,
+    aor: String,
+    in_dialog: bool,
+    trusted: bool,
+    method: Method,
+}
+
+impl ToUser {
+    /// Routes the request to `bindings` (the user's, just looked up).
+    fn route(self, core: &Arc<Core>, mut bindings: Vec<Arc<crate::registrar::Binding>>) {
+        let ToUser {
+            msg,
+            flow,
+            local,
+            key,
+            popped,
+            aor,
+            in_dialog,
+            trusted,
+            method,
+        } = self;
+        let now = unix_now_ms();
+        if !in_dialog && sips_request(&msg) {
+            // RFC 5630: a SIPS request reaches only phones on a TLS connection
+            let registered = bindings.len();
+            bindings.retain(|b| binding_flow(b).is_some_and(|f| f.is_tls()));
+            if bindings.is_empty() && registered > 0 {
+                debug!(%aor, "no binding over TLS for a sips: request");
+                let warning = format!(
+                    "Warning: 380 {} \"SIPS Not Allowed\"",
+                    core.advertised(local)
+                );
+                return core.reply(&msg, flow, key, 480, "Temporarily Unavailable", &[&warning]);
+            }
+        }
+        let rr = !in_dialog && wants_record_route(method);
+        match wake::decide(core, &msg, &aor, &bindings, in_dialog, trusted, now) {
+            Decision::Answer(200, _) => core.reply(&msg, flow, key, 200, "OK", &[ALLOW]),
+            Decision::Answer(code, reason) => {
+                debug!(%aor, code, "no reachable binding");
+                core.reply(&msg, flow, key, code, reason, &[])
+            }
+            Decision::Forward(targets, plan) => {
+                forward::start(core, msg, flow, local, key, targets, popped, rr, plan)
+            }
+        }
+    }
 }
 
 /// Methods that may create a dialog, and so get Record-Route.

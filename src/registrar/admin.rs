@@ -7,24 +7,56 @@ use super::{lock, unix_now_ms, Binding, BindingEvent, BindingEventKind, Registra
 use super::{StoreError, StoreOp};
 
 impl Registrar {
+    /// [`Registrar::find_aors`] from wherever the truth is (Redis for several nodes:
+    /// a `SCAN` over every AOR, fine for an operator's request).
+    pub async fn matching_aors(&self, name: &str) -> Result<Vec<String>, StoreError> {
+        let Some(shared) = self.shared() else {
+            return Ok(self.find_aors(name));
+        };
+        let want = normalized(name);
+        let bare = !name.contains('@');
+        let mut out: Vec<String> = shared
+            .aors()
+            .await?
+            .into_iter()
+            .filter(|aor| matches_name(aor, &want, bare))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// [`Registrar::snapshot`] from wherever the truth is.
+    pub async fn page(
+        &self,
+        aors: Option<&[String]>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(usize, Vec<Arc<Binding>>), StoreError> {
+        let Some(shared) = self.shared() else {
+            return Ok(self.snapshot(aors, offset, limit));
+        };
+        let names = match aors {
+            Some(a) => a.to_vec(),
+            None => shared.aors().await?,
+        };
+        let now = unix_now_ms();
+        let mut all = Vec::new();
+        for aor in &names {
+            all.extend(self.find(aor, now).await?);
+        }
+        let total = all.len();
+        Ok((total, all.into_iter().skip(offset).take(limit).collect()))
+    }
+
     /// AORs (sorted) matching `name`: the AOR itself when it has bindings (`user@host`,
     /// host case-insensitive), or, for a bare user name, every AOR with that user part.
     pub fn find_aors(&self, name: &str) -> Vec<String> {
-        let want = match name.rsplit_once('@') {
-            Some((user, host)) => format!("{user}@{}", host.to_ascii_lowercase()),
-            None => name.to_string(),
-        };
+        let want = normalized(name);
         let bare = !name.contains('@');
         let map = lock(&self.inner.bindings);
         let mut out: Vec<String> = map
             .keys()
-            .filter(|aor| {
-                if bare {
-                    aor.rsplit_once('@').map_or(aor.as_str(), |(u, _)| u) == want
-                } else {
-                    **aor == want
-                }
-            })
+            .filter(|aor| matches_name(aor, &want, bare))
             .cloned()
             .collect();
         out.sort();
@@ -68,6 +100,32 @@ impl Registrar {
     pub async fn remove_aor(&self, aor: &str) -> Result<usize, StoreError> {
         let now = unix_now_ms();
         let ttl = self.rules().ttl_secs;
+        if let Some(shared) = self.shared() {
+            let removed = shared
+                .update(aor, |state| {
+                    let ops = state
+                        .bindings
+                        .iter()
+                        .map(|b| StoreOp::Delete {
+                            aor: b.aor.clone(),
+                            key: b.key.clone(),
+                        })
+                        .collect();
+                    (ops, 0, state.bindings.clone())
+                })
+                .await?;
+            let kept = removed.iter().filter(|b| b.is_kept(now, ttl)).count();
+            self.publish(
+                removed
+                    .into_iter()
+                    .map(|binding| BindingEvent {
+                        kind: BindingEventKind::Removed,
+                        binding,
+                    })
+                    .collect(),
+            );
+            return Ok(kept);
+        }
         let (removed, commit) = {
             let mut map = lock(&self.inner.bindings);
             let Some(list) = map.remove(aor) else {
@@ -95,6 +153,23 @@ impl Registrar {
                 .collect(),
         );
         result.map(|()| kept)
+    }
+}
+
+/// `name` with its host part lowercased.
+fn normalized(name: &str) -> String {
+    match name.rsplit_once('@') {
+        Some((user, host)) => format!("{user}@{}", host.to_ascii_lowercase()),
+        None => name.to_string(),
+    }
+}
+
+/// Whether `aor` is `want`, or (for a bare user name) has `want` as its user part.
+fn matches_name(aor: &str, want: &str, bare: bool) -> bool {
+    if bare {
+        aor.rsplit_once('@').map_or(aor, |(u, _)| u) == want
+    } else {
+        aor == want
     }
 }
 

@@ -12,8 +12,9 @@ use std::sync::Arc;
 /// matches what UAs expect (a plain registration is not demoted below explicit ones).
 pub const DEFAULT_Q: u16 = 1000;
 
-/// One registered contact of an address-of-record.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One registered contact of an address-of-record. Serialized (JSON) only by the
+/// shared Redis store.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Binding {
     /// Normalized AOR key, e.g. `alice@example.com` (computed by the caller).
     pub aor: String,

@@ -10,11 +10,19 @@
 //! Ordering guarantee: a REGISTER's store ops are submitted under an order lock taken
 //! before the in-memory lock is released, so the store sees concurrent REGISTERs in
 //! the same order as memory does.
+//!
+//! Several nodes ([`Registrar::new_shared`], `store.backend = "redis"`): the
+//! in-memory table stays empty and Redis is the truth for every REGISTER and lookup;
+//! see [`redis`] for how ordering and expiry hold across nodes. The same [`plan`]
+//! decides what a REGISTER does in both cases; only where the AOR is read from and
+//! written to differs. Lookups then go through [`Registrar::find`], which may wait
+//! for Redis.
 
 mod admin;
 mod binding;
 mod events;
 mod memory;
+pub mod redis;
 mod sqlite;
 mod store;
 
@@ -24,11 +32,13 @@ mod tests;
 pub use binding::{Binding, ContactSpec, Contacts, RegisterOutcome, RegisterRequest, DEFAULT_Q};
 pub use events::{BindingEvent, BindingEventKind};
 pub use memory::MemoryStore;
+pub use redis::RedisBindings;
 pub use sqlite::SqliteStore;
 pub use store::{Done, Store, StoreError, StoreOp};
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -78,6 +88,10 @@ struct Inner {
     /// Taken before `bindings` is released and held while submitting to the store,
     /// so the store applies changes in the order memory made them.
     order: Mutex<()>,
+    /// Several nodes: the shared store that replaces `bindings` and `store`.
+    shared: Option<Arc<RedisBindings>>,
+    /// Shared mode: bindings and AORs counted by the last sweep (any node's).
+    shared_counts: (AtomicUsize, AtomicUsize),
 }
 
 /// How bindings that carry push info differ from plain ones.
@@ -120,8 +134,33 @@ impl Registrar {
                 events,
                 push: std::sync::RwLock::new(PushRules::default()),
                 order: Mutex::new(()),
+                shared: None,
+                shared_counts: (AtomicUsize::new(0), AtomicUsize::new(0)),
             }),
         })
+    }
+
+    /// The registrar of one node among several, over the shared store: nothing is
+    /// loaded; every REGISTER and lookup goes to Redis.
+    pub fn new_shared(settings: RegistrarSettings, shared: Arc<RedisBindings>) -> Self {
+        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        Self {
+            inner: Arc::new(Inner {
+                settings,
+                store: Arc::new(MemoryStore::new()),
+                bindings: Mutex::new(HashMap::new()),
+                events,
+                push: std::sync::RwLock::new(PushRules::default()),
+                order: Mutex::new(()),
+                shared: Some(shared),
+                shared_counts: (AtomicUsize::new(0), AtomicUsize::new(0)),
+            }),
+        }
+    }
+
+    /// The shared store, when this node is one of several.
+    pub fn shared(&self) -> Option<&Arc<RedisBindings>> {
+        self.inner.shared.as_ref()
     }
 
     /// Sets the rules for bindings that carry push info (at startup).
@@ -155,6 +194,16 @@ impl Registrar {
     where
         F: FnOnce(Result<RegisterOutcome, StoreError>) + Send + 'static,
     {
+        if let Some(shared) = &self.inner.shared {
+            let (this, shared) = (self.clone(), Arc::clone(shared));
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    rt.spawn(async move { then(this.register_shared(&shared, req).await) });
+                }
+                Err(_) => then(Err(StoreError::Closed)),
+            }
+            return;
+        }
         let now = req.now_ms;
         let mut map = lock(&self.inner.bindings);
         let existing: &[Arc<Binding>] = map.get(&req.aor).map_or(&[], Vec::as_slice);
@@ -214,8 +263,57 @@ impl Registrar {
         drop(order);
     }
 
+    /// One REGISTER against the shared store: read the AOR, decide with the same
+    /// rules as one node, write back only if no other node changed the AOR meanwhile
+    /// (else read again). Events are published once Redis has the change.
+    async fn register_shared(
+        &self,
+        shared: &RedisBindings,
+        req: RegisterRequest,
+    ) -> Result<RegisterOutcome, StoreError> {
+        let now = req.now_ms;
+        let rules = self.rules();
+        let settings = &self.inner.settings;
+        let decided = shared
+            .update(&req.aor, |state| {
+                match plan(settings, rules, &state.bindings, &req) {
+                    Ok(plan) => {
+                        let keep = keep_ms(&plan.bindings, now, rules.ttl_secs);
+                        let bindings = live_sorted(&plan.bindings, now, rules.ttl_secs);
+                        let out = (RegisterOutcome::Ok { bindings }, plan.events);
+                        (plan.ops, keep, out)
+                    }
+                    Err(outcome) => (Vec::new(), 0, (outcome, Vec::new())),
+                }
+            })
+            .await;
+        match decided {
+            Ok((outcome, events)) => {
+                self.publish(events);
+                Ok(outcome)
+            }
+            Err(e) => {
+                tracing::warn!(aor = %req.aor, error = %e, "registration not stored");
+                Err(e)
+            }
+        }
+    }
+
+    /// Live bindings of `aor` at `now_ms`, ordered as [`Registrar::lookup`] orders
+    /// them, from wherever the truth is: memory for one node, Redis for several.
+    pub async fn find(&self, aor: &str, now_ms: u64) -> Result<Vec<Arc<Binding>>, StoreError> {
+        match &self.inner.shared {
+            Some(shared) => {
+                let state = shared.read(aor).await?;
+                Ok(live_sorted(&state.bindings, now_ms, self.rules().ttl_secs))
+            }
+            None => Ok(self.lookup(aor, now_ms)),
+        }
+    }
+
     /// Live bindings of `aor` at `now_ms`, highest q first, then most recently
-    /// registered first.
+    /// registered first. One node only: with a shared store this table is empty, so
+    /// callers that may run on several nodes use [`Registrar::find`].
     pub fn lookup(&self, aor: &str, now_ms: u64) -> Vec<Arc<Binding>> {
         let list = lock(&self.inner.bindings)
             .get(aor)
@@ -229,7 +327,17 @@ impl Registrar {
     ///
     /// The store commit is not awaited (an expired binding reloaded after a crash is
     /// just swept again); a failure is logged.
+    ///
+    /// With a shared store this only starts the shared sweep (see
+    /// [`Registrar::sweep_shared`]) and returns 0.
     pub fn sweep(&self, now_ms: u64) -> usize {
+        if self.inner.shared.is_some() {
+            let this = self.clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move { this.sweep_shared(now_ms).await });
+            }
+            return 0;
+        }
         let mut ops = Vec::new();
         let mut events = Vec::new();
         let ttl = self.rules().ttl_secs;
@@ -266,6 +374,9 @@ impl Registrar {
     /// changes when the binding was registered again after that time (APNs reports a
     /// token dead with the time it died; a REGISTER after it revived the token).
     /// Returns true if the binding changed. The store write is not awaited.
+    ///
+    /// With a shared store the change is made in the background (read, change, write
+    /// back like a REGISTER) and this returns false; the outcome is logged.
     pub fn set_push(
         &self,
         aor: &str,
@@ -273,6 +384,43 @@ impl Registrar {
         push: Option<String>,
         only_if_registered_before_ms: Option<u64>,
     ) -> bool {
+        if let Some(shared) = &self.inner.shared {
+            let (shared, aor, key) = (Arc::clone(shared), aor.to_owned(), key.to_owned());
+            let ttl = self.rules().ttl_secs;
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let r = shared
+                        .update(&aor, |state| {
+                            let now = unix_now_ms();
+                            let Some(old) = state.bindings.iter().find(|b| b.key == key) else {
+                                return (Vec::new(), 0, false);
+                            };
+                            if only_if_registered_before_ms.is_some_and(|t| old.updated_at_ms >= t)
+                                || old.push == push
+                            {
+                                return (Vec::new(), 0, false);
+                            }
+                            let mut b = Binding::clone(old);
+                            b.push = push.clone();
+                            let b = Arc::new(b);
+                            let mut all = state.bindings.clone();
+                            if let Some(slot) = all.iter_mut().find(|x| x.key == key) {
+                                *slot = Arc::clone(&b);
+                            }
+                            (vec![StoreOp::Put(b)], keep_ms(&all, now, ttl), true)
+                        })
+                        .await;
+                    match r {
+                        Ok(true) if push.is_none() => {
+                            crate::metrics::global().dead_tokens_removed.inc();
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "push info not stored"),
+                    }
+                });
+            }
+            return false;
+        }
         {
             let mut map = lock(&self.inner.bindings);
             let Some(list) = map.get_mut(aor) else {
@@ -301,8 +449,33 @@ impl Registrar {
         self.inner.events.subscribe()
     }
 
-    /// Live bindings across all AORs, by the wall clock.
+    /// Shared store: deletes expired bindings of every AOR (unless another node swept
+    /// lately) and refreshes the counts [`Registrar::count`] reports.
+    pub async fn sweep_shared(&self, now_ms: u64) {
+        let Some(shared) = &self.inner.shared else {
+            return;
+        };
+        let interval = std::time::Duration::from_secs(9);
+        let r = match shared.sweep(now_ms, self.rules().ttl_secs, interval).await {
+            Ok(Some(counts)) => Ok(counts),
+            Ok(None) => shared.stats().await,
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok((bindings, aors)) => {
+                self.inner.shared_counts.0.store(bindings, Relaxed);
+                self.inner.shared_counts.1.store(aors, Relaxed);
+            }
+            Err(e) => tracing::debug!(error = %e, "shared sweep failed"),
+        }
+    }
+
+    /// Live bindings across all AORs, by the wall clock (shared store: as counted by
+    /// the last sweep).
     pub fn count(&self) -> usize {
+        if self.inner.shared.is_some() {
+            return self.inner.shared_counts.0.load(Relaxed);
+        }
         let now = unix_now_ms();
         let ttl = self.rules().ttl_secs;
         lock(&self.inner.bindings)
@@ -311,8 +484,12 @@ impl Registrar {
             .sum()
     }
 
-    /// AORs with at least one live binding, by the wall clock.
+    /// AORs with at least one live binding, by the wall clock (shared store: as
+    /// counted by the last sweep).
     pub fn aors(&self) -> usize {
+        if self.inner.shared.is_some() {
+            return self.inner.shared_counts.1.load(Relaxed);
+        }
         let now = unix_now_ms();
         let ttl = self.rules().ttl_secs;
         lock(&self.inner.bindings)
@@ -344,6 +521,20 @@ fn log_unawaited(result: Result<(), StoreError>, what: &'static str) {
     if let Err(e) = result {
         tracing::warn!(error = %e, "{what} not stored");
     }
+}
+
+/// Milliseconds from `now_ms` until the last of `list` stops being kept.
+fn keep_ms(list: &[Arc<Binding>], now_ms: u64, ttl: u64) -> u64 {
+    list.iter()
+        .map(|b| {
+            let grace = if b.push.is_some() { ttl } else { 0 };
+            b.expires_at
+                .saturating_add(grace)
+                .saturating_mul(1000)
+                .saturating_sub(now_ms)
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// Live bindings of `list`, in lookup order.

@@ -1,0 +1,278 @@
+//! Several sipwake nodes sharing their bindings in one real `redis-server`
+//! (`store.backend = "redis"`): what one node stores the others see at once,
+//! concurrent REGISTERs on two nodes both stay, Call-ID/CSeq ordering holds across
+//! nodes, Redis down means 503 (never a 200 for a binding not stored) and recovery,
+//! and a Redis restart keeps every binding.
+
+mod common;
+#[path = "common/redis_server.rs"]
+mod redis_server;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use common::*;
+use redis_server::RedisServer;
+
+/// A node of the cluster on `redis`, with its admin API on a free port.
+fn node(name: &str, redis: &RedisServer) -> (Proxy, SocketAddr) {
+    node_with(name, redis, &[])
+}
+
+/// Like [`node`], with more settings.
+fn node_with(name: &str, redis: &RedisServer, extra: &[(&str, &str)]) -> (Proxy, SocketAddr) {
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut b = ProxyBuilder::new(name)
+        .env("STORE__BACKEND", "redis")
+        .env("STORE__REDIS__URL", &redis.url())
+        .env("STORE__REDIS__TIMEOUT_MS", "300")
+        .env("ADMIN__LISTEN", &admin.to_string());
+    for (k, v) in extra {
+        b = b.env(k, v);
+    }
+    (b.start(), admin)
+}
+
+/// Sends, for each AOR, one REGISTER to `a` and one to `b` back to back, before
+/// reading any answer, so both nodes read the AOR while the other writes it; asserts
+/// every 200 and returns the UAs registered on `a` and on `b`.
+fn register_pairs_at_once(a: &Proxy, b: &Proxy, tag: &str, n: usize) -> (Vec<Ua>, Vec<Ua>) {
+    let mut on_a: Vec<Ua> = (0..n).map(|i| Ua::udp(&format!("{tag}{i}"), a)).collect();
+    let mut on_b: Vec<Ua> = (0..n).map(|i| Ua::udp(&format!("{tag}{i}"), b)).collect();
+    let mut sent = Vec::new();
+    for (ua_a, ua_b) in on_a.iter_mut().zip(on_b.iter_mut()) {
+        let ra = raw_register(ua_a);
+        let rb = raw_register(ua_b);
+        ua_a.send(&ra.1);
+        ua_b.send(&rb.1);
+        sent.push((ra.0, rb.0));
+    }
+    for (i, (ca, cb)) in sent.iter().enumerate() {
+        let r = on_a[i].expect_final(ca, "REGISTER");
+        assert_eq!(r.status(), Some(200), "{r:?}");
+        let r = on_b[i].expect_final(cb, "REGISTER");
+        assert_eq!(r.status(), Some(200), "{r:?}");
+    }
+    (on_a, on_b)
+}
+
+/// A `redis-server` in its own directory.
+fn redis(name: &str) -> RedisServer {
+    RedisServer::start(temp_dir(name))
+}
+
+/// Status and body of `GET path` on the admin API.
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect_timeout(&addr, WAIT).expect("connect to the admin API");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read the answer");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status line");
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The Contact URIs a REGISTER query for `user` on `node` returns.
+fn contacts_seen_by(node: &Proxy, user: &str) -> Vec<String> {
+    let mut q = Ua::udp(user, node);
+    let r = q.register_with(None, None);
+    assert_eq!(r.status(), Some(200), "query on {}: {r:?}", node.hostport());
+    let mut c: Vec<String> = r.contacts().iter().map(|c| uri_of(c)).collect();
+    c.sort();
+    c
+}
+
+#[test]
+fn a_binding_stored_on_one_node_is_seen_by_the_others() {
+    let redis = redis("cluster-seen");
+    let (a, _) = node("cluster-seen-a", &redis);
+    let (b, _) = node("cluster-seen-b", &redis);
+    let (c, _) = node("cluster-seen-c", &redis);
+    let mut phone = Ua::udp("alice", &a);
+    phone.register(600);
+    let want = vec![phone.contact_uri()];
+    assert_eq!(contacts_seen_by(&b, "alice"), want);
+    assert_eq!(contacts_seen_by(&c, "alice"), want);
+    // a de-registration on A is seen by B at once
+    let contact = format!("<{}>", phone.contact_uri());
+    let r = phone.register_with(Some(&contact), Some(0));
+    assert_eq!(r.status(), Some(200), "{r:?}");
+    assert!(contacts_seen_by(&b, "alice").is_empty());
+}
+
+#[test]
+fn two_devices_of_one_aor_registering_at_once_on_two_nodes_are_both_kept() {
+    let redis = redis("cluster-race");
+    let (a, _) = node("cluster-race-a", &redis);
+    let (b, _) = node("cluster-race-b", &redis);
+    const AORS: usize = 40;
+    let (on_a, on_b) = register_pairs_at_once(&a, &b, "race", AORS);
+    for i in 0..AORS {
+        let mut want = vec![on_a[i].contact_uri(), on_b[i].contact_uri()];
+        want.sort();
+        assert_eq!(
+            contacts_seen_by(&a, &format!("race{i}")),
+            want,
+            "race{i}: both devices kept"
+        );
+    }
+}
+
+#[test]
+fn max_contacts_holds_when_two_nodes_register_one_aor_at_once() {
+    // each node decides on what it read; only one decision per AOR version may land,
+    // or both nodes would add "the one allowed" contact
+    let redis = redis("cluster-max");
+    let one = [("REGISTRAR__MAX_CONTACTS", "1")];
+    let (a, _) = node_with("cluster-max-a", &redis, &one);
+    let (b, _) = node_with("cluster-max-b", &redis, &one);
+    const AORS: usize = 40;
+    let (on_a, on_b) = register_pairs_at_once(&a, &b, "max", AORS);
+    for i in 0..AORS {
+        let seen = contacts_seen_by(&b, &format!("max{i}"));
+        assert_eq!(seen.len(), 1, "max{i}: one contact at most, got {seen:?}");
+        assert!(
+            seen[0] == on_a[i].contact_uri() || seen[0] == on_b[i].contact_uri(),
+            "{seen:?}"
+        );
+    }
+}
+
+/// A REGISTER of `ua`'s Contact for 600 s under a new Call-ID: (Call-ID, text).
+fn raw_register(ua: &Ua) -> (String, String) {
+    let cid = call_id();
+    let contact = format!("<{}>", ua.contact_uri());
+    let text = build_register(
+        ua.tp.via(),
+        &ua.via_hostport,
+        &ua.user,
+        &ua.domain,
+        Some(&contact),
+        Some(600),
+        &cid,
+        1,
+        &branch(),
+        &tag(),
+    );
+    (cid, text)
+}
+
+#[test]
+fn call_id_and_cseq_ordering_holds_across_nodes() {
+    let redis = redis("cluster-cseq");
+    let (a, _) = node("cluster-cseq-a", &redis);
+    let (b, _) = node("cluster-cseq-b", &redis);
+    let mut phone = Ua::udp("carol", &a);
+    phone.register(600);
+    phone.register(600); // CSeq 2 stored
+                         // CSeq 1 of the same Call-ID, late, through the other node
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    let local = sock.local_addr().unwrap().to_string();
+    let contact = format!("<{}>", phone.contact_uri());
+    let text = build_register(
+        "UDP",
+        &local,
+        "carol",
+        DOMAIN,
+        Some(&contact),
+        Some(600),
+        &phone.reg_call_id,
+        1,
+        &branch(),
+        &tag(),
+    );
+    sock.send_to(text.as_bytes(), b.addr()).unwrap();
+    let mut buf = vec![0u8; 65536];
+    let resp = loop {
+        let (n, from) = sock.recv_from(&mut buf).expect("an answer from B");
+        let m = Msg::parse(&buf[..n], from, false).expect("a SIP message");
+        if m.status().is_some_and(|c| c >= 200) {
+            break m;
+        }
+    };
+    assert_eq!(resp.status(), Some(400), "{resp:?}");
+    assert_eq!(resp.reason(), "CSeq out of order");
+}
+
+#[test]
+fn redis_down_means_503_then_recovery() {
+    let mut redis = redis("cluster-down");
+    let (a, admin) = node("cluster-down-a", &redis);
+    let mut phone = Ua::udp("dave", &a);
+    phone.register(600);
+    assert_eq!(get(admin, "/healthz").0, 200);
+
+    redis.stop();
+    let contact = format!("<{}>", phone.contact_uri());
+    let r = phone.register_with(Some(&contact), Some(600));
+    assert_eq!(r.status(), Some(503), "REGISTER while Redis is down: {r:?}");
+    assert!(
+        r.header("Retry-After").is_some(),
+        "503 with Retry-After: {r:?}"
+    );
+    let (code, body) = get(admin, "/healthz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("shared binding store"), "{body}");
+    // a call needs a lookup: 503 too
+    let mut caller = Ua::udp("erin", &a);
+    let inv = caller.invite("dave", "");
+    let resp = caller.expect_final(&inv.call_id, "INVITE");
+    assert_eq!(resp.status(), Some(503), "{resp:?}");
+    caller.ack_non2xx(&inv, &resp);
+    assert!(a.ping().is_some(), "sipwake stays up");
+
+    redis.restart();
+    // back by itself: the connection manager reconnects
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = phone.register_with(Some(&contact), Some(600));
+        if r.status() == Some(200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no recovery: {r:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(get(admin, "/healthz").0, 200);
+    let (_, metrics) = get(admin, "/metrics");
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in /metrics"))
+    };
+    assert!(value("sipwake_redis_errors_total") >= 1.0);
+    assert!(value("sipwake_redis_reconnects_total") >= 1.0);
+    assert!(value("sipwake_redis_command_seconds_count") >= 1.0);
+}
+
+#[test]
+fn a_redis_restart_keeps_every_binding() {
+    let mut redis = redis("cluster-aof");
+    let (a, _) = node("cluster-aof-a", &redis);
+    let mut phones: Vec<Ua> = (0..20).map(|i| Ua::udp(&format!("aof{i}"), &a)).collect();
+    for p in &mut phones {
+        p.register(600);
+    }
+    redis.restart();
+    let (b, _) = node("cluster-aof-b", &redis);
+    for p in &phones {
+        assert_eq!(
+            contacts_seen_by(&b, &p.user),
+            vec![p.contact_uri()],
+            "{} kept",
+            p.user
+        );
+    }
+}
