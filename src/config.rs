@@ -49,6 +49,18 @@ pub struct Settings {
     pub limits: LimitsSettings,
     /// `[tls]`: SIP over TLS listeners and their certificate.
     pub tls: TlsSettings,
+    /// `[cluster]`: this node among several (`store.backend = "redis"`).
+    pub cluster: ClusterSettings,
+}
+
+/// `[cluster]` section: how the other nodes name and reach this one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// This node's SIP URI as the other nodes reach it (`sip:host:port`, optionally
+    /// `;transport=tcp`); a request for a phone whose flow this node holds is sent here.
+    pub advertise_uri: String,
+    /// This node's name in the shared store (bindings it owns, heartbeat, `/cluster`).
+    pub node_id: String,
 }
 
 /// `[relay]` section.
@@ -658,6 +670,77 @@ pub struct RawSettings {
     pub limits: RawLimits,
     /// `[tls]`.
     pub tls: RawTls,
+    /// `[cluster]`.
+    pub cluster: RawCluster,
+}
+
+/// Raw `[cluster]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawCluster {
+    /// Empty: `sip:<first listen address>`.
+    pub advertise_uri: String,
+    /// Empty: host:port of `advertise_uri`.
+    pub node_id: String,
+}
+
+impl RawCluster {
+    fn validate(
+        self,
+        sip: &SipSettings,
+        store: &StoreSettings,
+    ) -> Result<ClusterSettings, ConfigError> {
+        let given = self.advertise_uri.trim();
+        let advertise_uri = if given.is_empty() {
+            match sip.listen.first() {
+                Some(a) if !a.ip().is_unspecified() => format!("sip:{a}"),
+                _ if store.backend == StoreBackend::Redis => {
+                    return Err(ConfigError::invalid(
+                        "cluster.advertise_uri",
+                        "",
+                        "with store.backend = \"redis\" the other nodes must know how to reach \
+                         this one: set it (e.g. sip:10.0.0.11:5060) or listen on a specific address",
+                    ))
+                }
+                _ => String::new(),
+            }
+        } else {
+            given.to_owned()
+        };
+        let hostport = if advertise_uri.is_empty() {
+            String::new()
+        } else {
+            match crate::sip::Uri::parse(&advertise_uri) {
+                Ok(u) if u.user.is_none() && u.scheme != crate::sip::Scheme::Tel => {
+                    format!("{}:{}", u.host, u.port_or_default())
+                }
+                _ => {
+                    return Err(ConfigError::invalid(
+                        "cluster.advertise_uri",
+                        given,
+                        "expected a SIP URI without user part, e.g. sip:10.0.0.11:5060",
+                    ))
+                }
+            }
+        };
+        let id = self.node_id.trim();
+        let node_id = if id.is_empty() {
+            hostport
+        } else {
+            id.to_owned()
+        };
+        if node_id.contains(['{', '}', ' ', '*']) {
+            return Err(ConfigError::invalid(
+                "cluster.node_id",
+                node_id,
+                "must not contain braces, spaces or '*'",
+            ));
+        }
+        Ok(ClusterSettings {
+            advertise_uri,
+            node_id,
+        })
+    }
 }
 
 /// Raw `[relay]` section.
@@ -1211,6 +1294,7 @@ impl RawSettings {
         let admin = self.admin.validate()?;
         let limits = self.limits.validate()?;
         let tls = self.tls.validate(&sip)?;
+        let cluster = self.cluster.validate(&sip, &store)?;
         Ok(Settings {
             sip,
             proxy,
@@ -1225,6 +1309,7 @@ impl RawSettings {
             admin,
             limits,
             tls,
+            cluster,
         })
     }
 }
@@ -2873,6 +2958,14 @@ mod tests {
                 "[store.redis]\nkey_prefix = \"a{b}\"",
                 "store.redis.key_prefix",
             ),
+            (
+                "[sip]\nlisten = [\"0.0.0.0:5060\"]\n[store]\nbackend = \"redis\"\n\
+                 [store.redis]\nurl = \"redis://h\"",
+                "cluster.advertise_uri",
+            ),
+            ("[cluster]\nadvertise_uri = \"sip:u@h\"", "cluster.advertise_uri"),
+            ("[cluster]\nadvertise_uri = \"http://h\"", "cluster.advertise_uri"),
+            ("[cluster]\nnode_id = \"a b\"", "cluster.node_id"),
             ("[store]\npath = \"\"", "store.path"),
             ("[store]\nsynchronous = \"off\"", "store.synchronous"),
             ("[log]\nlevel = \"\"", "log.level"),

@@ -10,6 +10,7 @@ use tracing::{info, warn};
 use crate::config::{Settings, StoreBackend};
 use crate::proxy::Core;
 use crate::push::{PushError, Pusher};
+use crate::registrar::nodes::Nodes;
 use crate::registrar::{
     unix_now_ms, MemoryStore, PushRules, RedisBindings, Registrar, SqliteStore, Store, StoreError,
 };
@@ -67,9 +68,18 @@ impl Server {
                 };
                 info!(
                     url = %crate::config::redact_url(&settings.store.redis.url),
+                    node = %settings.cluster.node_id,
+                    advertise = %settings.cluster.advertise_uri,
                     "bindings shared in Redis"
                 );
-                let registrar = Registrar::new_shared(settings.registrar.clone(), shared);
+                let nodes = Arc::new(Nodes::new(
+                    settings.cluster.node_id.clone(),
+                    settings.cluster.advertise_uri.clone(),
+                ));
+                // the others are known before the first call is routed
+                nodes.beat(&shared).await?;
+                tokio::spawn(nodes.clone().run(shared.clone()));
+                let registrar = Registrar::new_shared(settings.registrar.clone(), shared, nodes);
                 (registrar, secret)
             }
             StoreBackend::Sqlite | StoreBackend::Memory => {

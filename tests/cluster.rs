@@ -111,6 +111,104 @@ fn a_binding_stored_on_one_node_is_seen_by_the_others() {
     assert!(contacts_seen_by(&b, "alice").is_empty());
 }
 
+/// Callee: receives the INVITE and answers 180 with a fresh tag.
+fn ring(callee: &mut Ua, call_id: &str) -> (Msg, String) {
+    let inv = callee.expect_request("INVITE", Some(call_id));
+    let t = tag();
+    callee.reply(&inv, 180, "Ringing", Some(&t));
+    (inv, t)
+}
+
+/// In-dialog request from `from` received by `to` without our Route entries,
+/// answered 200, and the 200 received by `from`.
+fn in_dialog(from: &mut Ua, d: &mut Dialog, to: &mut Ua, method: &str) -> Msg {
+    from.send_in_dialog(d, method, None);
+    let req = to.expect_request(method, Some(&d.call_id));
+    assert!(
+        req.header("route").is_none(),
+        "every node pops its Route entries: {req:?}"
+    );
+    to.reply(&req, 200, "OK", None);
+    from.expect_response(&d.call_id, method, "200", |c| c == 200);
+    req
+}
+
+/// `caller` (talking to `entry`) calls `callee`, whose flow `owner` holds; the call
+/// is answered, ACKed and ended with a BYE from one side.
+fn call_across(
+    caller: &mut Ua,
+    entry: &Proxy,
+    callee: &mut Ua,
+    owner: &Proxy,
+    bye_from_callee: bool,
+) {
+    let inv = caller.invite(&callee.user.clone(), "");
+    let (got, ctag) = ring(callee, &inv.call_id);
+    // the callee's INVITE comes from its own node, over its registration flow
+    assert_eq!(
+        got.from,
+        owner.addr(),
+        "INVITE relayed by the owner: {got:?}"
+    );
+    assert!(got.header("route").is_none(), "{got:?}");
+    assert_eq!(got.ruri(), callee.contact_uri());
+    let rr: Vec<String> = got
+        .values("record-route")
+        .iter()
+        .map(|v| uri_of(v))
+        .collect();
+    let names = |p: &Proxy| rr.iter().any(|r| uri_hostport(r).1 == p.port);
+    assert!(
+        names(entry) && names(owner),
+        "both nodes stay on the dialog's path: {rr:?}"
+    );
+    caller.expect_response(&inv.call_id, "INVITE", "180", |c| c == 180);
+    callee.reply(&got, 200, "OK", Some(&ctag));
+    let ok = caller.expect_response(&inv.call_id, "INVITE", "200 OK", |c| c == 200);
+    let mut cd = Dialog::uac(&inv, &ok);
+    caller.ack_2xx(&mut cd, inv.cseq);
+    let ack = callee.expect_request("ACK", Some(&inv.call_id));
+    assert_eq!(
+        ack.from,
+        owner.addr(),
+        "only the owner reaches the phone: {ack:?}"
+    );
+    let mut ed = Dialog::uas(&got, &ctag);
+    if bye_from_callee {
+        let bye = in_dialog(callee, &mut ed, caller, "BYE");
+        assert_eq!(bye.ruri(), caller.contact_uri());
+        assert_eq!(bye.from, entry.addr(), "{bye:?}");
+    } else {
+        let bye = in_dialog(caller, &mut cd, callee, "BYE");
+        assert_eq!(bye.ruri(), callee.contact_uri());
+        assert_eq!(
+            bye.from,
+            owner.addr(),
+            "only the owner reaches the phone: {bye:?}"
+        );
+    }
+}
+
+#[test]
+fn a_phone_registered_on_one_node_is_called_through_the_others() {
+    let redis = redis("cluster-call");
+    let (a, _) = node("cluster-call-a", &redis);
+    let (b, _) = node("cluster-call-b", &redis);
+    let (c, _) = node("cluster-call-c", &redis);
+    let mut udp_phone = Ua::udp("bob", &a);
+    udp_phone.register(600);
+    let mut tcp_phone = Ua::tcp("tom", &a);
+    tcp_phone.register(600);
+    for entry in [&b, &c] {
+        for bye_from_callee in [true, false] {
+            let mut caller = Ua::udp("alice", entry);
+            call_across(&mut caller, entry, &mut udp_phone, &a, bye_from_callee);
+            let mut caller = Ua::tcp("carl", entry);
+            call_across(&mut caller, entry, &mut tcp_phone, &a, bye_from_callee);
+        }
+    }
+}
+
 #[test]
 fn two_devices_of_one_aor_registering_at_once_on_two_nodes_are_both_kept() {
     let redis = redis("cluster-race");

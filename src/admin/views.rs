@@ -211,6 +211,7 @@ mod tests {
             path: Vec::new(),
             push: Some(info.to_json()),
             updated_at_ms: 1,
+            node: None,
         };
         let text = binding_json(&b, 1000).to_string();
         assert!(!text.contains("0123456789a"), "{text}");

@@ -119,6 +119,7 @@ pub fn parse_register(
         user_agent: msg.header(HeaderName::UserAgent).map(str::to_string),
         path: msg.values(HeaderName::Path).map(str::to_string).collect(),
         now_ms,
+        node: None,
     })
 }
 
@@ -190,10 +191,14 @@ pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
         return core.reply(&msg, flow, key, a.code, a.reason, &a.lines());
     }
     let now_ms = unix_now_ms();
-    let req = match parse_register(&msg, &flow, now_ms, &core.settings.push, &core.pusher()) {
+    let mut req = match parse_register(&msg, &flow, now_ms, &core.settings.push, &core.pusher()) {
         Ok(r) => r,
         Err(BadRegister(code, reason)) => return core.reply(&msg, flow, key, code, reason, &[]),
     };
+    if core.registrar.shared().is_some() {
+        // the flow is this node's: the others reach the phone through it
+        req.node = Some(core.settings.cluster.node_id.clone());
+    }
     // RFC 8599 §5.4: confirm the push service the phone named
     let pns = msg
         .values(HeaderName::Contact)

@@ -30,7 +30,8 @@ pub struct Popped {
 }
 
 /// Pops the Route values that name us (RFC 3261 §16.4) and decodes their token.
-pub fn pop_routes(core: &Core, msg: &Message) -> Popped {
+/// `arrival` is the flow the request came in on.
+pub fn pop_routes(core: &Core, msg: &Message, arrival: &Flow) -> Popped {
     let mut p = Popped::default();
     for (_, range) in msg.value_spans(HeaderName::Route) {
         let v = msg.slice(range.clone());
@@ -47,10 +48,15 @@ pub fn pop_routes(core: &Core, msg: &Message) -> Popped {
             }
             // our Record-Route for a connection we opened names its local (ephemeral)
             // port, so that the peer reuses the connection; its signed token says it
-            // is ours when the request comes back over that connection
+            // is ours when the request comes back over that connection (a token alone
+            // does not: several nodes on one host share the secret)
             Ok(u)
                 if core.is_my_host(u.host)
-                    && u.user.is_some_and(|t| core.tokens.decode(t).is_some()) =>
+                    && u.user
+                        .and_then(|t| core.tokens.decode(t))
+                        .is_some_and(|(a, b)| {
+                            [a, b].iter().flatten().any(|f| same_flow(f, arrival))
+                        }) =>
             {
                 if p.token.is_none() {
                     p.token = u.user.and_then(|t| core.tokens.decode(t));
@@ -117,7 +123,7 @@ pub fn new_request(core: &Arc<Core>, mut msg: Message, flow: Flow, local: Socket
     if looped {
         return core.reply(&msg, flow, key, 482, "Loop Detected", &[]);
     }
-    let mut popped = pop_routes(core, &msg);
+    let mut popped = pop_routes(core, &msg, &flow);
     let in_dialog = !msg.to_tag().is_empty();
     let trusted = core.settings.is_trusted(flow.remote().ip());
     if let Some(auth) = core.auth() {
@@ -128,7 +134,7 @@ pub fn new_request(core: &Arc<Core>, mut msg: Message, flow: Flow, local: Socket
             // RFC 3261 §22.3: the credentials for our realm end here
             Ok(Some(line)) => {
                 msg = crate::auth::without_line(msg, line, flow.is_udp());
-                popped = pop_routes(core, &msg);
+                popped = pop_routes(core, &msg, &flow);
             }
             Ok(None) => {}
         }
@@ -159,6 +165,25 @@ pub fn new_request(core: &Arc<Core>, mut msg: Message, flow: Flow, local: Socket
         if let Some(phone) = relay::rewritten_target(core, &msg) {
             let rr = wants_record_route(method);
             return relay::from_path(core, msg, flow, local, key, popped, phone, rr);
+        }
+    }
+
+    // several nodes: another node sends a request for a phone whose flow we hold with
+    // a Route naming us and carrying that flow's token (see wake::via_owner)
+    if core.registrar.shared().is_some() && !in_dialog && method != Method::Register {
+        if let Some((Some(phone), None)) = popped.token {
+            if !core.transport.is_open(&phone) {
+                // RFC 5626 §5.3: the flow is gone
+                return core.reply(&msg, flow, key, 430, "Flow Failed", &[]);
+            }
+            let t = Target {
+                ruri: None,
+                next: Next::Flow(phone),
+                path: Vec::new(),
+                device: None,
+            };
+            let rr = wants_record_route(method);
+            return forward::start(core, msg, flow, local, key, vec![t], popped, rr, None);
         }
     }
 
@@ -430,7 +455,7 @@ fn wants_record_route(m: Method) -> bool {
 /// An ACK that matches no server transaction: the ACK for a 2xx, routed end to end
 /// without a transaction (RFC 3261 §16.11).
 pub fn forward_ack(core: &Arc<Core>, msg: Message, flow: Flow, local: SocketAddr) {
-    let popped = pop_routes(core, &msg);
+    let popped = pop_routes(core, &msg, &flow);
     let trusted = core.settings.is_trusted(flow.remote().ip());
     let next = if let Some(n) = popped.next.clone() {
         if popped.ranges.is_empty() && !trusted {

@@ -47,6 +47,10 @@ pub struct Binding {
     pub push: Option<String>,
     /// Unix time in ms of the REGISTER that created or last refreshed this binding.
     pub updated_at_ms: u64,
+    /// Several nodes: the node that holds the binding's flow (`cluster.node_id`);
+    /// only it may send over that flow. `None` with a single node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 impl Binding {
@@ -104,6 +108,8 @@ pub struct RegisterRequest {
     pub path: Vec<String>,
     /// Current unix time in ms (injected so results are deterministic in tests).
     pub now_ms: u64,
+    /// Several nodes: this node's id, recorded as the owner of the flow.
+    pub node: Option<String>,
 }
 
 /// The Contact header fields of a REGISTER.
@@ -202,6 +208,7 @@ mod tests {
             path: vec![],
             push: None,
             updated_at_ms: 0,
+            node: None,
         }
     }
 

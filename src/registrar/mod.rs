@@ -22,6 +22,7 @@ mod admin;
 mod binding;
 mod events;
 mod memory;
+pub mod nodes;
 pub mod redis;
 mod sqlite;
 mod store;
@@ -92,6 +93,8 @@ struct Inner {
     shared: Option<Arc<RedisBindings>>,
     /// Shared mode: bindings and AORs counted by the last sweep (any node's).
     shared_counts: (AtomicUsize, AtomicUsize),
+    /// Shared mode: this node and the live others.
+    nodes: Option<Arc<nodes::Nodes>>,
 }
 
 /// How bindings that carry push info differ from plain ones.
@@ -136,13 +139,18 @@ impl Registrar {
                 order: Mutex::new(()),
                 shared: None,
                 shared_counts: (AtomicUsize::new(0), AtomicUsize::new(0)),
+                nodes: None,
             }),
         })
     }
 
     /// The registrar of one node among several, over the shared store: nothing is
     /// loaded; every REGISTER and lookup goes to Redis.
-    pub fn new_shared(settings: RegistrarSettings, shared: Arc<RedisBindings>) -> Self {
+    pub fn new_shared(
+        settings: RegistrarSettings,
+        shared: Arc<RedisBindings>,
+        nodes: Arc<nodes::Nodes>,
+    ) -> Self {
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         Self {
             inner: Arc::new(Inner {
@@ -154,8 +162,22 @@ impl Registrar {
                 order: Mutex::new(()),
                 shared: Some(shared),
                 shared_counts: (AtomicUsize::new(0), AtomicUsize::new(0)),
+                nodes: Some(nodes),
             }),
         }
+    }
+
+    /// Where the flow of `b` is, seen from this node (always `Here` for one node).
+    pub fn owner(&self, b: &Binding) -> nodes::Owner {
+        match &self.inner.nodes {
+            Some(n) => n.owner(b.node.as_deref()),
+            None => nodes::Owner::Here,
+        }
+    }
+
+    /// This node and its view of the others, when it is one of several.
+    pub fn nodes(&self) -> Option<&Arc<nodes::Nodes>> {
+        self.inner.nodes.as_ref()
     }
 
     /// The shared store, when this node is one of several.
@@ -657,6 +679,7 @@ fn plan(
             path: req.path.clone(),
             push: spec.push.clone(),
             updated_at_ms: now,
+            node: req.node.clone(),
         });
         match next.iter_mut().find(|b| b.key == *key) {
             Some(slot) => *slot = binding,

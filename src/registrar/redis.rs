@@ -312,34 +312,12 @@ impl RedisBindings {
 
     /// Every AOR with a hash (for the admin views and the sweep), by `SCAN`.
     pub async fn aors(&self) -> Result<Vec<String>, StoreError> {
-        let pattern = format!("{}:{{*", self.prefix);
         let head = self.prefix.len() + 2;
-        let mut cursor: u64 = 0;
-        let mut out = Vec::new();
-        loop {
-            let (next, keys): (u64, Vec<String>) = self
-                .run(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(1000)
-                        .clone(),
-                )
-                .await?;
-            out.extend(keys.into_iter().filter_map(|k| {
-                let inner = k.get(head..)?.strip_suffix('}')?;
-                Some(inner.to_owned())
-            }));
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
-        out.sort();
-        out.dedup();
-        Ok(out)
+        let keys = self.scan(&format!("{}:{{*", self.prefix)).await?;
+        Ok(keys
+            .into_iter()
+            .filter_map(|k| Some(k.get(head..)?.strip_suffix('}')?.to_owned()))
+            .collect())
     }
 
     /// Deletes expired bindings everywhere, if no other node swept within
@@ -406,6 +384,71 @@ impl RedisBindings {
         Ok((b.unwrap_or(0), a.unwrap_or(0)))
     }
 
+    /// Writes `node`'s heartbeat, kept for `ttl`.
+    pub async fn heartbeat(
+        &self,
+        node: &super::nodes::NodeInfo,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let key = format!("{}:node:{}", self.prefix, node.id);
+        let json = serde_json::to_string(node).map_err(|e| StoreError::Redis(e.to_string()))?;
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let _: () = self
+            .run(
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(json)
+                    .arg("PX")
+                    .arg(ms)
+                    .clone(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Every node whose heartbeat has not lapsed, by id.
+    pub async fn nodes(&self) -> Result<Vec<super::nodes::NodeInfo>, StoreError> {
+        let keys = self.scan(&format!("{}:node:*", self.prefix)).await?;
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let values: Vec<Option<String>> = self.run(redis::cmd("MGET").arg(&keys).clone()).await?;
+        let mut out: Vec<super::nodes::NodeInfo> = values
+            .into_iter()
+            .flatten()
+            .filter_map(|v| serde_json::from_str(&v).ok())
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    /// Every key matching `pattern`, by `SCAN`.
+    async fn scan(&self, pattern: &str) -> Result<Vec<String>, StoreError> {
+        let mut cursor: u64 = 0;
+        let mut out = Vec::new();
+        loop {
+            let (next, keys): (u64, Vec<String>) = self
+                .run(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .clone(),
+                )
+                .await?;
+            out.extend(keys);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
     /// The shared value `name`, set to `fresh` first if no node set it yet.
     pub async fn meta_or_init(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>, StoreError> {
         let key = format!("{}:meta:{name}", self.prefix);
@@ -467,6 +510,7 @@ mod tests {
             path: vec!["<sip:p;lr>".into()],
             push: Some("{}".into()),
             updated_at_ms: at,
+            node: None,
         };
         let json = |b: &Binding| serde_json::to_vec(b).unwrap();
         let fields = vec![

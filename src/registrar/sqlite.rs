@@ -561,6 +561,7 @@ fn load(conn: &Connection) -> Result<Vec<Binding>, StoreError> {
                 path: Vec::new(),
                 push: r.get(13)?,
                 updated_at_ms: r.get(14)?,
+                node: None,
             },
             r.get::<_, String>(12)?,
         ))
@@ -680,6 +681,7 @@ mod tests {
             path,
             push: Some(r#"{"pn-provider":"apns"}"#.into()),
             updated_at_ms: i64::MAX as u64,
+            node: None,
         })
     }
 
@@ -902,6 +904,7 @@ mod tests {
                 .map(|p| format!("<sip:proxy{p}.example;lr>"))
                 .collect(),
             now_ms: now + i as u64,
+            node: None,
         }
     }
 
