@@ -2963,8 +2963,14 @@ mod tests {
                  [store.redis]\nurl = \"redis://h\"",
                 "cluster.advertise_uri",
             ),
-            ("[cluster]\nadvertise_uri = \"sip:u@h\"", "cluster.advertise_uri"),
-            ("[cluster]\nadvertise_uri = \"http://h\"", "cluster.advertise_uri"),
+            (
+                "[cluster]\nadvertise_uri = \"sip:u@h\"",
+                "cluster.advertise_uri",
+            ),
+            (
+                "[cluster]\nadvertise_uri = \"http://h\"",
+                "cluster.advertise_uri",
+            ),
             ("[cluster]\nnode_id = \"a b\"", "cluster.node_id"),
             ("[store]\npath = \"\"", "store.path"),
             ("[store]\nsynchronous = \"off\"", "store.synchronous"),

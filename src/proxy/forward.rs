@@ -10,10 +10,9 @@ use bytes::Bytes;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tracing::{debug, debug_span, Instrument};
 
+use super::data::{Next, OwnRoutes, PushPlan, Target};
 use super::edit::{cancel_or_ack, forward_request, pop_via, RequestEdits};
 use super::park::{ParkGuard, Woken};
-use super::route::Popped;
-use super::wake::PushPlan;
 use super::Core;
 use crate::metrics::{count_push, PushKind};
 use crate::push::{CancelReason, PushResult, PushSender};
@@ -24,30 +23,6 @@ use crate::transaction::{
     TxEvent,
 };
 use crate::transport::{Flow, SendError};
-
-/// Where a branch goes.
-#[derive(Debug, Clone)]
-pub enum Next {
-    /// A known flow (a binding's, or a dialog leg from a flow token).
-    Flow(Flow),
-    /// The address a URI names (Route, Request-URI).
-    Uri(String),
-    /// The configured upstream.
-    Upstream,
-}
-
-/// One destination of a fork.
-#[derive(Debug, Clone)]
-pub struct Target {
-    /// New Request-URI (a binding's Contact), or keep.
-    pub ruri: Option<String>,
-    /// Next hop.
-    pub next: Next,
-    /// Path of the binding: becomes Route headers.
-    pub path: Vec<String>,
-    /// Index of the pushed device this target reaches, if any.
-    pub device: Option<usize>,
-}
 
 /// Why a next hop could not be reached.
 #[derive(Debug, thiserror::Error)]
@@ -214,7 +189,7 @@ pub fn start(
     local: SocketAddr,
     key: u64,
     targets: Vec<Target>,
-    popped: Popped,
+    popped: OwnRoutes,
     record_route: bool,
     plan: Option<Box<PushPlan>>,
 ) {
@@ -316,7 +291,7 @@ impl Fwd {
     /// An initial `sips:` request: each branch must go over TLS (RFC 5630). In-dialog
     /// requests follow the legs the dialog was set up on.
     fn sips(&self) -> bool {
-        self.req.to_tag().is_empty() && super::route::sips_request(&self.req)
+        self.req.to_tag().is_empty() && super::data::sips_request(&self.req)
     }
 
     fn finish_task(&mut self) {

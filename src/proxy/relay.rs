@@ -31,11 +31,11 @@ use bytes::Bytes;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tracing::{debug, debug_span, warn, Instrument};
 
+use super::data::{Decision, Next, OwnRoutes, Target};
 use super::edit::{forward_request, pop_via, RequestEdits};
-use super::forward::{self, Next, Target};
+use super::forward;
 use super::register::{self, contact_line, parse_register, public_contact, BadRegister};
-use super::route::Popped;
-use super::wake::{self, Decision};
+use super::wake;
 use super::{Core, ALLOW};
 use crate::push::token::pns_name;
 use crate::registrar::{unix_now_ms, Binding, Contacts, RegisterOutcome, RegisterRequest};
@@ -106,7 +106,7 @@ pub fn register(
     flow: Flow,
     local: SocketAddr,
     key: u64,
-    popped: Popped,
+    popped: OwnRoutes,
 ) {
     let now_ms = unix_now_ms();
     let req = match parse_register(&msg, &flow, now_ms, &core.settings.push, &core.pusher()) {
@@ -620,7 +620,7 @@ pub fn from_path(
     flow: Flow,
     local: SocketAddr,
     key: u64,
-    popped: Popped,
+    popped: OwnRoutes,
     phone: Flow,
     record_route: bool,
 ) {
@@ -645,12 +645,7 @@ pub fn from_path(
         if rewritten || !core.transport.is_open(&phone) {
             return core.reply(&msg, flow, key, 480, "Temporarily Unavailable", &[]);
         }
-        let t = Target {
-            ruri: None,
-            next: Next::Flow(phone),
-            path: Vec::new(),
-            device: None,
-        };
+        let t = Target::to(Next::Flow(phone));
         return forward::start(
             core,
             msg,

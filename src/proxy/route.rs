@@ -3,36 +3,24 @@
 //! rules that keep sipwake from being an open relay.
 
 use std::net::SocketAddr;
-use std::ops::Range;
 use std::sync::Arc;
 
 use tracing::debug;
 
+use super::data::{sips_request, Decision, Next, OwnRoutes, Target};
 use super::edit::{forward_request, RequestEdits};
-use super::forward::{self, Next, Target};
-use super::wake::{self, Decision};
+use super::{forward, wake};
 use super::{register, relay, Core, ALLOW};
 use crate::registrar::unix_now_ms;
 use crate::sip::header::NameAddr;
-use crate::sip::{HeaderName, Message, Method, Scheme, Uri, Via};
+use crate::sip::{HeaderName, Message, Method, Uri, Via};
 use crate::transaction::{BranchGen, ServerEntry};
 use crate::transport::Flow;
 
-/// Our own Route entries at the top of a request, and the flow token they carried.
-#[derive(Debug, Default)]
-pub struct Popped {
-    /// Ranges of the Route values that name us.
-    pub ranges: Vec<Range<usize>>,
-    /// Flows from the first valid flow token.
-    pub token: Option<(Option<Flow>, Option<Flow>)>,
-    /// The first Route value that is not ours, if any.
-    pub next: Option<String>,
-}
-
 /// Pops the Route values that name us (RFC 3261 §16.4) and decodes their token.
 /// `arrival` is the flow the request came in on.
-pub fn pop_routes(core: &Core, msg: &Message, arrival: &Flow) -> Popped {
-    let mut p = Popped::default();
+pub fn pop_routes(core: &Core, msg: &Message, arrival: &Flow) -> OwnRoutes {
+    let mut p = OwnRoutes::default();
     for (_, range) in msg.value_spans(HeaderName::Route) {
         let v = msg.slice(range.clone());
         let Ok(na) = NameAddr::parse(v, "Route") else {
@@ -145,12 +133,7 @@ pub fn new_request(core: &Arc<Core>, mut msg: Message, flow: Flow, local: Socket
             return core.reply(&msg, flow, key, 403, "Forbidden (foreign Route)", &[]);
         }
         let rr = !in_dialog && wants_record_route(method);
-        let t = Target {
-            ruri: None,
-            next: Next::Uri(next),
-            path: Vec::new(),
-            device: None,
-        };
+        let t = Target::to(Next::Uri(next));
         return forward::start(core, msg, flow, local, key, vec![t], popped, rr, None);
     }
 
@@ -215,12 +198,7 @@ pub fn new_request(core: &Arc<Core>, mut msg: Message, flow: Flow, local: Socket
             }
         };
         if let Some(next) = next {
-            let t = Target {
-                ruri: None,
-                next,
-                path: Vec::new(),
-                device: None,
-            };
+            let t = Target::to(next);
             return forward::start(core, msg, flow, local, key, vec![t], popped, false, None);
         }
     }
@@ -336,7 +314,7 @@ fn to_foreign(
     flow: Flow,
     local: SocketAddr,
     key: u64,
-    popped: Popped,
+    popped: OwnRoutes,
     method: Method,
 ) {
     let next = if core.settings.upstream.uri.is_some() {
@@ -344,20 +322,9 @@ fn to_foreign(
     } else {
         Next::Uri(msg.request_uri().to_string())
     };
-    let t = Target {
-        ruri: None,
-        next,
-        path: Vec::new(),
-        device: None,
-    };
+    let t = Target::to(next);
     let rr = wants_record_route(method);
     forward::start(core, msg, flow, local, key, vec![t], popped, rr, None)
-}
-
-/// True for a request whose Request-URI is `sips:`: every hop it takes must be TLS
-/// (RFC 3261 §26.2.2, RFC 5630).
-pub fn sips_request(msg: &Message) -> bool {
-    Uri::parse(msg.request_uri()).is_ok_and(|u| u.scheme == Scheme::Sips)
 }
 
 fn binding_flow(b: &crate::registrar::Binding) -> Option<Flow> {
@@ -395,7 +362,7 @@ struct ToUser {
     flow: Flow,
     local: SocketAddr,
     key: u64,
-    popped: Popped,
+    popped: OwnRoutes,
     aor: String,
     in_dialog: bool,
     trusted: bool,

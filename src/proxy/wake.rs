@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::forward::{Next, Target};
+use super::data::{Decision, Next, PushDevice, PushPlan, Target};
 use super::Core;
 use crate::config::PushPolicy;
 use crate::push::{CallPush, PushInfo};
@@ -14,43 +14,6 @@ use crate::registrar::Binding;
 use crate::sip::header::unquote;
 use crate::sip::{HeaderName, Message, Method, NameAddr, Uri};
 use crate::transport::Flow;
-
-/// A device to push for one call.
-#[derive(Debug, Clone)]
-pub struct PushDevice {
-    /// Binding key (device identity within the AOR).
-    pub key: String,
-    /// Where to push.
-    pub info: PushInfo,
-    /// The device got the INVITE (so no cancel notice is due).
-    pub got_invite: bool,
-    /// The push went out (only then a cancel notice makes sense).
-    pub pushed: bool,
-    /// The provider refused the push or reported the token dead: no notice follows.
-    pub failed: bool,
-}
-
-/// The push side of one call.
-#[derive(Debug, Clone)]
-pub struct PushPlan {
-    /// The called AOR (where woken bindings appear).
-    pub aor: String,
-    /// The per-call hint, in the push and in `X-PushHint`.
-    pub hint: String,
-    /// What the pushes carry.
-    pub call: CallPush,
-    /// Devices pushed.
-    pub devices: Vec<PushDevice>,
-}
-
-/// How a local user's request is to be handled.
-#[derive(Debug)]
-pub enum Decision {
-    /// Forward to these targets (with pushes when a plan is given).
-    Forward(Vec<Target>, Option<Box<PushPlan>>),
-    /// Answer this final response.
-    Answer(u16, &'static str),
-}
 
 /// A binding's push info, when a configured provider can reach it.
 pub fn push_info(core: &Core, b: &Binding) -> Option<PushInfo> {

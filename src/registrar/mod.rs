@@ -256,6 +256,10 @@ impl Registrar {
             plan.ops,
             Box::new(move |result| {
                 this.publish(events);
+                // Let go of the registrar before the waiter runs on: otherwise this
+                // thread (the store's) may hold the last handle and drop the store
+                // from inside its own thread.
+                drop(this);
                 then(match result {
                     Ok(()) => Ok(RegisterOutcome::Ok { bindings }),
                     Err(e) => {

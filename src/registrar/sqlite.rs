@@ -265,6 +265,11 @@ impl Drop for SqliteStore {
         // Disconnecting the channel ends the thread's loop once the queue is drained.
         drop(self.jobs.take());
         if let Some(worker) = self.worker.take() {
+            // Dropped from a commit callback on the store thread itself: it cannot join
+            // itself; it ends on its own once the queue it is draining is empty.
+            if worker.thread().id() == std::thread::current().id() {
+                return;
+            }
             if worker.join().is_err() {
                 tracing::warn!(path = %self.path.display(), "store thread panicked");
             }

@@ -801,7 +801,7 @@ l: 0\r\n\r\n";
 
     #[test]
     fn bytes_past_content_length_are_dropped() {
-        // found by tests/properties.rs: the extra bytes were forwarded, and over TCP
+        // found by tests/it/properties.rs: the extra bytes were forwarded, and over TCP
         // they would have become a second, unchecked request
         let raw = "OPTIONS sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\nBYE sip:victim SIP/2.0\r\n";
         let m = Message::parse(Bytes::from(raw), true).unwrap();
@@ -816,7 +816,7 @@ l: 0\r\n\r\n";
 
     #[test]
     fn datagram_without_empty_line_gets_one() {
-        // found by tests/properties.rs: forwarded as is, it could not be framed on TCP
+        // found by tests/it/properties.rs: forwarded as is, it could not be framed on TCP
         let raw = "OPTIONS sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n";
         let m = Message::parse(Bytes::from(raw), true).unwrap();
         m.validate().unwrap();
@@ -827,7 +827,7 @@ l: 0\r\n\r\n";
 
     #[test]
     fn folded_value_ending_in_blank_continuation_is_trimmed() {
-        // found by tests/properties.rs: the value kept the CRLF before a continuation
+        // found by tests/it/properties.rs: the value kept the CRLF before a continuation
         // line of only blanks, and a response copying it had an empty line mid-header
         let raw = "OPTIONS sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1 \t\r\n \t\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n";
         let m = Message::parse(Bytes::from(raw), true).unwrap();
@@ -847,7 +847,7 @@ l: 0\r\n\r\n";
         assert_eq!(stream_frame_len(raw, 1000).unwrap(), Some(raw.len() - 4));
         assert_eq!(stream_frame_len(&raw[..20], 1000).unwrap(), None);
         assert!(stream_frame_len(b"X\r\nContent-Length: -1\r\n\r\n", 1000).is_err());
-        // found by tests/properties.rs: a folded Content-Length (legal, and accepted by
+        // found by tests/it/properties.rs: a folded Content-Length (legal, and accepted by
         // the parser) made the framer close the connection
         let raw = b"OPTIONS sip:x SIP/2.0\r\nl:\r\n 3  \r\nCSeq: 1\r\n OPTIONS\r\n\r\nabcNEXT";
         assert_eq!(stream_frame_len(raw, 1000).unwrap(), Some(raw.len() - 4));

@@ -1,13 +1,11 @@
 //! Bad input: random and mutated datagrams and TCP streams must not kill sipwake;
 //! unparseable requests get a 400 naming the fault; keep-alives are absorbed.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// Valid messages to start mutations from, addressed to the proxy from `local`.
 fn seeds(proxy: SocketAddr, local: SocketAddr) -> Vec<String> {

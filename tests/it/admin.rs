@@ -5,18 +5,16 @@
 //! `480`); `/calls` shows a call parked for a sleeping phone; `/push-test` reaches the
 //! webhook and APNs stand-ins and reports their answers; the bearer token is enforced.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::mock_apns::{MockApns, Pki, SigningKey};
-use common::mock_http::MockHttp;
-use common::push_phone::{fall_asleep, register_raw};
-use common::*;
+use crate::common::mock_apns::{MockApns, Pki, SigningKey};
+use crate::common::mock_http::MockHttp;
+use crate::common::push_phone::{fall_asleep, register_raw};
+use crate::common::*;
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------------

@@ -4,16 +4,12 @@
 //! nodes, Redis down means 503 (never a 200 for a binding not stored) and recovery,
 //! and a Redis restart keeps every binding.
 
-mod common;
-#[path = "common/redis_server.rs"]
-mod redis_server;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::*;
-use redis_server::RedisServer;
+use crate::common::redis_server::RedisServer;
+use crate::common::*;
 
 /// A node of the cluster on `redis`, with its admin API on a free port.
 fn node(name: &str, redis: &RedisServer) -> (Proxy, SocketAddr) {

@@ -1,6 +1,6 @@
 //! SIPp scenarios from `sipp-scenarios/` against the real binary: REGISTER of 1,000
 //! users, 500 calls over UDP and over TCP from a SIPp UAC to a registered SIPp UAS,
-//! and CANCEL before answer. Skipped (with a notice) when `sipp` is not installed;
+//! and CANCEL before answer. Fails when `sipp` is not installed;
 //! `.ci/run` installs it.
 //!
 //! The UAS must be registered from where it can be reached:
@@ -12,8 +12,6 @@
 //!   registers the UAS over its own connection to sipwake and then relays that
 //!   connection, byte for byte, to the SIPp UAS's listening port.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -21,26 +19,26 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// SIPp runs one at a time: they are CPU-hungry and time-bounded.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 const CALLS: u32 = 500;
 
-fn sipp_available() -> bool {
+/// Fails the test when `sipp` is not on PATH: CI installs it (`.ci/run`, the Debian
+/// package sip-tester), and a scenario that did not run must not pass.
+fn require_sipp() {
     let found = Command::new("sipp")
         .arg("-v")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok();
-    if !found {
-        eprintln!(
-            "notice: sipp not found on PATH; SIPp scenarios skipped (.ci/run installs sip-tester)"
-        );
-    }
-    found
+    assert!(
+        found,
+        "sipp not found on PATH: install the Debian package sip-tester (.ci/run does)"
+    );
 }
 
 fn scenario(name: &str) -> String {
@@ -172,9 +170,7 @@ fn lock() -> std::sync::MutexGuard<'static, ()> {
 
 #[test]
 fn sipp_register_thousand_users() {
-    if !sipp_available() {
-        return;
-    }
+    require_sipp();
     let _serial = lock();
     let proxy = Proxy::start("sipp-register");
     let dir = temp_dir("sipp-register-run");
@@ -215,9 +211,7 @@ fn sipp_register_thousand_users() {
 
 #[test]
 fn sipp_calls_over_udp() {
-    if !sipp_available() {
-        return;
-    }
+    require_sipp();
     let _serial = lock();
     let proxy = Proxy::start("sipp-udp");
     let dir = temp_dir("sipp-udp-run");
@@ -350,9 +344,7 @@ impl Drop for Relay {
 
 #[test]
 fn sipp_calls_over_tcp() {
-    if !sipp_available() {
-        return;
-    }
+    require_sipp();
     let _serial = lock();
     let proxy = Proxy::start("sipp-tcp");
     let dir = temp_dir("sipp-tcp-run");
@@ -391,9 +383,7 @@ fn sipp_calls_over_tcp() {
 
 #[test]
 fn sipp_cancel_before_answer() {
-    if !sipp_available() {
-        return;
-    }
+    require_sipp();
     let _serial = lock();
     let proxy = Proxy::start("sipp-cancel");
     let dir = temp_dir("sipp-cancel-run");
@@ -483,12 +473,10 @@ fn wait_registered(proxy: &Proxy, user: &str, port: u16) {
 
 #[test]
 fn sipp_sleeping_phone_woken_by_push_gets_the_invite_with_x_pushhint() {
-    if !sipp_available() {
-        return;
-    }
+    require_sipp();
     let _serial = lock();
     // The push goes to a webhook receiver that answers 200.
-    let hook = common::mock_http::MockHttp::start();
+    let hook = crate::common::mock_http::MockHttp::start();
     hook.route("/push", 200, "{}");
     let proxy = ProxyBuilder::new("sipp-push")
         .env("PUSH__WEBHOOK__URL", &format!("{}/push", hook.base_url()))

@@ -8,13 +8,11 @@
 //! 127.0.0.3, the only trusted address. The digest client below is the test's own
 //! (it shares only the hash crates with sipwake).
 
-mod common;
-
 use std::fs;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use md5::Md5;
 use sha2::{Digest, Sha256};
 

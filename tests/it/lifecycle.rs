@@ -4,14 +4,12 @@
 //! log filter and push endpoint without dropping a call, and survives a bad file; the
 //! JSON log parses and carries one outcome line per call.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::mock_http::MockHttp;
-use common::push_phone::{call_from, expect_invite_with_hint, fall_asleep, register_ok};
-use common::*;
+use crate::common::mock_http::MockHttp;
+use crate::common::push_phone::{call_from, expect_invite_with_hint, fall_asleep, register_ok};
+use crate::common::*;
 use serde_json::Value;
 
 /// Short wait for something that must not happen.

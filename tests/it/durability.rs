@@ -1,12 +1,10 @@
 //! Durability: 1,000 bindings registered on the SQLite store survive `kill -9`.
 
-mod common;
-
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const USERS: usize = 1000;
 const WINDOW: usize = 64;

@@ -22,7 +22,7 @@ impl RedisServer {
     pub fn start(dir: PathBuf) -> RedisServer {
         let mut r = RedisServer {
             child: None,
-            port: super::common::free_port(),
+            port: super::free_port(),
             dir,
         };
         r.spawn();

@@ -1,8 +1,6 @@
 //! Registrar behaviour of the real binary over UDP and TCP (RFC 3261 §10.3).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 /// (Contact URI, expires param) of every Contact in a REGISTER response.
 fn listed(resp: &Msg) -> Vec<(String, Option<u32>)> {
@@ -266,7 +264,7 @@ fn push_parameters_never_echoed() {
     let proxy = Proxy::start("reg-push");
     let mut a = Ua::udp("jane", &proxy);
     let contact = format!(
-        // no pn-provider: with none configured that would be 555 (tests/push.rs)
+        // no pn-provider: with none configured that would be 555 (tests/it/push.rs)
         "<{};pn-param=ABCD1234.com.example.voip;pn-prid=00fc13adff785122b4ad28809a3420982341241421348097878e577c991de8f0;xToken=secret-token>",
         a.contact_uri()
     );

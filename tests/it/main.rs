@@ -1,0 +1,25 @@
+//! The integration tests, one binary: each module below was once a binary of its own,
+//! all sharing the harness in `common` (the proxy process, SIP messages, phones, push
+//! service stand-ins). One binary compiles that harness once and links once.
+//!
+//! Run one part with a filter: `cargo nextest run --test it push_apns::`.
+
+mod common;
+
+mod admin;
+mod auth;
+mod calls;
+mod cluster;
+mod conformance;
+mod durability;
+mod flood;
+mod lifecycle;
+mod properties;
+mod push;
+mod push_apns;
+mod push_fcm;
+mod registrar;
+mod relay;
+mod robustness;
+mod sipp;
+mod tls;
