@@ -204,6 +204,8 @@ pub struct Metrics {
     pub redis_reconnects: Counter,
     /// Binding writes retried because another node changed the AOR first.
     pub redis_conflicts: Counter,
+    /// Another node's REGISTER to its binding event arriving here.
+    pub redis_event_lag: Histogram,
     started: OnceLock<Instant>,
 }
 
@@ -250,6 +252,7 @@ impl Metrics {
             redis_errors: Counter::new(),
             redis_reconnects: Counter::new(),
             redis_conflicts: Counter::new(),
+            redis_event_lag: Histogram::new(&COMMIT_BOUNDS),
             started: OnceLock::new(),
         }
     }
@@ -438,6 +441,11 @@ impl Metrics {
             "sipwake_redis_reconnects_total",
             "Times Redis answered again after failing.",
             self.redis_reconnects.get(),
+        );
+        self.redis_event_lag.render(
+            out,
+            "sipwake_redis_event_lag_seconds",
+            "Another node's REGISTER to its binding event arriving here (pub/sub lag, clocks of both nodes).",
         );
         counter(
             out,

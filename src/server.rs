@@ -174,6 +174,7 @@ impl Server {
         if let Some(auth) = auth {
             core.set_auth(auth);
         }
+        crate::proxy::cluster::start(&core);
         let handler = core.make_handler();
         transport.start(listeners, handler);
         crate::metrics::global().mark_start();

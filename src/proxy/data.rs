@@ -57,6 +57,10 @@ pub struct OwnRoutes {
     pub token: Option<(Option<Flow>, Option<Flow>)>,
     /// The first Route value that is not ours, if any.
     pub next: Option<String>,
+    /// Several nodes: the request comes from another node for a phone whose flow we
+    /// hold (its Route carried a token only nodes mint), so the wake hint it carries
+    /// is ours and passes.
+    pub from_node: bool,
 }
 
 /// A device to push for one call.

@@ -16,6 +16,7 @@ use super::park::{ParkGuard, Woken};
 use super::Core;
 use crate::metrics::{count_push, PushKind};
 use crate::push::{CancelReason, PushResult, PushSender};
+use crate::registrar::nodes::Owner;
 use crate::registrar::{unix_now_ms, Binding};
 use crate::sip::{builder, HeaderName, Message, Method, Uri};
 use crate::transaction::{
@@ -130,6 +131,15 @@ struct Branch {
     ringing: bool,
 }
 
+/// A woken phone registered on another node, the way to that node resolved.
+struct WokenVia {
+    binding: Arc<Binding>,
+    /// To the node holding the phone's flow.
+    flow: Flow,
+    /// Route set: that node (with the flow token), then the binding's Path.
+    path: Vec<String>,
+}
+
 /// One push finished.
 struct PushDone {
     device: usize,
@@ -161,6 +171,8 @@ struct Fwd {
     tx: Option<UnboundedSender<TxEvent>>,
     local: SocketAddr,
     popped: Vec<std::ops::Range<usize>>,
+    /// The request came from another node of the cluster (its hint passes).
+    from_node: bool,
     record_route: bool,
     loop_hash: u64,
     untrusted: bool,
@@ -227,6 +239,7 @@ pub fn start(
         tx: Some(tx),
         local,
         popped: popped.ranges,
+        from_node: popped.from_node,
         record_route,
         untrusted,
         push: None,
@@ -315,6 +328,7 @@ impl Fwd {
                 return false;
             }
         };
+        super::cluster::parked(&self.core, &plan.aor);
         for (i, d) in plan.devices.iter_mut().enumerate() {
             d.pushed = true;
             debug!(aor = %plan.aor, token = d.info.short_token(), provider = %d.info.provider, "push");
@@ -377,7 +391,12 @@ impl Fwd {
             .map(|p| vec![format!("{}: {}", push.hint_header, p.plan.hint)])
             .unwrap_or_default();
         // a hint or token from outside never passes: only ours is believed
-        let strip_named = [push.hint_header.as_str(), push.token_header.as_str()];
+        let strip_named: &[&str] = if self.from_node {
+            // another node pushed and woke this phone: its hint is the push's
+            &[push.token_header.as_str()]
+        } else {
+            &[push.hint_header.as_str(), push.token_header.as_str()]
+        };
         let strip: &[HeaderName] = if self.untrusted {
             &[HeaderName::PAssertedIdentity]
         } else {
@@ -395,7 +414,7 @@ impl Fwd {
             record_route: rr,
             push_routes: path.to_vec(),
             strip,
-            strip_named: &strip_named,
+            strip_named,
             extra: &extra,
         };
         let request = forward_request(&self.req, &edits);
@@ -452,9 +471,48 @@ impl Fwd {
         if binding.aor != p.plan.aor || !binding.is_live(unix_now_ms()) {
             return;
         }
-        let Some(flow) = binding.flow.as_deref().and_then(|f| f.parse::<Flow>().ok()) else {
+        let flow = match self.core.registrar.owner(&binding) {
+            Owner::Here => binding.flow.as_deref().and_then(|f| f.parse::<Flow>().ok()),
+            Owner::There(uri) => {
+                // registered on another node: the call goes through it, once its
+                // address is resolved (off this task)
+                let Some(t) = super::wake::via_owner(&self.core, &binding, &uri) else {
+                    return;
+                };
+                let (core, tx) = (self.core.clone(), self.tx.clone());
+                tokio::spawn(async move {
+                    match resolve(&core, &t.next, None).await {
+                        Ok(flow) => {
+                            if let Some(tx) = tx {
+                                let via = WokenVia {
+                                    binding,
+                                    flow,
+                                    path: t.path,
+                                };
+                                let _ = tx.send(TxEvent::Upper(Box::new(via)));
+                            }
+                        }
+                        Err(e) => debug!(error = %e, "owner of a woken phone unreachable"),
+                    }
+                });
+                return;
+            }
+            Owner::Gone => None,
+        };
+        let Some(flow) = flow else {
             return;
         };
+        let path = binding.path.clone();
+        self.hand_over(binding, flow, path);
+    }
+
+    /// Starts the branch of a woken phone's binding: over its flow, or (registered on
+    /// another node) over `flow` to that node with `path` naming it first.
+    fn hand_over(&mut self, binding: Arc<Binding>, flow: Flow, path: Vec<String>) {
+        if self.server.is_final() || self.got_2xx || self.declined {
+            return;
+        }
+        let Some(p) = self.push.as_ref() else { return };
         if !flow.is_tls() && self.sips() {
             return; // a woken phone without TLS cannot take a sips: call
         }
@@ -481,7 +539,6 @@ impl Fwd {
             self.drop_branch(i);
         }
         debug!(aor = %binding.aor, "woken phone gets the call");
-        let path = binding.path.clone();
         self.start_branch(
             flow,
             Some(&binding.contact),
@@ -655,7 +712,17 @@ impl Fwd {
                 Ok(w) => self.on_woken(w.0),
                 Err(ev) => match ev.downcast::<PushDone>() {
                     Ok(done) => self.on_push_done(*done),
-                    Err(ev) => self.describe(ev),
+                    Err(ev) => match ev.downcast::<WokenVia>() {
+                        Ok(v) => {
+                            let WokenVia {
+                                binding,
+                                flow,
+                                path,
+                            } = *v;
+                            self.hand_over(binding, flow, path)
+                        }
+                        Err(ev) => self.describe(ev),
+                    },
                 },
             },
         }

@@ -10,6 +10,7 @@
 pub mod anchors;
 pub mod calllog;
 pub mod calls;
+pub mod cluster;
 pub mod data;
 pub mod dialogs;
 pub mod edit;

@@ -166,6 +166,7 @@ pub fn new_request(core: &Arc<Core>, mut msg: Message, flow: Flow, local: Socket
                 device: None,
             };
             let rr = wants_record_route(method);
+            popped.from_node = true;
             return forward::start(core, msg, flow, local, key, vec![t], popped, rr, None);
         }
     }

@@ -46,7 +46,7 @@ fn flow_timeout_ms(core: &Core) -> u64 {
 /// with a Route naming it and carrying the flow token, as an edge proxy's Path entry
 /// would (RFC 3327, RFC 5626 §5.3); that node relays it over the flow. `None` when
 /// the stored flow is unreadable.
-fn via_owner(core: &Core, b: &Binding, owner_uri: &str) -> Option<Target> {
+pub fn via_owner(core: &Core, b: &Binding, owner_uri: &str) -> Option<Target> {
     let flow: Flow = b.flow.as_deref()?.parse().ok()?;
     let token = core.tokens.encode(Some(flow), None);
     let route = owner_route(owner_uri, &token)?;

@@ -111,7 +111,7 @@ impl Registrar {
                             key: b.key.clone(),
                         })
                         .collect();
-                    (ops, 0, state.bindings.clone())
+                    (ops, 0, String::new(), state.bindings.clone())
                 })
                 .await?;
             let kept = removed.iter().filter(|b| b.is_kept(now, ttl)).count();

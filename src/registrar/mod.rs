@@ -24,6 +24,7 @@ mod events;
 mod memory;
 pub mod nodes;
 pub mod redis;
+pub mod remote;
 mod sqlite;
 mod store;
 
@@ -306,10 +307,12 @@ impl Registrar {
                     Ok(plan) => {
                         let keep = keep_ms(&plan.bindings, now, rules.ttl_secs);
                         let bindings = live_sorted(&plan.bindings, now, rules.ttl_secs);
+                        // published with the write, for calls parked on other nodes
+                        let wire = remote::encode(req.node.as_deref().unwrap_or(""), &plan.events);
                         let out = (RegisterOutcome::Ok { bindings }, plan.events);
-                        (plan.ops, keep, out)
+                        (plan.ops, keep, wire, out)
                     }
-                    Err(outcome) => (Vec::new(), 0, (outcome, Vec::new())),
+                    Err(outcome) => (Vec::new(), 0, String::new(), (outcome, Vec::new())),
                 }
             })
             .await;
@@ -419,12 +422,12 @@ impl Registrar {
                         .update(&aor, |state| {
                             let now = unix_now_ms();
                             let Some(old) = state.bindings.iter().find(|b| b.key == key) else {
-                                return (Vec::new(), 0, false);
+                                return (Vec::new(), 0, String::new(), false);
                             };
                             if only_if_registered_before_ms.is_some_and(|t| old.updated_at_ms >= t)
                                 || old.push == push
                             {
-                                return (Vec::new(), 0, false);
+                                return (Vec::new(), 0, String::new(), false);
                             }
                             let mut b = Binding::clone(old);
                             b.push = push.clone();
@@ -433,7 +436,8 @@ impl Registrar {
                             if let Some(slot) = all.iter_mut().find(|x| x.key == key) {
                                 *slot = Arc::clone(&b);
                             }
-                            (vec![StoreOp::Put(b)], keep_ms(&all, now, ttl), true)
+                            let keep = keep_ms(&all, now, ttl);
+                            (vec![StoreOp::Put(b)], keep, String::new(), true)
                         })
                         .await;
                     match r {
@@ -532,6 +536,12 @@ impl Registrar {
     /// The limits in force.
     pub fn settings(&self) -> &RegistrarSettings {
         &self.inner.settings
+    }
+
+    /// Announces an event another node committed (see [`remote`]) to this node's
+    /// subscribers, as if it had been committed here.
+    pub fn publish_remote(&self, event: BindingEvent) {
+        self.publish(vec![event]);
     }
 
     fn publish(&self, events: Vec<BindingEvent>) {

@@ -54,13 +54,16 @@ const TTL_MARGIN_MS: u64 = 60_000;
 /// Applies a planned change if nobody changed the AOR since it was read.
 ///
 /// KEYS[1]: the AOR's hash. ARGV[1]: version read ("" when the key was absent);
-/// ARGV[2]: new TTL in ms; ARGV[3]: number of fields to delete; then those fields;
-/// then field/value pairs to set. Returns 1 when applied, 0 on a version mismatch.
+/// ARGV[2]: new TTL in ms; ARGV[3]: channel for the binding events; ARGV[4]: the
+/// events ("" for none), published only when the change is applied; ARGV[5]: number
+/// of fields to delete; then those fields; then field/value pairs to set. Returns 1
+/// when applied, 0 on a version mismatch.
 const CAS: &str = r"
 local v = redis.call('HGET', KEYS[1], 'v')
 if (v or '') ~= ARGV[1] then return 0 end
-local n = tonumber(ARGV[3])
-local i = 4
+if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
+local n = tonumber(ARGV[5])
+local i = 6
 for _ = 1, n do
   redis.call('HDEL', KEYS[1], ARGV[i])
   i = i + 1
@@ -112,6 +115,7 @@ return left
 
 /// The Redis side of the registrar (see the module doc).
 pub struct RedisBindings {
+    client: redis::Client,
     conn: ConnectionManager,
     prefix: String,
     timeout: Duration,
@@ -158,6 +162,7 @@ impl RedisBindings {
         }
         info = info.set_redis_settings(rs);
         let client = redis::Client::open(info).map_err(redis_err)?;
+        let pubsub_client = client.clone();
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(settings.timeout))
             .set_response_timeout(Some(settings.timeout))
@@ -171,6 +176,7 @@ impl RedisBindings {
         .map_err(|_| StoreError::Redis("no answer from Redis".into()))?
         .map_err(redis_err)?;
         let this = Self {
+            client: pubsub_client,
             conn,
             prefix: settings.key_prefix.clone(),
             timeout: settings.timeout,
@@ -251,17 +257,33 @@ impl RedisBindings {
         Ok(decode(aor, fields))
     }
 
+    /// The channel every binding event is published on.
+    pub fn channel(&self) -> String {
+        format!("{}:events", self.prefix)
+    }
+
+    /// A connection for receiving published events (not multiplexed).
+    pub async fn pubsub(&self) -> Result<redis::aio::PubSub, StoreError> {
+        let c = self.client.clone();
+        self.timed(async move { c.get_async_pubsub().await }).await
+    }
+
     /// Writes `ops` for `aor` if its version is still `version`; `keep_ms` is the
-    /// longest time any binding left is kept. False: another node came first.
+    /// longest time any binding left is kept; `events` (may be empty) is published
+    /// on [`RedisBindings::channel`] in the same step. False: another node came first.
     pub async fn write(
         &self,
         aor: &str,
         version: &str,
         ops: &[StoreOp],
         keep_ms: u64,
+        events: &str,
     ) -> Result<bool, StoreError> {
         let mut inv = self.cas.key(self.key(aor));
-        inv.arg(version).arg(keep_ms.saturating_add(TTL_MARGIN_MS));
+        inv.arg(version)
+            .arg(keep_ms.saturating_add(TTL_MARGIN_MS))
+            .arg(self.channel())
+            .arg(events);
         let dels: Vec<String> = ops
             .iter()
             .filter_map(|op| match op {
@@ -291,17 +313,22 @@ impl RedisBindings {
     }
 
     /// Reads, lets `change` decide, and writes back, again and again while other
-    /// nodes win the race. `change` returns the ops, the longest keep time in ms and
-    /// a result; `None` ops: nothing to write.
+    /// nodes win the race. `change` returns the ops, the longest keep time in ms,
+    /// the events to publish with the write (may be empty) and a result; no ops:
+    /// nothing to write.
     pub async fn update<R>(
         &self,
         aor: &str,
-        mut change: impl FnMut(&AorState) -> (Vec<StoreOp>, u64, R),
+        mut change: impl FnMut(&AorState) -> (Vec<StoreOp>, u64, String, R),
     ) -> Result<R, StoreError> {
         for _ in 0..MAX_TRIES {
             let state = self.read(aor).await?;
-            let (ops, keep_ms, out) = change(&state);
-            if ops.is_empty() || self.write(aor, &state.version, &ops, keep_ms).await? {
+            let (ops, keep_ms, events, out) = change(&state);
+            if ops.is_empty()
+                || self
+                    .write(aor, &state.version, &ops, keep_ms, &events)
+                    .await?
+            {
                 return Ok(out);
             }
         }

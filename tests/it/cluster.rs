@@ -2,12 +2,15 @@
 //! (`store.backend = "redis"`): what one node stores the others see at once,
 //! concurrent REGISTERs on two nodes both stay, Call-ID/CSeq ordering holds across
 //! nodes, Redis down means 503 (never a 200 for a binding not stored) and recovery,
-//! and a Redis restart keeps every binding.
+//! a Redis restart keeps every binding, calls reach a phone through the node that
+//! holds its flow, and a call parked on one node is woken by a REGISTER on another.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
+use crate::common::mock_http::MockHttp;
+use crate::common::push_phone::register_raw;
 use crate::common::redis_server::RedisServer;
 use crate::common::*;
 
@@ -369,4 +372,194 @@ fn a_redis_restart_keeps_every_binding() {
             p.user
         );
     }
+}
+
+// ---------------------------------------------------------------------------------
+// Waking across nodes
+// ---------------------------------------------------------------------------------
+
+/// A webhook push service answering 200 to every push.
+fn hook() -> MockHttp {
+    let h = MockHttp::start();
+    h.route("/push", 200, "{}");
+    h
+}
+
+/// A node pushing bare tokens to `hook`, with a 1 s flow timeout.
+fn push_node(name: &str, redis: &RedisServer, hook: &MockHttp) -> Proxy {
+    let url = format!("{}/push", hook.base_url());
+    node_with(
+        name,
+        redis,
+        &[
+            ("PUSH__WEBHOOK__URL", &url),
+            ("PUSH__DEFAULT_PROVIDER", "webhook"),
+            ("PUSH__FLOW_TIMEOUT_SECS", "1"),
+        ],
+    )
+    .0
+}
+
+/// Registers `ua`'s Contact for 600 s with `X-Token: token`; asserts the 200.
+fn register_token(ua: &mut Ua, token: &str) {
+    let contact = format!("<{}>", ua.contact_uri());
+    let r = register_raw(ua, &contact, &format!("X-Token: {token}\r\n"), 600);
+    assert_eq!(r.status(), Some(200), "{r:?}");
+}
+
+/// The next push (a JSON document) the webhook received.
+fn expect_push(hook: &MockHttp, what: &str) -> serde_json::Value {
+    let (seen, _) = hook.next_at("/push", WAIT);
+    seen.unwrap_or_else(|| panic!("no webhook POST ({what}) within {WAIT:?}"))
+        .json()
+}
+
+/// Three push nodes on one Redis, and a phone with a push token registered on A and
+/// then asleep (its flow older than the 1 s flow timeout).
+struct Sleeping {
+    _redis: RedisServer,
+    hook: MockHttp,
+    a: Proxy,
+    b: Proxy,
+    c: Proxy,
+    token: String,
+}
+
+fn sleeping(name: &str) -> Sleeping {
+    let redis = redis(&format!("{name}-redis"));
+    let hook = hook();
+    let a = push_node(&format!("{name}-a"), &redis, &hook);
+    let b = push_node(&format!("{name}-b"), &redis, &hook);
+    let c = push_node(&format!("{name}-c"), &redis, &hook);
+    let token = unique("tok");
+    let mut phone = Ua::udp("bob", &a);
+    register_token(&mut phone, &token);
+    std::thread::sleep(Duration::from_millis(1200));
+    Sleeping {
+        _redis: redis,
+        hook,
+        a,
+        b,
+        c,
+        token,
+    }
+}
+
+#[test]
+fn a_call_parked_on_one_node_is_woken_by_a_register_on_another() {
+    let s = sleeping("cluster-wake");
+    let mut alice = Ua::udp("alice", &s.b);
+    let inv = alice.invite("bob", "");
+    alice.expect_response(&inv.call_id, "INVITE", "100 Trying", |c| c == 100);
+    let push = expect_push(&s.hook, "call");
+    assert_eq!(push["token"], s.token.as_str(), "{push:#}");
+    let hint = push["pushHint"].as_str().expect("pushHint").to_owned();
+
+    // the app wakes and registers on C, the node its DNS gave it this time
+    let mut woken = Ua::udp("bob", &s.c);
+    register_token(&mut woken, &s.token);
+    let got = woken.expect_request("INVITE", Some(&inv.call_id));
+    assert_eq!(
+        got.from,
+        s.c.addr(),
+        "through the node holding the flow: {got:?}"
+    );
+    assert_eq!(
+        got.header_lines("x-pushhint"),
+        vec![hint.as_str()],
+        "X-PushHint equal to the push's pushHint: {got:?}"
+    );
+    assert_eq!(got.ruri(), woken.contact_uri());
+    let btag = tag();
+    woken.reply(&got, 180, "Ringing", Some(&btag));
+    alice.expect_response(&inv.call_id, "INVITE", "180", |c| c == 180);
+    woken.reply(&got, 200, "OK", Some(&btag));
+    let ok = alice.expect_response(&inv.call_id, "INVITE", "200 OK", |c| c == 200);
+    let mut d = Dialog::uac(&inv, &ok);
+    alice.ack_2xx(&mut d, inv.cseq);
+    woken.expect_request("ACK", Some(&inv.call_id));
+    let bye = in_dialog(&mut alice, &mut d, &mut woken, "BYE");
+    assert_eq!(bye.from, s.c.addr(), "{bye:?}");
+    drop(s.a);
+}
+
+#[test]
+fn cancel_before_the_waking_register_on_another_node() {
+    let s = sleeping("cluster-cancel-a");
+    let mut alice = Ua::udp("alice", &s.b);
+    let inv = alice.invite("bob", "");
+    expect_push(&s.hook, "call");
+    let mut woken = Ua::udp("bob", &s.c);
+    // back to back: the CANCEL leaves first, the REGISTER right behind it
+    alice.cancel(&inv);
+    register_token(&mut woken, &s.token);
+    alice.expect_response(&inv.call_id, "CANCEL", "200 to CANCEL", |c| c == 200);
+    let fin = alice.expect_final(&inv.call_id, "INVITE");
+    assert_eq!(fin.status(), Some(487), "{fin:?}");
+    alice.ack_non2xx(&inv, &fin);
+    woken.expect_nothing(
+        "an INVITE for a cancelled call",
+        Duration::from_millis(500),
+        |m| m.method() == Some("INVITE"),
+    );
+    drop((s.a, s.b, s.c));
+}
+
+#[test]
+fn cancel_right_after_the_waking_register_on_another_node() {
+    let s = sleeping("cluster-cancel-b");
+    let mut alice = Ua::udp("alice", &s.b);
+    let inv = alice.invite("bob", "");
+    expect_push(&s.hook, "call");
+    let mut woken = Ua::udp("bob", &s.c);
+    register_token(&mut woken, &s.token);
+    alice.cancel(&inv);
+    alice.expect_response(&inv.call_id, "CANCEL", "200 to CANCEL", |c| c == 200);
+    // whether the INVITE made it out before the CANCEL or not, the caller gets 487
+    // and a phone that got the INVITE gets its CANCEL through C
+    if let Some(got) = woken.try_expect(Duration::from_millis(500), |m| {
+        m.method() == Some("INVITE") && m.call_id() == inv.call_id
+    }) {
+        let btag = tag();
+        woken.reply(&got, 180, "Ringing", Some(&btag));
+        let cancel = woken.expect_request("CANCEL", Some(&inv.call_id));
+        assert_eq!(cancel.from, s.c.addr(), "{cancel:?}");
+        woken.reply(&cancel, 200, "OK", None);
+        woken.reply(&got, 487, "Request Terminated", Some(&btag));
+        woken.expect_request("ACK", Some(&inv.call_id));
+    }
+    let fin = alice.expect_final(&inv.call_id, "INVITE");
+    assert_eq!(fin.status(), Some(487), "{fin:?}");
+    alice.ack_non2xx(&inv, &fin);
+    drop((s.a, s.c));
+}
+
+#[test]
+fn cancel_while_the_woken_phone_rings_through_another_node() {
+    let s = sleeping("cluster-cancel-c");
+    let mut alice = Ua::udp("alice", &s.b);
+    let inv = alice.invite("bob", "");
+    let hint = expect_push(&s.hook, "call")["pushHint"]
+        .as_str()
+        .expect("pushHint")
+        .to_owned();
+    let mut woken = Ua::udp("bob", &s.c);
+    register_token(&mut woken, &s.token);
+    let got = woken.expect_request("INVITE", Some(&inv.call_id));
+    assert_eq!(got.header_lines("x-pushhint"), vec![hint.as_str()]);
+    let btag = tag();
+    woken.reply(&got, 180, "Ringing", Some(&btag));
+    alice.expect_response(&inv.call_id, "INVITE", "180", |c| c == 180);
+    alice.cancel(&inv);
+    alice.expect_response(&inv.call_id, "CANCEL", "200 to CANCEL", |c| c == 200);
+    let cancel = woken.expect_request("CANCEL", Some(&inv.call_id));
+    assert_eq!(cancel.from, s.c.addr(), "through the node holding the flow");
+    assert_eq!(cancel.top_branch(), got.top_branch(), "{cancel:?}");
+    woken.reply(&cancel, 200, "OK", None);
+    woken.reply(&got, 487, "Request Terminated", Some(&btag));
+    let fin = alice.expect_final(&inv.call_id, "INVITE");
+    assert_eq!(fin.status(), Some(487), "{fin:?}");
+    alice.ack_non2xx(&inv, &fin);
+    woken.expect_request("ACK", Some(&inv.call_id));
+    drop(s.a);
 }
