@@ -7,8 +7,11 @@
 //! core that ties them together. [`config`] turns the TOML file into typed settings.
 //! [`auth`] is digest authentication of phones in local registrar mode.
 
+#![warn(missing_docs)]
+
 pub mod auth;
 pub mod config;
+pub mod ids;
 pub mod proxy;
 pub mod push;
 pub mod registrar;

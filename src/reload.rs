@@ -260,7 +260,7 @@ mod tests {
         let mut b = a.clone();
         b.log.level = "debug".into();
         b.push.webhook.url = "http://127.0.0.1:1/x".into();
-        b.sip.listen = vec!["127.0.0.1:5070".into()];
+        b.sip.listen = vec!["127.0.0.1:5070".parse().unwrap()];
         let mut out = Vec::new();
         diff("", &to_value(&a), &to_value(&b), &mut out);
         out.sort();

@@ -11,9 +11,9 @@ use serde_json::{json, Value};
 
 use super::views::{redact, truncated};
 use super::{refused, Shared};
+use crate::ids::{random_hex, uuid_v4};
 use crate::metrics::{count_push, PushKind};
 use crate::proxy::register::public_contact;
-use crate::proxy::wake::{random_hex, uuid_v4};
 use crate::push::test_push::TEST_CALLER;
 use crate::push::{CallPush, PushInfo, PushResult};
 use crate::registrar::unix_now_ms;

@@ -3,7 +3,7 @@
 //! from sipwake itself.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::{calllog, Core};
@@ -19,15 +19,12 @@ impl Core {
     /// The push providers now. A push keeps the `Arc` it started with, so a reload
     /// never cuts one short.
     pub fn pusher(&self) -> Arc<Pusher> {
-        self.pusher
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.pusher.read().clone()
     }
 
     /// Replaces the push providers (SIGHUP); the next push uses the new ones.
     pub fn set_pusher(&self, pusher: Arc<Pusher>) {
-        *self.pusher.write().unwrap_or_else(PoisonError::into_inner) = pusher;
+        *self.pusher.write() = pusher;
     }
 
     /// From now on new out-of-dialog INVITEs get `503` with `Retry-After`; REGISTER,

@@ -17,9 +17,10 @@
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
+use parking_lot::Mutex;
 use tracing::debug;
 
 use super::Core;
@@ -72,7 +73,7 @@ impl RateLimiter {
     pub fn take(&self, key: u64, now_ms: u64) -> Result<(), u32> {
         let key = key.max(1);
         let idx = (key % self.sets.len() as u64) as usize;
-        let mut set = self.sets[idx].lock().unwrap_or_else(|e| e.into_inner());
+        let mut set = self.sets[idx].lock();
         let level = |b: &Bucket| {
             if b.key == 0 {
                 return self.cap;

@@ -61,7 +61,7 @@ pub struct Core {
     /// Protocol timers.
     pub timers: Timers,
     /// Push providers; swapped by a reload, so read them with [`Core::pusher`].
-    pusher: std::sync::RwLock<Arc<Pusher>>,
+    pusher: parking_lot::RwLock<Arc<Pusher>>,
     /// Calls waiting for pushed phones.
     pub parked: park::Parked,
     /// Relay mode bookkeeping (what the upstream registrar accepted).
@@ -126,7 +126,7 @@ impl Core {
         let rate_limits = limits::Limits::new(&settings);
         Core {
             oversize_udp: std::sync::atomic::AtomicU64::new(0),
-            pusher: std::sync::RwLock::new(pusher),
+            pusher: parking_lot::RwLock::new(pusher),
             dialogs: dialogs::Dialogs::new(settings.server.dialog_max_age),
             draining: std::sync::atomic::AtomicBool::new(false),
             parked,

@@ -6,8 +6,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
+use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::registrar::Binding;
@@ -85,7 +86,7 @@ impl Parked {
     }
 
     fn lock(&self) -> MutexGuard<'_, Index> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.lock()
     }
 
     /// Parks a call for `aor`; its task gets a [`Woken`] event for every binding of

@@ -24,10 +24,11 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tracing::{debug, debug_span, warn, Instrument};
 
@@ -65,8 +66,8 @@ pub struct RelayState {
 }
 
 impl RelayState {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Relayed>> {
-        self.relayed.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<String, Relayed>> {
+        self.relayed.lock()
     }
 }
 

@@ -153,7 +153,7 @@ pub fn decide(
         }
         return Decision::Forward(targets, None);
     }
-    let hint = random_hex(16);
+    let hint = crate::ids::random_hex(16);
     let call = call_push(core, msg, aor, &hint, trusted);
     let plan = PushPlan {
         aor: aor.to_string(),
@@ -162,31 +162,6 @@ pub fn decide(
         devices,
     };
     Decision::Forward(targets, Some(Box::new(plan)))
-}
-
-/// Random lower-case hex of `bytes` random bytes.
-pub fn random_hex(bytes: usize) -> String {
-    let mut b = vec![0u8; bytes];
-    let _ = getrandom::fill(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// A random (version 4) UUID in upper case, as CallKit shows call UUIDs.
-pub fn uuid_v4() -> String {
-    let mut b = [0u8; 16];
-    let _ = getrandom::fill(&mut b);
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
-    .to_ascii_uppercase()
 }
 
 /// What the push says about the call: caller from P-Asserted-Identity of a trusted
@@ -229,7 +204,7 @@ pub fn call_push(core: &Core, msg: &Message, aor: &str, hint: &str, trusted: boo
         caller_name,
         caller_number,
         with_video: has_video(msg.body()),
-        call_uuid: uuid_v4(),
+        call_uuid: crate::ids::uuid_v4(),
         time_left: core.settings.push.wake_timeout,
     }
 }
@@ -270,13 +245,5 @@ mod tests {
             owner_route("sip:n2.example;transport=tcp", "tok").as_deref(),
             Some("sip:tok@n2.example;transport=tcp;lr")
         );
-    }
-
-    #[test]
-    fn uuids_are_v4() {
-        let u = uuid_v4();
-        assert_eq!(u.len(), 36);
-        assert_eq!(&u[14..15], "4");
-        assert_ne!(u, uuid_v4());
     }
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{lock, unix_now_ms, Binding, BindingEvent, BindingEventKind, Registrar};
+use super::{unix_now_ms, Binding, BindingEvent, BindingEventKind, Registrar};
 use super::{StoreError, StoreOp};
 
 impl Registrar {
@@ -53,7 +53,7 @@ impl Registrar {
     pub fn find_aors(&self, name: &str) -> Vec<String> {
         let want = normalized(name);
         let bare = !name.contains('@');
-        let map = lock(&self.inner.bindings);
+        let map = self.inner.bindings.lock();
         let mut out: Vec<String> = map
             .keys()
             .filter(|aor| matches_name(aor, &want, bare))
@@ -75,7 +75,7 @@ impl Registrar {
         let now = unix_now_ms();
         let ttl = self.rules().ttl_secs;
         let mut lists: Vec<(String, Vec<Arc<Binding>>)> = {
-            let map = lock(&self.inner.bindings);
+            let map = self.inner.bindings.lock();
             match aors {
                 Some(aors) => aors
                     .iter()
@@ -127,7 +127,7 @@ impl Registrar {
             return Ok(kept);
         }
         let (removed, commit) = {
-            let mut map = lock(&self.inner.bindings);
+            let mut map = self.inner.bindings.lock();
             let Some(list) = map.remove(aor) else {
                 return Ok(0);
             };

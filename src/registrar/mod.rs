@@ -41,9 +41,10 @@ pub use store::{Done, Store, StoreError, StoreOp};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::{broadcast, oneshot};
 
 use crate::config::RegistrarSettings;
@@ -66,12 +67,6 @@ pub fn unix_now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Lock a mutex, recovering the data if a panicking thread poisoned it: every update
-/// here is computed first and installed in one assignment, so the data stays whole.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// The registrar: a cheap, cloneable handle to the bindings of every AOR.
 #[derive(Clone)]
 pub struct Registrar {
@@ -86,7 +81,7 @@ struct Inner {
     /// Never held across an `.await`.
     bindings: Mutex<HashMap<String, Vec<Arc<Binding>>>>,
     events: broadcast::Sender<BindingEvent>,
-    push: std::sync::RwLock<PushRules>,
+    push: parking_lot::RwLock<PushRules>,
     /// Taken before `bindings` is released and held while submitting to the store,
     /// so the store applies changes in the order memory made them.
     order: Mutex<()>,
@@ -111,7 +106,7 @@ impl fmt::Debug for Registrar {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Registrar")
             .field("settings", &self.inner.settings)
-            .field("aors", &lock(&self.inner.bindings).len())
+            .field("aors", &self.inner.bindings.lock().len())
             .finish_non_exhaustive()
     }
 }
@@ -136,7 +131,7 @@ impl Registrar {
                 store,
                 bindings: Mutex::new(bindings),
                 events,
-                push: std::sync::RwLock::new(PushRules::default()),
+                push: parking_lot::RwLock::new(PushRules::default()),
                 order: Mutex::new(()),
                 shared: None,
                 shared_counts: (AtomicUsize::new(0), AtomicUsize::new(0)),
@@ -159,7 +154,7 @@ impl Registrar {
                 store: Arc::new(MemoryStore::new()),
                 bindings: Mutex::new(HashMap::new()),
                 events,
-                push: std::sync::RwLock::new(PushRules::default()),
+                push: parking_lot::RwLock::new(PushRules::default()),
                 order: Mutex::new(()),
                 shared: Some(shared),
                 shared_counts: (AtomicUsize::new(0), AtomicUsize::new(0)),
@@ -188,11 +183,11 @@ impl Registrar {
 
     /// Sets the rules for bindings that carry push info (at startup).
     pub fn set_push_rules(&self, rules: PushRules) {
-        *self.inner.push.write().unwrap_or_else(|e| e.into_inner()) = rules;
+        *self.inner.push.write() = rules;
     }
 
     fn rules(&self) -> PushRules {
-        *self.inner.push.read().unwrap_or_else(|e| e.into_inner())
+        *self.inner.push.read()
     }
 
     /// Apply one REGISTER. Returns once its changes are durable in the store; events
@@ -228,7 +223,7 @@ impl Registrar {
             return;
         }
         let now = req.now_ms;
-        let mut map = lock(&self.inner.bindings);
+        let mut map = self.inner.bindings.lock();
         let existing: &[Arc<Binding>] = map.get(&req.aor).map_or(&[], Vec::as_slice);
         let rules = self.rules();
         let plan = match plan(&self.inner.settings, rules, existing, &req) {
@@ -284,7 +279,7 @@ impl Registrar {
         ops: Vec<StoreOp>,
         done: store::Done,
     ) {
-        let order = lock(&self.inner.order);
+        let order = self.inner.order.lock();
         drop(map);
         self.inner.store.submit_then(ops, done);
         drop(order);
@@ -344,7 +339,10 @@ impl Registrar {
     /// registered first. One node only: with a shared store this table is empty, so
     /// callers that may run on several nodes use [`Registrar::find`].
     pub fn lookup(&self, aor: &str, now_ms: u64) -> Vec<Arc<Binding>> {
-        let list = lock(&self.inner.bindings)
+        let list = self
+            .inner
+            .bindings
+            .lock()
             .get(aor)
             .cloned()
             .unwrap_or_default();
@@ -371,7 +369,7 @@ impl Registrar {
         let mut events = Vec::new();
         let ttl = self.rules().ttl_secs;
         {
-            let mut map = lock(&self.inner.bindings);
+            let mut map = self.inner.bindings.lock();
             map.retain(|_, list| {
                 list.retain(|b| {
                     if b.is_kept(now_ms, ttl) {
@@ -452,7 +450,7 @@ impl Registrar {
             return false;
         }
         {
-            let mut map = lock(&self.inner.bindings);
+            let mut map = self.inner.bindings.lock();
             let Some(list) = map.get_mut(aor) else {
                 return false;
             };
@@ -508,7 +506,9 @@ impl Registrar {
         }
         let now = unix_now_ms();
         let ttl = self.rules().ttl_secs;
-        lock(&self.inner.bindings)
+        self.inner
+            .bindings
+            .lock()
             .values()
             .map(|list| list.iter().filter(|b| b.is_kept(now, ttl)).count())
             .sum()
@@ -522,7 +522,9 @@ impl Registrar {
         }
         let now = unix_now_ms();
         let ttl = self.rules().ttl_secs;
-        lock(&self.inner.bindings)
+        self.inner
+            .bindings
+            .lock()
             .values()
             .filter(|list| list.iter().any(|b| b.is_kept(now, ttl)))
             .count()

@@ -9,7 +9,9 @@
 //! token, otherwise not callable).
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 use std::time::Duration;
 
 use super::redis::RedisBindings;
@@ -69,7 +71,7 @@ impl Nodes {
         match node {
             None => Owner::Here,
             Some(n) if n == self.me.id => Owner::Here,
-            Some(n) => match self.live.read().unwrap_or_else(|e| e.into_inner()).get(n) {
+            Some(n) => match self.live.read().get(n) {
                 Some(info) => Owner::There(info.uri.clone()),
                 None => Owner::Gone,
             },
@@ -84,8 +86,7 @@ impl Nodes {
         };
         shared.heartbeat(&me, HEARTBEAT_TTL).await?;
         let all = shared.nodes().await?;
-        *self.live.write().unwrap_or_else(|e| e.into_inner()) =
-            all.into_iter().map(|n| (n.id.clone(), n)).collect();
+        *self.live.write() = all.into_iter().map(|n| (n.id.clone(), n)).collect();
         Ok(())
     }
 
@@ -111,7 +112,7 @@ mod tests {
     #[test]
     fn owners() {
         let n = Nodes::new("a".into(), "sip:10.0.0.1".into());
-        n.live.write().unwrap().insert(
+        n.live.write().insert(
             "b".into(),
             NodeInfo {
                 id: "b".into(),

@@ -34,14 +34,15 @@
 //! it fails.
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, IntoConnectionInfo, Script};
 
 use super::store::{StoreError, StoreOp};
-use super::{lock, Binding};
+use super::Binding;
 use crate::config::RedisSettings;
 
 /// How often a write is retried when other nodes keep changing the same AOR.
@@ -199,7 +200,7 @@ impl RedisBindings {
         if !self.failed.load(Relaxed) {
             return None;
         }
-        lock(&self.failing).clone()
+        self.failing.lock().clone()
     }
 
     /// Asks Redis whether it answers (for `/healthz`).
@@ -233,7 +234,7 @@ impl RedisBindings {
             }
             Err(e) => {
                 m.redis_errors.inc();
-                *lock(&self.failing) = Some(e.to_string());
+                *self.failing.lock() = Some(e.to_string());
                 if !self.failed.swap(true, Relaxed) {
                     tracing::warn!(error = %e, "Redis failing");
                 }

@@ -5,10 +5,10 @@
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::sip::Message;
@@ -87,11 +87,6 @@ fn done_until(e: &ServerEntry) -> Option<Instant> {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // a panic elsewhere must not take transaction matching down with it
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl TxTable {
     /// The hasher keys are made with.
     pub fn hasher(&self) -> &RandomState {
@@ -113,7 +108,7 @@ impl TxTable {
     pub fn insert_server(&self, key: u64, entry: ServerEntry) -> bool {
         let until = done_until(&entry);
         {
-            let mut t = lock(&self.server);
+            let mut t = self.server.lock();
             if t.contains_key(&key) {
                 return false;
             }
@@ -126,19 +121,19 @@ impl TxTable {
     /// Replaces a server entry.
     pub fn set_server(&self, key: u64, entry: ServerEntry) {
         let until = done_until(&entry);
-        lock(&self.server).insert(key, entry);
+        self.server.lock().insert(key, entry);
         self.expire_at(until, key);
     }
 
     fn expire_at(&self, until: Option<Instant>, key: u64) {
         if let Some(until) = until {
-            lock(&self.expiries).push_back((until, key));
+            self.expiries.lock().push_back((until, key));
         }
     }
 
     /// Looks a request up; `None` means it starts a new transaction.
     pub fn lookup_server(&self, key: u64) -> Option<ServerMatch> {
-        let t = lock(&self.server);
+        let t = self.server.lock();
         Some(match t.get(&key)? {
             ServerEntry::Task(tx) => ServerMatch::Task(tx.clone()),
             ServerEntry::Pending => ServerMatch::Pending,
@@ -150,29 +145,29 @@ impl TxTable {
 
     /// Forgets a server transaction.
     pub fn remove_server(&self, key: u64) {
-        lock(&self.server).remove(&key);
+        self.server.lock().remove(&key);
     }
 
     /// Registers a client branch owned by a task.
     pub fn insert_client(&self, key: u64, tx: UnboundedSender<TxEvent>, branch: usize) {
-        lock(&self.client).insert(key, (tx, branch));
+        self.client.lock().insert(key, (tx, branch));
     }
 
     /// The task and branch index a response belongs to.
     pub fn lookup_client(&self, key: u64) -> Option<(UnboundedSender<TxEvent>, usize)> {
-        lock(&self.client).get(&key).cloned()
+        self.client.lock().get(&key).cloned()
     }
 
     /// Forgets a client branch.
     pub fn remove_client(&self, key: u64) {
-        lock(&self.client).remove(&key);
+        self.client.lock().remove(&key);
     }
 
     /// Drops locally answered entries whose Timer J ran out. Returns how many remain.
     pub fn sweep(&self, now: Instant) -> usize {
         loop {
             let due: Vec<u64> = {
-                let mut q = lock(&self.expiries);
+                let mut q = self.expiries.lock();
                 let n = q
                     .iter()
                     .take(SWEEP_CHUNK)
@@ -180,7 +175,7 @@ impl TxTable {
                     .count();
                 q.drain(..n).map(|e| e.1).collect()
             };
-            let mut t = lock(&self.server);
+            let mut t = self.server.lock();
             for key in &due {
                 // the key may have been reused by a newer transaction since
                 if matches!(t.get(key), Some(ServerEntry::Done { until, .. }) if *until <= now) {
@@ -195,12 +190,13 @@ impl TxTable {
 
     /// Sizes of the server and client tables.
     pub fn sizes(&self) -> (usize, usize) {
-        (lock(&self.server).len(), lock(&self.client).len())
+        (self.server.lock().len(), self.client.lock().len())
     }
 
     /// The tasks owning server transactions now (for the admin API's `/calls`).
     pub fn server_tasks(&self) -> Vec<UnboundedSender<TxEvent>> {
-        lock(&self.server)
+        self.server
+            .lock()
             .values()
             .filter_map(|e| match e {
                 ServerEntry::Task(tx) => Some(tx.clone()),

@@ -14,10 +14,11 @@ pub mod tls;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
@@ -239,8 +240,8 @@ impl Transport {
         }
     }
 
-    fn conns(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Conn>> {
-        self.inner.conns.lock().unwrap_or_else(|e| e.into_inner())
+    fn conns(&self) -> parking_lot::MutexGuard<'_, HashMap<u64, Conn>> {
+        self.inner.conns.lock()
     }
 
     /// True if the flow can carry a message now (UDP always can; TCP while open).
@@ -312,7 +313,7 @@ impl Transport {
         } else {
             &self.inner.outbound
         };
-        let conn = *map.lock().unwrap_or_else(|e| e.into_inner()).get(&remote)?;
+        let conn = *map.lock().get(&remote)?;
         self.conns().contains_key(&conn).then_some(Flow::Tcp {
             conn,
             remote,
@@ -339,11 +340,7 @@ impl Transport {
         .await
         .map_err(|_| SendError::Io(std::io::ErrorKind::TimedOut.into()))??;
         let conn = self.register_conn(stream, remote, false, handler, None, None);
-        self.inner
-            .outbound
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(remote, conn);
+        self.inner.outbound.lock().insert(remote, conn);
         Ok(Flow::Tcp {
             conn,
             remote,
@@ -410,20 +407,12 @@ impl Transport {
 
     fn drop_conn(&self, id: u64, remote: SocketAddr) {
         self.conns().remove(&id);
-        let mut out = self
-            .inner
-            .outbound
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut out = self.inner.outbound.lock();
         if out.get(&remote) == Some(&id) {
             out.remove(&remote);
         }
         drop(out);
-        let mut out = self
-            .inner
-            .outbound_tls
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut out = self.inner.outbound_tls.lock();
         if out.get(&remote) == Some(&id) {
             out.remove(&remote);
         }

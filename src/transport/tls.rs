@@ -6,10 +6,11 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use parking_lot::RwLock;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -93,7 +94,7 @@ impl ServerCert {
     /// Presents `key` from the next handshake on; true if it differs from the
     /// certificate presented so far.
     pub fn replace(&self, key: Arc<CertifiedKey>) -> bool {
-        let mut cur = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let mut cur = self.0.write();
         let changed = cur.cert != key.cert;
         *cur = key;
         changed
@@ -102,7 +103,7 @@ impl ServerCert {
 
 impl ResolvesServerCert for ServerCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.read().unwrap_or_else(|e| e.into_inner()).clone())
+        Some(self.0.read().clone())
     }
 }
 
@@ -215,11 +216,7 @@ impl Transport {
             rx,
             handler,
         ));
-        self.inner
-            .outbound_tls
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(remote, id);
+        self.inner.outbound_tls.lock().insert(remote, id);
         Ok(Flow::Tcp {
             conn: id,
             remote,

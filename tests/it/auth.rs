@@ -19,15 +19,11 @@ use sha2::{Digest, Sha256};
 const REALM: &str = "example.com";
 const TRUSTED: &str = "127.0.0.3";
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// `H(s)` for a digest algorithm name.
 fn h(alg: &str, s: &str) -> String {
     match alg {
-        "MD5" => hex(&Md5::digest(s.as_bytes())),
-        "SHA-256" => hex(&Sha256::digest(s.as_bytes())),
+        "MD5" => hex::encode(Md5::digest(s.as_bytes())),
+        "SHA-256" => hex::encode(Sha256::digest(s.as_bytes())),
         other => panic!("unexpected algorithm {other}"),
     }
 }
