@@ -563,3 +563,57 @@ fn cancel_while_the_woken_phone_rings_through_another_node() {
     woken.expect_request("ACK", Some(&inv.call_id));
     drop(s.a);
 }
+
+// ---------------------------------------------------------------------------------
+// Node loss
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn a_dead_nodes_phones_are_pushed_or_480() {
+    let redis = redis("cluster-dead");
+    let hook = hook();
+    let mut a = push_node("cluster-dead-a", &redis, &hook);
+    let b = push_node("cluster-dead-b", &redis, &hook);
+    let token = unique("tok");
+    let mut pushy = Ua::udp("pat", &a);
+    register_token(&mut pushy, &token);
+    let mut plain = Ua::udp("paul", &a);
+    plain.register(600);
+
+    a.kill9();
+    // nothing is lost with the node: its bindings stay in Redis
+    assert_eq!(contacts_seen_by(&b, "paul"), vec![plain.contact_uri()]);
+    // its heartbeat lapses (3 s), then its flows count as failed
+    std::thread::sleep(Duration::from_millis(3500));
+
+    let mut caller = Ua::udp("alice", &b);
+    let inv = caller.invite("paul", "");
+    let fin = caller.expect_final(&inv.call_id, "INVITE");
+    assert_eq!(fin.status(), Some(480), "no token, flow gone: {fin:?}");
+    caller.ack_non2xx(&inv, &fin);
+    plain.expect_nothing("an INVITE from anyone", Duration::ZERO, |m| {
+        m.method() == Some("INVITE")
+    });
+
+    let inv = caller.invite("pat", "");
+    caller.expect_response(&inv.call_id, "INVITE", "100 Trying", |c| c == 100);
+    let push = expect_push(&hook, "call for a phone of the dead node");
+    assert_eq!(push["token"], token.as_str(), "{push:#}");
+    let hint = push["pushHint"].as_str().expect("pushHint").to_owned();
+    let mut woken = Ua::udp("pat", &b);
+    register_token(&mut woken, &token);
+    let got = woken.expect_request("INVITE", Some(&inv.call_id));
+    assert_eq!(got.header_lines("x-pushhint"), vec![hint.as_str()]);
+    let t = tag();
+    woken.reply(&got, 200, "OK", Some(&t));
+    let ok = caller.expect_response(&inv.call_id, "INVITE", "200 OK", |c| c == 200);
+    let mut d = Dialog::uac(&inv, &ok);
+    caller.ack_2xx(&mut d, inv.cseq);
+    woken.expect_request("ACK", Some(&inv.call_id));
+    in_dialog(&mut caller, &mut d, &mut woken, "BYE");
+    assert_eq!(
+        pushy.count_received("INVITE", &inv.call_id),
+        0,
+        "the dead node's flow got nothing"
+    );
+}
