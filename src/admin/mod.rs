@@ -1,5 +1,5 @@
 //! The admin HTTP API (axum, HTTP/1.1): `/healthz`, `/metrics` and the operator's
-//! views and actions (`/registrations`, `/calls`, `/push-test`).
+//! views and actions (`/registrations`, `/calls`, `/cluster`, `/push-test`).
 //!
 //! It listens on loopback by default (`admin.listen`). With `admin.token` set, every
 //! endpoint but `/healthz` wants `Authorization: Bearer <token>`; a non-loopback
@@ -56,6 +56,7 @@ pub async fn start(core: Arc<Core>, addr: SocketAddr) -> std::io::Result<SocketA
         .route("/registrations", get(views::registrations))
         .route("/registrations/{aor}", delete(views::delete_registrations))
         .route("/calls", get(views::calls))
+        .route("/cluster", get(views::cluster))
         .route("/push-test/{aor}", post(push_test::push_test))
         .with_state(state);
     tokio::spawn(async move {

@@ -79,7 +79,49 @@ pub(super) fn binding_json(b: &Binding, now_ms: u64) -> Value {
         "push": push,
         "last_register_ms": b.updated_at_ms,
         "last_register_age_s": now_ms.saturating_sub(b.updated_at_ms) / 1000,
+        "node": b.node,
     })
+}
+
+/// `GET /cluster`: the nodes sharing this node's Redis (heartbeat not lapsed), each
+/// with its advertise URI, the age of its last heartbeat and the bindings it owns.
+/// `404` for a single node (`store.backend` is not `redis`).
+pub(super) async fn cluster(State(admin): Shared, headers: HeaderMap) -> Response {
+    if let Some(r) = refused(&admin, &headers) {
+        return r;
+    }
+    let reg = &admin.core.registrar;
+    let Some(me) = reg.nodes().map(|n| n.me().to_owned()) else {
+        return (
+            StatusCode::NOT_FOUND,
+            "a single node: store.backend is not redis\n",
+        )
+            .into_response();
+    };
+    let view = match reg.cluster_view().await {
+        Ok(v) => v,
+        Err(e) => return store_failed(&e),
+    };
+    let now = unix_now_ms();
+    let nodes: Vec<Value> = view
+        .nodes
+        .iter()
+        .map(|(n, owned)| {
+            json!({
+                "id": n.id,
+                "advertise_uri": n.uri,
+                "last_heartbeat_ms": n.at_ms,
+                "last_heartbeat_age_ms": now.saturating_sub(n.at_ms),
+                "bindings_owned": owned,
+                "this_node": n.id == me,
+            })
+        })
+        .collect();
+    Json(json!({
+        "nodes": nodes,
+        "bindings_of_gone_nodes": view.orphans,
+    }))
+    .into_response()
 }
 
 /// `GET /registrations?aor=&offset=&limit=`: bindings by AOR, a page at a time.

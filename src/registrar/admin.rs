@@ -25,6 +25,34 @@ impl Registrar {
         Ok(out)
     }
 
+    /// Several nodes: the live nodes with the bindings each owns, and how many
+    /// bindings belong to nodes whose heartbeat lapsed. Walks every AOR (an
+    /// operator's request). `Ok` with no nodes for a single node.
+    pub async fn cluster_view(&self) -> Result<ClusterView, StoreError> {
+        let Some(shared) = self.shared() else {
+            return Ok(ClusterView::default());
+        };
+        let nodes = shared.nodes().await?;
+        let mut owned = vec![0usize; nodes.len()];
+        let mut orphans = 0;
+        let now = unix_now_ms();
+        for aor in shared.aors().await? {
+            for b in self.find(&aor, now).await? {
+                match nodes
+                    .iter()
+                    .position(|n| b.node.as_deref() == Some(n.id.as_str()))
+                {
+                    Some(i) => owned[i] += 1,
+                    None => orphans += 1,
+                }
+            }
+        }
+        Ok(ClusterView {
+            nodes: nodes.into_iter().zip(owned).collect(),
+            orphans,
+        })
+    }
+
     /// [`Registrar::snapshot`] from wherever the truth is.
     pub async fn page(
         &self,
@@ -154,6 +182,15 @@ impl Registrar {
         );
         result.map(|()| kept)
     }
+}
+
+/// The nodes of a cluster as [`Registrar::cluster_view`] sees them.
+#[derive(Debug, Default)]
+pub struct ClusterView {
+    /// Each live node and the bindings it owns.
+    pub nodes: Vec<(super::nodes::NodeInfo, usize)>,
+    /// Bindings whose owner's heartbeat lapsed.
+    pub orphans: usize,
 }
 
 /// `name` with its host part lowercased.

@@ -31,6 +31,7 @@ mod store;
 #[cfg(test)]
 mod tests;
 
+pub use admin::ClusterView;
 pub use binding::{Binding, ContactSpec, Contacts, RegisterOutcome, RegisterRequest, DEFAULT_Q};
 pub use events::{BindingEvent, BindingEventKind};
 pub use memory::MemoryStore;

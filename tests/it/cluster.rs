@@ -96,13 +96,37 @@ fn contacts_seen_by(node: &Proxy, user: &str) -> Vec<String> {
 fn a_binding_stored_on_one_node_is_seen_by_the_others() {
     let redis = redis("cluster-seen");
     let (a, _) = node("cluster-seen-a", &redis);
-    let (b, _) = node("cluster-seen-b", &redis);
+    let (b, admin_b) = node("cluster-seen-b", &redis);
     let (c, _) = node("cluster-seen-c", &redis);
     let mut phone = Ua::udp("alice", &a);
     phone.register(600);
     let want = vec![phone.contact_uri()];
     assert_eq!(contacts_seen_by(&b, "alice"), want);
     assert_eq!(contacts_seen_by(&c, "alice"), want);
+
+    // the admin API of any node reads the shared store
+    let (code, body) = get(admin_b, "/registrations?aor=alice@example.com");
+    assert_eq!(code, 200, "{body}");
+    let regs: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(regs["total"], 1, "{regs:#}");
+    assert_eq!(regs["bindings"][0]["node"], a.hostport(), "{regs:#}");
+    let (code, body) = get(admin_b, "/cluster");
+    assert_eq!(code, 200, "{body}");
+    let view: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let nodes = view["nodes"].as_array().expect("nodes");
+    let ids: Vec<&str> = nodes.iter().filter_map(|n| n["id"].as_str()).collect();
+    let mut want_ids = vec![a.hostport(), b.hostport(), c.hostport()];
+    want_ids.sort();
+    assert_eq!(ids, want_ids, "{view:#}");
+    for n in nodes {
+        let owned = if n["id"] == a.hostport() { 1 } else { 0 };
+        assert_eq!(n["bindings_owned"], owned, "{n:#}");
+        assert_eq!(n["this_node"], n["id"] == b.hostport(), "{n:#}");
+        assert_eq!(
+            n["advertise_uri"],
+            format!("sip:{}", n["id"].as_str().unwrap())
+        );
+    }
     // a de-registration on A is seen by B at once
     let contact = format!("<{}>", phone.contact_uri());
     let r = phone.register_with(Some(&contact), Some(0));
@@ -385,8 +409,8 @@ fn hook() -> MockHttp {
     h
 }
 
-/// A node pushing bare tokens to `hook`, with a 1 s flow timeout.
-fn push_node(name: &str, redis: &RedisServer, hook: &MockHttp) -> Proxy {
+/// A node pushing bare tokens to `hook`, with a 1 s flow timeout, and its admin API.
+fn push_node(name: &str, redis: &RedisServer, hook: &MockHttp) -> (Proxy, SocketAddr) {
     let url = format!("{}/push", hook.base_url());
     node_with(
         name,
@@ -397,7 +421,6 @@ fn push_node(name: &str, redis: &RedisServer, hook: &MockHttp) -> Proxy {
             ("PUSH__FLOW_TIMEOUT_SECS", "1"),
         ],
     )
-    .0
 }
 
 /// Registers `ua`'s Contact for 600 s with `X-Token: token`; asserts the 200.
@@ -428,9 +451,9 @@ struct Sleeping {
 fn sleeping(name: &str) -> Sleeping {
     let redis = redis(&format!("{name}-redis"));
     let hook = hook();
-    let a = push_node(&format!("{name}-a"), &redis, &hook);
-    let b = push_node(&format!("{name}-b"), &redis, &hook);
-    let c = push_node(&format!("{name}-c"), &redis, &hook);
+    let a = push_node(&format!("{name}-a"), &redis, &hook).0;
+    let b = push_node(&format!("{name}-b"), &redis, &hook).0;
+    let c = push_node(&format!("{name}-c"), &redis, &hook).0;
     let token = unique("tok");
     let mut phone = Ua::udp("bob", &a);
     register_token(&mut phone, &token);
@@ -572,8 +595,8 @@ fn cancel_while_the_woken_phone_rings_through_another_node() {
 fn a_dead_nodes_phones_are_pushed_or_480() {
     let redis = redis("cluster-dead");
     let hook = hook();
-    let mut a = push_node("cluster-dead-a", &redis, &hook);
-    let b = push_node("cluster-dead-b", &redis, &hook);
+    let mut a = push_node("cluster-dead-a", &redis, &hook).0;
+    let (b, admin_b) = push_node("cluster-dead-b", &redis, &hook);
     let token = unique("tok");
     let mut pushy = Ua::udp("pat", &a);
     register_token(&mut pushy, &token);
@@ -585,6 +608,11 @@ fn a_dead_nodes_phones_are_pushed_or_480() {
     assert_eq!(contacts_seen_by(&b, "paul"), vec![plain.contact_uri()]);
     // its heartbeat lapses (3 s), then its flows count as failed
     std::thread::sleep(Duration::from_millis(3500));
+    let (code, body) = get(admin_b, "/cluster");
+    assert_eq!(code, 200, "{body}");
+    let view: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(view["nodes"].as_array().map(Vec::len), Some(1), "{view:#}");
+    assert_eq!(view["bindings_of_gone_nodes"], 2, "{view:#}");
 
     let mut caller = Ua::udp("alice", &b);
     let inv = caller.invite("paul", "");
