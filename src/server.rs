@@ -47,6 +47,8 @@ pub enum ServerError {
 }
 
 const SECRET_KEY: &str = "flow_token_secret";
+/// Several nodes: the digest nonce secret, shared in Redis.
+const NONCE_KEY: &str = "nonce_secret";
 
 /// A running sipwake: the proxy core and its transport.
 pub struct Server {
@@ -57,7 +59,7 @@ pub struct Server {
 impl Server {
     /// Opens the store, binds every listener and starts serving.
     pub async fn start(settings: Settings) -> Result<Server, ServerError> {
-        let auth = start_auth(&settings)?;
+        let mut auth = start_auth(&settings)?;
         let (registrar, secret) = match settings.store.backend {
             StoreBackend::Redis => {
                 let shared = Arc::new(RedisBindings::connect(&settings.store.redis).await?);
@@ -72,6 +74,14 @@ impl Server {
                     advertise = %settings.cluster.advertise_uri,
                     "bindings shared in Redis"
                 );
+                if let Some(auth) = auth.as_mut() {
+                    // a phone may answer one node's challenge at another
+                    let key = shared.meta_or_init(NONCE_KEY, &fresh_secret()).await?;
+                    let key: [u8; 32] = key.as_slice().try_into().map_err(|_| {
+                        StoreError::Redis(format!("{NONCE_KEY} in Redis is not 32 bytes"))
+                    })?;
+                    auth.share_nonces(key);
+                }
                 let nodes = Arc::new(Nodes::new(
                     settings.cluster.node_id.clone(),
                     settings.cluster.advertise_uri.clone(),
