@@ -148,6 +148,8 @@ impl Reloader {
             need_restart,
         };
         if let (Some(cert), Some(key)) = (tls_cert, tls_key) {
+            core.names
+                .set_cert_names(crate::transport::tls::dns_names_of(&key));
             let renewed = cert.replace(key);
             if renewed && !applied.iter().any(|k| k.starts_with("tls.")) {
                 // same paths, new files: say so, though no key changed

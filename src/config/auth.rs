@@ -47,7 +47,8 @@ impl Default for AuthSettings {
             users_file: None,
             realm: String::new(),
             nonce_ttl: Duration::from_secs(300),
-            algorithms: vec![DigestAlgorithm::Sha256, DigestAlgorithm::Md5],
+            // one challenge: many phones answer only the first (README, Authentication)
+            algorithms: vec![DigestAlgorithm::Md5],
         }
     }
 }

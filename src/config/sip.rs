@@ -42,6 +42,10 @@ pub struct SipSettings {
     /// name, an IPv4 address, or an IPv6 address in brackets (`[2001:db8::1]`).
     #[serde(with = "fields::opt")]
     pub advertised_host: Option<String>,
+    /// Other names of this sipwake (lower case, as `advertised_host`): a Route or
+    /// Request-URI naming one of them on our port is ours.
+    #[serde(deserialize_with = "fields::list")]
+    pub aliases: Vec<String>,
     /// Largest message accepted on any transport, in bytes.
     pub max_message_size: usize,
     /// TCP connections without traffic for this long are closed.
@@ -70,6 +74,7 @@ impl Default for SipSettings {
             udp: true,
             tcp: true,
             advertised_host: None,
+            aliases: Vec::new(),
             max_message_size: 65535,
             tcp_idle_timeout: Duration::from_secs(3600),
             t1: Duration::from_millis(500),
@@ -112,6 +117,15 @@ impl SipSettings {
                     .map_err(|reason| ConfigError::invalid("sip.advertised_host", host, reason))?,
             );
         }
+        let mut aliases: Vec<String> = Vec::new();
+        for entry in &self.aliases {
+            let host = normalize_host(entry)
+                .map_err(|reason| ConfigError::invalid("sip.aliases", entry, reason))?;
+            if !aliases.contains(&host) {
+                aliases.push(host);
+            }
+        }
+        self.aliases = aliases;
         in_range(
             "sip.max_message_size",
             self.max_message_size as u64,

@@ -31,15 +31,10 @@ pub fn start(core: &Arc<Core>) {
     ));
 }
 
-/// One binding event, local or remote: the calls parked for its AOR get it.
+/// Another node's binding event, into this node's one stream of binding events (the
+/// parked calls are one of its sinks), exactly as a local REGISTER's.
 pub fn deliver(core: &Core, event: BindingEvent) {
-    if matches!(
-        event.kind,
-        BindingEventKind::Added | BindingEventKind::Refreshed
-    ) {
-        core.parked.wake(&event.binding);
-    }
-    core.registrar.publish_remote(event);
+    core.registrar.events().publish(event);
 }
 
 /// A call was just parked for `aor`: a REGISTER committed on another node since the
@@ -58,8 +53,9 @@ fn reread(core: &Arc<Core>, aor: String, since_ms: u64) {
     tokio::spawn(async move {
         match core.registrar.find(&aor, unix_now_ms()).await {
             Ok(bindings) => {
-                for b in bindings.iter().filter(|b| b.updated_at_ms >= since_ms) {
-                    core.parked.wake(b);
+                // replayed as the events that may have been missed
+                for b in bindings.into_iter().filter(|b| b.updated_at_ms >= since_ms) {
+                    deliver(&core, BindingEvent::remote(BindingEventKind::Refreshed, b));
                 }
             }
             Err(e) => tracing::debug!(%aor, error = %e, "parked AOR not re-read"),

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{calllog, Core};
+use super::{call_log, Core};
 use crate::push::Pusher;
 use crate::sip::{Message, Method};
 use crate::transport::Flow;
@@ -63,8 +63,10 @@ impl Core {
     /// sipwake itself gave `req` its final response `code`.
     pub(super) fn on_local_final(&self, req: &Message, code: u16) {
         match req.method() {
-            Some(Method::Invite) if req.to_tag().is_empty() => {
-                calllog::finished(req, calllog::Outcome::Rejected, code, Instant::now(), None)
+            // a digest challenge is not how the call ended: the phone sends the INVITE
+            // again with credentials, and that one gets the call's line
+            Some(Method::Invite) if req.to_tag().is_empty() && !matches!(code, 401 | 407) => {
+                call_log::finished(req, call_log::Outcome::Rejected, code, Instant::now(), None)
             }
             Some(Method::Bye) => self.dialogs.bye_answered(req, code),
             _ => {}

@@ -1,7 +1,7 @@
 //! Push before INVITE, the routing half: which bindings of a local user get the
 //! request at once, which devices are pushed, and what the push says about the
-//! caller. The forwarding task ([`super::forward`]) then parks the call and hands it
-//! to each woken device.
+//! caller. The push half of the forwarding task ([`super::pushing`]) then parks the
+//! call, pushes, and hands the call to each device that wakes.
 
 use std::sync::Arc;
 
@@ -11,8 +11,7 @@ use crate::config::PushPolicy;
 use crate::push::{CallPush, PushInfo};
 use crate::registrar::nodes::Owner;
 use crate::registrar::Binding;
-use crate::sip::header::unquote;
-use crate::sip::{HeaderName, Message, Method, NameAddr, Uri};
+use crate::sip::{unquote, HeaderName, Message, Method, NameAddr, Uri};
 use crate::transport::Flow;
 
 /// A binding's push info, when a configured provider can reach it.
@@ -181,7 +180,7 @@ pub fn call_push(core: &Core, msg: &Message, aor: &str, hint: &str, trusted: boo
             let number = Uri::parse(na.uri)
                 .ok()
                 .and_then(|u| u.user)
-                .map(|u| crate::sip::uri::unescape(u).into_owned())
+                .map(|u| crate::sip::unescape(u).into_owned())
                 .unwrap_or_default();
             let name = na
                 .display

@@ -16,11 +16,12 @@
 //! see [`redis`] for how ordering and expiry hold across nodes. The same [`plan`]
 //! decides what a REGISTER does in both cases; only where the AOR is read from and
 //! written to differs. Lookups then go through [`Registrar::find`], which may wait
-//! for Redis.
+//! for Redis. Other nodes' events come in through [`remote`] and are published into
+//! [`Registrar::events`] as [`BindingEvent::remote`], the same stream as local ones.
 
-mod admin;
 mod binding;
 mod events;
+mod manage;
 mod memory;
 pub mod nodes;
 pub mod redis;
@@ -31,9 +32,11 @@ mod store;
 #[cfg(test)]
 mod tests;
 
-pub use admin::ClusterView;
 pub use binding::{Binding, ContactSpec, Contacts, RegisterOutcome, RegisterRequest, DEFAULT_Q};
-pub use events::{BindingEvent, BindingEventKind};
+pub use events::{
+    BindingEvent, BindingEventKind, BindingEvents, BindingSink, EventOrigin, PendingEvents,
+};
+pub use manage::ClusterView;
 pub use memory::MemoryStore;
 pub use redis::RedisBindings;
 pub use sqlite::SqliteStore;
@@ -81,7 +84,7 @@ struct Inner {
     /// REGISTER for the AOR; readers filter them with [`Binding::is_live`].
     /// Never held across an `.await`.
     bindings: Mutex<HashMap<String, Vec<Arc<Binding>>>>,
-    events: broadcast::Sender<BindingEvent>,
+    events: BindingEvents,
     push: parking_lot::RwLock<PushRules>,
     /// Taken before `bindings` is released and held while submitting to the store,
     /// so the store applies changes in the order memory made them.
@@ -125,7 +128,7 @@ impl Registrar {
         for list in bindings.values_mut() {
             list.sort_by_key(|b| b.updated_at_ms);
         }
-        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let events = BindingEvents::new(EVENT_CAPACITY);
         Ok(Self {
             inner: Arc::new(Inner {
                 settings,
@@ -148,7 +151,7 @@ impl Registrar {
         shared: Arc<RedisBindings>,
         nodes: Arc<nodes::Nodes>,
     ) -> Self {
-        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let events = BindingEvents::new(EVENT_CAPACITY);
         Self {
             inner: Arc::new(Inner {
                 settings,
@@ -198,28 +201,46 @@ impl Registrar {
     /// since lookups already see it); the caller should answer 500, and the UA's next
     /// refresh writes the binding again.
     pub async fn register(&self, req: RegisterRequest) -> Result<RegisterOutcome, StoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.register_then(req, move |outcome| {
-            let _ = tx.send(outcome);
-        });
-        rx.await.unwrap_or(Err(StoreError::Closed))
+        let (outcome, events) = self.register_held(req).await;
+        events.publish();
+        outcome
     }
 
-    /// Like [`Registrar::register`], but calls `then` with the outcome once the change
-    /// is durable, on the thread that made it so (see [`store::Done`]): the answer to
-    /// a REGISTER then goes out from the store thread right after the commit, without
-    /// waking the runtime in between. Events are published before `then` runs.
+    /// Like [`Registrar::register`], but the events are handed back unpublished: they
+    /// go out when the caller drops them, after its answer to the REGISTER.
+    pub async fn register_held(
+        &self,
+        req: RegisterRequest,
+    ) -> (Result<RegisterOutcome, StoreError>, PendingEvents) {
+        let (tx, rx) = oneshot::channel();
+        self.register_then(req, move |outcome, events| {
+            let _ = tx.send((outcome, events));
+        });
+        rx.await.unwrap_or_else(|_| {
+            let none = PendingEvents::new(Vec::new(), self.inner.events.clone());
+            (Err(StoreError::Closed), none)
+        })
+    }
+
+    /// Like [`Registrar::register_held`], but calls `then` with the outcome and the
+    /// events once the change is durable, on the thread that made it so (see
+    /// [`store::Done`]): the answer to a REGISTER then goes out from the store thread
+    /// right after the commit, without waking the runtime in between. The events are
+    /// published when `then` drops them (at the latest when it returns).
     pub fn register_then<F>(&self, req: RegisterRequest, then: F)
     where
-        F: FnOnce(Result<RegisterOutcome, StoreError>) + Send + 'static,
+        F: FnOnce(Result<RegisterOutcome, StoreError>, PendingEvents) + Send + 'static,
     {
         if let Some(shared) = &self.inner.shared {
             let (this, shared) = (self.clone(), Arc::clone(shared));
             match tokio::runtime::Handle::try_current() {
                 Ok(rt) => {
-                    rt.spawn(async move { then(this.register_shared(&shared, req).await) });
+                    rt.spawn(async move {
+                        let (outcome, events) = this.register_shared(&shared, req).await;
+                        then(outcome, this.pending(events));
+                    });
                 }
-                Err(_) => then(Err(StoreError::Closed)),
+                Err(_) => then(Err(StoreError::Closed), self.pending(Vec::new())),
             }
             return;
         }
@@ -231,7 +252,7 @@ impl Registrar {
             Ok(plan) => plan,
             Err(outcome) => {
                 drop(map);
-                return then(Ok(outcome));
+                return then(Ok(outcome), self.pending(Vec::new()));
             }
         };
         let bindings = live_sorted(&plan.bindings, now, rules.ttl_secs);
@@ -243,8 +264,7 @@ impl Registrar {
         }
         if plan.ops.is_empty() {
             drop(map);
-            self.publish(events);
-            return then(Ok(RegisterOutcome::Ok { bindings }));
+            return then(Ok(RegisterOutcome::Ok { bindings }), self.pending(events));
         }
         let this = self.clone();
         let aor = req.aor;
@@ -252,18 +272,19 @@ impl Registrar {
             map,
             plan.ops,
             Box::new(move |result| {
-                this.publish(events);
+                let events = this.pending(events);
                 // Let go of the registrar before the waiter runs on: otherwise this
                 // thread (the store's) may hold the last handle and drop the store
                 // from inside its own thread.
                 drop(this);
-                then(match result {
+                let outcome = match result {
                     Ok(()) => Ok(RegisterOutcome::Ok { bindings }),
                     Err(e) => {
                         tracing::warn!(aor = %aor, error = %e, "registration not stored");
                         Err(e)
                     }
-                })
+                };
+                then(outcome, events)
             }),
         );
     }
@@ -288,12 +309,14 @@ impl Registrar {
 
     /// One REGISTER against the shared store: read the AOR, decide with the same
     /// rules as one node, write back only if no other node changed the AOR meanwhile
-    /// (else read again). Events are published once Redis has the change.
+    /// (else read again). Returns the outcome and the events of the change, to be
+    /// published here once the REGISTER is answered (Redis already published them to
+    /// the other nodes with the write).
     async fn register_shared(
         &self,
         shared: &RedisBindings,
         req: RegisterRequest,
-    ) -> Result<RegisterOutcome, StoreError> {
+    ) -> (Result<RegisterOutcome, StoreError>, Vec<BindingEvent>) {
         let now = req.now_ms;
         let rules = self.rules();
         let settings = &self.inner.settings;
@@ -313,13 +336,10 @@ impl Registrar {
             })
             .await;
         match decided {
-            Ok((outcome, events)) => {
-                self.publish(events);
-                Ok(outcome)
-            }
+            Ok((outcome, events)) => (Ok(outcome), events),
             Err(e) => {
                 tracing::warn!(aor = %req.aor, error = %e, "registration not stored");
-                Err(e)
+                (Err(e), Vec::new())
             }
         }
     }
@@ -380,10 +400,10 @@ impl Registrar {
                         aor: b.aor.clone(),
                         key: b.key.clone(),
                     });
-                    events.push(BindingEvent {
-                        kind: BindingEventKind::Removed,
-                        binding: Arc::clone(b),
-                    });
+                    events.push(BindingEvent::local(
+                        BindingEventKind::Removed,
+                        Arc::clone(b),
+                    ));
                     false
                 });
                 !list.is_empty()
@@ -499,6 +519,12 @@ impl Registrar {
         }
     }
 
+    /// The stream every binding event goes through: add a [`BindingSink`] to it, or
+    /// [`BindingEvents::publish`] the events of another node into it.
+    pub fn events(&self) -> &BindingEvents {
+        &self.inner.events
+    }
+
     /// Live bindings across all AORs, by the wall clock (shared store: as counted by
     /// the last sweep).
     pub fn count(&self) -> usize {
@@ -541,17 +567,14 @@ impl Registrar {
         &self.inner.settings
     }
 
-    /// Announces an event another node committed (see [`remote`]) to this node's
-    /// subscribers, as if it had been committed here.
-    pub fn publish_remote(&self, event: BindingEvent) {
-        self.publish(vec![event]);
-    }
-
     fn publish(&self, events: Vec<BindingEvent>) {
         for event in events {
-            // An error only means nobody is subscribed right now.
-            let _ = self.inner.events.send(event);
+            self.inner.events.publish(event);
         }
+    }
+
+    fn pending(&self, events: Vec<BindingEvent>) -> PendingEvents {
+        PendingEvents::new(events, self.inner.events.clone())
     }
 }
 
@@ -741,10 +764,7 @@ fn matches(b: &Binding, spec: &ContactSpec, key: &str, expiry: u32) -> bool {
 fn diff(existing: &[Arc<Binding>], next: Vec<Arc<Binding>>, now: u64, ttl: u64) -> Plan {
     let mut ops = Vec::new();
     let mut events = Vec::new();
-    let event = |kind, binding: &Arc<Binding>| BindingEvent {
-        kind,
-        binding: Arc::clone(binding),
-    };
+    let event = |kind, binding: &Arc<Binding>| BindingEvent::local(kind, Arc::clone(binding));
     for old in existing {
         match next.iter().find(|b| b.key == old.key) {
             Some(new) if Arc::ptr_eq(new, old) => {}

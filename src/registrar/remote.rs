@@ -20,7 +20,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 
 use super::redis::RedisBindings;
-use super::{unix_now_ms, Binding, BindingEvent, BindingEventKind};
+use super::{unix_now_ms, Binding, BindingEvent, BindingEventKind, EventOrigin};
 
 /// One batch of events as published: who committed them, and what.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -35,6 +35,8 @@ struct Wire {
 pub fn encode(node: &str, events: &[BindingEvent]) -> String {
     let bindings: Vec<(char, Binding)> = events
         .iter()
+        // another node's events are never sent on: they would echo between nodes
+        .filter(|e| e.origin == EventOrigin::Local)
         .filter_map(|e| {
             let k = match e.kind {
                 BindingEventKind::Added => 'a',
@@ -66,10 +68,7 @@ pub fn decode(text: &[u8]) -> Option<(String, Vec<BindingEvent>)> {
                 'r' => BindingEventKind::Refreshed,
                 _ => return None,
             };
-            Some(BindingEvent {
-                kind,
-                binding: Arc::new(binding),
-            })
+            Some(BindingEvent::remote(kind, Arc::new(binding)))
         })
         .collect();
     Some((wire.node, events))
@@ -156,10 +155,8 @@ mod tests {
                 node: Some("n1".into()),
             })
         };
-        let ev = |kind, key| BindingEvent {
-            kind,
-            binding: b(key),
-        };
+        let ev = |kind, key| BindingEvent::local(kind, b(key));
+        let remote = |kind, key| BindingEvent::remote(kind, b(key));
         let text = encode(
             "n1",
             &[
@@ -173,10 +170,12 @@ mod tests {
         assert_eq!(
             events,
             vec![
-                ev(BindingEventKind::Added, "k1"),
-                ev(BindingEventKind::Refreshed, "k3")
-            ]
+                remote(BindingEventKind::Added, "k1"),
+                remote(BindingEventKind::Refreshed, "k3")
+            ],
+            "received events are remote ones"
         );
+        assert_eq!(encode("n1", &[remote(BindingEventKind::Added, "k1")]), "");
         assert_eq!(encode("n1", &[ev(BindingEventKind::Removed, "k2")]), "");
         assert!(decode(b"{nope").is_none());
     }

@@ -42,6 +42,16 @@ pub enum TlsError {
     Ca(String),
 }
 
+/// The DNS names (subject alternative names) of `key`'s end-entity certificate: the
+/// names phones reach sipwake by over TLS, hence names of sipwake itself.
+pub fn dns_names_of(key: &CertifiedKey) -> Vec<String> {
+    key.cert
+        .first()
+        .and_then(|der| webpki::EndEntityCert::try_from(der).ok())
+        .map(|c| c.valid_dns_names().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
 /// Reads a PEM certificate chain (leaf first) and its PEM private key (PKCS#8,
 /// PKCS#1 or SEC1), checking that they belong together.
 pub fn load_certified_key(
@@ -89,6 +99,12 @@ impl ServerCert {
     pub fn load(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerCert>, TlsError> {
         let key = load_certified_key(cert_file, key_file)?;
         Ok(Arc::new(ServerCert(RwLock::new(key))))
+    }
+
+    /// The DNS names (subject alternative names) of the certificate presented now.
+    pub fn dns_names(&self) -> Vec<String> {
+        let cur = self.0.read();
+        dns_names_of(&cur)
     }
 
     /// Presents `key` from the next handshake on; true if it differs from the

@@ -917,3 +917,58 @@ fn contact_rewriting_without_path() {
     let held = kamailio_contacts(&kam, "alice");
     assert!(held.is_empty(), "de-registered upstream too: {held:?}");
 }
+
+/// Relay mode: the upstream authenticates, so only REGISTERs it accepted spend an
+/// AOR's per-AOR budget. An attacker on 127.0.0.2 without the password (challenged by
+/// Kamailio every time) cannot lock alice out; her own accepted REGISTERs still meet
+/// the limit.
+#[test]
+fn relay_per_aor_limit_counts_only_what_the_upstream_accepted() {
+    let kam = Kamailio::start("aor-limit");
+    let sw = relay_proxy_with(
+        "relay-aor-limit",
+        &kam.uri(),
+        None,
+        &[
+            // loopback is trusted (and never limited) by default
+            ("PROXY__TRUSTED_NETWORKS", "127.0.0.3/32"),
+            ("LIMITS__REGISTER_PER_AOR_RATE", "1"),
+            ("LIMITS__REGISTER_PER_AOR_BURST", "3"),
+            ("RELAY__REFRESH_THROTTLE_SECS", "0"),
+        ],
+    );
+    let mut evil = Ua::udp_at("alice", sw.addr(), "127.0.0.2:0");
+    for i in 0..20 {
+        let r = register_once(&mut evil, None, "", Some(600));
+        assert_eq!(r.status(), Some(401), "attack {i}: {r:?}");
+    }
+    // not 127.0.0.1: that is the upstream's address, never limited
+    let mut alice = Ua::udp_at("alice", sw.addr(), "127.0.0.4:0");
+    let contact = format!("<{}>", alice.contact_uri());
+    let mut codes = Vec::new();
+    for _ in 0..6 {
+        let first = register_once(&mut alice, Some(&contact), "", Some(600));
+        if first.status() != Some(401) {
+            codes.push(first.status());
+            break;
+        }
+        let auth = digest_line(
+            &first,
+            "alice",
+            password("alice"),
+            "REGISTER",
+            &format!("sip:{DOMAIN}"),
+        );
+        codes.push(register_once(&mut alice, Some(&contact), &auth, Some(600)).status());
+    }
+    assert_eq!(
+        &codes[..3],
+        &[Some(200); 3],
+        "the victim registers despite the attack: {codes:?}"
+    );
+    assert_eq!(
+        codes.last(),
+        Some(&Some(503)),
+        "her accepted REGISTERs are limited: {codes:?}"
+    );
+}

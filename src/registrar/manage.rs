@@ -146,10 +146,7 @@ impl Registrar {
             self.publish(
                 removed
                     .into_iter()
-                    .map(|binding| BindingEvent {
-                        kind: BindingEventKind::Removed,
-                        binding,
-                    })
+                    .map(|binding| BindingEvent::local(BindingEventKind::Removed, binding))
                     .collect(),
             );
             return Ok(kept);
@@ -174,10 +171,7 @@ impl Registrar {
         self.publish(
             removed
                 .into_iter()
-                .map(|binding| BindingEvent {
-                    kind: BindingEventKind::Removed,
-                    binding,
-                })
+                .map(|binding| BindingEvent::local(BindingEventKind::Removed, binding))
                 .collect(),
         );
         result.map(|()| kept)
