@@ -504,7 +504,9 @@ impl Registrar {
         let Some(shared) = &self.inner.shared else {
             return;
         };
-        let interval = std::time::Duration::from_secs(9);
+        // a walk over every AOR: rare, since reads skip expired bindings and keys
+        // expire by themselves; one node per interval does it
+        let interval = std::time::Duration::from_secs(300);
         let r = match shared.sweep(now_ms, self.rules().ttl_secs, interval).await {
             Ok(Some(counts)) => Ok(counts),
             Ok(None) => shared.stats().await,
