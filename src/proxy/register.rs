@@ -236,6 +236,8 @@ pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
     // once rather than when the store thread next yields the CPU.
     let on_runtime = runtime.clone().filter(|_| core.parked.waits_for(&req.aor));
     let registrar = core.registrar.clone();
+    // several nodes only: the AOR, for the idle-timeout bookkeeping below
+    let shared_aor = core.registrar.shared().map(|_| req.aor.clone());
     let finish = move |outcome: Result<RegisterOutcome, StoreError>, events: PendingEvents| {
         let _runtime = runtime.as_ref().map(|r| r.enter());
         let _span = span.enter();
@@ -264,6 +266,18 @@ pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
                 }
                 if !flow.is_udp() {
                     let me = flow.to_string();
+                    if let Some(aor) = &shared_aor {
+                        // several nodes: the idle timeout cannot ask Redis; it is told
+                        // until when this AOR's bindings on the connection live
+                        let until = bindings
+                            .iter()
+                            .filter(|x| x.is_live(now_ms) && x.flow.as_deref() == Some(me.as_str()))
+                            .map(|x| x.expires_at)
+                            .max()
+                            .unwrap_or(0);
+                        core.anchors
+                            .note_until(&flow, aor, until.saturating_mul(1000));
+                    }
                     if let Some(b) = bindings
                         .iter()
                         .find(|b| b.is_live(now_ms) && b.flow.as_deref() == Some(me.as_str()))

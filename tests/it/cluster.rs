@@ -645,3 +645,27 @@ fn a_dead_nodes_phones_are_pushed_or_480() {
         "the dead node's flow got nothing"
     );
 }
+
+#[test]
+fn the_idle_timeout_spares_a_connection_carrying_a_shared_binding() {
+    // the idle timeout cannot wait for Redis: the node remembers until when the
+    // bindings registered on each connection live
+    let redis = redis("cluster-idle");
+    let idle = [("SIP__TCP_IDLE_TIMEOUT_SECS", "1")];
+    let (a, _) = node_with("cluster-idle-a", &redis, &idle);
+    let (b, _) = node("cluster-idle-b", &redis);
+    let mut phone = Ua::tcp("tom", &a);
+    phone.register(600);
+    std::thread::sleep(Duration::from_secs(3));
+    let mut caller = Ua::udp("alice", &b);
+    call_across(&mut caller, &b, &mut phone, &a, false);
+
+    // once its binding is gone, the idle timeout applies again
+    let contact = format!("<{}>", phone.contact_uri());
+    let r = phone.register_with(Some(&contact), Some(0));
+    assert_eq!(r.status(), Some(200), "{r:?}");
+    assert!(
+        phone.wait_tcp_closed(Duration::from_secs(5)),
+        "a connection whose binding is gone is closed when idle"
+    );
+}
