@@ -118,6 +118,7 @@ mod tests {
             path: vec!["<sip:p>".into()],
             push: None,
             updated_at_ms: 1,
+            node: None,
         })
     }
 

@@ -131,6 +131,15 @@ impl MessageQueue {
         })
     }
 
+    /// An empty queue over `store`, which is not read.
+    pub fn empty(store: Arc<dyn Store>) -> MessageQueue {
+        MessageQueue {
+            store,
+            rules: Mutex::new(MessageRules::default()),
+            inner: Mutex::new(Queues::default()),
+        }
+    }
+
     /// Sets the caps (at startup).
     pub fn set_rules(&self, rules: MessageRules) {
         *self.rules.lock() = rules;

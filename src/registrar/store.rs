@@ -1,5 +1,5 @@
 //! The durable store behind the registrar: a back-end-neutral trait (no SQL in it, so a
-//! Redis back end fits later), the write operations, and the errors.
+//! Redis back end fits), the write operations, and the errors.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -85,6 +85,9 @@ pub enum StoreError {
     /// The store's worker has stopped, so the operation was not performed.
     #[error("store thread stopped")]
     Closed,
+    /// Redis failed, timed out or is unreachable (`store.backend = "redis"`).
+    #[error("redis: {0}")]
+    Redis(String),
 }
 
 /// What to run once a submitted batch is durable (or failed). It runs on whichever

@@ -60,6 +60,7 @@ fn req(call_id: &str, cseq: u32, contacts: Vec<ContactSpec>) -> RegisterRequest 
         user_agent: Some("TestPhone/1.0".into()),
         path: vec!["<sip:edge.example;lr>".into()],
         now_ms: T0,
+        node: None,
     }
 }
 
@@ -129,6 +130,7 @@ async fn add_stores_every_field_and_announces_added() {
         path: vec!["<sip:edge.example;lr>".into()],
         push: Some(r#"{"pn-prid":"t"}"#.into()),
         updated_at_ms: T0,
+        node: None,
     };
     assert_eq!(bindings.len(), 1);
     assert_eq!(*bindings[0], expected);
@@ -662,6 +664,7 @@ fn sweep_works_outside_a_runtime() {
             path: vec![],
             push: None,
             updated_at_ms: 0,
+            node: None,
         }))])
         .try_recv()
         .unwrap()
