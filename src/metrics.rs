@@ -238,6 +238,16 @@ pub struct Metrics {
     pub store_commit: Histogram,
     store_commits: [Counter; 2],
     store_ok: AtomicBool,
+    /// One Redis command or script (`store.backend = "redis"`).
+    pub redis_command: Histogram,
+    /// Redis commands that failed or timed out.
+    pub redis_errors: Counter,
+    /// Times Redis answered again after failing.
+    pub redis_reconnects: Counter,
+    /// Binding writes retried because another node changed the AOR first.
+    pub redis_conflicts: Counter,
+    /// Another node's REGISTER to its binding event arriving here.
+    pub redis_event_lag: Histogram,
     started: OnceLock<Instant>,
 }
 
@@ -285,6 +295,11 @@ impl Metrics {
             store_commit: Histogram::new(&COMMIT_BOUNDS),
             store_commits: [const { Counter::new() }; 2],
             store_ok: AtomicBool::new(true),
+            redis_command: Histogram::new(&COMMIT_BOUNDS),
+            redis_errors: Counter::new(),
+            redis_reconnects: Counter::new(),
+            redis_conflicts: Counter::new(),
+            redis_event_lag: Histogram::new(&COMMIT_BOUNDS),
             started: OnceLock::new(),
         }
     }
@@ -527,6 +542,34 @@ impl Metrics {
                 c.get()
             );
         }
+        self.redis_command.render(
+            out,
+            "sipwake_redis_command_seconds",
+            "One Redis command or script of the shared binding store (store.backend = \"redis\").",
+        );
+        counter(
+            out,
+            "sipwake_redis_errors_total",
+            "Redis commands that failed or timed out.",
+            self.redis_errors.get(),
+        );
+        counter(
+            out,
+            "sipwake_redis_reconnects_total",
+            "Times Redis answered again after failing.",
+            self.redis_reconnects.get(),
+        );
+        self.redis_event_lag.render(
+            out,
+            "sipwake_redis_event_lag_seconds",
+            "Another node's REGISTER to its binding event arriving here (pub/sub lag, clocks of both nodes).",
+        );
+        counter(
+            out,
+            "sipwake_redis_conflicts_total",
+            "Binding writes retried because another node changed the same AOR first.",
+            self.redis_conflicts.get(),
+        );
         let uptime = self
             .started
             .get()

@@ -10,8 +10,10 @@ use tracing::{info, warn};
 use crate::config::{Settings, StoreBackend};
 use crate::proxy::Core;
 use crate::push::{PushError, Pusher};
+use crate::registrar::nodes::Nodes;
 use crate::registrar::{
-    unix_now_ms, MemoryStore, MessageRules, PushRules, Registrar, SqliteStore, Store, StoreError,
+    unix_now_ms, MemoryStore, MessageRules, PushRules, RedisBindings, Registrar, SqliteStore,
+    Store, StoreError,
 };
 use crate::reload::Reloader;
 use crate::shutdown::{self, Signal, Signals};
@@ -127,6 +129,8 @@ fn server_cert(
 }
 
 const SECRET_KEY: &str = "flow_token_secret";
+/// Several nodes: the digest nonce secret, shared in Redis.
+const NONCE_KEY: &str = "nonce_secret";
 
 /// A running sipwake: the proxy core and its transport.
 pub struct Server {
@@ -141,28 +145,62 @@ impl Server {
         if let Some(w) = crate::proxy::relay::expiry_warning(&settings) {
             warn!("{w}");
         }
-        let auth = start_auth(&settings)?;
-        let store: Arc<dyn Store> = match settings.store.backend {
-            StoreBackend::Sqlite => Arc::new(SqliteStore::open(
-                &settings.store.path,
-                settings.store.sync_full,
-            )?),
-            StoreBackend::Memory => Arc::new(MemoryStore::new()),
-        };
-        let secret = match &settings.proxy.flow_token_secret {
-            Some(s) => s.clone(),
-            None => match store.get_meta(SECRET_KEY)? {
-                Some(s) => s,
-                None => {
-                    // kept in the store so tokens in live dialogs survive a restart
-                    let mut s = vec![0u8; 32];
-                    let _ = getrandom::fill(&mut s);
-                    store.put_meta(SECRET_KEY, &s)?;
-                    s
+        let mut auth = start_auth(&settings)?;
+        let (registrar, secret) = match settings.store.backend {
+            StoreBackend::Redis => {
+                let shared = Arc::new(RedisBindings::connect(&settings.store.redis).await?);
+                // every node signs and checks flow tokens with the same secret
+                let secret = match &settings.proxy.flow_token_secret {
+                    Some(s) => s.clone(),
+                    None => shared.meta_or_init(SECRET_KEY, &fresh_secret()).await?,
+                };
+                info!(
+                    url = %crate::config::redact_url(&settings.store.redis.url),
+                    node = %settings.cluster.node_id,
+                    advertise = %settings.cluster.advertise_uri,
+                    "bindings shared in Redis"
+                );
+                if let Some(auth) = auth.as_mut() {
+                    // a phone may answer one node's challenge at another
+                    let key = shared.meta_or_init(NONCE_KEY, &fresh_secret()).await?;
+                    let key: [u8; 32] = key.as_slice().try_into().map_err(|_| {
+                        StoreError::Redis(format!("{NONCE_KEY} in Redis is not 32 bytes"))
+                    })?;
+                    auth.share_nonces(key);
                 }
-            },
+                let nodes = Arc::new(Nodes::new(
+                    settings.cluster.node_id.clone(),
+                    settings.cluster.advertise_uri.clone(),
+                ));
+                // the others are known before the first call is routed
+                nodes.beat(&shared).await?;
+                tokio::spawn(nodes.clone().run(shared.clone()));
+                let registrar = Registrar::new_shared(settings.registrar.clone(), shared, nodes);
+                (registrar, secret)
+            }
+            StoreBackend::Sqlite | StoreBackend::Memory => {
+                let store: Arc<dyn Store> = match settings.store.backend {
+                    StoreBackend::Sqlite => Arc::new(SqliteStore::open(
+                        &settings.store.path,
+                        settings.store.sync_full,
+                    )?),
+                    _ => Arc::new(MemoryStore::new()),
+                };
+                let secret = match &settings.proxy.flow_token_secret {
+                    Some(s) => s.clone(),
+                    None => match store.get_meta(SECRET_KEY)? {
+                        Some(s) => s,
+                        None => {
+                            // kept in the store so tokens in live dialogs survive a restart
+                            let s = fresh_secret();
+                            store.put_meta(SECRET_KEY, &s)?;
+                            s
+                        }
+                    },
+                };
+                (Registrar::new(settings.registrar.clone(), store)?, secret)
+            }
         };
-        let registrar = Registrar::new(settings.registrar.clone(), store)?;
         registrar.set_push_rules(PushRules {
             ttl_secs: settings.push.binding_ttl.as_secs(),
             max_expires: settings.push.max_expires,
@@ -231,6 +269,7 @@ impl Server {
         if let Some(auth) = auth {
             core.set_auth(auth);
         }
+        crate::proxy::cluster::start(&core);
         let handler = core.make_handler();
         transport.start(listeners, handler);
         crate::metrics::global().mark_start();
@@ -251,6 +290,13 @@ impl Server {
         );
         Ok(Server { core })
     }
+}
+
+/// 32 random bytes for a new flow-token secret.
+fn fresh_secret() -> Vec<u8> {
+    let mut s = vec![0u8; 32];
+    let _ = getrandom::fill(&mut s);
+    s
 }
 
 /// Loads the users file when authentication is on, and warns when sipwake is

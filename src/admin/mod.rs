@@ -1,5 +1,5 @@
 //! The admin HTTP API (axum, HTTP/1.1): `/healthz`, `/metrics` and the operator's
-//! views and actions (`/registrations`, `/calls`, `/push-test`).
+//! views and actions (`/registrations`, `/calls`, `/cluster`, `/push-test`).
 //!
 //! It listens on loopback by default (`admin.listen`). With `admin.token` set, every
 //! endpoint but `/healthz` wants `Authorization: Bearer <token>`; a non-loopback
@@ -58,6 +58,7 @@ pub async fn start(core: Arc<Core>, addr: SocketAddr) -> std::io::Result<SocketA
         .route("/registrations", get(views::registrations))
         .route("/registrations/{aor}", delete(views::delete_registrations))
         .route("/calls", get(views::calls))
+        .route("/cluster", get(views::cluster))
         .route("/push-test/{aor}", post(push_test::push_test))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let app = Router::new()
@@ -100,9 +101,20 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     subtle::ConstantTimeEq::ct_eq(a, b).into()
 }
 
-/// `200 ok`, or `503` when the last store commit failed. Never needs the token, so
+/// `200 ok`, or `503` when the last store commit failed or the shared store
+/// (Redis) does not answer. Never needs the token, so
 /// load balancers and systemd watchdogs can probe it.
-async fn healthz() -> Response {
+async fn healthz(State(admin): Shared) -> Response {
+    if let Some(shared) = admin.core.registrar.shared() {
+        // asked now, so a Redis that went away while nothing used it is seen too
+        if let Err(e) = shared.ping().await {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("shared binding store failing: {e}\n"),
+            )
+                .into_response();
+        }
+    }
     if crate::metrics::global().store_ok() {
         (StatusCode::OK, "ok\n").into_response()
     } else {

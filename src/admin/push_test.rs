@@ -23,12 +23,18 @@ use crate::registrar::unix_now_ms;
 /// `404` when the AOR has no bindings.
 pub(super) async fn push_test(State(admin): Shared, Path(aor): Path<String>) -> Response {
     let core = &admin.core;
-    let aors = core.registrar.find_aors(&aor);
+    let aors = match core.registrar.matching_aors(&aor).await {
+        Ok(list) => list,
+        Err(e) => return super::views::store_failed(&e),
+    };
     let now = unix_now_ms();
-    let bindings: Vec<_> = aors
-        .iter()
-        .flat_map(|a| core.registrar.lookup(a, now))
-        .collect();
+    let mut bindings = Vec::new();
+    for a in &aors {
+        match core.registrar.find(a, now).await {
+            Ok(list) => bindings.extend(list),
+            Err(e) => return super::views::store_failed(&e),
+        }
+    }
     if bindings.is_empty() {
         return (StatusCode::NOT_FOUND, "no bindings for this AOR\n").into_response();
     }

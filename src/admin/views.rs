@@ -79,20 +79,64 @@ pub(super) fn binding_json(b: &Binding, now_ms: u64) -> Value {
         "push": push,
         "last_register_ms": b.updated_at_ms,
         "last_register_age_s": now_ms.saturating_sub(b.updated_at_ms) / 1000,
+        "node": b.node,
     })
+}
+
+/// `GET /cluster`: the nodes sharing this node's Redis (heartbeat not lapsed), each
+/// with its advertise URI, the age of its last heartbeat and the bindings it owns.
+/// `404` for a single node (`store.backend` is not `redis`).
+pub(super) async fn cluster(State(admin): Shared) -> Response {
+    let reg = &admin.core.registrar;
+    let Some(me) = reg.nodes().map(|n| n.me().to_owned()) else {
+        return (
+            StatusCode::NOT_FOUND,
+            "a single node: store.backend is not redis\n",
+        )
+            .into_response();
+    };
+    let view = match reg.cluster_view().await {
+        Ok(v) => v,
+        Err(e) => return store_failed(&e),
+    };
+    let now = unix_now_ms();
+    let nodes: Vec<Value> = view
+        .nodes
+        .iter()
+        .map(|(n, owned)| {
+            json!({
+                "id": n.id,
+                "advertise_uri": n.uri,
+                "last_heartbeat_ms": n.at_ms,
+                "last_heartbeat_age_ms": now.saturating_sub(n.at_ms),
+                "bindings_owned": owned,
+                "this_node": n.id == me,
+            })
+        })
+        .collect();
+    Json(json!({
+        "nodes": nodes,
+        "bindings_of_gone_nodes": view.orphans,
+    }))
+    .into_response()
 }
 
 /// `GET /registrations?aor=&offset=&limit=`: bindings by AOR, a page at a time.
 pub(super) async fn registrations(State(admin): Shared, Query(q): Query<RegQuery>) -> Response {
     let reg = &admin.core.registrar;
-    let aors = q
-        .aor
-        .as_deref()
-        .filter(|a| !a.is_empty())
-        .map(|a| reg.find_aors(a));
+    let aors = match q.aor.as_deref().filter(|a| !a.is_empty()) {
+        Some(a) => match reg.matching_aors(a).await {
+            Ok(list) => Some(list),
+            Err(e) => return store_failed(&e),
+        },
+        None => None,
+    };
     let offset = q.offset.unwrap_or(0);
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
-    let (total, page) = reg.snapshot(aors.as_deref(), offset, limit);
+    let (total, page) = match reg.page(aors.as_deref(), offset, limit).await {
+        Ok(p) => p,
+        Err(e) => return store_failed(&e),
+    };
     let now = unix_now_ms();
     let bindings: Vec<Value> = page.iter().map(|b| binding_json(b, now)).collect();
     Json(json!({
@@ -104,6 +148,15 @@ pub(super) async fn registrations(State(admin): Shared, Query(q): Query<RegQuery
     .into_response()
 }
 
+/// `503` naming the store's failure (the shared store did not answer).
+pub(super) fn store_failed(e: &crate::registrar::StoreError) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("binding store: {e}\n"),
+    )
+        .into_response()
+}
+
 /// `DELETE /registrations/{aor}`: removes every binding of the AOR (of each AOR with
 /// that user part, for a bare user) through the registrar, so the store follows.
 /// `204`, or `404` when there was nothing to remove.
@@ -112,7 +165,10 @@ pub(super) async fn delete_registrations(
     Path(aor): Path<String>,
 ) -> Response {
     let reg = &admin.core.registrar;
-    let aors = reg.find_aors(&aor);
+    let aors = match reg.matching_aors(&aor).await {
+        Ok(list) => list,
+        Err(e) => return store_failed(&e),
+    };
     if aors.is_empty() {
         return (StatusCode::NOT_FOUND, "no bindings for this AOR\n").into_response();
     }

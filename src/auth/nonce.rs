@@ -12,6 +12,11 @@
 //! unknown, and a phone answering one with the right password gets `stale=true` and
 //! retries without asking its user. Replay protection does not survive a restart
 //! otherwise, because the counts are not stored.
+//!
+//! Several nodes ([`Nonces::with_key`]) share one secret (kept in Redis) and count
+//! time in unix milliseconds, so a phone may answer node A's challenge at node B.
+//! Nonce-counts are still remembered per node: a captured response can be replayed
+//! once at each other node within the nonce's lifetime.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,6 +53,9 @@ pub enum NonceCheck {
 pub struct Nonces {
     key: [u8; 32],
     start: Instant,
+    /// Added to the time since `start`: 0 for one node, the unix time at start for
+    /// nonces shared by several nodes.
+    base_ms: u64,
     ttl: Duration,
     counter: AtomicU64,
     seen: Mutex<Seen>,
@@ -88,14 +96,30 @@ impl Nonces {
         Nonces {
             key,
             start: Instant::now(),
+            base_ms: 0,
             ttl,
             counter: AtomicU64::new(u64::from_le_bytes(seed)),
             seen: Mutex::new(Seen::default()),
         }
     }
 
+    /// Nonces valid for `ttl` under `key`, shared by every node holding that key
+    /// (issue times in unix milliseconds, so any node can tell a nonce's age).
+    pub fn with_key(ttl: Duration, key: [u8; 32]) -> Nonces {
+        let mut n = Nonces::new(ttl);
+        n.key = key;
+        n.base_ms = crate::registrar::unix_now_ms();
+        n
+    }
+
+    /// Their lifetime.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     fn now_ms(&self) -> u64 {
-        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+        let since = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.base_ms.saturating_add(since)
     }
 
     fn mac(&self, id: &[u8; 16]) -> [u8; 16] {
@@ -181,6 +205,21 @@ impl Nonces {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nodes_sharing_a_key_accept_each_others_nonces() {
+        let key = [7u8; 32];
+        let a = Nonces::with_key(Duration::from_secs(60), key);
+        let b = Nonces::with_key(Duration::from_secs(60), key);
+        let other = Nonces::with_key(Duration::from_secs(60), [8u8; 32]);
+        let n = a.issue();
+        assert_eq!(b.check(&n, 1), NonceCheck::Fresh);
+        assert_eq!(other.check(&n, 1), NonceCheck::Stale);
+        assert_eq!(
+            Nonces::new(Duration::from_secs(60)).check(&n, 1),
+            NonceCheck::Stale
+        );
+    }
 
     #[test]
     fn counts_must_grow() {

@@ -86,6 +86,12 @@ impl Auth {
         }
     }
 
+    /// Several nodes: issue and accept nonces under `key`, shared by every node, so a
+    /// phone may answer one node's challenge at another.
+    pub fn share_nonces(&mut self, key: [u8; 32]) {
+        self.nonces = Nonces::with_key(self.nonces.ttl(), key);
+    }
+
     /// The realm.
     pub fn realm(&self) -> &str {
         &self.realm

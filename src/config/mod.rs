@@ -20,6 +20,7 @@
 mod admin;
 mod apns;
 mod auth;
+mod cluster;
 mod error;
 mod fcm;
 pub(crate) mod fields;
@@ -50,6 +51,7 @@ use serde::{Deserialize, Serialize};
 pub use admin::AdminSettings;
 pub use apns::{ApnsSettings, RawApns};
 pub use auth::{AuthSettings, DigestAlgorithm};
+pub use cluster::ClusterSettings;
 pub use error::ConfigError;
 pub use fcm::{FcmSettings, RawFcm};
 pub use limits::{LimitsSettings, OverLimit, RateLimit, RawLimits};
@@ -62,7 +64,7 @@ pub use registrar::{RegistrarMode, RegistrarSettings};
 pub use relay::RelaySettings;
 pub use server::ServerSettings;
 pub use sip::{SipSettings, SipTransport};
-pub use store::{StoreBackend, StoreSettings};
+pub use store::{redact_url, RedisSettings, StoreBackend, StoreSettings};
 pub use tls::TlsSettings;
 pub use upstream::{TransportKind, UpstreamSettings, UpstreamTarget};
 pub use webhook::{GatewayProvider, RawWebhook, WebhookSettings};
@@ -98,6 +100,8 @@ pub struct Sections<Push, Limits> {
     pub limits: Limits,
     /// `[tls]`: SIP over TLS listeners and their certificate.
     pub tls: TlsSettings,
+    /// `[cluster]`: this node among several (`store.backend = "redis"`).
+    pub cluster: ClusterSettings,
 }
 
 /// All validated settings.
@@ -148,8 +152,19 @@ impl RawSettings {
         let registrar = self.registrar.validate(upstream.uri.is_some())?;
         let auth = self.auth.validate(&sip, &proxy, registrar.mode)?;
         let tls = self.tls.validate(&sip)?;
+        let store = self.store.validate()?;
+        if store.backend == StoreBackend::Redis && registrar.mode == RegistrarMode::Relay {
+            return Err(ConfigError::invalid(
+                "store.backend",
+                "redis",
+                "relay mode keeps its bindings on one node; use sqlite or memory with \
+                 registrar.mode = \"relay\"",
+            ));
+        }
+        let cluster = self.cluster.validate(&sip, &store)?;
         Ok(Settings {
-            store: self.store.validate()?,
+            store,
+            cluster,
             log: self.log.validate()?,
             push: self.push.validate()?,
             relay: self.relay.validate()?,

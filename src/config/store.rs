@@ -1,10 +1,11 @@
 //! `[store]`: where bindings are kept.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::fields::{self, keyword_parse};
+use super::fields::{self, in_range, keyword_parse};
 use super::ConfigError;
 
 /// Which store keeps bindings.
@@ -15,6 +16,8 @@ pub enum StoreBackend {
     Sqlite,
     /// In memory only (lost on restart).
     Memory,
+    /// Shared by several nodes in Redis (or Valkey).
+    Redis,
 }
 keyword_parse!(StoreBackend);
 
@@ -42,6 +45,102 @@ pub struct StoreSettings {
     /// death); written `store.synchronous = "full"` or `"normal"`.
     #[serde(rename = "synchronous", with = "sync_full")]
     pub sync_full: bool,
+    /// `[store.redis]`, for the `redis` backend.
+    pub redis: RedisSettings,
+}
+
+/// `[store.redis]`: how to reach the Redis that several nodes share.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisSettings {
+    /// `redis://[user[:password]@]host[:port][/db]` or `rediss://…` (TLS); may carry
+    /// credentials, so it is shown only through [`redact_url`].
+    pub url: String,
+    /// User name, overriding the URL's.
+    #[serde(with = "fields::opt")]
+    pub username: Option<String>,
+    /// Password, overriding the URL's.
+    #[serde(with = "fields::opt")]
+    pub password: Option<String>,
+    /// Longest wait for one Redis command before the request it serves gets a 503.
+    #[serde(rename = "timeout_ms", with = "fields::millis")]
+    pub timeout: Duration,
+    /// Prefix of every key and channel, so several deployments can share one Redis.
+    pub key_prefix: String,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            username: None,
+            password: None,
+            timeout: Duration::from_millis(1000),
+            key_prefix: "sipwake".to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // the URL and the password may carry credentials
+        f.debug_struct("RedisSettings")
+            .field("url", &redact_url(&self.url))
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("timeout", &self.timeout)
+            .field("key_prefix", &self.key_prefix)
+            .finish()
+    }
+}
+
+/// `url` with the password part of its user info replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (auth, host) = match rest.split_once('@') {
+        Some((a, h)) if !a.contains('/') => (a, h),
+        _ => return url.to_owned(),
+    };
+    match auth.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+impl RedisSettings {
+    fn validate(mut self, used: bool) -> Result<Self, ConfigError> {
+        self.url = self.url.trim().to_owned();
+        if used || !self.url.is_empty() {
+            let scheme_ok = self.url.starts_with("redis://") || self.url.starts_with("rediss://");
+            if !scheme_ok {
+                return Err(ConfigError::invalid(
+                    "store.redis.url",
+                    redact_url(&self.url),
+                    "expected redis://host[:port][/db] or rediss://… (TLS)",
+                ));
+            }
+            if let Err(e) = redis::IntoConnectionInfo::into_connection_info(self.url.as_str()) {
+                return Err(ConfigError::invalid(
+                    "store.redis.url",
+                    redact_url(&self.url),
+                    e.to_string(),
+                ));
+            }
+        }
+        let ms = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX);
+        in_range("store.redis.timeout_ms", ms, 10, 60_000, "milliseconds")?;
+        self.key_prefix = self.key_prefix.trim().to_owned();
+        if self.key_prefix.is_empty() || self.key_prefix.contains(['{', '}', ' ', '*']) {
+            return Err(ConfigError::invalid(
+                "store.redis.key_prefix",
+                self.key_prefix,
+                "must be a non-empty word without braces, spaces or '*'",
+            ));
+        }
+        Ok(self)
+    }
 }
 
 impl Default for StoreSettings {
@@ -50,12 +149,13 @@ impl Default for StoreSettings {
             backend: StoreBackend::Sqlite,
             path: PathBuf::from("data/sipwake.db"),
             sync_full: false,
+            redis: RedisSettings::default(),
         }
     }
 }
 
 impl StoreSettings {
-    pub(super) fn validate(self) -> Result<Self, ConfigError> {
+    pub(super) fn validate(mut self) -> Result<Self, ConfigError> {
         if self.backend == StoreBackend::Sqlite && self.path.as_os_str().is_empty() {
             return Err(ConfigError::invalid(
                 "store.path",
@@ -63,6 +163,7 @@ impl StoreSettings {
                 "the sqlite backend needs a file name",
             ));
         }
+        self.redis = self.redis.validate(self.backend == StoreBackend::Redis)?;
         Ok(self)
     }
 }

@@ -26,6 +26,30 @@ fn with_env(toml: &str, vars: &[(&str, &str)]) -> Result<Settings, ConfigError> 
 }
 
 #[test]
+fn redis_store_and_cluster_settings() {
+    let s = from_toml_str(
+        "[sip]\nlisten = [\"10.0.0.11:5070\"]\n\
+         [store]\nbackend = \"redis\"\n\
+         [store.redis]\nurl = \"redis://u:Sekr3t@r.example:6380/2\"\npassword = \"0ther\"\ntimeout_ms = 250",
+    )
+    .expect("valid");
+    assert_eq!(s.store.backend, StoreBackend::Redis);
+    assert_eq!(s.store.redis.password.as_deref(), Some("0ther"));
+    assert_eq!(s.store.redis.timeout, std::time::Duration::from_millis(250));
+    assert_eq!(s.cluster.advertise_uri, "sip:10.0.0.11:5070");
+    assert_eq!(s.cluster.node_id, "10.0.0.11:5070");
+    let shown = format!("{:?}", s.store.redis);
+    assert!(
+        !shown.contains("Sekr3t") && !shown.contains("0ther"),
+        "{shown}"
+    );
+    assert_eq!(
+        redact_url("rediss://u:pw@r.example:6380"),
+        "rediss://u:***@r.example:6380"
+    );
+}
+
+#[test]
 fn defaults() {
     let s = from_toml_str("").expect("defaults are valid");
     assert_eq!(
@@ -233,7 +257,34 @@ fn each_validation_error_names_its_key() {
             "registrar.max_expires",
         ),
         ("[registrar]\nmax_contacts = 0", "registrar.max_contacts"),
-        ("[store]\nbackend = \"redis\"", "store.backend"),
+        ("[store]\nbackend = \"mysql\"", "store.backend"),
+        ("[store]\nbackend = \"redis\"", "store.redis.url"),
+        (
+            "[store]\nbackend = \"redis\"\n[store.redis]\nurl = \"http://h\"",
+            "store.redis.url",
+        ),
+        (
+            "[store.redis]\nurl = \"redis://h\"\ntimeout_ms = 0",
+            "store.redis.timeout_ms",
+        ),
+        (
+            "[store.redis]\nkey_prefix = \"a{b}\"",
+            "store.redis.key_prefix",
+        ),
+        (
+            "[sip]\nlisten = [\"0.0.0.0:5060\"]\n[store]\nbackend = \"redis\"\n\
+             [store.redis]\nurl = \"redis://h\"",
+            "cluster.advertise_uri",
+        ),
+        (
+            "[cluster]\nadvertise_uri = \"sip:u@h\"",
+            "cluster.advertise_uri",
+        ),
+        (
+            "[cluster]\nadvertise_uri = \"http://h\"",
+            "cluster.advertise_uri",
+        ),
+        ("[cluster]\nnode_id = \"a b\"", "cluster.node_id"),
         ("[store]\npath = \"\"", "store.path"),
         ("[store]\nsynchronous = \"off\"", "store.synchronous"),
         ("[log]\nlevel = \"\"", "log.level"),

@@ -5,6 +5,10 @@
 //! about an idle connection, their bindings are looked up. Nothing needs clearing
 //! when a binding goes: an expired, removed or moved binding simply no longer names
 //! the connection's flow.
+//!
+//! Several nodes: the bindings are in Redis, which the transport's synchronous
+//! question cannot wait for; so each connection also remembers until when the
+//! bindings registered on it last said they would live, and that answers instead.
 
 use std::collections::HashMap;
 
@@ -21,6 +25,9 @@ const MAX_AORS_PER_CONN: usize = 16;
 #[derive(Debug, Default)]
 pub struct Anchors {
     map: Mutex<HashMap<u64, Vec<String>>>,
+    /// Several nodes: connection id → (address of record, unix ms until which its
+    /// bindings on the connection live, by its latest REGISTER there).
+    until: Mutex<HashMap<u64, Vec<(String, u64)>>>,
 }
 
 impl Anchors {
@@ -43,12 +50,39 @@ impl Anchors {
         }
     }
 
+    /// Several nodes: a REGISTER of `aor` on `flow` left its bindings there live
+    /// until `until_ms` (0: none left).
+    pub fn note_until(&self, flow: &Flow, aor: &str, until_ms: u64) {
+        if let Flow::Tcp { conn, .. } = *flow {
+            let mut until = self.until.lock();
+            let list = until.entry(conn).or_default();
+            list.retain(|(a, _)| a != aor);
+            if until_ms > 0 {
+                if list.len() >= MAX_AORS_PER_CONN {
+                    list.remove(0);
+                }
+                list.push((aor.to_owned(), until_ms));
+            }
+        }
+    }
+
     /// True if a live binding's flow is `flow`; forgets the addresses of record
     /// that no longer have one there.
     pub fn keep_open(&self, flow: &Flow, registrar: &Registrar) -> bool {
         let Flow::Tcp { conn, .. } = *flow else {
             return false;
         };
+        if registrar.shared().is_some() {
+            let now = unix_now_ms();
+            let mut until = self.until.lock();
+            let live = until
+                .get(&conn)
+                .is_some_and(|list| list.iter().any(|&(_, t)| t > now));
+            if !live {
+                until.remove(&conn);
+            }
+            return live;
+        }
         let Some(aors) = self.lock().remove(&conn) else {
             return false;
         };
@@ -81,6 +115,7 @@ impl Anchors {
     pub fn forget(&self, flow: &Flow) {
         if let Flow::Tcp { conn, .. } = *flow {
             self.lock().remove(&conn);
+            self.until.lock().remove(&conn);
         }
     }
 

@@ -64,6 +64,10 @@ pub struct OwnRoutes {
     pub token: Option<(Option<Flow>, Option<Flow>)>,
     /// The first Route value that is not ours, if any.
     pub next: Option<String>,
+    /// Several nodes: the request comes from another node for a phone whose flow we
+    /// hold (its Route carried a token only nodes mint), so the wake hint it carries
+    /// is ours and passes.
+    pub from_node: bool,
 }
 
 /// A device to push for one call.
@@ -126,6 +130,16 @@ pub enum CallEvent {
     /// The admin API's `/calls` asks for a [`CallView`]; tasks that are not an
     /// unanswered INVITE drop the sender instead of answering.
     Describe(oneshot::Sender<CallView>),
+    /// A woken phone's binding is held by another node of the cluster: the way to
+    /// that node, resolved off the task.
+    WokenVia {
+        /// The woken binding.
+        binding: Arc<Binding>,
+        /// To the node holding the phone's flow.
+        flow: Flow,
+        /// Route set: that node (with the flow token), then the binding's Path.
+        path: Vec<String>,
+    },
 }
 
 /// The events of a task that owns a transaction: the transaction layer's and ours.

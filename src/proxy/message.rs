@@ -56,6 +56,11 @@ pub fn keep(
     if msg.method() != Some(Method::Message) || !settings.enabled {
         return false;
     }
+    if core.registrar.shared().is_some() {
+        // several nodes: a kept message would live on this node only, while the phone
+        // may register again on any; until the shared store keeps messages, 480
+        return false;
+    }
     let devices: Vec<_> = bindings
         .iter()
         .filter_map(|b| push_info(core, b).map(|i| (b.key.clone(), i)))

@@ -30,6 +30,7 @@
 pub mod anchors;
 pub mod call_log;
 pub mod call_views;
+pub mod cluster;
 pub mod data;
 pub mod dialogs;
 pub mod edit;

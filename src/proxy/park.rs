@@ -125,6 +125,11 @@ impl Parked {
         self.len() == 0
     }
 
+    /// The AORs with calls parked now.
+    pub fn aors(&self) -> Vec<String> {
+        self.lock().by_aor.keys().cloned().collect()
+    }
+
     /// True if a call waits for a phone of `aor` (one map lookup; none when nothing
     /// is parked).
     pub fn waits_for(&self, aor: &str) -> bool {

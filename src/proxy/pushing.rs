@@ -108,10 +108,21 @@ impl Pushing {
     /// if any; `None` when it cannot take this call (another AOR, expired, no usable
     /// flow, or no TLS for a `sips:` call).
     pub fn woken(&self, binding: &Binding, sips: bool) -> Option<(Flow, Option<usize>)> {
+        let flow = binding.flow.as_deref()?.parse::<Flow>().ok()?;
+        self.woken_on(binding, flow, sips)
+    }
+
+    /// [`Pushing::woken`] for a binding reached over `flow` (its own, or the way to
+    /// the node holding it).
+    pub fn woken_on(
+        &self,
+        binding: &Binding,
+        flow: Flow,
+        sips: bool,
+    ) -> Option<(Flow, Option<usize>)> {
         if binding.aor != self.plan.aor || !binding.is_live(unix_now_ms()) {
             return None;
         }
-        let flow = binding.flow.as_deref()?.parse::<Flow>().ok()?;
         if sips && !flow.is_tls() {
             return None; // a woken phone without TLS cannot take a sips: call
         }
@@ -137,10 +148,10 @@ impl Pushing {
             PushResult::SentOtherEnv { sandbox } => {
                 self.delivered += 1;
                 // into the binding as it is now: the woken app may have registered again
-                let (sandbox, token) = (*sandbox, &dev.info.token);
-                core.registrar.update_push(aor, &dev.key, |b| {
+                let (sandbox, token) = (*sandbox, dev.info.token.clone());
+                core.registrar.update_push(aor, &dev.key, move |b| {
                     let mut info = crate::push::PushInfo::from_json(b.push.as_deref()?)?;
-                    if &info.token != token || !info.env_guessed {
+                    if info.token != token || !info.env_guessed {
                         return None;
                     }
                     info.sandbox = sandbox;

@@ -120,6 +120,7 @@ pub fn parse_register(
         user_agent: msg.header(HeaderName::UserAgent).map(str::to_string),
         path: msg.values(HeaderName::Path).map(str::to_string).collect(),
         now_ms,
+        node: None,
     })
 }
 
@@ -246,6 +247,10 @@ pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
     }
     let aor = req.aor.clone();
     keep_learnt_env(&mut req, || core.registrar.lookup(&aor, now_ms));
+    if core.registrar.shared().is_some() {
+        // the flow is this node's: the others reach the phone through it
+        req.node = Some(core.settings.cluster.node_id.clone());
+    }
     // RFC 8599 §5.4: confirm the push service the phone named
     let pns = msg
         .values(HeaderName::Contact)
@@ -264,6 +269,8 @@ pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
     // once rather than when the store thread next yields the CPU.
     let on_runtime = runtime.clone().filter(|_| core.parked.waits_for(&req.aor));
     let registrar = core.registrar.clone();
+    // several nodes only: the AOR, for the idle-timeout bookkeeping below
+    let shared_aor = core.registrar.shared().map(|_| req.aor.clone());
     let finish = move |outcome: Result<RegisterOutcome, StoreError>, events: PendingEvents| {
         let _runtime = runtime.as_ref().map(|r| r.enter());
         let _span = span.enter();
@@ -292,6 +299,18 @@ pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
                 }
                 if !flow.is_udp() {
                     let me = flow.to_string();
+                    if let Some(aor) = &shared_aor {
+                        // several nodes: the idle timeout cannot ask Redis; it is told
+                        // until when this AOR's bindings on the connection live
+                        let until = bindings
+                            .iter()
+                            .filter(|x| x.is_live(now_ms) && x.flow.as_deref() == Some(me.as_str()))
+                            .map(|x| x.expires_at)
+                            .max()
+                            .unwrap_or(0);
+                        core.anchors
+                            .note_until(&flow, aor, until.saturating_mul(1000));
+                    }
                     if let Some(b) = bindings
                         .iter()
                         .find(|b| b.is_live(now_ms) && b.flow.as_deref() == Some(me.as_str()))
@@ -314,6 +333,19 @@ pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
             Ok(RegisterOutcome::Invalid(reason)) => core.reply(&msg, flow, key, 400, reason, &[]),
             Ok(RegisterOutcome::OutOfOrder) => {
                 core.reply(&msg, flow, key, 400, "CSeq out of order", &[])
+            }
+            Err(e @ StoreError::Redis(_)) => {
+                // the shared store is unreachable or slow: another node, or this one a
+                // moment later, can take the REGISTER (RFC 3261 §21.5.4)
+                warn!(error = %e, "shared binding store failed");
+                core.reply(
+                    &msg,
+                    flow,
+                    key,
+                    503,
+                    "Service Unavailable",
+                    &["Retry-After: 5"],
+                );
             }
             Err(e) => {
                 warn!(error = %e, "binding store failed");

@@ -13,11 +13,12 @@ use super::{forward, message, next_hop, wake};
 use super::{register, relay, returning, Core, ALLOW};
 use crate::registrar::unix_now_ms;
 use crate::sip::{HeaderName, Message, Method, NameAddr, Uri, Via};
-use crate::transaction::BranchGen;
+use crate::transaction::{BranchGen, ServerEntry};
 use crate::transport::Flow;
 
 /// Pops the Route values that name us (RFC 3261 §16.4) and decodes their token.
-pub fn pop_routes(core: &Core, msg: &Message) -> OwnRoutes {
+/// `arrival` is the flow the request came in on.
+pub fn pop_routes(core: &Core, msg: &Message, arrival: &Flow) -> OwnRoutes {
     let mut p = OwnRoutes::default();
     for (_, range) in msg.value_spans(HeaderName::Route) {
         let v = msg.slice(range.clone());
@@ -34,10 +35,15 @@ pub fn pop_routes(core: &Core, msg: &Message) -> OwnRoutes {
             }
             // our Record-Route for a connection we opened names its local (ephemeral)
             // port, so that the peer reuses the connection; its signed token says it
-            // is ours when the request comes back over that connection
+            // is ours when the request comes back over that connection (a token alone
+            // does not: several nodes on one host share the secret)
             Ok(u)
                 if core.is_my_host(u.host)
-                    && u.user.is_some_and(|t| core.tokens.decode(t).is_some()) =>
+                    && u.user
+                        .and_then(|t| core.tokens.decode(t))
+                        .is_some_and(|(a, b)| {
+                            [a, b].iter().flatten().any(|f| same_flow(f, arrival))
+                        }) =>
             {
                 if p.token.is_none() {
                     p.token = u.user.and_then(|t| core.tokens.decode(t));
@@ -104,7 +110,7 @@ pub fn new_request(core: &Arc<Core>, mut msg: Message, flow: Flow, local: Socket
     if looped {
         return core.reply(&msg, flow, key, 482, "Loop Detected", &[]);
     }
-    let mut popped = pop_routes(core, &msg);
+    let mut popped = pop_routes(core, &msg, &flow);
     let in_dialog = !msg.to_tag().is_empty();
     let trusted = core.settings.is_trusted(flow.remote().ip());
     if let Some(auth) = core.auth() {
@@ -121,7 +127,7 @@ pub fn new_request(core: &Arc<Core>, mut msg: Message, flow: Flow, local: Socket
             // RFC 3261 §22.3: the credentials for our realm end here
             Ok(Some(line)) => {
                 msg = crate::auth::without_line(msg, line, flow.is_udp());
-                popped = pop_routes(core, &msg);
+                popped = pop_routes(core, &msg, &flow);
             }
             Ok(None) => {}
         }
@@ -148,6 +154,26 @@ pub fn new_request(core: &Arc<Core>, mut msg: Message, flow: Flow, local: Socket
         if let Some(ret) = returning::rewritten_target(core, &msg) {
             let rr = wants_record_route(method);
             return returning::from_path(core, msg, flow, local, key, popped, ret, rr);
+        }
+    }
+
+    // several nodes: another node sends a request for a phone whose flow we hold with
+    // a Route naming us and carrying that flow's token (see wake::via_owner)
+    if core.registrar.shared().is_some() && !in_dialog && method != Method::Register {
+        if let Some((Some(phone), None)) = popped.token {
+            if !core.transport.is_open(&phone) {
+                // RFC 5626 §5.3: the flow is gone
+                return core.reply(&msg, flow, key, 430, "Flow Failed", &[]);
+            }
+            let t = Target {
+                ruri: None,
+                next: Next::Flow(phone),
+                path: Vec::new(),
+                device: None,
+            };
+            let rr = wants_record_route(method);
+            popped.from_node = true;
+            return forward::start(core, msg, flow, local, key, vec![t], popped, rr, None);
         }
     }
 
@@ -223,38 +249,81 @@ pub fn new_request(core: &Arc<Core>, mut msg: Message, flow: Flow, local: Socket
     // relay mode: the phones' requests go to the upstream, which owns the users
     let to_upstream = relay_mode && !relay::from_upstream(core, &flow);
     if !to_upstream && (to_me || core.is_local_domain(&host)) {
-        let now = unix_now_ms();
-        let mut bindings = core.registrar.lookup(&aor, now);
-        if !in_dialog && sips_request(&msg) {
-            // RFC 5630: a SIPS request reaches only phones on a TLS connection
-            let registered = bindings.len();
-            bindings.retain(|b| binding_flow(b).is_some_and(|f| f.is_tls()));
-            if bindings.is_empty() && registered > 0 {
-                debug!(%aor, "no binding over TLS for a sips: request");
-                let warning = format!(
-                    "Warning: 380 {} \"SIPS Not Allowed\"",
-                    core.advertised(local, flow.remote())
-                );
-                return core.reply(&msg, flow, key, 480, "Temporarily Unavailable", &[&warning]);
-            }
-        }
-        let rr = !in_dialog && wants_record_route(method);
-        return match wake::decide(core, &msg, &aor, &bindings, in_dialog, trusted, now) {
-            Decision::Answer(200, _) => core.reply(&msg, flow, key, 200, "OK", &[ALLOW]),
-            Decision::Answer(480, _) if message::keep(core, &msg, &flow, key, &aor, &bindings) => {}
-            Decision::Answer(code, reason) => {
-                debug!(%aor, code, "no reachable binding");
-                core.reply(&msg, flow, key, code, reason, &[])
-            }
-            Decision::Forward(targets, plan) => {
-                forward::start(core, msg, flow, local, key, targets, popped, rr, plan)
-            }
+        let to_user = ToUser {
+            msg,
+            flow,
+            local,
+            key,
+            popped,
+            aor,
+            in_dialog,
+            trusted,
+            method,
         };
+        if core.registrar.shared().is_none() {
+            let bindings = core.registrar.lookup(&to_user.aor, unix_now_ms());
+            return to_user.route(core, bindings);
+        }
+        // several nodes: the bindings are in Redis; retransmissions are absorbed while
+        // they are read
+        core.tx.set_server(key, ServerEntry::Pending);
+        let core = core.clone();
+        tokio::spawn(async move {
+            match core.registrar.find(&to_user.aor, unix_now_ms()).await {
+                Ok(bindings) => {
+                    // the routing below creates the transaction in place of the marker
+                    core.tx.remove_server(to_user.key);
+                    to_user.route(&core, bindings)
+                }
+                Err(e) => {
+                    debug!(aor = %to_user.aor, error = %e, "bindings not readable");
+                    let u = to_user;
+                    core.reply(&u.msg, u.flow, u.key, 503, "Service Unavailable", &[RETRY]);
+                }
+            }
+        });
+        return;
     }
     // a foreign domain: only trusted peers and our own phones may send there
+    if !trusted && core.registrar.shared().is_some() {
+        core.tx.set_server(key, ServerEntry::Pending);
+        let core = core.clone();
+        tokio::spawn(async move {
+            let from = from_aor(&msg);
+            let bindings = match &from {
+                Some(aor) => core.registrar.find(aor, unix_now_ms()).await,
+                None => Ok(Vec::new()),
+            };
+            match bindings {
+                Ok(b) if is_from(&b, &flow) => {
+                    core.tx.remove_server(key);
+                    to_foreign(&core, msg, flow, local, key, popped, method)
+                }
+                Ok(_) => core.reply(&msg, flow, key, 403, "Forbidden (relaying denied)", &[]),
+                Err(_) => core.reply(&msg, flow, key, 503, "Service Unavailable", &[RETRY]),
+            }
+        });
+        return;
+    }
     if !trusted && !from_a_binding(core, &msg, &flow) {
         return core.reply(&msg, flow, key, 403, "Forbidden (relaying denied)", &[]);
     }
+    to_foreign(core, msg, flow, local, key, popped, method)
+}
+
+/// `Retry-After` of a 503 sent while the shared store does not answer.
+const RETRY: &str = "Retry-After: 5";
+
+/// Forwards a request for a foreign domain (upstream, or its Request-URI).
+fn to_foreign(
+    core: &Arc<Core>,
+    msg: Message,
+    flow: Flow,
+    local: SocketAddr,
+    key: u64,
+    popped: OwnRoutes,
+    method: Method,
+) {
     let next = if core.settings.upstream.uri.is_some() {
         Next::Upstream
     } else {
@@ -269,21 +338,85 @@ fn binding_flow(b: &crate::registrar::Binding) -> Option<Flow> {
     b.flow.as_deref().and_then(|f| f.parse().ok())
 }
 
-/// True if the request arrived on the flow of a current binding of its From AOR.
-fn from_a_binding(core: &Core, msg: &Message, flow: &Flow) -> bool {
-    let Some(aor) = msg
-        .from()
+/// The AOR of the request's From.
+fn from_aor(msg: &Message) -> Option<String> {
+    msg.from()
         .and_then(|f| Uri::parse(f.uri).ok())
         .map(|u| u.aor())
-    else {
-        return false;
-    };
-    core.registrar.lookup(&aor, unix_now_ms()).iter().any(|b| {
+}
+
+/// True if one of `bindings` is on `flow`.
+fn is_from(bindings: &[Arc<crate::registrar::Binding>], flow: &Flow) -> bool {
+    bindings.iter().any(|b| {
         b.flow
             .as_deref()
             .and_then(|f| f.parse::<Flow>().ok())
             .is_some_and(|f| same_flow(&f, flow))
     })
+}
+
+/// True if the request arrived on the flow of a current binding of its From AOR.
+fn from_a_binding(core: &Core, msg: &Message, flow: &Flow) -> bool {
+    let Some(aor) = from_aor(msg) else {
+        return false;
+    };
+    is_from(&core.registrar.lookup(&aor, unix_now_ms()), flow)
+}
+
+/// A request for a user of a domain we serve, waiting for that user's bindings.
+struct ToUser {
+    msg: Message,
+    flow: Flow,
+    local: SocketAddr,
+    key: u64,
+    popped: OwnRoutes,
+    aor: String,
+    in_dialog: bool,
+    trusted: bool,
+    method: Method,
+}
+
+impl ToUser {
+    /// Routes the request to `bindings` (the user's, just looked up).
+    fn route(self, core: &Arc<Core>, mut bindings: Vec<Arc<crate::registrar::Binding>>) {
+        let ToUser {
+            msg,
+            flow,
+            local,
+            key,
+            popped,
+            aor,
+            in_dialog,
+            trusted,
+            method,
+        } = self;
+        let now = unix_now_ms();
+        if !in_dialog && sips_request(&msg) {
+            // RFC 5630: a SIPS request reaches only phones on a TLS connection
+            let registered = bindings.len();
+            bindings.retain(|b| binding_flow(b).is_some_and(|f| f.is_tls()));
+            if bindings.is_empty() && registered > 0 {
+                debug!(%aor, "no binding over TLS for a sips: request");
+                let warning = format!(
+                    "Warning: 380 {} \"SIPS Not Allowed\"",
+                    core.advertised(local, flow.remote())
+                );
+                return core.reply(&msg, flow, key, 480, "Temporarily Unavailable", &[&warning]);
+            }
+        }
+        let rr = !in_dialog && wants_record_route(method);
+        match wake::decide(core, &msg, &aor, &bindings, in_dialog, trusted, now) {
+            Decision::Answer(200, _) => core.reply(&msg, flow, key, 200, "OK", &[ALLOW]),
+            Decision::Answer(480, _) if message::keep(core, &msg, &flow, key, &aor, &bindings) => {}
+            Decision::Answer(code, reason) => {
+                debug!(%aor, code, "no reachable binding");
+                core.reply(&msg, flow, key, code, reason, &[])
+            }
+            Decision::Forward(targets, plan) => {
+                forward::start(core, msg, flow, local, key, targets, popped, rr, plan)
+            }
+        }
+    }
 }
 
 /// Methods that may create a dialog, and so get Record-Route.
@@ -297,7 +430,7 @@ fn wants_record_route(m: Method) -> bool {
 /// An ACK that matches no server transaction: the ACK for a 2xx, routed end to end
 /// without a transaction (RFC 3261 §16.11).
 pub fn forward_ack(core: &Arc<Core>, msg: Message, flow: Flow, local: SocketAddr) {
-    let popped = pop_routes(core, &msg);
+    let popped = pop_routes(core, &msg, &flow);
     let trusted = core.settings.is_trusted(flow.remote().ip());
     let next = if let Some(n) = popped.next.clone() {
         if popped.ranges.is_empty() && !trusted {

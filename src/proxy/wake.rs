@@ -9,6 +9,7 @@ use super::data::{Decision, Next, PushDevice, PushPlan, Target};
 use super::Core;
 use crate::config::PushPolicy;
 use crate::push::{CallPush, PushInfo};
+use crate::registrar::nodes::Owner;
 use crate::registrar::Binding;
 use crate::sip::{unquote, HeaderName, Message, Method, NameAddr, Uri};
 use crate::transport::Flow;
@@ -34,6 +35,35 @@ fn reachable(core: &Core, b: &Binding, flow: &Flow, now_ms: u64) -> bool {
             .liveness()
             .last(flow)
             .is_some_and(|t| t.elapsed() < timeout)
+}
+
+fn flow_timeout_ms(core: &Core) -> u64 {
+    u64::try_from(core.settings.push.flow_timeout.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A binding whose flow another node holds: sent to that node (its advertise URI)
+/// with a Route naming it and carrying the flow token, as an edge proxy's Path entry
+/// would (RFC 3327, RFC 5626 §5.3); that node relays it over the flow. `None` when
+/// the stored flow is unreadable.
+pub fn via_owner(core: &Core, b: &Binding, owner_uri: &str) -> Option<Target> {
+    let flow: Flow = b.flow.as_deref()?.parse().ok()?;
+    let token = core.tokens.encode(Some(flow), None);
+    let route = owner_route(owner_uri, &token)?;
+    let mut path = vec![format!("<{route}>")];
+    path.extend(b.path.iter().cloned());
+    Some(Target {
+        ruri: Some(b.contact.clone()),
+        next: Next::Uri(route),
+        path,
+        device: None,
+    })
+}
+
+/// `sip:host:port;params` → `sip:<token>@host:port;params;lr`.
+fn owner_route(owner_uri: &str, token: &str) -> Option<String> {
+    let (scheme, rest) = owner_uri.split_once(':')?;
+    let rest = rest.trim_start_matches('/');
+    Some(format!("{scheme}:{token}@{rest};lr"))
 }
 
 /// True if a push-capable binding's flow is known to be alive right now, so a PBX's
@@ -89,34 +119,52 @@ pub fn decide(
     let mut devices = Vec::new();
     let mut sleeping = 0;
     for b in bindings {
-        let flow: Option<Flow> = b.flow.as_deref().and_then(|f| f.parse().ok());
+        // several nodes: only the node holding a flow sends over it
+        let owner = core.registrar.owner(b);
+        let flow: Option<Flow> = match owner {
+            Owner::Here => b.flow.as_deref().and_then(|f| f.parse().ok()),
+            Owner::There(_) | Owner::Gone => None,
+        };
         let info = push_info(core, b);
         let Some(info) = info else {
             // a plain binding: reachable while registered and its flow is usable
-            if let Some(f) = flow.filter(|f| b.is_live(now_ms) && core.transport.is_open(f)) {
+            if let Owner::There(uri) = &owner {
+                targets.extend(b.is_live(now_ms).then(|| via_owner(core, b, uri)).flatten());
+            } else if let Some(f) = flow.filter(|f| b.is_live(now_ms) && core.transport.is_open(f))
+            {
                 targets.push(target(b, f));
             }
             continue;
         };
         if qualify {
-            // a PBX's qualify reaches the phone only when its flow is known alive
+            // a PBX's qualify reaches the phone only when its flow is known alive; the
+            // liveness of another node's flow is not known here, so it is answered for
             match flow.filter(|f| alive_for_qualify(core, b, f, now_ms)) {
                 Some(f) => targets.push(target(b, f)),
                 None => sleeping += 1,
             }
             continue;
         }
-        let reach = flow.filter(|f| reachable(core, b, f, now_ms));
+        let reach = match &owner {
+            // the owner knows its flow's liveness; from here a recent REGISTER is the sign
+            Owner::There(uri) => (b.is_live(now_ms)
+                && now_ms.saturating_sub(b.updated_at_ms) < flow_timeout_ms(core))
+            .then(|| via_owner(core, b, uri))
+            .flatten(),
+            Owner::Here | Owner::Gone => flow
+                .filter(|f| reachable(core, b, f, now_ms))
+                .map(|f| target(b, f)),
+        };
         if !initial_invite {
             // only an initial INVITE may push: iOS kills apps whose VoIP pushes are not calls
             match reach {
-                Some(f) => targets.push(target(b, f)),
+                Some(t) => targets.push(t),
                 None => sleeping += 1,
             }
             continue;
         }
         let push = policy == PushPolicy::Always || reach.is_none();
-        let mut t = reach.map(|f| target(b, f));
+        let mut t = reach;
         if push {
             if let Some(t) = t.as_mut() {
                 t.device = Some(devices.len());
@@ -222,5 +270,17 @@ mod tests {
             b"v=0\r\nm=audio 4000 RTP/AVP 0\r\nm=video 0 RTP/AVP 96\r\n"
         ));
         assert!(!has_video(b"v=0\r\nm=audio 4000 RTP/AVP 0\r\n"));
+    }
+
+    #[test]
+    fn owner_routes_carry_the_token_and_lr() {
+        assert_eq!(
+            owner_route("sip:10.0.0.2:5060", "tok").as_deref(),
+            Some("sip:tok@10.0.0.2:5060;lr")
+        );
+        assert_eq!(
+            owner_route("sip:n2.example;transport=tcp", "tok").as_deref(),
+            Some("sip:tok@n2.example;transport=tcp;lr")
+        );
     }
 }

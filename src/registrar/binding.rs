@@ -12,8 +12,9 @@ use std::sync::Arc;
 /// matches what UAs expect (a plain registration is not demoted below explicit ones).
 pub const DEFAULT_Q: u16 = 1000;
 
-/// One registered contact of an address-of-record.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One registered contact of an address-of-record. Serialized (JSON) only by the
+/// shared Redis store.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Binding {
     /// Normalized AOR key, e.g. `alice@example.com` (computed by the caller).
     pub aor: String,
@@ -46,6 +47,10 @@ pub struct Binding {
     pub push: Option<String>,
     /// Unix time in ms of the REGISTER that created or last refreshed this binding.
     pub updated_at_ms: u64,
+    /// Several nodes: the node that holds the binding's flow (`cluster.node_id`);
+    /// only it may send over that flow. `None` with a single node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 #[cfg(test)]
@@ -70,6 +75,7 @@ impl Binding {
             path: Vec::new(),
             push: None,
             updated_at_ms: 0,
+            node: None,
         }
     }
 }
@@ -129,6 +135,8 @@ pub struct RegisterRequest {
     pub path: Vec<String>,
     /// Current unix time in ms (injected so results are deterministic in tests).
     pub now_ms: u64,
+    /// Several nodes: this node's id, recorded as the owner of the flow.
+    pub node: Option<String>,
 }
 
 /// The Contact header fields of a REGISTER.

@@ -7,24 +7,84 @@ use super::{unix_now_ms, Binding, BindingEvent, BindingEventKind, Registrar};
 use super::{StoreError, StoreOp};
 
 impl Registrar {
+    /// [`Registrar::find_aors`] from wherever the truth is (Redis for several nodes:
+    /// a `SCAN` over every AOR, fine for an operator's request).
+    pub async fn matching_aors(&self, name: &str) -> Result<Vec<String>, StoreError> {
+        let Some(shared) = self.shared() else {
+            return Ok(self.find_aors(name));
+        };
+        let want = normalized(name);
+        let bare = !name.contains('@');
+        let mut out: Vec<String> = shared
+            .aors()
+            .await?
+            .into_iter()
+            .filter(|aor| matches_name(aor, &want, bare))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Several nodes: the live nodes with the bindings each owns, and how many
+    /// bindings belong to nodes whose heartbeat lapsed. Walks every AOR (an
+    /// operator's request). `Ok` with no nodes for a single node.
+    pub async fn cluster_view(&self) -> Result<ClusterView, StoreError> {
+        let Some(shared) = self.shared() else {
+            return Ok(ClusterView::default());
+        };
+        let nodes = shared.nodes().await?;
+        let mut owned = vec![0usize; nodes.len()];
+        let mut orphans = 0;
+        let now = unix_now_ms();
+        for aor in shared.aors().await? {
+            for b in self.find(&aor, now).await? {
+                match nodes
+                    .iter()
+                    .position(|n| b.node.as_deref() == Some(n.id.as_str()))
+                {
+                    Some(i) => owned[i] += 1,
+                    None => orphans += 1,
+                }
+            }
+        }
+        Ok(ClusterView {
+            nodes: nodes.into_iter().zip(owned).collect(),
+            orphans,
+        })
+    }
+
+    /// [`Registrar::snapshot`] from wherever the truth is.
+    pub async fn page(
+        &self,
+        aors: Option<&[String]>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(usize, Vec<Arc<Binding>>), StoreError> {
+        let Some(shared) = self.shared() else {
+            return Ok(self.snapshot(aors, offset, limit));
+        };
+        let names = match aors {
+            Some(a) => a.to_vec(),
+            None => shared.aors().await?,
+        };
+        let now = unix_now_ms();
+        let mut all = Vec::new();
+        for aor in &names {
+            all.extend(self.find(aor, now).await?);
+        }
+        let total = all.len();
+        Ok((total, all.into_iter().skip(offset).take(limit).collect()))
+    }
+
     /// AORs (sorted) matching `name`: the AOR itself when it has bindings (`user@host`,
     /// host case-insensitive), or, for a bare user name, every AOR with that user part.
     pub fn find_aors(&self, name: &str) -> Vec<String> {
-        let want = match name.rsplit_once('@') {
-            Some((user, host)) => format!("{user}@{}", host.to_ascii_lowercase()),
-            None => name.to_string(),
-        };
+        let want = normalized(name);
         let bare = !name.contains('@');
         let map = self.inner.bindings.lock();
         let mut out: Vec<String> = map
             .keys()
-            .filter(|aor| {
-                if bare {
-                    aor.rsplit_once('@').map_or(aor.as_str(), |(u, _)| u) == want
-                } else {
-                    **aor == want
-                }
-            })
+            .filter(|aor| matches_name(aor, &want, bare))
             .cloned()
             .collect();
         out.sort();
@@ -68,6 +128,29 @@ impl Registrar {
     pub async fn remove_aor(&self, aor: &str) -> Result<usize, StoreError> {
         let now = unix_now_ms();
         let ttl = self.rules().ttl_secs;
+        if let Some(shared) = self.shared() {
+            let removed = shared
+                .update(aor, |state| {
+                    let ops = state
+                        .bindings
+                        .iter()
+                        .map(|b| StoreOp::Delete {
+                            aor: b.aor.clone(),
+                            key: b.key.clone(),
+                        })
+                        .collect();
+                    (ops, 0, String::new(), state.bindings.clone())
+                })
+                .await?;
+            let kept = removed.iter().filter(|b| b.is_kept(now, ttl)).count();
+            self.publish(
+                removed
+                    .into_iter()
+                    .map(|binding| BindingEvent::local(BindingEventKind::Removed, binding))
+                    .collect(),
+            );
+            return Ok(kept);
+        }
         let (removed, commit) = {
             let mut map = self.inner.bindings.lock();
             let Some(list) = map.remove(aor) else {
@@ -92,6 +175,32 @@ impl Registrar {
                 .collect(),
         );
         result.map(|()| kept)
+    }
+}
+
+/// The nodes of a cluster as [`Registrar::cluster_view`] sees them.
+#[derive(Debug, Default)]
+pub struct ClusterView {
+    /// Each live node and the bindings it owns.
+    pub nodes: Vec<(super::nodes::NodeInfo, usize)>,
+    /// Bindings whose owner's heartbeat lapsed.
+    pub orphans: usize,
+}
+
+/// `name` with its host part lowercased.
+fn normalized(name: &str) -> String {
+    match name.rsplit_once('@') {
+        Some((user, host)) => format!("{user}@{}", host.to_ascii_lowercase()),
+        None => name.to_string(),
+    }
+}
+
+/// Whether `aor` is `want`, or (for a bare user name) has `want` as its user part.
+fn matches_name(aor: &str, want: &str, bare: bool) -> bool {
+    if bare {
+        aor.rsplit_once('@').map_or(aor, |(u, _)| u) == want
+    } else {
+        aor == want
     }
 }
 

@@ -12,49 +12,8 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+pub use super::store::StoredMessage;
 use super::store::{Store, StoreError, StoreOp};
-
-/// One stored MESSAGE.
-#[derive(Clone, PartialEq, Eq)]
-pub struct StoredMessage {
-    /// Unique id (random hex), the store's key.
-    pub id: String,
-    /// The AOR it is for (`user@domain`).
-    pub aor: String,
-    /// Arrival order across the whole store: messages of an AOR are delivered by it.
-    pub seq: u64,
-    /// `From` header value as received (with its tag).
-    pub from: String,
-    /// `To` header value as received.
-    pub to: String,
-    /// `Call-ID` as received, kept so a phone can recognise a repeated delivery.
-    pub call_id: String,
-    /// `CSeq` number as received.
-    pub cseq: u32,
-    /// `Content-Type`, if any.
-    pub content_type: Option<String>,
-    /// The body.
-    pub body: Vec<u8>,
-    /// When it arrived (unix ms).
-    pub received_at_ms: u64,
-    /// When it is dropped undelivered (unix ms).
-    pub expires_at_ms: u64,
-}
-
-impl std::fmt::Debug for StoredMessage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // the text is the users' own: never in logs
-        f.debug_struct("StoredMessage")
-            .field("id", &self.id)
-            .field("aor", &self.aor)
-            .field("seq", &self.seq)
-            .field("call_id", &self.call_id)
-            .field("bytes", &self.body.len())
-            .field("received_at_ms", &self.received_at_ms)
-            .field("expires_at_ms", &self.expires_at_ms)
-            .finish_non_exhaustive()
-    }
-}
 
 /// Caps of the message store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +88,15 @@ impl MessageQueue {
             rules: Mutex::new(MessageRules::default()),
             inner: Mutex::new(q),
         })
+    }
+
+    /// An empty queue over `store`, which is not read.
+    pub fn empty(store: Arc<dyn Store>) -> MessageQueue {
+        MessageQueue {
+            store,
+            rules: Mutex::new(MessageRules::default()),
+            inner: Mutex::new(Queues::default()),
+        }
     }
 
     /// Sets the caps (at startup).

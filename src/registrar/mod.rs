@@ -10,12 +10,29 @@
 //! Ordering guarantee: a REGISTER's store ops are submitted under an order lock taken
 //! before the in-memory lock is released, so the store sees concurrent REGISTERs in
 //! the same order as memory does.
+//!
+//! Several nodes ([`Registrar::new_shared`], `store.backend = "redis"`): the
+//! in-memory table stays empty and Redis is the truth for every REGISTER and lookup;
+//! see [`redis`] for how ordering and expiry hold across nodes. The same [`plan`]
+//! decides what a REGISTER does in both cases; only where the AOR is read from and
+//! written to differs. Lookups then go through [`Registrar::find`], which may wait
+//! for Redis. Other nodes' events come in through [`remote`] and are published into
+//! [`Registrar::events`] as [`BindingEvent::remote`], the same stream as local ones.
+//!
+//! Past ~600 lines: it is the one place where a REGISTER is applied, in memory or on
+//! the shared store, under the ordering lock above; splitting the two paths would
+//! separate the lock from what it orders. (The plan, events, store, messages and
+//! management views already live in their own files; issue 13's write-behind is
+//! still changing this file, so a further split waits for it.)
 
 mod binding;
 mod events;
 mod manage;
 mod memory;
 pub mod messages;
+pub mod nodes;
+pub mod redis;
+pub mod remote;
 mod sqlite;
 mod store;
 
@@ -26,13 +43,16 @@ pub use binding::{Binding, ContactSpec, Contacts, RegisterOutcome, RegisterReque
 pub use events::{
     BindingEvent, BindingEventKind, BindingEvents, BindingSink, EventOrigin, PendingEvents,
 };
+pub use manage::ClusterView;
 pub use memory::MemoryStore;
 pub use messages::{KeepError, MessageQueue, MessageRules, StoredMessage};
+pub use redis::RedisBindings;
 pub use sqlite::SqliteStore;
 pub use store::{Done, Store, StoreError, StoreOp};
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -79,6 +99,12 @@ struct Inner {
     order: Mutex<()>,
     /// MESSAGEs kept for sleeping phones, in the same store.
     messages: MessageQueue,
+    /// Several nodes: the shared store that replaces `bindings` and `store`.
+    shared: Option<Arc<RedisBindings>>,
+    /// Shared mode: bindings and AORs counted by the last sweep (any node's).
+    shared_counts: (AtomicUsize, AtomicUsize),
+    /// Shared mode: this node and the live others.
+    nodes: Option<Arc<nodes::Nodes>>,
 }
 
 /// How bindings that carry push info differ from plain ones.
@@ -123,8 +149,56 @@ impl Registrar {
                 push: parking_lot::RwLock::new(PushRules::default()),
                 order: Mutex::new(()),
                 messages,
+                shared: None,
+                shared_counts: (AtomicUsize::new(0), AtomicUsize::new(0)),
+                nodes: None,
             }),
         })
+    }
+
+    /// The registrar of one node among several, over the shared store: nothing is
+    /// loaded; every REGISTER and lookup goes to Redis.
+    pub fn new_shared(
+        settings: RegistrarSettings,
+        shared: Arc<RedisBindings>,
+        nodes: Arc<nodes::Nodes>,
+    ) -> Self {
+        let events = BindingEvents::new(EVENT_CAPACITY);
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        Self {
+            inner: Arc::new(Inner {
+                settings,
+                // not used: the proxy keeps no MESSAGE for a sleeping phone with several
+                // nodes (see `proxy::message::keep`)
+                messages: MessageQueue::empty(Arc::clone(&store)),
+                store,
+                bindings: Mutex::new(HashMap::new()),
+                events,
+                push: parking_lot::RwLock::new(PushRules::default()),
+                order: Mutex::new(()),
+                shared: Some(shared),
+                shared_counts: (AtomicUsize::new(0), AtomicUsize::new(0)),
+                nodes: Some(nodes),
+            }),
+        }
+    }
+
+    /// Where the flow of `b` is, seen from this node (always `Here` for one node).
+    pub fn owner(&self, b: &Binding) -> nodes::Owner {
+        match &self.inner.nodes {
+            Some(n) => n.owner(b.node.as_deref()),
+            None => nodes::Owner::Here,
+        }
+    }
+
+    /// This node and its view of the others, when it is one of several.
+    pub fn nodes(&self) -> Option<&Arc<nodes::Nodes>> {
+        self.inner.nodes.as_ref()
+    }
+
+    /// The shared store, when this node is one of several.
+    pub fn shared(&self) -> Option<&Arc<RedisBindings>> {
+        self.inner.shared.as_ref()
     }
 
     /// Sets the rules for bindings that carry push info (at startup).
@@ -173,6 +247,19 @@ impl Registrar {
     where
         F: FnOnce(Result<RegisterOutcome, StoreError>, PendingEvents) + Send + 'static,
     {
+        if let Some(shared) = &self.inner.shared {
+            let (this, shared) = (self.clone(), Arc::clone(shared));
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    rt.spawn(async move {
+                        let (outcome, events) = this.register_shared(&shared, req).await;
+                        then(outcome, this.pending(events));
+                    });
+                }
+                Err(_) => then(Err(StoreError::Closed), self.pending(Vec::new())),
+            }
+            return;
+        }
         let now = req.now_ms;
         let mut map = self.inner.bindings.lock();
         let existing: &[Arc<Binding>] = map.get(&req.aor).map_or(&[], Vec::as_slice);
@@ -236,8 +323,58 @@ impl Registrar {
         drop(order);
     }
 
+    /// One REGISTER against the shared store: read the AOR, decide with the same
+    /// rules as one node, write back only if no other node changed the AOR meanwhile
+    /// (else read again). Returns the outcome and the events of the change, to be
+    /// published here once the REGISTER is answered (Redis already published them to
+    /// the other nodes with the write).
+    async fn register_shared(
+        &self,
+        shared: &RedisBindings,
+        req: RegisterRequest,
+    ) -> (Result<RegisterOutcome, StoreError>, Vec<BindingEvent>) {
+        let now = req.now_ms;
+        let rules = self.rules();
+        let settings = &self.inner.settings;
+        let decided = shared
+            .update(&req.aor, |state| {
+                match plan(settings, rules, &state.bindings, &req) {
+                    Ok(plan) => {
+                        let keep = keep_ms(&plan.bindings, now, rules.ttl_secs);
+                        let bindings = live_sorted(&plan.bindings, now, rules.ttl_secs);
+                        // published with the write, for calls parked on other nodes
+                        let wire = remote::encode(req.node.as_deref().unwrap_or(""), &plan.events);
+                        let out = (RegisterOutcome::Ok { bindings }, plan.events);
+                        (plan.ops, keep, wire, out)
+                    }
+                    Err(outcome) => (Vec::new(), 0, String::new(), (outcome, Vec::new())),
+                }
+            })
+            .await;
+        match decided {
+            Ok((outcome, events)) => (Ok(outcome), events),
+            Err(e) => {
+                tracing::warn!(aor = %req.aor, error = %e, "registration not stored");
+                (Err(e), Vec::new())
+            }
+        }
+    }
+
+    /// Live bindings of `aor` at `now_ms`, ordered as [`Registrar::lookup`] orders
+    /// them, from wherever the truth is: memory for one node, Redis for several.
+    pub async fn find(&self, aor: &str, now_ms: u64) -> Result<Vec<Arc<Binding>>, StoreError> {
+        match &self.inner.shared {
+            Some(shared) => {
+                let state = shared.read(aor).await?;
+                Ok(live_sorted(&state.bindings, now_ms, self.rules().ttl_secs))
+            }
+            None => Ok(self.lookup(aor, now_ms)),
+        }
+    }
+
     /// Live bindings of `aor` at `now_ms`, highest q first, then most recently
-    /// registered first.
+    /// registered first. One node only: with a shared store this table is empty, so
+    /// callers that may run on several nodes use [`Registrar::find`].
     pub fn lookup(&self, aor: &str, now_ms: u64) -> Vec<Arc<Binding>> {
         let list = self
             .inner
@@ -254,7 +391,17 @@ impl Registrar {
     ///
     /// The store commit is not awaited (an expired binding reloaded after a crash is
     /// just swept again); a failure is logged.
+    ///
+    /// With a shared store this only starts the shared sweep (see
+    /// [`Registrar::sweep_shared`]) and returns 0.
     pub fn sweep(&self, now_ms: u64) -> usize {
+        if self.inner.shared.is_some() {
+            let this = self.clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move { this.sweep_shared(now_ms).await });
+            }
+            return 0;
+        }
         let mut ops = Vec::new();
         let mut events = Vec::new();
         let ttl = self.rules().ttl_secs;
@@ -291,6 +438,9 @@ impl Registrar {
     /// changes when the binding was registered again after that time (APNs reports a
     /// token dead with the time it died; a REGISTER after it revived the token).
     /// Returns true if the binding changed. The store write is not awaited.
+    ///
+    /// With a shared store the change is made in the background (read, change, write
+    /// back like a REGISTER) and this returns false; the outcome is logged.
     pub fn set_push(
         &self,
         aor: &str,
@@ -298,11 +448,11 @@ impl Registrar {
         push: Option<String>,
         only_if_registered_before_ms: Option<u64>,
     ) -> bool {
-        self.update_push(aor, key, |b| {
+        self.update_push(aor, key, move |b| {
             if only_if_registered_before_ms.is_some_and(|t| b.updated_at_ms >= t) {
                 return None;
             }
-            Some(push)
+            Some(push.clone())
         })
     }
 
@@ -311,12 +461,55 @@ impl Registrar {
     /// REGISTER that replaced the binding meanwhile, so what a push learnt about a
     /// token can be added to the newest push info rather than overwrite it. Returns
     /// true if the binding changed. The store write is not awaited.
+    ///
+    /// With a shared store the change is made in the background (read, change, write
+    /// back like a REGISTER, again if another node wrote meanwhile) and this returns
+    /// false; a removed token is counted there and the outcome logged.
     pub fn update_push(
         &self,
         aor: &str,
         key: &str,
-        change: impl FnOnce(&Binding) -> Option<Option<String>>,
+        change: impl Fn(&Binding) -> Option<Option<String>> + Send + Sync + 'static,
     ) -> bool {
+        if let Some(shared) = &self.inner.shared {
+            let (shared, aor, key) = (Arc::clone(shared), aor.to_owned(), key.to_owned());
+            let ttl = self.rules().ttl_secs;
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let r = shared
+                        .update(&aor, |state| {
+                            let unchanged = (Vec::new(), 0, String::new(), false);
+                            let now = unix_now_ms();
+                            let Some(old) = state.bindings.iter().find(|b| b.key == key) else {
+                                return unchanged;
+                            };
+                            let Some(push) = change(old) else {
+                                return unchanged;
+                            };
+                            if old.push == push {
+                                return unchanged;
+                            }
+                            let removed = push.is_none();
+                            let mut b = Binding::clone(old);
+                            b.push = push;
+                            let b = Arc::new(b);
+                            let mut all = state.bindings.clone();
+                            if let Some(slot) = all.iter_mut().find(|x| x.key == key) {
+                                *slot = Arc::clone(&b);
+                            }
+                            let keep = keep_ms(&all, now, ttl);
+                            (vec![StoreOp::Put(b)], keep, String::new(), removed)
+                        })
+                        .await;
+                    match r {
+                        Ok(true) => crate::metrics::global().dead_tokens_removed.inc(),
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(error = %e, "push info not stored"),
+                    }
+                });
+            }
+            return false;
+        }
         {
             let mut map = self.inner.bindings.lock();
             let Some(list) = map.get_mut(aor) else {
@@ -361,19 +554,50 @@ impl Registrar {
             .collect()
     }
 
+    /// Shared store: deletes expired bindings of every AOR (unless another node swept
+    /// lately) and refreshes the counts [`Registrar::count`] reports.
+    pub async fn sweep_shared(&self, now_ms: u64) {
+        let Some(shared) = &self.inner.shared else {
+            return;
+        };
+        // a walk over every AOR: rare, since reads skip expired bindings and keys
+        // expire by themselves; one node per interval does it
+        let interval = std::time::Duration::from_secs(300);
+        let r = match shared.sweep(now_ms, self.rules().ttl_secs, interval).await {
+            Ok(Some(counts)) => Ok(counts),
+            Ok(None) => shared.stats().await,
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok((bindings, aors)) => {
+                self.inner.shared_counts.0.store(bindings, Relaxed);
+                self.inner.shared_counts.1.store(aors, Relaxed);
+            }
+            Err(e) => tracing::debug!(error = %e, "shared sweep failed"),
+        }
+    }
+
     /// The stream every binding event goes through: add a [`BindingSink`] to it, or
     /// [`BindingEvents::publish`] the events of another node into it.
     pub fn events(&self) -> &BindingEvents {
         &self.inner.events
     }
 
-    /// Live bindings across all AORs, by the wall clock.
+    /// Live bindings across all AORs, by the wall clock (shared store: as counted by
+    /// the last sweep).
     pub fn count(&self) -> usize {
+        if self.inner.shared.is_some() {
+            return self.inner.shared_counts.0.load(Relaxed);
+        }
         self.sum_live(|n| n)
     }
 
-    /// AORs with at least one live binding, by the wall clock.
+    /// AORs with at least one live binding, by the wall clock (shared store: as
+    /// counted by the last sweep).
     pub fn aors(&self) -> usize {
+        if self.inner.shared.is_some() {
+            return self.inner.shared_counts.1.load(Relaxed);
+        }
         self.sum_live(|n| usize::from(n > 0))
     }
 
@@ -420,6 +644,20 @@ fn log_unawaited(result: Result<(), StoreError>, what: &'static str) {
     if let Err(e) = result {
         tracing::warn!(error = %e, "{what} not stored");
     }
+}
+
+/// Milliseconds from `now_ms` until the last of `list` stops being kept.
+fn keep_ms(list: &[Arc<Binding>], now_ms: u64, ttl: u64) -> u64 {
+    list.iter()
+        .map(|b| {
+            let grace = if b.push.is_some() { ttl } else { 0 };
+            b.expires_at
+                .saturating_add(grace)
+                .saturating_mul(1000)
+                .saturating_sub(now_ms)
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// Live bindings of `list`, in lookup order.
@@ -542,6 +780,7 @@ fn plan(
             path: req.path.clone(),
             push: spec.push.clone(),
             updated_at_ms: now,
+            node: req.node.clone(),
         });
         match next.iter_mut().find(|b| b.key == *key) {
             Some(slot) => *slot = binding,

@@ -1,12 +1,13 @@
 //! The durable store behind the registrar: a back-end-neutral trait (no SQL in it, so a
-//! Redis back end fits later), the write operations, and the errors.
+//! Redis back end fits), the write operations, the errors, and the stored MESSAGE
+//! the operations carry (here, not in `messages.rs`, so the store does not depend on
+//! the queue that uses it).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use super::messages::StoredMessage;
 use super::Binding;
 
 /// One write to the store. A batch of ops passed to [`Store::submit`] is applied
@@ -85,6 +86,9 @@ pub enum StoreError {
     /// The store's worker has stopped, so the operation was not performed.
     #[error("store thread stopped")]
     Closed,
+    /// Redis failed, timed out or is unreachable (`store.backend = "redis"`).
+    #[error("redis: {0}")]
+    Redis(String),
 }
 
 /// What to run once a submitted batch is durable (or failed). It runs on whichever
@@ -133,5 +137,47 @@ pub trait Store: Send + Sync + 'static {
     /// later operations fail with [`StoreError::Closed`]. Blocks until done.
     fn close(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+}
+
+/// One stored MESSAGE.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// Unique id (random hex), the store's key.
+    pub id: String,
+    /// The AOR it is for (`user@domain`).
+    pub aor: String,
+    /// Arrival order across the whole store: messages of an AOR are delivered by it.
+    pub seq: u64,
+    /// `From` header value as received (with its tag).
+    pub from: String,
+    /// `To` header value as received.
+    pub to: String,
+    /// `Call-ID` as received, kept so a phone can recognise a repeated delivery.
+    pub call_id: String,
+    /// `CSeq` number as received.
+    pub cseq: u32,
+    /// `Content-Type`, if any.
+    pub content_type: Option<String>,
+    /// The body.
+    pub body: Vec<u8>,
+    /// When it arrived (unix ms).
+    pub received_at_ms: u64,
+    /// When it is dropped undelivered (unix ms).
+    pub expires_at_ms: u64,
+}
+
+impl std::fmt::Debug for StoredMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // the text is the users' own: never in logs
+        f.debug_struct("StoredMessage")
+            .field("id", &self.id)
+            .field("aor", &self.aor)
+            .field("seq", &self.seq)
+            .field("call_id", &self.call_id)
+            .field("bytes", &self.body.len())
+            .field("received_at_ms", &self.received_at_ms)
+            .field("expires_at_ms", &self.expires_at_ms)
+            .finish_non_exhaustive()
     }
 }

@@ -63,6 +63,7 @@ fn req(call_id: &str, cseq: u32, contacts: Vec<ContactSpec>) -> RegisterRequest 
         user_agent: Some("TestPhone/1.0".into()),
         path: vec!["<sip:edge.example;lr>".into()],
         now_ms: T0,
+        node: None,
     }
 }
 
@@ -132,6 +133,7 @@ async fn add_stores_every_field_and_announces_added() {
         path: vec!["<sip:edge.example;lr>".into()],
         push: Some(r#"{"pn-prid":"t"}"#.into()),
         updated_at_ms: T0,
+        node: None,
     };
     assert_eq!(bindings.len(), 1);
     assert_eq!(*bindings[0], expected);

@@ -9,6 +9,7 @@ mod common;
 mod admin;
 mod auth;
 mod calls;
+mod cluster;
 mod conformance;
 mod durability;
 mod flood;

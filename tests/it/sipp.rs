@@ -1,6 +1,7 @@
 //! SIPp scenarios from `sipp-scenarios/` against the real binary: REGISTER of 1,000
 //! users, 500 calls over UDP and over TCP from a SIPp UAC to a registered SIPp UAS,
-//! and CANCEL before answer. Fails when `sipp` is not installed;
+//! CANCEL before answer, and registrations and calls spread over two nodes sharing
+//! one Redis. Fails when `sipp` is not installed;
 //! `.ci/run` installs it.
 //!
 //! The UAS must be registered from where it can be reached:
@@ -537,5 +538,79 @@ fn sipp_sleeping_phone_woken_by_push_gets_the_invite_with_x_pushhint() {
         .find_map(|l| l.trim().strip_prefix("pushhint="))
         .unwrap_or_else(|| panic!("the phone logged no X-PushHint: {logged:?}"));
     assert_eq!(push["pushHint"], hint, "{push:#}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sipp_registrations_and_calls_spread_over_two_nodes() {
+    // two nodes on one Redis: REGISTERs to both, the UAS registered on A, every call
+    // entering through B and reaching the UAS through A
+    require_sipp();
+    let _serial = lock();
+    let redis = crate::common::redis_server::RedisServer::start(temp_dir("sipp-cluster-redis"));
+    let node = |name: &str| {
+        ProxyBuilder::new(name)
+            .env("STORE__BACKEND", "redis")
+            .env("STORE__REDIS__URL", &redis.url())
+            .start()
+    };
+    let a = node("sipp-cluster-a");
+    let b = node("sipp-cluster-b");
+    let dir = temp_dir("sipp-cluster-run");
+
+    for (proxy, name) in [(&a, "register_a"), (&b, "register_b")] {
+        spawn(
+            &dir,
+            name,
+            &[
+                base_args(
+                    "register.xml",
+                    free_port(),
+                    &["-s", "sippuser", "-m", "500", "-r", "250", "-l", "100"],
+                ),
+                vec![proxy.hostport()],
+            ]
+            .concat(),
+        )
+        .expect_success(Duration::from_secs(90));
+    }
+
+    let uas_port = free_port();
+    spawn(
+        &dir,
+        "register_uas",
+        &[
+            base_args(
+                "register_uas.xml",
+                uas_port,
+                &["-s", "uascluster", "-m", "1"],
+            ),
+            vec![a.hostport()],
+        ]
+        .concat(),
+    )
+    .expect_success(Duration::from_secs(30));
+    let calls = CALLS.to_string();
+    let uas = spawn(
+        &dir,
+        "uas",
+        &base_args("uas.xml", uas_port, &["-m", &calls]),
+    );
+    wait_listening(uas_port, false);
+    let uac = spawn(
+        &dir,
+        "uac",
+        &[
+            base_args(
+                "uac.xml",
+                free_port(),
+                &["-s", "uascluster", "-m", &calls, "-r", "250", "-l", "300"],
+            ),
+            vec![b.hostport()],
+        ]
+        .concat(),
+    );
+    uac.expect_success(Duration::from_secs(90));
+    uas.expect_success(Duration::from_secs(30));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -70,7 +70,12 @@ impl ForwardTask {
             .map(|p| vec![format!("{}: {}", push.hint_header, p.plan.hint)])
             .unwrap_or_default();
         // a hint or token from outside never passes: only ours is believed
-        let strip_named = [push.hint_header.as_str(), push.token_header.as_str()];
+        let strip_named: &[&str] = if self.from_node {
+            // another node pushed and woke this phone: its hint is the push's
+            &[push.token_header.as_str()]
+        } else {
+            &[push.hint_header.as_str(), push.token_header.as_str()]
+        };
         let strip: &[HeaderName] = if self.untrusted {
             &[HeaderName::PAssertedIdentity]
         } else {
@@ -88,7 +93,7 @@ impl ForwardTask {
             record_route: rr,
             push_routes: path.to_vec(),
             strip,
-            strip_named: &strip_named,
+            strip_named,
             extra: &extra,
         };
         let request = forward_request(&self.req, &edits);

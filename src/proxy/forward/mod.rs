@@ -22,6 +22,7 @@ use super::edit::pop_via;
 use super::pushing::Pushing;
 use super::{next_hop, Core};
 use crate::push::PushResult;
+use crate::registrar::nodes::Owner;
 use crate::registrar::Binding;
 use crate::sip::{HeaderName, Message, Method};
 use crate::transaction::{
@@ -47,6 +48,8 @@ struct ForwardTask {
     tx: Option<UnboundedSender<TaskEvent>>,
     local: SocketAddr,
     popped: Vec<std::ops::Range<usize>>,
+    /// The request came from another node of the cluster (its wake hint passes).
+    from_node: bool,
     record_route: bool,
     loop_hash: u64,
     untrusted: bool,
@@ -113,6 +116,7 @@ pub fn start(
         tx: Some(tx),
         local,
         popped: popped.ranges,
+        from_node: popped.from_node,
         record_route,
         untrusted,
         push: None,
@@ -132,7 +136,11 @@ impl ForwardTask {
         if let Some(plan) = plan {
             let Some(tx) = self.tx.as_ref() else { return };
             match Pushing::start(&self.core, *plan, tx) {
-                Ok(p) => self.push = Some(p),
+                Ok(p) => {
+                    // several nodes: a REGISTER that raced the parking is in Redis
+                    super::cluster::parked(&self.core, &p.plan.aor);
+                    self.push = Some(p);
+                }
                 Err(e) => {
                     debug!(error = %e, "call not parked");
                     self.answer_own(503, "Service Unavailable");
@@ -199,10 +207,63 @@ impl ForwardTask {
         if self.server.is_final() || self.got_2xx || self.declined {
             return; // a tombstone: the call is over, a late phone gets nothing
         }
-        let Some(p) = self.push.as_ref() else { return };
-        let Some((flow, device)) = p.woken(&binding, self.sips()) else {
+        match self.core.registrar.owner(&binding) {
+            Owner::Here => {
+                let path = binding.path.clone();
+                let Some(p) = self.push.as_ref() else { return };
+                if let Some((flow, device)) = p.woken(&binding, self.sips()) {
+                    self.hand_over(binding, flow, device, path);
+                }
+            }
+            Owner::There(uri) => {
+                // registered on another node: the call goes through it, once its
+                // address is resolved (off this task)
+                let Some(t) = super::wake::via_owner(&self.core, &binding, &uri) else {
+                    return;
+                };
+                let (core, tx) = (self.core.clone(), self.tx.clone());
+                tokio::spawn(async move {
+                    match super::next_hop::resolve(&core, &t.next, None).await {
+                        Ok(flow) => {
+                            if let Some(tx) = tx {
+                                let path = t.path;
+                                let via = CallEvent::WokenVia {
+                                    binding,
+                                    flow,
+                                    path,
+                                };
+                                let _ = tx.send(TxEvent::Upper(via));
+                            }
+                        }
+                        Err(e) => debug!(error = %e, "owner of a woken phone unreachable"),
+                    }
+                });
+            }
+            Owner::Gone => {}
+        }
+    }
+
+    /// A woken phone on another node, the way to it resolved.
+    fn on_woken_via(&mut self, binding: Arc<Binding>, flow: Flow, path: Vec<String>) {
+        if self.server.is_final() || self.got_2xx || self.declined {
             return;
-        };
+        }
+        let Some(p) = self.push.as_ref() else { return };
+        if let Some((flow, device)) = p.woken_on(&binding, flow, self.sips()) {
+            self.hand_over(binding, flow, device, path);
+        }
+    }
+
+    /// Starts the branch of a woken phone's binding over `flow` with `path` as its
+    /// route set (the binding's Path; for another node's phone, that node first).
+    fn hand_over(
+        &mut self,
+        binding: Arc<Binding>,
+        flow: Flow,
+        device: Option<usize>,
+        path: Vec<String>,
+    ) {
+        let Some(p) = self.push.as_ref() else { return };
         // one branch per device: same flow adds nothing, a new flow replaces the stale one
         let mut stale = Vec::new();
         for (i, b) in self.branches.iter().enumerate() {
@@ -221,7 +282,6 @@ impl ForwardTask {
             self.drop_branch(i);
         }
         debug!(aor = %binding.aor, "woken phone gets the call");
-        let path = binding.path.clone();
         self.start_branch(
             flow,
             Some(&binding.contact),
@@ -316,6 +376,11 @@ impl ForwardTask {
                 self.on_push_done(device, result)
             }
             TxEvent::Upper(CallEvent::Describe(reply)) => self.describe(reply),
+            TxEvent::Upper(CallEvent::WokenVia {
+                binding,
+                flow,
+                path,
+            }) => self.on_woken_via(binding, flow, path),
         }
     }
 

@@ -533,6 +533,7 @@ fn load(conn: &Connection) -> Result<Vec<Binding>, StoreError> {
                 path: Vec::new(),
                 push: r.get(13)?,
                 updated_at_ms: r.get(14)?,
+                node: None,
             },
             r.get::<_, String>(12)?,
         ))

@@ -54,6 +54,7 @@ fn binding(aor: &str, key: &str, path: Vec<String>) -> Arc<Binding> {
         path,
         push: Some(r#"{"pn-provider":"apns"}"#.into()),
         updated_at_ms: i64::MAX as u64,
+        node: None,
     })
 }
 
@@ -321,6 +322,7 @@ fn full_request(aor: &str, i: usize, now: u64) -> RegisterRequest {
             .map(|p| format!("<sip:proxy{p}.example;lr>"))
             .collect(),
         now_ms: now + i as u64,
+        node: None,
     }
 }
 

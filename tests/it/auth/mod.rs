@@ -631,3 +631,44 @@ fn a_to_tag_alone_does_not_make_a_dialog() {
     let resp = alice.expect_final(&cid, "MESSAGE");
     assert_eq!(resp.status(), Some(407), "{resp:?}");
 }
+
+#[test]
+fn a_challenge_from_one_node_is_answered_at_another() {
+    // several nodes on one Redis share the nonce secret: a phone's answer to node A's
+    // challenge may reach node B (a load balancer, a DNS SRV retry)
+    let redis = crate::common::redis_server::RedisServer::start(temp_dir("auth-cluster"));
+    let cluster = [
+        ("STORE__BACKEND", "redis"),
+        ("STORE__REDIS__URL", &redis.url()),
+    ];
+    let a = start("auth-cluster-a", &cluster);
+    let b = start("auth-cluster-b", &cluster);
+    let mut on_a = Ua::udp("alice", &a);
+    let mut reg = Reg::new();
+    let ch = pick(&register(&mut on_a, &mut reg, "alice", None), "SHA-256");
+    let creds = credentials(
+        "Authorization",
+        &ch,
+        "alice",
+        "alice-pw",
+        "REGISTER",
+        &format!("sip:{DOMAIN}"),
+        1,
+    );
+    let mut on_b = Ua::udp("alice", &b);
+    let ok = register(&mut on_b, &mut reg, "alice", Some(&creds));
+    assert_eq!(ok.status(), Some(200), "A's nonce accepted by B: {ok:?}");
+    // a wrong password is still refused there (not taken for a stale nonce)
+    let ch = pick(&register(&mut on_a, &mut reg, "alice", None), "SHA-256");
+    let bad = credentials(
+        "Authorization",
+        &ch,
+        "alice",
+        "not-the-pw",
+        "REGISTER",
+        &format!("sip:{DOMAIN}"),
+        1,
+    );
+    let no = register(&mut on_b, &mut reg, "alice", Some(&bad));
+    assert_eq!(no.status(), Some(403), "{no:?}");
+}

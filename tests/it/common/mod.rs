@@ -3,7 +3,8 @@
 //! text; [`ua`] is a small SIP phone over UDP and TCP built on blocking std sockets (no
 //! async runtime), [`dialog`] its calls, [`tls_ua`] its TLS transport and
 //! [`push_phone`] a phone that sleeps and wakes on a push; [`mock_http`] and
-//! [`mock_apns`] stand in for the push services. This file holds what all of them use:
+//! [`mock_apns`] stand in for the push services; [`redis_server`] runs a real Redis
+//! for the tests of several nodes. This file holds what all of them use:
 //! unique ids, free ports, scratch directories, a seeded random generator.
 //!
 //! Messages are built as text and parsed with simple string operations; that is on
@@ -17,6 +18,7 @@ pub mod mock_http;
 pub mod msg;
 pub mod proxy;
 pub mod push_phone;
+pub mod redis_server;
 pub mod tls_ua;
 pub mod ua;
 
