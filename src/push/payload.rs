@@ -147,6 +147,24 @@ pub fn apns_call(call: &CallPush) -> String {
     body
 }
 
+/// An alert document built by `build(field_max)` (caller fields cut to `field_max`
+/// bytes) kept under [`APNS_ALERT_MAX`]: the fields whole, then cut to
+/// [`TRIMMED_FIELD`], then emptied.
+fn fit_alert(build: impl Fn(usize) -> String) -> String {
+    let mut field_max = usize::MAX;
+    loop {
+        let body = build(field_max);
+        if body.len() <= APNS_ALERT_MAX || field_max == 0 {
+            return body;
+        }
+        field_max = if field_max > TRIMMED_FIELD {
+            TRIMMED_FIELD
+        } else {
+            0
+        };
+    }
+}
+
 /// Title of the alert telling a device the call is over.
 fn cancel_title(reason: CancelReason) -> &'static str {
     match reason {
@@ -165,9 +183,8 @@ pub fn apns_cancel(call: &CallPush, reason: CancelReason) -> String {
         .as_deref()
         .filter(|n| !n.is_empty())
         .unwrap_or(&call.caller_number);
-    let mut field_max = usize::MAX;
-    loop {
-        let body = json!({
+    fit_alert(|field_max| {
+        json!({
             "aps": {
                 "alert": { "title": cancel_title(reason), "body": cut(from, field_max) },
             },
@@ -177,16 +194,8 @@ pub fn apns_cancel(call: &CallPush, reason: CancelReason) -> String {
             "callUUID": call.call_uuid,
             "callerNumber": cut(&call.caller_number, field_max),
         })
-        .to_string();
-        if body.len() <= APNS_ALERT_MAX || field_max == 0 {
-            return body;
-        }
-        field_max = if field_max > TRIMMED_FIELD {
-            TRIMMED_FIELD
-        } else {
-            0
-        };
-    }
+        .to_string()
+    })
 }
 
 /// How long a cancel notice is worth delivering.
@@ -285,9 +294,8 @@ fn message_text(n: &MessageNotice) -> &str {
 /// "message"`, `messageId`, `from`, `fromNumber`. Kept under [`APNS_ALERT_MAX`].
 pub fn apns_message(n: &MessageNotice) -> String {
     let title = n.from_name.as_deref().unwrap_or(&n.from_number);
-    let mut field_max = usize::MAX;
-    loop {
-        let body = json!({
+    fit_alert(|field_max| {
+        json!({
             "aps": {
                 "alert": { "title": cut(title, field_max), "body": cut(message_text(n), field_max) },
                 "sound": "default",
@@ -297,16 +305,8 @@ pub fn apns_message(n: &MessageNotice) -> String {
             "from": cut(&n.from_uri, field_max),
             "fromNumber": cut(&n.from_number, field_max),
         })
-        .to_string();
-        if body.len() <= APNS_ALERT_MAX || field_max == 0 {
-            return body;
-        }
-        field_max = if field_max > TRIMMED_FIELD {
-            TRIMMED_FIELD
-        } else {
-            0
-        };
-    }
+        .to_string()
+    })
 }
 
 /// The webhook `event: message` document: `aor`, `messageId`, `from` (sender URI),

@@ -142,14 +142,7 @@ impl Registrar {
                     (ops, 0, String::new(), state.bindings.clone())
                 })
                 .await?;
-            let kept = removed.iter().filter(|b| b.is_kept(now, ttl)).count();
-            self.publish(
-                removed
-                    .into_iter()
-                    .map(|binding| BindingEvent::local(BindingEventKind::Removed, binding))
-                    .collect(),
-            );
-            return Ok(kept);
+            return Ok(self.announce_removed(removed, now, ttl));
         }
         let (removed, commit) = {
             let mut map = self.inner.bindings.lock();
@@ -167,6 +160,13 @@ impl Registrar {
             (list, self.inner.store.submit(ops))
         };
         let result = commit.await.unwrap_or(Err(StoreError::Closed));
+        let kept = self.announce_removed(removed, now, ttl);
+        result.map(|()| kept)
+    }
+
+    /// Announces `removed` as `Removed` events; returns how many of them were kept at
+    /// `now` (what [`Registrar::remove_aor`] reports).
+    fn announce_removed(&self, removed: Vec<Arc<Binding>>, now: u64, ttl: u64) -> usize {
         let kept = removed.iter().filter(|b| b.is_kept(now, ttl)).count();
         self.publish(
             removed
@@ -174,7 +174,7 @@ impl Registrar {
                 .map(|binding| BindingEvent::local(BindingEventKind::Removed, binding))
                 .collect(),
         );
-        result.map(|()| kept)
+        kept
     }
 }
 

@@ -531,22 +531,11 @@ mod tests {
     #[test]
     fn decode_skips_bad_fields_and_orders_oldest_first() {
         let b = |key: &str, at: u64| Binding {
-            aor: "a@x".into(),
-            key: key.into(),
-            contact: "sip:a@h".into(),
-            match_key: "sip:a@h".into(),
-            q: None,
             expires_at: 10,
-            call_id: "c".into(),
-            cseq: 1,
-            flow: None,
-            instance: None,
-            reg_id: None,
-            user_agent: None,
             path: vec!["<sip:p;lr>".into()],
             push: Some("{}".into()),
             updated_at_ms: at,
-            node: None,
+            ..Binding::for_test("a@x", key, "sip:a@h")
         };
         let json = |b: &Binding| serde_json::to_vec(b).unwrap();
         let fields = vec![

@@ -137,22 +137,11 @@ mod tests {
     fn wire_roundtrip_drops_removals() {
         let b = |key: &str| {
             Arc::new(Binding {
-                aor: "a@x".into(),
-                key: key.into(),
-                contact: "sip:a@h".into(),
-                match_key: "sip:a@h".into(),
-                q: None,
                 expires_at: 10,
-                call_id: "c".into(),
-                cseq: 1,
                 flow: Some("udp/0/1.2.3.4:5".into()),
-                instance: None,
-                reg_id: None,
-                user_agent: None,
-                path: vec![],
-                push: None,
                 updated_at_ms: 7,
                 node: Some("n1".into()),
+                ..Binding::for_test("a@x", key, "sip:a@h")
             })
         };
         let ev = |kind, key| BindingEvent::local(kind, b(key));
