@@ -312,6 +312,9 @@ pub struct StoreSettings {
     pub path: PathBuf,
     /// `synchronous=FULL` (survives power loss) instead of `NORMAL` (survives process death).
     pub sync_full: bool,
+    /// A pure refresh of a binding whose stored version stays live is answered before
+    /// its write, which follows within this time (zero: every write before the 200).
+    pub refresh_write_behind: Duration,
 }
 
 /// `[log]` section.
@@ -773,6 +776,8 @@ pub struct RawStore {
     pub path: String,
     /// `normal` or `full`.
     pub synchronous: String,
+    /// Longest a pure refresh's write waits behind its 200 OK, ms (0: none waits).
+    pub refresh_write_behind_ms: u64,
 }
 
 impl Default for RawStore {
@@ -781,6 +786,7 @@ impl Default for RawStore {
             backend: "sqlite".to_owned(),
             path: "data/sipwake.db".to_owned(),
             synchronous: "normal".to_owned(),
+            refresh_write_behind_ms: 1000,
         }
     }
 }
@@ -1419,10 +1425,18 @@ impl RawStore {
                 ))
             }
         };
+        let behind = in_range(
+            "store.refresh_write_behind_ms",
+            self.refresh_write_behind_ms,
+            0,
+            10_000,
+            "milliseconds",
+        )?;
         Ok(StoreSettings {
             backend,
             path: PathBuf::from(path),
             sync_full,
+            refresh_write_behind: Duration::from_millis(behind),
         })
     }
 }

@@ -82,6 +82,10 @@ impl Server {
             ttl_secs: settings.push.binding_ttl.as_secs(),
             max_expires: settings.push.max_expires,
         });
+        if settings.store.backend == StoreBackend::Sqlite {
+            // the memory store has no disk to wait for
+            registrar.set_refresh_write_behind(settings.store.refresh_write_behind);
+        }
         let pusher = Arc::new(Pusher::new(&settings.push)?);
         // open the APNs connections now, so the first call does not pay a TLS handshake
         tokio::spawn(pusher.warm_up());
