@@ -288,6 +288,8 @@ fn init_logging(filter: Targets, format: LogFormat) -> anyhow::Result<LogFilterF
     let (filter, handle) = reload::Layer::new(filter);
     let human = (format == LogFormat::Human).then(|| {
         tracing_subscriber::fmt::layer()
+            // peers' bytes reach fields: escaped, they cannot forge or break lines
+            .fmt_fields(sipwake::logfmt::EscapedFields::new())
             .with_writer(std::io::stderr)
             .with_ansi(std::io::stderr().is_terminal())
     });

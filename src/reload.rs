@@ -148,6 +148,8 @@ impl Reloader {
             need_restart,
         };
         if let (Some(cert), Some(key)) = (tls_cert, tls_key) {
+            core.names
+                .set_cert_names(crate::transport::tls::dns_names_of(&key));
             let renewed = cert.replace(key);
             if renewed && !applied.iter().any(|k| k.starts_with("tls.")) {
                 // same paths, new files: say so, though no key changed
@@ -260,7 +262,7 @@ mod tests {
         let mut b = a.clone();
         b.log.level = "debug".into();
         b.push.webhook.url = "http://127.0.0.1:1/x".into();
-        b.sip.listen = vec!["127.0.0.1:5070".into()];
+        b.sip.listen = vec!["127.0.0.1:5070".parse().unwrap()];
         let mut out = Vec::new();
         diff("", &to_value(&a), &to_value(&b), &mut out);
         out.sort();

@@ -125,10 +125,7 @@ impl Server {
                         .uri
                         .as_ref()
                         .and_then(|u| u.ip())
-                        .map(|addr| crate::config::IpNet {
-                            addr,
-                            prefix: if addr.is_ipv4() { 32 } else { 128 },
-                        }),
+                        .map(crate::config::IpNet::host),
                 )
                 .collect(),
             first_message_timeout: settings.limits.first_message_timeout,

@@ -9,9 +9,10 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use sipwake::proxy::edit::{cancel_or_ack, forward_request, pop_via, RequestEdits};
-use sipwake::sip::header::{param, params, parse_cseq, split_commas, unquote};
-use sipwake::sip::message::stream_frame_len;
-use sipwake::sip::{builder, HeaderName, Message, NameAddr, Uri, Via};
+use sipwake::sip::{
+    param, params, parse_cseq, split_commas, stream_frame_len, unquote, HeaderName, Message,
+    NameAddr, Uri, Via,
+};
 
 const ALL: [HeaderName; 22] = [
     HeaderName::Via,
@@ -42,8 +43,8 @@ fn uri(s: &str) {
     if let Ok(u) = Uri::parse(s) {
         let _ = (u.host_bare(), u.ip(), u.transport(), u.param("lr"));
         let _ = (u.param("maddr"), u.param("xToken"), u.match_key(), u.aor());
-        let _ = sipwake::sip::uri::unescape(u.user.unwrap_or(""));
-        let _ = sipwake::sip::uri::param_in(u.params, "transport");
+        let _ = sipwake::sip::unescape(u.user.unwrap_or(""));
+        let _ = sipwake::sip::param_in(u.params, "transport");
         let _ = sipwake::push::pns_name(u.params);
     }
 }
@@ -111,10 +112,10 @@ fn exercise(m: &Message) {
         }
     }
     let _ = (m.body(), m.body_range(), m.head_end(), m.content_length());
-    let _ = (m.answerable(), builder::local_tag(m));
+    let _ = (m.answerable(), sipwake::sip::local_tag(m));
     let src: SocketAddr = ([192, 0, 2, 7], 5070).into();
     if m.answerable() {
-        let r = builder::response(m, src, 400, "Bad Request", &["Warning: 399 x"], None);
+        let r = sipwake::sip::response(m, src, 400, "Bad Request", &["Warning: 399 x"], None);
         let r = Message::parse(r, true).expect("our own response must parse");
         let _ = r.validate();
     }

@@ -11,15 +11,15 @@ use serde_json::{json, Value};
 
 use super::views::{redact, truncated};
 use super::{refused, Shared};
+use crate::ids::{random_hex, uuid_v4};
 use crate::metrics::{count_push, PushKind};
 use crate::proxy::register::public_contact;
-use crate::proxy::wake::{random_hex, uuid_v4};
-use crate::push::test_push::TEST_CALLER;
+use crate::push::test_payload::TEST_CALLER;
 use crate::push::{CallPush, PushInfo, PushResult};
 use crate::registrar::unix_now_ms;
 
 /// Sends every device of the AOR with a push token a test push (see
-/// [`crate::push::test_push`]) and reports, per device, what its provider answered.
+/// [`crate::push::test_payload`]) and reports, per device, what its provider answered.
 /// `404` when the AOR has no bindings.
 pub(super) async fn push_test(
     State(admin): Shared,

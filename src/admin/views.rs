@@ -150,7 +150,7 @@ pub(super) async fn calls(State(admin): Shared, headers: HeaderMap) -> Response 
     if let Some(r) = refused(&admin, &headers) {
         return r;
     }
-    let calls = crate::proxy::calls::list(&admin.core, CALLS_WAIT).await;
+    let calls = crate::proxy::call_views::list(&admin.core, CALLS_WAIT).await;
     let parked = calls.iter().filter(|c| c.parked).count();
     Json(json!({
         "total": calls.len(),

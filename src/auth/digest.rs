@@ -195,17 +195,6 @@ fn is_token_byte(c: u8) -> bool {
     c.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&c)
 }
 
-/// Lower-case hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 15)] as char);
-    }
-    s
-}
-
 /// `H(p1:p2:…)` in lower-case hex, with the algorithm's hash.
 fn h(alg: DigestAlgorithm, parts: &[&str]) -> String {
     fn run<D: md5::Digest>(parts: &[&str]) -> String {
@@ -216,7 +205,7 @@ fn h(alg: DigestAlgorithm, parts: &[&str]) -> String {
             }
             d.update(p.as_bytes());
         }
-        hex(&d.finalize())
+        hex::encode(d.finalize())
     }
     match alg {
         DigestAlgorithm::Md5 => run::<Md5>(parts),
@@ -257,14 +246,13 @@ fn response_no_qop(alg: DigestAlgorithm, ha1_hex: &str, c: &Credentials, method:
 /// Compares two hex strings in time independent of where they differ (ASCII case
 /// folded), so that a response cannot be guessed digit by digit from timing.
 pub fn hex_eq(expected: &str, given: &str) -> bool {
-    let (a, b) = (expected.as_bytes(), given.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| {
-        acc | (x.to_ascii_lowercase() ^ y.to_ascii_lowercase())
-    });
-    diff == 0
+    use subtle::ConstantTimeEq;
+    let fold = |s: &str| {
+        s.bytes()
+            .map(|c| c.to_ascii_lowercase())
+            .collect::<Vec<u8>>()
+    };
+    fold(expected).ct_eq(&fold(given)).into()
 }
 
 #[cfg(test)]
@@ -399,6 +387,5 @@ mod tests {
         assert!(hex_eq("abcdef", "ABCDEF"));
         assert!(!hex_eq("abcdef", "abcdee"));
         assert!(!hex_eq("abcdef", "abcde"));
-        assert_eq!(hex(&[0, 15, 255]), "000fff");
     }
 }

@@ -7,9 +7,11 @@
 //! - [`digest`]: reading credentials and computing responses.
 //! - [`challenge`]: `WWW-Authenticate` / `Proxy-Authenticate` lines.
 //! - [`policy`]: who is challenged and what is refused ([`Auth`]).
+//! - [`audit`]: the security log lines (failed authentications, `555`s).
 //!
 //! Logs carry user names and realms, never credentials or hashes.
 
+pub mod audit;
 pub mod challenge;
 pub mod digest;
 pub mod nonce;

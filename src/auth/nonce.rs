@@ -15,13 +15,13 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
+use parking_lot::Mutex;
 use sha2::Sha256;
 
-use super::digest::{hex, hex_eq};
+use super::digest::hex_eq;
 
 /// Most nonces whose count is remembered at once. A nonce is remembered only after a
 /// correct response and for at most two nonce lifetimes, so a busy server with a
@@ -115,8 +115,8 @@ impl Nonces {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         id[8..].copy_from_slice(&n.to_be_bytes());
         let mac = self.mac(&id);
-        let mut s = hex(&id);
-        s.push_str(&hex(&mac));
+        let mut s = hex::encode(id);
+        s.push_str(&hex::encode(mac));
         s
     }
 
@@ -132,7 +132,7 @@ impl Nonces {
             return NonceCheck::Stale;
         }
         let forget_at = issued_ms.saturating_add(ttl_ms).saturating_add(1000);
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seen = self.seen.lock();
         if now >= seen.next_sweep_ms {
             seen.counts.retain(|_, (_, until)| *until > now);
             seen.next_sweep_ms = now.saturating_add(ttl_ms.clamp(1000, 60_000));
@@ -163,7 +163,7 @@ impl Nonces {
         for (i, b) in id.iter_mut().enumerate() {
             *b = u8::from_str_radix(nonce.get(i * 2..i * 2 + 2)?, 16).ok()?;
         }
-        let mac = hex(&self.mac(&id));
+        let mac = hex::encode(self.mac(&id));
         if !hex_eq(&mac, nonce.get(32..)?) {
             return None;
         }
@@ -174,11 +174,7 @@ impl Nonces {
 
     /// How many nonces have their count remembered.
     pub fn tracked(&self) -> usize {
-        self.seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .counts
-            .len()
+        self.seen.lock().counts.len()
     }
 }
 

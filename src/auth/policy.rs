@@ -28,9 +28,7 @@ use super::nonce::{NonceCheck, Nonces};
 use super::users::{UserEntry, Users};
 use super::AuthError;
 use crate::config::{AuthSettings, DigestAlgorithm};
-use crate::sip::header::NameAddr;
-use crate::sip::uri::unescape;
-use crate::sip::{HeaderName, Message, Method, Scheme, Uri};
+use crate::sip::{unescape, HeaderName, Message, Method, NameAddr, Scheme, Uri};
 
 /// A response sipwake gives instead of processing the request.
 #[derive(Debug, Clone, PartialEq, Eq)]

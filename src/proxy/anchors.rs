@@ -7,7 +7,8 @@
 //! the connection's flow.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+
+use parking_lot::Mutex;
 
 use crate::registrar::{unix_now_ms, Registrar};
 use crate::transport::Flow;
@@ -23,8 +24,8 @@ pub struct Anchors {
 }
 
 impl Anchors {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Vec<String>>> {
-        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<u64, Vec<String>>> {
+        self.map.lock()
     }
 
     /// `aor` registered a binding on `flow` (ignored for UDP).

@@ -1,15 +1,22 @@
 //! Plain data the proxy's modules hand each other: where a request goes ([`Target`],
 //! [`Next`]), our own Route entries popped off it ([`OwnRoutes`]), how a request for
-//! a local user is handled ([`Decision`]) and the push side of a call ([`PushPlan`]).
+//! a local user is handled ([`Decision`]), the push side of a call ([`PushPlan`]),
+//! and what a call's task hears besides its transactions ([`CallEvent`]).
 //!
 //! A leaf: it imports nothing from the rest of `proxy`, and every module that acts
 //! on these types imports them from here, so dependencies between `route`, `relay`,
 //! `wake`, `forward` and `pushing` point one way.
 
 use std::ops::Range;
+use std::sync::Arc;
 
-use crate::push::{CallPush, PushInfo};
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use crate::push::{CallPush, PushInfo, PushResult};
+use crate::registrar::Binding;
 use crate::sip::{Message, Scheme, Uri};
+use crate::transaction::TxEvent;
 use crate::transport::Flow;
 
 /// Where a branch goes.
@@ -100,4 +107,52 @@ pub enum Decision {
 /// (RFC 3261 §26.2.2, RFC 5630).
 pub fn sips_request(msg: &Message) -> bool {
     Uri::parse(msg.request_uri()).is_ok_and(|u| u.scheme == Scheme::Sips)
+}
+
+/// What a forwarding task hears from the rest of sipwake, on the channel its
+/// transactions use (so it comes in order with their responses).
+#[derive(Debug)]
+pub enum CallEvent {
+    /// A binding of the AOR the call is parked for was added or refreshed (see
+    /// [`crate::registrar::BindingEvents`]): a woken phone, local or remote.
+    Woken(Arc<Binding>),
+    /// The push to device `device` of the call's [`PushPlan`] finished.
+    PushDone {
+        /// Index into [`PushPlan::devices`].
+        device: usize,
+        /// What the provider said.
+        result: PushResult,
+    },
+    /// The admin API's `/calls` asks for a [`CallView`]; tasks that are not an
+    /// unanswered INVITE drop the sender instead of answering.
+    Describe(oneshot::Sender<CallView>),
+}
+
+/// The events of a task that owns a transaction: the transaction layer's and ours.
+pub type TaskEvent = TxEvent<CallEvent>;
+
+/// One INVITE without a final answer yet.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallView {
+    /// Call-ID of the INVITE.
+    pub call_id: String,
+    /// From header as received.
+    pub from: String,
+    /// To header as received.
+    pub to: String,
+    /// Milliseconds since the INVITE arrived.
+    pub age_ms: u64,
+    /// `parked` (waiting for a pushed phone, nothing ringing), `ringing` (a branch
+    /// sent a provisional above 100) or `trying` (forwarded, no ringing yet).
+    pub state: &'static str,
+    /// The call waits for a pushed phone to register (also while something rings).
+    pub parked: bool,
+    /// The called AOR, when the call pushed.
+    pub aor: Option<String>,
+    /// Branches forwarded so far.
+    pub branches: usize,
+    /// Branches still waiting for a final answer.
+    pub pending_branches: usize,
+    /// Devices pushed for this call.
+    pub pushed_devices: usize,
 }

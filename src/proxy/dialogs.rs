@@ -13,8 +13,10 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use crate::sip::Message;
 
@@ -70,9 +72,7 @@ impl Dialogs {
             return; // not a dialog anyone can end with a BYE
         }
         let k = self.key_of(resp);
-        if let Ok(mut m) = self.map.lock() {
-            m.insert(k, Instant::now());
-        }
+        self.map.lock().insert(k, Instant::now());
     }
 
     /// A BYE got its final response `code`: its dialog is over. Challenges (401/407)
@@ -82,14 +82,12 @@ impl Dialogs {
             return;
         }
         let k = self.key_of(bye);
-        if let Ok(mut m) = self.map.lock() {
-            m.remove(&k);
-        }
+        self.map.lock().remove(&k);
     }
 
     /// Dialogs up now.
     pub fn count(&self) -> usize {
-        self.map.lock().map(|m| m.len()).unwrap_or(0)
+        self.map.lock().len()
     }
 
     /// Initial INVITEs forwarded and not yet answered.
@@ -105,7 +103,7 @@ impl Dialogs {
 
     /// Forgets dialogs not confirmed for `max_age` at `now`; returns how many.
     pub fn sweep(&self, now: Instant) -> usize {
-        let Ok(mut m) = self.map.lock() else { return 0 };
+        let mut m = self.map.lock();
         let before = m.len();
         let max_age = self.max_age;
         m.retain(|_, at| now.saturating_duration_since(*at) < max_age);

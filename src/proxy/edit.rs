@@ -7,9 +7,7 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
-use crate::sip::builder::write_top_via;
-use crate::sip::header::{split_commas, Via};
-use crate::sip::{HeaderName, Message, Splice};
+use crate::sip::{split_commas, write_top_via, HeaderName, Message, Splice, Via};
 
 /// What to change in a request being forwarded.
 #[derive(Debug, Default)]

@@ -3,10 +3,10 @@
 //! from sipwake itself.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::Instant;
 
-use super::{calllog, Core};
+use super::{call_log, Core};
 use crate::push::Pusher;
 use crate::sip::{Message, Method};
 use crate::transport::Flow;
@@ -19,15 +19,12 @@ impl Core {
     /// The push providers now. A push keeps the `Arc` it started with, so a reload
     /// never cuts one short.
     pub fn pusher(&self) -> Arc<Pusher> {
-        self.pusher
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.pusher.read().clone()
     }
 
     /// Replaces the push providers (SIGHUP); the next push uses the new ones.
     pub fn set_pusher(&self, pusher: Arc<Pusher>) {
-        *self.pusher.write().unwrap_or_else(PoisonError::into_inner) = pusher;
+        *self.pusher.write() = pusher;
     }
 
     /// From now on new out-of-dialog INVITEs get `503` with `Retry-After`; REGISTER,
@@ -66,8 +63,10 @@ impl Core {
     /// sipwake itself gave `req` its final response `code`.
     pub(super) fn on_local_final(&self, req: &Message, code: u16) {
         match req.method() {
-            Some(Method::Invite) if req.to_tag().is_empty() => {
-                calllog::finished(req, calllog::Outcome::Rejected, code, Instant::now(), None)
+            // a digest challenge is not how the call ended: the phone sends the INVITE
+            // again with credentials, and that one gets the call's line
+            Some(Method::Invite) if req.to_tag().is_empty() && !matches!(code, 401 | 407) => {
+                call_log::finished(req, call_log::Outcome::Rejected, code, Instant::now(), None)
             }
             Some(Method::Bye) => self.dialogs.bye_answered(req, code),
             _ => {}

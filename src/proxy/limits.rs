@@ -9,6 +9,14 @@
 //! table forget sources (which is lenient), never grows it. The hot path is one hash,
 //! one clock read and one short uncontended mutex; nothing is held across an await.
 //!
+//! The per-AOR limit counts only REGISTERs that proved they belong to the AOR: with
+//! `auth.enabled`, those whose credentials were accepted; in relay mode, those the
+//! upstream registrar answered with a 2xx (it authenticates there). Otherwise anyone
+//! could lock a user out by sending REGISTERs for her address of record; unproven
+//! REGISTERs are bounded by the per-source limit. Without authentication sipwake cannot
+//! tell the owner of an AOR from anyone else (anyone may replace or remove its
+//! bindings), so there every REGISTER for a served AOR counts.
+//!
 //! Trusted peers (`proxy.trusted_networks`, and the upstream PBX when `upstream.uri`
 //! names it by IP address) are never limited. Over the limit,
 //! the request gets a `503` with `Retry-After` sent once without a transaction (a
@@ -17,16 +25,17 @@
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
+use parking_lot::Mutex;
 use tracing::debug;
 
 use super::Core;
 use std::net::IpAddr;
 
 use crate::config::{OverLimit, RateLimit, Settings};
-use crate::sip::{Message, Method, Uri};
+use crate::sip::{Message, Method};
 use crate::transport::conn_limits::source_key;
 use crate::transport::Flow;
 
@@ -70,9 +79,19 @@ impl RateLimiter {
     /// Takes one token for `key` (a non-zero hash) at `now_ms`: `Ok`, or `Err` with
     /// the seconds until a token will be there (at least 1).
     pub fn take(&self, key: u64, now_ms: u64) -> Result<(), u32> {
+        self.take_or_peek(key, now_ms, true)
+    }
+
+    /// Like [`RateLimiter::take`], but leaves the token in the bucket: whether a
+    /// request would be within the limit, to be charged once it proved itself.
+    pub fn peek(&self, key: u64, now_ms: u64) -> Result<(), u32> {
+        self.take_or_peek(key, now_ms, false)
+    }
+
+    fn take_or_peek(&self, key: u64, now_ms: u64, take: bool) -> Result<(), u32> {
         let key = key.max(1);
         let idx = (key % self.sets.len() as u64) as usize;
-        let mut set = self.sets[idx].lock().unwrap_or_else(|e| e.into_inner());
+        let mut set = self.sets[idx].lock();
         let level = |b: &Bucket| {
             if b.key == 0 {
                 return self.cap;
@@ -97,7 +116,9 @@ impl RateLimiter {
         b.milli = level(b);
         b.at_ms = now_ms;
         if b.milli >= 1000 {
-            b.milli -= 1000;
+            if take {
+                b.milli -= 1000;
+            }
             Ok(())
         } else {
             let wait_ms = (1000 - b.milli).div_ceil(self.rate);
@@ -185,21 +206,65 @@ impl Limits {
                 .hash_one((what as u8, source_key(flow.remote().ip())));
             l.take(key, now).map_err(|s| (what, s))?;
         }
-        if what == Exceeded::RegisterPerSource {
-            if let Some(l) = &self.register_aor {
-                // an unparseable To is refused later on with a 400
-                if let Some(aor) = msg
-                    .to()
-                    .and_then(|t| Uri::parse(t.uri).ok())
-                    .map(|u| u.aor())
-                {
-                    let key = self.hasher.hash_one(aor.as_bytes());
-                    l.take(key, now)
-                        .map_err(|s| (Exceeded::RegisterPerAor, s))?;
-                }
-            }
-        }
         Ok(())
+    }
+
+    /// Checks the per-AOR REGISTER limit for `aor`, taking a token when `take` (else
+    /// only looking whether one is there): `Err` with the seconds to wait.
+    fn check_aor(&self, aor: &str, take: bool) -> Result<(), u32> {
+        let Some(l) = &self.register_aor else {
+            return Ok(());
+        };
+        let key = self.hasher.hash_one(aor.as_bytes());
+        if take {
+            l.take(key, self.now_ms())
+        } else {
+            l.peek(key, self.now_ms())
+        }
+    }
+
+    fn exempt(&self, settings: &Settings, ip: IpAddr) -> bool {
+        self.upstream == Some(ip) || settings.is_trusted(ip)
+    }
+}
+
+/// The per-AOR hook for a REGISTER that proved it belongs to `aor` (or, without
+/// authentication, any REGISTER for a served `aor`): true if over the limit (answered
+/// `503` or dropped), and it must go no further. `take`: charge the AOR now; false
+/// only looks (relay mode charges when the upstream accepts, see
+/// [`charge_aor`]).
+pub fn register_over_aor_limit(
+    core: &Core,
+    msg: &Message,
+    flow: &Flow,
+    aor: &str,
+    take: bool,
+) -> bool {
+    if core.limits.exempt(&core.settings, flow.remote().ip()) {
+        return false;
+    }
+    let Err(retry_after) = core.limits.check_aor(aor, take) else {
+        return false;
+    };
+    refused(core, msg, flow, Exceeded::RegisterPerAor, retry_after);
+    true
+}
+
+/// Charges `aor` one REGISTER from `flow` without refusing anything: for a REGISTER
+/// that was let through and then proved itself (relay mode: the upstream accepted it).
+pub fn charge_aor(core: &Core, flow: &Flow, aor: &str) {
+    if !core.limits.exempt(&core.settings, flow.remote().ip()) {
+        let _ = core.limits.check_aor(aor, true);
+    }
+}
+
+fn refused(core: &Core, msg: &Message, flow: &Flow, what: Exceeded, retry_after: u32) {
+    core.limits.limited[what as usize].fetch_add(1, Ordering::Relaxed);
+    debug!(remote = %flow.remote(), limit = ?what, "request over rate limit");
+    if core.limits.action == OverLimit::Reject {
+        let line = format!("Retry-After: {retry_after}");
+        // stateless: a transaction per refused request would be what the flood wants
+        core.respond(msg, flow, 503, "Service Unavailable (rate limit)", &[&line]);
     }
 }
 
@@ -209,20 +274,13 @@ pub fn over_limit(core: &Arc<Core>, msg: &Message, flow: &Flow) -> bool {
     if !matches!(msg.method(), Some(Method::Register | Method::Invite)) {
         return false;
     }
-    let ip = flow.remote().ip();
-    if core.limits.upstream == Some(ip) || core.settings.is_trusted(ip) {
+    if core.limits.exempt(&core.settings, flow.remote().ip()) {
         return false;
     }
     let Err((what, retry_after)) = core.limits.check(msg, flow) else {
         return false;
     };
-    core.limits.limited[what as usize].fetch_add(1, Ordering::Relaxed);
-    debug!(remote = %flow.remote(), limit = ?what, "request over rate limit");
-    if core.limits.action == OverLimit::Reject {
-        let line = format!("Retry-After: {retry_after}");
-        // stateless: a transaction per refused request would be what the flood wants
-        core.respond(msg, flow, 503, "Service Unavailable (rate limit)", &[&line]);
-    }
+    refused(core, msg, flow, what, retry_after);
     true
 }
 
@@ -296,6 +354,16 @@ mod tests {
         assert!(l.take(2, 0).is_ok()); // key 2 takes the empty slot
         assert!(l.take(3, 0).is_ok()); // replaces key 2 (2 tokens left), not key 1 (0)
         assert!(l.take(1, 0).is_err(), "the flooder is still remembered");
+    }
+
+    #[test]
+    fn peeking_takes_nothing() {
+        let l = limiter(1, 1, 64);
+        for _ in 0..5 {
+            assert_eq!(l.peek(9, 0), Ok(()));
+        }
+        assert_eq!(l.take(9, 0), Ok(()));
+        assert_eq!(l.peek(9, 0), Err(1));
     }
 
     #[test]

@@ -1,28 +1,51 @@
 //! The routing core (RFC 3261 §16): takes every message the transport reads, matches
-//! it to a transaction or starts one, and decides where requests go.
+//! it to a transaction or starts one, and decides where requests go. [`Core`], the
+//! state every part shares, lives here; the transport reaches it only through
+//! [`ProxyHandler`], its [`Handler`].
 //!
-//! - [`register`]: REGISTER → registrar.
-//! - [`route`]: where a new request goes (bindings, Route set, flow tokens, upstream).
+//! Where a request goes:
+//! - [`route`]: a new request: RFC 3261 §16.3–16.5 checks, our Route entries and
+//!   flow tokens, the registrar for local users, the upstream for the rest.
+//!   [`names`] says which hosts are sipwake itself.
+//! - [`register`]: REGISTER → registrar (local mode); [`relay`]: relay mode, where an
+//!   upstream registrar/PBX owns the users.
+//! - [`wake`]: which bindings of a local user get a request at once and which
+//!   devices are pushed.
+//! - [`data`]: the plain data these hand each other (a leaf every module imports).
+//!
+//! Carrying it out:
 //! - [`forward`]: the task that owns a forwarded transaction (fork, responses,
-//!   CANCEL, timers).
-//! - [`edit`]: splicing our changes into forwarded messages.
+//!   CANCEL, timers); [`next_hop`] turns a target into a flow; [`edit`] splices our
+//!   changes into forwarded messages.
+//! - [`pushing`]: the push half of a forwarded call; [`park`]: the calls waiting for a
+//!   pushed phone, woken by the registrar's binding events.
+//!
+//! Around it:
+//! - [`limits`]: rate limits on REGISTER and INVITE; [`anchors`]: which TCP
+//!   connections carry registrations (kept open when idle).
+//! - [`dialogs`]: which calls are up (graceful shutdown, metrics);
+//!   [`lifecycle`]: draining on shutdown; [`call_log`]: one log line per call;
+//!   [`call_views`]: the calls in progress for the admin API.
 
 pub mod anchors;
-pub mod calllog;
-pub mod calls;
+pub mod call_log;
+pub mod call_views;
 pub mod data;
 pub mod dialogs;
 pub mod edit;
 pub mod forward;
 pub mod lifecycle;
 pub mod limits;
+pub mod names;
+pub mod next_hop;
 pub mod park;
+pub mod pushing;
 pub mod register;
 pub mod relay;
 pub mod route;
 pub mod wake;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -32,7 +55,7 @@ use tracing::{debug, debug_span, warn};
 use crate::config::Settings;
 use crate::push::Pusher;
 use crate::registrar::Registrar;
-use crate::sip::{builder, HeaderName, Message, Method};
+use crate::sip::{HeaderName, Message, Method};
 use crate::transaction::table::ServerMatch;
 use crate::transaction::{
     BranchGen, ServerAction, ServerEntry, ServerTx, Timers, TxEvent, TxTable,
@@ -52,7 +75,7 @@ pub struct Core {
     /// Bindings.
     pub registrar: Registrar,
     /// Transaction tables.
-    pub tx: TxTable,
+    pub tx: TxTable<data::CallEvent>,
     /// Branch maker.
     pub branches: BranchGen,
     /// Flow token signer.
@@ -60,15 +83,15 @@ pub struct Core {
     /// Protocol timers.
     pub timers: Timers,
     /// Push providers; swapped by a reload, so read them with [`Core::pusher`].
-    pusher: std::sync::RwLock<Arc<Pusher>>,
+    pusher: parking_lot::RwLock<Arc<Pusher>>,
     /// Calls waiting for pushed phones.
     pub parked: park::Parked,
     /// Relay mode bookkeeping (what the upstream registrar accepted).
     pub relay: relay::RelayState,
     /// Forwarded requests over 1,300 bytes sent on UDP (fragmentation risk).
     pub oversize_udp: std::sync::atomic::AtomicU64,
-    local_hosts: Vec<String>,
-    local_ports: Vec<u16>,
+    /// Who we are: listen addresses, names, certificate names (see [`names`]).
+    pub names: names::OurNames,
     handler: std::sync::OnceLock<Arc<dyn Handler>>,
     /// Dialogs up and calls in setup (graceful shutdown, metrics).
     pub dialogs: dialogs::Dialogs,
@@ -97,24 +120,23 @@ impl Core {
         tokens: FlowTokens,
         pusher: Arc<Pusher>,
     ) -> Core {
-        let mut local_hosts: Vec<String> = Vec::new();
-        let mut local_ports: Vec<u16> = Vec::new();
-        for a in transport
-            .udp_addrs()
-            .into_iter()
-            .chain(transport.tcp_addrs())
-            .chain(transport.tls_addrs())
-        {
-            local_hosts.push(host_of(a.ip()));
-            local_ports.push(a.port());
-        }
-        if let Some(h) = &settings.sip.advertised_host {
-            local_hosts.push(h.to_ascii_lowercase());
-        }
-        local_hosts.sort();
-        local_hosts.dedup();
-        local_ports.sort();
-        local_ports.dedup();
+        let names = names::OurNames::new(
+            transport
+                .udp_addrs()
+                .into_iter()
+                .chain(transport.tcp_addrs())
+                .chain(transport.tls_addrs()),
+            settings
+                .sip
+                .advertised_host
+                .iter()
+                .chain(&settings.sip.aliases)
+                .cloned(),
+            transport
+                .tls_cert()
+                .map(|c| c.dns_names())
+                .unwrap_or_default(),
+        );
         let timers = Timers {
             t1: settings.sip.t1,
             t2: settings.sip.t2,
@@ -122,10 +144,12 @@ impl Core {
             timer_c: settings.sip.timer_c,
         };
         let parked = park::Parked::new(settings.push.max_parked, settings.push.max_parked_per_aor);
+        // the one wake path: every binding event, local or remote, reaches parked calls
+        registrar.events().add_sink(Arc::new(parked.clone()));
         let rate_limits = limits::Limits::new(&settings);
         Core {
             oversize_udp: std::sync::atomic::AtomicU64::new(0),
-            pusher: std::sync::RwLock::new(pusher),
+            pusher: parking_lot::RwLock::new(pusher),
             dialogs: dialogs::Dialogs::new(settings.server.dialog_max_age),
             draining: std::sync::atomic::AtomicBool::new(false),
             parked,
@@ -137,8 +161,7 @@ impl Core {
             branches: BranchGen::default(),
             tokens,
             timers,
-            local_hosts,
-            local_ports,
+            names,
             handler: std::sync::OnceLock::new(),
             auth: std::sync::OnceLock::new(),
             limits: rate_limits,
@@ -168,19 +191,14 @@ impl Core {
         h
     }
 
-    /// True if `host[:port]` names this proxy.
+    /// True if `host[:port]` names this proxy (see [`names`]).
     pub fn is_me(&self, host: &str, port: Option<u16>) -> bool {
-        self.is_my_host(host) && self.local_ports.contains(&port.unwrap_or(5060))
+        self.names.has_port(port.unwrap_or(5060)) && self.names.is_my_host(host)
     }
 
     /// True if `host` names this proxy, on whatever port.
     pub fn is_my_host(&self, host: &str) -> bool {
-        let h = host.trim_start_matches('[').trim_end_matches(']');
-        self.local_hosts.iter().any(|l| l.eq_ignore_ascii_case(h))
-            || h.parse::<IpAddr>().is_ok_and(|ip| {
-                // a wildcard listener answers to every local address
-                ip.is_loopback() && self.local_hosts.iter().any(|l| l == "0.0.0.0" || l == "::")
-            })
+        self.names.is_my_host(host)
     }
 
     /// True if `domain` (lower case or not) is served here.
@@ -206,7 +224,7 @@ impl Core {
         reason: &str,
         extra: &[&str],
     ) -> Bytes {
-        let resp = builder::response(req, flow.remote(), code, reason, extra, None);
+        let resp = crate::sip::response(req, flow.remote(), code, reason, extra, None);
         crate::metrics::global().response_sent(req.method(), code);
         if let Err(e) = self.transport.send(flow, resp.clone()) {
             debug!(error = %e, code, "response not sent");
@@ -278,7 +296,7 @@ impl Core {
                         Some(ServerMatch::Answered(resp, f)) => {
                             let _ = self.transport.send(&f, resp);
                         }
-                        _ => self.reply(&msg, flow, own, 481, builder::reason_phrase(481), &[]),
+                        _ => self.reply(&msg, flow, own, 481, crate::sip::reason_phrase(481), &[]),
                     },
                 }
             }
@@ -294,7 +312,7 @@ impl Core {
                     Some(ServerMatch::Pending) => {}
                     None if self.refuse_while_draining(&msg, flow, key) => {}
                     None if limits::over_limit(self, &msg, &flow) => {}
-                    None => route::new_request(self, msg, flow, local, key),
+                    None => names::route_new_request(self, msg, flow, local, key),
                 }
             }
         }
@@ -326,17 +344,10 @@ impl Core {
     }
 }
 
-fn host_of(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v) => v.to_string(),
-        IpAddr::V6(v) => format!("{v}"),
-    }
-}
-
 async fn local_invite_tx(
     core: Arc<Core>,
     mut st: ServerTx,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<TxEvent>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<data::TaskEvent>,
     flow: Flow,
     key: u64,
 ) {

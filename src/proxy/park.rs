@@ -3,19 +3,22 @@
 //! Each parked call is its forwarding task; this index maps an AOR to the tasks
 //! waiting on it, so that a binding event reaches only the calls it concerns (one
 //! AOR can have several calls parked), and enforces the caps.
+//!
+//! The index is a [`BindingSink`] of the registrar's event stream, the one source of
+//! wakes: every binding added or refreshed, by a REGISTER here or (in a cluster) on
+//! another node, is handed to the calls parked for its AOR as a
+//! [`CallEvent::Woken`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
+use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::registrar::Binding;
+use super::data::{CallEvent, TaskEvent};
+use crate::registrar::{Binding, BindingEvent, BindingEventKind, BindingSink};
 use crate::transaction::TxEvent;
-
-/// A binding of a parked call's AOR was added or refreshed.
-#[derive(Debug, Clone)]
-pub struct Woken(pub Arc<Binding>);
 
 /// Why a call could not be parked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -30,7 +33,7 @@ pub enum ParkError {
 
 #[derive(Default)]
 struct Index {
-    by_aor: HashMap<String, Vec<(u64, UnboundedSender<TxEvent>)>>,
+    by_aor: HashMap<String, Vec<(u64, UnboundedSender<TaskEvent>)>>,
     total: usize,
 }
 
@@ -85,12 +88,12 @@ impl Parked {
     }
 
     fn lock(&self) -> MutexGuard<'_, Index> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.lock()
     }
 
-    /// Parks a call for `aor`; its task gets a [`Woken`] event for every binding of
-    /// the AOR that is added or refreshed while the guard lives.
-    pub fn park(&self, aor: &str, tx: UnboundedSender<TxEvent>) -> Result<ParkGuard, ParkError> {
+    /// Parks a call for `aor`; its task gets a [`CallEvent::Woken`] for every binding
+    /// of the AOR that is added or refreshed while the guard lives.
+    pub fn park(&self, aor: &str, tx: UnboundedSender<TaskEvent>) -> Result<ParkGuard, ParkError> {
         let mut idx = self.lock();
         if idx.total >= self.max_total {
             return Err(ParkError::Full);
@@ -129,19 +132,29 @@ impl Parked {
         idx.total > 0 && idx.by_aor.contains_key(aor)
     }
 
-    /// Hands a binding that a REGISTER just created or refreshed to the calls parked
-    /// for its AOR. Called by the REGISTER handler right after its 200 OK, so the
-    /// INVITE follows the 200 without a task hop; costs one map lookup when nothing
-    /// is parked.
-    pub fn wake(&self, binding: &Arc<Binding>) {
+    /// Hands a binding that was just created or refreshed to the calls parked for its
+    /// AOR; costs one map lookup when nothing is parked.
+    fn wake(&self, binding: &Arc<Binding>) {
         let idx = self.lock();
         if idx.total == 0 {
             return;
         }
         if let Some(list) = idx.by_aor.get(&binding.aor) {
             for (_, tx) in list {
-                let _ = tx.send(TxEvent::Upper(Box::new(Woken(binding.clone()))));
+                let _ = tx.send(TxEvent::Upper(CallEvent::Woken(binding.clone())));
             }
+        }
+    }
+}
+
+/// The binding events wake parked calls. They arrive on the thread that published
+/// them: for a local REGISTER, right after its 200 OK went out (see
+/// [`crate::registrar::PendingEvents`]), so the INVITE follows without a task hop.
+impl BindingSink for Parked {
+    fn on_binding_event(&self, event: &BindingEvent) {
+        match event.kind {
+            BindingEventKind::Added | BindingEventKind::Refreshed => self.wake(&event.binding),
+            BindingEventKind::Removed => {}
         }
     }
 }
@@ -165,5 +178,48 @@ mod tests {
         drop(a);
         assert_eq!(p.len(), 2);
         assert!(p.park("carol@x", tx).is_ok());
+    }
+
+    fn binding(aor: &str) -> Arc<Binding> {
+        Arc::new(Binding {
+            aor: aor.into(),
+            key: "k1".into(),
+            contact: format!("sip:{aor}"),
+            match_key: format!("sip:{aor}"),
+            q: None,
+            expires_at: u64::MAX,
+            call_id: "c1".into(),
+            cseq: 1,
+            flow: None,
+            instance: None,
+            reg_id: None,
+            user_agent: None,
+            path: Vec::new(),
+            push: None,
+            updated_at_ms: 0,
+        })
+    }
+
+    #[test]
+    fn a_published_event_wakes_the_calls_parked_for_its_aor() {
+        let p = Parked::new(10, 10);
+        let events = crate::registrar::BindingEvents::new(8);
+        events.add_sink(Arc::new(p.clone()));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let _guard = p.park("alice@x", tx).unwrap();
+        // what another node announces comes in as a local REGISTER's event does
+        let publish = |kind, aor| events.publish(BindingEvent::remote(kind, binding(aor)));
+        publish(BindingEventKind::Refreshed, "alice@x");
+        publish(BindingEventKind::Added, "bob@x");
+        publish(BindingEventKind::Removed, "alice@x");
+        publish(BindingEventKind::Added, "alice@x");
+        let mut woken = Vec::new();
+        while let Ok(ev) = rx.try_recv() {
+            match ev {
+                TxEvent::Upper(CallEvent::Woken(b)) => woken.push(b.aor.clone()),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(woken, ["alice@x", "alice@x"]);
     }
 }

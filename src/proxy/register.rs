@@ -8,14 +8,15 @@ use std::sync::Arc;
 use tracing::{debug, debug_span, warn};
 
 use super::Core;
+use crate::auth::audit;
 use crate::config::PushSettings;
 use crate::push::token::{extract, pns_name, TokenError};
 use crate::push::Pusher;
 use crate::registrar::{
-    unix_now_ms, Binding, ContactSpec, Contacts, RegisterOutcome, RegisterRequest, StoreError,
+    unix_now_ms, Binding, ContactSpec, Contacts, PendingEvents, RegisterOutcome, RegisterRequest,
+    StoreError,
 };
-use crate::sip::header::{params, unquote, NameAddr};
-use crate::sip::{HeaderName, Message, Scheme, Uri};
+use crate::sip::{params, unquote, HeaderName, Message, NameAddr, Scheme, Uri};
 use crate::transaction::ServerEntry;
 use crate::transport::Flow;
 
@@ -184,16 +185,34 @@ pub(crate) fn contact_line(b: &Binding, now_ms: u64) -> String {
     s
 }
 
+/// Answers a REGISTER that could not be read into an update; a `555` (a push service
+/// sipwake does not serve) gets a security log line, so an operator asking why an app
+/// cannot register finds the reason.
+pub fn refuse(core: &Arc<Core>, msg: &Message, flow: Flow, key: u64, bad: BadRegister) {
+    let BadRegister(code, reason) = bad;
+    if code == PNS_UNSUPPORTED.0 {
+        audit::register_refused(flow.remote(), &audit::aor_of(msg.to()), code, reason);
+    }
+    core.reply(msg, flow, key, code, reason, &[]);
+}
+
 /// Handles a REGISTER for a served domain.
 pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
     if let Some(Err(a)) = core.auth().map(|auth| auth.register(&msg)) {
+        if audit::is_failure(a.code, a.reason) {
+            audit::auth_failed(flow.remote(), &audit::aor_of(msg.to()), a.code, a.reason);
+        }
         return core.reply(&msg, flow, key, a.code, a.reason, &a.lines());
     }
     let now_ms = unix_now_ms();
     let req = match parse_register(&msg, &flow, now_ms, &core.settings.push, &core.pusher()) {
         Ok(r) => r,
-        Err(BadRegister(code, reason)) => return core.reply(&msg, flow, key, code, reason, &[]),
+        Err(bad) => return refuse(core, &msg, flow, key, bad),
     };
+    // after authentication: only the AOR's owner spends its budget
+    if super::limits::register_over_aor_limit(core, &msg, &flow, &req.aor, true) {
+        return;
+    }
     // RFC 8599 §5.4: confirm the push service the phone named
     let pns = msg
         .values(HeaderName::Contact)
@@ -211,9 +230,8 @@ pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
     // the woken call's task runs right after the 200 OK, so its INVITE follows at
     // once rather than when the store thread next yields the CPU.
     let on_runtime = runtime.clone().filter(|_| core.parked.waits_for(&req.aor));
-    let request_ms = req.now_ms;
     let registrar = core.registrar.clone();
-    let finish = move |outcome: Result<RegisterOutcome, StoreError>| {
+    let finish = move |outcome: Result<RegisterOutcome, StoreError>, events: PendingEvents| {
         let _runtime = runtime.as_ref().map(|r| r.enter());
         let _span = span.enter();
         let now_ms = unix_now_ms();
@@ -255,10 +273,6 @@ pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
                 }
                 let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
                 core.reply(&msg, flow, key, 200, "OK", &refs);
-                // the bindings this REGISTER created or refreshed wake parked calls
-                for b in bindings.iter().filter(|b| b.updated_at_ms == request_ms) {
-                    core.parked.wake(b);
-                }
             }
             Ok(RegisterOutcome::IntervalTooBrief { min_expires }) => {
                 let line = format!("Min-Expires: {min_expires}");
@@ -274,10 +288,13 @@ pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
             }
         }
         debug!("register answered");
+        // only now, with the answer out, do the bindings it created or refreshed wake
+        // the calls parked for them (see `park`): their INVITEs follow the 200 OK
+        events.publish();
     };
     match on_runtime {
-        Some(rt) => registrar.register_then(req, move |outcome| {
-            rt.spawn(async move { finish(outcome) });
+        Some(rt) => registrar.register_then(req, move |outcome, events| {
+            rt.spawn(async move { finish(outcome, events) });
         }),
         None => registrar.register_then(req, finish),
     }

@@ -9,11 +9,10 @@ use tracing::debug;
 
 use super::data::{sips_request, Decision, Next, OwnRoutes, Target};
 use super::edit::{forward_request, RequestEdits};
-use super::{forward, wake};
+use super::{forward, next_hop, wake};
 use super::{register, relay, Core, ALLOW};
 use crate::registrar::unix_now_ms;
-use crate::sip::header::NameAddr;
-use crate::sip::{HeaderName, Message, Method, Uri, Via};
+use crate::sip::{HeaderName, Message, Method, NameAddr, Uri, Via};
 use crate::transaction::BranchGen;
 use crate::transport::Flow;
 
@@ -112,7 +111,13 @@ pub fn new_request(core: &Arc<Core>, mut msg: Message, flow: Flow, local: Socket
         match auth.request(&msg, trusted, popped.token.is_some(), |h, p| {
             core.is_me(h, p)
         }) {
-            Err(a) => return core.reply(&msg, flow, key, a.code, a.reason, &a.lines()),
+            Err(a) => {
+                if crate::auth::audit::is_failure(a.code, a.reason) {
+                    let aor = crate::auth::audit::aor_of(msg.from());
+                    crate::auth::audit::auth_failed(flow.remote(), &aor, a.code, a.reason);
+                }
+                return core.reply(&msg, flow, key, a.code, a.reason, &a.lines());
+            }
             // RFC 3261 §22.3: the credentials for our realm end here
             Ok(Some(line)) => {
                 msg = crate::auth::without_line(msg, line, flow.is_udp());
@@ -309,7 +314,7 @@ pub fn forward_ack(core: &Arc<Core>, msg: Message, flow: Flow, local: SocketAddr
     };
     let core = core.clone();
     tokio::spawn(async move {
-        let Ok(out) = forward::resolve(&core, &next, Some(local)).await else {
+        let Ok(out) = next_hop::resolve(&core, &next, Some(local)).await else {
             return;
         };
         let out_local = core.transport.local_addr(&out).unwrap_or(local);

@@ -1,7 +1,7 @@
 //! Push before INVITE, the routing half: which bindings of a local user get the
 //! request at once, which devices are pushed, and what the push says about the
-//! caller. The forwarding task ([`super::forward`]) then parks the call and hands it
-//! to each woken device.
+//! caller. The push half of the forwarding task ([`super::pushing`]) then parks the
+//! call, pushes, and hands the call to each device that wakes.
 
 use std::sync::Arc;
 
@@ -10,8 +10,7 @@ use super::Core;
 use crate::config::PushPolicy;
 use crate::push::{CallPush, PushInfo};
 use crate::registrar::Binding;
-use crate::sip::header::unquote;
-use crate::sip::{HeaderName, Message, Method, NameAddr, Uri};
+use crate::sip::{unquote, HeaderName, Message, Method, NameAddr, Uri};
 use crate::transport::Flow;
 
 /// A binding's push info, when a configured provider can reach it.
@@ -106,7 +105,7 @@ pub fn decide(
         }
         return Decision::Forward(targets, None);
     }
-    let hint = random_hex(16);
+    let hint = crate::ids::random_hex(16);
     let call = call_push(core, msg, aor, &hint, trusted);
     let plan = PushPlan {
         aor: aor.to_string(),
@@ -115,31 +114,6 @@ pub fn decide(
         devices,
     };
     Decision::Forward(targets, Some(Box::new(plan)))
-}
-
-/// Random lower-case hex of `bytes` random bytes.
-pub fn random_hex(bytes: usize) -> String {
-    let mut b = vec![0u8; bytes];
-    let _ = getrandom::fill(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// A random (version 4) UUID in upper case, as CallKit shows call UUIDs.
-pub fn uuid_v4() -> String {
-    let mut b = [0u8; 16];
-    let _ = getrandom::fill(&mut b);
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
-    .to_ascii_uppercase()
 }
 
 /// What the push says about the call: caller from P-Asserted-Identity of a trusted
@@ -159,7 +133,7 @@ pub fn call_push(core: &Core, msg: &Message, aor: &str, hint: &str, trusted: boo
             let number = Uri::parse(na.uri)
                 .ok()
                 .and_then(|u| u.user)
-                .map(|u| crate::sip::uri::unescape(u).into_owned())
+                .map(|u| crate::sip::unescape(u).into_owned())
                 .unwrap_or_default();
             let name = na
                 .display
@@ -182,7 +156,7 @@ pub fn call_push(core: &Core, msg: &Message, aor: &str, hint: &str, trusted: boo
         caller_name,
         caller_number,
         with_video: has_video(msg.body()),
-        call_uuid: uuid_v4(),
+        call_uuid: crate::ids::uuid_v4(),
         time_left: core.settings.push.wake_timeout,
     }
 }
@@ -211,13 +185,5 @@ mod tests {
             b"v=0\r\nm=audio 4000 RTP/AVP 0\r\nm=video 0 RTP/AVP 96\r\n"
         ));
         assert!(!has_video(b"v=0\r\nm=audio 4000 RTP/AVP 0\r\n"));
-    }
-
-    #[test]
-    fn uuids_are_v4() {
-        let u = uuid_v4();
-        assert_eq!(u.len(), 36);
-        assert_eq!(&u[14..15], "4");
-        assert_ne!(u, uuid_v4());
     }
 }

@@ -11,10 +11,11 @@
 //! - `410` gives [`PushResult::DeadToken`] with Apple's timestamp; `400
 //!   BadDeviceToken` on a guessed environment is retried once on the other one.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use parking_lot::Mutex;
 use reqwest::Client;
 use serde::Serialize;
 use tokio::sync::Semaphore;
@@ -61,7 +62,7 @@ impl Signer {
 
     /// The cached JWT, or a new one when it is older than [`JWT_RENEW_AFTER`].
     fn token(&self) -> Result<String, String> {
-        let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cached = self.cached.lock();
         if let Some((jwt, issued)) = cached.as_ref() {
             if issued.elapsed() < JWT_RENEW_AFTER {
                 return Ok(jwt.clone());
@@ -76,7 +77,7 @@ impl Signer {
 
     /// Forgets the cached JWT (APNs said it expired).
     fn forget(&self) {
-        *self.cached.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *self.cached.lock() = None;
     }
 }
 

@@ -18,7 +18,7 @@ pub mod payload;
 pub mod token;
 pub mod webhook;
 
-pub mod test_push;
+pub mod test_payload;
 
 #[cfg(test)]
 mod mock;

@@ -20,10 +20,12 @@
 //! synchronous ops reach the store in memory's order (the registrar's order lock).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
-use super::{lock, Binding, StoreError, StoreOp};
+use super::{Binding, StoreError, StoreOp};
 
 /// Margin beyond the next flush that a stored expiry must still cover for a refresh
 /// to be deferred (the flush's commit takes a little longer than its submit).
@@ -109,7 +111,7 @@ impl WriteBehind {
         now_ms: u64,
         window_ms: u64,
     ) -> bool {
-        let mut st = lock(&self.state);
+        let mut st = self.state.lock();
         let horizon = now_ms.saturating_add(window_ms).saturating_add(MARGIN_MS);
         let mut plan = Vec::with_capacity(ops.len());
         for op in ops {
@@ -153,7 +155,7 @@ impl WriteBehind {
     /// their bindings' deferred refreshes are dropped (the op writes something newer),
     /// and each written version counts as in flight until `settled` runs.
     pub(super) fn before_sync(&self, ops: &[StoreOp]) -> Vec<usize> {
-        let mut st = lock(&self.state);
+        let mut st = self.state.lock();
         let mut written = Vec::new();
         for op in ops {
             let (aor, key) = match op {
@@ -177,7 +179,7 @@ impl WriteBehind {
         if result.is_err() || written.is_empty() {
             return;
         }
-        let mut st = lock(&self.state);
+        let mut st = self.state.lock();
         for a in written {
             if let Some(n) = st.in_flight.get_mut(a) {
                 *n -= 1;
@@ -191,7 +193,7 @@ impl WriteBehind {
     /// Takes every binding with a deferred write, marking them in flight (call with
     /// the map lock held, and submit the result before letting go of the order lock).
     pub(super) fn take_dirty(&self) -> Vec<Arc<Binding>> {
-        let mut st = lock(&self.state);
+        let mut st = self.state.lock();
         let mut out = Vec::new();
         for e in st.pending.values_mut().flatten() {
             if e.dirty {
@@ -205,7 +207,7 @@ impl WriteBehind {
     /// A flush of `flushed` finished: committed versions become the known stored
     /// expiry (and an entry with nothing newer is done); failed ones are retried.
     pub(super) fn flushed(&self, flushed: &[Arc<Binding>], result: &Result<(), StoreError>) {
-        let mut st = lock(&self.state);
+        let mut st = self.state.lock();
         for b in flushed {
             let ok = result.is_ok();
             let Some(e) = st.entry_mut(&b.aor, &b.key) else {
@@ -227,7 +229,8 @@ impl WriteBehind {
 
     /// Bindings waiting to be written.
     pub(super) fn dirty_count(&self) -> usize {
-        lock(&self.state)
+        self.state
+            .lock()
             .pending
             .values()
             .flatten()

@@ -2,10 +2,12 @@
 //! losing registrations on restart.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use super::store::{Done, Store, StoreError, StoreOp};
-use super::{lock, Binding};
+use super::Binding;
 
 /// In-memory [`Store`]. Writes are "durable" as soon as `submit` returns.
 #[derive(Debug, Default)]
@@ -28,7 +30,7 @@ impl MemoryStore {
 
     /// Number of bindings held (diagnostic).
     pub fn len(&self) -> usize {
-        lock(&self.inner).bindings.len()
+        self.inner.lock().bindings.len()
     }
 
     /// Whether no binding is held.
@@ -39,7 +41,9 @@ impl MemoryStore {
 
 impl Store for MemoryStore {
     fn load(&self) -> Result<Vec<Binding>, StoreError> {
-        Ok(lock(&self.inner)
+        Ok(self
+            .inner
+            .lock()
             .bindings
             .values()
             .map(|b| Binding::clone(b))
@@ -47,7 +51,7 @@ impl Store for MemoryStore {
     }
 
     fn submit_then(&self, ops: Vec<StoreOp>, done: Done) {
-        let mut inner = lock(&self.inner);
+        let mut inner = self.inner.lock();
         for op in ops {
             match op {
                 StoreOp::Put(b) => {
@@ -63,11 +67,12 @@ impl Store for MemoryStore {
     }
 
     fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(lock(&self.inner).meta.get(key).cloned())
+        Ok(self.inner.lock().meta.get(key).cloned())
     }
 
     fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        lock(&self.inner)
+        self.inner
+            .lock()
             .meta
             .insert(key.to_owned(), value.to_vec());
         Ok(())

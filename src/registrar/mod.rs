@@ -13,10 +13,10 @@
 //! before the in-memory lock is released, so the store sees concurrent REGISTERs in
 //! the same order as memory does.
 
-mod admin;
 mod behind;
 mod binding;
 mod events;
+mod manage;
 mod memory;
 mod sqlite;
 mod store;
@@ -27,7 +27,9 @@ mod tests;
 mod tests_behind;
 
 pub use binding::{Binding, ContactSpec, Contacts, RegisterOutcome, RegisterRequest, DEFAULT_Q};
-pub use events::{BindingEvent, BindingEventKind};
+pub use events::{
+    BindingEvent, BindingEventKind, BindingEvents, BindingSink, EventOrigin, PendingEvents,
+};
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 pub use store::{Done, Store, StoreError, StoreOp};
@@ -35,9 +37,10 @@ pub use store::{Done, Store, StoreError, StoreOp};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::{broadcast, oneshot};
 
 use crate::config::RegistrarSettings;
@@ -60,12 +63,6 @@ pub fn unix_now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Lock a mutex, recovering the data if a panicking thread poisoned it: every update
-/// here is computed first and installed in one assignment, so the data stays whole.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// The registrar: a cheap, cloneable handle to the bindings of every AOR.
 #[derive(Clone)]
 pub struct Registrar {
@@ -79,8 +76,8 @@ struct Inner {
     /// REGISTER for the AOR; readers filter them with [`Binding::is_live`].
     /// Never held across an `.await`.
     bindings: Mutex<HashMap<String, Vec<Arc<Binding>>>>,
-    events: broadcast::Sender<BindingEvent>,
-    push: std::sync::RwLock<PushRules>,
+    events: BindingEvents,
+    push: parking_lot::RwLock<PushRules>,
     /// Taken before `bindings` is released and held while submitting to the store,
     /// so the store applies changes in the order memory made them.
     order: Mutex<()>,
@@ -105,7 +102,7 @@ impl fmt::Debug for Registrar {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Registrar")
             .field("settings", &self.inner.settings)
-            .field("aors", &lock(&self.inner.bindings).len())
+            .field("aors", &self.inner.bindings.lock().len())
             .finish_non_exhaustive()
     }
 }
@@ -123,14 +120,14 @@ impl Registrar {
         for list in bindings.values_mut() {
             list.sort_by_key(|b| b.updated_at_ms);
         }
-        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let events = BindingEvents::new(EVENT_CAPACITY);
         Ok(Self {
             inner: Arc::new(Inner {
                 settings,
                 store,
                 bindings: Mutex::new(bindings),
                 events,
-                push: std::sync::RwLock::new(PushRules::default()),
+                push: parking_lot::RwLock::new(PushRules::default()),
                 order: Mutex::new(()),
                 behind: behind::WriteBehind::default(),
                 window_ms: AtomicU64::new(0),
@@ -141,7 +138,7 @@ impl Registrar {
 
     /// Sets the rules for bindings that carry push info (at startup).
     pub fn set_push_rules(&self, rules: PushRules) {
-        *self.inner.push.write().unwrap_or_else(|e| e.into_inner()) = rules;
+        *self.inner.push.write() = rules;
     }
 
     /// Lets a pure refresh of a binding whose stored version stays live be answered
@@ -176,7 +173,7 @@ impl Registrar {
     /// Hands every deferred refresh to the store now (the flusher calls this each
     /// window; shutdown calls it before closing the store). Returns how many.
     pub fn flush_refreshes(&self) -> usize {
-        let map = lock(&self.inner.bindings);
+        let map = self.inner.bindings.lock();
         let dirty = self.inner.behind.take_dirty();
         if dirty.is_empty() {
             return 0;
@@ -184,7 +181,7 @@ impl Registrar {
         let n = dirty.len();
         let ops = dirty.iter().map(|b| StoreOp::Put(Arc::clone(b))).collect();
         let behind = self.inner.behind.clone();
-        let order = lock(&self.inner.order);
+        let order = self.inner.order.lock();
         drop(map);
         self.inner.store.submit_then(
             ops,
@@ -203,7 +200,7 @@ impl Registrar {
     }
 
     fn rules(&self) -> PushRules {
-        *self.inner.push.read().unwrap_or_else(|e| e.into_inner())
+        *self.inner.push.read()
     }
 
     /// Apply one REGISTER. Returns once its changes are durable in the store (a pure
@@ -214,30 +211,45 @@ impl Registrar {
     /// since lookups already see it); the caller should answer 500, and the UA's next
     /// refresh writes the binding again.
     pub async fn register(&self, req: RegisterRequest) -> Result<RegisterOutcome, StoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.register_then(req, move |outcome| {
-            let _ = tx.send(outcome);
-        });
-        rx.await.unwrap_or(Err(StoreError::Closed))
+        let (outcome, events) = self.register_held(req).await;
+        events.publish();
+        outcome
     }
 
-    /// Like [`Registrar::register`], but calls `then` with the outcome once the change
-    /// is durable, on the thread that made it so (see [`store::Done`]): the answer to
-    /// a REGISTER then goes out from the store thread right after the commit, without
-    /// waking the runtime in between. Events are published before `then` runs.
+    /// Like [`Registrar::register`], but the events are handed back unpublished: they
+    /// go out when the caller drops them, after its answer to the REGISTER.
+    pub async fn register_held(
+        &self,
+        req: RegisterRequest,
+    ) -> (Result<RegisterOutcome, StoreError>, PendingEvents) {
+        let (tx, rx) = oneshot::channel();
+        self.register_then(req, move |outcome, events| {
+            let _ = tx.send((outcome, events));
+        });
+        rx.await.unwrap_or_else(|_| {
+            let none = PendingEvents::new(Vec::new(), self.inner.events.clone());
+            (Err(StoreError::Closed), none)
+        })
+    }
+
+    /// Like [`Registrar::register_held`], but calls `then` with the outcome and the
+    /// events once the change is durable, on the thread that made it so (see
+    /// [`store::Done`]): the answer to a REGISTER then goes out from the store thread
+    /// right after the commit, without waking the runtime in between. The events are
+    /// published when `then` drops them (at the latest when it returns).
     pub fn register_then<F>(&self, req: RegisterRequest, then: F)
     where
-        F: FnOnce(Result<RegisterOutcome, StoreError>) + Send + 'static,
+        F: FnOnce(Result<RegisterOutcome, StoreError>, PendingEvents) + Send + 'static,
     {
         let now = req.now_ms;
-        let mut map = lock(&self.inner.bindings);
+        let mut map = self.inner.bindings.lock();
         let existing: &[Arc<Binding>] = map.get(&req.aor).map_or(&[], Vec::as_slice);
         let rules = self.rules();
         let plan = match plan(&self.inner.settings, rules, existing, &req) {
             Ok(plan) => plan,
             Err(outcome) => {
                 drop(map);
-                return then(Ok(outcome));
+                return then(Ok(outcome), self.pending(Vec::new()));
             }
         };
         let window = self.inner.window_ms.load(Ordering::Relaxed);
@@ -256,8 +268,7 @@ impl Registrar {
         }
         if plan.ops.is_empty() || deferred {
             drop(map);
-            self.publish(events);
-            return then(Ok(RegisterOutcome::Ok { bindings }));
+            return then(Ok(RegisterOutcome::Ok { bindings }), self.pending(events));
         }
         let this = self.clone();
         let aor = req.aor;
@@ -265,18 +276,19 @@ impl Registrar {
             map,
             plan.ops,
             Box::new(move |result| {
-                this.publish(events);
+                let events = this.pending(events);
                 // Let go of the registrar before the waiter runs on: otherwise this
                 // thread (the store's) may hold the last handle and drop the store
                 // from inside its own thread.
                 drop(this);
-                then(match result {
+                let outcome = match result {
                     Ok(()) => Ok(RegisterOutcome::Ok { bindings }),
                     Err(e) => {
                         tracing::warn!(aor = %aor, error = %e, "registration not stored");
                         Err(e)
                     }
-                })
+                };
+                then(outcome, events)
             }),
         );
     }
@@ -303,7 +315,7 @@ impl Registrar {
         } else {
             done
         };
-        let order = lock(&self.inner.order);
+        let order = self.inner.order.lock();
         drop(map);
         self.inner.store.submit_then(ops, done);
         drop(order);
@@ -312,7 +324,10 @@ impl Registrar {
     /// Live bindings of `aor` at `now_ms`, highest q first, then most recently
     /// registered first.
     pub fn lookup(&self, aor: &str, now_ms: u64) -> Vec<Arc<Binding>> {
-        let list = lock(&self.inner.bindings)
+        let list = self
+            .inner
+            .bindings
+            .lock()
             .get(aor)
             .cloned()
             .unwrap_or_default();
@@ -329,7 +344,7 @@ impl Registrar {
         let mut events = Vec::new();
         let ttl = self.rules().ttl_secs;
         {
-            let mut map = lock(&self.inner.bindings);
+            let mut map = self.inner.bindings.lock();
             map.retain(|_, list| {
                 list.retain(|b| {
                     if b.is_kept(now_ms, ttl) {
@@ -339,10 +354,10 @@ impl Registrar {
                         aor: b.aor.clone(),
                         key: b.key.clone(),
                     });
-                    events.push(BindingEvent {
-                        kind: BindingEventKind::Removed,
-                        binding: Arc::clone(b),
-                    });
+                    events.push(BindingEvent::local(
+                        BindingEventKind::Removed,
+                        Arc::clone(b),
+                    ));
                     false
                 });
                 !list.is_empty()
@@ -369,7 +384,7 @@ impl Registrar {
         only_if_registered_before_ms: Option<u64>,
     ) -> bool {
         {
-            let mut map = lock(&self.inner.bindings);
+            let mut map = self.inner.bindings.lock();
             let Some(list) = map.get_mut(aor) else {
                 return false;
             };
@@ -396,11 +411,19 @@ impl Registrar {
         self.inner.events.subscribe()
     }
 
+    /// The stream every binding event goes through: add a [`BindingSink`] to it, or
+    /// [`BindingEvents::publish`] the events of another node into it.
+    pub fn events(&self) -> &BindingEvents {
+        &self.inner.events
+    }
+
     /// Live bindings across all AORs, by the wall clock.
     pub fn count(&self) -> usize {
         let now = unix_now_ms();
         let ttl = self.rules().ttl_secs;
-        lock(&self.inner.bindings)
+        self.inner
+            .bindings
+            .lock()
             .values()
             .map(|list| list.iter().filter(|b| b.is_kept(now, ttl)).count())
             .sum()
@@ -410,7 +433,9 @@ impl Registrar {
     pub fn aors(&self) -> usize {
         let now = unix_now_ms();
         let ttl = self.rules().ttl_secs;
-        lock(&self.inner.bindings)
+        self.inner
+            .bindings
+            .lock()
             .values()
             .filter(|list| list.iter().any(|b| b.is_kept(now, ttl)))
             .count()
@@ -428,9 +453,12 @@ impl Registrar {
 
     fn publish(&self, events: Vec<BindingEvent>) {
         for event in events {
-            // An error only means nobody is subscribed right now.
-            let _ = self.inner.events.send(event);
+            self.inner.events.publish(event);
         }
+    }
+
+    fn pending(&self, events: Vec<BindingEvent>) -> PendingEvents {
+        PendingEvents::new(events, self.inner.events.clone())
     }
 }
 
@@ -605,10 +633,7 @@ fn matches(b: &Binding, spec: &ContactSpec, key: &str, expiry: u32) -> bool {
 fn diff(existing: &[Arc<Binding>], next: Vec<Arc<Binding>>, now: u64, ttl: u64) -> Plan {
     let mut ops = Vec::new();
     let mut events = Vec::new();
-    let event = |kind, binding: &Arc<Binding>| BindingEvent {
-        kind,
-        binding: Arc::clone(binding),
-    };
+    let event = |kind, binding: &Arc<Binding>| BindingEvent::local(kind, Arc::clone(binding));
     for old in existing {
         match next.iter().find(|b| b.key == old.key) {
             Some(new) if Arc::ptr_eq(new, old) => {}

@@ -1,9 +1,10 @@
 //! Registrar rule tests (RFC 3261 §10.3, RFC 5626 identity), over the memory store
 //! and a hand-operated store for commit ordering.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::sync::broadcast;
 
 use super::*;
@@ -638,7 +639,7 @@ async fn sweep_removes_expired() {
     assert_eq!(reg.sweep(T0 + 60_000), 0);
     assert_eq!(reg.sweep(T0 + 200_000), 1);
     assert!(store.is_empty());
-    assert_eq!(lock(&reg.inner.bindings).len(), 0, "empty AORs are dropped");
+    assert_eq!(reg.inner.bindings.lock().len(), 0, "empty AORs are dropped");
 }
 
 #[test]
@@ -735,7 +736,7 @@ pub(super) struct ManualStore {
 
 impl ManualStore {
     pub(super) fn complete_all(&self, ok: bool) -> usize {
-        let pending = std::mem::take(&mut *self.pending.lock().unwrap());
+        let pending = std::mem::take(&mut *self.pending.lock());
         let n = pending.len();
         for (_, done) in pending {
             done(if ok { Ok(()) } else { Err(StoreError::Closed) });
@@ -749,7 +750,7 @@ impl Store for ManualStore {
         Ok(Vec::new())
     }
     fn submit_then(&self, ops: Vec<StoreOp>, done: crate::registrar::store::Done) {
-        self.pending.lock().unwrap().push((ops, done));
+        self.pending.lock().push((ops, done));
     }
     fn get_meta(&self, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(None)
@@ -768,7 +769,7 @@ async fn answers_and_announces_only_after_commit() {
         let reg = reg.clone();
         async move { reg.register(req("c1", 1, vec![contact(1)])).await }
     });
-    while store.pending.lock().unwrap().is_empty() {
+    while store.pending.lock().is_empty() {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -813,7 +814,7 @@ async fn ops_reach_the_store_in_memory_order() {
     // higher CSeq and finished with OutOfOrder.
     loop {
         let finished = tasks.iter().filter(|t| t.is_finished()).count();
-        if store.pending.lock().unwrap().len() + finished == tasks.len() {
+        if store.pending.lock().len() + finished == tasks.len() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -821,7 +822,6 @@ async fn ops_reach_the_store_in_memory_order() {
     let cseqs: Vec<u32> = store
         .pending
         .lock()
-        .unwrap()
         .iter()
         .map(|(ops, _)| match &ops[0] {
             StoreOp::Put(b) => b.cseq,

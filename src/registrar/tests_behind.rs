@@ -33,27 +33,23 @@ async fn committed(reg: &Registrar, store: &ManualStore, r: RegisterRequest) -> 
 
 /// Registers `r` and expects the answer without any commit.
 async fn answered_at_once(reg: &Registrar, store: &ManualStore, r: RegisterRequest) {
-    let before = store.pending.lock().unwrap().len();
+    let before = store.pending.lock().len();
     let outcome = tokio::time::timeout(Duration::from_secs(5), reg.register(r))
         .await
         .expect("a pure refresh must not wait for the store")
         .unwrap();
     assert!(matches!(outcome, RegisterOutcome::Ok { .. }), "{outcome:?}");
-    assert_eq!(
-        store.pending.lock().unwrap().len(),
-        before,
-        "nothing submitted"
-    );
+    assert_eq!(store.pending.lock().len(), before, "nothing submitted");
 }
 
 /// Registers `r` and expects it to wait for a commit (left pending).
 async fn waits_for_disk(reg: &Registrar, store: &ManualStore, r: RegisterRequest) {
-    let before = store.pending.lock().unwrap().len();
+    let before = store.pending.lock().len();
     let task = tokio::spawn({
         let reg = reg.clone();
         async move { reg.register(r).await }
     });
-    while store.pending.lock().unwrap().len() == before {
+    while store.pending.lock().len() == before {
         assert!(!task.is_finished(), "answered without a write");
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
@@ -71,7 +67,6 @@ fn pending_puts(store: &ManualStore) -> Vec<(String, String, u32)> {
     store
         .pending
         .lock()
-        .unwrap()
         .iter()
         .flat_map(|(ops, _)| ops.iter())
         .filter_map(|op| match op {
@@ -115,7 +110,7 @@ async fn refresh_of_an_uncommitted_binding_waits_for_the_disk() {
         let reg = reg.clone();
         async move { reg.register(req("c1", 1, vec![contact(1)])).await }
     });
-    while store.pending.lock().unwrap().is_empty() {
+    while store.pending.lock().is_empty() {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     // the first write is not committed: its refresh may not be answered ahead of it
@@ -126,7 +121,7 @@ async fn refresh_of_an_uncommitted_binding_waits_for_the_disk() {
                 .await
         }
     });
-    while store.pending.lock().unwrap().len() < 2 {
+    while store.pending.lock().len() < 2 {
         assert!(!refresh.is_finished(), "refresh answered before the disk");
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
@@ -219,7 +214,7 @@ async fn change_after_a_flush_in_flight_goes_after_it() {
         let reg = reg.clone();
         async move { reg.register(r).await }
     });
-    while store.pending.lock().unwrap().len() < 2 {
+    while store.pending.lock().len() < 2 {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let cseqs: Vec<u32> = pending_puts(&store).iter().map(|p| p.2).collect();

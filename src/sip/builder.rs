@@ -10,7 +10,7 @@ use std::ops::Range;
 use bytes::{Bytes, BytesMut};
 
 use super::header::{params, HeaderName, Via};
-use super::message::Message;
+use super::message::{has_bare_line_break, Message};
 
 /// Edits applied to a message's bytes in one pass: everything not edited is copied
 /// as it came, so escaping, parameter order and unknown headers survive forwarding.
@@ -140,8 +140,11 @@ pub fn response(
         s.push_str("\r\n");
         first = false;
     }
+    // a value with a bare CR or LF (a request refused for it) is left out: copied, it
+    // would be a header of its own to a peer that ends lines at LF
+    let clean = |v: &&str| !has_bare_line_break(v.as_bytes());
     for (h, name) in [(HeaderName::From, "From"), (HeaderName::To, "To")] {
-        if let Some(v) = req.header(h) {
+        if let Some(v) = req.header(h).filter(clean) {
             let _ = write!(s, "{name}: {v}");
             if h == HeaderName::To && code > 100 && req.to_tag().is_empty() {
                 let _ = write!(s, ";tag={}", local_tag(req));
@@ -150,7 +153,7 @@ pub fn response(
         }
     }
     for (h, name) in [(HeaderName::CallId, "Call-ID"), (HeaderName::CSeq, "CSeq")] {
-        if let Some(v) = req.header(h) {
+        if let Some(v) = req.header(h).filter(clean) {
             let _ = write!(s, "{name}: {v}\r\n");
         }
     }

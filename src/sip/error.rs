@@ -21,6 +21,9 @@ pub enum ParseError {
     /// A header line has no colon or an invalid name.
     #[error("Malformed header line")]
     HeaderLine,
+    /// A CR or LF that is not part of a CRLF, inside a header value.
+    #[error("Bare CR or LF in a header value")]
+    BareLineBreak,
     /// The end of the header section was not found.
     #[error("Incomplete message")]
     Incomplete,

@@ -113,6 +113,8 @@ pub struct Message {
     head_end: usize,
     body: Range<usize>,
     content_length: Result<Option<usize>, ParseError>,
+    /// A bare CR or LF in the head: [`Message::validate`] refuses the message.
+    bare_line_break: bool,
 }
 
 const NONE: u16 = u16::MAX;
@@ -203,7 +205,10 @@ fn trim_ascii(b: &[u8]) -> &[u8] {
 /// A CR or LF that is not part of a CRLF. Lines end only at CRLF here, so such a byte
 /// stays inside a header value, and a peer that ends lines at a bare LF would read
 /// what follows it as a header of its own in every response that copies the value.
-fn has_bare_line_break(head: &[u8]) -> bool {
+/// Such a request is answered `400` (if its Via can be read, see
+/// [`Message::answerable`]) and never forwarded; an answer copies no value that holds
+/// one (see `builder::response`).
+pub fn has_bare_line_break(head: &[u8]) -> bool {
     head.iter().enumerate().any(|(i, &c)| match c {
         b'\n' => i == 0 || head[i - 1] != b'\r',
         b'\r' => head.get(i + 1) != Some(&b'\n'),
@@ -318,9 +323,10 @@ impl Message {
             pos = e + 2;
         }
         let head = &b[..head_end.min(b.len())];
-        if std::str::from_utf8(head).is_err() || has_bare_line_break(head) {
+        if std::str::from_utf8(head).is_err() {
             return Err(ParseError::HeaderLine);
         }
+        let bare_line_break = has_bare_line_break(head);
         let mut msg = Message {
             start_line: 0..line_end,
             start,
@@ -332,6 +338,7 @@ impl Message {
             body: body_start..b.len(),
             content_length: Ok(None),
             buf: buf.clone(),
+            bare_line_break,
         };
         msg.content_length = msg.parse_content_length();
         let avail = b.len() - body_start.min(b.len());
@@ -370,6 +377,9 @@ impl Message {
     /// Checks the grammar of everything a proxy relies on. A request that fails
     /// gets the error's status and reason; a response that fails is dropped.
     pub fn validate(&self) -> Result<(), ParseError> {
+        if self.bare_line_break {
+            return Err(ParseError::BareLineBreak);
+        }
         let start = self.start.as_ref().map_err(|e| e.clone())?;
         self.content_length.clone()?;
         for (h, name) in [
@@ -683,6 +693,11 @@ impl Message {
         self.is_request
             && self.count(HeaderName::Via) > 0
             && !self.start_line_bytes().starts_with(b"ACK ")
+            // a Via with a bare CR or LF cannot be copied into an answer safely
+            && !(self.bare_line_break
+                && self
+                    .values(HeaderName::Via)
+                    .any(|v| has_bare_line_break(v.as_bytes())))
     }
 
     fn start_line_bytes(&self) -> &[u8] {
@@ -759,11 +774,24 @@ l: 0\r\n\r\n";
     #[test]
     fn bare_line_breaks_in_the_head_are_refused() {
         let ok = "OPTIONS sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n";
-        assert!(Message::parse(Bytes::from(ok), true).is_ok());
-        for bad in ["Call-ID: c\nX-Injected: 1", "Call-ID: c\rX-Injected: 1"] {
-            let raw = ok.replace("Call-ID: c", bad);
-            assert!(Message::parse(Bytes::from(raw), true).is_err(), "{bad:?}");
+        let m = Message::parse(Bytes::from(ok), true).unwrap();
+        assert!(m.validate().is_ok());
+        for bad in [
+            "Call-ID: c\nX-Injected: 1",
+            "Call-ID: c\rX-Injected: 1",
+            "From: <sip:a@b>;tag=1\nX: 1",
+        ] {
+            let first = bad.split(':').next().unwrap();
+            let raw = ok.replacen(&bad[..bad.find(['\r', '\n']).unwrap()], bad, 1);
+            assert!(raw.contains(first));
+            let m = Message::parse(Bytes::from(raw), true).unwrap();
+            assert_eq!(m.validate(), Err(ParseError::BareLineBreak), "{bad:?}");
+            assert!(m.answerable(), "{bad:?}: the Via can be read");
         }
+        let raw = ok.replace("branch=z9hG4bK1", "branch=z9hG4bK1\nX: 1");
+        let m = Message::parse(Bytes::from(raw), true).unwrap();
+        assert_eq!(m.validate(), Err(ParseError::BareLineBreak));
+        assert!(!m.answerable(), "a Via with a bare LF cannot be answered");
     }
 
     #[test]

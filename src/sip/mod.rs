@@ -5,17 +5,17 @@
 //! rsip: a proxy must forward every byte it does not change exactly as it came
 //! (digest `uri=` checks, parameter order, unknown headers), so it needs byte
 //! positions, not a re-serializable tree, and it must not allocate per header on the
-//! hot path. Everything outside this module uses only the types re-exported here, so
+//! hot path. The submodules are private: everything outside uses only what is re-exported here, so
 //! the parser can be swapped.
 
-pub mod builder;
-pub mod error;
-pub mod header;
-pub mod message;
-pub mod uri;
+mod builder;
+mod error;
+mod header;
+mod message;
+mod uri;
 
-pub use builder::{reason_phrase, response, Splice};
+pub use builder::{local_tag, reason_phrase, response, write_top_via, Splice};
 pub use error::ParseError;
-pub use header::{HeaderName, NameAddr, Via};
-pub use message::{Message, Method};
-pub use uri::{Scheme, Uri};
+pub use header::{param, params, parse_cseq, split_commas, unquote, HeaderName, NameAddr, Via};
+pub use message::{memmem, stream_frame_len, Message, Method};
+pub use uri::{param_in, unescape, Scheme, Uri};

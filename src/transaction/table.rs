@@ -5,18 +5,20 @@
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::sip::Message;
 use crate::transport::Flow;
 
-/// Something for the task that owns a transaction.
+/// Something for the task that owns a transaction. `U` is what the layer above
+/// sends its own tasks on the same channel (the proxy's call events), so that they
+/// arrive in order with the transaction's own events and typed.
 #[derive(Debug)]
-pub enum TxEvent {
+pub enum TxEvent<U> {
     /// A response for client branch `branch`.
     Response {
         /// Branch index within the owning task.
@@ -30,16 +32,16 @@ pub enum TxEvent {
     Cancel,
     /// An ACK matched (non-2xx final).
     Ack,
-    /// An event from a layer above (a binding appeared, a push finished), for the
-    /// owning task to downcast; the transaction layer does not know these types.
-    Upper(Box<dyn std::any::Any + Send>),
+    /// An event from the layer above (a binding woke, a push finished); the
+    /// transaction layer only carries it.
+    Upper(U),
 }
 
 /// A server transaction as the table sees it.
 #[derive(Debug)]
-pub enum ServerEntry {
+pub enum ServerEntry<U> {
     /// Owned by a task (INVITE, or a forwarded non-INVITE).
-    Task(UnboundedSender<TxEvent>),
+    Task(UnboundedSender<TxEvent<U>>),
     /// Handled locally, answer not sent yet: retransmissions are dropped.
     Pending,
     /// Handled locally and answered: retransmissions get the same answer until `until`.
@@ -55,21 +57,24 @@ pub enum ServerEntry {
 
 /// What a request matched in the server table.
 #[derive(Debug)]
-pub enum ServerMatch {
+pub enum ServerMatch<U> {
     /// A task owns the transaction: send it the event.
-    Task(UnboundedSender<TxEvent>),
+    Task(UnboundedSender<TxEvent<U>>),
     /// Answered locally: send this response again on this flow.
     Answered(Bytes, Flow),
     /// Being handled locally, no answer yet: drop the retransmission.
     Pending,
 }
 
+/// The task a client branch belongs to, and the branch's index within it.
+type ClientEntry<U> = (UnboundedSender<TxEvent<U>>, usize);
+
 /// Server and client transaction tables.
-#[derive(Debug, Default)]
-pub struct TxTable {
+#[derive(Debug)]
+pub struct TxTable<U> {
     hasher: RandomState,
-    server: Mutex<HashMap<u64, ServerEntry>>,
-    client: Mutex<HashMap<u64, (UnboundedSender<TxEvent>, usize)>>,
+    server: Mutex<HashMap<u64, ServerEntry<U>>>,
+    client: Mutex<HashMap<u64, ClientEntry<U>>>,
     /// When each answered entry's Timer J runs out, in the order they were answered.
     /// Timer J is the same length for all, so this is (nearly) sorted and the sweep
     /// only looks at what expired instead of walking the whole table under its lock.
@@ -80,19 +85,25 @@ pub struct TxTable {
 /// long behind it.
 const SWEEP_CHUNK: usize = 1024;
 
-fn done_until(e: &ServerEntry) -> Option<Instant> {
+fn done_until<U>(e: &ServerEntry<U>) -> Option<Instant> {
     match e {
         ServerEntry::Done { until, .. } => Some(*until),
         _ => None,
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // a panic elsewhere must not take transaction matching down with it
-    m.lock().unwrap_or_else(|e| e.into_inner())
+impl<U> Default for TxTable<U> {
+    fn default() -> Self {
+        TxTable {
+            hasher: RandomState::default(),
+            server: Mutex::default(),
+            client: Mutex::default(),
+            expiries: Mutex::default(),
+        }
+    }
 }
 
-impl TxTable {
+impl<U> TxTable<U> {
     /// The hasher keys are made with.
     pub fn hasher(&self) -> &RandomState {
         &self.hasher
@@ -110,10 +121,10 @@ impl TxTable {
 
     /// Inserts a server entry unless one exists. Returns false if it existed (a
     /// retransmission raced us).
-    pub fn insert_server(&self, key: u64, entry: ServerEntry) -> bool {
+    pub fn insert_server(&self, key: u64, entry: ServerEntry<U>) -> bool {
         let until = done_until(&entry);
         {
-            let mut t = lock(&self.server);
+            let mut t = self.server.lock();
             if t.contains_key(&key) {
                 return false;
             }
@@ -124,21 +135,21 @@ impl TxTable {
     }
 
     /// Replaces a server entry.
-    pub fn set_server(&self, key: u64, entry: ServerEntry) {
+    pub fn set_server(&self, key: u64, entry: ServerEntry<U>) {
         let until = done_until(&entry);
-        lock(&self.server).insert(key, entry);
+        self.server.lock().insert(key, entry);
         self.expire_at(until, key);
     }
 
     fn expire_at(&self, until: Option<Instant>, key: u64) {
         if let Some(until) = until {
-            lock(&self.expiries).push_back((until, key));
+            self.expiries.lock().push_back((until, key));
         }
     }
 
     /// Looks a request up; `None` means it starts a new transaction.
-    pub fn lookup_server(&self, key: u64) -> Option<ServerMatch> {
-        let t = lock(&self.server);
+    pub fn lookup_server(&self, key: u64) -> Option<ServerMatch<U>> {
+        let t = self.server.lock();
         Some(match t.get(&key)? {
             ServerEntry::Task(tx) => ServerMatch::Task(tx.clone()),
             ServerEntry::Pending => ServerMatch::Pending,
@@ -150,29 +161,29 @@ impl TxTable {
 
     /// Forgets a server transaction.
     pub fn remove_server(&self, key: u64) {
-        lock(&self.server).remove(&key);
+        self.server.lock().remove(&key);
     }
 
     /// Registers a client branch owned by a task.
-    pub fn insert_client(&self, key: u64, tx: UnboundedSender<TxEvent>, branch: usize) {
-        lock(&self.client).insert(key, (tx, branch));
+    pub fn insert_client(&self, key: u64, tx: UnboundedSender<TxEvent<U>>, branch: usize) {
+        self.client.lock().insert(key, (tx, branch));
     }
 
     /// The task and branch index a response belongs to.
-    pub fn lookup_client(&self, key: u64) -> Option<(UnboundedSender<TxEvent>, usize)> {
-        lock(&self.client).get(&key).cloned()
+    pub fn lookup_client(&self, key: u64) -> Option<ClientEntry<U>> {
+        self.client.lock().get(&key).cloned()
     }
 
     /// Forgets a client branch.
     pub fn remove_client(&self, key: u64) {
-        lock(&self.client).remove(&key);
+        self.client.lock().remove(&key);
     }
 
     /// Drops locally answered entries whose Timer J ran out. Returns how many remain.
     pub fn sweep(&self, now: Instant) -> usize {
         loop {
             let due: Vec<u64> = {
-                let mut q = lock(&self.expiries);
+                let mut q = self.expiries.lock();
                 let n = q
                     .iter()
                     .take(SWEEP_CHUNK)
@@ -180,7 +191,7 @@ impl TxTable {
                     .count();
                 q.drain(..n).map(|e| e.1).collect()
             };
-            let mut t = lock(&self.server);
+            let mut t = self.server.lock();
             for key in &due {
                 // the key may have been reused by a newer transaction since
                 if matches!(t.get(key), Some(ServerEntry::Done { until, .. }) if *until <= now) {
@@ -195,12 +206,13 @@ impl TxTable {
 
     /// Sizes of the server and client tables.
     pub fn sizes(&self) -> (usize, usize) {
-        (lock(&self.server).len(), lock(&self.client).len())
+        (self.server.lock().len(), self.client.lock().len())
     }
 
     /// The tasks owning server transactions now (for the admin API's `/calls`).
-    pub fn server_tasks(&self) -> Vec<UnboundedSender<TxEvent>> {
-        lock(&self.server)
+    pub fn server_tasks(&self) -> Vec<UnboundedSender<TxEvent<U>>> {
+        self.server
+            .lock()
             .values()
             .filter_map(|e| match e {
                 ServerEntry::Task(tx) => Some(tx.clone()),
@@ -215,7 +227,7 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn done(until: Instant) -> ServerEntry {
+    fn done(until: Instant) -> ServerEntry<()> {
         ServerEntry::Done {
             response: Bytes::from_static(b"SIP/2.0 200 OK\r\n\r\n"),
             flow: Flow::Udp {
@@ -228,7 +240,7 @@ mod tests {
 
     #[test]
     fn sweep_removes_only_what_expired() {
-        let t = TxTable::default();
+        let t = TxTable::<()>::default();
         let now = Instant::now();
         for k in 0..3000u64 {
             t.set_server(k, done(now - Duration::from_millis(1)));

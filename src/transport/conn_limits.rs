@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use crate::config::IpNet;
 
@@ -70,7 +72,7 @@ impl ConnLimits {
             None
         } else {
             let key = source_key(ip);
-            let mut map = self.per_source.lock().unwrap_or_else(|e| e.into_inner());
+            let mut map = self.per_source.lock();
             let n = map.entry(key).or_insert(0);
             if *n as usize >= self.max_per_source {
                 drop(map);
@@ -106,11 +108,7 @@ impl ConnLimits {
 impl Drop for ConnPermit {
     fn drop(&mut self) {
         if let Some(key) = self.key {
-            let mut map = self
-                .limits
-                .per_source
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut map = self.limits.per_source.lock();
             if let Some(n) = map.get_mut(&key) {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
@@ -148,7 +146,7 @@ mod tests {
             .expect("exempt source after a close");
         drop((a2, b, t));
         assert_eq!(l.open(), 0);
-        assert!(l.per_source.lock().unwrap().is_empty());
+        assert!(l.per_source.lock().is_empty());
     }
 
     #[test]

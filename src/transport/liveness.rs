@@ -3,8 +3,9 @@
 //! phone can take a request directly or must be woken first.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, MutexGuard};
 
 use super::Flow;
 
@@ -22,7 +23,7 @@ pub struct Liveness {
 
 impl Liveness {
     fn lock(&self) -> MutexGuard<'_, HashMap<Flow, Instant>> {
-        self.seen.lock().unwrap_or_else(|e| e.into_inner())
+        self.seen.lock()
     }
 
     /// Records life on `flow` now.

@@ -3,6 +3,9 @@
 //! Every received message is handed to one [`Handler`] together with the [`Flow`] it
 //! came on; everything sent goes out through [`Transport::send`] on a flow, so that a
 //! reply or a request for a phone leaves from the socket the phone talks to.
+//!
+//! This file holds what the three share (binding, the connection table, sending on a
+//! flow); `udp.rs`, `tcp.rs` and `tls.rs` hold each transport's own loops.
 
 pub mod conn_limits;
 pub mod flow;
@@ -10,14 +13,16 @@ pub mod liveness;
 mod stun;
 mod tcp;
 pub mod tls;
+mod udp;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
@@ -124,7 +129,7 @@ impl Transport {
         let mut listeners = Vec::new();
         for &addr in &cfg.listen {
             if cfg.udp {
-                let s = bind_udp(addr).map_err(|e| (addr, e))?;
+                let s = udp::bind_udp(addr).map_err(|e| (addr, e))?;
                 let local = s.local_addr().map_err(|e| (addr, e))?;
                 udp.push((Arc::new(s), local));
             }
@@ -191,7 +196,7 @@ impl Transport {
             let handler = handler.clone();
             let max = self.inner.cfg.max_message_size;
             let live = self.inner.liveness.clone();
-            tokio::spawn(udp_loop(sock, i as u8, local, max, handler, live));
+            tokio::spawn(udp::receive_loop(sock, i as u8, local, max, handler, live));
         }
         for l in listeners.tcp {
             tokio::spawn(tcp::accept_loop(self.clone(), l, handler.clone(), None));
@@ -239,8 +244,8 @@ impl Transport {
         }
     }
 
-    fn conns(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Conn>> {
-        self.inner.conns.lock().unwrap_or_else(|e| e.into_inner())
+    fn conns(&self) -> parking_lot::MutexGuard<'_, HashMap<u64, Conn>> {
+        self.inner.conns.lock()
     }
 
     /// True if the flow can carry a message now (UDP always can; TCP while open).
@@ -251,51 +256,11 @@ impl Transport {
         }
     }
 
-    /// The UDP flow toward `remote` from the socket of its address family
-    /// (preferring the socket with local address `prefer`).
-    pub fn udp_flow(&self, remote: SocketAddr, prefer: Option<SocketAddr>) -> Option<Flow> {
-        let idx = self
-            .inner
-            .udp
-            .iter()
-            .position(|u| Some(u.1) == prefer && u.1.is_ipv4() == remote.is_ipv4())
-            .or_else(|| {
-                self.inner
-                    .udp
-                    .iter()
-                    .position(|u| u.1.is_ipv4() == remote.is_ipv4())
-            })?;
-        Some(Flow::Udp {
-            socket: idx as u8,
-            remote,
-        })
-    }
-
     /// Sends on a flow without waiting. For TCP the message is queued on the
     /// connection; a closed connection gives [`SendError::FlowFailed`].
     pub fn send(&self, flow: &Flow, data: Bytes) -> Result<(), SendError> {
         match *flow {
-            Flow::Udp { socket, remote } => {
-                let (sock, local) = self
-                    .inner
-                    .udp
-                    .get(socket as usize)
-                    .ok_or(SendError::NoSocket(remote))?;
-                if local.is_ipv4() != remote.is_ipv4() {
-                    return Err(SendError::NoSocket(remote));
-                }
-                match sock.try_send_to(&data, remote) {
-                    Ok(_) => Ok(()),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        let sock = sock.clone();
-                        tokio::spawn(async move {
-                            let _ = sock.send_to(&data, remote).await;
-                        });
-                        Ok(())
-                    }
-                    Err(e) => Err(e.into()),
-                }
-            }
+            Flow::Udp { socket, remote } => self.send_udp(socket, remote, data),
             Flow::Tcp { conn, .. } => {
                 let conns = self.conns();
                 let c = conns.get(&conn).ok_or(SendError::FlowFailed)?;
@@ -312,7 +277,7 @@ impl Transport {
         } else {
             &self.inner.outbound
         };
-        let conn = *map.lock().unwrap_or_else(|e| e.into_inner()).get(&remote)?;
+        let conn = *map.lock().get(&remote)?;
         self.conns().contains_key(&conn).then_some(Flow::Tcp {
             conn,
             remote,
@@ -339,11 +304,7 @@ impl Transport {
         .await
         .map_err(|_| SendError::Io(std::io::ErrorKind::TimedOut.into()))??;
         let conn = self.register_conn(stream, remote, false, handler, None, None);
-        self.inner
-            .outbound
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(remote, conn);
+        self.inner.outbound.lock().insert(remote, conn);
         Ok(Flow::Tcp {
             conn,
             remote,
@@ -410,20 +371,12 @@ impl Transport {
 
     fn drop_conn(&self, id: u64, remote: SocketAddr) {
         self.conns().remove(&id);
-        let mut out = self
-            .inner
-            .outbound
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut out = self.inner.outbound.lock();
         if out.get(&remote) == Some(&id) {
             out.remove(&remote);
         }
         drop(out);
-        let mut out = self
-            .inner
-            .outbound_tls
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut out = self.inner.outbound_tls.lock();
         if out.get(&remote) == Some(&id) {
             out.remove(&remote);
         }
@@ -468,27 +421,6 @@ fn new_socket(addr: SocketAddr, ty: socket2::Type) -> std::io::Result<socket2::S
     Ok(s)
 }
 
-/// Socket buffer asked for on UDP sockets. Every phone and the PBX share one socket, so
-/// a burst (a registration storm after a network change, a load test) must wait in the
-/// kernel while sipwake catches up; Linux's default of 208 KiB holds only ~400
-/// REGISTERs. The kernel caps the request at `net.core.rmem_max`/`wmem_max`.
-const UDP_BUFFER: usize = 4 << 20;
-
-fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
-    let s = new_socket(addr, socket2::Type::DGRAM)?;
-    // best effort: a smaller buffer still works, it only drops sooner under bursts
-    let _ = s.set_recv_buffer_size(UDP_BUFFER);
-    let _ = s.set_send_buffer_size(UDP_BUFFER);
-    tracing::debug!(
-        %addr,
-        recv = s.recv_buffer_size().unwrap_or(0),
-        send = s.send_buffer_size().unwrap_or(0),
-        "udp socket buffers"
-    );
-    s.bind(&addr.into())?;
-    UdpSocket::from_std(s.into())
-}
-
 fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let s = new_socket(addr, socket2::Type::STREAM)?;
     // as tokio's own bind: a restart must not wait for TIME_WAIT connections
@@ -498,56 +430,10 @@ fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(s.into())
 }
 
-async fn udp_loop(
-    sock: Arc<UdpSocket>,
-    idx: u8,
-    local: SocketAddr,
-    max: usize,
-    handler: Arc<dyn Handler>,
-    live: Arc<Liveness>,
-) {
-    // one reused receive buffer; each datagram is copied out at its exact size, so a
-    // message kept by a long transaction pins only its own bytes
-    let mut buf = vec![0u8; 65536];
-    loop {
-        let (n, remote) = match sock.recv_from(&mut buf).await {
-            Ok(v) => v,
-            Err(e) => {
-                // ICMP errors from earlier sends surface here on some systems; keep going
-                tracing::debug!(error = %e, "udp receive error");
-                continue;
-            }
-        };
-        if n == 0 || n > max {
-            continue;
-        }
-        let data = Bytes::copy_from_slice(&buf[..n]);
-        let flow = Flow::Udp {
-            socket: idx,
-            remote,
-        };
-        live.touch(flow);
-        if is_keepalive(&data) {
-            continue;
-        }
-        if stun::is_binding_request(&data) {
-            if let Some(resp) = stun::binding_response(&data, remote) {
-                let _ = sock.try_send_to(&resp, remote);
-            }
-            continue;
-        }
-        handler.on_message(data, flow, local);
-    }
-}
-
-/// Bare CRLF keep-alives (RFC 5626 §3.5.1 on UDP, and what phones send anyway).
-fn is_keepalive(d: &[u8]) -> bool {
-    d.iter().all(|&c| c == b'\r' || c == b'\n' || c == 0)
-}
-
 #[cfg(test)]
 mod bind_tests {
-    use super::{bind_tcp, bind_udp};
+    use super::bind_tcp;
+    use super::udp::bind_udp;
     use std::net::SocketAddr;
 
     /// Both wildcards on one port: what a dual-stack deployment lists. Only binds;

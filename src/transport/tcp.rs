@@ -12,8 +12,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 
 use super::{Flow, Handler, Transport};
-use crate::sip::message::{memmem, stream_frame_len};
-use crate::sip::{builder, Message, ParseError};
+use crate::sip::{memmem, stream_frame_len, Message, ParseError};
 
 /// Accepts connections on a TCP listener, or on a TLS one when `tls` is given (the
 /// handshake then runs in the connection's own task).
@@ -175,7 +174,7 @@ fn framing_error_answer(buf: &[u8], e: &ParseError, remote: SocketAddr) -> Optio
         return None;
     }
     let reason = e.to_string();
-    Some(builder::response(
+    Some(crate::sip::response(
         &msg,
         remote,
         e.status(),

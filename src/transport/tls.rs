@@ -6,10 +6,11 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use parking_lot::RwLock;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -39,6 +40,16 @@ pub enum TlsError {
     /// The extra CA file is missing, unreadable or holds no certificate.
     #[error("tls.ca_file: {0}")]
     Ca(String),
+}
+
+/// The DNS names (subject alternative names) of `key`'s end-entity certificate: the
+/// names phones reach sipwake by over TLS, hence names of sipwake itself.
+pub fn dns_names_of(key: &CertifiedKey) -> Vec<String> {
+    key.cert
+        .first()
+        .and_then(|der| webpki::EndEntityCert::try_from(der).ok())
+        .map(|c| c.valid_dns_names().map(str::to_owned).collect())
+        .unwrap_or_default()
 }
 
 /// Reads a PEM certificate chain (leaf first) and its PEM private key (PKCS#8,
@@ -90,10 +101,16 @@ impl ServerCert {
         Ok(Arc::new(ServerCert(RwLock::new(key))))
     }
 
+    /// The DNS names (subject alternative names) of the certificate presented now.
+    pub fn dns_names(&self) -> Vec<String> {
+        let cur = self.0.read();
+        dns_names_of(&cur)
+    }
+
     /// Presents `key` from the next handshake on; true if it differs from the
     /// certificate presented so far.
     pub fn replace(&self, key: Arc<CertifiedKey>) -> bool {
-        let mut cur = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let mut cur = self.0.write();
         let changed = cur.cert != key.cert;
         *cur = key;
         changed
@@ -102,7 +119,7 @@ impl ServerCert {
 
 impl ResolvesServerCert for ServerCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.read().unwrap_or_else(|e| e.into_inner()).clone())
+        Some(self.0.read().clone())
     }
 }
 
@@ -215,11 +232,7 @@ impl Transport {
             rx,
             handler,
         ));
-        self.inner
-            .outbound_tls
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(remote, id);
+        self.inner.outbound_tls.lock().insert(remote, id);
         Ok(Flow::Tcp {
             conn: id,
             remote,

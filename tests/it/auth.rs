@@ -9,6 +9,8 @@
 //! (it shares only the hash crates with sipwake).
 
 use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -18,16 +20,13 @@ use sha2::{Digest, Sha256};
 
 const REALM: &str = "example.com";
 const TRUSTED: &str = "127.0.0.3";
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+const ATTACKER: &str = "127.0.0.2";
 
 /// `H(s)` for a digest algorithm name.
 fn h(alg: &str, s: &str) -> String {
     match alg {
-        "MD5" => hex(&Md5::digest(s.as_bytes())),
-        "SHA-256" => hex(&Sha256::digest(s.as_bytes())),
+        "MD5" => hex::encode(Md5::digest(s.as_bytes())),
+        "SHA-256" => hex::encode(Sha256::digest(s.as_bytes())),
         other => panic!("unexpected algorithm {other}"),
     }
 }
@@ -53,15 +52,20 @@ fn users_file() -> PathBuf {
     path
 }
 
-/// sipwake with authentication on, trusting only 127.0.0.3.
+/// sipwake with authentication on, trusting only 127.0.0.3, offering SHA-256 then MD5
+/// (not the default, which [`the_default_offers_md5_alone`] covers).
 fn start(name: &str, extra: &[(&str, &str)]) -> Proxy {
+    start_with(name, &[("AUTH__ALGORITHMS", "SHA-256,MD5")], extra)
+}
+
+fn start_with(name: &str, base: &[(&str, &str)], extra: &[(&str, &str)]) -> Proxy {
     let users = users_file();
     let mut b = ProxyBuilder::new(name)
         .env("AUTH__ENABLED", "true")
         .env("AUTH__USERS_FILE", users.to_str().unwrap())
         .env("AUTH__REALM", REALM)
         .env("PROXY__TRUSTED_NETWORKS", &format!("{TRUSTED}/32"));
-    for (k, v) in extra {
+    for (k, v) in base.iter().chain(extra) {
         b = b.env(k, v);
     }
     b.start()
@@ -294,6 +298,302 @@ fn register_is_challenged_and_accepts_sha256_and_md5() {
     register_with_auth(&mut carol, "carol-pw", "MD5");
 }
 
+/// baresip 1.0 (and many older phones) answer only the first challenge and give up
+/// when it is not MD5. With the default `auth.algorithms` such a phone registers and
+/// calls: one MD5 challenge, nothing before it.
+#[test]
+fn the_default_offers_md5_alone() {
+    let proxy = start_with("auth-default-algs", &[], &[]);
+    let mut carol = Ua::udp("carol", &proxy);
+    let mut reg = Reg::new();
+    let resp = register(&mut carol, &mut reg, "carol", None);
+    assert_eq!(resp.status(), Some(401), "{resp:?}");
+    // a user with both hashes gets the same single challenge
+    let mut alice = Ua::udp("alice", &proxy);
+    let mut areg = Reg::new();
+    let first_only = |resp: &Msg| {
+        let chs = challenges(resp, "www-authenticate");
+        assert_eq!(chs.len(), 1, "one challenge by default: {resp:?}");
+        let first = chs.into_iter().next().expect("a challenge");
+        assert_eq!(
+            first.algorithm, "MD5",
+            "the first challenge is MD5: {resp:?}"
+        );
+        first
+    };
+    first_only(&resp);
+    let ch = first_only(&register(&mut alice, &mut areg, "alice", None));
+    let uri = format!("sip:{DOMAIN}");
+    let creds = credentials(
+        "Authorization",
+        &ch,
+        "alice",
+        "alice-pw",
+        "REGISTER",
+        &uri,
+        1,
+    );
+    let ok = register(&mut alice, &mut areg, "alice", Some(&creds));
+    assert_eq!(
+        ok.status(),
+        Some(200),
+        "a first-challenge-only phone registers: {ok:?}"
+    );
+    // and its call is challenged the same way
+    let inv = alice.invite("carol", "");
+    let resp = alice.expect_final(&inv.call_id, "INVITE");
+    assert_eq!(resp.status(), Some(407), "{resp:?}");
+    alice.ack_non2xx(&inv, &resp);
+    let chs = challenges(&resp, "proxy-authenticate");
+    assert_eq!(
+        chs.iter().map(|c| c.algorithm.as_str()).collect::<Vec<_>>(),
+        ["MD5"],
+        "{resp:?}"
+    );
+}
+
+/// One line of `/metrics` from the admin API at `admin`.
+fn metric(admin: SocketAddr, series: &str) -> f64 {
+    let mut s = TcpStream::connect_timeout(&admin, Duration::from_secs(5)).expect("admin API");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: sipwake\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no {series} in /metrics:\n{text}"))
+}
+
+/// An attacker on another address floods REGISTERs for alice's AOR without the
+/// password (challenged, or refused for a wrong one): that must not spend alice's
+/// per-AOR budget. Alice, on 127.0.0.1 with the right password, still registers; the
+/// limit counts only her authenticated REGISTERs, and still holds for those.
+#[test]
+fn unauthenticated_registers_do_not_spend_the_aor_limit() {
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let proxy = start(
+        "auth-aor-limit",
+        &[
+            ("ADMIN__LISTEN", &admin.to_string()),
+            ("LIMITS__REGISTER_PER_AOR_RATE", "1"),
+            ("LIMITS__REGISTER_PER_AOR_BURST", "3"),
+        ],
+    );
+    let uri = format!("sip:{DOMAIN}");
+    let mut evil = Ua::udp_at("mallory", proxy.addr(), &format!("{ATTACKER}:0"));
+    let mut ereg = Reg::new();
+    for i in 0..20 {
+        let resp = register(&mut evil, &mut ereg, "alice", None);
+        assert_eq!(resp.status(), Some(401), "attack {i}: {resp:?}");
+        if i % 4 == 0 {
+            // a guess at the password: refused, and not counted either
+            let ch = pick(&resp, "MD5");
+            let creds = credentials("Authorization", &ch, "alice", "guess", "REGISTER", &uri, 1);
+            let resp = register(&mut evil, &mut ereg, "alice", Some(&creds));
+            assert_eq!(resp.status(), Some(403), "{resp:?}");
+        }
+    }
+    let aor_limited = || {
+        metric(
+            admin,
+            "sipwake_rate_limited_total{limit=\"register_per_aor\"}",
+        )
+    };
+    assert_eq!(
+        aor_limited(),
+        0.0,
+        "the attacker's requests are not counted per AOR"
+    );
+
+    let mut alice = Ua::udp_at("alice", proxy.addr(), "127.0.0.1:0");
+    let mut reg = Reg::new();
+    let ch = pick(&register(&mut alice, &mut reg, "alice", None), "MD5");
+    let mut codes = Vec::new();
+    for nc in 1..=6 {
+        let creds = credentials(
+            "Authorization",
+            &ch,
+            "alice",
+            "alice-pw",
+            "REGISTER",
+            &uri,
+            nc,
+        );
+        codes.push(register(&mut alice, &mut reg, "alice", Some(&creds)).status());
+    }
+    assert_eq!(
+        &codes[..3],
+        &[Some(200); 3],
+        "the victim registers despite the attack: {codes:?}"
+    );
+    assert!(
+        codes[3..].contains(&Some(503)),
+        "her own authenticated REGISTERs are still limited: {codes:?}"
+    );
+    assert!(aor_limited() >= 1.0);
+}
+
+/// The fail2ban filter of the README, as fail2ban applies it: the timestamp matched
+/// by `datepattern` is cut from the line, then `failregex` (with fail2ban's `<HOST>`)
+/// is searched in the rest. Python's `re`, which fail2ban itself uses. Returns the
+/// hosts found, in order.
+fn fail2ban_hosts(log: &str) -> Vec<String> {
+    use std::process::{Command, Stdio};
+    const FAILREGEX: &str = r"^\s*WARN sipwake::security: auth failed src=<HOST> port=\d+ ";
+    const DATEPATTERN: &str = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d+Z";
+    let readme = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    assert!(
+        readme.contains(&format!("failregex = {FAILREGEX}")),
+        "the README shows this failregex"
+    );
+    let script = format!(
+        r#"
+import re, sys
+host = r"(?:::f{{4,6}}:)?(?P<host>[\w\-.^_:]*\w)"
+fail = re.compile(r"{FAILREGEX}".replace("<HOST>", host))
+date = re.compile(r"{DATEPATTERN}")
+for line in sys.stdin.read().splitlines():
+    m = date.match(line)
+    if not m:
+        continue
+    f = fail.search(line[m.end():])
+    if f:
+        print(f.group("host"))
+"#
+    );
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 (fail2ban's regex engine) is needed for this test");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(log.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "python3 failed: {out:?}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Failed authentications (wrong password, unknown user, a call with someone else's
+/// From) each write one `warn` line naming the source, the AOR and the reason, which
+/// the README's fail2ban filter matches; a `555` writes an `info` line in the same
+/// format, which the filter leaves alone; a challenge writes nothing.
+#[test]
+fn failed_auth_and_555_write_security_lines_fail2ban_matches() {
+    // debug: the requests' spans are on, and must not show in these lines
+    let proxy = start("auth-security-log", &[("LOG__LEVEL", "debug")]);
+    let uri = format!("sip:{DOMAIN}");
+    let mut evil = Ua::udp_at("mallory", proxy.addr(), &format!("{ATTACKER}:0"));
+    let mut ereg = Reg::new();
+    for _ in 0..3 {
+        let ch = pick(&register(&mut evil, &mut ereg, "alice", None), "MD5");
+        let creds = credentials("Authorization", &ch, "alice", "guess", "REGISTER", &uri, 1);
+        let resp = register(&mut evil, &mut ereg, "alice", Some(&creds));
+        assert_eq!(resp.status(), Some(403), "{resp:?}");
+    }
+    let resp = register(&mut evil, &mut Reg::new(), "mallory", None);
+    assert_eq!(resp.status(), Some(404), "{resp:?}");
+    let first = evil.invite_uri(&format!("sip:bob@{DOMAIN}"), "");
+    let resp = evil.expect_final(&first.call_id, "INVITE");
+    evil.ack_non2xx(&first, &resp);
+    let ch = challenges(&resp, "proxy-authenticate").remove(0);
+    let creds = credentials(
+        "Proxy-Authorization",
+        &ch,
+        "mallory",
+        "guess",
+        "INVITE",
+        &first.ruri,
+        1,
+    );
+    let inv = evil.invite_uri(&first.ruri, &format!("{creds}\r\n"));
+    let resp = evil.expect_final(&inv.call_id, "INVITE");
+    assert_eq!(resp.status(), Some(403), "{resp:?}");
+    evil.ack_non2xx(&inv, &resp);
+
+    // alice, authenticated, asks for a push service that is not configured
+    let mut alice = Ua::udp("alice", &proxy);
+    let mut reg = Reg::new();
+    let ch = pick(&register(&mut alice, &mut reg, "alice", None), "MD5");
+    let creds = credentials(
+        "Authorization",
+        &ch,
+        "alice",
+        "alice-pw",
+        "REGISTER",
+        &uri,
+        1,
+    );
+    let contact = alice.contact_uri();
+    let apns = "0123456789abcdef".repeat(4);
+    let text = register_text(&alice, &mut reg, "alice", Some(&creds)).replace(
+        &format!("<{contact}>"),
+        &format!("<{contact};pn-provider=apns;pn-prid={apns};pn-param=ABCDE12345.com.example.phone.voip>"),
+    );
+    alice.send(&text);
+    let resp = alice.expect_final(&reg.call_id, "REGISTER");
+    assert_eq!(resp.status(), Some(555), "{resp:?}");
+
+    assert!(
+        proxy.wait_log("register refused", Duration::from_secs(5)),
+        "{}",
+        proxy.log_text()
+    );
+    let log = proxy.log_text();
+    let security: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("sipwake::security"))
+        .collect();
+    assert_eq!(
+        security.len(),
+        6,
+        "one line per failure and one for the 555: {log}"
+    );
+    let wrong = security
+        .iter()
+        .filter(|l| {
+            l.contains(" WARN sipwake::security: auth failed src=127.0.0.2 port=")
+                && l.contains(
+                    " aor=\"alice@example.com\" code=403 reason=\"Forbidden (wrong credentials)\"",
+                )
+        })
+        .count();
+    assert_eq!(wrong, 3, "{security:#?}");
+    assert!(
+        security
+            .iter()
+            .any(|l| l.contains("src=127.0.0.2")
+                && l.contains("aor=\"mallory@example.com\" code=404")),
+        "the unknown user: {security:#?}"
+    );
+    assert!(
+        security.iter().any(|l| l.contains(" INFO sipwake::security: register refused src=127.0.0.1 port=")
+            && l.contains("aor=\"alice@example.com\" code=555 reason=\"Push Notification Service Not Supported\"")),
+        "the 555: {security:#?}"
+    );
+    assert_eq!(
+        fail2ban_hosts(&log),
+        vec!["127.0.0.2"; 5],
+        "fail2ban sees the attacker's five failures and nothing else: {security:#?}"
+    );
+}
+
 #[test]
 fn wrong_password_other_aor_and_unknown_user_are_refused() {
     let proxy = start("auth-refusals", &[]);
@@ -508,6 +808,66 @@ fn invite_from_a_phone_is_challenged_then_reaches_the_callee() {
     let bye = bob.expect_request("BYE", Some(&inv.call_id));
     bob.reply(&bye, 200, "OK", None);
     alice.expect_response(&inv.call_id, "BYE", "200", |c| c == 200);
+}
+
+/// A phone answers the 407 as phones do: the same INVITE (same Call-ID, CSeq + 1, a
+/// new branch) with credentials. That is one call, and it writes one `sipwake::call`
+/// line, with the callee's answer, not the challenge.
+#[test]
+fn an_authenticated_call_writes_one_call_line() {
+    let proxy = start(
+        "auth-one-call-line",
+        &[("LOG__LEVEL", "warn,sipwake::call=info")],
+    );
+    let mut bob = Ua::udp("bob", &proxy);
+    register_with_auth(&mut bob, "bob-pw", "MD5");
+    let mut alice = Ua::udp("alice", &proxy);
+    let first = alice.invite("bob", "");
+    let resp = alice.expect_final(&first.call_id, "INVITE");
+    assert_eq!(resp.status(), Some(407), "{resp:?}");
+    alice.ack_non2xx(&first, &resp);
+    let ch = challenges(&resp, "proxy-authenticate").remove(0);
+    let creds = credentials(
+        "Proxy-Authorization",
+        &ch,
+        "alice",
+        "alice-pw",
+        "INVITE",
+        &first.ruri,
+        1,
+    );
+    let br = branch();
+    let text = first
+        .text
+        .replace(&first.branch, &br)
+        .replace("CSeq: 1 INVITE", "CSeq: 2 INVITE")
+        .replace("Content-Type:", &format!("{creds}\r\nContent-Type:"));
+    alice.send(&text);
+    let retry = Invite {
+        text,
+        branch: br,
+        cseq: 2,
+        ..first
+    };
+    let got = bob.expect_request("INVITE", Some(&retry.call_id));
+    bob.reply(&got, 486, "Busy Here", Some(&tag()));
+    let busy = alice.expect_response(&retry.call_id, "INVITE", "486", |c| c == 486);
+    alice.ack_non2xx(&retry, &busy);
+    assert!(
+        proxy.wait_log("code=486", Duration::from_secs(5)),
+        "the call's line: {}",
+        proxy.log_text()
+    );
+    let log = proxy.log_text();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("sipwake::call") && l.contains(&retry.call_id))
+        .collect();
+    assert_eq!(lines.len(), 1, "one line for one call: {lines:#?}");
+    assert!(
+        lines[0].contains("outcome=rejected") && lines[0].contains("code=486"),
+        "{lines:?}"
+    );
 }
 
 #[test]

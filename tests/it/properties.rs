@@ -19,9 +19,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use sipwake::proxy::edit::{forward_request, pop_via, RequestEdits};
-use sipwake::sip::header::params;
-use sipwake::sip::message::stream_frame_len;
-use sipwake::sip::{builder, HeaderName, Message, NameAddr, Uri};
+use sipwake::sip::{params, stream_frame_len, HeaderName, Message, NameAddr, Uri};
 
 const SRC: ([u8; 4], u16) = ([192, 0, 2, 7], 5070);
 
@@ -308,7 +306,7 @@ fn touch(m: &Message) {
         let _ = (u.match_key(), u.aor(), u.param("maddr"));
     }
     if m.answerable() {
-        let r = builder::response(m, SRC.into(), 400, "Bad Request", &[], None);
+        let r = sipwake::sip::response(m, SRC.into(), 400, "Bad Request", &[], None);
         assert!(Message::parse(r, true).is_ok(), "our own 400 must parse");
     }
 }
@@ -334,7 +332,7 @@ fn kept_headers(m: &Message) -> Vec<String> {
 /// What sipwake does to a valid message it forwards, and what must hold afterwards.
 fn round_trip(m: &Message) {
     // a splice without edits is the identity
-    let same = builder::Splice::new(m).finish();
+    let same = sipwake::sip::Splice::new(m).finish();
     assert_eq!(&same[..], &m.bytes()[..]);
     if !m.is_request() {
         let popped = pop_via(m);

@@ -287,3 +287,95 @@ fn push_parameters_never_echoed() {
         a.contact_uri()
     );
 }
+
+/// A REGISTER from `ua` for `user@example.com` with this Request-URI and Route
+/// lines (each with CRLF); its final response.
+fn register_via(ua: &mut Ua, ruri: &str, routes: &str) -> Msg {
+    let cid = call_id();
+    let contact = format!("<{}>", ua.contact_uri());
+    let text = build_register(
+        "UDP",
+        &ua.via_hostport,
+        &ua.user,
+        DOMAIN,
+        Some(&contact),
+        Some(600),
+        &cid,
+        1,
+        &branch(),
+        &tag(),
+    )
+    .replacen(
+        &format!("REGISTER sip:{DOMAIN} "),
+        &format!("REGISTER {ruri} "),
+        1,
+    )
+    .replacen("Max-Forwards:", &format!("{routes}Max-Forwards:"), 1);
+    ua.send(&text);
+    ua.expect_final(&cid, "REGISTER")
+}
+
+/// Every name that is sipwake's counts as sipwake in a Route (removed, RFC 3261
+/// §16.4) and in the Request-URI (the registrar): a configured alias, and a name that
+/// resolves to the listen address (`localhost`), on sipwake's port, while the domains
+/// served are only `example.com`. A name on another port is not sipwake.
+#[test]
+fn route_and_request_uri_naming_us_by_any_name_are_ours() {
+    let proxy = ProxyBuilder::new("names")
+        .env("PROXY__DOMAINS", DOMAIN)
+        .env("SIP__ALIASES", "sip.example.net")
+        .start();
+    let p = proxy.port;
+    let mut ua = Ua::udp("alice", &proxy);
+    for (what, ruri, routes) in [
+        (
+            "Route by a resolving name",
+            format!("sip:{DOMAIN}"),
+            format!("Route: <sip:localhost:{p};lr>\r\n"),
+        ),
+        (
+            "Route by an alias",
+            format!("sip:{DOMAIN}"),
+            format!("Route: <sip:SIP.example.net:{p};lr>\r\n"),
+        ),
+        (
+            "two Routes of ours",
+            format!("sip:{DOMAIN}"),
+            format!("Route: <sip:sip.example.net:{p};lr>, <sip:localhost:{p};lr>\r\n"),
+        ),
+        (
+            "Request-URI by a resolving name",
+            format!("sip:localhost:{p}"),
+            String::new(),
+        ),
+        (
+            "Request-URI by an alias",
+            format!("sip:sip.example.net:{p}"),
+            String::new(),
+        ),
+    ] {
+        let r = register_via(&mut ua, &ruri, &routes);
+        assert_eq!(r.status(), Some(200), "{what}: {r:?}");
+    }
+    // sipwake answers an OPTIONS for itself by its alias (a keep-alive)
+    let cid = call_id();
+    let text = format!(
+        "OPTIONS sip:sip.example.net:{p} SIP/2.0\r\nVia: SIP/2.0/UDP {hp};branch={b};rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@{DOMAIN}>;tag={t}\r\nTo: <sip:sip.example.net:{p}>\r\n\
+         Call-ID: {cid}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+        hp = ua.via_hostport,
+        b = branch(),
+        t = tag(),
+    );
+    ua.send(&text);
+    let r = ua.expect_final(&cid, "OPTIONS");
+    assert_eq!(r.status(), Some(200), "{r:?}");
+    assert!(
+        r.header("allow").is_some(),
+        "answered by sipwake itself: {r:?}"
+    );
+
+    // the same name on a port sipwake does not listen on is somebody else
+    let r = register_via(&mut ua, &format!("sip:localhost:{}", free_port()), "");
+    assert_eq!(r.status(), Some(403), "{r:?}");
+}

@@ -17,75 +17,10 @@ use std::time::{Duration, Instant};
 use crate::common::mock_http::MockHttp;
 use crate::common::*;
 
-// ---------------------------------------------------------------------------------
-// MD5 (RFC 1321), for digest responses: small enough to keep the tests free of a
-// crypto dependency.
-// ---------------------------------------------------------------------------------
-
-fn md5(input: &[u8]) -> [u8; 16] {
-    const S: [u32; 64] = [
-        7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 5, 9, 14, 20, 5, 9, 14, 20, 5,
-        9, 14, 20, 5, 9, 14, 20, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 6, 10,
-        15, 21, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21,
-    ];
-    let k: Vec<u32> = (0..64)
-        .map(|i| ((i as f64 + 1.0).sin().abs() * 4294967296.0) as u32)
-        .collect();
-    let (mut a0, mut b0, mut c0, mut d0) =
-        (0x67452301u32, 0xefcdab89u32, 0x98badcfeu32, 0x10325476u32);
-    let mut msg = input.to_vec();
-    let bit_len = (input.len() as u64).wrapping_mul(8);
-    msg.push(0x80);
-    while msg.len() % 64 != 56 {
-        msg.push(0);
-    }
-    msg.extend_from_slice(&bit_len.to_le_bytes());
-    for chunk in msg.chunks(64) {
-        let m: Vec<u32> = chunk
-            .chunks(4)
-            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
-            .collect();
-        let (mut a, mut b, mut c, mut d) = (a0, b0, c0, d0);
-        for i in 0..64 {
-            let (f, g) = match i / 16 {
-                0 => ((b & c) | (!b & d), i),
-                1 => ((d & b) | (!d & c), (5 * i + 1) % 16),
-                2 => (b ^ c ^ d, (3 * i + 5) % 16),
-                _ => (c ^ (b | !d), (7 * i) % 16),
-            };
-            let f = f.wrapping_add(a).wrapping_add(k[i]).wrapping_add(m[g]);
-            a = d;
-            d = c;
-            c = b;
-            b = b.wrapping_add(f.rotate_left(S[i]));
-        }
-        a0 = a0.wrapping_add(a);
-        b0 = b0.wrapping_add(b);
-        c0 = c0.wrapping_add(c);
-        d0 = d0.wrapping_add(d);
-    }
-    let mut out = [0u8; 16];
-    for (i, v) in [a0, b0, c0, d0].iter().enumerate() {
-        out[i * 4..i * 4 + 4].copy_from_slice(&v.to_le_bytes());
-    }
-    out
-}
-
+/// Lower-case hex MD5 of `s`, for the digest responses Kamailio checks.
 fn md5_hex(s: &str) -> String {
-    md5(s.as_bytes()).iter().fold(String::new(), |mut acc, b| {
-        let _ = write!(acc, "{b:02x}");
-        acc
-    })
-}
-
-#[test]
-fn md5_matches_rfc_1321() {
-    assert_eq!(md5_hex(""), "d41d8cd98f00b204e9800998ecf8427e");
-    assert_eq!(md5_hex("abc"), "900150983cd24fb0d6963f7d28e17f72");
-    assert_eq!(
-        md5_hex("12345678901234567890123456789012345678901234567890123456789012345678901234567890"),
-        "57edf4a22be3c955ac49da2e2107b67a"
-    );
+    use md5::Digest as _;
+    hex::encode(md5::Md5::digest(s.as_bytes()))
 }
 
 /// A parameter of a digest challenge (quoted or not).
@@ -981,4 +916,59 @@ fn contact_rewriting_without_path() {
     assert_eq!(bye_reg.status(), Some(200), "{bye_reg:?}");
     let held = kamailio_contacts(&kam, "alice");
     assert!(held.is_empty(), "de-registered upstream too: {held:?}");
+}
+
+/// Relay mode: the upstream authenticates, so only REGISTERs it accepted spend an
+/// AOR's per-AOR budget. An attacker on 127.0.0.2 without the password (challenged by
+/// Kamailio every time) cannot lock alice out; her own accepted REGISTERs still meet
+/// the limit.
+#[test]
+fn relay_per_aor_limit_counts_only_what_the_upstream_accepted() {
+    let kam = Kamailio::start("aor-limit");
+    let sw = relay_proxy_with(
+        "relay-aor-limit",
+        &kam.uri(),
+        None,
+        &[
+            // loopback is trusted (and never limited) by default
+            ("PROXY__TRUSTED_NETWORKS", "127.0.0.3/32"),
+            ("LIMITS__REGISTER_PER_AOR_RATE", "1"),
+            ("LIMITS__REGISTER_PER_AOR_BURST", "3"),
+            ("RELAY__REFRESH_THROTTLE_SECS", "0"),
+        ],
+    );
+    let mut evil = Ua::udp_at("alice", sw.addr(), "127.0.0.2:0");
+    for i in 0..20 {
+        let r = register_once(&mut evil, None, "", Some(600));
+        assert_eq!(r.status(), Some(401), "attack {i}: {r:?}");
+    }
+    // not 127.0.0.1: that is the upstream's address, never limited
+    let mut alice = Ua::udp_at("alice", sw.addr(), "127.0.0.4:0");
+    let contact = format!("<{}>", alice.contact_uri());
+    let mut codes = Vec::new();
+    for _ in 0..6 {
+        let first = register_once(&mut alice, Some(&contact), "", Some(600));
+        if first.status() != Some(401) {
+            codes.push(first.status());
+            break;
+        }
+        let auth = digest_line(
+            &first,
+            "alice",
+            password("alice"),
+            "REGISTER",
+            &format!("sip:{DOMAIN}"),
+        );
+        codes.push(register_once(&mut alice, Some(&contact), &auth, Some(600)).status());
+    }
+    assert_eq!(
+        &codes[..3],
+        &[Some(200); 3],
+        "the victim registers despite the attack: {codes:?}"
+    );
+    assert_eq!(
+        codes.last(),
+        Some(&Some(503)),
+        "her accepted REGISTERs are limited: {codes:?}"
+    );
 }

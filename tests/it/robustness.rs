@@ -411,6 +411,138 @@ fn unparseable_requests_get_400_naming_the_fault() {
     }
 }
 
+/// A bare CR or LF inside a header value (a line break that is not CRLF): answered
+/// `400` naming the fault when the Via can be read, with no copied value carrying the
+/// break (a peer that ends lines at LF would read a header of the attacker's in it);
+/// dropped only when the Via itself holds it. Over UDP and over TCP.
+#[test]
+fn a_bare_cr_or_lf_in_a_header_gets_400() {
+    let proxy = Proxy::start("bare-crlf");
+    let base =
+        "INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP LOCAL;branch=z9hG4bK-BR;rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:a@example.com>;tag=1\r\nTo: <sip:bob@example.com>\r\n\
+         Call-ID: CID@test\r\nCSeq: 1 INVITE\r\nSubject: hi\r\nContent-Length: 0\r\n\r\n";
+    for (what, from, to) in [
+        (
+            "LF in Call-ID",
+            "Call-ID: CID@test",
+            "Call-ID: CID@test\nX-Injected: 1",
+        ),
+        (
+            "CR in Call-ID",
+            "Call-ID: CID@test",
+            "Call-ID: CID@test\rX-Injected: 1",
+        ),
+        ("LF in From", ";tag=1\r\n", ";tag=1\nX-Injected: 1\r\n"),
+        ("LF in Subject", "Subject: hi", "Subject: hi\nX-Injected: 1"),
+        (
+            "CR in To",
+            "<sip:bob@example.com>\r\nCall",
+            "<sip:bob@example.com>\rX-Injected: 1\r\nCall",
+        ),
+    ] {
+        let n = what.len();
+        let text = base
+            .replacen(from, to, 1)
+            .replace("CID", &format!("bare{n}{}", &what[..2]))
+            .replace("BR", &branch());
+        assert!(text.contains("X-Injected"), "{what}");
+        let r = bad_request(&proxy, &text);
+        assert_eq!(r.status(), Some(400), "{what}: {r:?}");
+        assert!(
+            r.reason().to_ascii_lowercase().contains("bare cr or lf"),
+            "{what}: the reason names the fault: {r:?}"
+        );
+        assert!(
+            !r.raw.to_ascii_lowercase().contains("x-injected"),
+            "{what}: nothing of the broken value is echoed: {r:?}"
+        );
+    }
+
+    // over TCP, too
+    let mut s = TcpStream::connect(proxy.addr()).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let local = s.local_addr().unwrap();
+    let text = base
+        .replace("SIP/2.0/UDP", "SIP/2.0/TCP")
+        .replace("LOCAL", &local.to_string())
+        .replace("BR", &branch())
+        .replace("Subject: hi", "Subject: hi\nX-Injected: 1");
+    s.write_all(text.as_bytes()).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).expect("an answer over TCP");
+    let r = Msg::parse(&buf[..n], proxy.addr(), true).expect("a SIP response");
+    assert_eq!(r.status(), Some(400), "{r:?}");
+
+    // a Via with a bare LF cannot be answered: nothing comes back, and sipwake lives on
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let local = sock.local_addr().unwrap();
+    let text = base
+        .replace("LOCAL", &local.to_string())
+        .replace("BR;rport", &format!("{};rport\nX-Injected: 1", branch()));
+    sock.send_to(text.as_bytes(), proxy.addr()).unwrap();
+    assert!(
+        first_response(&sock, Duration::from_millis(500)).is_none(),
+        "a broken Via gets no answer"
+    );
+    assert!(proxy.ping().is_some(), "still alive");
+}
+
+/// The forged line of issue 10: a folded Call-ID whose continuation looks like a log
+/// line of its own.
+const FORGED: &str =
+    "2026-12-07T00:00:00.000000Z ERROR sipwake::forged: injected by a folded Call-ID";
+
+/// Text from the wire never reaches the human log raw: a folded Call-ID (CRLF inside
+/// the value) cannot start a forged line, and NUL or ESC from a Call-ID show escaped.
+#[test]
+fn peer_text_is_escaped_in_the_human_log() {
+    let proxy = ProxyBuilder::new("logescape")
+        .env("LOG__LEVEL", "debug")
+        .env("LOG__FORMAT", "human")
+        .start();
+    let folded = format!("inj1@test\r\n {FORGED}");
+    let text = format!(
+        "INVITE sip:nobody@example.com SIP/2.0\r\nVia: SIP/2.0/UDP LOCAL;branch=z9hG4bK-inj1;rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:a@example.com>;tag=1\r\nTo: <sip:nobody@example.com>\r\n\
+         Call-ID: {folded}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    );
+    let r = bad_request(&proxy, &text);
+    assert_eq!(r.status(), Some(400), "{r:?}");
+    let text = "INVITE sip:nobody@example.com SIP/2.0\r\nVia: SIP/2.0/UDP LOCAL;branch=z9hG4bK-inj2;rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:a@example.com>;tag=1\r\nTo: <sip:nobody@example.com>\r\n\
+         Call-ID: inj2\0nul\u{1b}[2J@test\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+    let r = bad_request(&proxy, text);
+    assert!(r.status().is_some_and(|c| c >= 400), "{r:?}");
+    assert!(
+        proxy.wait_log("inj2", Duration::from_secs(5)),
+        "the second request is logged: {}",
+        proxy.log_text()
+    );
+    let log = proxy.log_text();
+    assert!(
+        log.contains("inj1@test"),
+        "the folded Call-ID is logged (escaped): {log}"
+    );
+    for line in log.lines() {
+        assert!(
+            !line.trim_start().starts_with(FORGED),
+            "a forged line in the log:\n{log}"
+        );
+    }
+    for (c, name) in [('\r', "CR"), ('\0', "NUL"), ('\u{1b}', "ESC")] {
+        assert!(!log.contains(c), "a raw {name} in the log:\n{log:?}");
+    }
+    assert!(
+        log.contains(&format!("inj1@test\\r\\n {FORGED}")),
+        "CR LF shown escaped: {log}"
+    );
+    assert!(
+        log.contains("inj2\\0nul\\x1b[2J@test"),
+        "NUL, ESC shown escaped: {log}"
+    );
+}
+
 #[test]
 fn keepalives_absorbed_on_udp_and_answered_on_tcp() {
     let proxy = Proxy::start("keepalive");

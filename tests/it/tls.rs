@@ -110,6 +110,52 @@ fn register_over_tls() {
     );
 }
 
+/// The README's TLS quick start (no `sip.advertised_host`): a phone that knows sipwake
+/// by the name on its certificate sends `REGISTER sip:localhost:P;transport=tls` with
+/// `Route: <sip:localhost:P;transport=tls;lr>`. That Route is sipwake's own (RFC 3261
+/// §16.4): removed, and the REGISTER reaches the registrar, also when the domains
+/// served do not include the name.
+#[test]
+fn a_route_naming_us_by_the_certificate_name_is_ours() {
+    let t = TlsProxy::start_with("tls-route-by-name", &[("PROXY__DOMAINS", "example.com")]);
+    let mut alice = t.ua("alice");
+    let port = t.tls.port();
+    let cid = call_id();
+    let text = format!(
+        "REGISTER sip:localhost:{port};transport=tls SIP/2.0\r\n\
+         Via: {via}\r\n\
+         Route: <sip:localhost:{port};transport=tls;lr>\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:alice@example.com>;tag={tag}\r\n\
+         To: <sip:alice@example.com>\r\n\
+         Call-ID: {cid}\r\n\
+         CSeq: 1 REGISTER\r\n\
+         Contact: <{contact}>\r\n\
+         Expires: 600\r\n\
+         Content-Length: 0\r\n\r\n",
+        via = alice.via(&branch()),
+        tag = tag(),
+        contact = alice.contact_uri(),
+    );
+    alice.send(&text);
+    let ok = alice.expect_final(&cid, "REGISTER");
+    assert_eq!(ok.status(), Some(200), "{ok:?}");
+    assert!(
+        ok.contacts()
+            .iter()
+            .any(|c| uri_of(c) == alice.contact_uri()),
+        "{ok:?}"
+    );
+    // and the binding is there: a call for alice reaches her over TLS
+    let mut bob = Ua::udp("bob", &t.proxy);
+    let inv = bob.invite("alice", "");
+    let got = alice.expect_request("INVITE", Some(&inv.call_id));
+    alice.reply(&got, 486, "Busy Here", Some(&tag()));
+    let fin = bob.expect_final(&inv.call_id, "INVITE");
+    assert_eq!(fin.status(), Some(486));
+    bob.ack_non2xx(&inv, &fin);
+}
+
 #[test]
 fn udp_caller_tls_callee_bye_from_each_side() {
     let t = TlsProxy::start("tls-call");

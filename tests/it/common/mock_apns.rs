@@ -104,7 +104,12 @@ impl Default for SigningKey {
 
 /// The header and claims of a JWT, base64url-decoded (no signature check).
 pub fn jwt_parts(jwt: &str) -> (serde_json::Value, serde_json::Value) {
-    use base64url::decode;
+    use base64::Engine as _;
+    let decode = |s: &str| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(s)
+            .ok()
+    };
     let mut it = jwt.split('.');
     let (h, c, s) = (it.next(), it.next(), it.next());
     assert!(
@@ -116,42 +121,6 @@ pub fn jwt_parts(jwt: &str) -> (serde_json::Value, serde_json::Value) {
             .unwrap_or_else(|e| panic!("JWT part is not JSON ({e}): {part}"))
     };
     (parse(h.unwrap()), parse(c.unwrap()))
-}
-
-/// A small base64url decoder (RFC 4648 §5, no padding), so the tests read the JWT
-/// without sharing code with sipwake.
-mod base64url {
-    pub fn decode(s: &str) -> Option<Vec<u8>> {
-        let val = |c: u8| -> Option<u32> {
-            Some(match c {
-                b'A'..=b'Z' => c - b'A',
-                b'a'..=b'z' => c - b'a' + 26,
-                b'0'..=b'9' => c - b'0' + 52,
-                b'-' => 62,
-                b'_' => 63,
-                _ => return None,
-            } as u32)
-        };
-        let bytes = s.trim_end_matches('=').as_bytes();
-        let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
-        for chunk in bytes.chunks(4) {
-            if chunk.len() == 1 {
-                return None;
-            }
-            let mut n = 0u32;
-            for (i, c) in chunk.iter().enumerate() {
-                n |= val(*c)? << (18 - 6 * i);
-            }
-            out.push((n >> 16) as u8);
-            if chunk.len() > 2 {
-                out.push((n >> 8) as u8);
-            }
-            if chunk.len() > 3 {
-                out.push(n as u8);
-            }
-        }
-        Some(out)
-    }
 }
 
 /// A running APNs stand-in.

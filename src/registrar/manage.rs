@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{lock, unix_now_ms, Binding, BindingEvent, BindingEventKind, Registrar};
+use super::{unix_now_ms, Binding, BindingEvent, BindingEventKind, Registrar};
 use super::{StoreError, StoreOp};
 
 impl Registrar {
@@ -15,7 +15,7 @@ impl Registrar {
             None => name.to_string(),
         };
         let bare = !name.contains('@');
-        let map = lock(&self.inner.bindings);
+        let map = self.inner.bindings.lock();
         let mut out: Vec<String> = map
             .keys()
             .filter(|aor| {
@@ -43,7 +43,7 @@ impl Registrar {
         let now = unix_now_ms();
         let ttl = self.rules().ttl_secs;
         let mut lists: Vec<(String, Vec<Arc<Binding>>)> = {
-            let map = lock(&self.inner.bindings);
+            let map = self.inner.bindings.lock();
             match aors {
                 Some(aors) => aors
                     .iter()
@@ -69,7 +69,7 @@ impl Registrar {
         let now = unix_now_ms();
         let ttl = self.rules().ttl_secs;
         let (removed, commit) = {
-            let mut map = lock(&self.inner.bindings);
+            let mut map = self.inner.bindings.lock();
             let Some(list) = map.remove(aor) else {
                 return Ok(0);
             };
@@ -88,10 +88,7 @@ impl Registrar {
         self.publish(
             removed
                 .into_iter()
-                .map(|binding| BindingEvent {
-                    kind: BindingEventKind::Removed,
-                    binding,
-                })
+                .map(|binding| BindingEvent::local(BindingEventKind::Removed, binding))
                 .collect(),
         );
         result.map(|()| kept)

@@ -47,7 +47,7 @@ impl Outcome {
     }
 }
 
-fn aor(value: Option<crate::sip::header::NameAddr<'_>>) -> String {
+fn aor(value: Option<crate::sip::NameAddr<'_>>) -> String {
     value
         .and_then(|n| Uri::parse(n.uri).ok())
         .map(|u| u.aor())

@@ -20,30 +20,30 @@
 //!   contact, carry the flow token: they go to the phone's binding through the push
 //!   rules of local mode, with the phone's contact as Request-URI.
 //! - Requests from phones go to the upstream with Record-Route.
+//!
+//! The task that relays one REGISTER and answers the phone is in `register_task.rs`.
+
+mod register_task;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
-use tracing::{debug, debug_span, warn, Instrument};
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tracing::{debug, debug_span, Instrument};
 
 use super::data::{Decision, Next, OwnRoutes, Target};
-use super::edit::{forward_request, pop_via, RequestEdits};
+use super::edit::pop_via;
 use super::forward;
-use super::register::{self, contact_line, parse_register, public_contact, BadRegister};
+use super::register::{self, parse_register, public_contact};
 use super::wake;
 use super::{Core, ALLOW};
-use crate::push::token::pns_name;
-use crate::registrar::{unix_now_ms, Binding, Contacts, RegisterOutcome, RegisterRequest};
-use crate::sip::header::{params, split_commas, NameAddr};
-use crate::sip::{builder, HeaderName, Message, Splice, Uri};
-use crate::transaction::{
-    BranchGen, ClientAction, ClientTx, Kind, ServerAction, ServerEntry, ServerTx, TxEvent,
-};
+use crate::registrar::{unix_now_ms, Binding, Contacts, RegisterRequest};
+use crate::sip::{params, split_commas, HeaderName, Message, NameAddr, Splice, Uri};
+use crate::transaction::{Kind, ServerEntry, ServerTx};
 use crate::transport::Flow;
 
 /// What was last relayed for one binding (for the refresh throttle).
@@ -65,8 +65,8 @@ pub struct RelayState {
 }
 
 impl RelayState {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Relayed>> {
-        self.relayed.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<String, Relayed>> {
+        self.relayed.lock()
     }
 }
 
@@ -111,8 +111,12 @@ pub fn register(
     let now_ms = unix_now_ms();
     let req = match parse_register(&msg, &flow, now_ms, &core.settings.push, &core.pusher()) {
         Ok(r) => r,
-        Err(BadRegister(code, reason)) => return core.reply(&msg, flow, key, code, reason, &[]),
+        Err(bad) => return register::refuse(core, &msg, flow, key, bad),
     };
+    // the upstream authenticates: its 2xx charges the AOR (see limits)
+    if super::limits::register_over_aor_limit(core, &msg, &flow, &req.aor, false) {
+        return;
+    }
     if throttled(core, &req, now_ms) {
         debug!(aor = %req.aor, "refresh answered locally (relay throttle)");
         return register::handle(core, msg, flow, key);
@@ -126,7 +130,7 @@ pub fn register(
         return;
     }
     let span = debug_span!("relay-register", aor = %req.aor, call_id = %req.call_id);
-    let task = RegisterRelay {
+    let task = register_task::RegisterRelay {
         core: core.clone(),
         server: ServerTx::new(Kind::NonInvite, !flow.is_udp(), core.timers),
         msg,
@@ -273,290 +277,6 @@ fn throttled(core: &Core, req: &RegisterRequest, now_ms: u64) -> bool {
     })
 }
 
-struct RegisterRelay {
-    core: Arc<Core>,
-    server: ServerTx,
-    msg: Message,
-    src: Flow,
-    local: SocketAddr,
-    key: u64,
-    req: RegisterRequest,
-    contacts: Option<Vec<String>>,
-    popped: Vec<std::ops::Range<usize>>,
-    tx: UnboundedSender<TxEvent>,
-    rx: UnboundedReceiver<TxEvent>,
-}
-
-struct Client {
-    key: u64,
-    flow: Flow,
-    request: Bytes,
-    tx: ClientTx,
-}
-
-impl RegisterRelay {
-    async fn run(mut self) {
-        let mut client = match self.send().await {
-            Ok(c) => Some(c),
-            Err(why) => {
-                debug!(error = %why, "REGISTER not relayed");
-                self.answer_made(503, "Service Unavailable");
-                None
-            }
-        };
-        loop {
-            let deadline = [
-                self.server.next_deadline(),
-                client.as_ref().and_then(|c| c.tx.next_deadline()),
-            ]
-            .into_iter()
-            .flatten()
-            .min();
-            if deadline.is_none() && self.server.is_final() {
-                break;
-            }
-            tokio::select! {
-                ev = self.rx.recv() => match ev {
-                    Some(TxEvent::Response { msg, .. }) => {
-                        let Some(c) = client.as_mut() else { continue };
-                        let Some(code) = msg.code() else { continue };
-                        if c.tx.on_response(code, Instant::now()) != crate::transaction::Disposition::Pass {
-                            continue;
-                        }
-                        self.on_response(code, &msg).await;
-                    }
-                    Some(TxEvent::Retransmission) => {
-                        if let Some(b) = self.server.on_retransmission() {
-                            let _ = self.core.transport.send(&self.src, b);
-                        }
-                    }
-                    Some(_) => {}
-                    None => break,
-                },
-                _ = sleep_until(deadline) => {
-                    let now = Instant::now();
-                    while let Some(a) = self.server.poll(now) {
-                        if let ServerAction::Retransmit(b) = a {
-                            let _ = self.core.transport.send(&self.src, b);
-                        }
-                    }
-                    if let Some(c) = client.as_mut() {
-                        while let Some(a) = c.tx.poll(now) {
-                            match a {
-                                ClientAction::Retransmit => {
-                                    let _ = self.core.transport.send(&c.flow, c.request.clone());
-                                }
-                                ClientAction::Timeout => {
-                                    debug!("upstream did not answer the REGISTER");
-                                    self.answer_made(408, "Request Timeout");
-                                }
-                                _ => {}
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        if let Some(c) = client {
-            self.core.tx.remove_client(c.key);
-        }
-        self.core.tx.remove_server(self.key);
-    }
-
-    /// Builds the relayed REGISTER and sends it.
-    async fn send(&mut self) -> Result<Client, String> {
-        let flow = forward::resolve(&self.core, &Next::Upstream, Some(self.local))
-            .await
-            .map_err(|e| e.to_string())?;
-        let out_local = self.core.transport.local_addr(&flow).unwrap_or(self.local);
-        let hostport = self.core.advertised(out_local);
-        let mut extra = Vec::new();
-        if self.core.settings.relay.contact_rewrite {
-            // no Path: the upstream gets sipwake's own contact for the phone's flow
-            let rw = Rewrite {
-                hostport: &hostport,
-                transport: flow.via_transport(),
-            };
-            if self.contacts.is_some() {
-                self.contacts = upstream_contacts(
-                    &self.core,
-                    &self.msg,
-                    &self.req,
-                    unix_now_ms(),
-                    Some((&rw, self.src)),
-                )
-                .map_err(|e| e.to_string())?;
-            }
-        } else {
-            let token = self.core.tokens.encode(Some(self.src), None);
-            let tp = match flow.via_transport() {
-                "UDP" => "",
-                "TLS" => ";transport=tls",
-                _ => ";transport=tcp",
-            };
-            extra.push(format!("Path: <sip:{token}@{hostport};lr;ob{tp}>"));
-            if !supports_path(&self.msg) {
-                // RFC 3327: registrars refuse a Path the UA did not agree to; most
-                // phones don't send it, so sipwake adds it for them
-                extra.push("Supported: path".into());
-            }
-        }
-        let mut strip: Vec<HeaderName> = Vec::new();
-        if let Some(lines) = &self.contacts {
-            strip.push(HeaderName::Contact);
-            strip.push(HeaderName::Expires);
-            extra.extend(lines.iter().cloned());
-        }
-        let push = &self.core.settings.push;
-        let strip_named: Vec<&str> = if self.core.settings.relay.forward_push_params {
-            Vec::new()
-        } else {
-            vec![push.token_header.as_str()]
-        };
-        let branch = self.core.branches.next(BranchGen::loop_hash(&self.msg));
-        let edits = RequestEdits {
-            ruri: None,
-            via: format!(
-                "SIP/2.0/{} {hostport};branch={branch};rport",
-                flow.via_transport()
-            ),
-            src: Some(self.src.remote()),
-            pop_routes: self.popped.clone(),
-            record_route: Vec::new(),
-            push_routes: Vec::new(),
-            strip: &strip,
-            strip_named: &strip_named,
-            extra: &extra,
-        };
-        let request = forward_request(&self.msg, &edits);
-        let tx = self.core.tx.client_key(&branch, "REGISTER");
-        self.core.tx.insert_client(tx, self.tx.clone(), 0);
-        let c = Client {
-            key: tx,
-            flow,
-            request: request.clone(),
-            tx: ClientTx::new(
-                Kind::NonInvite,
-                !flow.is_udp(),
-                self.core.timers,
-                Instant::now(),
-            ),
-        };
-        if let Err(e) = self.core.transport.send(&flow, request) {
-            self.core.tx.remove_client(tx);
-            return Err(e.to_string());
-        }
-        Ok(c)
-    }
-
-    async fn on_response(&mut self, code: u16, resp: &Message) {
-        if code < 200 {
-            if code > 100 && !self.server.is_final() {
-                self.answer(code, pop_via(resp));
-            }
-            return;
-        }
-        if code >= 300 {
-            // challenges and refusals pass through untouched; nothing is stored
-            self.answer(code, pop_via(resp));
-            return;
-        }
-        let mut req = self.req.clone();
-        req.now_ms = unix_now_ms();
-        let request_ms = req.now_ms;
-        let specs = match &req.contacts {
-            Contacts::List(l) => l.clone(),
-            _ => Vec::new(),
-        };
-        match self.core.registrar.register(req).await {
-            Ok(RegisterOutcome::Ok { bindings }) => {
-                self.remember(&specs, request_ms);
-                if let Some(b) = bindings.first() {
-                    self.core.anchors.note(&self.src, &b.aor);
-                }
-                let now_ms = unix_now_ms();
-                let mut lines: Vec<String> = bindings
-                    .iter()
-                    .filter(|b| b.is_live(now_ms))
-                    .map(|b| contact_line(b, now_ms))
-                    .collect();
-                if let Some(p) = self
-                    .msg
-                    .values(HeaderName::Contact)
-                    .filter_map(|v| NameAddr::parse(v, "Contact").ok())
-                    .filter_map(|na| Uri::parse(na.uri).ok().and_then(|u| pns_name(u.params)))
-                    .next()
-                {
-                    lines.push(format!("Feature-Caps: *;+sip.pns=\"{p}\";+sip.pnsreg"));
-                }
-                let bytes = ok_for_phone(resp, &lines, supports_path(&self.msg));
-                self.answer(code, bytes);
-                for b in bindings.iter().filter(|b| b.updated_at_ms == request_ms) {
-                    self.core.parked.wake(b);
-                }
-            }
-            Ok(RegisterOutcome::IntervalTooBrief { min_expires }) => {
-                let line = format!("Min-Expires: {min_expires}");
-                self.answer_built(423, "Interval Too Brief", &[&line]);
-            }
-            Ok(RegisterOutcome::Invalid(reason)) => self.answer_built(400, reason, &[]),
-            Ok(RegisterOutcome::OutOfOrder) => self.answer_built(400, "CSeq out of order", &[]),
-            Err(e) => {
-                warn!(error = %e, "binding store failed");
-                self.answer_built(500, "Store Failure", &["Retry-After: 5"]);
-            }
-        }
-    }
-
-    /// Notes what the upstream accepted, for the refresh throttle.
-    fn remember(&self, specs: &[crate::registrar::ContactSpec], at_ms: u64) {
-        let mut state = self.core.relay.lock();
-        for s in specs {
-            let k = state_key(&self.req.aor, &s.binding_key());
-            let expires = s.expires.or(self.req.expires_header);
-            if expires == Some(0) {
-                state.remove(&k);
-                continue;
-            }
-            state.insert(
-                k,
-                Relayed {
-                    at_ms,
-                    contact: s.uri.clone(),
-                    flow: self.req.flow.clone(),
-                    call_id: self.req.call_id.clone(),
-                    token: s.token_key.clone(),
-                    expires,
-                },
-            );
-        }
-        if matches!(self.req.contacts, Contacts::Star) {
-            let prefix = format!("{}\0", self.req.aor);
-            state.retain(|k, _| !k.starts_with(&prefix));
-        }
-    }
-
-    fn answer(&mut self, code: u16, bytes: Bytes) {
-        if self.server.send_response(code, &bytes, Instant::now()) {
-            crate::metrics::global().response_sent(Some(crate::sip::Method::Register), code);
-            if let Err(e) = self.core.transport.send(&self.src, bytes) {
-                debug!(error = %e, code, "REGISTER response not sent");
-            }
-        }
-    }
-
-    fn answer_built(&mut self, code: u16, reason: &str, extra: &[&str]) {
-        let resp = builder::response(&self.msg, self.src.remote(), code, reason, extra, None);
-        self.answer(code, resp);
-    }
-
-    fn answer_made(&mut self, code: u16, reason: &str) {
-        if !self.server.is_final() {
-            self.answer_built(code, reason, &[]);
-        }
-    }
-}
-
 /// True if the message lists `path` in Supported.
 fn supports_path(msg: &Message) -> bool {
     msg.values(HeaderName::Supported)
@@ -672,13 +392,6 @@ pub fn from_path(
             record_route,
             plan,
         ),
-    }
-}
-
-async fn sleep_until(d: Option<Instant>) {
-    match d {
-        Some(d) => tokio::time::sleep_until(d.into()).await,
-        None => std::future::pending().await,
     }
 }
 
