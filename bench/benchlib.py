@@ -87,12 +87,12 @@ def free_port():
     raise RuntimeError("no free port")
 
 
-def wait_sip_udp(port, timeout=15.0, proc=None):
-    """Wait until something answers an OPTIONS on 127.0.0.1:port (UDP)."""
+def wait_sip_udp(port, timeout=15.0, proc=None, host="127.0.0.1"):
+    """Wait until something answers an OPTIONS on host:port (UDP)."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
+    s.connect((host, port))
     s.settimeout(0.2)
-    lp = s.getsockname()[1]
+    me, lp = s.getsockname()
     deadline = time.monotonic() + timeout
     n = 0
     try:
@@ -100,18 +100,18 @@ def wait_sip_udp(port, timeout=15.0, proc=None):
             if proc is not None and proc.poll() is not None:
                 raise RuntimeError(f"process exited with {proc.returncode} while starting")
             n += 1
-            msg = (f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n"
-                   f"Via: SIP/2.0/UDP 127.0.0.1:{lp};branch=z9hG4bKprobe{n};rport\r\n"
-                   f"Max-Forwards: 70\r\nFrom: <sip:probe@127.0.0.1>;tag=p{n}\r\n"
-                   f"To: <sip:127.0.0.1:{port}>\r\nCall-ID: probe-{n}-{lp}\r\n"
+            msg = (f"OPTIONS sip:{host}:{port} SIP/2.0\r\n"
+                   f"Via: SIP/2.0/UDP {me}:{lp};branch=z9hG4bKprobe{n};rport\r\n"
+                   f"Max-Forwards: 70\r\nFrom: <sip:probe@{me}>;tag=p{n}\r\n"
+                   f"To: <sip:{host}:{port}>\r\nCall-ID: probe-{n}-{lp}\r\n"
                    f"CSeq: {n} OPTIONS\r\nContent-Length: 0\r\n\r\n")
-            s.sendto(msg.encode(), ("127.0.0.1", port))
+            s.send(msg.encode())
             try:
                 if s.recv(65535).startswith(b"SIP/2.0"):
                     return
-            except socket.timeout:
-                pass
-        raise RuntimeError(f"nothing answers SIP on udp 127.0.0.1:{port}")
+            except (socket.timeout, ConnectionRefusedError):
+                time.sleep(0.05)
+        raise RuntimeError(f"nothing answers SIP on udp {host}:{port}")
     finally:
         s.close()
 

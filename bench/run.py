@@ -111,6 +111,8 @@ def start_sipwake(work, binary, extra_env=()):
                SIPWAKE__STORE__BACKEND="sqlite",
                SIPWAKE__STORE__PATH=os.path.join(work, "sipwake.db"),
                SIPWAKE__LOG__LEVEL="warn",
+               # never the default admin port 8060: another sipwake may hold it
+               SIPWAKE__ADMIN__LISTEN="",
                # a provider must be on, or REGISTERs with tokens get 555; nothing is
                # pushed in these steps (the UAS registers without a token)
                SIPWAKE__PUSH__WEBHOOK__URL="http://127.0.0.1:9/push",

@@ -112,6 +112,8 @@ def main():
         os.environ,
         SIPWAKE__SIP__LISTEN=f"127.0.0.1:{port}",
         SIPWAKE__SIP__TRANSPORTS="udp",
+        # never the default admin port 8060: another sipwake may hold it
+        SIPWAKE__ADMIN__LISTEN="",
         SIPWAKE__STORE__BACKEND="memory",
         SIPWAKE__PUSH__WEBHOOK__URL=f"http://127.0.0.1:{hook.server_address[1]}/push",
         SIPWAKE__PUSH__DEFAULT_PROVIDER="webhook",

@@ -3,16 +3,26 @@
 
     python3 bench/wake_load.py [--binary target/release/sipwake] [--rates 500,1000]
                                [--duration 15] [--parked 10000] [--json out.json]
+    python3 bench/wake_load.py --proxy HOST:PORT --webhook-listen HOST:PORT
+                               [--flow-timeout SECS] [--domain D] [--rates 50] ...
 
 Starts sipwake on loopback (pinned to core 0; this script pins itself to core 1)
-with the durable SQLite store and a webhook push provider served by this script.
+with the durable SQLite store and a webhook push provider served by this script
+(its admin API off, so no port is assumed free). With --proxy it drives a sipwake
+already running instead: that deployment must push to the webhook this script
+serves on --webhook-listen (push.webhook.url = http://HOST:PORT/push, the webhook
+provider serving X-Token phones), accept REGISTERs for --domain without
+authentication (local mode, auth off or the script's address trusted), and its
+push.flow_timeout_secs is given as --flow-timeout; sipwake's CPU and memory are
+not measured then (the parked-call step needs them and is skipped).
 Registers every phone with an X-Token, waits until they count as asleep, then for
 each offered rate places calls at that rate for the duration: a caller sends an
 INVITE through sipwake; sipwake parks it and POSTs the webhook; the fleet "wakes"
 the pushed phone, which re-registers from a new UDP port (as a relaunched app
 does), receives the INVITE there, checks its X-PushHint against the push, answers
 200; the caller ACKs and hangs up (BYE/200). A call counts as failed if it does not
-reach the BYE's 200 within 10 s of the end of the step.
+reach the BYE's 200 within 10 s of the end of the step, or if the INVITE the woken
+phone got carried an X-PushHint other than its push's pushHint.
 
 Reports per rate: achieved wake calls/s, failures, the time from the 200 OK to the
 waking REGISTER to the INVITE on the phone's new socket (kernel receive timestamps,
@@ -71,9 +81,15 @@ def uri_of(v):
 
 
 class Bench:
-    def __init__(self, args, proxy_port, loop):
+    def __init__(self, args, proxy, loop):
         self.args = args
-        self.proxy = ("127.0.0.1", proxy_port)
+        self.proxy = proxy
+        # the address the phones and the caller speak from toward sipwake
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        probe.connect(proxy)
+        self.ip = probe.getsockname()[0]
+        probe.close()
+        self.domain = args.domain or proxy[0]
         self.loop = loop
         self.calls = {}          # call-id -> dict
         self.phones = {}         # user -> phone dict
@@ -86,7 +102,7 @@ class Bench:
     def udp(self, ts=False, reader=None):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        s.bind(("127.0.0.1", 0))
+        s.bind((self.ip, 0))
         s.setblocking(False)
         if ts:
             s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
@@ -96,11 +112,12 @@ class Bench:
 
     def register_msg(self, s, user, call_id, cseq=1):
         port = s.getsockname()[1]
-        return (f"REGISTER sip:127.0.0.1 SIP/2.0\r\n"
-                f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{random.getrandbits(64):x};rport\r\n"
-                f"Max-Forwards: 70\r\nFrom: <sip:{user}@127.0.0.1>;tag={random.getrandbits(32):x}\r\n"
-                f"To: <sip:{user}@127.0.0.1>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n"
-                f"Contact: <sip:{user}@127.0.0.1:{port}>\r\n"
+        ip, d = self.ip, self.domain
+        return (f"REGISTER sip:{d} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP {ip}:{port};branch=z9hG4bK{random.getrandbits(64):x};rport\r\n"
+                f"Max-Forwards: 70\r\nFrom: <sip:{user}@{d}>;tag={random.getrandbits(32):x}\r\n"
+                f"To: <sip:{user}@{d}>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n"
+                f"Contact: <sip:{user}@{ip}:{port}>\r\n"
                 f"X-Token: tok-{user}\r\nExpires: 3600\r\nContent-Length: 0\r\n\r\n").encode()
 
     # --- initial registration ------------------------------------------------
@@ -177,7 +194,7 @@ class Bench:
         if user in self.phones:
             return
         ph = {"user": user, "hint": doc.get("pushHint"), "t_ok": None, "t_inv": None,
-              "answer": None}
+              "answer": None, "mismatch": False}
         s = self.udp(ts=True, reader=lambda sock, ph=ph: self.on_phone(sock, ph))
         ph["sock"] = s
         self.phones[user] = ph
@@ -208,12 +225,13 @@ class Bench:
                     ph["t_inv"] = t
                     if hval(hs, "x-pushhint") != ph["hint"]:
                         self.hint_mismatch += 1
+                        ph["mismatch"] = True
                 if ph["answer"] is None:
                     port = s.getsockname()[1]
                     lines = ["SIP/2.0 200 OK"] + hall(hs, "via", "v") + hall(hs, "record-route")
                     lines += [hall(hs, "from", "f")[0], hall(hs, "to", "t")[0] + ";tag=ph" + ph["user"],
                               hall(hs, "call-id", "i")[0], hall(hs, "cseq")[0],
-                              f"Contact: <sip:{ph['user']}@127.0.0.1:{port}>",
+                              f"Contact: <sip:{ph['user']}@{self.ip}:{port}>",
                               "Content-Length: 0", "", ""]
                     ph["answer"] = "\r\n".join(lines).encode()
                 s.sendto(ph["answer"], self.proxy)
@@ -238,11 +256,13 @@ class Bench:
         c = {"user": user, "state": "inviting", "t0": time.monotonic(), "tag": f"c{i}",
              "branch": f"z9hG4bKc{random.getrandbits(48):x}"}
         self.calls[cid] = c
-        msg = (f"INVITE sip:{user}@127.0.0.1 SIP/2.0\r\n"
-               f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch={c['branch']};rport\r\n"
-               f"Max-Forwards: 70\r\nFrom: \"Caller\" <sip:caller@127.0.0.1>;tag={c['tag']}\r\n"
-               f"To: <sip:{user}@127.0.0.1>\r\nCall-ID: {cid}\r\nCSeq: 1 INVITE\r\n"
-               f"Contact: <sip:caller@127.0.0.1:{port}>\r\nContent-Length: 0\r\n\r\n")
+        ip, d = self.ip, self.domain
+        c["ruri"] = f"sip:{user}@{d}"
+        msg = (f"INVITE {c['ruri']} SIP/2.0\r\n"
+               f"Via: SIP/2.0/UDP {ip}:{port};branch={c['branch']};rport\r\n"
+               f"Max-Forwards: 70\r\nFrom: \"Caller\" <sip:caller@{d}>;tag={c['tag']}\r\n"
+               f"To: <sip:{user}@{d}>\r\nCall-ID: {cid}\r\nCSeq: 1 INVITE\r\n"
+               f"Contact: <sip:caller@{ip}:{port}>\r\nContent-Length: 0\r\n\r\n")
         s.sendto(msg.encode(), self.proxy)
 
     def on_caller(self, s):
@@ -265,9 +285,9 @@ class Bench:
             to = hall(hs, "to", "t")[0]
             if cseq.endswith("INVITE"):
                 if code >= 300:
-                    ack = (f"ACK sip:{c['user']}@127.0.0.1 SIP/2.0\r\n"
-                           f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch={c['branch']};rport\r\n"
-                           f"Max-Forwards: 70\r\nFrom: \"Caller\" <sip:caller@127.0.0.1>;tag={c['tag']}\r\n"
+                    ack = (f"ACK {c['ruri']} SIP/2.0\r\n"
+                           f"Via: SIP/2.0/UDP {self.ip}:{port};branch={c['branch']};rport\r\n"
+                           f"Max-Forwards: 70\r\nFrom: \"Caller\" <sip:caller@{self.domain}>;tag={c['tag']}\r\n"
                            f"{to}\r\nCall-ID: {cid}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n")
                     s.sendto(ack.encode(), self.proxy)
                     if c["state"] == "inviting":
@@ -279,19 +299,19 @@ class Bench:
                         s.sendto(c["ack"], self.proxy)
                     continue
                 c["t_200"] = time.monotonic()
-                target = uri_of(hval(hs, "contact", "m") or f"<sip:{c['user']}@127.0.0.1>")
+                target = uri_of(hval(hs, "contact", "m") or f"<{c['ruri']}>")
                 rr = []
                 for line in hall(hs, "record-route"):
                     rr += [x.strip() for x in line.split(":", 1)[1].split(",") if x.strip()]
                 route = "".join(f"Route: {r}\r\n" for r in reversed(rr))
                 common = (f"Max-Forwards: 70\r\n{route}"
-                          f"From: \"Caller\" <sip:caller@127.0.0.1>;tag={c['tag']}\r\n"
+                          f"From: \"Caller\" <sip:caller@{self.domain}>;tag={c['tag']}\r\n"
                           f"{to}\r\nCall-ID: {cid}\r\n")
                 c["ack"] = (f"ACK {target} SIP/2.0\r\n"
-                            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKa{random.getrandbits(48):x};rport\r\n"
+                            f"Via: SIP/2.0/UDP {self.ip}:{port};branch=z9hG4bKa{random.getrandbits(48):x};rport\r\n"
                             + common + "CSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n").encode()
                 c["bye"] = (f"BYE {target} SIP/2.0\r\n"
-                            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKb{random.getrandbits(48):x};rport\r\n"
+                            f"Via: SIP/2.0/UDP {self.ip}:{port};branch=z9hG4bKb{random.getrandbits(48):x};rport\r\n"
                             + common + "CSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n").encode()
                 s.sendto(c["ack"], self.proxy)
                 s.sendto(c["bye"], self.proxy)
@@ -305,7 +325,7 @@ class Bench:
         users = [f"{prefix}_{i}" for i in range(rate * duration)]
         cids = [f"call-{u}" for u in users]
         cores0 = core1_busy()
-        cpu0 = bl.tree_cpu_seconds(pid)
+        cpu0 = bl.tree_cpu_seconds(pid) if pid else float("nan")
         t0 = time.monotonic()
         sent = 0
         while sent < len(users):
@@ -319,10 +339,17 @@ class Bench:
             if all(self.calls[c]["state"] not in ("inviting", "bye") for c in cids):
                 break
             await asyncio.sleep(0.05)
-        cpu1 = bl.tree_cpu_seconds(pid)
+        cpu1 = bl.tree_cpu_seconds(pid) if pid else float("nan")
         cores1 = core1_busy()
         self.loop.remove_reader(s.fileno())
         s.close()
+        # a call whose woken phone got another X-PushHint than its push is a failure:
+        # the app would not match the INVITE to the call it was woken for
+        mismatched = {f"call-{u}" for u in users
+                      if u in self.phones and self.phones[u]["mismatch"]}
+        for c in mismatched:
+            if self.calls[c]["state"] == "done":
+                self.calls[c]["state"] = "X-PushHint mismatch"
         done = [self.calls[c] for c in cids if self.calls[c]["state"] == "done"]
         failed = len(cids) - len(done)
         states = {}
@@ -335,7 +362,7 @@ class Bench:
                      if u in self.phones and self.phones[u]["t_inv"] and self.phones[u]["t_ok"])
         setup = sorted((c["t_200"] - c["t0"]) * 1000 for c in done)
         return dict(rate=rate, duration=duration, calls=len(cids), ok=len(done), failed=failed,
-                    failure_states=states,
+                    failure_states=states, hint_mismatch_calls=len(mismatched),
                     achieved=len(done) / span if span else 0.0,
                     lat_samples=len(lat),
                     lat_median=bl.pct(lat, 0.5), lat_p99=bl.pct(lat, 0.99),
@@ -385,10 +412,30 @@ async def amain(args, work):
     loop = asyncio.get_running_loop()
     bench = None
 
-    async def handler(r, w):
-        await bench.on_http(r, w)
+    conns = set()
 
-    srv = await asyncio.start_server(handler, "127.0.0.1", 0, backlog=4096)
+    async def handler(r, w):
+        conns.add(w)
+        try:
+            await bench.on_http(r, w)
+        finally:
+            conns.discard(w)
+
+    async def close_webhook():
+        # a deployment keeps its webhook connection open: close it before the loop ends
+        srv.close()
+        for w in list(conns):
+            w.close()
+        for _ in range(50):
+            if not conns:
+                break
+            await asyncio.sleep(0.01)
+
+    hook_host, hook_port = "127.0.0.1", 0
+    if args.webhook_listen:
+        hook_host, _, p = args.webhook_listen.rpartition(":")
+        hook_port = int(p)
+    srv = await asyncio.start_server(handler, hook_host, hook_port, backlog=4096)
     hook_port = srv.sockets[0].getsockname()[1]
     rates = [int(x) for x in args.rates.split(",") if x]
     total = sum(r * args.duration for r in rates)
@@ -406,6 +453,8 @@ async def amain(args, work):
                    SIPWAKE__PUSH__FLOW_TIMEOUT_SECS="1",
                    SIPWAKE__PUSH__WAKE_TIMEOUT_MS="30000",
                    SIPWAKE__PUSH__MAX_PARKED=str(max_parked),
+                   # never the default admin port 8060: another sipwake may hold it
+                   SIPWAKE__ADMIN__LISTEN="",
                    SIPWAKE__LOG__LEVEL="warn")
         env.pop("SIPWAKE_LOG", None)
         with open(os.path.join(work, f"{name}.log"), "wb") as logf:
@@ -419,6 +468,40 @@ async def amain(args, work):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
 
+    async def wake_steps(proxy, pid, alive):
+        nonlocal bench
+        bench = Bench(args, proxy, loop)
+        users = [f"w{r}_{i}" for r in rates for i in range(r * args.duration)]
+        t = time.monotonic()
+        await bench.register_all(users)
+        print(f"registered {len(users)} phones in {time.monotonic() - t:.1f} s",
+              file=sys.stderr)
+        # every phone is asleep once push.flow_timeout_secs has passed
+        await asyncio.sleep(args.flow_timeout + 0.3)
+        for r in rates:
+            st = await bench.load_step(r, args.duration, f"w{r}", pid)
+            st["hint_mismatch"] = bench.hint_mismatch
+            result["steps"].append(st)
+            print(f"wake {r}/s: {json.dumps(st)}", file=sys.stderr)
+            if not alive():
+                raise RuntimeError("sipwake died")
+        # the first (target) rate must pass; higher rates probe the limit
+        result["ok"] = (result["steps"][0]["failed"] == 0
+                        and not bench.hint_mismatch)
+        return bench
+
+    if args.proxy:
+        host, _, p = args.proxy.rpartition(":")
+        proxy = (socket.gethostbyname(host), int(p))
+        try:
+            await loop.run_in_executor(
+                None, lambda: bl.wait_sip_udp(proxy[1], host=proxy[0]))
+            if rates:
+                await wake_steps(proxy, None, lambda: True)
+        finally:
+            await close_webhook()
+        return result
+
     try:
         # 1. memory per parked call, on a fresh sipwake: the phones are registered
         #    first, so the growth is the parked calls' alone
@@ -426,7 +509,7 @@ async def amain(args, work):
             proc, port = start("park", args.parked + 100)
             try:
                 await loop.run_in_executor(None, lambda: bl.wait_sip_udp(port, proc=proc))
-                bench = Bench(args, port, loop)
+                bench = Bench(args, ("127.0.0.1", port), loop)
                 await bench.register_all([f"park_{i}" for i in range(args.parked)])
                 await asyncio.sleep(1.3)
                 result["parked"] = await bench.park(args.parked, proc.pid)
@@ -438,23 +521,7 @@ async def amain(args, work):
             proc, port = start("wake", total + 1000)
             try:
                 await loop.run_in_executor(None, lambda: bl.wait_sip_udp(port, proc=proc))
-                bench = Bench(args, port, loop)
-                users = [f"w{r}_{i}" for r in rates for i in range(r * args.duration)]
-                t = time.monotonic()
-                await bench.register_all(users)
-                print(f"registered {len(users)} phones in {time.monotonic() - t:.1f} s",
-                      file=sys.stderr)
-                await asyncio.sleep(1.3)  # flow_timeout 1 s: every phone is asleep now
-                for r in rates:
-                    st = await bench.load_step(r, args.duration, f"w{r}", proc.pid)
-                    st["hint_mismatch"] = bench.hint_mismatch
-                    result["steps"].append(st)
-                    print(f"wake {r}/s: {json.dumps(st)}", file=sys.stderr)
-                    if proc.poll() is not None:
-                        raise RuntimeError("sipwake died")
-                # the first (target) rate must pass; higher rates probe the limit
-                result["ok"] = (result["steps"][0]["failed"] == 0
-                                and not bench.hint_mismatch)
+                await wake_steps(("127.0.0.1", port), proc.pid, lambda: proc.poll() is None)
             finally:
                 stop(proc)
     finally:
@@ -470,7 +537,23 @@ def main():
     ap.add_argument("--parked", type=int, default=10000, help="calls parked at once (0: skip)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--proxy", default=None, metavar="HOST:PORT",
+                    help="drive this running sipwake (UDP) instead of starting one")
+    ap.add_argument("--webhook-listen", default=None, metavar="HOST:PORT",
+                    help="serve the push webhook here (required with --proxy: the "
+                         "deployment's push.webhook.url must be http://HOST:PORT/push)")
+    ap.add_argument("--flow-timeout", type=float, default=1.0, metavar="SECS",
+                    help="the deployment's push.flow_timeout_secs (phones count as "
+                         "asleep after it; a started sipwake uses 1)")
+    ap.add_argument("--domain", default=None,
+                    help="domain of the phones' AORs (default: the proxy's host)")
     args = ap.parse_args()
+    if args.proxy and not args.webhook_listen:
+        ap.error("--proxy needs --webhook-listen (where the deployment pushes)")
+    if args.proxy and args.parked:
+        print("--proxy: the parked-call memory step needs sipwake's process; skipped",
+              file=sys.stderr)
+        args.parked = 0
     try:
         os.sched_setaffinity(0, {1})
     except OSError:
@@ -483,10 +566,12 @@ def main():
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
     for s in res["steps"]:
+        cpu = (f"{s['cpu_us_per_call']:.1f} CPU-us per wake call"
+               if s['cpu_us_per_call'] == s['cpu_us_per_call'] else "CPU not measured")
         print(f"{s['rate']}/s offered: {s['achieved']:.0f}/s achieved, {s['failed']} failed "
+              f"({s['hint_mismatch_calls']} X-PushHint mismatches) "
               f"{s['failure_states'] or ''}; 200 OK -> INVITE ms: median {s['lat_median']:.3f} "
-              f"p99 {s['lat_p99']:.3f} max {s['lat_max']:.3f}; {s['cpu_us_per_call']:.1f} "
-              f"CPU-us per wake call")
+              f"p99 {s['lat_p99']:.3f} max {s['lat_max']:.3f}; {cpu}")
     if "parked" in res:
         p = res["parked"]
         print(f"{p['parked']} parked: PSS {p['pss_before_kib']} -> {p['pss_after_kib']} KiB "

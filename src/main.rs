@@ -30,7 +30,9 @@ before handing them a call.
 Options:
   --config FILE        start with the settings in FILE (TOML); without it the
                        built-in defaults are used
-  --check-config FILE  load and validate FILE (and its auth.users_file), print
+  --check-config FILE  load and validate FILE and open every file it names
+                       (users file, APNs key/certificate, payload template, FCM
+                       service account, TLS certificate and key), print
                        \"FILE: ok\" and exit 0, or print the error and exit 2
   --hash-user USER     read USER's password from standard input (one line) and
                        print the line for auth.users_file, in the configured realm
@@ -135,9 +137,9 @@ fn main() -> ExitCode {
         }
         Command::HashUser { user, config } => hash_user(&user, config.as_deref()),
         Command::Check { config } => match config::load(Some(&config)) {
-            Ok(settings) if settings.auth.enabled => match sipwake::auth::Auth::new(&settings.auth)
-            {
-                Ok(_) => {
+            // every file a setting names is opened and used as the start would
+            Ok(settings) => match sipwake::server::preflight(&settings) {
+                Ok(()) => {
                     println!("{}: ok", config.display());
                     ExitCode::SUCCESS
                 }
@@ -146,10 +148,6 @@ fn main() -> ExitCode {
                     ExitCode::from(EXIT_USAGE)
                 }
             },
-            Ok(_) => {
-                println!("{}: ok", config.display());
-                ExitCode::SUCCESS
-            }
             Err(err) => {
                 eprintln!("{}", describe_config_error(&err, Some(&config)));
                 ExitCode::from(EXIT_USAGE)
@@ -183,7 +181,16 @@ fn main() -> ExitCode {
                     // Straight to stderr rather than through tracing: the log filter
                     // could hide it, and logging may not have been set up.
                     eprintln!("sipwake: error: {err:#}");
-                    ExitCode::FAILURE
+                    // a configuration fault (a file a setting names, …) exits 2 like
+                    // a bad setting, so that systemd stops restarting it
+                    let config_fault = err
+                        .downcast_ref::<sipwake::server::ServerError>()
+                        .is_some_and(|e| e.is_config());
+                    if config_fault {
+                        ExitCode::from(EXIT_USAGE)
+                    } else {
+                        ExitCode::FAILURE
+                    }
                 }
             }
         }

@@ -12,6 +12,13 @@
 //! transaction, push and store code (the SQLite thread has no `Core`), and threading a
 //! handle through every constructor for a write-only sink would touch every signature
 //! for nothing. A process runs one sipwake, and tests read values as deltas.
+//!
+//! Why not `prometheus-client`: its pre-registered counters cost the same relaxed add
+//! as these (measured side by side), but it writes only OpenMetrics text (`# EOF`,
+//! counter families without `_total`, another content type), which is not the 0.0.4
+//! format scrapers and the admin tests read today, and its histograms take a lock per
+//! observation. Why not `procfs`: two values from two short reads of `/proc/self` do
+//! not earn a crate that brings `rustix` with it.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -126,6 +133,17 @@ const PUSH_KINDS: [&str; 3] = ["call", "cancel", "test"];
 const PROVIDERS: [&str; 3] = ["apns", "fcm", "webhook"];
 const PUSH_OUTCOMES: [&str; 3] = ["sent", "dead_token", "failed"];
 
+/// Label values of `sipwake_calls_total{outcome}`: how a call ended for the caller
+/// (the words of the per-call log line).
+pub const CALL_OUTCOMES: [&str; 6] = [
+    "answered",
+    "woken",
+    "push_timeout",
+    "push_failed",
+    "cancelled",
+    "rejected",
+];
+
 /// Label values of `sipwake_sip_requests_total{method}`, in [`Method`] order.
 const METHODS: [&str; 16] = [
     "INVITE",
@@ -190,6 +208,10 @@ pub struct Metrics {
     pushes: [[[Counter; PUSH_OUTCOMES.len()]; PUSH_KINDS.len()]; PROVIDERS.len()],
     /// Push tokens removed because the provider reported them dead.
     pub dead_tokens_removed: Counter,
+    /// Initial INVITEs that got their final answer, by outcome ([`CALL_OUTCOMES`]).
+    calls: [Counter; CALL_OUTCOMES.len()],
+    /// Qualify OPTIONS answered by sipwake for a phone that sleeps.
+    qualify_answered: Counter,
     /// Push sent (call parked) → woken phone registered → INVITE forwarded to it.
     pub wake: Histogram,
     /// One group commit of the SQLite store.
@@ -234,6 +256,8 @@ impl Metrics {
             registrations: [const { Counter::new() }; REG_RESULTS.len()],
             pushes: [const { [const { [const { Counter::new() }; 3] }; 3] }; 3],
             dead_tokens_removed: Counter::new(),
+            calls: [const { Counter::new() }; CALL_OUTCOMES.len()],
+            qualify_answered: Counter::new(),
             wake: Histogram::new(&WAKE_BOUNDS),
             store_commit: Histogram::new(&COMMIT_BOUNDS),
             store_commits: [const { Counter::new() }; 2],
@@ -293,6 +317,29 @@ impl Metrics {
     pub fn woken(&self, wake_at: Instant, wake_timeout: Duration) {
         let left = wake_at.saturating_duration_since(Instant::now());
         self.wake.observe(wake_timeout.saturating_sub(left));
+    }
+
+    /// A call (initial INVITE) got its final answer; `outcome` is one of
+    /// [`CALL_OUTCOMES`].
+    #[inline]
+    pub fn call_finished(&self, outcome: &str) {
+        if let Some(i) = CALL_OUTCOMES.iter().position(|o| *o == outcome) {
+            self.calls[i].inc();
+        }
+    }
+
+    /// Calls that ended with `outcome` so far.
+    pub fn calls(&self, outcome: &str) -> u64 {
+        CALL_OUTCOMES
+            .iter()
+            .position(|o| *o == outcome)
+            .map_or(0, |i| self.calls[i].get())
+    }
+
+    /// sipwake answered a PBX's qualify (OPTIONS) for a sleeping phone itself.
+    #[inline]
+    pub fn qualify_answered(&self) {
+        self.qualify_answered.inc();
     }
 
     /// Runs one store commit, timing it and remembering whether it worked.
@@ -386,6 +433,23 @@ impl Metrics {
             "sipwake_dead_tokens_removed_total",
             "Push tokens removed because the provider reported them dead.",
             self.dead_tokens_removed.get(),
+        );
+        header(
+            out,
+            "sipwake_calls_total",
+            "Calls (initial INVITEs) by how they ended for the caller: answered at once, \
+             woken by push, push_timeout, push_failed, cancelled, rejected.",
+            "counter",
+        );
+        for (o, c) in CALL_OUTCOMES.iter().zip(&self.calls) {
+            let _ = writeln!(out, "sipwake_calls_total{{outcome=\"{o}\"}} {}", c.get());
+        }
+        counter(
+            out,
+            "sipwake_qualify_answered_total",
+            "OPTIONS (a PBX's qualify) answered by sipwake for a push-capable phone whose \
+             flow is not known to be alive.",
+            self.qualify_answered.get(),
         );
         self.wake.render(
             out,

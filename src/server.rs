@@ -43,6 +43,87 @@ pub enum ServerError {
     /// The TLS certificate or key could not be loaded (the message names the key).
     #[error("{0}")]
     Tls(#[from] crate::transport::tls::TlsError),
+    /// A wildcard listener whose address toward the upstream cannot be learned.
+    #[error(
+        "sip.advertised_host: sip.listen {listen} is a wildcard address and there is no \
+         route to the upstream {upstream} to learn which address to write in Via and \
+         Path; set sip.advertised_host"
+    )]
+    NoAdvertisedAddress {
+        /// The wildcard listen address.
+        listen: SocketAddr,
+        /// The upstream's address.
+        upstream: SocketAddr,
+    },
+}
+
+impl ServerError {
+    /// True for faults of the configuration (a file a setting names cannot be read
+    /// or used, a setting this build does not support, an address that cannot be
+    /// advertised, a listen address the host does not have or may not bind): sipwake
+    /// exits with status 2 for these, which systemd's `RestartPreventExitStatus=2`
+    /// does not restart. The others (a port in use, a store that cannot be opened)
+    /// may pass, and exit 1.
+    pub fn is_config(&self) -> bool {
+        match self {
+            ServerError::Bind { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::AddrNotAvailable | std::io::ErrorKind::PermissionDenied
+            ),
+            ServerError::Store(_) => false,
+            ServerError::Unsupported(_)
+            | ServerError::Push(_)
+            | ServerError::Auth(_)
+            | ServerError::Tls(_)
+            | ServerError::NoAdvertisedAddress { .. } => true,
+        }
+    }
+}
+
+/// Opens and checks every file a setting names, as the start would (the users file,
+/// APNs key or certificate and CA, the payload template, the FCM service account,
+/// the TLS certificate and key when `tls.listen` is set, the TLS CA), and that a
+/// wildcard listener can learn its address toward the upstream: the checks of
+/// `--check-config` beyond the settings themselves, and the first thing a start does.
+pub fn preflight(settings: &Settings) -> Result<(), ServerError> {
+    if settings.auth.enabled {
+        crate::auth::Auth::new(&settings.auth)?;
+    }
+    Pusher::new(&settings.push)?;
+    server_cert(settings)?;
+    crate::transport::tls::client_config(settings.tls.ca_file.as_deref())?;
+    if settings.sip.advertised_host.is_none() {
+        let upstream = settings
+            .upstream
+            .uri
+            .as_ref()
+            .and_then(|u| u.ip().map(|ip| SocketAddr::new(ip, u.port)));
+        let sources = crate::transport::source::SourceAddrs::default();
+        for &listen in &settings.sip.listen {
+            if let Some(up) = upstream.filter(|_| listen.ip().is_unspecified()) {
+                if listen.is_ipv4() == up.is_ipv4() && sources.toward(up).is_none() {
+                    return Err(ServerError::NoAdvertisedAddress {
+                        listen,
+                        upstream: up,
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The TLS server certificate, loaded only when a TLS listener will use it.
+fn server_cert(
+    settings: &Settings,
+) -> Result<Option<Arc<crate::transport::tls::ServerCert>>, ServerError> {
+    if settings.tls.listen.is_empty() {
+        return Ok(None);
+    }
+    match (&settings.tls.cert_file, &settings.tls.key_file) {
+        (Some(cert), Some(key)) => Ok(Some(crate::transport::tls::ServerCert::load(cert, key)?)),
+        _ => Ok(None),
+    }
 }
 
 const SECRET_KEY: &str = "flow_token_secret";
@@ -56,6 +137,10 @@ pub struct Server {
 impl Server {
     /// Opens the store, binds every listener and starts serving.
     pub async fn start(settings: Settings) -> Result<Server, ServerError> {
+        preflight(&settings)?;
+        if let Some(w) = crate::proxy::relay::expiry_warning(&settings) {
+            warn!("{w}");
+        }
         let auth = start_auth(&settings)?;
         let store: Arc<dyn Store> = match settings.store.backend {
             StoreBackend::Sqlite => Arc::new(SqliteStore::open(
@@ -96,11 +181,9 @@ impl Server {
                 "limits.max_connections lowered to fit the open-file limit"
             );
         }
-        // a bad certificate stops the start, before anything listens
-        let tls_cert = match (&settings.tls.cert_file, &settings.tls.key_file) {
-            (Some(cert), Some(key)) => Some(crate::transport::tls::ServerCert::load(cert, key)?),
-            _ => None,
-        };
+        // a bad certificate stops the start, before anything listens; without a TLS
+        // listener the files are not read at all
+        let tls_cert = server_cert(&settings)?;
         let tls = match &tls_cert {
             Some(c) => Some(crate::transport::tls::server_config(c.clone())?),
             None => None,

@@ -27,7 +27,7 @@ pub use users::{Users, UsersError};
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     /// The users file is missing or invalid.
-    #[error(transparent)]
+    #[error("auth.users_file: {0}")]
     Users(#[from] UsersError),
     /// Authentication is on but no users file is named (the settings check prevents
     /// this).

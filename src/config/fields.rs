@@ -205,6 +205,19 @@ pub fn http_url(key: &str, value: &str, base: bool) -> Result<String, ConfigErro
     })
 }
 
+/// The hosts of list `key` normalized ([`normalize_host`]), repeats dropped.
+pub fn hosts(key: &str, list: &[String]) -> Result<Vec<String>, ConfigError> {
+    let mut out: Vec<String> = Vec::new();
+    for entry in list {
+        let host =
+            normalize_host(entry).map_err(|reason| ConfigError::invalid(key, entry, reason))?;
+        if !out.contains(&host) {
+            out.push(host);
+        }
+    }
+    Ok(out)
+}
+
 /// Checks a host (name or IP literal) and returns it lower-cased, IPv6 in brackets.
 pub fn normalize_host(host: &str) -> Result<String, String> {
     let inner = host

@@ -53,7 +53,7 @@ pub use fcm::{FcmSettings, RawFcm};
 pub use limits::{LimitsSettings, OverLimit, RateLimit, RawLimits};
 pub use log::{LogFormat, LogSettings};
 pub use proxy::{IpNet, ProxySettings};
-pub use push::{DefaultProvider, PushPolicy, PushSettings, RawPush};
+pub use push::{DefaultProvider, PushPolicy, PushSection, PushSettings, RawPush};
 pub use registrar::{RegistrarMode, RegistrarSettings};
 pub use relay::RelaySettings;
 pub use server::ServerSettings;

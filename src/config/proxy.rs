@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::fields::{self, normalize_host, Parse};
+use super::fields::{self, Parse};
 use super::ConfigError;
 
 /// An IP network in CIDR form, e.g. `127.0.0.0/8`, that also matches the IPv4-mapped
@@ -46,15 +46,7 @@ impl Default for ProxySettings {
 
 impl ProxySettings {
     pub(super) fn validate(mut self) -> Result<Self, ConfigError> {
-        let mut domains: Vec<String> = Vec::new();
-        for entry in &self.domains {
-            let domain = normalize_host(entry)
-                .map_err(|reason| ConfigError::invalid("proxy.domains", entry, reason))?;
-            if !domains.contains(&domain) {
-                domains.push(domain);
-            }
-        }
-        self.domains = domains;
+        self.domains = fields::hosts("proxy.domains", &self.domains)?;
         if self
             .flow_token_secret
             .as_ref()

@@ -37,12 +37,16 @@ pub enum DefaultProvider {
 }
 keyword_parse!(DefaultProvider);
 
-/// `[push]` section, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PushSettings {
+/// `[push]` section, generic over the providers' sections: [`RawPush`] holds them as
+/// written (every key, set or not), [`PushSettings`] only those configured.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PushSection<Apns, Fcm, Webhook> {
     /// When to push.
+    #[serde(deserialize_with = "fields::one")]
     pub policy: PushPolicy,
     /// How long a parked INVITE waits for the phone's REGISTER.
+    #[serde(rename = "wake_timeout_ms", with = "fields::millis")]
     pub wake_timeout: Duration,
     /// Header carrying the per-call hint on the forwarded INVITE.
     pub hint_header: String,
@@ -51,87 +55,34 @@ pub struct PushSettings {
     /// Contact URI parameter carrying a bare token.
     pub token_param: String,
     /// Provider of bare tokens.
+    #[serde(deserialize_with = "fields::one")]
     pub default_provider: DefaultProvider,
     /// How long a token binding stays callable by push after its SIP expiry.
+    #[serde(rename = "binding_ttl_secs", with = "fields::secs")]
     pub binding_ttl: Duration,
-    /// Longest registration a token binding may ask for.
+    /// Longest registration a token binding may ask for, seconds.
     pub max_expires: u32,
     /// A binding counts as reachable if its flow showed life this recently.
+    #[serde(rename = "flow_timeout_secs", with = "fields::secs")]
     pub flow_timeout: Duration,
     /// Most INVITEs parked at once.
     pub max_parked: usize,
     /// Most INVITEs parked for one AOR.
     pub max_parked_per_aor: usize,
-    /// `[push.apns]`, if APNs is configured.
-    pub apns: Option<ApnsSettings>,
-    /// `[push.fcm]`, if FCM is configured.
-    pub fcm: Option<FcmSettings>,
-    /// `[push.webhook]`, if a webhook is configured.
-    pub webhook: Option<WebhookSettings>,
-}
-
-impl Default for PushSettings {
-    /// The built-in defaults ([`RawPush::default`]), validated.
-    fn default() -> Self {
-        let raw = RawPush::default();
-        // the defaults are valid (a unit test checks); no provider is configured
-        PushSettings {
-            policy: raw.policy,
-            wake_timeout: raw.wake_timeout,
-            hint_header: raw.hint_header,
-            token_header: raw.token_header,
-            token_param: raw.token_param,
-            default_provider: raw.default_provider,
-            binding_ttl: raw.binding_ttl,
-            max_expires: raw.max_expires,
-            flow_timeout: raw.flow_timeout,
-            max_parked: raw.max_parked,
-            max_parked_per_aor: raw.max_parked_per_aor,
-            apns: None,
-            fcm: None,
-            webhook: None,
-        }
-    }
-}
-
-/// `[push]` as written: the providers' sections keep every key, set or not.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RawPush {
-    /// `always` or `when_unreachable`.
-    #[serde(deserialize_with = "fields::one")]
-    pub policy: PushPolicy,
-    /// Written in milliseconds.
-    #[serde(rename = "wake_timeout_ms", with = "fields::millis")]
-    pub wake_timeout: Duration,
-    /// Header name.
-    pub hint_header: String,
-    /// Header name.
-    pub token_header: String,
-    /// Contact URI parameter name.
-    pub token_param: String,
-    /// `auto`, `apns`, `fcm` or `webhook`.
-    #[serde(deserialize_with = "fields::one")]
-    pub default_provider: DefaultProvider,
-    /// Written in seconds.
-    #[serde(rename = "binding_ttl_secs", with = "fields::secs")]
-    pub binding_ttl: Duration,
-    /// Seconds.
-    pub max_expires: u32,
-    /// Written in seconds.
-    #[serde(rename = "flow_timeout_secs", with = "fields::secs")]
-    pub flow_timeout: Duration,
-    /// Parked INVITEs in total.
-    pub max_parked: usize,
-    /// Parked INVITEs per AOR.
-    pub max_parked_per_aor: usize,
     /// `[push.apns]`.
-    pub apns: RawApns,
+    pub apns: Apns,
     /// `[push.fcm]`.
-    pub fcm: RawFcm,
+    pub fcm: Fcm,
     /// `[push.webhook]`.
-    pub webhook: RawWebhook,
+    pub webhook: Webhook,
 }
+
+/// `[push]` validated: a provider is `Some` when configured.
+pub type PushSettings =
+    PushSection<Option<ApnsSettings>, Option<FcmSettings>, Option<WebhookSettings>>;
+
+/// `[push]` as written.
+pub type RawPush = PushSection<RawApns, RawFcm, RawWebhook>;
 
 impl Default for RawPush {
     fn default() -> Self {
@@ -154,8 +105,37 @@ impl Default for RawPush {
     }
 }
 
+impl Default for PushSettings {
+    /// The built-in defaults ([`RawPush::default`]) with no provider configured.
+    fn default() -> Self {
+        RawPush::default().with_providers(None, None, None)
+    }
+}
+
+impl<A, F, W> PushSection<A, F, W> {
+    /// The same settings with other provider sections.
+    fn with_providers<A2, F2, W2>(self, apns: A2, fcm: F2, webhook: W2) -> PushSection<A2, F2, W2> {
+        PushSection {
+            policy: self.policy,
+            wake_timeout: self.wake_timeout,
+            hint_header: self.hint_header,
+            token_header: self.token_header,
+            token_param: self.token_param,
+            default_provider: self.default_provider,
+            binding_ttl: self.binding_ttl,
+            max_expires: self.max_expires,
+            flow_timeout: self.flow_timeout,
+            max_parked: self.max_parked,
+            max_parked_per_aor: self.max_parked_per_aor,
+            apns,
+            fcm,
+            webhook,
+        }
+    }
+}
+
 impl RawPush {
-    pub(super) fn validate(self) -> Result<PushSettings, ConfigError> {
+    pub(super) fn validate(mut self) -> Result<PushSettings, ConfigError> {
         in_range(
             "push.wake_timeout_ms",
             u64::try_from(self.wake_timeout.as_millis()).unwrap_or(u64::MAX),
@@ -175,9 +155,9 @@ impl RawPush {
                 ))
             }
         };
-        let hint_header = name("push.hint_header", &self.hint_header)?;
-        let token_header = name("push.token_header", &self.token_header)?;
-        let token_param = name("push.token_param", &self.token_param)?;
+        self.hint_header = name("push.hint_header", &self.hint_header)?;
+        self.token_header = name("push.token_header", &self.token_header)?;
+        self.token_param = name("push.token_param", &self.token_param)?;
         in_range(
             "push.binding_ttl_secs",
             self.binding_ttl.as_secs(),
@@ -213,21 +193,9 @@ impl RawPush {
             max_parked,
             "calls (at most push.max_parked)",
         )?;
-        Ok(PushSettings {
-            policy: self.policy,
-            wake_timeout: self.wake_timeout,
-            hint_header,
-            token_header,
-            token_param,
-            default_provider: self.default_provider,
-            binding_ttl: self.binding_ttl,
-            max_expires: self.max_expires,
-            flow_timeout: self.flow_timeout,
-            max_parked: self.max_parked,
-            max_parked_per_aor: self.max_parked_per_aor,
-            apns: self.apns.validate()?,
-            fcm: self.fcm.validate()?,
-            webhook: self.webhook.validate()?,
-        })
+        let apns = std::mem::take(&mut self.apns).validate()?;
+        let fcm = std::mem::take(&mut self.fcm).validate()?;
+        let webhook = std::mem::take(&mut self.webhook).validate()?;
+        Ok(self.with_providers(apns, fcm, webhook))
     }
 }

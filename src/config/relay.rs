@@ -40,7 +40,7 @@ impl RelaySettings {
         let upstream_expires = in_range(
             "relay.upstream_expires",
             self.upstream_expires.into(),
-            60,
+            10,
             u64::from(u32::MAX),
             "seconds",
         )?;

@@ -117,15 +117,7 @@ impl SipSettings {
                     .map_err(|reason| ConfigError::invalid("sip.advertised_host", host, reason))?,
             );
         }
-        let mut aliases: Vec<String> = Vec::new();
-        for entry in &self.aliases {
-            let host = normalize_host(entry)
-                .map_err(|reason| ConfigError::invalid("sip.aliases", entry, reason))?;
-            if !aliases.contains(&host) {
-                aliases.push(host);
-            }
-        }
-        self.aliases = aliases;
+        self.aliases = fields::hosts("sip.aliases", &self.aliases)?;
         in_range(
             "sip.max_message_size",
             self.max_message_size as u64,

@@ -63,6 +63,7 @@ pub fn finished(
     started: Instant,
     woken_after: Option<Duration>,
 ) {
+    crate::metrics::global().call_finished(outcome.as_str());
     let duration_ms = started.elapsed().as_millis() as u64;
     match woken_after {
         Some(w) => info!(

@@ -42,6 +42,7 @@ pub mod park;
 pub mod pushing;
 pub mod register;
 pub mod relay;
+pub mod returning;
 pub mod route;
 pub mod wake;
 
@@ -207,10 +208,22 @@ impl Core {
         d.is_empty() || d.iter().any(|x| x.eq_ignore_ascii_case(domain))
     }
 
-    /// The host and port to write in Via/Record-Route for a local address.
-    pub fn advertised(&self, local: SocketAddr) -> String {
+    /// The host and port to write in Via, Path, Record-Route or a rewritten Contact
+    /// for a message that leaves from `local` toward `peer`: `sip.advertised_host`
+    /// when set; else the local address, and for a wildcard socket (`0.0.0.0`,
+    /// `[::]`) the address the host sends from toward `peer`, never the unspecified
+    /// one. With no route to `peer` at all the message cannot leave anyway; loopback
+    /// is written then.
+    pub fn advertised(&self, local: SocketAddr, peer: SocketAddr) -> String {
         match &self.settings.sip.advertised_host {
             Some(h) => format!("{h}:{}", local.port()),
+            None if local.ip().is_unspecified() => {
+                let ip = self.transport.source_toward(peer).unwrap_or(match local {
+                    SocketAddr::V4(_) => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+                    SocketAddr::V6(_) => std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+                });
+                SocketAddr::new(ip, local.port()).to_string()
+            }
             None => local.to_string(),
         }
     }

@@ -10,7 +10,7 @@ use tracing::debug;
 use super::data::{sips_request, Decision, Next, OwnRoutes, Target};
 use super::edit::{forward_request, RequestEdits};
 use super::{forward, next_hop, wake};
-use super::{register, relay, Core, ALLOW};
+use super::{register, relay, returning, Core, ALLOW};
 use crate::registrar::unix_now_ms;
 use crate::sip::{HeaderName, Message, Method, NameAddr, Uri, Via};
 use crate::transaction::BranchGen;
@@ -141,12 +141,13 @@ pub fn new_request(core: &Arc<Core>, mut msg: Message, flow: Flow, local: Socket
         // relay mode: the upstream's request came back along our Path
         if let Some((Some(phone), None)) = popped.token {
             let rr = wants_record_route(method);
-            return relay::from_path(core, msg, flow, local, key, popped, phone, rr);
+            let ret = returning::path_target(core, &msg, phone);
+            return returning::from_path(core, msg, flow, local, key, popped, ret, rr);
         }
         // contact rewriting: the Request-URI is the contact sipwake registered for it
-        if let Some(phone) = relay::rewritten_target(core, &msg) {
+        if let Some(ret) = returning::rewritten_target(core, &msg) {
             let rr = wants_record_route(method);
-            return relay::from_path(core, msg, flow, local, key, popped, phone, rr);
+            return returning::from_path(core, msg, flow, local, key, popped, ret, rr);
         }
     }
 
@@ -232,7 +233,7 @@ pub fn new_request(core: &Arc<Core>, mut msg: Message, flow: Flow, local: Socket
                 debug!(%aor, "no binding over TLS for a sips: request");
                 let warning = format!(
                     "Warning: 380 {} \"SIPS Not Allowed\"",
-                    core.advertised(local)
+                    core.advertised(local, flow.remote())
                 );
                 return core.reply(&msg, flow, key, 480, "Temporarily Unavailable", &[&warning]);
             }
@@ -323,7 +324,7 @@ pub fn forward_ack(core: &Arc<Core>, msg: Message, flow: Flow, local: SocketAddr
             via: format!(
                 "SIP/2.0/{} {};branch={branch}",
                 out.via_transport(),
-                core.advertised(out_local)
+                core.advertised(out_local, out.remote())
             ),
             src: Some(flow.remote()),
             pop_routes: popped.ranges,

@@ -36,6 +36,33 @@ fn reachable(core: &Core, b: &Binding, flow: &Flow, now_ms: u64) -> bool {
             .is_some_and(|t| t.elapsed() < timeout)
 }
 
+/// True if a push-capable binding's flow is known to be alive right now, so a PBX's
+/// qualify (OPTIONS) may go to the phone: an open TCP/TLS connection that carried
+/// bytes within `push.flow_timeout`, or a UDP flow that sent a keep-alive (or any
+/// other message) after its last REGISTER, within `push.flow_timeout`. A UDP phone
+/// that registered and went to sleep has sent nothing since, and its NAT mapping may
+/// already be gone: the qualify is answered for it rather than time out at the PBX,
+/// which would then mark the contact unavailable and never call it.
+fn alive_for_qualify(core: &Core, b: &Binding, flow: &Flow, now_ms: u64) -> bool {
+    if !b.is_live(now_ms) || !core.transport.is_open(flow) {
+        return false;
+    }
+    let timeout = core.settings.push.flow_timeout;
+    let Some(last) = core.transport.liveness().last(flow) else {
+        return false;
+    };
+    let quiet = last.elapsed();
+    if quiet >= timeout {
+        return false;
+    }
+    if !flow.is_udp() {
+        return true;
+    }
+    // the REGISTER itself touched the flow: only later traffic shows the phone awake
+    let since_register = std::time::Duration::from_millis(now_ms.saturating_sub(b.updated_at_ms));
+    quiet + std::time::Duration::from_secs(1) < since_register
+}
+
 fn target(b: &Binding, flow: Flow) -> Target {
     Target {
         ruri: Some(b.contact.clone()),
@@ -56,6 +83,7 @@ pub fn decide(
     now_ms: u64,
 ) -> Decision {
     let initial_invite = msg.method() == Some(Method::Invite) && !in_dialog;
+    let qualify = msg.method() == Some(Method::Options) && !in_dialog;
     let policy = core.settings.push.policy;
     let mut targets = Vec::new();
     let mut devices = Vec::new();
@@ -70,6 +98,14 @@ pub fn decide(
             }
             continue;
         };
+        if qualify {
+            // a PBX's qualify reaches the phone only when its flow is known alive
+            match flow.filter(|f| alive_for_qualify(core, b, f, now_ms)) {
+                Some(f) => targets.push(target(b, f)),
+                None => sleeping += 1,
+            }
+            continue;
+        }
         let reach = flow.filter(|f| reachable(core, b, f, now_ms));
         if !initial_invite {
             // only an initial INVITE may push: iOS kills apps whose VoIP pushes are not calls
@@ -99,6 +135,7 @@ pub fn decide(
         if targets.is_empty() {
             if sleeping > 0 && msg.method() == Some(Method::Options) {
                 // answered for the sleeping phone, so a PBX's qualify keeps it available
+                crate::metrics::global().qualify_answered();
                 return Decision::Answer(200, "OK");
             }
             return Decision::Answer(480, "Temporarily Unavailable");

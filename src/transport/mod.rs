@@ -10,6 +10,7 @@
 pub mod conn_limits;
 pub mod flow;
 pub mod liveness;
+pub mod source;
 mod stun;
 mod tcp;
 pub mod tls;
@@ -112,6 +113,7 @@ struct Inner {
     cfg: TransportConfig,
     liveness: Arc<Liveness>,
     conn_limits: Arc<ConnLimits>,
+    sources: source::SourceAddrs,
 }
 
 /// Cheap handle to all sockets and connections.
@@ -178,6 +180,7 @@ impl Transport {
             cfg,
             liveness: Arc::new(Liveness::default()),
             conn_limits,
+            sources: source::SourceAddrs::default(),
         });
         Ok((
             Transport { inner },
@@ -210,6 +213,12 @@ impl Transport {
     /// When each flow last showed life.
     pub fn liveness(&self) -> &Liveness {
         &self.inner.liveness
+    }
+
+    /// The host's source address toward `peer` (for a wildcard socket), see
+    /// [`source::SourceAddrs`].
+    pub fn source_toward(&self, peer: SocketAddr) -> Option<std::net::IpAddr> {
+        self.inner.sources.toward(peer)
     }
 
     /// Local UDP addresses, in socket-index order.

@@ -416,6 +416,11 @@ fn metrics_parse_and_move_with_traffic() {
     );
     assert_eq!(d("sipwake_wake_seconds_count"), 1.0);
     assert!(d("sipwake_wake_seconds_sum") > 0.0);
+    // one call answered at once (bob), one by a woken phone (carol)
+    assert_eq!(d("sipwake_calls_total{outcome=\"answered\"}"), 1.0);
+    assert_eq!(d("sipwake_calls_total{outcome=\"woken\"}"), 1.0);
+    assert_eq!(d("sipwake_calls_total{outcome=\"push_timeout\"}"), 0.0);
+    assert_eq!(d("sipwake_qualify_answered_total"), 0.0);
     assert!(d("sipwake_store_commit_seconds_count") >= 3.0);
     assert!(d("sipwake_store_commits_total{result=\"ok\"}") >= 3.0);
     assert_eq!(val(&m1, "sipwake_bindings"), 2.0, "bob and carol");

@@ -479,3 +479,163 @@ fn json_log_lines_parse_and_each_call_has_its_outcome() {
         "{log}"
     );
 }
+
+/// The exit status systemd does not restart, from the shipped unit.
+fn restart_prevent_status() -> i32 {
+    let unit =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/sipwake.service"))
+            .expect("read conf/sipwake.service");
+    unit.lines()
+        .find_map(|l| l.trim().strip_prefix("RestartPreventExitStatus="))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("RestartPreventExitStatus= in conf/sipwake.service")
+}
+
+/// Runs sipwake with `args` (memory store, a free port) and returns its exit status
+/// and standard error.
+fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
+    let err = temp_dir("files-stderr").join("stderr.txt");
+    let mut child = std::process::Command::new(SIPWAKE)
+        .args(args)
+        .env("SIPWAKE__STORE__BACKEND", "memory")
+        .env("SIPWAKE__SIP__LISTEN", "127.0.0.1:0")
+        .env("SIPWAKE__ADMIN__LISTEN", "")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .expect("run sipwake");
+    let status = wait_with_timeout(&mut child, Duration::from_secs(20));
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    (
+        status.and_then(|s| s.code()),
+        std::fs::read_to_string(&err).unwrap_or_default(),
+    )
+}
+
+/// Every file a setting names is opened by `--check-config` and at start; a file that
+/// cannot be read fails both with the status the systemd unit stops on, naming the
+/// key. TLS certificate files are not read while `tls.listen` is empty.
+#[test]
+fn unreadable_files_fail_check_config_and_start_with_the_unit_status() {
+    let status = restart_prevent_status();
+    let dir = temp_dir("files-check");
+    let missing = dir.join("no-such-file");
+    let m = missing.display().to_string();
+    let key = crate::common::mock_apns::SigningKey::new();
+    let p8 = key.write(&dir, "KEYID12345").display().to_string();
+    let cases = [
+        (
+            "push.apns.key_file",
+            format!("[push.apns]\nkey_file = {m:?}\nkey_id = \"KEYID12345\"\nteam_id = \"ABCDE12345\"\n"),
+        ),
+        ("push.apns.cert_file", format!("[push.apns]\ncert_file = {m:?}\n")),
+        (
+            "push.apns.payload_template",
+            format!("[push.apns]\nkey_file = {p8:?}\nkey_id = \"KEYID12345\"\nteam_id = \"ABCDE12345\"\npayload_template = {m:?}\n"),
+        ),
+        (
+            "push.fcm.service_account_file",
+            format!("[push.fcm]\nservice_account_file = {m:?}\n"),
+        ),
+        (
+            "auth.users_file",
+            format!("[auth]\nenabled = true\nusers_file = {m:?}\nrealm = \"example.com\"\n"),
+        ),
+        (
+            "tls.cert_file",
+            format!("[tls]\nlisten = [\"127.0.0.1:0\"]\ncert_file = {m:?}\nkey_file = {m:?}\n"),
+        ),
+    ];
+    for (i, (key, toml)) in cases.iter().enumerate() {
+        let conf = dir.join(format!("case{i}.toml"));
+        std::fs::write(&conf, toml).unwrap();
+        let conf_s = conf.display().to_string();
+        let (code, err) = run_to_exit(&["--check-config", &conf_s]);
+        assert_eq!(
+            code,
+            Some(status),
+            "--check-config with {key} unreadable: {err}"
+        );
+        assert!(err.contains(key), "the error names {key}: {err}");
+        let (code, err) = run_to_exit(&["--config", &conf_s]);
+        assert_eq!(code, Some(status), "start with {key} unreadable: {err}");
+        assert!(err.contains(key), "the error names {key}: {err}");
+    }
+
+    // a listen address the host does not have is a configuration fault too
+    let conf = dir.join("foreign-listen.toml");
+    // TEST-NET-3 (RFC 5737) is never an address of this host
+    std::fs::write(&conf, "[sip]\nlisten = [\"203.0.113.77:5060\"]\n").unwrap();
+    let err_file = dir.join("foreign-listen.err");
+    let mut child = std::process::Command::new(SIPWAKE)
+        .args(["--config", &conf.display().to_string()])
+        .env("SIPWAKE__STORE__BACKEND", "memory")
+        .env("SIPWAKE__ADMIN__LISTEN", "")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err_file).unwrap())
+        .spawn()
+        .expect("run sipwake");
+    let code = wait_with_timeout(&mut child, Duration::from_secs(20)).and_then(|s| s.code());
+    let err = std::fs::read_to_string(&err_file).unwrap_or_default();
+    assert_eq!(code, Some(status), "{err}");
+    assert!(
+        err.contains("203.0.113.77:5060"),
+        "names the address: {err}"
+    );
+
+    // no TLS listener: the certificate files are not looked at
+    let conf = dir.join("no-tls.toml");
+    std::fs::write(
+        &conf,
+        format!("[tls]\nlisten = []\ncert_file = {m:?}\nkey_file = {m:?}\n"),
+    )
+    .unwrap();
+    let (code, err) = run_to_exit(&["--check-config", &conf.display().to_string()]);
+    assert_eq!(code, Some(0), "{err}");
+    let mut proxy = ProxyBuilder::new("files-no-tls")
+        .env("TLS__CERT_FILE", &m)
+        .env("TLS__KEY_FILE", &m)
+        .start();
+    assert!(proxy.ping().is_some(), "{}", proxy.log_text());
+    assert!(proxy.is_running());
+}
+
+/// The sipwake settings shipped for the Asterisk deployment (mounted by
+/// docker-compose.yml) pass `--check-config`, and compose mounts that very file.
+#[test]
+fn the_shipped_relay_settings_check_and_are_what_compose_mounts() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let file = root.join("conf/asterisk/sipwake-relay.toml");
+    let (code, err) = run_to_exit(&["--check-config", &file.display().to_string()]);
+    assert_eq!(code, Some(0), "{err}");
+    let compose = std::fs::read_to_string(root.join("docker-compose.yml")).unwrap();
+    assert!(
+        compose.contains("./conf/asterisk/sipwake-relay.toml:/etc/sipwake/sipwake.toml"),
+        "docker-compose.yml mounts conf/asterisk/sipwake-relay.toml"
+    );
+    for f in ["pjsip.conf", "extensions.conf", "voicemail.conf"] {
+        assert!(
+            compose.contains(&format!("./conf/asterisk/{f}:/etc/asterisk/{f}")),
+            "docker-compose.yml mounts {f}"
+        );
+        assert!(
+            root.join("conf/asterisk").join(f).is_file(),
+            "{f} is shipped"
+        );
+    }
+    // support_path belongs to the AOR: on an endpoint Asterisk rejects the endpoint
+    let pjsip = std::fs::read_to_string(root.join("conf/asterisk/pjsip.conf")).unwrap();
+    let mut section_type = String::new();
+    for line in pjsip.lines().map(str::trim) {
+        if line.starts_with('[') {
+            section_type.clear();
+        } else if let Some(t) = line.strip_prefix("type=") {
+            section_type = t.to_owned();
+        } else if line.starts_with("support_path") {
+            assert_eq!(section_type, "aor", "support_path outside an aor section");
+        }
+    }
+}

@@ -866,6 +866,58 @@ fn options_to_a_sleeping_binding_gets_200_message_480_and_no_push() {
     });
 }
 
+/// A PBX's qualify for a UDP phone that registered and went to sleep less than
+/// `push.flow_timeout_secs` ago: its flow still counts as reachable for a call, but
+/// nothing came from it since the REGISTER, so sipwake answers the OPTIONS rather
+/// than let it time out at the PBX. Once the phone sends a keep-alive, the qualify
+/// goes to the phone and its own answer comes back.
+#[test]
+fn qualify_of_a_udp_phone_just_asleep_is_answered_until_it_keeps_alive() {
+    let hook = Webhook::start();
+    let proxy = start("push-qualify", &hook, &[("PUSH__FLOW_TIMEOUT_SECS", "120")]);
+    let mut phone = Ua::udp("bob", &proxy);
+    register_token(&mut phone, Style::Header, &unique("tok"), None);
+    // a second, so that a later datagram is plainly not the REGISTER itself
+    thread::sleep(Duration::from_millis(1300));
+
+    let mut pbx = Ua::udp("pbx", &proxy);
+    let r = request(&mut pbx, "OPTIONS", "bob");
+    assert_eq!(r.status(), Some(200), "{r:?}");
+    phone.expect_nothing("the qualify on the sleeping flow", SHORT, |m| {
+        m.method() == Some("OPTIONS")
+    });
+    hook.expect_none("a push for a qualify", SHORT);
+
+    // the phone is awake after all: its keep-alive shows it
+    let proxy_addr = proxy.addr();
+    phone.send_to(proxy_addr, Tp::Udp, b"\r\n\r\n");
+    thread::sleep(Duration::from_millis(200));
+    let cid = call_id();
+    let text = format!(
+        "OPTIONS sip:bob@{DOMAIN} SIP/2.0\r\n\
+         Via: {via}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <{aor}>;tag={t}\r\n\
+         To: <sip:bob@{DOMAIN}>\r\n\
+         Call-ID: {cid}\r\n\
+         CSeq: 1 OPTIONS\r\n\
+         Content-Length: 0\r\n\r\n",
+        via = pbx.via(&branch()),
+        aor = pbx.aor(),
+        t = tag(),
+    );
+    pbx.send(&text);
+    let got = phone.expect_request("OPTIONS", Some(&cid));
+    phone.reply(&got, 200, "OK", Some("ph"));
+    let r = pbx.expect_final(&cid, "OPTIONS");
+    assert_eq!(r.status(), Some(200), "{r:?}");
+    assert_eq!(
+        r.to_tag().as_deref(),
+        Some("ph"),
+        "the phone's own answer: {r:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------------
 // Policy and reachable bindings
 // ---------------------------------------------------------------------------------

@@ -54,20 +54,13 @@ impl ForwardTask {
         if self.record_route {
             let token = self.core.tokens.encode(Some(self.src), Some(flow));
             let sips = self.sips();
-            rr.push(record_route(
-                &token,
-                &self.core.advertised(out_local),
-                &flow,
-                sips,
-            ));
+            let out_side = self.core.advertised(out_local, flow.remote());
+            let in_side = self.core.advertised(local, self.src.remote());
+            rr.push(record_route(&token, &out_side, &flow, sips));
             // RFC 5658: one entry per side when the legs differ in transport or address
-            if out_local != local || flow.via_transport() != self.src.via_transport() {
-                rr.push(record_route(
-                    &token,
-                    &self.core.advertised(local),
-                    &self.src,
-                    sips,
-                ));
+            // (a wildcard socket speaks from a different address toward each side)
+            if out_side != in_side || flow.via_transport() != self.src.via_transport() {
+                rr.push(record_route(&token, &in_side, &self.src, sips));
             }
         }
         let push = &self.core.settings.push;
@@ -88,7 +81,7 @@ impl ForwardTask {
             via: format!(
                 "SIP/2.0/{} {};branch={branch};rport",
                 flow.via_transport(),
-                self.core.advertised(out_local)
+                self.core.advertised(out_local, flow.remote())
             ),
             src: Some(self.src.remote()),
             pop_routes: self.popped.clone(),

@@ -17,8 +17,12 @@
 //!   parameters kept), removals and stale contacts in that form too; the phone's 2xx
 //!   lists its own contacts.
 //! - Requests from the upstream that come back along the Path, or to a rewritten
-//!   contact, carry the flow token: they go to the phone's binding through the push
-//!   rules of local mode, with the phone's contact as Request-URI.
+//!   contact, carry the flow token and (`;sw-aor=`) the address of record: they go
+//!   to the phone's binding through the push rules of local mode
+//!   ([`super::returning`]).
+//! - A contact with a push token goes up for as long as sipwake would push it (the
+//!   phone's expiry plus `push.binding_ttl_secs`), so a phone asleep past
+//!   `relay.upstream_expires` stays in the PBX's list.
 //! - Requests from phones go to the upstream with Record-Route.
 //!
 //! The task that relays one REGISTER and answers the phone is in `register_task.rs`.
@@ -35,14 +39,13 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tracing::{debug, debug_span, Instrument};
 
-use super::data::{Decision, Next, OwnRoutes, Target};
+use super::data::OwnRoutes;
 use super::edit::pop_via;
-use super::forward;
 use super::register::{self, parse_register, public_contact};
-use super::wake;
-use super::{Core, ALLOW};
+use super::returning::aor_param;
+use super::Core;
 use crate::registrar::{unix_now_ms, Binding, Contacts, RegisterRequest};
-use crate::sip::{params, split_commas, HeaderName, Message, NameAddr, Splice, Uri};
+use crate::sip::{params, split_commas, HeaderName, Message, NameAddr, Splice};
 use crate::transaction::{Kind, ServerEntry, ServerTx};
 use crate::transport::Flow;
 
@@ -156,24 +159,11 @@ struct Rewrite<'a> {
 
 /// The Contact sipwake registers upstream for a phone's flow: its user part is the
 /// flow token (opaque, signed, base64url), so the upstream's requests to it come back
-/// here and name the phone's flow.
-fn rewritten_uri(core: &Core, phone: Flow, rw: &Rewrite<'_>) -> String {
+/// here and name the phone's flow; `sw-aor` names the address of record.
+fn rewritten_uri(core: &Core, phone: Flow, rw: &Rewrite<'_>, aor: &str) -> String {
     let key = core.tokens.encode(Some(phone), None);
     let tp = rw.transport.to_ascii_lowercase();
-    format!("sip:{key}@{};transport={tp}", rw.hostport)
-}
-
-/// The phone's flow named by a Request-URI that is one of sipwake's rewritten
-/// contacts (a request to sipwake itself whose user part is a flow token).
-pub fn rewritten_target(core: &Core, msg: &Message) -> Option<Flow> {
-    let u = Uri::parse(msg.request_uri()).ok()?;
-    if !core.is_me(u.host, u.port) {
-        return None;
-    }
-    match core.tokens.decode(u.user?) {
-        Some((Some(phone), None)) => Some(phone),
-        _ => None,
-    }
+    format!("sip:{key}@{};transport={tp}{}", rw.hostport, aor_param(aor))
 }
 
 /// The Contact lines for the upstream, or `None` to forward Contact/Expires as sent
@@ -200,14 +190,14 @@ fn upstream_contacts(
                 .flow
                 .as_deref()
                 .and_then(|f| f.parse::<Flow>().ok())
-                .map(|f| rewritten_uri(core, f, rw)),
+                .map(|f| rewritten_uri(core, f, rw, &b.aor)),
             None => Some(upstream_uri(core, &b.contact)),
         }
     };
     for (raw, spec) in msg.values(HeaderName::Contact).zip(specs) {
         let na = NameAddr::parse(raw, "Contact").map_err(|_| "Malformed Contact header")?;
         let uri = match rewrite {
-            Some((rw, src)) => rewritten_uri(core, src, rw),
+            Some((rw, src)) => rewritten_uri(core, src, rw, &req.aor),
             None => upstream_uri(core, na.uri),
         };
         let gone = spec.expires.or(req.expires_header) == Some(0);
@@ -226,7 +216,12 @@ fn upstream_contacts(
                 let _ = write!(line, ";{n}={v}");
             }
         }
-        let _ = write!(line, ";expires={}", if gone { 0 } else { up_expires });
+        let expires = if gone {
+            0
+        } else {
+            upstream_expiry(core, spec, req.expires_header, up_expires)
+        };
+        let _ = write!(line, ";expires={expires}");
         lines.push(line);
         sent.push(uri.clone());
         if gone && rewrite.is_none() {
@@ -245,6 +240,54 @@ fn upstream_contacts(
         }
     }
     Ok(Some(lines))
+}
+
+/// The expiry asked of the upstream for one contact: `relay.upstream_expires`, and
+/// for a contact with a push token at least as long as sipwake keeps it callable by
+/// push (the phone's own expiry plus `push.binding_ttl_secs`, plus
+/// `relay.refresh_throttle_secs`, since a refresh answered here extends sipwake's
+/// binding but not the upstream's). A sleeping phone cannot refresh; if the PBX
+/// dropped its contact before sipwake stopped pushing, the PBX would never call it
+/// again.
+fn upstream_expiry(
+    core: &Core,
+    spec: &crate::registrar::ContactSpec,
+    header: Option<u32>,
+    up_expires: u32,
+) -> u32 {
+    if spec.push.is_none() {
+        return up_expires;
+    }
+    let reg = &core.settings.registrar;
+    let push = &core.settings.push;
+    let own = spec
+        .expires
+        .or(header)
+        .unwrap_or(reg.default_expires)
+        .min(push.max_expires.max(reg.max_expires));
+    let covering = u64::from(own)
+        .saturating_add(push.binding_ttl.as_secs())
+        .saturating_add(core.settings.relay.refresh_throttle.as_secs());
+    u32::try_from(covering).unwrap_or(u32::MAX).max(up_expires)
+}
+
+/// The startup warning when push bindings outlive `relay.upstream_expires`: what
+/// sipwake then asks of the upstream, and which PBX setting must allow it.
+pub fn expiry_warning(settings: &crate::config::Settings) -> Option<String> {
+    if settings.registrar.mode != crate::config::RegistrarMode::Relay {
+        return None;
+    }
+    let up = u64::from(settings.relay.upstream_expires);
+    let ttl = settings.push.binding_ttl.as_secs();
+    (ttl > up).then(|| {
+        format!(
+            "push.binding_ttl_secs ({ttl} s) is longer than relay.upstream_expires ({up} s): \
+             contacts with a push token are registered upstream for the phone's expiry plus \
+             push.binding_ttl_secs, so the PBX keeps a sleeping phone callable while sipwake \
+             would push it; the PBX must accept that expiry (Asterisk: maximum_expiration on \
+             the AOR; Kamailio: registrar max_expires), or it cuts the binding short"
+        )
+    })
 }
 
 /// A refresh that changes nothing and came soon after the last relayed one.
@@ -328,71 +371,6 @@ fn ok_for_phone(resp: &Message, contact_lines: &[String], phone_has_path: bool) 
         sp.insert_fmt(at, format_args!("{l}\r\n"));
     }
     sp.finish()
-}
-
-/// An initial request from the upstream that came back along our Path, or to one of
-/// our rewritten contacts: its token names the phone's flow. The phone's bindings get
-/// it through the push rules (each target's Request-URI is the phone's contact).
-#[allow(clippy::too_many_arguments)]
-pub fn from_path(
-    core: &Arc<Core>,
-    msg: Message,
-    flow: Flow,
-    local: SocketAddr,
-    key: u64,
-    popped: OwnRoutes,
-    phone: Flow,
-    record_route: bool,
-) {
-    let now = unix_now_ms();
-    let trusted = core.settings.is_trusted(flow.remote().ip());
-    let phone_s = phone.to_string();
-    let aor = msg
-        .to()
-        .and_then(|t| Uri::parse(t.uri).ok())
-        .map(|u| u.aor());
-    let bindings: Vec<Arc<Binding>> = aor
-        .as_deref()
-        .map(|a| core.registrar.lookup(a, now))
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|b| b.flow.as_deref() == Some(phone_s.as_str()))
-        .collect();
-    let Some(aor) = aor.filter(|_| !bindings.is_empty()) else {
-        // no binding of ours behind this token any more: straight to the flow, if
-        // alive; a rewritten contact names no contact of the phone's to send to
-        let rewritten = Uri::parse(msg.request_uri()).is_ok_and(|u| core.is_me(u.host, u.port));
-        if rewritten || !core.transport.is_open(&phone) {
-            return core.reply(&msg, flow, key, 480, "Temporarily Unavailable", &[]);
-        }
-        let t = Target::to(Next::Flow(phone));
-        return forward::start(
-            core,
-            msg,
-            flow,
-            local,
-            key,
-            vec![t],
-            popped,
-            record_route,
-            None,
-        );
-    };
-    match wake::decide(core, &msg, &aor, &bindings, false, trusted, now) {
-        Decision::Answer(200, _) => core.reply(&msg, flow, key, 200, "OK", &[ALLOW]),
-        Decision::Answer(code, reason) => core.reply(&msg, flow, key, code, reason, &[]),
-        Decision::Forward(targets, plan) => forward::start(
-            core,
-            msg,
-            flow,
-            local,
-            key,
-            targets,
-            popped,
-            record_route,
-            plan,
-        ),
-    }
 }
 
 #[cfg(test)]

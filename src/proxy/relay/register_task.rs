@@ -16,6 +16,7 @@ use super::{ok_for_phone, state_key, supports_path, upstream_contacts, Relayed, 
 use crate::proxy::data::{Next, TaskEvent};
 use crate::proxy::edit::{forward_request, pop_via, RequestEdits};
 use crate::proxy::register::contact_line;
+use crate::proxy::returning::aor_param;
 use crate::proxy::{next_hop, Core};
 use crate::push::token::pns_name;
 use crate::registrar::{unix_now_ms, Contacts, RegisterOutcome, RegisterRequest};
@@ -122,7 +123,7 @@ impl RegisterRelay {
             .await
             .map_err(|e| e.to_string())?;
         let out_local = self.core.transport.local_addr(&flow).unwrap_or(self.local);
-        let hostport = self.core.advertised(out_local);
+        let hostport = self.core.advertised(out_local, flow.remote());
         let mut extra = Vec::new();
         if self.core.settings.relay.contact_rewrite {
             // no Path: the upstream gets sipwake's own contact for the phone's flow
@@ -147,7 +148,8 @@ impl RegisterRelay {
                 "TLS" => ";transport=tls",
                 _ => ";transport=tcp",
             };
-            extra.push(format!("Path: <sip:{token}@{hostport};lr;ob{tp}>"));
+            let aor = aor_param(&self.req.aor);
+            extra.push(format!("Path: <sip:{token}@{hostport};lr;ob{tp}{aor}>"));
             if !supports_path(&self.msg) {
                 // RFC 3327: registrars refuse a Path the UA did not agree to; most
                 // phones don't send it, so sipwake adds it for them
@@ -214,6 +216,7 @@ impl RegisterRelay {
             self.send_answer(code, pop_via(resp));
             return;
         }
+        self.check_granted(resp);
         crate::proxy::limits::charge_aor(&self.core, &self.src, &self.req.aor);
         let mut req = self.req.clone();
         req.now_ms = unix_now_ms();
@@ -258,6 +261,58 @@ impl RegisterRelay {
             Err(e) => {
                 warn!(error = %e, "binding store failed");
                 self.answer_own(500, "Store Failure", &["Retry-After: 5"]);
+            }
+        }
+    }
+
+    /// Warns (once) when the upstream granted a contact less time than asked: a PBX
+    /// that caps the expiry drops a sleeping phone's contact while sipwake would still
+    /// push it.
+    fn check_granted(&self, resp: &Message) {
+        static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        let Some(sent) = &self.contacts else { return };
+        let header: Option<u32> = resp
+            .header(HeaderName::Expires)
+            .and_then(|v| v.trim().parse().ok());
+        let granted: Vec<(String, u32)> = resp
+            .values(HeaderName::Contact)
+            .filter_map(|v| NameAddr::parse(v, "Contact").ok())
+            .filter_map(|na| {
+                let key = Uri::parse(na.uri).ok()?.match_key();
+                let e = crate::sip::param_in(na.params, "expires")
+                    .and_then(|e| e.parse().ok())
+                    .or(header)?;
+                Some((key, e))
+            })
+            .collect();
+        for line in sent {
+            let Some(v) = line.strip_prefix("Contact: ") else {
+                continue;
+            };
+            let Ok(na) = NameAddr::parse(v, "Contact") else {
+                continue;
+            };
+            let Some(asked) = crate::sip::param_in(na.params, "expires")
+                .and_then(|e| e.parse::<u32>().ok())
+                .filter(|e| *e > 0)
+            else {
+                continue;
+            };
+            let Ok(key) = Uri::parse(na.uri).map(|u| u.match_key()) else {
+                continue;
+            };
+            let Some((_, got)) = granted.iter().find(|(k, _)| *k == key) else {
+                continue;
+            };
+            if *got < asked && !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                warn!(
+                    asked,
+                    granted = *got,
+                    "the upstream registrar shortened a relayed contact's expiry: a sleeping \
+                     phone drops out of the PBX before sipwake stops pushing it; raise the \
+                     PBX's maximum (Asterisk: maximum_expiration on the AOR; Kamailio: registrar \
+                     max_expires) to cover relay.upstream_expires and push.binding_ttl_secs"
+                );
             }
         }
     }

@@ -375,3 +375,22 @@ pub fn wait_with_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatu
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The value of one sample of sipwake's `/metrics` at `admin` (the whole line's name
+/// and labels as written, e.g. `sipwake_calls_total{outcome="woken"}`); 0 when absent.
+pub fn metric(admin: SocketAddr, key: &str) -> f64 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&admin, WAIT)
+        .unwrap_or_else(|e| panic!("connect to the admin API at {admin}: {e}"));
+    s.set_read_timeout(Some(WAIT)).ok();
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {admin}\r\n\r\n").expect("send GET /metrics");
+    let mut body = String::new();
+    s.read_to_string(&mut body).expect("read /metrics");
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            (k == key).then(|| v.parse::<f64>().ok()).flatten()
+        })
+        .unwrap_or(0.0)
+}
