@@ -127,9 +127,24 @@ pub enum PushKind {
     Cancel = 1,
     /// A test push from the admin API.
     Test = 2,
+    /// The notice of a MESSAGE kept for a sleeping phone.
+    Message = 3,
+    /// The push asking an app to register before its binding ends.
+    Refresh = 4,
 }
 
-const PUSH_KINDS: [&str; 3] = ["call", "cancel", "test"];
+const PUSH_KINDS: [&str; 5] = ["call", "cancel", "test", "message", "refresh"];
+
+/// Why a kept MESSAGE was dropped undelivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageDrop {
+    /// Its time to live ran out.
+    Expired = 0,
+    /// The phone refused it with a final error.
+    Undeliverable = 1,
+}
+
+const MESSAGE_DROPS: [&str; 2] = ["expired", "undeliverable"];
 const PROVIDERS: [&str; 3] = ["apns", "fcm", "webhook"];
 const PUSH_OUTCOMES: [&str; 3] = ["sent", "dead_token", "failed"];
 
@@ -208,6 +223,11 @@ pub struct Metrics {
     pushes: [[[Counter; PUSH_OUTCOMES.len()]; PUSH_KINDS.len()]; PROVIDERS.len()],
     /// Push tokens removed because the provider reported them dead.
     pub dead_tokens_removed: Counter,
+    /// MESSAGEs kept for sleeping phones.
+    pub messages_kept: Counter,
+    /// Kept MESSAGEs a phone took (2xx).
+    pub messages_delivered: Counter,
+    messages_dropped: [Counter; MESSAGE_DROPS.len()],
     /// Initial INVITEs that got their final answer, by outcome ([`CALL_OUTCOMES`]).
     calls: [Counter; CALL_OUTCOMES.len()],
     /// Qualify OPTIONS answered by sipwake for a phone that sleeps.
@@ -254,8 +274,11 @@ impl Metrics {
             responses_sent: [const { Counter::new() }; 6],
             responses_received: [const { Counter::new() }; 6],
             registrations: [const { Counter::new() }; REG_RESULTS.len()],
-            pushes: [const { [const { [const { Counter::new() }; 3] }; 3] }; 3],
+            pushes: [const { [const { [const { Counter::new() }; 3] }; 5] }; 3],
             dead_tokens_removed: Counter::new(),
+            messages_kept: Counter::new(),
+            messages_delivered: Counter::new(),
+            messages_dropped: [const { Counter::new() }; MESSAGE_DROPS.len()],
             calls: [const { Counter::new() }; CALL_OUTCOMES.len()],
             qualify_answered: Counter::new(),
             wake: Histogram::new(&WAKE_BOUNDS),
@@ -309,6 +332,11 @@ impl Metrics {
             PushResult::Failed(_) => 2,
         };
         self.pushes[provider as usize][kind as usize][outcome].inc();
+    }
+
+    /// A kept MESSAGE was dropped undelivered.
+    pub fn message_dropped(&self, why: MessageDrop) {
+        self.messages_dropped[why as usize].inc();
     }
 
     /// A woken phone was handed the call. `wake_at` is the parked call's deadline,
@@ -434,6 +462,31 @@ impl Metrics {
             "Push tokens removed because the provider reported them dead.",
             self.dead_tokens_removed.get(),
         );
+        counter(
+            out,
+            "sipwake_messages_kept_total",
+            "MESSAGEs kept for sleeping phones (answered 202).",
+            self.messages_kept.get(),
+        );
+        counter(
+            out,
+            "sipwake_messages_delivered_total",
+            "Kept MESSAGEs a phone took (2xx) after registering again.",
+            self.messages_delivered.get(),
+        );
+        header(
+            out,
+            "sipwake_messages_dropped_total",
+            "Kept MESSAGEs dropped undelivered, by reason.",
+            "counter",
+        );
+        for (r, c) in MESSAGE_DROPS.iter().zip(&self.messages_dropped) {
+            let _ = writeln!(
+                out,
+                "sipwake_messages_dropped_total{{reason=\"{r}\"}} {}",
+                c.get()
+            );
+        }
         header(
             out,
             "sipwake_calls_total",

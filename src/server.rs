@@ -11,7 +11,7 @@ use crate::config::{Settings, StoreBackend};
 use crate::proxy::Core;
 use crate::push::{PushError, Pusher};
 use crate::registrar::{
-    unix_now_ms, MemoryStore, PushRules, Registrar, SqliteStore, Store, StoreError,
+    unix_now_ms, MemoryStore, MessageRules, PushRules, Registrar, SqliteStore, Store, StoreError,
 };
 use crate::reload::Reloader;
 use crate::shutdown::{self, Signal, Signals};
@@ -171,6 +171,10 @@ impl Server {
             // the memory store has no disk to wait for
             registrar.set_refresh_write_behind(settings.store.refresh_write_behind);
         }
+        registrar.messages().set_rules(MessageRules {
+            max_per_aor: settings.push.messages.max_per_aor,
+            max_total: settings.push.messages.max_total,
+        });
         let pusher = Arc::new(Pusher::new(&settings.push)?);
         // open the APNs connections now, so the first call does not pay a TLS handshake
         tokio::spawn(pusher.warm_up());
@@ -240,6 +244,8 @@ impl Server {
                 .map_err(|source| ServerError::Bind { addr, source })?;
         }
         tokio::spawn(sweeper(core.clone()));
+        tokio::spawn(crate::proxy::message::run(core.clone()));
+        tokio::spawn(crate::proxy::refresh::run(core.clone()));
         info!(
             udp = ?transport.udp_addrs(),
             tcp = ?transport.tcp_addrs(),

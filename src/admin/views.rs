@@ -177,6 +177,7 @@ mod tests {
             sandbox: false,
             env_guessed: false,
             registered_at_ms: 1,
+            pn_param: None,
         };
         let b = Binding {
             aor: "alice@example.com".into(),

@@ -25,8 +25,10 @@ mod fcm;
 pub(crate) mod fields;
 mod limits;
 mod log;
+mod messages;
 mod proxy;
 mod push;
+mod refresh;
 mod registrar;
 mod relay;
 mod server;
@@ -52,8 +54,10 @@ pub use error::ConfigError;
 pub use fcm::{FcmSettings, RawFcm};
 pub use limits::{LimitsSettings, OverLimit, RateLimit, RawLimits};
 pub use log::{LogFormat, LogSettings};
+pub use messages::MessageSettings;
 pub use proxy::{IpNet, ProxySettings};
 pub use push::{DefaultProvider, PushPolicy, PushSection, PushSettings, RawPush};
+pub use refresh::RefreshSettings;
 pub use registrar::{RegistrarMode, RegistrarSettings};
 pub use relay::RelaySettings;
 pub use server::ServerSettings;
@@ -61,7 +65,7 @@ pub use sip::{SipSettings, SipTransport};
 pub use store::{StoreBackend, StoreSettings};
 pub use tls::TlsSettings;
 pub use upstream::{TransportKind, UpstreamSettings, UpstreamTarget};
-pub use webhook::{RawWebhook, WebhookSettings};
+pub use webhook::{GatewayProvider, RawWebhook, WebhookSettings};
 
 /// Every section, generic over the two whose running shape differs from the file's:
 /// [`RawSettings`] is the file as written, [`Settings`] the validated values.

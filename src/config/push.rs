@@ -9,7 +9,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::fields::{self, in_range, is_sip_token, keyword_parse};
-use super::{ApnsSettings, ConfigError, FcmSettings, RawApns, RawFcm, RawWebhook, WebhookSettings};
+use super::{
+    ApnsSettings, ConfigError, FcmSettings, MessageSettings, RawApns, RawFcm, RawWebhook,
+    RefreshSettings, WebhookSettings,
+};
 
 /// When an INVITE for a binding with a push token sends a push.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -75,6 +78,10 @@ pub struct PushSection<Apns, Fcm, Webhook> {
     pub fcm: Fcm,
     /// `[push.webhook]`.
     pub webhook: Webhook,
+    /// `[push.messages]`: MESSAGEs kept for sleeping phones.
+    pub messages: MessageSettings,
+    /// `[push.refresh]`: pushes asking apps to register before their binding ends.
+    pub refresh: RefreshSettings,
 }
 
 /// `[push]` validated: a provider is `Some` when configured.
@@ -101,6 +108,8 @@ impl Default for RawPush {
             apns: RawApns::default(),
             fcm: RawFcm::default(),
             webhook: RawWebhook::default(),
+            messages: MessageSettings::default(),
+            refresh: RefreshSettings::default(),
         }
     }
 }
@@ -130,6 +139,8 @@ impl<A, F, W> PushSection<A, F, W> {
             apns,
             fcm,
             webhook,
+            messages: self.messages,
+            refresh: self.refresh,
         }
     }
 }
@@ -193,6 +204,8 @@ impl RawPush {
             max_parked,
             "calls (at most push.max_parked)",
         )?;
+        self.messages = std::mem::take(&mut self.messages).validate()?;
+        self.refresh = std::mem::take(&mut self.refresh).validate()?;
         let apns = std::mem::take(&mut self.apns).validate()?;
         let fcm = std::mem::take(&mut self.fcm).validate()?;
         let webhook = std::mem::take(&mut self.webhook).validate()?;

@@ -442,6 +442,18 @@ fn push_defaults_and_full_section() {
         [push.webhook]
         url = "http://127.0.0.1:9001/push/"
         timeout_ms = 500
+        providers = ["APNS"]
+        [push.messages]
+        enabled = false
+        ttl_secs = 60
+        max_per_aor = 5
+        max_total = 50
+        max_body_bytes = 1000
+        notice_text = true
+        [push.refresh]
+        enabled = false
+        before_secs = 3600
+        max_per_second = 2
         "#,
     )
     .expect("valid");
@@ -481,6 +493,17 @@ fn push_defaults_and_full_section() {
     let w = p.webhook.as_ref().expect("webhook");
     assert_eq!(w.url, "http://127.0.0.1:9001/push/");
     assert_eq!(w.timeout, Duration::from_millis(500));
+    assert!(w.gateway_apns && !w.gateway_fcm);
+    let m = &p.messages;
+    assert!(!m.enabled && m.notice_text);
+    assert_eq!(m.ttl, Duration::from_secs(60));
+    assert_eq!(
+        (m.max_per_aor, m.max_total, m.max_body_bytes),
+        (5, 50, 1000)
+    );
+    let r = &p.refresh;
+    assert!(!r.enabled);
+    assert_eq!((r.before, r.max_per_second), (Duration::from_secs(3600), 2));
 
     // Certificate auth alone configures APNs.
     let s = from_toml_str("[push.apns]\ncert_file = \"apns.pem\"").expect("valid");
@@ -493,13 +516,16 @@ fn push_defaults_and_full_section() {
         "",
         &[
             ("SIPWAKE__PUSH__WEBHOOK__URL", "http://127.0.0.1:1/x"),
+            ("SIPWAKE__PUSH__WEBHOOK__PROVIDERS", "fcm,all"),
             ("SIPWAKE__PUSH__APNS__CERT_FILE", "c.pem"),
             ("SIPWAKE__PUSH__APNS__SANDBOX", "true"),
             ("SIPWAKE__PUSH__WAKE_TIMEOUT_MS", "700"),
         ],
     )
     .expect("valid");
-    assert_eq!(s.push.webhook.expect("webhook").url, "http://127.0.0.1:1/x");
+    let w = s.push.webhook.expect("webhook");
+    assert_eq!(w.url, "http://127.0.0.1:1/x");
+    assert!(w.gateway_apns && w.gateway_fcm);
     assert!(s.push.apns.expect("apns").sandbox);
     assert_eq!(s.push.wake_timeout, Duration::from_millis(700));
 }
@@ -552,6 +578,31 @@ fn push_errors_name_their_key() {
         ("[push.fcm]\ntoken_uri = \"nope\"", "push.fcm.token_uri"),
         ("[push.webhook]\nurl = \"localhost:80\"", "push.webhook.url"),
         ("[push.webhook]\ntimeout_ms = 0", "push.webhook.timeout_ms"),
+        (
+            "[push.webhook]\nurl = \"http://h/\"\nproviders = [\"webpush\"]",
+            "push.webhook.providers",
+        ),
+        (
+            "[push.webhook]\nproviders = [\"all\"]",
+            "push.webhook.providers",
+        ),
+        ("[push.messages]\nttl_secs = 0", "push.messages.ttl_secs"),
+        (
+            "[push.refresh]\nbefore_secs = 0",
+            "push.refresh.before_secs",
+        ),
+        (
+            "[push.refresh]\nmax_per_second = 0",
+            "push.refresh.max_per_second",
+        ),
+        (
+            "[push.messages]\nmax_per_aor = 0",
+            "push.messages.max_per_aor",
+        ),
+        (
+            "[push.messages]\nmax_body_bytes = 70000",
+            "push.messages.max_body_bytes",
+        ),
     ];
     for (toml, key) in cases {
         let e = err(toml);

@@ -136,11 +136,17 @@ impl Pushing {
             PushResult::Sent => self.delivered += 1,
             PushResult::SentOtherEnv { sandbox } => {
                 self.delivered += 1;
-                let mut info = dev.info.clone();
-                info.sandbox = *sandbox;
-                info.env_guessed = false;
-                core.registrar
-                    .set_push(aor, &dev.key, Some(info.to_json()), None);
+                // into the binding as it is now: the woken app may have registered again
+                let (sandbox, token) = (*sandbox, &dev.info.token);
+                core.registrar.update_push(aor, &dev.key, |b| {
+                    let mut info = crate::push::PushInfo::from_json(b.push.as_deref()?)?;
+                    if &info.token != token || !info.env_guessed {
+                        return None;
+                    }
+                    info.sandbox = sandbox;
+                    info.env_guessed = false;
+                    Some(Some(info.to_json()))
+                });
             }
             PushResult::DeadToken { timestamp_ms } => {
                 // APNs: only a death after the token's last REGISTER counts

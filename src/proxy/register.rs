@@ -10,8 +10,8 @@ use tracing::{debug, debug_span, warn};
 use super::Core;
 use crate::auth::audit;
 use crate::config::PushSettings;
-use crate::push::token::{extract, pns_name, TokenError};
-use crate::push::Pusher;
+use crate::push::token::{extract, keep_learnt, pns_name, TokenError};
+use crate::push::{PushInfo, Pusher};
 use crate::registrar::{
     unix_now_ms, Binding, ContactSpec, Contacts, PendingEvents, RegisterOutcome, RegisterRequest,
     StoreError,
@@ -139,6 +139,37 @@ fn parse_register_pns(
     Ok((req, first_pns))
 }
 
+/// A bare APNs token whose environment a push has learnt keeps it when the phone
+/// registers the token again (see [`crate::push::token::keep_learnt`]).
+/// `existing` gives the AOR's bindings; it is only called when a token's environment
+/// is a guess.
+fn keep_learnt_env(req: &mut RegisterRequest, existing: impl FnOnce() -> Vec<Arc<Binding>>) {
+    let Contacts::List(specs) = &mut req.contacts else {
+        return;
+    };
+    let mut existing = Some(existing);
+    let mut bindings = Vec::new();
+    for spec in specs {
+        let Some(mut info) = spec.push.as_deref().and_then(PushInfo::from_json) else {
+            continue;
+        };
+        if !info.env_guessed {
+            continue;
+        }
+        if let Some(f) = existing.take() {
+            bindings = f();
+        }
+        let learnt = bindings
+            .iter()
+            .filter_map(|b| PushInfo::from_json(b.push.as_deref()?))
+            .find(|old| old.token == info.token && !old.env_guessed);
+        if let Some(old) = learnt {
+            keep_learnt(&mut info, &old);
+            spec.push = Some(info.to_json());
+        }
+    }
+}
+
 fn parse_expires(v: &str) -> Option<u32> {
     let v = v.trim();
     if v.is_empty() || !v.bytes().all(|c| c.is_ascii_digit()) {
@@ -221,7 +252,7 @@ pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
         return core.reply(&msg, flow, key, a.code, a.reason, &a.lines());
     }
     let now_ms = unix_now_ms();
-    let (req, pns) =
+    let (mut req, pns) =
         match parse_register_pns(&msg, &flow, now_ms, &core.settings.push, &core.pusher()) {
             Ok(r) => r,
             Err(bad) => return refuse(core, &msg, flow, key, bad),
@@ -230,6 +261,8 @@ pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
     if super::limits::register_over_aor_limit(core, &msg, &flow, &req.aor, true) {
         return;
     }
+    let aor = req.aor.clone();
+    keep_learnt_env(&mut req, || core.registrar.lookup(&aor, now_ms));
     // RFC 8599 §5.4: confirm the push service the phone named (`pns`, read above)
     // absorb retransmissions while the store commits
     core.tx.set_server(key, ServerEntry::Pending);

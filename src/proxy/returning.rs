@@ -174,6 +174,8 @@ pub fn from_path(
     };
     match wake::decide(core, &msg, &aor, &bindings, false, trusted, now) {
         Decision::Answer(200, _) => core.reply(&msg, flow, key, 200, "OK", &[ALLOW]),
+        Decision::Answer(480, _)
+            if super::message::keep(core, &msg, &flow, key, &aor, &bindings) => {}
         Decision::Answer(code, reason) => core.reply(&msg, flow, key, code, reason, &[]),
         Decision::Forward(targets, plan) => forward::start(
             core,

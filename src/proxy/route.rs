@@ -9,7 +9,7 @@ use tracing::debug;
 
 use super::data::{sips_request, Decision, Next, OwnRoutes, Target};
 use super::edit::{forward_request, RequestEdits};
-use super::{forward, next_hop, wake};
+use super::{forward, message, next_hop, wake};
 use super::{register, relay, returning, Core, ALLOW};
 use crate::registrar::unix_now_ms;
 use crate::sip::{HeaderName, Message, Method, NameAddr, Uri, Via};
@@ -241,6 +241,7 @@ pub fn new_request(core: &Arc<Core>, mut msg: Message, flow: Flow, local: Socket
         let rr = !in_dialog && wants_record_route(method);
         return match wake::decide(core, &msg, &aor, &bindings, in_dialog, trusted, now) {
             Decision::Answer(200, _) => core.reply(&msg, flow, key, 200, "OK", &[ALLOW]),
+            Decision::Answer(480, _) if message::keep(core, &msg, &flow, key, &aor, &bindings) => {}
             Decision::Answer(code, reason) => {
                 debug!(%aor, code, "no reachable binding");
                 core.reply(&msg, flow, key, code, reason, &[])

@@ -167,10 +167,10 @@ pub fn call_push(core: &Core, msg: &Message, aor: &str, hint: &str, trusted: boo
     let who = pai.or_else(|| msg.from());
     let (name, number) = match who {
         Some(na) => {
+            // the user part; a URI without one (`sip:pbx.example.com`) gives its host
             let number = Uri::parse(na.uri)
                 .ok()
-                .and_then(|u| u.user)
-                .map(|u| crate::sip::unescape(u).into_owned())
+                .map(|u| crate::sip::unescape(u.user.unwrap_or(u.host)).into_owned())
                 .unwrap_or_default();
             let name = na
                 .display

@@ -21,7 +21,9 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use super::{http, now_ms, payload, CallPush, CancelReason, PushError, PushInfo, PushResult};
+use super::{
+    http, now_ms, payload, CallPush, CancelReason, MessageNotice, PushError, PushInfo, PushResult,
+};
 use crate::config::ApnsSettings;
 
 /// A cached provider token is replaced after this long (Apple: between 20 and 60
@@ -114,6 +116,27 @@ impl std::fmt::Debug for Apns {
 enum Kind {
     Voip,
     Alert,
+    /// A silent push waking the app in the background (`content-available`).
+    Background,
+}
+
+impl Kind {
+    /// `apns-push-type`.
+    fn push_type(self) -> &'static str {
+        match self {
+            Kind::Voip => "voip",
+            Kind::Alert => "alert",
+            Kind::Background => "background",
+        }
+    }
+
+    /// `apns-priority`: Apple requires 5 for background pushes.
+    fn priority(self) -> &'static str {
+        match self {
+            Kind::Background => "5",
+            Kind::Voip | Kind::Alert => "10",
+        }
+    }
 }
 
 /// An APNs answer, classified.
@@ -224,8 +247,49 @@ impl Apns {
             None => payload::apns_call(&call),
         };
         let token = info.token.clone();
-        self.push(&info, &call, Kind::Voip, &token, body, call.time_left)
+        self.push(
+            &info,
+            &call.call_uuid,
+            Kind::Voip,
+            &token,
+            body,
+            call.time_left,
+        )
+        .await
+    }
+
+    /// Asks the app to register again before its binding ends: a background push to
+    /// the regular token (never a VoIP push: iOS kills apps whose VoIP pushes are not
+    /// calls).
+    pub async fn refresh(
+        self: Arc<Self>,
+        info: PushInfo,
+        aor: String,
+        ttl: Duration,
+    ) -> PushResult {
+        let Some(token) = info.alert_token.clone() else {
+            return PushResult::Failed("no alert token".into());
+        };
+        let body = payload::apns_refresh(&aor);
+        self.push(&info, "refresh", Kind::Background, &token, body, ttl)
             .await
+    }
+
+    /// Sends the notice of a kept MESSAGE: an alert push to the regular token.
+    pub async fn message(self: Arc<Self>, info: PushInfo, notice: MessageNotice) -> PushResult {
+        let Some(token) = info.alert_token.clone() else {
+            return PushResult::Failed("no alert token".into());
+        };
+        let body = payload::apns_message(&notice);
+        self.push(
+            &info,
+            &notice.message_id,
+            Kind::Alert,
+            &token,
+            body,
+            notice.ttl,
+        )
+        .await
     }
 
     /// Sends the cancel notice: an alert push to the regular token, if there is one.
@@ -239,14 +303,21 @@ impl Apns {
             return PushResult::Failed("no alert token".into());
         };
         let body = payload::apns_cancel(&call, reason);
-        self.push(&info, &call, Kind::Alert, &token, body, CANCEL_TIME)
-            .await
+        self.push(
+            &info,
+            &call.call_uuid,
+            Kind::Alert,
+            &token,
+            body,
+            CANCEL_TIME,
+        )
+        .await
     }
 
     async fn push(
         &self,
         info: &PushInfo,
-        call: &CallPush,
+        collapse: &str,
         kind: Kind,
         token: &str,
         body: String,
@@ -257,7 +328,7 @@ impl Apns {
         };
         let topic = match kind {
             Kind::Voip => format!("{topic}.voip"),
-            Kind::Alert => topic.clone(),
+            Kind::Alert | Kind::Background => topic.clone(),
         };
         let start = Instant::now();
         let deadline = start + time;
@@ -271,7 +342,7 @@ impl Apns {
             token,
             topic: &topic,
             expiration,
-            collapse_id: collapse_id(&call.call_uuid),
+            collapse_id: collapse_id(collapse),
             body: &body,
             team_id: info.team_id.as_deref(),
         };
@@ -294,7 +365,7 @@ impl Apns {
         };
         tracing::debug!(
             token = super::short(token),
-            kind = if kind == Kind::Voip { "voip" } else { "alert" },
+            kind = kind.push_type(),
             ?result,
             ms = start.elapsed().as_millis() as u64,
             "APNs push"
@@ -324,16 +395,9 @@ impl Apns {
             let mut r = self
                 .client
                 .post(&url)
-                .header(
-                    "apns-push-type",
-                    if req.kind == Kind::Voip {
-                        "voip"
-                    } else {
-                        "alert"
-                    },
-                )
+                .header("apns-push-type", req.kind.push_type())
                 .header("apns-topic", req.topic)
-                .header("apns-priority", "10")
+                .header("apns-priority", req.kind.priority())
                 .header("apns-expiration", req.expiration.to_string())
                 .header("apns-collapse-id", req.collapse_id)
                 .header("content-type", "application/json")
@@ -467,6 +531,7 @@ mod tests {
             sandbox: false,
             env_guessed: false,
             registered_at_ms: now_ms(),
+            pn_param: None,
         }
     }
 

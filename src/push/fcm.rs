@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, Semaphore};
 use tokio::time::Instant;
 
-use super::{http, now_ms, payload, CallPush, CancelReason, PushError, PushInfo, PushResult};
+use super::{
+    http, now_ms, payload, CallPush, CancelReason, MessageNotice, PushError, PushInfo, PushResult,
+};
 use crate::config::FcmSettings;
 
 /// OAuth scope for sending messages.
@@ -188,9 +190,8 @@ impl Fcm {
             Some(_) => CANCEL_TIME,
         };
         let deadline = start + time;
-        let result = self
-            .send_inner(&info, &call, reason, time, deadline, false)
-            .await;
+        let body = payload::fcm(&info.token, &call, reason, time);
+        let result = self.send_inner(&info, body, deadline).await;
         tracing::debug!(
             token = info.short_token(),
             event = if reason.is_some() { "cancel" } else { "call" },
@@ -206,26 +207,43 @@ impl Fcm {
     /// delivering anything.
     pub async fn validate(self: Arc<Self>, info: PushInfo, call: CallPush) -> PushResult {
         let deadline = Instant::now() + call.time_left;
-        self.send_inner(&info, &call, None, call.time_left, deadline, true)
-            .await
+        let mut body = payload::fcm(&info.token, &call, None, call.time_left);
+        body["validate_only"] = true.into();
+        self.send_inner(&info, body, deadline).await
+    }
+
+    /// Asks the app to register again: a normal-priority data message.
+    pub async fn refresh(
+        self: Arc<Self>,
+        info: PushInfo,
+        aor: String,
+        ttl: Duration,
+    ) -> PushResult {
+        let deadline = Instant::now() + CANCEL_TIME;
+        let body = payload::fcm_refresh(&info.token, &aor, ttl);
+        let result = self.send_inner(&info, body, deadline).await;
+        tracing::debug!(token = info.short_token(), ?result, "FCM refresh push");
+        result
+    }
+
+    /// Sends the notice of a MESSAGE kept for the phone (a data message).
+    pub async fn message(self: Arc<Self>, info: PushInfo, notice: MessageNotice) -> PushResult {
+        let deadline = Instant::now() + CANCEL_TIME;
+        let body = payload::fcm_message(&info.token, &notice);
+        let result = self.send_inner(&info, body, deadline).await;
+        tracing::debug!(token = info.short_token(), ?result, "FCM message notice");
+        result
     }
 
     async fn send_inner(
         &self,
         info: &PushInfo,
-        call: &CallPush,
-        reason: Option<CancelReason>,
-        ttl: Duration,
+        body: serde_json::Value,
         deadline: Instant,
-        validate_only: bool,
     ) -> PushResult {
         let Ok(_permit) = http::permit(&self.in_flight, deadline).await else {
             return PushResult::Failed("too many pushes in flight".into());
         };
-        let mut body = payload::fcm(&info.token, call, reason, ttl);
-        if validate_only {
-            body["validate_only"] = true.into();
-        }
         let body = body.to_string();
         // A rejected access token is renewed once.
         for renewed in [false, true] {
@@ -335,6 +353,7 @@ mod tests {
             sandbox: false,
             env_guessed: false,
             registered_at_ms: now_ms(),
+            pn_param: None,
         }
     }
 

@@ -100,6 +100,11 @@ pub struct PushInfo {
     /// change of the stored push info. Read from JSON written before, or 0.
     #[serde(default, skip_serializing)]
     pub registered_at_ms: u64,
+    /// The app's RFC 8599 `pn-param` (or legacy `app-id`) exactly as it sent it, for an
+    /// operator's push gateway (e.g. `TEAMID.org.example.app.voip&remote`, or an FCM
+    /// project id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pn_param: Option<String>,
 }
 
 impl std::fmt::Debug for PushInfo {
@@ -119,6 +124,7 @@ impl std::fmt::Debug for PushInfo {
             .field("sandbox", &self.sandbox)
             .field("env_guessed", &self.env_guessed)
             .field("registered_at_ms", &self.registered_at_ms)
+            .field("pn_param", &self.pn_param)
             .finish()
     }
 }
@@ -177,6 +183,27 @@ pub struct CallPush {
     pub time_left: Duration,
 }
 
+/// What the notice of a MESSAGE kept for a sleeping phone carries.
+#[derive(Debug, Clone)]
+pub struct MessageNotice {
+    /// Address of record the message is for.
+    pub aor: String,
+    /// Id of the kept message.
+    pub message_id: String,
+    /// The sender's URI (from `From`).
+    pub from_uri: String,
+    /// The sender's display name, if any.
+    pub from_name: Option<String>,
+    /// The sender's user part (or host, for a URI without one).
+    pub from_number: String,
+    /// The text, when `push.messages.notice_text` is on and the body is text.
+    pub text: Option<String>,
+    /// `Content-Type` of the message.
+    pub content_type: Option<String>,
+    /// How long the notice is worth delivering.
+    pub ttl: Duration,
+}
+
 /// Why a pushed device gets a cancel notice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CancelReason {
@@ -198,6 +225,94 @@ impl CancelReason {
             Self::AnsweredElsewhere => "answered_elsewhere",
             Self::DeclinedElsewhere => "declined_elsewhere",
             Self::Timeout => "timeout",
+        }
+    }
+}
+
+/// Why a device is pushed; decides the push type (see [`Event::apns_push`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// An incoming call (APNs: a VoIP push to the PushKit token).
+    Call,
+    /// The call ended before the device got it (APNs: an alert to the regular token).
+    Cancel,
+    /// A MESSAGE waits for the device (APNs: an alert to the regular token).
+    Message,
+    /// The device's binding ends soon: register again (APNs: a background push to the
+    /// regular token).
+    Refresh,
+}
+
+/// The APNs token a push goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    /// The PushKit token: only VoIP pushes, only for calls (iOS kills apps whose VoIP
+    /// pushes are not reported to CallKit).
+    Voip,
+    /// The regular (`remote`) token: alert and background pushes.
+    Alert,
+}
+
+impl TokenKind {
+    /// Name in the webhook document.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Voip => "voip",
+            Self::Alert => "alert",
+        }
+    }
+}
+
+/// How an APNs push of one [`Event`] is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApnsPush {
+    /// Which token it goes to.
+    pub token: TokenKind,
+    /// `apns-push-type`.
+    pub push_type: &'static str,
+    /// `apns-priority` (10 at once, 5 when convenient for the device).
+    pub priority: u8,
+}
+
+impl Event {
+    /// Name in the webhook and FCM documents.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Call => "call",
+            Self::Cancel => "cancel",
+            Self::Message => "message",
+            Self::Refresh => "refresh",
+        }
+    }
+
+    /// The APNs push for this event: only a call is a VoIP push.
+    pub fn apns_push(self) -> ApnsPush {
+        match self {
+            Self::Call => ApnsPush {
+                token: TokenKind::Voip,
+                push_type: "voip",
+                priority: 10,
+            },
+            Self::Cancel | Self::Message => ApnsPush {
+                token: TokenKind::Alert,
+                push_type: "alert",
+                priority: 10,
+            },
+            Self::Refresh => ApnsPush {
+                token: TokenKind::Alert,
+                push_type: "background",
+                priority: 5,
+            },
+        }
+    }
+}
+
+impl PushInfo {
+    /// The APNs token of `kind`: `None` when the app gave no regular token.
+    pub fn apns_token(&self, kind: TokenKind) -> Option<&str> {
+        match kind {
+            TokenKind::Voip => Some(&self.token),
+            TokenKind::Alert => self.alert_token.as_deref(),
         }
     }
 }
@@ -246,6 +361,17 @@ pub trait PushSender: Send + Sync + 'static {
         call: &CallPush,
         reason: CancelReason,
     ) -> BoxFuture<'static, PushResult>;
+
+    /// Tells the device a MESSAGE waits for it. APNs: an alert push to the regular
+    /// token (never a VoIP push; without one, `Failed("no alert token")`). FCM: a data
+    /// message. Webhook: an `event: message` document.
+    fn message(&self, info: &PushInfo, notice: &MessageNotice) -> BoxFuture<'static, PushResult>;
+
+    /// Asks the app of `aor` to register again before its binding ends; the push is
+    /// worth delivering for `ttl`. APNs: a background push to the regular token (never
+    /// a VoIP push; without one, `Failed("no alert token")`). FCM: a normal-priority
+    /// data message. Webhook: an `event: refresh` document.
+    fn refresh(&self, info: &PushInfo, aor: &str, ttl: Duration) -> BoxFuture<'static, PushResult>;
 }
 
 /// Why the push providers could not be set up.
@@ -328,14 +454,32 @@ impl Pusher {
         })
     }
 
-    /// Whether pushes of provider `p` can be sent.
+    /// Whether pushes of provider `p` can be sent (by sipwake's own client or
+    /// through the webhook).
     pub fn serves(&self, p: Provider) -> bool {
+        !matches!(self.route(p), Route::None)
+    }
+
+    /// Who delivers pushes of provider `p`: the webhook when `push.webhook.providers`
+    /// names it, else sipwake's own client for it.
+    fn route(&self, p: Provider) -> Route<'_> {
+        if let Some(w) = self.webhook.as_ref().filter(|w| w.carries(p)) {
+            return Route::Webhook(w);
+        }
         match p {
-            Provider::Apns => self.apns.is_some(),
-            Provider::Fcm => self.fcm.is_some(),
-            Provider::Webhook => self.webhook.is_some(),
+            Provider::Apns => self.apns.as_ref().map_or(Route::None, Route::Apns),
+            Provider::Fcm => self.fcm.as_ref().map_or(Route::None, Route::Fcm),
+            Provider::Webhook => Route::None,
         }
     }
+}
+
+/// Who delivers a push.
+enum Route<'a> {
+    Apns(&'a Arc<apns::Apns>),
+    Fcm(&'a Arc<fcm::Fcm>),
+    Webhook(&'a Arc<webhook::Webhook>),
+    None,
 }
 
 fn not_configured(p: Provider) -> BoxFuture<'static, PushResult> {
@@ -346,19 +490,11 @@ fn not_configured(p: Provider) -> BoxFuture<'static, PushResult> {
 
 impl PushSender for Pusher {
     fn call(&self, info: &PushInfo, call: &CallPush) -> BoxFuture<'static, PushResult> {
-        match info.provider {
-            Provider::Apns => match &self.apns {
-                Some(a) => Box::pin(Arc::clone(a).call(info.clone(), call.clone())),
-                None => not_configured(info.provider),
-            },
-            Provider::Fcm => match &self.fcm {
-                Some(f) => Box::pin(Arc::clone(f).send(info.clone(), call.clone(), None)),
-                None => not_configured(info.provider),
-            },
-            Provider::Webhook => match &self.webhook {
-                Some(w) => Box::pin(Arc::clone(w).send(info.clone(), call.clone(), None)),
-                None => not_configured(info.provider),
-            },
+        match self.route(info.provider) {
+            Route::Apns(a) => Box::pin(Arc::clone(a).call(info.clone(), call.clone())),
+            Route::Fcm(f) => Box::pin(Arc::clone(f).send(info.clone(), call.clone(), None)),
+            Route::Webhook(w) => Box::pin(Arc::clone(w).send(info.clone(), call.clone(), None)),
+            Route::None => not_configured(info.provider),
         }
     }
 
@@ -368,19 +504,32 @@ impl PushSender for Pusher {
         call: &CallPush,
         reason: CancelReason,
     ) -> BoxFuture<'static, PushResult> {
-        match info.provider {
-            Provider::Apns => match &self.apns {
-                Some(a) => Box::pin(Arc::clone(a).cancel(info.clone(), call.clone(), reason)),
-                None => not_configured(info.provider),
-            },
-            Provider::Fcm => match &self.fcm {
-                Some(f) => Box::pin(Arc::clone(f).send(info.clone(), call.clone(), Some(reason))),
-                None => not_configured(info.provider),
-            },
-            Provider::Webhook => match &self.webhook {
-                Some(w) => Box::pin(Arc::clone(w).send(info.clone(), call.clone(), Some(reason))),
-                None => not_configured(info.provider),
-            },
+        let (info, call) = (info.clone(), call.clone());
+        match self.route(info.provider) {
+            Route::Apns(a) => Box::pin(Arc::clone(a).cancel(info, call, reason)),
+            Route::Fcm(f) => Box::pin(Arc::clone(f).send(info, call, Some(reason))),
+            Route::Webhook(w) => Box::pin(Arc::clone(w).send(info, call, Some(reason))),
+            Route::None => not_configured(info.provider),
+        }
+    }
+
+    fn message(&self, info: &PushInfo, notice: &MessageNotice) -> BoxFuture<'static, PushResult> {
+        let (info, notice) = (info.clone(), notice.clone());
+        match self.route(info.provider) {
+            Route::Apns(a) => Box::pin(Arc::clone(a).message(info, notice)),
+            Route::Fcm(f) => Box::pin(Arc::clone(f).message(info, notice)),
+            Route::Webhook(w) => Box::pin(Arc::clone(w).message(info, notice)),
+            Route::None => not_configured(info.provider),
+        }
+    }
+
+    fn refresh(&self, info: &PushInfo, aor: &str, ttl: Duration) -> BoxFuture<'static, PushResult> {
+        let (info, aor) = (info.clone(), aor.to_owned());
+        match self.route(info.provider) {
+            Route::Apns(a) => Box::pin(Arc::clone(a).refresh(info, aor, ttl)),
+            Route::Fcm(f) => Box::pin(Arc::clone(f).refresh(info, aor, ttl)),
+            Route::Webhook(w) => Box::pin(Arc::clone(w).refresh(info, aor, ttl)),
+            Route::None => not_configured(info.provider),
         }
     }
 }
@@ -414,6 +563,7 @@ mod tests {
             sandbox: false,
             env_guessed: false,
             registered_at_ms: 1,
+            pn_param: None,
         }
     }
 

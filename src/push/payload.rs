@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
-use super::{CallPush, CancelReason, PushInfo};
+use super::{CallPush, CancelReason, Event, MessageNotice, Provider, PushInfo};
 
 /// Largest APNs VoIP payload, in bytes.
 pub const APNS_VOIP_MAX: usize = 5120;
@@ -28,10 +28,11 @@ fn cut(s: &str, max: usize) -> &str {
 }
 
 fn apns_call_value(call: &CallPush, with_name: bool, field_max: usize) -> Value {
-    let name = if with_name {
-        call.caller_name.as_deref().map(|n| cut(n, field_max))
-    } else {
-        None
+    // Never null: apps built on the Siprix sample show a placeholder for it, so
+    // without a display name (or when the name had to go) the caller's number stands in.
+    let name = match call.caller_name.as_deref().filter(|_| with_name) {
+        Some(n) => cut(n, field_max),
+        None => cut(&call.caller_number, field_max),
     };
     json!({
         "aps": {
@@ -48,15 +49,16 @@ fn apns_call_value(call: &CallPush, with_name: bool, field_max: usize) -> Value 
 }
 
 /// Fills an operator's template: a string that is exactly `{{field}}` becomes the
-/// field's JSON value (`withVideo` a boolean, a missing `callerName` null); other
+/// field's JSON value (`withVideo` a boolean); other
 /// strings get each `{{field}}` replaced by its text. Fields: `pushHint`, `callerId`,
-/// `callerName`, `callerNumber`, `withVideo`, `callUUID`, `callId`, `aor`.
+/// `callerName` (the number when the caller has no display name), `callerNumber`,
+/// `withVideo`, `callUUID`, `callId`, `aor`.
 pub fn fill_template(t: &Value, call: &CallPush) -> Value {
     let field = |name: &str| -> Option<Value> {
         Some(match name {
             "pushHint" => Value::from(call.push_hint.as_str()),
             "callerId" => Value::from(call.caller_id.as_str()),
-            "callerName" => call.caller_name.as_deref().map_or(Value::Null, Value::from),
+            "callerName" => Value::from(call.caller_name.as_deref().unwrap_or(&call.caller_number)),
             "callerNumber" => Value::from(call.caller_number.as_str()),
             "withVideo" => Value::Bool(call.with_video),
             "callUUID" => Value::from(call.call_uuid.as_str()),
@@ -125,8 +127,9 @@ pub fn apns_call_templated(t: &Value, call: &CallPush) -> String {
 
 /// The APNs VoIP push, Siprix-compatible:
 /// `{"aps": {"alert": "Incoming call", "callerId", "callerName", "callerNumber",
-/// "pushHint", "withVideo"}, "callUUID", "handle"}`. Kept under [`APNS_VOIP_MAX`]: the
-/// display name goes first, then the caller fields are cut.
+/// "pushHint", "withVideo"}, "callUUID", "handle"}`; `callerName` is the display name,
+/// else the caller's number. Kept under [`APNS_VOIP_MAX`]: the display name goes
+/// first (replaced by the number), then the caller fields are cut.
 pub fn apns_call(call: &CallPush) -> String {
     let attempts = [
         (true, usize::MAX),
@@ -186,16 +189,77 @@ pub fn apns_cancel(call: &CallPush, reason: CancelReason) -> String {
     }
 }
 
-/// The webhook document: `{"event": "call"|"cancel", "reason", "aor", "token",
-/// "provider", "pushHint", "callId", "callerId", "callerName", "callerNumber",
-/// "withVideo", "callUUID"}` (`reason` is null for calls).
-pub fn webhook(info: &PushInfo, call: &CallPush, reason: Option<CancelReason>) -> Value {
-    json!({
-        "event": if reason.is_some() { "cancel" } else { "call" },
+/// How long a cancel notice is worth delivering.
+pub const NOTICE_TTL: Duration = Duration::from_secs(60);
+
+/// What a push gateway needs to deliver one push itself, as fields of the webhook
+/// document: `provider`, `token` (the one to push to), `tokenKind` (`voip` | `alert`
+/// for APNs, else null), `environment` (`sandbox` | `production` for APNs, else
+/// null), `environmentGuessed`, `topic` (the `apns-topic`), `bundleId`, `teamId`,
+/// `pnParam` (as the app sent it), `pushType` (`voip` | `alert` | `background` for
+/// APNs, `data` for FCM, null for webhook tokens), `priority` (`high` | `normal`)
+/// and `ttlSecs`. `None`: APNs and the app gave no token this event may go to (a
+/// notice needs the regular token).
+pub fn delivery(info: &PushInfo, event: Event, ttl: Duration) -> Option<Map<String, Value>> {
+    let mut m = Map::new();
+    let mut put = |k: &str, v: Value| {
+        m.insert(k.to_owned(), v);
+    };
+    put("provider", info.provider.as_str().into());
+    let apns = event.apns_push();
+    let high = apns.priority == 10;
+    match info.provider {
+        Provider::Apns => {
+            let token = info.apns_token(apns.token)?;
+            put("token", token.into());
+            put("tokenKind", apns.token.as_str().into());
+            let env = if info.sandbox {
+                "sandbox"
+            } else {
+                "production"
+            };
+            put("environment", env.into());
+            put("environmentGuessed", info.env_guessed.into());
+            let topic = info.topic.as_deref().map(|t| match apns.push_type {
+                "voip" => format!("{t}.voip"),
+                _ => t.to_owned(),
+            });
+            put("topic", topic.into());
+            put("bundleId", info.topic.clone().into());
+            put("teamId", info.team_id.clone().into());
+            put("pushType", apns.push_type.into());
+        }
+        Provider::Fcm | Provider::Webhook => {
+            put("token", info.token.clone().into());
+            for k in ["tokenKind", "environment", "topic", "bundleId", "teamId"] {
+                put(k, Value::Null);
+            }
+            put("environmentGuessed", false.into());
+            let kind = (info.provider == Provider::Fcm).then_some("data");
+            put("pushType", kind.into());
+        }
+    }
+    put("pnParam", info.pn_param.clone().into());
+    put("priority", if high { "high" } else { "normal" }.into());
+    put("ttlSecs", ttl.as_secs().max(1).into());
+    Some(m)
+}
+
+/// The webhook document of a call or cancel notice: `{"event": "call"|"cancel",
+/// "reason", "aor", "pushHint", "callId", "callerId", "callerName", "callerNumber",
+/// "withVideo", "callUUID"}` (`reason` is null for calls, `callerName` null without a
+/// display name) plus the [`delivery`] fields. `None` when there is no token to send
+/// it to (an APNs notice without a regular token).
+pub fn webhook(info: &PushInfo, call: &CallPush, reason: Option<CancelReason>) -> Option<Value> {
+    let (event, ttl) = match reason {
+        None => (Event::Call, call.time_left),
+        Some(_) => (Event::Cancel, NOTICE_TTL),
+    };
+    let mut doc = delivery(info, event, ttl)?;
+    let v = json!({
+        "event": event.as_str(),
         "reason": reason.map(CancelReason::as_str),
         "aor": call.aor,
-        "token": info.token,
-        "provider": info.provider.as_str(),
         "pushHint": call.push_hint,
         "callId": call.call_id,
         "callerId": call.caller_id,
@@ -203,6 +267,128 @@ pub fn webhook(info: &PushInfo, call: &CallPush, reason: Option<CancelReason>) -
         "callerNumber": call.caller_number,
         "withVideo": call.with_video,
         "callUUID": call.call_uuid,
+    });
+    if let Value::Object(fields) = v {
+        doc.extend(fields);
+    }
+    Some(Value::Object(doc))
+}
+
+/// Text of a message notice: the text when the notice may carry it, else a
+/// placeholder.
+fn message_text(n: &MessageNotice) -> &str {
+    n.text.as_deref().unwrap_or("New message")
+}
+
+/// The APNs alert push (to the regular token) telling the app a MESSAGE waits for
+/// it: the sender as title, the text (or "New message") as body, plus `event:
+/// "message"`, `messageId`, `from`, `fromNumber`. Kept under [`APNS_ALERT_MAX`].
+pub fn apns_message(n: &MessageNotice) -> String {
+    let title = n.from_name.as_deref().unwrap_or(&n.from_number);
+    let mut field_max = usize::MAX;
+    loop {
+        let body = json!({
+            "aps": {
+                "alert": { "title": cut(title, field_max), "body": cut(message_text(n), field_max) },
+                "sound": "default",
+            },
+            "event": "message",
+            "messageId": n.message_id,
+            "from": cut(&n.from_uri, field_max),
+            "fromNumber": cut(&n.from_number, field_max),
+        })
+        .to_string();
+        if body.len() <= APNS_ALERT_MAX || field_max == 0 {
+            return body;
+        }
+        field_max = if field_max > TRIMMED_FIELD {
+            TRIMMED_FIELD
+        } else {
+            0
+        };
+    }
+}
+
+/// The webhook `event: message` document: `aor`, `messageId`, `from` (sender URI),
+/// `fromName` (display name or null), `fromNumber`, `contentType`, `text` (null unless
+/// `push.messages.notice_text`), plus the [`delivery`] fields. `None` for an APNs
+/// device without a regular token.
+pub fn webhook_message(info: &PushInfo, n: &MessageNotice) -> Option<Value> {
+    let mut doc = delivery(info, Event::Message, n.ttl)?;
+    let v = json!({
+        "event": "message",
+        "aor": n.aor,
+        "messageId": n.message_id,
+        "from": n.from_uri,
+        "fromName": n.from_name,
+        "fromNumber": n.from_number,
+        "contentType": n.content_type,
+        "text": n.text,
+    });
+    if let Value::Object(fields) = v {
+        doc.extend(fields);
+    }
+    Some(Value::Object(doc))
+}
+
+/// The FCM data message telling the app a MESSAGE waits: `event: "message"`, `aor`,
+/// `messageId`, `from`, `fromNumber`, and `fromName` / `text` when known; high
+/// priority so the app can show it at once.
+pub fn fcm_message(token: &str, n: &MessageNotice) -> Value {
+    let mut data = Map::new();
+    let mut put = |k: &str, v: &str| {
+        data.insert(k.to_owned(), Value::String(v.to_owned()));
+    };
+    put("event", "message");
+    put("aor", &n.aor);
+    put("messageId", &n.message_id);
+    put("from", &n.from_uri);
+    put("fromNumber", &n.from_number);
+    if let Some(name) = &n.from_name {
+        put("fromName", name);
+    }
+    if let Some(t) = &n.text {
+        put("text", t);
+    }
+    json!({
+        "message": {
+            "token": token,
+            "data": data,
+            "android": { "priority": "HIGH", "ttl": fcm_ttl(n.ttl) },
+        }
+    })
+}
+
+/// The APNs background push asking the app to register again:
+/// `{"aps": {"content-available": 1}, "event": "refresh", "aor"}`.
+pub fn apns_refresh(aor: &str) -> String {
+    json!({
+        "aps": { "content-available": 1 },
+        "event": "refresh",
+        "aor": cut(aor, TRIMMED_FIELD),
+    })
+    .to_string()
+}
+
+/// The webhook `event: refresh` document: `aor` plus the [`delivery`] fields
+/// (`pushType` `background` to the regular token for APNs, `priority` `normal`).
+/// `None` for an APNs device without a regular token.
+pub fn webhook_refresh(info: &PushInfo, aor: &str, ttl: Duration) -> Option<Value> {
+    let mut doc = delivery(info, Event::Refresh, ttl)?;
+    doc.insert("event".into(), "refresh".into());
+    doc.insert("aor".into(), aor.into());
+    Some(Value::Object(doc))
+}
+
+/// The FCM data message asking the app to register again: `event: "refresh"`, `aor`,
+/// normal priority (it need not wake a dozing device at once).
+pub fn fcm_refresh(token: &str, aor: &str, ttl: Duration) -> Value {
+    json!({
+        "message": {
+            "token": token,
+            "data": { "event": "refresh", "aor": aor },
+            "android": { "priority": "NORMAL", "ttl": fcm_ttl(ttl) },
+        }
     })
 }
 
@@ -281,6 +467,16 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn caller_name_is_never_null() {
+        let mut c = call();
+        c.caller_name = None;
+        let v: Value = serde_json::from_str(&apns_call(&c)).unwrap();
+        assert_eq!(v["aps"]["callerName"], "bob");
+        let t = json!({"n": "{{callerName}}"});
+        assert_eq!(fill_template(&t, &c)["n"], "bob");
+    }
+
+    #[test]
     fn template_fills_typed_and_embedded_fields() {
         let t: Value = serde_json::from_str(
             r#"{"aps": {"alert": {"title": "Call from {{callerName}}"}, "hint": "{{pushHint}}", "video": "{{withVideo}}"}, "id": "{{callUUID}}", "x": "{{unknown}}", "n": 3}"#,
@@ -309,7 +505,10 @@ pub(crate) mod tests {
         let body = apns_call(&c);
         assert!(body.len() <= APNS_VOIP_MAX, "{}", body.len());
         let v: Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(v["aps"]["callerName"], Value::Null);
+        assert_eq!(
+            v["aps"]["callerName"], "bob",
+            "the number stands in for the name"
+        );
         assert_eq!(v["aps"]["callerId"], "sip:bob@example.com", "kept whole");
         assert_eq!(v["aps"]["pushHint"], "hint-1");
 
@@ -320,7 +519,10 @@ pub(crate) mod tests {
         let body = apns_call(&c);
         assert!(body.len() <= APNS_VOIP_MAX);
         let v: Value = serde_json::from_str(&body).unwrap();
-        assert_ne!(v["aps"]["callerName"], Value::Null);
+        assert_eq!(
+            v["aps"]["callerName"],
+            Value::from(c.caller_name.as_deref())
+        );
 
         // Huge caller id and number: cut on a character boundary.
         let mut c = call();
@@ -353,7 +555,7 @@ pub(crate) mod tests {
     #[test]
     fn webhook_shape() {
         let info = crate::push::tests::info(Provider::Webhook);
-        let v = webhook(&info, &call(), None);
+        let v = webhook(&info, &call(), None).unwrap();
         assert_eq!(
             v,
             json!({
@@ -361,7 +563,17 @@ pub(crate) mod tests {
                 "reason": null,
                 "aor": "alice@example.com",
                 "token": info.token,
+                "tokenKind": null,
                 "provider": "webhook",
+                "environment": null,
+                "environmentGuessed": false,
+                "topic": null,
+                "bundleId": null,
+                "teamId": null,
+                "pnParam": null,
+                "pushType": null,
+                "priority": "high",
+                "ttlSecs": 10,
                 "pushHint": "hint-1",
                 "callId": "abc123@pbx",
                 "callerId": "sip:bob@example.com",
@@ -371,11 +583,131 @@ pub(crate) mod tests {
                 "callUUID": "6ba7b810-9dad-11d1-80b4-00c04fd430c8",
             })
         );
-        let v = webhook(&info, &call(), Some(CancelReason::Timeout));
+        let v = webhook(&info, &call(), Some(CancelReason::Timeout)).unwrap();
         assert_eq!(
             (v["event"].as_str(), v["reason"].as_str()),
             (Some("cancel"), Some("timeout"))
         );
+        assert_eq!(v["ttlSecs"], 60);
+    }
+
+    #[test]
+    fn webhook_as_gateway_for_apns() {
+        let mut info = crate::push::tests::info(Provider::Apns);
+        info.alert_token = Some("ab".repeat(32));
+        info.sandbox = true;
+        info.team_id = Some("TEAM012345".into());
+        info.pn_param = Some("TEAM012345.com.example.phone.voip&remote".into());
+        let v = webhook(&info, &call(), None).unwrap();
+        assert_eq!(v["provider"], "apns");
+        assert_eq!(v["token"], info.token);
+        assert_eq!(v["tokenKind"], "voip");
+        assert_eq!(v["pushType"], "voip");
+        assert_eq!(v["environment"], "sandbox");
+        assert_eq!(v["topic"], "com.example.phone.voip");
+        assert_eq!(v["bundleId"], "com.example.phone");
+        assert_eq!(v["teamId"], "TEAM012345");
+        assert_eq!(v["pnParam"], "TEAM012345.com.example.phone.voip&remote");
+
+        // a notice goes to the regular token as an alert, never to the VoIP token
+        let v = webhook(&info, &call(), Some(CancelReason::CallerCancelled)).unwrap();
+        assert_eq!(v["token"], "ab".repeat(32));
+        assert_eq!(v["tokenKind"], "alert");
+        assert_eq!(v["pushType"], "alert");
+        assert_eq!(v["topic"], "com.example.phone");
+        info.alert_token = None;
+        assert_eq!(webhook(&info, &call(), Some(CancelReason::Timeout)), None);
+
+        let f = crate::push::tests::info(Provider::Fcm);
+        let v = webhook(&f, &call(), None).unwrap();
+        assert_eq!(
+            (v["pushType"].as_str(), v["environment"].as_str()),
+            (Some("data"), None)
+        );
+    }
+
+    fn notice() -> MessageNotice {
+        MessageNotice {
+            aor: "alice@example.com".into(),
+            message_id: "m1".into(),
+            from_uri: "sip:bob@example.com".into(),
+            from_name: None,
+            from_number: "bob".into(),
+            text: Some("hi there".into()),
+            content_type: Some("text/plain".into()),
+            ttl: Duration::from_secs(3600),
+        }
+    }
+
+    #[test]
+    fn message_notices() {
+        let n = notice();
+        let v: Value = serde_json::from_str(&apns_message(&n)).unwrap();
+        assert_eq!(
+            v["aps"]["alert"]["title"], "bob",
+            "the number without a name"
+        );
+        assert_eq!(v["aps"]["alert"]["body"], "hi there");
+        assert_eq!(v["event"], "message");
+
+        let f = fcm_message("tok", &n);
+        let data = f["message"]["data"].as_object().unwrap();
+        assert!(data.values().all(Value::is_string));
+        assert_eq!(data["event"], "message");
+        assert_eq!(data["text"], "hi there");
+        assert!(!data.contains_key("fromName"));
+        assert_eq!(f["message"]["android"]["ttl"], "3600s");
+
+        let mut info = crate::push::tests::info(Provider::Apns);
+        assert_eq!(
+            webhook_message(&info, &n),
+            None,
+            "APNs needs the regular token"
+        );
+        info.alert_token = Some("cd".repeat(32));
+        let w = webhook_message(&info, &n).unwrap();
+        assert_eq!(w["event"], "message");
+        assert_eq!(w["token"], "cd".repeat(32));
+        assert_eq!(
+            (w["tokenKind"].as_str(), w["pushType"].as_str()),
+            (Some("alert"), Some("alert"))
+        );
+        assert_eq!(w["text"], "hi there");
+        assert_eq!(w["fromName"], Value::Null);
+        assert_eq!(w["ttlSecs"], 3600);
+
+        let mut long = notice();
+        long.text = Some("x".repeat(10_000));
+        assert!(apns_message(&long).len() <= APNS_ALERT_MAX);
+    }
+
+    #[test]
+    fn refresh_pushes_are_never_voip_and_not_urgent() {
+        let v: Value = serde_json::from_str(&apns_refresh("alice@example.com")).unwrap();
+        assert_eq!(v["aps"], json!({"content-available": 1}));
+        assert_eq!(v["event"], "refresh");
+
+        let f = fcm_refresh("tok", "alice@example.com", Duration::from_secs(600));
+        assert_eq!(
+            f["message"]["android"],
+            json!({"priority": "NORMAL", "ttl": "600s"})
+        );
+        assert_eq!(f["message"]["data"]["event"], "refresh");
+
+        let mut info = crate::push::tests::info(Provider::Apns);
+        let ttl = Duration::from_secs(600);
+        assert_eq!(
+            webhook_refresh(&info, "a@b", ttl),
+            None,
+            "needs the regular token"
+        );
+        info.alert_token = Some("ef".repeat(32));
+        let w = webhook_refresh(&info, "a@b", ttl).unwrap();
+        assert_eq!(w["event"], "refresh");
+        assert_eq!(w["token"], "ef".repeat(32));
+        assert_eq!(w["pushType"], "background");
+        assert_eq!(w["priority"], "normal");
+        assert_eq!(w["topic"], "com.example.phone", "no .voip");
     }
 
     #[test]

@@ -5,11 +5,12 @@
 //! APNs a full VoIP call push (PushKit kills an app whose VoIP push is not reported to
 //! CallKit as a call, so a lighter test push would get the app killed; the caller is
 //! named so the user sees it is a test), FCM the call message with `validate_only`
-//! (checked, not delivered), the webhook the call document with `"test": true`.
+//! (checked, not delivered), the webhook (also as the push gateway of APNs or FCM
+//! tokens) the call document with `"test": true`.
 
 use std::sync::Arc;
 
-use super::{not_configured, Provider};
+use super::{not_configured, Route};
 use super::{BoxFuture, CallPush, PushInfo, PushResult, Pusher};
 
 /// Caller name and number of test pushes, recognisable on the phone.
@@ -18,19 +19,11 @@ pub const TEST_CALLER: &str = "sipwake push test";
 impl Pusher {
     /// Sends `info` a test push shaped as `call` (see the module doc).
     pub fn test(&self, info: &PushInfo, call: &CallPush) -> BoxFuture<'static, PushResult> {
-        match info.provider {
-            Provider::Apns => match &self.apns {
-                Some(a) => Box::pin(Arc::clone(a).call(info.clone(), call.clone())),
-                None => not_configured(info.provider),
-            },
-            Provider::Fcm => match &self.fcm {
-                Some(f) => Box::pin(Arc::clone(f).validate(info.clone(), call.clone())),
-                None => not_configured(info.provider),
-            },
-            Provider::Webhook => match &self.webhook {
-                Some(w) => Box::pin(Arc::clone(w).test(info.clone(), call.clone())),
-                None => not_configured(info.provider),
-            },
+        match self.route(info.provider) {
+            Route::Apns(a) => Box::pin(Arc::clone(a).call(info.clone(), call.clone())),
+            Route::Fcm(f) => Box::pin(Arc::clone(f).validate(info.clone(), call.clone())),
+            Route::Webhook(w) => Box::pin(Arc::clone(w).test(info.clone(), call.clone())),
+            Route::None => not_configured(info.provider),
         }
     }
 }

@@ -153,6 +153,7 @@ fn base(provider: Provider, token: &str, now_ms: u64) -> PushInfo {
         sandbox: false,
         env_guessed: false,
         registered_at_ms: now_ms,
+        pn_param: None,
     }
 }
 
@@ -177,6 +178,23 @@ fn bare(token: &str, settings: &PushSettings, now_ms: u64) -> Result<PushInfo, T
     Ok(info)
 }
 
+/// Carries what pushes learnt about a token into the push info of a new REGISTER
+/// carrying the same token: a bare APNs token's environment is a guess until a
+/// `BadDeviceToken` retry finds the one that works, and the woken app's next REGISTER
+/// must not bring the guess back (every later call would first fail on the wrong
+/// environment). `old` is the push info stored with the device's binding.
+pub fn keep_learnt(new: &mut PushInfo, old: &PushInfo) {
+    if new.provider == Provider::Apns
+        && old.provider == Provider::Apns
+        && new.env_guessed
+        && !old.env_guessed
+        && new.token == old.token
+    {
+        new.sandbox = old.sandbox;
+        new.env_guessed = false;
+    }
+}
+
 /// RFC 8599 `pn-provider` / `pn-prid` / `pn-param`.
 fn rfc8599(
     p: &[(&str, Cow<'_, str>)],
@@ -194,9 +212,16 @@ fn rfc8599(
     };
     let prid = get(p, "pn-prid").ok_or(TokenError::Malformed("pn-provider without pn-prid"))?;
     let param = get(p, "pn-param").filter(|v| !v.is_empty());
+    if param.is_some_and(|v| v.len() > MAX_TOKEN_LEN || v.bytes().any(|c| c.is_ascii_control())) {
+        return Err(TokenError::Malformed(
+            "pn-param too long or with control characters",
+        ));
+    }
     if provider != Provider::Apns {
         check_token(prid)?;
-        return Ok(base(provider, prid, now_ms));
+        let mut info = base(provider, prid, now_ms);
+        info.pn_param = param.map(str::to_owned);
+        return Ok(info);
     }
 
     // APNs: pn-param = [TEAM.]bundle.id[.services], services = voip&remote etc.
@@ -258,6 +283,7 @@ fn rfc8599(
     info.topic = topic;
     info.team_id = team_id;
     info.sandbox = sandbox;
+    info.pn_param = param.map(str::to_owned);
     Ok(info)
 }
 
@@ -280,6 +306,10 @@ fn legacy(
     let tok = tok.strip_suffix(":voip").unwrap_or(tok);
     check_token(tok)?;
     let mut info = base(provider, tok, now_ms);
+    info.pn_param = get(p, "app-id")
+        .filter(|a| !a.is_empty() && a.len() <= MAX_TOKEN_LEN)
+        .filter(|a| !a.bytes().any(|c| c.is_ascii_control()))
+        .map(str::to_owned);
     if provider == Provider::Apns {
         let mut env = None;
         let mut app = get(p, "app-id").filter(|a| !a.is_empty()).map(|a| {
@@ -365,6 +395,10 @@ mod tests {
         assert!(a.sandbox);
         assert!(!a.env_guessed);
         assert_eq!(a.registered_at_ms, 42);
+        assert_eq!(
+            a.pn_param.as_deref(),
+            Some("ABCD123456.org.linphone.phone.voip&remote")
+        );
 
         let b = ex(
             &format!(
@@ -375,7 +409,11 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert_eq!(a, b);
+        let same = |x: &PushInfo| PushInfo {
+            pn_param: None,
+            ..x.clone()
+        };
+        assert_eq!(same(&a), same(&b));
 
         // Unlabelled tokens follow the order of the services in pn-param.
         let c = ex(
@@ -387,7 +425,7 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert_eq!(a, c);
+        assert_eq!(same(&a), same(&c));
     }
 
     #[test]
@@ -587,6 +625,35 @@ mod tests {
         assert_eq!(a.provider, Provider::Apns);
         assert_eq!(a.topic, None);
         assert!(!a.sandbox && a.env_guessed);
+    }
+
+    #[test]
+    fn learnt_environment_is_kept_for_the_same_token() {
+        let mut learnt = ex("", Some(HEX)).unwrap().unwrap();
+        assert!(learnt.sandbox && learnt.env_guessed);
+        learnt.sandbox = false;
+        learnt.env_guessed = false;
+
+        let mut again = ex("", Some(HEX)).unwrap().unwrap();
+        keep_learnt(&mut again, &learnt);
+        assert!(!again.sandbox && !again.env_guessed, "{again:?}");
+
+        // another token, or a guess, teaches nothing
+        let mut other = ex("", Some(HEX2)).unwrap().unwrap();
+        keep_learnt(&mut other, &learnt);
+        assert!(other.sandbox && other.env_guessed);
+        let guess = ex("", Some(HEX)).unwrap().unwrap();
+        let mut again = ex("", Some(HEX)).unwrap().unwrap();
+        again.sandbox = false;
+        keep_learnt(&mut again, &guess);
+        assert!(!again.sandbox && again.env_guessed);
+
+        // what the phone says itself (apns.dev) is never overridden
+        let mut told = ex(&format!(";pn-provider=apns.dev;pn-prid={HEX}"), None)
+            .unwrap()
+            .unwrap();
+        keep_learnt(&mut told, &learnt);
+        assert!(told.sandbox && !told.env_guessed);
     }
 
     #[test]

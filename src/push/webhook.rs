@@ -1,5 +1,11 @@
 //! The webhook provider: an HTTP POST of a JSON document (see [`payload::webhook`]) to
-//! the operator's own push service. Any 2xx is success.
+//! the operator's own push service, which may also be the push gateway delivering
+//! APNs and FCM pushes itself (`push.webhook.providers`).
+//!
+//! The answer: any 2xx is success; a 2xx whose JSON body says `"environment":
+//! "sandbox" | "production"` for a bare APNs token tells sipwake the environment that
+//! worked. `410` reports the token dead (JSON body optional; its `timestamp`, unix ms,
+//! counts like APNs': a REGISTER after it revives the token).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,11 +14,13 @@ use reqwest::Client;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use super::{http, payload, CallPush, CancelReason, PushError, PushInfo, PushResult};
+use super::{
+    http, payload, CallPush, CancelReason, MessageNotice, Provider, PushError, PushInfo, PushResult,
+};
 use crate::config::WebhookSettings;
 
-/// Time given to a cancel notice, whose call has no time left.
-const CANCEL_TIME: Duration = Duration::from_secs(10);
+/// Longest one webhook exchange may take, whatever the push's time to live.
+const MAX_TIME: Duration = Duration::from_secs(10);
 
 /// A configured webhook.
 #[derive(Debug)]
@@ -21,6 +29,8 @@ pub struct Webhook {
     url: String,
     timeout: Duration,
     in_flight: Arc<Semaphore>,
+    gateway_apns: bool,
+    gateway_fcm: bool,
 }
 
 impl Webhook {
@@ -33,7 +43,18 @@ impl Webhook {
             url: settings.url.clone(),
             timeout: settings.timeout,
             in_flight: Arc::new(Semaphore::new(http::MAX_IN_FLIGHT)),
+            gateway_apns: settings.gateway_apns,
+            gateway_fcm: settings.gateway_fcm,
         })
+    }
+
+    /// Whether tokens of provider `p` are pushed through the webhook.
+    pub fn carries(&self, p: Provider) -> bool {
+        match p {
+            Provider::Webhook => true,
+            Provider::Apns => self.gateway_apns,
+            Provider::Fcm => self.gateway_fcm,
+        }
     }
 
     /// POSTs the call (`reason` = `None`) or cancel document for `info`.
@@ -43,30 +64,56 @@ impl Webhook {
         call: CallPush,
         reason: Option<CancelReason>,
     ) -> PushResult {
-        let doc = payload::webhook(&info, &call, reason);
-        self.post(&info, &call, reason, doc).await
+        let Some(doc) = payload::webhook(&info, &call, reason) else {
+            return PushResult::Failed("no alert token".into());
+        };
+        let time = match reason {
+            None => call.time_left,
+            Some(_) => payload::NOTICE_TTL,
+        };
+        self.post(&info, doc, time).await
+    }
+
+    /// POSTs the `event: refresh` document.
+    pub async fn refresh(
+        self: Arc<Self>,
+        info: PushInfo,
+        aor: String,
+        ttl: Duration,
+    ) -> PushResult {
+        let Some(doc) = payload::webhook_refresh(&info, &aor, ttl) else {
+            return PushResult::Failed("no alert token".into());
+        };
+        self.post(&info, doc, ttl).await
+    }
+
+    /// POSTs the `event: message` document.
+    pub async fn message(self: Arc<Self>, info: PushInfo, notice: MessageNotice) -> PushResult {
+        let Some(doc) = payload::webhook_message(&info, &notice) else {
+            return PushResult::Failed("no alert token".into());
+        };
+        self.post(&info, doc, notice.ttl).await
     }
 
     /// A test push (admin `POST /push-test`): the call document with `"test": true`.
     pub async fn test(self: Arc<Self>, info: PushInfo, call: CallPush) -> PushResult {
-        let mut doc = payload::webhook(&info, &call, None);
+        let Some(mut doc) = payload::webhook(&info, &call, None) else {
+            return PushResult::Failed("no token".into());
+        };
         doc["test"] = true.into();
-        self.post(&info, &call, None, doc).await
+        self.post(&info, doc, call.time_left).await
     }
 
-    async fn post(
+    /// POSTs `doc`, for at most `time` (and the setting).
+    pub(crate) async fn post(
         &self,
         info: &PushInfo,
-        call: &CallPush,
-        reason: Option<CancelReason>,
         doc: serde_json::Value,
+        time: Duration,
     ) -> PushResult {
         let body = doc.to_string();
         // The setting bounds the whole exchange; a call push also ends with the call.
-        let time = match reason {
-            None => call.time_left.min(self.timeout),
-            Some(_) => CANCEL_TIME.min(self.timeout),
-        };
+        let time = time.min(self.timeout).min(MAX_TIME);
         let deadline = Instant::now() + time;
         let Ok(_permit) = http::permit(&self.in_flight, deadline).await else {
             return PushResult::Failed("too many pushes in flight".into());
@@ -79,17 +126,39 @@ impl Webhook {
         };
         let result =
             match http::send(make, deadline.saturating_duration_since(Instant::now())).await {
-                Ok(r) if (200..300).contains(&r.status) => PushResult::Sent,
-                Ok(r) => PushResult::Failed(format!("webhook answered {}", r.status)),
+                Ok(r) => answer(info, r.status, &r.body),
                 Err(e) => PushResult::Failed(format!("webhook: {e}")),
             };
         tracing::debug!(
             token = info.short_token(),
-            event = if reason.is_some() { "cancel" } else { "call" },
+            event = doc["event"].as_str().unwrap_or(""),
             ?result,
             "webhook push"
         );
         result
+    }
+}
+
+/// Reads the webhook's answer (see the module doc).
+fn answer(info: &PushInfo, status: u16, body: &[u8]) -> PushResult {
+    let json = || serde_json::from_slice::<serde_json::Value>(body).unwrap_or_default();
+    match status {
+        200..=299 => {
+            let sandbox = match json()["environment"].as_str() {
+                Some("sandbox") => true,
+                Some("production") => false,
+                _ => return PushResult::Sent,
+            };
+            if info.provider == Provider::Apns && info.env_guessed && sandbox != info.sandbox {
+                PushResult::SentOtherEnv { sandbox }
+            } else {
+                PushResult::Sent
+            }
+        }
+        410 => PushResult::DeadToken {
+            timestamp_ms: json()["timestamp"].as_u64(),
+        },
+        _ => PushResult::Failed(format!("webhook answered {status}")),
     }
 }
 
@@ -105,6 +174,8 @@ mod tests {
             webhook: Some(WebhookSettings {
                 url,
                 timeout: Duration::from_secs(2),
+                gateway_apns: false,
+                gateway_fcm: false,
             }),
             ..PushSettings::default()
         })
@@ -126,7 +197,7 @@ mod tests {
         assert_eq!(seen.path, "/hooks/push");
         assert_eq!(seen.header("content-type"), Some("application/json"));
         let body = seen.json();
-        assert_eq!(body, payload::webhook(&info, &call, None));
+        assert_eq!(Some(body.clone()), payload::webhook(&info, &call, None));
         assert_eq!(body["event"], "call");
         assert_eq!(body["pushHint"], "hint-1");
         assert_eq!(body["token"], info.token);
@@ -140,6 +211,35 @@ mod tests {
         assert_eq!(body["reason"], "answered_elsewhere");
         assert_eq!(body["callUUID"], call.call_uuid);
         assert!(mock.none_left());
+    }
+
+    #[test]
+    fn answers_dead_token_and_environment() {
+        let mut info = crate::push::tests::info(Provider::Apns);
+        assert_eq!(answer(&info, 204, b""), PushResult::Sent);
+        assert_eq!(
+            answer(&info, 410, br#"{"reason":"Unregistered","timestamp":1234}"#),
+            PushResult::DeadToken {
+                timestamp_ms: Some(1234)
+            }
+        );
+        assert_eq!(
+            answer(&info, 410, b"gone"),
+            PushResult::DeadToken { timestamp_ms: None }
+        );
+        // the environment counts only for a guess
+        let sandbox = br#"{"environment":"sandbox"}"#;
+        assert_eq!(answer(&info, 200, sandbox), PushResult::Sent);
+        info.env_guessed = true;
+        assert_eq!(
+            answer(&info, 200, sandbox),
+            PushResult::SentOtherEnv { sandbox: true }
+        );
+        assert_eq!(
+            answer(&info, 200, br#"{"environment":"production"}"#),
+            PushResult::Sent
+        );
+        assert!(matches!(answer(&info, 404, b""), PushResult::Failed(_)));
     }
 
     #[tokio::test]

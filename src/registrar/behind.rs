@@ -166,6 +166,8 @@ impl WriteBehind {
                     (b.aor.as_str(), b.key.as_str())
                 }
                 StoreOp::Delete { aor, key } => (aor.as_str(), key.as_str()),
+                // kept MESSAGEs are no binding's business
+                StoreOp::PutMessage(_) | StoreOp::DeleteMessage { .. } => continue,
             };
             st.remove(aor, key);
         }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use super::messages::StoredMessage;
 use super::store::{Done, Store, StoreError, StoreOp};
 use super::Binding;
 
@@ -20,6 +21,7 @@ struct Inner {
     // Ordered so `load` returns a stable order, which keeps tests deterministic.
     bindings: BTreeMap<(String, String), Arc<Binding>>,
     meta: HashMap<String, Vec<u8>>,
+    messages: HashMap<String, Arc<StoredMessage>>,
 }
 
 impl MemoryStore {
@@ -50,6 +52,16 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    fn load_messages(&self) -> Result<Vec<StoredMessage>, StoreError> {
+        Ok(self
+            .inner
+            .lock()
+            .messages
+            .values()
+            .map(|m| StoredMessage::clone(m))
+            .collect())
+    }
+
     fn submit_then(&self, ops: Vec<StoreOp>, done: Done) {
         let mut inner = self.inner.lock();
         for op in ops {
@@ -59,6 +71,12 @@ impl Store for MemoryStore {
                 }
                 StoreOp::Delete { aor, key } => {
                     inner.bindings.remove(&(aor, key));
+                }
+                StoreOp::PutMessage(m) => {
+                    inner.messages.insert(m.id.clone(), m);
+                }
+                StoreOp::DeleteMessage { id } => {
+                    inner.messages.remove(&id);
                 }
             }
         }

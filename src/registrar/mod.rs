@@ -18,6 +18,7 @@ mod binding;
 mod events;
 mod manage;
 mod memory;
+pub mod messages;
 mod sqlite;
 mod store;
 
@@ -31,6 +32,7 @@ pub use events::{
     BindingEvent, BindingEventKind, BindingEvents, BindingSink, EventOrigin, PendingEvents,
 };
 pub use memory::MemoryStore;
+pub use messages::{KeepError, MessageQueue, MessageRules, StoredMessage};
 pub use sqlite::SqliteStore;
 pub use store::{Done, Store, StoreError, StoreOp};
 
@@ -87,6 +89,8 @@ struct Inner {
     window_ms: AtomicU64,
     /// Whether the thread that flushes deferred refreshes runs.
     flusher: AtomicBool,
+    /// MESSAGEs kept for sleeping phones, in the same store.
+    messages: MessageQueue,
 }
 
 /// How bindings that carry push info differ from plain ones.
@@ -121,6 +125,7 @@ impl Registrar {
             list.sort_by_key(|b| b.updated_at_ms);
         }
         let events = BindingEvents::new(EVENT_CAPACITY);
+        let messages = MessageQueue::load(Arc::clone(&store))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 settings,
@@ -132,6 +137,7 @@ impl Registrar {
                 behind: behind::WriteBehind::default(),
                 window_ms: AtomicU64::new(0),
                 flusher: AtomicBool::new(false),
+                messages,
             }),
         })
     }
@@ -383,6 +389,25 @@ impl Registrar {
         push: Option<String>,
         only_if_registered_before_ms: Option<u64>,
     ) -> bool {
+        self.update_push(aor, key, |b| {
+            if only_if_registered_before_ms.is_some_and(|t| b.updated_at_ms >= t) {
+                return None;
+            }
+            Some(push)
+        })
+    }
+
+    /// Changes the push info of one binding to what `change` makes of the binding as
+    /// it is now (`None`: leave it). Unlike [`Registrar::set_push`] this sees a
+    /// REGISTER that replaced the binding meanwhile, so what a push learnt about a
+    /// token can be added to the newest push info rather than overwrite it. Returns
+    /// true if the binding changed. The store write is not awaited.
+    pub fn update_push(
+        &self,
+        aor: &str,
+        key: &str,
+        change: impl FnOnce(&Binding) -> Option<Option<String>>,
+    ) -> bool {
         {
             let mut map = self.inner.bindings.lock();
             let Some(list) = map.get_mut(aor) else {
@@ -391,9 +416,10 @@ impl Registrar {
             let Some(slot) = list.iter_mut().find(|b| b.key == key) else {
                 return false;
             };
-            if only_if_registered_before_ms.is_some_and(|t| slot.updated_at_ms >= t)
-                || slot.push == push
-            {
+            let Some(push) = change(slot) else {
+                return false;
+            };
+            if slot.push == push {
                 return false;
             }
             let mut b = Binding::clone(slot);
@@ -409,6 +435,21 @@ impl Registrar {
     /// Receive every binding event from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<BindingEvent> {
         self.inner.events.subscribe()
+    }
+
+    /// Bindings with push info that are kept now but run out (SIP expiry plus the push
+    /// TTL) within `within_ms` of `now_ms`.
+    pub fn push_bindings_ending(&self, now_ms: u64, within_ms: u64) -> Vec<Arc<Binding>> {
+        let ttl = self.rules().ttl_secs;
+        let horizon = now_ms.saturating_add(within_ms);
+        self.inner
+            .bindings
+            .lock()
+            .values()
+            .flatten()
+            .filter(|b| b.push.is_some() && b.is_kept(now_ms, ttl) && !b.is_kept(horizon, ttl))
+            .cloned()
+            .collect()
     }
 
     /// The stream every binding event goes through: add a [`BindingSink`] to it, or
@@ -439,6 +480,11 @@ impl Registrar {
             .values()
             .filter(|list| list.iter().any(|b| b.is_kept(now, ttl)))
             .count()
+    }
+
+    /// The MESSAGEs kept for sleeping phones.
+    pub fn messages(&self) -> &MessageQueue {
+        &self.inner.messages
     }
 
     /// The store behind this registrar (e.g. for its meta values).

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
+use super::messages::StoredMessage;
 use super::Binding;
 
 /// One write to the store. A batch of ops passed to [`Store::submit`] is applied
@@ -20,6 +21,13 @@ pub enum StoreOp {
         aor: String,
         /// Key of the binding within the AOR.
         key: String,
+    },
+    /// Insert or replace a MESSAGE kept for a sleeping phone, by its id.
+    PutMessage(Arc<StoredMessage>),
+    /// Delete the kept MESSAGE with this id, if present.
+    DeleteMessage {
+        /// [`StoredMessage::id`].
+        id: String,
     },
 }
 
@@ -92,6 +100,9 @@ pub type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 pub trait Store: Send + Sync + 'static {
     /// Every stored binding, expired ones included (the registrar sweeps those).
     fn load(&self) -> Result<Vec<Binding>, StoreError>;
+
+    /// Every kept MESSAGE, expired ones included (swept after loading), in any order.
+    fn load_messages(&self) -> Result<Vec<StoredMessage>, StoreError>;
 
     /// Queue `ops` for atomic application in submission order; the receiver yields the
     /// outcome once committed. Ops submitted earlier are committed no later than ops

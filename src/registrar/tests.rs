@@ -749,6 +749,9 @@ impl Store for ManualStore {
     fn load(&self) -> Result<Vec<Binding>, StoreError> {
         Ok(Vec::new())
     }
+    fn load_messages(&self) -> Result<Vec<crate::registrar::StoredMessage>, StoreError> {
+        Ok(Vec::new())
+    }
     fn submit_then(&self, ops: Vec<StoreOp>, done: crate::registrar::store::Done) {
         self.pending.lock().push((ops, done));
     }

@@ -71,7 +71,7 @@ fn pending_puts(store: &ManualStore) -> Vec<(String, String, u32)> {
         .flat_map(|(ops, _)| ops.iter())
         .filter_map(|op| match op {
             StoreOp::Put(b) => Some((b.contact.clone(), b.call_id.clone(), b.cseq)),
-            StoreOp::Delete { .. } => None,
+            _ => None,
         })
         .collect()
 }

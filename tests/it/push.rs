@@ -848,7 +848,12 @@ fn two_devices_pushed_both_woken_first_answer_wins() {
 #[test]
 fn options_to_a_sleeping_binding_gets_200_message_480_and_no_push() {
     let hook = Webhook::start();
-    let proxy = start("push-options", &hook, &[]);
+    // MESSAGEs are not kept here (see messages.rs for keeping them)
+    let proxy = start(
+        "push-options",
+        &hook,
+        &[("PUSH__MESSAGES__ENABLED", "false")],
+    );
     let mut asleep = Ua::udp("bob", &proxy);
     register_token(&mut asleep, Style::Header, &unique("tok"), None);
     fall_asleep();

@@ -503,3 +503,215 @@ fn apns_410_older_than_the_register_keeps_the_token() {
     alice.cancel(&inv);
     expect_final_code(&mut alice, &inv, 487, Instant::now());
 }
+
+#[test]
+fn environment_learnt_by_a_bad_device_token_retry_survives_the_apps_next_register() {
+    // a development-signed app sending a bare token: sipwake guesses production
+    let (proxy, apple) = start("apns-env-learnt", &[]);
+    let token = hex64();
+    let header = format!("X-Token: {token}\r\n");
+    let mut asleep = Ua::udp("kate", &proxy);
+    register_ok(&mut asleep, "", &header, 600, &token);
+    fall_asleep();
+
+    let mut alice = Ua::udp("alice", &proxy);
+    apple
+        .prod
+        .answer_next(400, r#"{"reason":"BadDeviceToken"}"#);
+    let sent = now_ms();
+    let inv = call_from(&mut alice, "Alice Liddell", "kate");
+    let refused = apple
+        .prod
+        .expect_post("the push on the guessed production", WAIT);
+    assert_eq!(refused.path, format!("/3/device/{token}"));
+    let seen = apple
+        .sandbox
+        .expect_post("the retry on the sandbox after BadDeviceToken", WAIT);
+    let body = check_voip_push(
+        &seen,
+        &apple,
+        &token,
+        &format!("{BUNDLE}.voip"),
+        sent,
+        WAKE_MS,
+    );
+
+    // the woken app registers again with the same bare token and takes the call
+    let mut woken = Ua::udp("kate", &proxy);
+    register_ok(&mut woken, "", &header, 600, &token);
+    let got = expect_invite_with_hint(&mut woken, &inv.call_id, &hint(&body));
+    answer_and_hang_up(&mut alice, &inv, &mut woken, &got);
+    // and once more later, as apps do on every launch
+    register_ok(&mut woken, "", &header, 600, &token);
+    fall_asleep();
+
+    // the next call goes straight to the sandbox: the re-REGISTER kept what was learnt
+    let sent = now_ms();
+    let inv = call_from(&mut alice, "Alice Liddell", "kate");
+    let seen = apple
+        .sandbox
+        .expect_post("the next call's push, on the learnt sandbox", WAIT);
+    let body = check_voip_push(
+        &seen,
+        &apple,
+        &token,
+        &format!("{BUNDLE}.voip"),
+        sent,
+        WAKE_MS,
+    );
+    apple.prod.expect_no_post(
+        "a push on production: the learnt environment was forgotten",
+        SHORT,
+    );
+    let mut woken = Ua::udp("kate", &proxy);
+    register_ok(&mut woken, "", &header, 600, &token);
+    let got = expect_invite_with_hint(&mut woken, &inv.call_id, &hint(&body));
+    answer_and_hang_up(&mut alice, &inv, &mut woken, &got);
+}
+
+#[test]
+fn caller_name_without_a_display_name_is_the_callers_number() {
+    let (proxy, apple) = start("apns-caller-name", &[]);
+    let token = hex64();
+    let mut asleep = Ua::udp("liam", &proxy);
+    register_ok(&mut asleep, &rfc8599(&token), "", 600, &token);
+    fall_asleep();
+
+    // From: <sip:alice@...>, no display name
+    let mut alice = Ua::udp("alice", &proxy);
+    let inv = alice.build_invite(&format!("sip:liam@{DOMAIN}"), "");
+    assert!(!inv.from.contains('"'), "{}", inv.from);
+    alice.send(&inv.text);
+    let seen = apple.prod.expect_post("the VoIP push", WAIT);
+    let body = seen.json();
+    assert_eq!(
+        body["aps"]["callerName"], "alice",
+        "callerName must never be null: apps show a placeholder for it: {body:#}"
+    );
+    assert_eq!(body["aps"]["callerNumber"], "alice", "{body:#}");
+    alice.cancel(&inv);
+    expect_final_code(&mut alice, &inv, 487, Instant::now());
+}
+
+/// Sends a MESSAGE from `caller` to `to_user` and returns the final response.
+fn message_to(caller: &mut Ua, to_user: &str, text: &str) -> Msg {
+    let cid = call_id();
+    let msg = format!(
+        "MESSAGE sip:{to_user}@{DOMAIN} SIP/2.0\r\n\
+         Via: {via}\r\n\
+         Max-Forwards: 70\r\n\
+         From: \"Alice Liddell\" <{aor}>;tag={t}\r\n\
+         To: <sip:{to_user}@{DOMAIN}>\r\n\
+         Call-ID: {cid}\r\n\
+         CSeq: 1 MESSAGE\r\n\
+         Content-Type: text/plain\r\n\
+         Content-Length: {len}\r\n\r\n{text}",
+        via = caller.via(&branch()),
+        aor = caller.aor(),
+        t = tag(),
+        len = text.len(),
+    );
+    caller.send(&msg);
+    caller.expect_final(&cid, "MESSAGE")
+}
+
+#[test]
+fn a_message_notice_is_an_alert_to_the_regular_token_never_a_voip_push() {
+    let (proxy, apple) = start("apns-message", &[]);
+    let (voip, alert) = (hex64(), hex64());
+    let mut linphone_phone = Ua::udp("mona", &proxy);
+    register_ok(
+        &mut linphone_phone,
+        &linphone(&voip, &alert),
+        "",
+        600,
+        &voip,
+    );
+    let only_voip = hex64();
+    let mut voip_phone = Ua::udp("nina", &proxy);
+    register_ok(&mut voip_phone, &rfc8599(&only_voip), "", 600, &only_voip);
+    fall_asleep();
+
+    let mut alice = Ua::udp("alice", &proxy);
+    let r = message_to(&mut alice, "mona", "see you at 8");
+    assert_eq!(r.status(), Some(202), "{r:?}");
+    let n = apple.sandbox.expect_post("the message notice", WAIT);
+    assert_eq!(
+        n.path,
+        format!("/3/device/{alert}"),
+        "to the regular token, never the VoIP one: {n:?}"
+    );
+    assert_eq!(n.header("apns-push-type"), Some("alert"), "{n:?}");
+    assert_eq!(n.header("apns-topic"), Some(APP), "no .voip: {n:?}");
+    check_jwt(&n, &apple.key);
+    let body = n.json();
+    assert_eq!(body["event"], "message", "{body:#}");
+    assert_eq!(body["aps"]["alert"]["title"], "Alice Liddell", "{body:#}");
+    assert_eq!(
+        body["aps"]["alert"]["body"], "New message",
+        "no text unless push.messages.notice_text: {body:#}"
+    );
+
+    // a phone with only a VoIP token: kept, but no APNs push at all
+    let r = message_to(&mut alice, "nina", "hello");
+    assert_eq!(r.status(), Some(202), "{r:?}");
+    apple
+        .prod
+        .expect_no_post("a VoIP push for a MESSAGE", SHORT);
+    apple
+        .sandbox
+        .expect_no_post("anything more", Duration::ZERO);
+
+    // it gets the message when it registers again
+    let mut woken = Ua::udp("nina", &proxy);
+    register_ok(&mut woken, &rfc8599(&only_voip), "", 600, &only_voip);
+    let m = woken.expect("the kept MESSAGE", WAIT, |m| m.method() == Some("MESSAGE"));
+    assert_eq!(m.body, "hello");
+    woken.reply(&m, 200, "OK", Some(&tag()));
+}
+
+#[test]
+fn a_refresh_push_is_a_background_push_to_the_regular_token_never_voip() {
+    let (proxy, apple) = start(
+        "apns-refresh",
+        &[
+            ("PUSH__BINDING_TTL_SECS", "2"),
+            ("REGISTRAR__MIN_EXPIRES", "1"),
+            ("PUSH__REFRESH__BEFORE_SECS", "3"),
+        ],
+    );
+    let (voip, alert) = (hex64(), hex64());
+    let mut phone = Ua::udp("olga", &proxy);
+    register_ok(&mut phone, &linphone(&voip, &alert), "", 2, &voip);
+    let only_voip = hex64();
+    let mut other = Ua::udp("pete", &proxy);
+    register_ok(&mut other, &rfc8599(&only_voip), "", 2, &only_voip);
+
+    let n = apple.sandbox.expect_post("the refresh push", WAIT);
+    assert_eq!(
+        n.path,
+        format!("/3/device/{alert}"),
+        "to the regular token, never the VoIP one: {n:?}"
+    );
+    assert_eq!(n.header("apns-push-type"), Some("background"), "{n:?}");
+    assert_eq!(
+        n.header("apns-priority"),
+        Some("5"),
+        "Apple: 5 for background: {n:?}"
+    );
+    assert_eq!(n.header("apns-topic"), Some(APP), "no .voip: {n:?}");
+    check_jwt(&n, &apple.key);
+    let body = n.json();
+    assert_eq!(body["aps"]["content-available"], 1, "{body:#}");
+    assert!(body["aps"].get("alert").is_none(), "silent: {body:#}");
+    assert_eq!(body["event"], "refresh", "{body:#}");
+
+    // a phone with only a VoIP token cannot be refreshed: no push at all
+    apple.prod.expect_no_post(
+        "a VoIP push to refresh a registration",
+        Duration::from_secs(4),
+    );
+    apple
+        .sandbox
+        .expect_no_post("a second refresh", Duration::ZERO);
+}

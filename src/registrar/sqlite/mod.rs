@@ -9,6 +9,7 @@
 //! The write-ahead log is checkpointed by a thread of its own (`checkpoint.rs`).
 
 mod checkpoint;
+mod messages;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
+use super::messages::StoredMessage;
 use super::store::{Done, Store, StoreError, StoreOp};
 use super::Binding;
 use checkpoint::Checkpointer;
@@ -87,6 +89,9 @@ enum Job {
 enum ReadJob {
     Load {
         reply: mpsc::SyncSender<Result<Vec<Binding>, StoreError>>,
+    },
+    LoadMessages {
+        reply: mpsc::SyncSender<Result<Vec<StoredMessage>, StoreError>>,
     },
     GetMeta {
         key: String,
@@ -230,6 +235,12 @@ impl Store for SqliteStore {
         answer.recv().map_err(|_| StoreError::Closed)?
     }
 
+    fn load_messages(&self) -> Result<Vec<StoredMessage>, StoreError> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.send(Job::Read(ReadJob::LoadMessages { reply }))?;
+        answer.recv().map_err(|_| StoreError::Closed)?
+    }
+
     fn submit_then(&self, ops: Vec<StoreOp>, done: Done) {
         let Some(jobs) = self.jobs.as_ref() else {
             return done(Err(StoreError::Closed));
@@ -332,6 +343,7 @@ fn lock_file(db: &Path) -> Result<std::fs::File, StoreError> {
 fn create_schema(conn: &mut Connection) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     tx.execute_batch(SCHEMA)?;
+    tx.execute_batch(messages::SCHEMA)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()
 }
@@ -467,6 +479,8 @@ fn apply_op(tx: &Transaction<'_>, op: &StoreOp) -> Result<(), StoreError> {
             tx.prepare_cached(DELETE_BINDING)?
                 .execute(params![aor, key])?;
         }
+        StoreOp::PutMessage(m) => messages::put(tx, m)?,
+        StoreOp::DeleteMessage { id } => messages::delete(tx, id)?,
     }
     Ok(())
 }
@@ -476,6 +490,9 @@ fn run_read(conn: &Connection, job: ReadJob) {
     match job {
         ReadJob::Load { reply } => {
             let _ = reply.send(load(conn));
+        }
+        ReadJob::LoadMessages { reply } => {
+            let _ = reply.send(messages::load(conn));
         }
         ReadJob::Close { reply } => {
             // handled by the thread's loop; answered here only if it ever gets this far

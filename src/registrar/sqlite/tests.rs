@@ -121,6 +121,51 @@ async fn ops_apply_in_order_and_survive_reopen() {
     assert_eq!(store.load().unwrap(), vec![(*a1).clone(), (*a2).clone()]);
 }
 
+#[tokio::test]
+async fn kept_messages_survive_reopen_in_order() {
+    use crate::registrar::StoredMessage;
+    let dir = TempDir::new("messages");
+    let msg = |id: &str, seq: u64, body: &[u8]| StoredMessage {
+        id: id.into(),
+        aor: "a@x".into(),
+        seq,
+        from: "\"Bob\" <sip:bob@x>;tag=1".into(),
+        to: "<sip:a@x>".into(),
+        call_id: format!("{id}@x"),
+        cseq: 7,
+        content_type: None,
+        body: body.to_vec(),
+        received_at_ms: 1_700_000_000_000,
+        expires_at_ms: u64::MAX,
+    };
+    let (m1, m3) = (msg("m1", 1, b"\0binary\xff"), msg("m3", 3, b"third"));
+    {
+        let store = SqliteStore::open(&dir.db(), false).unwrap();
+        store
+            .submit(vec![
+                StoreOp::PutMessage(Arc::new(m3.clone())),
+                StoreOp::PutMessage(Arc::new(m1.clone())),
+                StoreOp::PutMessage(Arc::new(msg("m2", 2, b"second"))),
+            ])
+            .await
+            .unwrap()
+            .unwrap();
+        store
+            .submit(vec![StoreOp::DeleteMessage { id: "m2".into() }])
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let store = SqliteStore::open(&dir.db(), true).unwrap();
+    let mut expect_m1 = m1;
+    // expiry is kept as a signed 64-bit integer
+    expect_m1.expires_at_ms = i64::MAX as u64;
+    let mut expect_m3 = m3;
+    expect_m3.expires_at_ms = i64::MAX as u64;
+    assert_eq!(store.load_messages().unwrap(), vec![expect_m1, expect_m3]);
+    assert!(store.load().unwrap().is_empty(), "bindings untouched");
+}
+
 #[test]
 fn meta_roundtrip_and_survives_reopen() {
     let dir = TempDir::new("meta");
