@@ -3,7 +3,9 @@
 //! The [`Registrar`] applies RFC 3261 §10.3 (with RFC 5626 instance/reg-id identity)
 //! to a [`RegisterRequest`] the proxy has already parsed. Bindings live in memory for
 //! lookups; every change is also written to a [`Store`] ([`MemoryStore`] or
-//! [`SqliteStore`]) and the REGISTER is answered only once that write is durable.
+//! [`SqliteStore`]) and the REGISTER is answered only once that write is durable,
+//! except a pure refresh of a binding already safely stored, whose write may follow
+//! within a bounded time (`behind`, [`Registrar::set_refresh_write_behind`]).
 //! Changes are announced as [`BindingEvent`]s, e.g. to wake a call parked for a
 //! pushed phone.
 //!
@@ -19,6 +21,7 @@
 //! for Redis. Other nodes' events come in through [`remote`] and are published into
 //! [`Registrar::events`] as [`BindingEvent::remote`], the same stream as local ones.
 
+mod behind;
 mod binding;
 mod events;
 mod manage;
@@ -32,6 +35,8 @@ mod store;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_behind;
 
 pub use binding::{Binding, ContactSpec, Contacts, RegisterOutcome, RegisterRequest, DEFAULT_Q};
 pub use events::{
@@ -46,9 +51,9 @@ pub use store::{Done, Store, StoreError, StoreOp};
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::{broadcast, oneshot};
@@ -91,6 +96,12 @@ struct Inner {
     /// Taken before `bindings` is released and held while submitting to the store,
     /// so the store applies changes in the order memory made them.
     order: Mutex<()>,
+    /// Deferred writes of pure refreshes (see `behind`).
+    behind: behind::WriteBehind,
+    /// Longest a deferred refresh waits for its write, in ms; 0: none is deferred.
+    window_ms: AtomicU64,
+    /// Whether the thread that flushes deferred refreshes runs.
+    flusher: AtomicBool,
     /// MESSAGEs kept for sleeping phones, in the same store.
     messages: MessageQueue,
     /// Several nodes: the shared store that replaces `bindings` and `store`.
@@ -142,6 +153,9 @@ impl Registrar {
                 events,
                 push: parking_lot::RwLock::new(PushRules::default()),
                 order: Mutex::new(()),
+                behind: behind::WriteBehind::default(),
+                window_ms: AtomicU64::new(0),
+                flusher: AtomicBool::new(false),
                 messages,
                 shared: None,
                 shared_counts: (AtomicUsize::new(0), AtomicUsize::new(0)),
@@ -166,6 +180,10 @@ impl Registrar {
                 // nodes (see `proxy::message::keep`)
                 messages: MessageQueue::empty(Arc::clone(&store)),
                 store,
+                // Redis is written before every 200: nothing is deferred
+                behind: behind::WriteBehind::default(),
+                window_ms: AtomicU64::new(0),
+                flusher: AtomicBool::new(false),
                 bindings: Mutex::new(HashMap::new()),
                 events,
                 push: parking_lot::RwLock::new(PushRules::default()),
@@ -200,12 +218,71 @@ impl Registrar {
         *self.inner.push.write() = rules;
     }
 
+    /// Lets a pure refresh of a binding whose stored version stays live be answered
+    /// before its write reaches the store; such writes are coalesced and flushed every
+    /// `window` by a thread of the registrar's own (at startup; zero turns it off).
+    pub fn set_refresh_write_behind(&self, window: Duration) {
+        let window = window.min(behind::MAX_WINDOW);
+        let ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        self.inner.window_ms.store(ms, Ordering::Relaxed);
+        if ms == 0 || self.inner.flusher.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak = Arc::downgrade(&self.inner);
+        let spawned = std::thread::Builder::new()
+            .name("sipwake-write-behind".into())
+            .spawn(move || loop {
+                let ms = match weak.upgrade() {
+                    Some(inner) => inner.window_ms.load(Ordering::Relaxed).max(1),
+                    None => return,
+                };
+                std::thread::sleep(Duration::from_millis(ms));
+                let Some(inner) = weak.upgrade() else { return };
+                Registrar { inner }.flush_refreshes();
+            });
+        if let Err(e) = spawned {
+            // without the flusher nothing may be deferred
+            tracing::warn!(error = %e, "refresh write-behind off: no thread");
+            self.inner.window_ms.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Hands every deferred refresh to the store now (the flusher calls this each
+    /// window; shutdown calls it before closing the store). Returns how many.
+    pub fn flush_refreshes(&self) -> usize {
+        let map = self.inner.bindings.lock();
+        let dirty = self.inner.behind.take_dirty();
+        if dirty.is_empty() {
+            return 0;
+        }
+        let n = dirty.len();
+        let ops = dirty.iter().map(|b| StoreOp::Put(Arc::clone(b))).collect();
+        let behind = self.inner.behind.clone();
+        let order = self.inner.order.lock();
+        drop(map);
+        self.inner.store.submit_then(
+            ops,
+            Box::new(move |result| {
+                behind.flushed(&dirty, &result);
+                log_unawaited(result, "refresh (write-behind)");
+            }),
+        );
+        drop(order);
+        n
+    }
+
+    /// Refreshes answered but not yet handed to the store.
+    pub fn deferred_refreshes(&self) -> usize {
+        self.inner.behind.dirty_count()
+    }
+
     fn rules(&self) -> PushRules {
         *self.inner.push.read()
     }
 
-    /// Apply one REGISTER. Returns once its changes are durable in the store; events
-    /// are published just before returning.
+    /// Apply one REGISTER. Returns once its changes are durable in the store (a pure
+    /// refresh under the write-behind: at once, see `behind`); events are published
+    /// just before returning.
     ///
     /// On a store error the in-memory change stays (and its events are published,
     /// since lookups already see it); the caller should answer 500, and the UA's next
@@ -265,6 +342,13 @@ impl Registrar {
                 return then(Ok(outcome), self.pending(Vec::new()));
             }
         };
+        let window = self.inner.window_ms.load(Ordering::Relaxed);
+        let deferred = window > 0
+            && !plan.ops.is_empty()
+            && self
+                .inner
+                .behind
+                .try_defer(existing, &plan.ops, now, window);
         let bindings = live_sorted(&plan.bindings, now, rules.ttl_secs);
         let events = plan.events;
         if plan.bindings.is_empty() {
@@ -272,7 +356,7 @@ impl Registrar {
         } else if plan.changed {
             map.insert(req.aor.clone(), plan.bindings);
         }
-        if plan.ops.is_empty() {
+        if plan.ops.is_empty() || deferred {
             drop(map);
             return then(Ok(RegisterOutcome::Ok { bindings }), self.pending(events));
         }
@@ -311,6 +395,16 @@ impl Registrar {
         ops: Vec<StoreOp>,
         done: store::Done,
     ) {
+        let done: store::Done = if self.inner.window_ms.load(Ordering::Relaxed) > 0 {
+            let written = self.inner.behind.before_sync(&ops);
+            let behind = self.inner.behind.clone();
+            Box::new(move |result| {
+                behind.settled(&written, &result);
+                done(result);
+            })
+        } else {
+            done
+        };
         let order = self.inner.order.lock();
         drop(map);
         self.inner.store.submit_then(ops, done);
