@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """sipwake against Kamailio, side by side, on this machine, in one run.
 
-    python3 bench/run.py                 # full run (about 6 minutes), writes docs/BENCHMARKS.md
-    python3 bench/run.py --smoke         # ~30 s: small rates, a few seconds per step
+    python3 bench/run.py                 # full run (about 12 minutes), writes docs/BENCHMARKS.md
+    python3 bench/run.py --smoke         # ~40 s: small rates, a few seconds per step
     python3 bench/run.py --no-kamailio   # sipwake only
+    python3 bench/run.py --only refresh --duration 4 --no-ramp   # a subset, short steps
 
 Builds the release binary, starts sipwake (durable SQLite store on, log level warn)
 and Kamailio (bench/kamailio/kamailio.cfg: in-memory usrloc + tm + record_route) on
@@ -11,13 +12,22 @@ loopback ports, pins both proxies to core 0 and every load generator (SIPp, the
 phone fleet) to core 1, and drives each proxy with SIPp at the same offered rates:
 
   1. REGISTER of distinct users with pn-* Contact parameters and an X-Token
-     (sipp-scenarios/register_push.xml), UDP;
+     (sipp-scenarios/register_push.xml), UDP ("register": a new AOR each), then the
+     same users again from the same Contact ("refresh": only Call-ID, CSeq and expiry
+     move), at 2,000 and 8,000/s;
   2. calls INVITE/180/200/ACK/BYE/200 through the proxy to a registered SIPp UAS
-     (uac.xml -> proxy -> uas.xml), UDP, and one rate with the caller leg on TCP;
-  3. push-wake calls, sipwake only (bench/wake_load.py);
-  4. memory: PSS per 100k bindings (the bindings left by step 1, measured 40 s after
-     it, once its REGISTER transactions have ended) and, for sipwake, per 10k parked
-     calls.
+     (uac.xml -> proxy -> uas.xml), at 500 and 2,000/s with UDP on both legs ("call")
+     and with the caller leg on TCP ("tcp");
+  3. push-wake calls, sipwake only (bench/wake_load.py, "wake");
+  4. memory: PSS per binding (the bindings left by step 1, measured 40 s after it,
+     once its REGISTER transactions have ended), per transaction waiting out timer
+     J (PSS right after the REGISTER steps minus 40 s later, over the REGISTERs
+     answered in the last 32 s) and likewise per call (INVITE and BYE transactions
+     of both legs waiting out timers K/J/H/I plus the ended dialog), and, for
+     sipwake, per parked call;
+  5. a short ramp per kind ("ramp"): from the highest fixed rate up by 1.5x, short
+     steps, until a step fails 0.1 % or more of its operations or falls below 90 % of
+     the offered rate; reports the highest rate that passed.
 
 For every step it reads the proxy's CPU time (utime+stime of the process, its
 threads and all its child processes, from /proc) before and after and reports
@@ -93,7 +103,7 @@ class Proxy:
         return self.proc.poll() is None
 
 
-def start_sipwake(work, binary):
+def start_sipwake(work, binary, extra_env=()):
     port = bl.free_port()
     env = dict(os.environ,
                SIPWAKE__SIP__LISTEN=f"127.0.0.1:{port}",
@@ -108,6 +118,9 @@ def start_sipwake(work, binary):
                SIPWAKE__PUSH__WEBHOOK__URL="http://127.0.0.1:9/push",
                SIPWAKE__PUSH__DEFAULT_PROVIDER="webhook")
     env.pop("SIPWAKE_LOG", None)
+    for kv in extra_env:
+        k, _, v = kv.partition("=")
+        env[k if k.startswith("SIPWAKE") else "SIPWAKE__" + k] = v
     lf = os.path.join(work, "sipwake.log")
     p = spawn(["taskset", "-c", PROXY_CORE, binary], lf, env=env, cwd=work)
     bl.wait_sip_udp(port, proc=p)
@@ -218,10 +231,16 @@ def run_step(proxy, step, work, opts):
     os.makedirs(sdir)
     extra_uas = None
     uas_cpu = 0.0
-    if kind == "register":
+    if kind in ("register", "refresh"):
+        # a refresh step re-registers the users of its "users" step from the same
+        # Contact (same SIPp port): a new Call-ID and CSeq, same contact and token
+        users = opts.users.setdefault((proxy.name, step["users"]),
+                                      dict(port=bl.free_port(), n=0))
+        if kind == "refresh" and users["n"] < n:
+            raise RuntimeError(f"{step['id']}: only {users['n']} users to refresh")
         scen = "register_push.xml"
-        argv = sipp_argv(scen, bl.free_port(),
-                         ["-s", f"{step['id']}u", "-m", str(n), "-r", str(rate),
+        argv = sipp_argv(scen, users["port"],
+                         ["-s", f"{step['users']}u", "-m", str(n), "-r", str(rate),
                           "-l", str(max(100, rate * 2)), "-timeout", f"{dur * 3 + 20}s",
                           proxy.hostport()])
     else:
@@ -256,7 +275,9 @@ def run_step(proxy, step, work, opts):
     cpu1 = bl.tree_cpu_seconds(proxy.pid)
     cores1 = core_busy()
     r = sipp_results(sdir, scen, p.pid)
-    r.update(kind=kind, rate=rate, wall=wall, rc=rc, timed_out=to)
+    r.update(kind=kind, rate=rate, wall=wall, rc=rc, timed_out=to, t_end=time.monotonic())
+    if kind == "register":
+        users["n"] = max(users["n"], r["ok"] + r["failed"])
     r["proxy_cpu"] = cpu1 - cpu0
     r["sipp_cpu"] = sipp_cpu + uas_cpu
     r["achieved"] = r["ok"] / r["elapsed"] if r["elapsed"] > 0 else 0.0
@@ -305,7 +326,7 @@ def ratio(a, b):
     return f"{a / b:.2f}"
 
 
-def build_tables(steps, results, mem, wake, have_kam):
+def build_tables(steps, results, mem, wake, have_kam, ramps):
     names = ["sipwake"] + (["kamailio"] if have_kam else [])
     lines = []
     hdr = ["step", "offered/s"]
@@ -331,28 +352,61 @@ def build_tables(steps, results, mem, wake, have_kam):
                     ratio(a and a["p99"], b and b["p99"]) if a and b and b["p99"] > 0
                     else ("equal" if a and b and a["p99"] == b["p99"] else "–")]
         lines.append("| " + " | ".join(row) + " |")
+    if ramps:
+        lines += ["", "| highest rate with < 0.1 % failed and ≥ 90 % of offered (ramp ×1.5) | "
+                  + " | ".join(names) + " | ratio sw/kam |", "|---|" + "---|" * (len(names) + 1)]
+        for kind, rp in ramps.items():
+            cells = []
+            for n in names:
+                v = rp["best"].get(n)
+                cap = " (still passing at the last step)" if n in rp["capped"] else ""
+                cells.append(f"{v}/s{cap}" if v else "none")
+            sw_b, km_b = rp["best"].get("sipwake"), rp["best"].get("kamailio")
+            lines.append(f"| {kind} ({rp['duration']} s steps, up to {rp['last_rate']}/s) | "
+                         + " | ".join(cells) + f" | {ratio(sw_b, km_b) if km_b else '–'} |")
     table = "\n".join(lines)
 
     mlines = ["| memory | sipwake | kamailio | ratio sw/kam |", "|---|---|---|---|"]
     sw, km = mem.get("sipwake"), mem.get("kamailio")
 
-    def per100k(m):
-        return m and m["bindings"] and (m["pss_after"] - m["pss_before"]) * 1024 / m["bindings"] * 1e5 / 2**20
+    def per_binding(m):
+        if not m or not m["bindings"] or "pss_after" not in m:
+            return None
+        return (m["pss_after"] - m["pss_before"]) * 1024 / m["bindings"]
 
-    a, b = per100k(sw), per100k(km)
-    mlines.append(f"| PSS growth per 100k bindings, MiB | {fmt(a, '.1f')} | {fmt(b, '.1f')} | "
-                  f"{ratio(a, b)} |")
+    def per_alive(m, phase):
+        if not m or not m.get(f"{phase}_alive"):
+            return None
+        return (m[f"{phase}_pss_busy"] - m[f"{phase}_pss_after"]) * 1024 / m[f"{phase}_alive"]
+
+    rows = [("PSS per binding, bytes (after the REGISTER transactions ended)", per_binding),
+            ("PSS per REGISTER transaction waiting out timer J, bytes",
+             lambda m: per_alive(m, "reg")),
+            ("PSS per ended call waiting out its timers (INVITE+BYE transactions, "
+             "both legs, and the dialog), bytes", lambda m: per_alive(m, "call"))]
+    for label, f in rows:
+        a, b = f(sw), f(km)
+        if a is None and b is None:
+            continue
+        mlines.append(f"| {label} | {fmt(a, '.0f')} | {fmt(b, '.0f')} | {ratio(a, b)} |")
     for n, m in (("sipwake", sw), ("kamailio", km)):
-        if m:
+        if m and "pss_after" in m:
+            cell = (f"{m['bindings']} / {m['pss_before'] / 1024:.1f} → "
+                    f"{m['pss_after'] / 1024:.1f} ({m['rss_after'] / 1024:.1f})")
             mlines.append(f"| {n}: bindings / PSS before → after (RSS sum after), MiB | "
-                          + (f"{m['bindings']} / {m['pss_before'] / 1024:.1f} → "
-                             f"{m['pss_after'] / 1024:.1f} ({m['rss_after'] / 1024:.1f})"
-                             if n == "sipwake" else "")
-                          + " | "
-                          + (f"{m['bindings']} / {m['pss_before'] / 1024:.1f} → "
-                             f"{m['pss_after'] / 1024:.1f} ({m['rss_after'] / 1024:.1f})"
-                             if n == "kamailio" else "")
-                          + " | |")
+                          + (cell if n == "sipwake" else "") + " | "
+                          + (cell if n == "kamailio" else "") + " | |")
+    for phase, what in (("reg", "REGISTER transactions"), ("call", "calls")):
+        cells = []
+        for n, m in (("sipwake", sw), ("kamailio", km)):
+            if m and f"{phase}_alive" in m:
+                cells.append(f"{m[f'{phase}_alive']:.0f} / {m[f'{phase}_pss_busy'] / 1024:.1f}"
+                             f" → {m[f'{phase}_pss_after'] / 1024:.1f}")
+            else:
+                cells.append("")
+        if any(cells):
+            mlines.append(f"| {what} in the last {TX_WINDOW:.0f} s / PSS right after → "
+                          f"once ended, MiB | {cells[0]} | {cells[1] if len(cells) > 1 else ''} | |")
     if wake and wake.get("parked"):
         pk = wake["parked"]
         mlines.append(f"| PSS growth per 10k parked calls, MiB ({pk['parked']} parked) | "
@@ -389,18 +443,84 @@ def versions(binary):
             "kamailio": kv, "sipp": sv}
 
 
+KINDS = ("register", "refresh", "call", "tcp", "wake")
+TX_WINDOW = 32.0   # timer J (64 * T1): how long an answered REGISTER transaction stays
+
+
+def make_step(kind, rate, dur, ramp=False):
+    label = {"register": "REGISTER, new AOR, UDP", "refresh": "REGISTER, refresh, UDP",
+             "call": "call, UDP", "tcp": "call, caller leg TCP"}[kind]
+    sid = f"{'ramp-' if ramp else ''}{kind}{rate}"
+    st = dict(id=sid, kind="call" if kind == "tcp" else kind, rate=rate, duration=dur,
+              transport="tcp" if kind == "tcp" else "udp", group=kind,
+              label=f"{'ramp: ' if ramp else ''}{label}, {dur} s")
+    if kind in ("register", "refresh"):
+        st["users"] = f"{'ramp' if ramp else 'reg'}{rate}"
+    return st
+
+
+def passed(r):
+    """A step passed: under 0.1 % failed and at least 90 % of the offered rate (the
+    achieved rate of a short step counts the last call's own length)."""
+    total = r["ok"] + r["failed"]
+    return (not r["timed_out"] and total > 0 and r["failed"] * 1000 < total
+            and r["achieved"] >= 0.9 * r["rate"])
+
+
+def tx_alive(results_of, t_meas):
+    """REGISTERs answered within TX_WINDOW before t_meas, from each step's end time and
+    rate (answers spread evenly over the step)."""
+    n = 0.0
+    for r in results_of:
+        if r["elapsed"] <= 0:
+            continue
+        t1, t0 = r["t_end"], r["t_end"] - r["elapsed"]
+        lo = max(t0, t_meas - TX_WINDOW)
+        if t1 > lo:
+            n += r["ok"] * (t1 - lo) / (t1 - t0)
+    return n
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--smoke", action="store_true", help="~30 s version for CI")
+    ap.add_argument("--smoke", action="store_true", help="~40 s version for CI")
     ap.add_argument("--no-kamailio", action="store_true")
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--binary", default=None,
+                    help="sipwake binary to measure (default: target/release/sipwake, built "
+                    "first unless --no-build)")
+    ap.add_argument("--only", default=",".join(KINDS),
+                    help=f"comma-separated subset of {','.join(KINDS)} (a refresh step "
+                    "registers its users first, unmeasured, when register is left out)")
+    ap.add_argument("--duration", type=int, default=None,
+                    help="seconds per fixed step (default 15; smoke 3)")
+    ap.add_argument("--no-ramp", action="store_true", help="skip the highest-rate ramp")
+    ap.add_argument("--ramp-duration", type=int, default=None,
+                    help="seconds per ramp step (default 5; smoke 2)")
+    ap.add_argument("--ramp-steps", type=int, default=None,
+                    help="most ramp steps per kind (default 5; smoke 1)")
+    ap.add_argument("--settle", type=int, default=None,
+                    help="seconds to wait for transactions to end before memory is "
+                    "read (default 40; smoke 2)")
     ap.add_argument("--out", default=None,
-                    help="markdown file to write (full run: docs/BENCHMARKS.md; smoke: none)")
+                    help="markdown file to write (full run: docs/BENCHMARKS.md; smoke "
+                    "or subset: none)")
     ap.add_argument("--json", default=None, help="also write the raw figures here")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a sipwake setting for this run, e.g. STORE__REFRESH_WRITE_BEHIND_MS=0 "
+                    "(repeatable; never writes docs/BENCHMARKS.md)")
     args = ap.parse_args()
-    out = args.out if args.out is not None else (None if args.smoke else
-                                                 os.path.join(ROOT, "docs", "BENCHMARKS.md"))
+    only = [k.strip() for k in args.only.split(",") if k.strip()]
+    bad_kinds = [k for k in only if k not in KINDS]
+    if bad_kinds:
+        log(f"--only: unknown {bad_kinds}; known: {', '.join(KINDS)}")
+        return 2
+    full = (not args.smoke and set(only) == set(KINDS) and args.duration is None
+            and not args.set and not args.binary
+            and not args.no_ramp and args.ramp_duration is None and args.ramp_steps is None)
+    out = args.out if args.out is not None else (
+        os.path.join(ROOT, "docs", "BENCHMARKS.md") if full else None)
     t_start = time.monotonic()
     for tool in ("sipp", "taskset"):
         if not shutil.which(tool):
@@ -413,39 +533,48 @@ def main():
     if not have_kam and not args.no_kamailio:
         log("kamailio not installed: sipwake only")
 
-    binary = os.path.join(ROOT, "target", "release", "sipwake")
-    if not args.no_build:
+    binary = args.binary or os.path.join(ROOT, "target", "release", "sipwake")
+    if not args.no_build and not args.binary:
         log("cargo build --release")
         subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True,
                        timeout=900)
 
     if args.smoke:
-        reg_rates, reg_dur = [200], 3
-        call_rates, call_dur = [100], 3
-        tcp_rate = 100
+        reg_rates, call_rates, dur = [200], [100], 3
+        ramp_dur, ramp_steps, settle = 2, 1, 2
         wake_args = ["--rates", "50", "--duration", "3", "--parked", "300"]
     else:
-        reg_rates, reg_dur = [2000, 8000], 15
-        call_rates, call_dur = [500, 2000], 15
-        tcp_rate = 500
+        reg_rates, call_rates, dur = [2000, 8000], [500, 2000], 15
+        ramp_dur, ramp_steps, settle = 5, 5, 40
         wake_args = ["--rates", "500,1000", "--duration", "15", "--parked", "10000"]
+    dur = args.duration or dur
+    ramp_dur = args.ramp_duration or ramp_dur
+    ramp_steps = args.ramp_steps if args.ramp_steps is not None else ramp_steps
+    settle = args.settle if args.settle is not None else settle
+    if args.duration and not args.smoke:
+        wake_args = ["--rates", "500", "--duration", str(dur), "--parked", "2000"]
 
     steps = []
     for r in reg_rates:
-        steps.append(dict(id=f"reg{r}", kind="register", rate=r, duration=reg_dur,
-                          transport="udp", label=f"REGISTER, UDP, {reg_dur} s"))
-    for r in call_rates:
-        steps.append(dict(id=f"call{r}", kind="call", rate=r, duration=call_dur,
-                          transport="udp", label=f"call, UDP, {call_dur} s"))
-    steps.append(dict(id=f"tcp{tcp_rate}", kind="call", rate=tcp_rate, duration=call_dur,
-                      transport="tcp", label=f"call, caller leg TCP, {call_dur} s"))
+        if "register" in only or "refresh" in only:
+            st = make_step("register", r, dur)
+            st["measured"] = "register" in only
+            steps.append(st)
+        if "refresh" in only:
+            steps.append(make_step("refresh", r, dur))
+    for kind in ("call", "tcp"):
+        if kind in only:
+            steps += [make_step(kind, r, dur) for r in call_rates]
 
     work = tempfile.mkdtemp(prefix="sipwake-bench-")
-    results = {st["id"]: {} for st in steps}
+    results = {}
     mem = {}
     wake = None
+    ramps = {}
+    ramp_shown = []
+    args.users = {}
     try:
-        proxies = [start_sipwake(work, binary)]
+        proxies = [start_sipwake(work, binary, args.set)]
         if have_kam:
             proxies.append(start_kamailio(work))
         log("started: " + ", ".join(f"{p.name} pid {p.pid} on {p.hostport()}" for p in proxies))
@@ -453,52 +582,106 @@ def main():
         for p in proxies:
             rss, pss = bl.tree_memory_kib(p.pid)
             mem[p.name] = dict(pss_before=pss, rss_before=rss, bindings=0)
-        for i, st in enumerate(steps):
-            order = proxies if i % 2 == 0 else list(reversed(proxies))
+
+        def run_pair(i, st, among=None):
+            results.setdefault(st["id"], {})
+            among = [p for p in proxies if among is None or p.name in among]
+            order = among if i % 2 == 0 else list(reversed(among))
             for p in order:
                 if not p.alive():
                     raise RuntimeError(f"{p.name} died; see {p.logfile}")
                 r = run_step(p, st, work, args)
                 results[st["id"]][p.name] = r
-                log(f"{st['id']:>9} {p.name:8}: {r['achieved']:7.0f}/s ok {r['ok']} "
+                log(f"{st['id']:>14} {p.name:8}: {r['achieved']:7.0f}/s ok {r['ok']} "
                     f"failed {r['failed']} p50/p99 {r['p50']}/{r['p99']} ms "
                     f"cpu {r['cpu_us_per_op']:.1f} us/op (proxy {r['proxy_cpu']:.2f} s, "
                     f"sipp {r['sipp_cpu']:.2f} s, wall {r['wall']:.1f} s, "
                     f"core0 {r['core0_busy'] * 100:.0f}% core1 {r['core1_busy'] * 100:.0f}%)")
-                if st["kind"] == "register":
-                    mem[p.name]["bindings"] += r["ok"]
-            if st["kind"] == "register" and (i + 1 == len(steps)
-                                             or steps[i + 1]["kind"] != "register"):
-                # bindings, not the REGISTER transactions still absorbing
-                # retransmissions (timer J, 32 s): wait until those are gone
-                time.sleep(2 if args.smoke else 40)
+
+        def read_memory(phase, step_ids):
+            """PSS right after a phase, then once its transactions have ended."""
+            t_meas = time.monotonic()
+            now = {p.name: bl.tree_memory_kib(p.pid) for p in proxies}
+            time.sleep(settle)
+            for p in proxies:
+                rss, pss = bl.tree_memory_kib(p.pid)
+                rs = [results[s][p.name] for s in step_ids if p.name in results.get(s, {})]
+                m = mem[p.name]
+                m[f"{phase}_pss_busy"] = now[p.name][1]
+                m[f"{phase}_pss_after"] = pss
+                m[f"{phase}_rss_after"] = rss
+                m[f"{phase}_alive"] = tx_alive(rs, t_meas)
+                if phase == "reg":
+                    m.update(pss_after=pss, rss_after=rss)
+                log(f"memory {p.name} after {phase}: {m}")
+
+        for i, st in enumerate(steps):
+            run_pair(i, st)
+            if st["kind"] == "register":
                 for p in proxies:
-                    rss, pss = bl.tree_memory_kib(p.pid)
-                    mem[p.name].update(pss_after=pss, rss_after=rss)
-                    log(f"memory {p.name}: {mem[p.name]}")
+                    mem[p.name]["bindings"] += results[st["id"]][p.name]["ok"]
+            last_of_phase = (i + 1 == len(steps)
+                             or (steps[i + 1]["kind"] == "call") != (st["kind"] == "call"))
+            if last_of_phase:
+                ids = [s["id"] for s in steps if (s["kind"] == "call") == (st["kind"] == "call")]
+                read_memory("call" if st["kind"] == "call" else "reg", ids)
+
+        if not args.no_ramp:
+            for kind in ("register", "refresh", "call", "tcp"):
+                if kind not in only:
+                    continue
+                fixed = [s for s in steps if s["group"] == kind and s.get("measured", True)]
+                best = {p.name: max([s["rate"] for s in fixed
+                                     if passed(results[s["id"]][p.name])], default=0)
+                        for p in proxies}
+                rate = max(s["rate"] for s in fixed)
+                live = {p.name for p in proxies}
+                for k in range(ramp_steps):
+                    rate = int(rate * 1.5)
+                    st = make_step(kind, rate, ramp_dur, ramp=True)
+                    if kind == "refresh":
+                        # fresh users to refresh, registered (unmeasured) just before
+                        prime = make_step("register", rate, ramp_dur, ramp=True)
+                        prime["id"] = st["users"] = prime["users"] = f"prime{rate}"
+                        run_pair(k, prime, live)
+                    run_pair(k, st, live)
+                    ramp_shown.append(st)
+                    for name, r in results[st["id"]].items():
+                        if passed(r):
+                            best[name] = max(best[name], rate)
+                        else:
+                            live.discard(name)
+                    if not live:
+                        break
+                ramps[kind] = dict(best=best, last_rate=rate, duration=ramp_dur,
+                                   capped=sorted(live))
+                log(f"ramp {kind}: {ramps[kind]}")
+
         for p in proxies:
             if not p.alive():
                 raise RuntimeError(f"{p.name} died; see {p.logfile}")
         # the proxies are done; the wake step starts its own sipwake (memory store
         # off: durable like the others), so stop them to free the cores
         kill_all()
-        wjson = os.path.join(work, "wake.json")
-        cmd = [sys.executable, os.path.join(ROOT, "bench", "wake_load.py"), "--binary", binary,
-               "--json", wjson, "--workdir", os.path.join(work, "wake")] + wake_args
-        log("push-wake: " + " ".join(cmd[1:]))
-        wr = subprocess.run(cmd, timeout=400)
-        if os.path.exists(wjson):
-            with open(wjson) as f:
-                wake = json.load(f)
-        if wr.returncode != 0:
-            log(f"wake_load.py exited with {wr.returncode}")
+        if "wake" in only:
+            wjson = os.path.join(work, "wake.json")
+            cmd = [sys.executable, os.path.join(ROOT, "bench", "wake_load.py"), "--binary",
+                   binary, "--json", wjson, "--workdir", os.path.join(work, "wake")] + wake_args
+            log("push-wake: " + " ".join(cmd[1:]))
+            wr = subprocess.run(cmd, timeout=400)
+            if os.path.exists(wjson):
+                with open(wjson) as f:
+                    wake = json.load(f)
+            if wr.returncode != 0:
+                log(f"wake_load.py exited with {wr.returncode}")
     finally:
         kill_all()
 
-    table, mtable, wtable = build_tables(steps, results, mem, wake, have_kam)
+    shown = [s for s in steps if s.get("measured", True)] + ramp_shown
+    table, mtable, wtable = build_tables(shown, results, mem, wake, have_kam, ramps)
     ver = versions(binary)
     notes = []
-    for st in steps:
+    for st in shown:
         for n, r in results[st["id"]].items():
             notes.append(f"- {st['label']} at {st['rate']}/s, {n}: {limit_note(r)}; "
                          f"{r['retrans']} SIPp retransmissions; cores busy in total "
@@ -508,15 +691,17 @@ def main():
     machine = (f"{os.cpu_count()} cores, {bl.cpu_model()}, Linux {platform.release()}")
     elapsed = time.monotonic() - t_start
     report = "\n".join([
-        f"Run {when} ({'smoke' if args.smoke else 'full'}, {elapsed:.0f} s) on {machine}.",
-        f"sipwake {ver['sipwake']} (release build, SQLite store, log warn); "
+        f"Run {when} ({'smoke' if args.smoke else 'full' if full else 'subset: ' + ','.join(only)}, "
+        f"{elapsed:.0f} s) on {machine}.",
+        f"sipwake {ver['sipwake']} (release build, SQLite store, log warn"
+        f"{''.join('; ' + kv for kv in args.set)}); "
         f"{ver['kamailio']} (-x fm -X fm -m 256 -M 32 -n 2, in-memory usrloc); {ver['sipp']}.",
         "Proxy pinned to core 0, SIPp (and the phone fleet) to core 1.",
         "", table, "", mtable, "", wtable, "", "Limits per step:", "", *notes])
     print(report)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(dict(results=results, memory=mem, wake=wake, versions=ver,
+            json.dump(dict(results=results, memory=mem, wake=wake, ramps=ramps, versions=ver,
                            machine=machine, date=when), f, indent=1)
     if out:
         write_markdown(out, report)
@@ -527,7 +712,7 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
     bad = [(st["id"], n) for st in steps for n, r in results[st["id"]].items()
            if r["ok"] == 0 or r["timed_out"]]
-    if bad or (wake is None):
+    if bad or (wake is None and "wake" in only):
         log(f"steps without a result: {bad or 'push-wake'}")
         return 1
     return 0

@@ -205,6 +205,10 @@ impl Server {
             ttl_secs: settings.push.binding_ttl.as_secs(),
             max_expires: settings.push.max_expires,
         });
+        if settings.store.backend == StoreBackend::Sqlite {
+            // the memory store has no disk to wait for
+            registrar.set_refresh_write_behind(settings.store.refresh_write_behind);
+        }
         registrar.messages().set_rules(MessageRules {
             max_per_aor: settings.push.messages.max_per_aor,
             max_total: settings.push.messages.max_total,

@@ -174,6 +174,7 @@ pub async fn drain(
 /// Commits what the store has queued and closes it (blocking work, off the runtime's
 /// threads).
 pub async fn close_store(core: &Arc<Core>) {
+    core.registrar.flush_refreshes();
     let store = core.registrar.store().clone();
     match tokio::task::spawn_blocking(move || store.close()).await {
         Ok(Ok(())) => info!("store closed"),

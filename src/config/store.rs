@@ -45,6 +45,11 @@ pub struct StoreSettings {
     /// death); written `store.synchronous = "full"` or `"normal"`.
     #[serde(rename = "synchronous", with = "sync_full")]
     pub sync_full: bool,
+    /// A pure refresh of a binding whose stored copy stays live is answered before
+    /// its write, which follows within this time (zero: every write before the 200).
+    /// Written in milliseconds.
+    #[serde(rename = "refresh_write_behind_ms", with = "fields::millis")]
+    pub refresh_write_behind: Duration,
     /// `[store.redis]`, for the `redis` backend.
     pub redis: RedisSettings,
 }
@@ -150,6 +155,7 @@ impl Default for StoreSettings {
             path: PathBuf::from("data/sipwake.db"),
             sync_full: false,
             redis: RedisSettings::default(),
+            refresh_write_behind: Duration::from_secs(1),
         }
     }
 }
@@ -164,6 +170,13 @@ impl StoreSettings {
             ));
         }
         self.redis = self.redis.validate(self.backend == StoreBackend::Redis)?;
+        in_range(
+            "store.refresh_write_behind_ms",
+            u64::try_from(self.refresh_write_behind.as_millis()).unwrap_or(u64::MAX),
+            0,
+            10_000,
+            "milliseconds",
+        )?;
         Ok(self)
     }
 }

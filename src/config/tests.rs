@@ -211,6 +211,10 @@ fn each_validation_error_names_its_key() {
             "sip.tcp_idle_timeout_secs",
         ),
         ("[sip]\nt1_ms = 0", "sip.t1_ms"),
+        (
+            "[store]\nrefresh_write_behind_ms = 10001",
+            "store.refresh_write_behind_ms",
+        ),
         ("[sip]\nt2_ms = 100", "sip.t2_ms"),
         ("[sip]\nt4_ms = 0", "sip.t4_ms"),
         ("[sip]\ntimer_c_secs = 0", "sip.timer_c_secs"),

@@ -50,6 +50,19 @@ pub fn parse_register(
     push: &PushSettings,
     pusher: &Pusher,
 ) -> Result<RegisterRequest, BadRegister> {
+    parse_register_pns(msg, flow, now_ms, push, pusher).map(|(req, _)| req)
+}
+
+/// [`parse_register`], plus the RFC 8599 push service the first Contact naming one
+/// named (`pn-provider`, for Feature-Caps), found in the same pass over the Contacts.
+fn parse_register_pns(
+    msg: &Message,
+    flow: &Flow,
+    now_ms: u64,
+    push: &PushSettings,
+    pusher: &Pusher,
+) -> Result<(RegisterRequest, Option<String>), BadRegister> {
+    let mut first_pns = None;
     let token_header = msg.header_named(&push.token_header);
     let to = msg.to().ok_or(bad("Malformed To header"))?;
     let to_uri = Uri::parse(to.uri).map_err(|_| bad("To is not a SIP URI"))?;
@@ -82,10 +95,12 @@ pub fn parse_register(
             })?;
             // an RFC 8599 provider we cannot push to is refused; a bare token is kept
             // (it becomes usable once its provider is configured)
-            if pns_name(uri.params).is_some()
-                && info.as_ref().is_some_and(|i| !pusher.serves(i.provider))
-            {
+            let pns = pns_name(uri.params);
+            if pns.is_some() && info.as_ref().is_some_and(|i| !pusher.serves(i.provider)) {
                 return Err(PNS_UNSUPPORTED);
+            }
+            if first_pns.is_none() {
+                first_pns = pns;
             }
             let mut spec = ContactSpec {
                 uri: na.uri.to_string(),
@@ -110,7 +125,7 @@ pub fn parse_register(
         }
         Contacts::List(list)
     };
-    Ok(RegisterRequest {
+    let req = RegisterRequest {
         aor: to_uri.aor(),
         call_id: msg.call_id().to_string(),
         cseq: msg.cseq().0,
@@ -121,7 +136,8 @@ pub fn parse_register(
         path: msg.values(HeaderName::Path).map(str::to_string).collect(),
         now_ms,
         node: None,
-    })
+    };
+    Ok((req, first_pns))
 }
 
 /// A bare APNs token whose environment a push has learnt keeps it when the phone
@@ -237,10 +253,11 @@ pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
         return core.reply(&msg, flow, key, a.code, a.reason, &a.lines());
     }
     let now_ms = unix_now_ms();
-    let mut req = match parse_register(&msg, &flow, now_ms, &core.settings.push, &core.pusher()) {
-        Ok(r) => r,
-        Err(bad) => return refuse(core, &msg, flow, key, bad),
-    };
+    let (mut req, pns) =
+        match parse_register_pns(&msg, &flow, now_ms, &core.settings.push, &core.pusher()) {
+            Ok(r) => r,
+            Err(bad) => return refuse(core, &msg, flow, key, bad),
+        };
     // after authentication: only the AOR's owner spends its budget
     if super::limits::register_over_aor_limit(core, &msg, &flow, &req.aor, true) {
         return;
@@ -251,12 +268,7 @@ pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
         // the flow is this node's: the others reach the phone through it
         req.node = Some(core.settings.cluster.node_id.clone());
     }
-    // RFC 8599 §5.4: confirm the push service the phone named
-    let pns = msg
-        .values(HeaderName::Contact)
-        .filter_map(|v| NameAddr::parse(v, "Contact").ok())
-        .filter_map(|na| Uri::parse(na.uri).ok().and_then(|u| pns_name(u.params)))
-        .next();
+    // RFC 8599 §5.4: confirm the push service the phone named (`pns`, read above)
     // absorb retransmissions while the store commits
     core.tx.set_server(key, ServerEntry::Pending);
     let core = core.clone();

@@ -94,8 +94,11 @@ pub struct PushInfo {
     /// the other environment.
     #[serde(default, skip_serializing_if = "is_false")]
     pub env_guessed: bool,
-    /// Unix ms of the REGISTER carrying this token (for the APNs 410 timestamp rule).
-    #[serde(default)]
+    /// Unix ms of the REGISTER carrying this token. Not stored: the binding's
+    /// `updated_at_ms` holds the same time (and is what the APNs 410 timestamp rule
+    /// reads), and a value that moves with every REGISTER would make each refresh a
+    /// change of the stored push info. Read from JSON written before, or 0.
+    #[serde(default, skip_serializing)]
     pub registered_at_ms: u64,
     /// The app's RFC 8599 `pn-param` (or legacy `app-id`) exactly as it sent it, for an
     /// operator's push gateway (e.g. `TEAMID.org.example.app.voip&remote`, or an FCM
@@ -571,6 +574,11 @@ mod tests {
         i.team_id = Some("ABCDE12345".into());
         let json = i.to_json();
         assert!(json.contains("\"provider\":\"apns\""), "{json}");
+        assert!(
+            !json.contains("registered_at"),
+            "derivable, not stored: {json}"
+        );
+        i.registered_at_ms = 0;
         assert_eq!(PushInfo::from_json(&json), Some(i));
         assert_eq!(PushInfo::from_json("not json"), None);
         let min = PushInfo::from_json(r#"{"provider":"webhook","token":"t"}"#).unwrap();

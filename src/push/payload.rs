@@ -256,8 +256,9 @@ pub fn delivery(info: &PushInfo, event: Event, ttl: Duration) -> Option<Map<Stri
 
 /// The webhook document of a call or cancel notice: `{"event": "call"|"cancel",
 /// "reason", "aor", "pushHint", "callId", "callerId", "callerName", "callerNumber",
-/// "withVideo", "callUUID"}` (`reason` is null for calls, `callerName` null without a
-/// display name) plus the [`delivery`] fields. `None` when there is no token to send
+/// "withVideo", "callUUID"}` (`reason` is null for calls; `callerName` is the caller's
+/// number without a display name, never null, as in the APNs payload) plus the
+/// [`delivery`] fields. `None` when there is no token to send
 /// it to (an APNs notice without a regular token).
 pub fn webhook(info: &PushInfo, call: &CallPush, reason: Option<CancelReason>) -> Option<Value> {
     let (event, ttl) = match reason {
@@ -272,7 +273,7 @@ pub fn webhook(info: &PushInfo, call: &CallPush, reason: Option<CancelReason>) -
         "pushHint": call.push_hint,
         "callId": call.call_id,
         "callerId": call.caller_id,
-        "callerName": call.caller_name,
+        "callerName": call.caller_name.as_deref().unwrap_or(&call.caller_number),
         "callerNumber": call.caller_number,
         "withVideo": call.with_video,
         "callUUID": call.call_uuid,
@@ -412,9 +413,10 @@ pub fn fcm(token: &str, call: &CallPush, reason: Option<CancelReason>, ttl: Dura
     put("pushHint", &call.push_hint);
     put("callId", &call.call_id);
     put("callerId", &call.caller_id);
-    if let Some(n) = &call.caller_name {
-        put("callerName", n);
-    }
+    put(
+        "callerName",
+        call.caller_name.as_deref().unwrap_or(&call.caller_number),
+    );
     put("callerNumber", &call.caller_number);
     put("withVideo", if call.with_video { "true" } else { "false" });
     put("callUUID", &call.call_uuid);

@@ -14,6 +14,8 @@
 //! hex digits is APNs, anything else FCM), and for APNs the topic and environment come
 //! from `[push.apns]` with the environment marked as a guess.
 
+use std::borrow::Cow;
+
 use crate::config::{DefaultProvider, PushSettings};
 
 use super::{Provider, PushInfo};
@@ -32,8 +34,9 @@ pub enum TokenError {
     Malformed(&'static str),
 }
 
-/// The Contact URI parameters as (lower-case name, percent-decoded value) pairs.
-fn params(raw: &str) -> Vec<(String, String)> {
+/// The Contact URI parameters as (name, percent-decoded value) pairs, borrowed from
+/// `raw` unless a value needs decoding (names compare case-insensitively in [`get`]).
+fn params(raw: &str) -> Vec<(&str, Cow<'_, str>)> {
     // Only the parameters: stop at URI headers or the end of a name-addr.
     let raw = raw.split(['?', '>']).next().unwrap_or("");
     raw.split(';')
@@ -43,17 +46,14 @@ fn params(raw: &str) -> Vec<(String, String)> {
                 return None;
             }
             let (name, value) = p.split_once('=').unwrap_or((p, ""));
-            Some((
-                name.trim().to_ascii_lowercase(),
-                percent_decode(value.trim().trim_matches('"')),
-            ))
+            Some((name.trim(), percent_decode(value.trim().trim_matches('"'))))
         })
         .collect()
 }
 
-fn percent_decode(s: &str) -> String {
+fn percent_decode(s: &str) -> Cow<'_, str> {
     if !s.contains('%') {
-        return s.to_owned();
+        return Cow::Borrowed(s);
     }
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
@@ -72,15 +72,14 @@ fn percent_decode(s: &str) -> String {
         out.push(b[i]);
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
-fn get<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    let name = name.to_ascii_lowercase();
+fn get<'a>(params: &'a [(&str, Cow<'_, str>)], name: &str) -> Option<&'a str> {
     params
         .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| v.as_str())
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_ref())
 }
 
 /// A token must be non-empty, printable ASCII without separators, and not huge.
@@ -198,7 +197,7 @@ pub fn keep_learnt(new: &mut PushInfo, old: &PushInfo) {
 
 /// RFC 8599 `pn-provider` / `pn-prid` / `pn-param`.
 fn rfc8599(
-    p: &[(String, String)],
+    p: &[(&str, Cow<'_, str>)],
     provider: &str,
     settings: &PushSettings,
     now_ms: u64,
@@ -291,7 +290,7 @@ fn rfc8599(
 /// Legacy Linphone parameters: `pn-type=apple|firebase|google`, `pn-tok`, `app-id`
 /// (`org.example.app[.voip][.prod|.dev]`).
 fn legacy(
-    p: &[(String, String)],
+    p: &[(&str, Cow<'_, str>)],
     kind: &str,
     settings: &PushSettings,
     now_ms: u64,

@@ -3,7 +3,9 @@
 //! The [`Registrar`] applies RFC 3261 §10.3 (with RFC 5626 instance/reg-id identity)
 //! to a [`RegisterRequest`] the proxy has already parsed. Bindings live in memory for
 //! lookups; every change is also written to a [`Store`] ([`MemoryStore`] or
-//! [`SqliteStore`]) and the REGISTER is answered only once that write is durable.
+//! [`SqliteStore`]) and the REGISTER is answered only once that write is durable,
+//! except a pure refresh of a binding already safely stored, whose write may follow
+//! within a bounded time (`behind`, [`Registrar::set_refresh_write_behind`]).
 //! Changes are announced as [`BindingEvent`]s, e.g. to wake a call parked for a
 //! pushed phone.
 //!
@@ -13,24 +15,20 @@
 //!
 //! Several nodes ([`Registrar::new_shared`], `store.backend = "redis"`): the
 //! in-memory table stays empty and Redis is the truth for every REGISTER and lookup;
-//! see [`redis`] for how ordering and expiry hold across nodes. The same [`plan`]
-//! decides what a REGISTER does in both cases; only where the AOR is read from and
+//! see [`redis`] for how ordering and expiry hold across nodes. The same `plan`
+//! (`plan.rs`) decides what a REGISTER does in both cases; only where the AOR is read from and
 //! written to differs. Lookups then go through [`Registrar::find`], which may wait
 //! for Redis. Other nodes' events come in through [`remote`] and are published into
 //! [`Registrar::events`] as [`BindingEvent::remote`], the same stream as local ones.
-//!
-//! Past ~600 lines: it is the one place where a REGISTER is applied, in memory or on
-//! the shared store, under the ordering lock above; splitting the two paths would
-//! separate the lock from what it orders. (The plan, events, store, messages and
-//! management views already live in their own files; issue 13's write-behind is
-//! still changing this file, so a further split waits for it.)
 
+mod behind;
 mod binding;
 mod events;
 mod manage;
 mod memory;
 pub mod messages;
 pub mod nodes;
+mod plan;
 pub mod redis;
 pub mod remote;
 mod sqlite;
@@ -38,6 +36,8 @@ mod store;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_behind;
 
 pub use binding::{Binding, ContactSpec, Contacts, RegisterOutcome, RegisterRequest, DEFAULT_Q};
 pub use events::{
@@ -52,14 +52,15 @@ pub use store::{Done, Store, StoreError, StoreOp};
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::{broadcast, oneshot};
 
 use crate::config::RegistrarSettings;
+use plan::plan;
 
 /// Capacity of the event channel; a subscriber that falls further behind than this
 /// sees `RecvError::Lagged` rather than slowing REGISTER handling.
@@ -97,6 +98,12 @@ struct Inner {
     /// Taken before `bindings` is released and held while submitting to the store,
     /// so the store applies changes in the order memory made them.
     order: Mutex<()>,
+    /// Deferred writes of pure refreshes (see `behind`).
+    behind: behind::WriteBehind,
+    /// Longest a deferred refresh waits for its write, in ms; 0: none is deferred.
+    window_ms: AtomicU64,
+    /// Whether the thread that flushes deferred refreshes runs.
+    flusher: AtomicBool,
     /// MESSAGEs kept for sleeping phones, in the same store.
     messages: MessageQueue,
     /// Several nodes: the shared store that replaces `bindings` and `store`.
@@ -148,6 +155,9 @@ impl Registrar {
                 events,
                 push: parking_lot::RwLock::new(PushRules::default()),
                 order: Mutex::new(()),
+                behind: behind::WriteBehind::default(),
+                window_ms: AtomicU64::new(0),
+                flusher: AtomicBool::new(false),
                 messages,
                 shared: None,
                 shared_counts: (AtomicUsize::new(0), AtomicUsize::new(0)),
@@ -172,6 +182,10 @@ impl Registrar {
                 // nodes (see `proxy::message::keep`)
                 messages: MessageQueue::empty(Arc::clone(&store)),
                 store,
+                // Redis is written before every 200: nothing is deferred
+                behind: behind::WriteBehind::default(),
+                window_ms: AtomicU64::new(0),
+                flusher: AtomicBool::new(false),
                 bindings: Mutex::new(HashMap::new()),
                 events,
                 push: parking_lot::RwLock::new(PushRules::default()),
@@ -206,12 +220,71 @@ impl Registrar {
         *self.inner.push.write() = rules;
     }
 
+    /// Lets a pure refresh of a binding whose stored version stays live be answered
+    /// before its write reaches the store; such writes are coalesced and flushed every
+    /// `window` by a thread of the registrar's own (at startup; zero turns it off).
+    pub fn set_refresh_write_behind(&self, window: Duration) {
+        let window = window.min(behind::MAX_WINDOW);
+        let ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        self.inner.window_ms.store(ms, Ordering::Relaxed);
+        if ms == 0 || self.inner.flusher.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak = Arc::downgrade(&self.inner);
+        let spawned = std::thread::Builder::new()
+            .name("sipwake-write-behind".into())
+            .spawn(move || loop {
+                let ms = match weak.upgrade() {
+                    Some(inner) => inner.window_ms.load(Ordering::Relaxed).max(1),
+                    None => return,
+                };
+                std::thread::sleep(Duration::from_millis(ms));
+                let Some(inner) = weak.upgrade() else { return };
+                Registrar { inner }.flush_refreshes();
+            });
+        if let Err(e) = spawned {
+            // without the flusher nothing may be deferred
+            tracing::warn!(error = %e, "refresh write-behind off: no thread");
+            self.inner.window_ms.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Hands every deferred refresh to the store now (the flusher calls this each
+    /// window; shutdown calls it before closing the store). Returns how many.
+    pub fn flush_refreshes(&self) -> usize {
+        let map = self.inner.bindings.lock();
+        let dirty = self.inner.behind.take_dirty();
+        if dirty.is_empty() {
+            return 0;
+        }
+        let n = dirty.len();
+        let ops = dirty.iter().map(|b| StoreOp::Put(Arc::clone(b))).collect();
+        let behind = self.inner.behind.clone();
+        let order = self.inner.order.lock();
+        drop(map);
+        self.inner.store.submit_then(
+            ops,
+            Box::new(move |result| {
+                behind.flushed(&dirty, &result);
+                log_unawaited(result, "refresh (write-behind)");
+            }),
+        );
+        drop(order);
+        n
+    }
+
+    /// Refreshes answered but not yet handed to the store.
+    pub fn deferred_refreshes(&self) -> usize {
+        self.inner.behind.dirty_count()
+    }
+
     fn rules(&self) -> PushRules {
         *self.inner.push.read()
     }
 
-    /// Apply one REGISTER. Returns once its changes are durable in the store; events
-    /// are published just before returning.
+    /// Apply one REGISTER. Returns once its changes are durable in the store (a pure
+    /// refresh under the write-behind: at once, see `behind`); events are published
+    /// just before returning.
     ///
     /// On a store error the in-memory change stays (and its events are published,
     /// since lookups already see it); the caller should answer 500, and the UA's next
@@ -271,6 +344,13 @@ impl Registrar {
                 return then(Ok(outcome), self.pending(Vec::new()));
             }
         };
+        let window = self.inner.window_ms.load(Ordering::Relaxed);
+        let deferred = window > 0
+            && !plan.ops.is_empty()
+            && self
+                .inner
+                .behind
+                .try_defer(existing, &plan.ops, now, window);
         let bindings = live_sorted(&plan.bindings, now, rules.ttl_secs);
         let events = plan.events;
         if plan.bindings.is_empty() {
@@ -278,7 +358,7 @@ impl Registrar {
         } else if plan.changed {
             map.insert(req.aor.clone(), plan.bindings);
         }
-        if plan.ops.is_empty() {
+        if plan.ops.is_empty() || deferred {
             drop(map);
             return then(Ok(RegisterOutcome::Ok { bindings }), self.pending(events));
         }
@@ -317,6 +397,16 @@ impl Registrar {
         ops: Vec<StoreOp>,
         done: store::Done,
     ) {
+        let done: store::Done = if self.inner.window_ms.load(Ordering::Relaxed) > 0 {
+            let written = self.inner.behind.before_sync(&ops);
+            let behind = self.inner.behind.clone();
+            Box::new(move |result| {
+                behind.settled(&written, &result);
+                done(result);
+            })
+        } else {
+            done
+        };
         let order = self.inner.order.lock();
         drop(map);
         self.inner.store.submit_then(ops, done);
@@ -674,194 +764,4 @@ fn live_sorted(list: &[Arc<Binding>], now_ms: u64, ttl: u64) -> Vec<Arc<Binding>
             .then_with(|| a.key.cmp(&b.key))
     });
     live
-}
-
-/// The effect of one accepted REGISTER on its AOR.
-#[derive(Debug)]
-struct Plan {
-    /// The AOR's new binding list (live only).
-    bindings: Vec<Arc<Binding>>,
-    /// Whether `bindings` differs from what memory holds.
-    changed: bool,
-    ops: Vec<StoreOp>,
-    events: Vec<BindingEvent>,
-}
-
-/// Decide what `req` does to the AOR currently holding `existing` (which may include
-/// expired bindings). `Err` carries a final non-OK outcome; nothing is to be applied.
-fn plan(
-    settings: &RegistrarSettings,
-    rules: PushRules,
-    existing: &[Arc<Binding>],
-    req: &RegisterRequest,
-) -> Result<Plan, RegisterOutcome> {
-    let now = req.now_ms;
-    let out_of_order = |b: &Binding| b.call_id == req.call_id && req.cseq <= b.cseq;
-    let ttl = rules.ttl_secs;
-    let live = || existing.iter().filter(|b| b.is_kept(now, ttl));
-
-    let specs = match &req.contacts {
-        Contacts::List(specs) if !specs.is_empty() => specs,
-        // A query changes nothing, not even expired leftovers.
-        Contacts::Query | Contacts::List(_) => {
-            return Ok(Plan {
-                bindings: existing.to_vec(),
-                changed: false,
-                ops: Vec::new(),
-                events: Vec::new(),
-            })
-        }
-        Contacts::Star => {
-            if req.expires_header != Some(0) {
-                return Err(RegisterOutcome::Invalid(STAR_NEEDS_EXPIRES_0));
-            }
-            if live().any(|b| out_of_order(b)) {
-                return Err(RegisterOutcome::OutOfOrder);
-            }
-            return Ok(diff(existing, Vec::new(), now, ttl));
-        }
-    };
-
-    if specs.iter().any(|c| c.uri.trim() == "*") {
-        return Err(RegisterOutcome::Invalid(STAR_MIXED));
-    }
-
-    // Every contact's expiry is checked before anything applies: 423 is all or nothing.
-    let mut expiries = Vec::with_capacity(specs.len());
-    for spec in specs {
-        let asked = spec
-            .expires
-            .or(req.expires_header)
-            .unwrap_or(settings.default_expires);
-        if asked != 0 && asked < settings.min_expires {
-            return Err(RegisterOutcome::IntervalTooBrief {
-                min_expires: settings.min_expires,
-            });
-        }
-        let max = if spec.push.is_some() {
-            settings.max_expires.max(rules.max_expires)
-        } else {
-            settings.max_expires
-        };
-        expiries.push(asked.min(max));
-    }
-
-    let keys: Vec<String> = specs.iter().map(ContactSpec::binding_key).collect();
-    for ((spec, key), &expiry) in specs.iter().zip(&keys).zip(&expiries) {
-        if live().any(|b| matches(b, spec, key, expiry) && out_of_order(b)) {
-            return Err(RegisterOutcome::OutOfOrder);
-        }
-    }
-
-    // Expiry is rounded up to the whole second so a binding never lapses before the
-    // time the 200 OK announces.
-    let now_s = now.div_ceil(1000);
-    let mut next: Vec<Arc<Binding>> = live().cloned().collect();
-    let mut touched: HashSet<&str> = HashSet::new();
-    for ((spec, key), &expiry) in specs.iter().zip(&keys).zip(&expiries) {
-        if expiry == 0 {
-            next.retain(|b| !matches(b, spec, key, expiry));
-            touched.remove(key.as_str());
-            continue;
-        }
-        let binding = Arc::new(Binding {
-            aor: req.aor.clone(),
-            key: key.clone(),
-            contact: spec.uri.clone(),
-            match_key: spec.match_key.clone(),
-            q: spec.q,
-            expires_at: now_s.saturating_add(u64::from(expiry)),
-            call_id: req.call_id.clone(),
-            cseq: req.cseq,
-            flow: req.flow.clone(),
-            instance: spec.instance.clone(),
-            reg_id: spec.instance.as_ref().and(spec.reg_id),
-            user_agent: req.user_agent.clone(),
-            path: req.path.clone(),
-            push: spec.push.clone(),
-            updated_at_ms: now,
-            node: req.node.clone(),
-        });
-        match next.iter_mut().find(|b| b.key == *key) {
-            Some(slot) => *slot = binding,
-            None => next.push(binding),
-        }
-        touched.insert(key.as_str());
-    }
-
-    if next.len() > settings.max_contacts {
-        // Evict the least recently registered. Bindings this REGISTER just wrote go
-        // last even if the clock stepped back; ties keep list order (oldest first).
-        let excess = next.len() - settings.max_contacts;
-        let mut order: Vec<usize> = (0..next.len()).collect();
-        order.sort_by_key(|&i| {
-            (
-                touched.contains(next[i].key.as_str()),
-                next[i].updated_at_ms,
-            )
-        });
-        let victims: HashSet<usize> = order.into_iter().take(excess).collect();
-        next = next
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| !victims.contains(i))
-            .map(|(_, b)| b)
-            .collect();
-    }
-
-    Ok(diff(existing, next, now, ttl))
-}
-
-/// Whether the binding `b` is the one a contact of the request addresses.
-///
-/// By key; in addition, a removal without `+sip.instance` removes any binding with the
-/// same contact URI, since RFC 5626 §6 sends such contacts through plain RFC 3261 URI
-/// matching (UAs often de-register without repeating their instance).
-fn matches(b: &Binding, spec: &ContactSpec, key: &str, expiry: u32) -> bool {
-    b.key == key || (expiry == 0 && spec.instance.is_none() && b.match_key == spec.match_key)
-}
-
-/// Store ops and events that turn `existing` into `next` (live bindings only).
-fn diff(existing: &[Arc<Binding>], next: Vec<Arc<Binding>>, now: u64, ttl: u64) -> Plan {
-    let mut ops = Vec::new();
-    let mut events = Vec::new();
-    let event = |kind, binding: &Arc<Binding>| BindingEvent::local(kind, Arc::clone(binding));
-    for old in existing {
-        match next.iter().find(|b| b.key == old.key) {
-            Some(new) if Arc::ptr_eq(new, old) => {}
-            Some(_) if old.is_kept(now, ttl) => {} // refreshed; announced below
-            Some(_) => {
-                // Replaced after expiring: close its Added with a Removed; the Put below
-                // overwrites the row.
-                events.push(event(BindingEventKind::Removed, old));
-            }
-            None => {
-                ops.push(StoreOp::Delete {
-                    aor: old.aor.clone(),
-                    key: old.key.clone(),
-                });
-                events.push(event(BindingEventKind::Removed, old));
-            }
-        }
-    }
-    for new in &next {
-        match existing.iter().find(|b| b.key == new.key) {
-            Some(old) if Arc::ptr_eq(old, new) => {}
-            Some(old) if old.is_kept(now, ttl) => {
-                ops.push(StoreOp::Put(Arc::clone(new)));
-                events.push(event(BindingEventKind::Refreshed, new));
-            }
-            _ => {
-                ops.push(StoreOp::Put(Arc::clone(new)));
-                events.push(event(BindingEventKind::Added, new));
-            }
-        }
-    }
-    let changed = !events.is_empty();
-    Plan {
-        bindings: next,
-        changed,
-        ops,
-        events,
-    }
 }

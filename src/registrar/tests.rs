@@ -13,8 +13,8 @@ use crate::config::{RegistrarMode, RegistrarSettings};
 mod expiry;
 mod flows;
 
-const T0: u64 = 1_700_000_000_000;
-const AOR: &str = "alice@example.com";
+pub(super) const T0: u64 = 1_700_000_000_000;
+pub(super) const AOR: &str = "alice@example.com";
 
 pub(super) fn settings(max_contacts: usize) -> RegistrarSettings {
     RegistrarSettings {
@@ -32,7 +32,7 @@ fn setup(max_contacts: usize) -> (Registrar, Arc<MemoryStore>) {
     (reg, store)
 }
 
-fn contact(n: u32) -> ContactSpec {
+pub(super) fn contact(n: u32) -> ContactSpec {
     let uri = format!("sip:alice@10.0.0.{n}:5060");
     ContactSpec {
         match_key: uri.clone(),
@@ -52,7 +52,7 @@ fn with_expires(mut c: ContactSpec, expires: u32) -> ContactSpec {
     c
 }
 
-fn req(call_id: &str, cseq: u32, contacts: Vec<ContactSpec>) -> RegisterRequest {
+pub(super) fn req(call_id: &str, cseq: u32, contacts: Vec<ContactSpec>) -> RegisterRequest {
     RegisterRequest {
         aor: AOR.into(),
         call_id: call_id.into(),
@@ -67,12 +67,12 @@ fn req(call_id: &str, cseq: u32, contacts: Vec<ContactSpec>) -> RegisterRequest 
     }
 }
 
-fn at(mut r: RegisterRequest, now_ms: u64) -> RegisterRequest {
+pub(super) fn at(mut r: RegisterRequest, now_ms: u64) -> RegisterRequest {
     r.now_ms = now_ms;
     r
 }
 
-fn header(mut r: RegisterRequest, expires: u32) -> RegisterRequest {
+pub(super) fn header(mut r: RegisterRequest, expires: u32) -> RegisterRequest {
     r.expires_header = Some(expires);
     r
 }
@@ -417,12 +417,12 @@ type Pending = (Vec<StoreOp>, crate::registrar::store::Done);
 
 /// A store whose commits complete only when the test says so.
 #[derive(Default)]
-struct ManualStore {
-    pending: Mutex<Vec<Pending>>,
+pub(super) struct ManualStore {
+    pub(super) pending: Mutex<Vec<Pending>>,
 }
 
 impl ManualStore {
-    fn complete_all(&self, ok: bool) -> usize {
+    pub(super) fn complete_all(&self, ok: bool) -> usize {
         let pending = std::mem::take(&mut *self.pending.lock());
         let n = pending.len();
         for (_, done) in pending {

@@ -253,8 +253,22 @@ impl<'a> Uri<'a> {
         if let Some(p) = self.port {
             let _ = write!(k, ":{p}");
         }
-        for name in ["user", "ttl", "method", "maddr", "transport"] {
-            if let Some(v) = self.param(name) {
+        // the parameters that take part in URI comparison, in one pass over the list
+        // (the first occurrence of each counts, as in `param`)
+        const COMPARED: [&str; 5] = ["user", "ttl", "method", "maddr", "transport"];
+        let mut found: [Option<&str>; 5] = [None; 5];
+        for p in self.params.split(';') {
+            let p = p.trim();
+            let (n, v) = match p.find('=') {
+                Some(i) => (p[..i].trim_end(), p[i + 1..].trim_start()),
+                None => (p, ""),
+            };
+            if let Some(i) = COMPARED.iter().position(|c| n.eq_ignore_ascii_case(c)) {
+                found[i].get_or_insert(v);
+            }
+        }
+        for (name, v) in COMPARED.iter().zip(found) {
+            if let Some(v) = v {
                 let _ = write!(k, ";{name}={}", unescape(v).to_ascii_lowercase());
             }
         }

@@ -357,7 +357,9 @@ fn each_token_style_is_pushed_and_woken_without_instance() {
         assert_eq!(push["provider"], "webhook", "{style:?}: {push:#}");
         assert_eq!(push["aor"], format!("{user}@{DOMAIN}"), "{push:#}");
         assert_eq!(push["withVideo"], false, "audio only: {push:#}");
-        assert_eq!(push["callerName"], Value::Null, "no display name: {push:#}");
+        // no display name: the caller's number, never null
+        assert_eq!(push["callerName"], push["callerNumber"], "{push:#}");
+        assert_ne!(push["callerName"], Value::Null, "{push:#}");
         let hint = hint_of(&push);
         // one of them wakes over TCP
         let mut woken = if i == 1 {

@@ -300,7 +300,8 @@ fn fcm_shape() {
     assert_eq!(data["event"], "call");
     assert_eq!(data["pushHint"], "hint-1");
     assert_eq!(data["withVideo"], "true");
-    assert!(!data.contains_key("callerName"));
+    // no display name: the number, as in the APNs payload
+    assert_eq!(data["callerName"], data["callerNumber"]);
     let v = fcm(
         "tok",
         &c,
