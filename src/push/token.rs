@@ -17,6 +17,7 @@
 use std::borrow::Cow;
 
 use crate::config::{DefaultProvider, PushSettings};
+use crate::sip::unescape;
 
 use super::{Provider, PushInfo};
 
@@ -46,33 +47,9 @@ fn params(raw: &str) -> Vec<(&str, Cow<'_, str>)> {
                 return None;
             }
             let (name, value) = p.split_once('=').unwrap_or((p, ""));
-            Some((name.trim(), percent_decode(value.trim().trim_matches('"'))))
+            Some((name.trim(), unescape(value.trim().trim_matches('"'))))
         })
         .collect()
-}
-
-fn percent_decode(s: &str) -> Cow<'_, str> {
-    if !s.contains('%') {
-        return Cow::Borrowed(s);
-    }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            if let (Some(h), Some(l)) = (
-                b.get(i + 1).and_then(|c| (*c as char).to_digit(16)),
-                b.get(i + 2).and_then(|c| (*c as char).to_digit(16)),
-            ) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
 fn get<'a>(params: &'a [(&str, Cow<'_, str>)], name: &str) -> Option<&'a str> {
