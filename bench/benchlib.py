@@ -1,5 +1,6 @@
 """Shared helpers for the benchmark scripts: CPU and memory of a process tree read
-from /proc, free ports, pinning. Standard library only; Linux only."""
+from /proc, free ports, pinning, and the redis-server the Redis store is measured
+with. Standard library only; Linux only."""
 
 import os
 import socket
@@ -132,3 +133,76 @@ def pct(sorted_vals, q):
         return float("nan")
     i = min(len(sorted_vals) - 1, max(0, int(round(q * len(sorted_vals) + 0.5)) - 1))
     return sorted_vals[i]
+
+
+def redis_argv(workdir, port, core=None):
+    """argv of a redis-server for the benchmarks: loopback only, its files in
+    workdir, the append-only file on with one fsync a second (what the README
+    recommends for the Redis store), no RDB snapshots; pinned to `core` if given."""
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+            "--dir", workdir, "--appendonly", "yes", "--appendfsync", "everysec",
+            "--save", "", "--daemonize", "no", "--maxmemory-policy", "noeviction"]
+    return (["taskset", "-c", str(core)] if core is not None else []) + argv
+
+
+def _resp_read(f):
+    """One RESP reply from the file f (simple strings, errors, integers, bulk
+    strings, arrays)."""
+    line = f.readline()
+    if not line.endswith(b"\r\n"):
+        raise ConnectionError("redis closed the connection")
+    kind, rest = line[:1], line[1:-2]
+    if kind == b"+":
+        return rest.decode()
+    if kind == b"-":
+        raise RuntimeError("redis: " + rest.decode(errors="replace"))
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        n = int(rest)
+        if n < 0:
+            return None
+        data = f.read(n + 2)
+        return data[:-2]
+    if kind == b"*":
+        n = int(rest)
+        return None if n < 0 else [_resp_read(f) for _ in range(n)]
+    raise RuntimeError(f"redis: unexpected reply {line[:40]!r}")
+
+
+def redis_command(port, *args, timeout=5.0):
+    """Sends one command to the Redis on 127.0.0.1:port and returns its reply."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        parts = [f"*{len(args)}\r\n".encode()]
+        for a in args:
+            b = a if isinstance(a, bytes) else str(a).encode()
+            parts.append(f"${len(b)}\r\n".encode() + b + b"\r\n")
+        s.sendall(b"".join(parts))
+        with s.makefile("rb") as f:
+            return _resp_read(f)
+
+
+def redis_info(port, section="memory"):
+    """INFO section as a dict of strings."""
+    text = redis_command(port, "INFO", section).decode()
+    out = {}
+    for line in text.splitlines():
+        if ":" in line and not line.startswith("#"):
+            k, _, v = line.partition(":")
+            out[k] = v.strip()
+    return out
+
+
+def wait_redis(port, timeout=15.0, proc=None):
+    """Wait until the Redis on 127.0.0.1:port answers PING."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"redis-server exited with {proc.returncode} while starting")
+        try:
+            if redis_command(port, "PING", timeout=0.5) == "PONG":
+                return
+        except (OSError, ConnectionError, RuntimeError):
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"redis-server does not answer PING on 127.0.0.1:{port}")

@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
 """sipwake against Kamailio, side by side, on this machine, in one run.
 
-    python3 bench/run.py                 # full run (about 12 minutes), writes docs/BENCHMARKS.md
-    python3 bench/run.py --smoke         # ~40 s: small rates, a few seconds per step
+    python3 bench/run.py                 # full run (about 16 minutes), writes docs/BENCHMARKS.md
+    python3 bench/run.py --smoke         # ~2 min: small rates, a few seconds per step
     python3 bench/run.py --no-kamailio   # sipwake only
+    python3 bench/run.py --stores sqlite # sipwake with the SQLite store only (no Redis)
     python3 bench/run.py --only refresh --duration 4 --no-ramp   # a subset, short steps
 
-Builds the release binary, starts sipwake (durable SQLite store on, log level warn)
-and Kamailio (bench/kamailio/kamailio.cfg: in-memory usrloc + tm + record_route) on
-loopback ports, pins both proxies to core 0 and every load generator (SIPp, the
-phone fleet) to core 1, and drives each proxy with SIPp at the same offered rates:
+Builds the release binary, starts sipwake with the durable SQLite store
+("sipwake"), sipwake with the Redis store ("sipwake-redis": a redis-server started
+here on a free loopback port in its own directory, append-only file on with
+appendfsync everysec) and Kamailio (bench/kamailio/kamailio.cfg: in-memory usrloc
++ tm + record_route) on loopback ports, pins the proxies (and Redis) to core 0 and
+every load generator (SIPp, the phone fleet) to core 1, and drives each proxy with
+SIPp at the same offered rates:
 
   1. REGISTER of distinct users with pn-* Contact parameters and an X-Token
      (sipp-scenarios/register_push.xml), UDP ("register": a new AOR each), then the
@@ -18,7 +22,10 @@ phone fleet) to core 1, and drives each proxy with SIPp at the same offered rate
   2. calls INVITE/180/200/ACK/BYE/200 through the proxy to a registered SIPp UAS
      (uac.xml -> proxy -> uas.xml), at 500 and 2,000/s with UDP on both legs ("call")
      and with the caller leg on TCP ("tcp");
-  3. push-wake calls, sipwake only (bench/wake_load.py, "wake");
+  3. push-wake calls, sipwake only (bench/wake_load.py, "wake"), and the wake across
+     nodes ("xwake": bench/wake_load.py --cluster, three nodes on one Redis, the
+     call parked on B woken by the phone's REGISTER on C; also the same load woken
+     on B itself);
   4. memory: PSS per binding (the bindings left by step 1, measured 40 s after it,
      once its REGISTER transactions have ended), per transaction waiting out timer
      J (PSS right after the REGISTER steps minus 40 s later, over the REGISTERs
@@ -32,7 +39,10 @@ phone fleet) to core 1, and drives each proxy with SIPp at the same offered rate
 For every step it reads the proxy's CPU time (utime+stime of the process, its
 threads and all its child processes, from /proc) before and after and reports
 CPU-us per operation, which is the figure that survives a noisy shared machine;
-ratios are sipwake/Kamailio from the same run. Steps for the two proxies are
+ratios are sipwake/Kamailio from the same run. For the Redis store, Redis's own
+CPU in the step is read the same way and reported beside sipwake's: it is part of
+what the store costs. Redis's memory per binding is its INFO used_memory before
+and after the REGISTER steps. Steps for the two proxies are
 interleaved, so both see the same background load. Every wait is bounded and
 every process started here is killed on exit.
 """
@@ -89,8 +99,10 @@ def spawn(argv, logfile, env=None, cwd=None):
 
 
 class Proxy:
-    def __init__(self, name, proc, port, logfile):
+    def __init__(self, name, proc, port, logfile, redis=None, redis_port=None):
         self.name, self.proc, self.port, self.logfile = name, proc, port, logfile
+        # sipwake-redis: the redis-server holding its bindings, measured beside it
+        self.redis, self.redis_port = redis, redis_port
 
     @property
     def pid(self):
@@ -100,16 +112,39 @@ class Proxy:
         return f"127.0.0.1:{self.port}"
 
     def alive(self):
-        return self.proc.poll() is None
+        return self.proc.poll() is None and (self.redis is None or self.redis.poll() is None)
+
+    def redis_cpu(self):
+        return bl.tree_cpu_seconds(self.redis.pid) if self.redis else 0.0
 
 
-def start_sipwake(work, binary, extra_env=()):
+def start_redis(work):
+    """A redis-server for the Redis store, on the proxy's core, in its own directory."""
+    rdir = os.path.join(work, "redis")
+    os.makedirs(rdir, exist_ok=True)
     port = bl.free_port()
+    p = spawn(bl.redis_argv(rdir, port, core=PROXY_CORE), os.path.join(rdir, "redis.log"),
+              cwd=rdir)
+    bl.wait_redis(port, proc=p)
+    return p, port
+
+
+def start_sipwake(work, binary, extra_env=(), store="sqlite"):
+    port = bl.free_port()
+    redis = redis_port = None
+    if store == "redis":
+        redis, redis_port = start_redis(work)
+        store_env = dict(SIPWAKE__STORE__BACKEND="redis",
+                         SIPWAKE__STORE__REDIS__URL=f"redis://127.0.0.1:{redis_port}")
+        name = "sipwake-redis"
+    else:
+        store_env = dict(SIPWAKE__STORE__BACKEND="sqlite",
+                         SIPWAKE__STORE__PATH=os.path.join(work, "sipwake.db"))
+        name = "sipwake"
     env = dict(os.environ,
                SIPWAKE__SIP__LISTEN=f"127.0.0.1:{port}",
                SIPWAKE__SIP__TRANSPORTS="udp,tcp",
-               SIPWAKE__STORE__BACKEND="sqlite",
-               SIPWAKE__STORE__PATH=os.path.join(work, "sipwake.db"),
+               **store_env,
                SIPWAKE__LOG__LEVEL="warn",
                # never the default admin port 8060: another sipwake may hold it
                SIPWAKE__ADMIN__LISTEN="",
@@ -121,10 +156,10 @@ def start_sipwake(work, binary, extra_env=()):
     for kv in extra_env:
         k, _, v = kv.partition("=")
         env[k if k.startswith("SIPWAKE") else "SIPWAKE__" + k] = v
-    lf = os.path.join(work, "sipwake.log")
+    lf = os.path.join(work, f"{name}.log")
     p = spawn(["taskset", "-c", PROXY_CORE, binary], lf, env=env, cwd=work)
     bl.wait_sip_udp(port, proc=p)
-    return Proxy("sipwake", p, port, lf)
+    return Proxy(name, p, port, lf, redis=redis, redis_port=redis_port)
 
 
 def start_kamailio(work):
@@ -265,6 +300,7 @@ def run_step(proxy, step, work, opts):
                                "-l", str(max(100, rate)), "-timeout", f"{dur * 3 + 20}s",
                                "-recv_timeout", "10000", proxy.hostport()])
     cpu0 = bl.tree_cpu_seconds(proxy.pid)
+    rcpu0 = proxy.redis_cpu()
     cores0 = core_busy()
     t0 = time.monotonic()
     p = spawn(argv, os.path.join(sdir, "out.log"), cwd=sdir)
@@ -273,15 +309,18 @@ def run_step(proxy, step, work, opts):
     if extra_uas is not None:
         _, uas_cpu, _ = wait_rusage(extra_uas, 15)
     cpu1 = bl.tree_cpu_seconds(proxy.pid)
+    rcpu1 = proxy.redis_cpu()
     cores1 = core_busy()
     r = sipp_results(sdir, scen, p.pid)
     r.update(kind=kind, rate=rate, wall=wall, rc=rc, timed_out=to, t_end=time.monotonic())
     if kind == "register":
         users["n"] = max(users["n"], r["ok"] + r["failed"])
     r["proxy_cpu"] = cpu1 - cpu0
+    r["redis_cpu"] = rcpu1 - rcpu0
     r["sipp_cpu"] = sipp_cpu + uas_cpu
     r["achieved"] = r["ok"] / r["elapsed"] if r["elapsed"] > 0 else 0.0
     r["cpu_us_per_op"] = r["proxy_cpu"] * 1e6 / r["ok"] if r["ok"] else float("nan")
+    r["redis_cpu_us_per_op"] = r["redis_cpu"] * 1e6 / r["ok"] if r["ok"] else float("nan")
     # load on each core not caused by us: other engineers' tests on this machine
     busy = {}
     for c in ("cpu0", "cpu1"):
@@ -290,7 +329,8 @@ def run_step(proxy, step, work, opts):
         busy[c] = b / t if t else 0.0
     r["core0_busy"] = busy["cpu0"]
     r["core1_busy"] = busy["cpu1"]
-    r["proxy_core_frac"] = r["proxy_cpu"] / wall
+    # Redis shares the proxy's core: both count toward its saturation
+    r["proxy_core_frac"] = (r["proxy_cpu"] + r["redis_cpu"]) / wall
     r["sipp_core_frac"] = r["sipp_cpu"] / wall
     r["alive"] = proxy.alive()
     return r
@@ -301,16 +341,18 @@ def limit_note(r):
     if r["sipp_core_frac"] > 0.85:
         notes.append(f"SIPp-bound (load core {r['core1_busy'] * 100:.0f}% busy, "
                      f"SIPp {r['sipp_core_frac'] * 100:.0f}%)")
+    with_redis = " with Redis" if r.get("redis_cpu") else ""
     if r["proxy_core_frac"] > 0.85:
         notes.append(f"proxy core {r['core0_busy'] * 100:.0f}% busy "
-                     f"(proxy {r['proxy_core_frac'] * 100:.0f}%)")
+                     f"(proxy{with_redis} {r['proxy_core_frac'] * 100:.0f}%)")
     if r["achieved"] < 0.95 * r["rate"]:
         notes.append("achieved < offered")
     if r["failed"]:
         notes.append(f"{r['failed']} failed")
     if not notes:
-        notes.append(f"neither saturated (proxy {r['proxy_core_frac'] * 100:.0f}% "
-                     f"of core 0, SIPp {r['sipp_core_frac'] * 100:.0f}% of core 1)")
+        notes.append(f"neither saturated (proxy{with_redis} "
+                     f"{r['proxy_core_frac'] * 100:.0f}% of core 0, "
+                     f"SIPp {r['sipp_core_frac'] * 100:.0f}% of core 1)")
     return "; ".join(notes)
 
 
@@ -326,7 +368,58 @@ def ratio(a, b):
     return f"{a / b:.2f}"
 
 
-def build_tables(steps, results, mem, wake, have_kam, ramps):
+LABELS = {"sipwake": "sipwake", "sipwake-redis": "sipwake (Redis store)",
+          "kamailio": "kamailio"}
+
+
+def redis_store_table(steps, results):
+    """CPU of the Redis store beside the SQLite store and Kamailio, per step: sipwake
+    alone, Redis alone, and both, since the Redis server's work is part of the cost."""
+    shown = [st for st in steps if "sipwake-redis" in results[st["id"]]]
+    if not shown:
+        return ""
+    lines = ["| Redis store: step | offered/s | achieved/s | failed | p50/p99 ms | "
+             "CPU-µs/op sipwake | CPU-µs/op Redis | CPU-µs/op sipwake + Redis | "
+             "SQLite store CPU-µs/op | ratio sipwake + Redis / SQLite | "
+             "ratio sipwake + Redis / kam | ratio sipwake alone / kam |",
+             "|" + "---|" * 12]
+    for st in shown:
+        r = results[st["id"]]["sipwake-redis"]
+        sq, km = results[st["id"]].get("sipwake"), results[st["id"]].get("kamailio")
+        both = r["cpu_us_per_op"] + r["redis_cpu_us_per_op"]
+        lines.append(
+            f"| {st['label']} | {st['rate']} | {fmt(r['achieved'], '.0f')} | {r['failed']} | "
+            f"{fmt(r['p50'], '.0f')} / {fmt(r['p99'], '.0f')} | "
+            f"{fmt(r['cpu_us_per_op'], '.1f')} | {fmt(r['redis_cpu_us_per_op'], '.1f')} | "
+            f"{fmt(both, '.1f')} | {fmt(sq and sq['cpu_us_per_op'], '.1f')} | "
+            f"{ratio(both, sq and sq['cpu_us_per_op'])} | "
+            f"{ratio(both, km and km['cpu_us_per_op'])} | "
+            f"{ratio(r['cpu_us_per_op'], km and km['cpu_us_per_op'])} |")
+    return "\n".join(lines)
+
+
+def xwake_table(xwake):
+    """The wake across nodes (wake_load.py --cluster)."""
+    if not xwake or not xwake.get("steps"):
+        return ""
+    tr = xwake.get("cluster", {}).get("node_transport", "udp").upper()
+    lines = ["| push-wake on the Redis store, 3 nodes (phones registered on A, calls to B) "
+             "| offered/s | achieved wakes/s | failed | 200 OK→INVITE median / p99 / max ms "
+             "| INVITE before its 200 | CPU-µs per wake call (3 nodes + Redis) "
+             "| target median < 2 ms, p99 < 10 ms |",
+             "|---|---|---|---|---|---|---|---|"]
+    for s in xwake["steps"]:
+        where = ("woken phone registers on B (same node)" if s["where"] == "same node"
+                 else f"woken phone registers on C (across nodes, B→C over {tr})")
+        met = ("yes" if s["lat_median"] < 2 and s["lat_p99"] < 10 else "no")
+        lines.append(f"| {where}, {s['duration']} s | {s['rate']} | {s['achieved']:.0f} | "
+                     f"{s['failed']} | {s['lat_median']:.3f} / {s['lat_p99']:.3f} / "
+                     f"{s['lat_max']:.3f} | {s.get('lat_negative', 0)} of {s['lat_samples']} | "
+                     f"{fmt(s['cpu_us_per_call'], '.1f')} | {met} |")
+    return "\n".join(lines)
+
+
+def build_tables(steps, results, mem, wake, have_kam, ramps, xwake=None):
     names = ["sipwake"] + (["kamailio"] if have_kam else [])
     lines = []
     hdr = ["step", "offered/s"]
@@ -352,12 +445,17 @@ def build_tables(steps, results, mem, wake, have_kam, ramps):
                     ratio(a and a["p99"], b and b["p99"]) if a and b and b["p99"] > 0
                     else ("equal" if a and b and a["p99"] == b["p99"] else "–")]
         lines.append("| " + " | ".join(row) + " |")
+    rtable = redis_store_table(steps, results)
+    if rtable:
+        lines += ["", rtable]
     if ramps:
+        rnames = [n for n in LABELS if any(n in rp["best"] for rp in ramps.values())]
         lines += ["", "| highest rate with < 0.1 % failed and ≥ 90 % of offered (ramp ×1.5) | "
-                  + " | ".join(names) + " | ratio sw/kam |", "|---|" + "---|" * (len(names) + 1)]
+                  + " | ".join(LABELS[n] for n in rnames) + " | ratio sw/kam |",
+                  "|---|" + "---|" * (len(rnames) + 1)]
         for kind, rp in ramps.items():
             cells = []
-            for n in names:
+            for n in rnames:
                 v = rp["best"].get(n)
                 cap = " (still passing at the last step)" if n in rp["capped"] else ""
                 cells.append(f"{v}/s{cap}" if v else "none")
@@ -407,6 +505,22 @@ def build_tables(steps, results, mem, wake, have_kam, ramps):
         if any(cells):
             mlines.append(f"| {what} in the last {TX_WINDOW:.0f} s / PSS right after → "
                           f"once ended, MiB | {cells[0]} | {cells[1] if len(cells) > 1 else ''} | |")
+    rd = mem.get("sipwake-redis")
+    if rd and rd["bindings"] and "redis_used_after" in rd:
+        used = (rd["redis_used_after"] - rd["redis_used_before"]) / rd["bindings"]
+        own = per_binding(rd)
+        km_b = per_binding(km)
+        mlines.append(f"| Redis store: Redis used_memory (INFO memory) per binding, bytes | "
+                      f"{used:.0f} | | |")
+        mlines.append(f"| Redis store: sipwake's own PSS per binding, bytes | {fmt(own, '.0f')} "
+                      f"| | |")
+        tot = used + own if own is not None else None
+        mlines.append(f"| Redis store: Redis used_memory + sipwake PSS per binding, bytes | "
+                      f"{fmt(tot, '.0f')} | {fmt(km_b, '.0f')} | {ratio(tot, km_b)} |")
+        mlines.append(f"| Redis store: bindings / Redis used_memory before → after (Redis RSS "
+                      f"after), MiB | {rd['bindings']} / {rd['redis_used_before'] / 2**20:.1f} → "
+                      f"{rd['redis_used_after'] / 2**20:.1f} "
+                      f"({rd['redis_rss_after'] / 1024:.1f}) | | |")
     if wake and wake.get("parked"):
         pk = wake["parked"]
         mlines.append(f"| PSS growth per 10k parked calls, MiB ({pk['parked']} parked) | "
@@ -424,6 +538,9 @@ def build_tables(steps, results, mem, wake, have_kam, ramps):
                           f"{s['failed']} | {s['lat_median']:.3f} / {s['lat_p99']:.3f} / "
                           f"{s['lat_max']:.3f} | {fmt(s['cpu_us_per_call'], '.1f')} | "
                           f"{s['load_core_busy'] * 100:.0f}% |")
+    xt = xwake_table(xwake)
+    if xt:
+        wlines += ["", xt] if wlines else [xt]
     wtable = "\n".join(wlines)
     return table, mtable, wtable
 
@@ -439,11 +556,20 @@ def versions(binary):
                             text=True).stdout.splitlines()[0].replace("version: ", "").strip()
     sv = subprocess.run(["sipp", "-v"], capture_output=True, text=True).stdout.strip()
     sv = " ".join(sv.split()[:2]) if sv else "unknown"
+    rv = "not installed"
+    if shutil.which("redis-server"):
+        rv = subprocess.run(["redis-server", "--version"], capture_output=True,
+                            text=True).stdout.strip()
+        rv = " ".join(w for w in rv.split()[:3] if not w.startswith("sha=")) or "unknown"
     return {"sipwake": rev + (" + uncommitted changes in src/" if dirty else ""),
-            "kamailio": kv, "sipp": sv}
+            "kamailio": kv, "sipp": sv, "redis": rv}
 
 
-KINDS = ("register", "refresh", "call", "tcp", "wake")
+KINDS = ("register", "refresh", "call", "tcp", "wake", "xwake")
+STORES = ("sqlite", "redis")
+# wake calls/s across nodes: three nodes and Redis share the proxy core, and a call
+# woken across nodes costs them about twice a local one
+XWAKE_RATES = "250,500"
 TX_WINDOW = 32.0   # timer J (64 * T1): how long an answered REGISTER transaction stays
 
 
@@ -485,6 +611,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--smoke", action="store_true", help="~40 s version for CI")
     ap.add_argument("--no-kamailio", action="store_true")
+    ap.add_argument("--stores", default=",".join(STORES),
+                    help="sipwake's stores to measure, comma-separated: sqlite, redis "
+                    "(a redis-server started here; also what xwake needs)")
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--binary", default=None,
                     help="sipwake binary to measure (default: target/release/sipwake, built "
@@ -516,7 +645,18 @@ def main():
     if bad_kinds:
         log(f"--only: unknown {bad_kinds}; known: {', '.join(KINDS)}")
         return 2
+    stores = [k.strip() for k in args.stores.split(",") if k.strip()]
+    if not stores or any(k not in STORES for k in stores):
+        log(f"--stores: expected a comma-separated subset of {', '.join(STORES)}")
+        return 2
+    if "xwake" in only and "redis" not in stores:
+        log("--stores without redis: the wake across nodes (xwake) is skipped")
+        only.remove("xwake")
+    if "redis" in stores and not shutil.which("redis-server"):
+        log("redis-server not found (Debian package redis-server); or --stores sqlite")
+        return 2
     full = (not args.smoke and set(only) == set(KINDS) and args.duration is None
+            and set(stores) == set(STORES)
             and not args.set and not args.binary
             and not args.no_ramp and args.ramp_duration is None and args.ramp_steps is None)
     out = args.out if args.out is not None else (
@@ -533,7 +673,8 @@ def main():
     if not have_kam and not args.no_kamailio:
         log("kamailio not installed: sipwake only")
 
-    binary = args.binary or os.path.join(ROOT, "target", "release", "sipwake")
+    # absolute: the proxies run in the work directory
+    binary = os.path.abspath(args.binary or os.path.join(ROOT, "target", "release", "sipwake"))
     if not args.no_build and not args.binary:
         log("cargo build --release")
         subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True,
@@ -543,16 +684,19 @@ def main():
         reg_rates, call_rates, dur = [200], [100], 3
         ramp_dur, ramp_steps, settle = 2, 1, 2
         wake_args = ["--rates", "50", "--duration", "3", "--parked", "300"]
+        xwake_args = ["--rates", "50", "--duration", "2"]
     else:
         reg_rates, call_rates, dur = [2000, 8000], [500, 2000], 15
         ramp_dur, ramp_steps, settle = 5, 5, 40
         wake_args = ["--rates", "500,1000", "--duration", "15", "--parked", "10000"]
+        xwake_args = ["--rates", XWAKE_RATES, "--duration", "15"]
     dur = args.duration or dur
     ramp_dur = args.ramp_duration or ramp_dur
     ramp_steps = args.ramp_steps if args.ramp_steps is not None else ramp_steps
     settle = args.settle if args.settle is not None else settle
     if args.duration and not args.smoke:
         wake_args = ["--rates", "500", "--duration", str(dur), "--parked", "2000"]
+        xwake_args = ["--rates", XWAKE_RATES.split(",")[0], "--duration", str(dur)]
 
     steps = []
     for r in reg_rates:
@@ -569,19 +713,25 @@ def main():
     work = tempfile.mkdtemp(prefix="sipwake-bench-")
     results = {}
     mem = {}
-    wake = None
+    wake = xwake = None
     ramps = {}
     ramp_shown = []
     args.users = {}
     try:
-        proxies = [start_sipwake(work, binary, args.set)]
+        proxies = [start_sipwake(work, binary, args.set, store=st) for st in stores]
         if have_kam:
             proxies.append(start_kamailio(work))
-        log("started: " + ", ".join(f"{p.name} pid {p.pid} on {p.hostport()}" for p in proxies))
+        log("started: " + ", ".join(f"{p.name} pid {p.pid} on {p.hostport()}"
+                                    + (f" (redis-server pid {p.redis.pid} on port "
+                                       f"{p.redis_port})" if p.redis else "")
+                                    for p in proxies))
         time.sleep(1)
         for p in proxies:
             rss, pss = bl.tree_memory_kib(p.pid)
             mem[p.name] = dict(pss_before=pss, rss_before=rss, bindings=0)
+            if p.redis:
+                mem[p.name]["redis_used_before"] = int(
+                    bl.redis_info(p.redis_port)["used_memory"])
 
         def run_pair(i, st, among=None):
             results.setdefault(st["id"], {})
@@ -613,6 +763,9 @@ def main():
                 m[f"{phase}_alive"] = tx_alive(rs, t_meas)
                 if phase == "reg":
                     m.update(pss_after=pss, rss_after=rss)
+                    if p.redis:
+                        m["redis_used_after"] = int(bl.redis_info(p.redis_port)["used_memory"])
+                        m["redis_rss_after"] = bl.tree_memory_kib(p.redis.pid)[0]
                 log(f"memory {p.name} after {phase}: {m}")
 
         for i, st in enumerate(steps):
@@ -631,11 +784,13 @@ def main():
                 if kind not in only:
                     continue
                 fixed = [s for s in steps if s["group"] == kind and s.get("measured", True)]
+                # the smoke run keeps CI short: the Redis store skips its ramp there
+                ramped = [p for p in proxies if not (args.smoke and p.name == "sipwake-redis")]
                 best = {p.name: max([s["rate"] for s in fixed
                                      if passed(results[s["id"]][p.name])], default=0)
-                        for p in proxies}
+                        for p in ramped}
                 rate = max(s["rate"] for s in fixed)
-                live = {p.name for p in proxies}
+                live = {p.name for p in ramped}
                 for k in range(ramp_steps):
                     rate = int(rate * 1.5)
                     st = make_step(kind, rate, ramp_dur, ramp=True)
@@ -674,11 +829,23 @@ def main():
                     wake = json.load(f)
             if wr.returncode != 0:
                 log(f"wake_load.py exited with {wr.returncode}")
+        if "xwake" in only:
+            xjson = os.path.join(work, "xwake.json")
+            cmd = [sys.executable, os.path.join(ROOT, "bench", "wake_load.py"), "--binary",
+                   binary, "--cluster", "--parked", "0", "--json", xjson,
+                   "--workdir", os.path.join(work, "xwake")] + xwake_args
+            log("push-wake across nodes: " + " ".join(cmd[1:]))
+            wr = subprocess.run(cmd, timeout=400)
+            if os.path.exists(xjson):
+                with open(xjson) as f:
+                    xwake = json.load(f)
+            if wr.returncode != 0:
+                log(f"wake_load.py --cluster exited with {wr.returncode}")
     finally:
         kill_all()
 
     shown = [s for s in steps if s.get("measured", True)] + ramp_shown
-    table, mtable, wtable = build_tables(shown, results, mem, wake, have_kam, ramps)
+    table, mtable, wtable = build_tables(shown, results, mem, wake, have_kam, ramps, xwake)
     ver = versions(binary)
     notes = []
     for st in shown:
@@ -693,15 +860,20 @@ def main():
     report = "\n".join([
         f"Run {when} ({'smoke' if args.smoke else 'full' if full else 'subset: ' + ','.join(only)}, "
         f"{elapsed:.0f} s) on {machine}.",
-        f"sipwake {ver['sipwake']} (release build, SQLite store, log warn"
+        f"sipwake {ver['sipwake']} (release build, "
+        f"{' and '.join(s.replace('sqlite', 'SQLite').replace('redis', 'Redis') for s in stores)} "
+        f"store{'s' if len(stores) > 1 else ''}, log warn"
         f"{''.join('; ' + kv for kv in args.set)}); "
-        f"{ver['kamailio']} (-x fm -X fm -m 256 -M 32 -n 2, in-memory usrloc); {ver['sipp']}.",
-        "Proxy pinned to core 0, SIPp (and the phone fleet) to core 1.",
+        f"{ver['kamailio']} (-x fm -X fm -m 256 -M 32 -n 2, in-memory usrloc); {ver['sipp']}"
+        + (f"; {ver['redis']} (appendonly yes, appendfsync everysec)" if "redis" in stores
+           else "") + ".",
+        "Proxy pinned to core 0 (with its Redis), SIPp (and the phone fleet) to core 1.",
         "", table, "", mtable, "", wtable, "", "Limits per step:", "", *notes])
     print(report)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(dict(results=results, memory=mem, wake=wake, ramps=ramps, versions=ver,
+            json.dump(dict(results=results, memory=mem, wake=wake, xwake=xwake, ramps=ramps,
+                       versions=ver,
                            machine=machine, date=when), f, indent=1)
     if out:
         write_markdown(out, report)
@@ -712,8 +884,14 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
     bad = [(st["id"], n) for st in steps for n, r in results[st["id"]].items()
            if r["ok"] == 0 or r["timed_out"]]
-    if bad or (wake is None and "wake" in only):
-        log(f"steps without a result: {bad or 'push-wake'}")
+    missing = [k for k, res in (("wake", wake), ("xwake", xwake))
+               if k in only and res is None]
+    if bad or missing:
+        log(f"steps without a result: {bad or missing}")
+        return 1
+    failed = [k for k, res in (("wake", wake), ("xwake", xwake)) if res and not res.get("ok")]
+    if failed:
+        log(f"push-wake calls failed at the first rate: {failed}")
         return 1
     return 0
 

@@ -3,6 +3,7 @@
 
     python3 bench/wake_load.py [--binary target/release/sipwake] [--rates 500,1000]
                                [--duration 15] [--parked 10000] [--json out.json]
+    python3 bench/wake_load.py --cluster [--node-transport udp|tcp] [--rates 500] ...
     python3 bench/wake_load.py --proxy HOST:PORT --webhook-listen HOST:PORT
                                [--flow-timeout SECS] [--domain D] [--rates 50] ...
 
@@ -28,8 +29,22 @@ Reports per rate: achieved wake calls/s, failures, the time from the 200 OK to t
 waking REGISTER to the INVITE on the phone's new socket (kernel receive timestamps,
 SO_TIMESTAMPNS, so the script's own scheduling does not count), and sipwake's CPU
 per wake call. Then parks --parked calls at once (phones never wake) and reports
-the PSS growth per parked call. Loopback only; every wait bounded; sipwake killed
-on exit.
+the PSS growth per parked call.
+
+With --cluster it measures the wake across nodes instead: it starts a redis-server
+(its own directory, append-only file on, fsync every second) and three sipwake
+nodes A, B and C on it (Redis store, all pinned to core 0 with Redis). The phones
+register on A and fall asleep; calls go to B, which parks them and pushes; the
+woken phone registers on C, which commits the binding to Redis and publishes it;
+B receives the event and forks the INVITE to C with a Route carrying the phone's
+flow token; C relays it to the phone. The latency is again from the 200 OK (from
+C) to the INVITE (from C) on the phone's socket. At the first rate the same load
+also runs with the woken phone registering on B itself (a local wake on the Redis
+store), for comparison. CPU per wake call is that of the three nodes plus Redis.
+Between nodes the requests go over UDP, or TCP with --node-transport tcp (each
+node's cluster.advertise_uri then carries ;transport=tcp).
+
+Loopback only; every wait bounded; every process started here killed on exit.
 """
 
 import argparse
@@ -90,6 +105,10 @@ class Bench:
         self.ip = probe.getsockname()[0]
         probe.close()
         self.domain = args.domain or proxy[0]
+        # where the phones register first, and where a woken phone registers again
+        # (another node than the caller's with --cluster)
+        self.reg_proxy = proxy
+        self.wake_proxy = proxy
         self.loop = loop
         self.calls = {}          # call-id -> dict
         self.phones = {}         # user -> phone dict
@@ -134,12 +153,12 @@ class Bench:
             while i < len(users) and len(self.reg_pending) < window:
                 cid = f"r-{users[i]}"
                 self.reg_pending[cid] = (users[i], now)
-                s.sendto(self.register_msg(s, users[i], cid), self.proxy)
+                s.sendto(self.register_msg(s, users[i], cid), self.reg_proxy)
                 i += 1
             for cid, (u, t) in list(self.reg_pending.items()):
                 if now - t > 0.5:
                     self.reg_pending[cid] = (u, now)
-                    s.sendto(self.register_msg(s, u, cid), self.proxy)
+                    s.sendto(self.register_msg(s, u, cid), self.reg_proxy)
             await asyncio.sleep(0.002)
             if time.monotonic() > deadline:
                 raise RuntimeError(f"only {self.reg_ok} of {len(users)} phones registered")
@@ -198,12 +217,14 @@ class Bench:
         s = self.udp(ts=True, reader=lambda sock, ph=ph: self.on_phone(sock, ph))
         ph["sock"] = s
         self.phones[user] = ph
-        s.sendto(self.register_msg(s, user, f"r2-{user}", 2), self.proxy)
+        s.sendto(self.register_msg(s, user, f"r2-{user}", 2), self.wake_proxy)
 
     def on_phone(self, s, ph):
         while True:
             try:
-                data, anc, _, _ = s.recvmsg(65535, 64)
+                # answers go where the request came from: the node the phone
+                # registered on, which relays for the caller's node
+                data, anc, _, src = s.recvmsg(65535, 64)
             except BlockingIOError:
                 return
             except OSError:
@@ -234,13 +255,13 @@ class Bench:
                               f"Contact: <sip:{ph['user']}@{self.ip}:{port}>",
                               "Content-Length: 0", "", ""]
                     ph["answer"] = "\r\n".join(lines).encode()
-                s.sendto(ph["answer"], self.proxy)
+                s.sendto(ph["answer"], src)
             elif first.startswith("BYE "):
                 lines = ["SIP/2.0 200 OK"] + hall(hs, "via", "v")
                 lines += [hall(hs, "from", "f")[0], hall(hs, "to", "t")[0],
                           hall(hs, "call-id", "i")[0], hall(hs, "cseq")[0],
                           "Content-Length: 0", "", ""]
-                s.sendto("\r\n".join(lines).encode(), self.proxy)
+                s.sendto("\r\n".join(lines).encode(), src)
                 self.loop.call_later(2.0, self.close_phone, ph)
 
     def close_phone(self, ph):
@@ -320,12 +341,17 @@ class Bench:
                 c["state"] = "done" if code == 200 else f"bye {code}"
                 c["t_done"] = time.monotonic()
 
-    async def load_step(self, rate, duration, prefix, pid):
+    async def load_step(self, rate, duration, prefix, pids):
+        """Calls at `rate` for `duration` s to the users `prefix`_N; CPU summed over
+        `pids` (the nodes and Redis; none: not measured)."""
         s = self.udp(reader=self.on_caller)
         users = [f"{prefix}_{i}" for i in range(rate * duration)]
         cids = [f"call-{u}" for u in users]
         cores0 = core1_busy()
-        cpu0 = bl.tree_cpu_seconds(pid) if pid else float("nan")
+
+        def cpu():
+            return sum(bl.tree_cpu_seconds(p) for p in pids) if pids else float("nan")
+        cpu0 = cpu()
         t0 = time.monotonic()
         sent = 0
         while sent < len(users):
@@ -339,7 +365,7 @@ class Bench:
             if all(self.calls[c]["state"] not in ("inviting", "bye") for c in cids):
                 break
             await asyncio.sleep(0.05)
-        cpu1 = bl.tree_cpu_seconds(pid) if pid else float("nan")
+        cpu1 = cpu()
         cores1 = core1_busy()
         self.loop.remove_reader(s.fileno())
         s.close()
@@ -367,6 +393,9 @@ class Bench:
                     lat_samples=len(lat),
                     lat_median=bl.pct(lat, 0.5), lat_p99=bl.pct(lat, 0.99),
                     lat_max=lat[-1] if lat else float("nan"),
+                    # with the wake across nodes the INVITE may reach the phone before
+                    # the 200 to its REGISTER (a negative latency): counted here
+                    lat_negative=sum(1 for x in lat if x < 0),
                     setup_median=bl.pct(setup, 0.5), setup_p99=bl.pct(setup, 0.99),
                     cpu_s=cpu1 - cpu0,
                     cpu_us_per_call=(cpu1 - cpu0) * 1e6 / len(done) if done else float("nan"),
@@ -441,13 +470,22 @@ async def amain(args, work):
     total = sum(r * args.duration for r in rates)
     result = {"steps": [], "ok": True}
 
-    def start(name, max_parked):
+    def start(name, max_parked, redis_url=None):
+        """sipwake on a free loopback port: the SQLite store, or with redis_url a
+        node of a cluster on that Redis."""
         port = bl.free_port()
+        if redis_url is None:
+            store = dict(SIPWAKE__STORE__BACKEND="sqlite",
+                         SIPWAKE__STORE__PATH=os.path.join(work, f"{name}.db"))
+        else:
+            store = dict(SIPWAKE__STORE__BACKEND="redis", SIPWAKE__STORE__REDIS__URL=redis_url)
+            if args.node_transport == "tcp":
+                store["SIPWAKE__CLUSTER__ADVERTISE_URI"] = f"sip:127.0.0.1:{port};transport=tcp"
         env = dict(os.environ,
                    SIPWAKE__SIP__LISTEN=f"127.0.0.1:{port}",
-                   SIPWAKE__SIP__TRANSPORTS="udp",
-                   SIPWAKE__STORE__BACKEND="sqlite",
-                   SIPWAKE__STORE__PATH=os.path.join(work, f"{name}.db"),
+                   # the phones and the caller use UDP; TCP only between nodes
+                   SIPWAKE__SIP__TRANSPORTS="udp,tcp" if redis_url else "udp",
+                   **store,
                    SIPWAKE__PUSH__WEBHOOK__URL=f"http://127.0.0.1:{hook_port}/push",
                    SIPWAKE__PUSH__DEFAULT_PROVIDER="webhook",
                    SIPWAKE__PUSH__FLOW_TIMEOUT_SECS="1",
@@ -468,25 +506,34 @@ async def amain(args, work):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
 
-    async def wake_steps(proxy, pid, alive):
+    async def wake_steps(proxy, pids, alive, plan=None, reg_proxy=None):
+        """Registers the phones (at reg_proxy, default proxy), lets them fall
+        asleep, then runs the steps of `plan`: (rate, where, wake node address)
+        for each, default every rate waking on proxy itself."""
         nonlocal bench
         bench = Bench(args, proxy, loop)
-        users = [f"w{r}_{i}" for r in rates for i in range(r * args.duration)]
+        bench.reg_proxy = reg_proxy or proxy
+        plan = plan or [(r, "local", proxy) for r in rates]
+        users = [f"{where[0]}{r}_{i}" for r, where, _ in plan
+                 for i in range(r * args.duration)]
         t = time.monotonic()
         await bench.register_all(users)
         print(f"registered {len(users)} phones in {time.monotonic() - t:.1f} s",
               file=sys.stderr)
         # every phone is asleep once push.flow_timeout_secs has passed
         await asyncio.sleep(args.flow_timeout + 0.3)
-        for r in rates:
-            st = await bench.load_step(r, args.duration, f"w{r}", pid)
+        for r, where, wake_at in plan:
+            bench.wake_proxy = wake_at
+            st = await bench.load_step(r, args.duration, f"{where[0]}{r}", pids)
+            st["where"] = where
             st["hint_mismatch"] = bench.hint_mismatch
             result["steps"].append(st)
-            print(f"wake {r}/s: {json.dumps(st)}", file=sys.stderr)
+            print(f"wake {where} {r}/s: {json.dumps(st)}", file=sys.stderr)
             if not alive():
                 raise RuntimeError("sipwake died")
         # the first (target) rate must pass; higher rates probe the limit
-        result["ok"] = (result["steps"][0]["failed"] == 0
+        result["ok"] = (all(st["failed"] == 0 for st in result["steps"]
+                            if st["rate"] == rates[0])
                         and not bench.hint_mismatch)
         return bench
 
@@ -497,9 +544,44 @@ async def amain(args, work):
             await loop.run_in_executor(
                 None, lambda: bl.wait_sip_udp(proxy[1], host=proxy[0]))
             if rates:
-                await wake_steps(proxy, None, lambda: True)
+                await wake_steps(proxy, [], lambda: True)
         finally:
             await close_webhook()
+        return result
+
+    if args.cluster:
+        procs = []
+        try:
+            rdir = os.path.join(work, "redis")
+            os.makedirs(rdir, exist_ok=True)
+            rport = bl.free_port()
+            with open(os.path.join(rdir, "redis.log"), "wb") as logf:
+                redis = subprocess.Popen(bl.redis_argv(rdir, rport, core=0), stdout=logf,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         start_new_session=True)
+            procs.append(redis)
+            await loop.run_in_executor(None, lambda: bl.wait_redis(rport, proc=redis))
+            nodes = []
+            for name in ("a", "b", "c"):
+                proc, port = start(f"node-{name}", total * 2 + 1000,
+                                   redis_url=f"redis://127.0.0.1:{rport}")
+                procs.append(proc)
+                await loop.run_in_executor(
+                    None, lambda: bl.wait_sip_udp(port, proc=proc))
+                nodes.append(("127.0.0.1", port))
+            a, b, c = nodes
+            # the same load with the phone waking on B itself first (at the first
+            # rate), then across nodes at every rate
+            plan = [(rates[0], "same node", b)] + [(r, "across nodes", c) for r in rates]
+            await wake_steps(b, [p.pid for p in procs],
+                             lambda: all(p.poll() is None for p in procs),
+                             plan=plan, reg_proxy=a)
+            result["cluster"] = dict(nodes=3, node_transport=args.node_transport,
+                                     redis_memory=bl.redis_info(rport)["used_memory"])
+        finally:
+            for p in reversed(procs):
+                stop(p)
+            srv.close()
         return result
 
     try:
@@ -521,7 +603,7 @@ async def amain(args, work):
             proc, port = start("wake", total + 1000)
             try:
                 await loop.run_in_executor(None, lambda: bl.wait_sip_udp(port, proc=proc))
-                await wake_steps(("127.0.0.1", port), proc.pid, lambda: proc.poll() is None)
+                await wake_steps(("127.0.0.1", port), [proc.pid], lambda: proc.poll() is None)
             finally:
                 stop(proc)
     finally:
@@ -547,7 +629,17 @@ def main():
                          "asleep after it; a started sipwake uses 1)")
     ap.add_argument("--domain", default=None,
                     help="domain of the phones' AORs (default: the proxy's host)")
+    ap.add_argument("--cluster", action="store_true",
+                    help="the wake across nodes: Redis and three sipwake nodes (see above)")
+    ap.add_argument("--node-transport", choices=("udp", "tcp"), default="udp",
+                    help="with --cluster: how the nodes send each other requests")
     args = ap.parse_args()
+    if args.cluster and args.proxy:
+        ap.error("--cluster starts its own nodes: not with --proxy")
+    if args.cluster and args.parked:
+        print("--cluster: the parked-call memory step is single-node; skipped",
+              file=sys.stderr)
+        args.parked = 0
     if args.proxy and not args.webhook_listen:
         ap.error("--proxy needs --webhook-listen (where the deployment pushes)")
     if args.proxy and args.parked:
@@ -568,7 +660,7 @@ def main():
     for s in res["steps"]:
         cpu = (f"{s['cpu_us_per_call']:.1f} CPU-us per wake call"
                if s['cpu_us_per_call'] == s['cpu_us_per_call'] else "CPU not measured")
-        print(f"{s['rate']}/s offered: {s['achieved']:.0f}/s achieved, {s['failed']} failed "
+        print(f"{s.get('where', 'local')} {s['rate']}/s offered: {s['achieved']:.0f}/s achieved, {s['failed']} failed "
               f"({s['hint_mismatch_calls']} X-PushHint mismatches) "
               f"{s['failure_states'] or ''}; 200 OK -> INVITE ms: median {s['lat_median']:.3f} "
               f"p99 {s['lat_p99']:.3f} max {s['lat_max']:.3f}; {cpu}")
