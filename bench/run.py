@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """sipwake against Kamailio, side by side, on this machine, in one run.
 
-    python3 bench/run.py                 # full run (about 16 minutes), writes docs/BENCHMARKS.md
-    python3 bench/run.py --smoke         # ~2 min: small rates, a few seconds per step
+    python3 bench/run.py                 # full run (about 18 minutes), writes docs/BENCHMARKS.md
+    python3 bench/run.py --smoke         # ~1.5 min: small rates, a few seconds per step
     python3 bench/run.py --no-kamailio   # sipwake only
     python3 bench/run.py --stores sqlite # sipwake with the SQLite store only (no Redis)
     python3 bench/run.py --only refresh --duration 4 --no-ramp   # a subset, short steps
@@ -10,7 +10,7 @@
 Builds the release binary, starts sipwake with the durable SQLite store
 ("sipwake"), sipwake with the Redis store ("sipwake-redis": a redis-server started
 here on a free loopback port in its own directory, append-only file on with
-appendfsync everysec) and Kamailio (bench/kamailio/kamailio.cfg: in-memory usrloc
+appendfsync everysec, hash-max-listpack-value 2048) and Kamailio (bench/kamailio/kamailio.cfg: in-memory usrloc
 + tm + record_route) on loopback ports, pins the proxies (and Redis) to core 0 and
 every load generator (SIPp, the phone fleet) to core 1, and drives each proxy with
 SIPp at the same offered rates:
