@@ -10,10 +10,10 @@
 Builds the release binary, starts sipwake with the durable SQLite store
 ("sipwake"), sipwake with the Redis store ("sipwake-redis": a redis-server started
 here on a free loopback port in its own directory, append-only file on with
-appendfsync everysec, hash-max-listpack-value 2048) and Kamailio (bench/kamailio/kamailio.cfg: in-memory usrloc
-+ tm + record_route) on loopback ports, pins the proxies (and Redis) to core 0 and
-every load generator (SIPp, the phone fleet) to core 1, and drives each proxy with
-SIPp at the same offered rates:
+appendfsync everysec, hash-max-listpack-value 2048) and Kamailio
+(bench/kamailio/kamailio.cfg: in-memory usrloc + tm + record_route) on loopback
+ports, pins the proxies (and Redis) to core 0 and every load generator (SIPp, the
+phone fleet) to core 1, and drives each proxy with SIPp at the same offered rates:
 
   1. REGISTER of distinct users with pn-* Contact parameters and an X-Token
      (sipp-scenarios/register_push.xml), UDP ("register": a new AOR each), then the
@@ -877,7 +877,8 @@ def main():
         f"store{'s' if len(stores) > 1 else ''}, log warn"
         f"{''.join('; ' + kv for kv in args.set)}); "
         f"{ver['kamailio']} (-x fm -X fm -m 256 -M 32 -n 2, in-memory usrloc); {ver['sipp']}"
-        + (f"; {ver['redis']} (appendonly yes, appendfsync everysec)" if "redis" in stores
+        + (f"; {ver['redis']} (appendonly yes, appendfsync everysec, "
+              "hash-max-listpack-value 2048)" if "redis" in stores
            else "") + ".",
         "Proxy pinned to core 0 (with its Redis), SIPp (and the phone fleet) to core 1.",
         "", table, "", mtable, "", wtable, "", "Limits per step:", "", *notes])
