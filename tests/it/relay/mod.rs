@@ -19,6 +19,7 @@ use crate::common::*;
 
 mod asterisk;
 mod kamailio;
+mod nodes;
 mod through_kamailio;
 mod upstream;
 

@@ -1,0 +1,305 @@
+//! Relay mode with several nodes: two sipwake nodes in relay mode share their
+//! bindings in one real `redis-server` in front of one Kamailio (the upstream
+//! registrar). Each node relays with a Path naming itself, so the upstream's calls
+//! come back to the node holding the phone's flow; a call parked on one node for a
+//! sleeping phone is woken by its REGISTER relayed through the other and reaches it
+//! through that node with the push's `X-PushHint`; and the configuration that used to
+//! be refused now checks, while one missing what several nodes need fails naming the
+//! key.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use super::*;
+use crate::common::redis_server::RedisServer;
+
+/// A relay node in front of `kam`, sharing its bindings in `redis`, pushing through
+/// `hook`, with its admin API on `admin`.
+fn relay_node(
+    name: &str,
+    kam: &Kamailio,
+    redis: &RedisServer,
+    hook: Option<&MockHttp>,
+    admin: SocketAddr,
+) -> Proxy {
+    relay_proxy_with(
+        name,
+        &kam.uri(),
+        hook,
+        &[
+            ("STORE__BACKEND", "redis"),
+            ("STORE__REDIS__URL", &redis.url()),
+            ("STORE__REDIS__TIMEOUT_MS", "300"),
+            ("ADMIN__LISTEN", &admin.to_string()),
+        ],
+    )
+}
+
+fn free_admin() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+/// The body of `GET path` on an admin API.
+fn admin_get(addr: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect_timeout(&addr, WAIT).expect("connect to the admin API");
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("read the answer");
+    assert!(raw.starts_with("HTTP/1.1 200"), "GET {path}: {raw}");
+    raw.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
+}
+
+/// The node (`cluster.node_id`) owning `user`'s only binding, read from the admin API
+/// of any node (they all read Redis).
+fn owner_of(admin: SocketAddr, user: &str) -> String {
+    let body = admin_get(admin, &format!("/registrations?aor={user}@{DOMAIN}"));
+    let regs: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(regs["total"], 1, "{regs:#}");
+    regs["bindings"][0]["node"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a node: {regs:#}"))
+        .to_owned()
+}
+
+/// Registers `ua` through its node (challenged by Kamailio, then accepted).
+fn register_through(ua: &mut Ua, contact: &str) {
+    let ok = register_auth(ua, Some(contact), "", Some(600));
+    assert_eq!(ok.status(), Some(200), "{}: {ok:?}", ua.user);
+}
+
+/// `carol` (registered at Kamailio) calls `phone`, registered through `node`: the
+/// INVITE comes along the Path to `node` and from it to the phone (never through
+/// `other`); answered, ACKed and ended by a BYE from the phone or from carol.
+fn call_from_upstream(
+    carol: &mut Ua,
+    phone: &mut Ua,
+    node: &Proxy,
+    other: &Proxy,
+    bye_from_phone: bool,
+) {
+    let user = phone.user.clone();
+    let inv = invite_auth(carol, &user);
+    let got = phone.expect_request("INVITE", Some(&inv.call_id));
+    assert_eq!(
+        got.from,
+        node.addr(),
+        "{user}'s call comes through the node its Path names: {got:?}"
+    );
+    let (host, port) = uri_hostport(got.ruri());
+    assert_eq!(format!("{host}:{port}"), phone.contact_hostport, "{got:?}");
+    assert!(got.header("route").is_none(), "{got:?}");
+    let rr: Vec<String> = got
+        .values("record-route")
+        .iter()
+        .map(|v| uri_of(v))
+        .collect();
+    assert!(
+        rr.iter().any(|r| uri_hostport(r).1 == node.port),
+        "{user}'s node stays on the dialog: {rr:?}"
+    );
+    assert!(
+        rr.iter().all(|r| uri_hostport(r).1 != other.port),
+        "the other node has no part in it: {rr:?}"
+    );
+    let t = tag();
+    phone.reply(&got, 180, "Ringing", Some(&t));
+    carol.expect_response(&inv.call_id, "INVITE", "180", |c| c == 180);
+    phone.reply(&got, 200, "OK", Some(&t));
+    let ok = carol.expect_response(&inv.call_id, "INVITE", "200 OK", |c| c == 200);
+    let mut cd = Dialog::uac(&inv, &ok);
+    carol.ack_2xx(&mut cd, inv.cseq);
+    let ack = phone.expect_request("ACK", Some(&inv.call_id));
+    assert_eq!(ack.from, node.addr(), "{ack:?}");
+    let mut pd = Dialog::uas(&got, &t);
+    if bye_from_phone {
+        phone.send_in_dialog(&mut pd, "BYE", None);
+        let bye = carol.expect_request("BYE", Some(&inv.call_id));
+        carol.reply(&bye, 200, "OK", None);
+        phone.expect_response(&inv.call_id, "BYE", "200 to BYE", |c| c == 200);
+    } else {
+        carol.send_in_dialog(&mut cd, "BYE", None);
+        let bye = phone.expect_request("BYE", Some(&inv.call_id));
+        assert_eq!(bye.from, node.addr(), "{bye:?}");
+        phone.reply(&bye, 200, "OK", None);
+        carol.expect_response(&inv.call_id, "BYE", "200 to BYE", |c| c == 200);
+    }
+}
+
+/// Alice registers through A, dave through B; each node's binding is in Redis owned
+/// by that node, and Kamailio's calls to each come back through the node its Path
+/// names; BYE from the phone on one call and from the caller on the other.
+#[test]
+fn relay_nodes_call_each_phone_through_the_node_it_registered_on() {
+    let kam = Kamailio::start("relay-nodes-call");
+    let redis = RedisServer::start(temp_dir("relay-nodes-call-redis"));
+    let (admin_a, admin_b) = (free_admin(), free_admin());
+    let a = relay_node("relay-nodes-call-a", &kam, &redis, None, admin_a);
+    let b = relay_node("relay-nodes-call-b", &kam, &redis, None, admin_b);
+
+    let mut alice = Ua::udp("alice", &a);
+    let c = format!("<{}>", alice.contact_uri());
+    register_through(&mut alice, &c);
+    let mut dave = Ua::udp("dave", &b);
+    let c = format!("<{}>", dave.contact_uri());
+    register_through(&mut dave, &c);
+    // committed to the shared store, owned by the node holding the flow
+    assert_eq!(owner_of(admin_b, "alice"), a.hostport());
+    assert_eq!(owner_of(admin_a, "dave"), b.hostport());
+
+    let mut carol = Ua::udp_at("carol", kam.addr(), "127.0.0.1:0");
+    let cc = format!("<{}>", carol.contact_uri());
+    assert_eq!(
+        register_auth(&mut carol, Some(&cc), "", Some(600)).status(),
+        Some(200)
+    );
+    call_from_upstream(&mut carol, &mut alice, &a, &b, true);
+    call_from_upstream(&mut carol, &mut dave, &b, &a, false);
+}
+
+/// A sleeping phone registered through A: Kamailio's INVITE comes along A's Path, A
+/// pushes and parks the call; the relaunched app registers through B (relayed with
+/// B's Path, stored in Redis owned by B), and A's parked call reaches it through B
+/// with the push's X-PushHint; ACK and BYE cross Kamailio, A and B.
+#[test]
+fn relay_nodes_call_parked_on_one_node_is_woken_by_a_register_through_another() {
+    let kam = Kamailio::start("relay-nodes-wake");
+    let redis = RedisServer::start(temp_dir("relay-nodes-wake-redis"));
+    let hook = MockHttp::start();
+    hook.route("/push", 200, "{}");
+    let (admin_a, admin_b) = (free_admin(), free_admin());
+    let a = relay_node("relay-nodes-wake-a", &kam, &redis, Some(&hook), admin_a);
+    let b = relay_node("relay-nodes-wake-b", &kam, &redis, Some(&hook), admin_b);
+
+    let token = unique("tok");
+    let instance = "6f1a2b3c-0000-4000-8000-0000000000c2";
+    let mut phone = Ua::udp("alice", &a);
+    let contact = contact_with_token(&phone, &token, instance);
+    register_through(&mut phone, &contact);
+    assert_eq!(owner_of(admin_b, "alice"), a.hostport());
+
+    // the phone falls asleep (its flow older than the 1 s flow timeout)
+    thread::sleep(Duration::from_millis(1200));
+    let mut carol = Ua::udp_at("carol", kam.addr(), "127.0.0.1:0");
+    let cc = format!("<{}>", carol.contact_uri());
+    assert_eq!(
+        register_auth(&mut carol, Some(&cc), "", Some(600)).status(),
+        Some(200)
+    );
+    let inv = invite_auth(&mut carol, "alice");
+    let push = hook
+        .next(WAIT)
+        .unwrap_or_else(|| panic!("no push for the call\n{}", a.log_text()));
+    let doc = push.json();
+    assert_eq!(doc["event"], "call", "{doc:#}");
+    assert_eq!(doc["token"], token.as_str(), "{doc:#}");
+    let hint = doc["pushHint"].as_str().expect("pushHint").to_owned();
+
+    // the relaunched app reaches B this time, from a new port
+    let mut woken = Ua::udp("alice", &b);
+    let contact2 = contact_with_token(&woken, &token, instance);
+    register_through(&mut woken, &contact2);
+    assert_eq!(owner_of(admin_a, "alice"), b.hostport());
+
+    let got = woken.expect_request("INVITE", Some(&inv.call_id));
+    assert_eq!(
+        got.from,
+        b.addr(),
+        "through the node holding the new flow: {got:?}"
+    );
+    assert_eq!(
+        got.header_lines("x-pushhint"),
+        vec![hint.as_str()],
+        "X-PushHint equal to the push's pushHint: {got:?}"
+    );
+    let (host, port) = uri_hostport(got.ruri());
+    assert_eq!(format!("{host}:{port}"), woken.contact_hostport, "{got:?}");
+    assert!(
+        hook.next(Duration::from_millis(200)).is_none(),
+        "one push for one call"
+    );
+    assert!(phone
+        .try_expect(Duration::from_millis(100), |m| m.method() == Some("INVITE"))
+        .is_none());
+
+    woken.reply(&got, 180, "Ringing", Some("ph1"));
+    carol.expect_response(&inv.call_id, "INVITE", "180", |c| c == 180);
+    woken.reply(&got, 200, "OK", Some("ph1"));
+    let ok = carol.expect_response(&inv.call_id, "INVITE", "200 OK", |c| c == 200);
+    let mut d = Dialog::uac(&inv, &ok);
+    assert_eq!(
+        d.route_set.len(),
+        3,
+        "Kamailio, A and B record-route: {ok:?}"
+    );
+    carol.ack_2xx(&mut d, inv.cseq);
+    let ack = woken.expect_request("ACK", Some(&inv.call_id));
+    assert_eq!(ack.from, b.addr(), "{ack:?}");
+    let mut pd = Dialog::uas(&got, "ph1");
+    woken.send_in_dialog(&mut pd, "BYE", None);
+    let bye = carol.expect_request("BYE", Some(&inv.call_id));
+    carol.reply(&bye, 200, "OK", None);
+    woken.expect_response(&inv.call_id, "BYE", "200 to BYE", |c| c == 200);
+
+    // Kamailio followed the phone to B: the old contact is gone, the new one held
+    let held = kamailio_contacts(&kam, "alice");
+    assert!(
+        held.iter().any(|c| c.contains(&woken.contact_hostport)),
+        "{held:?}"
+    );
+    assert!(
+        held.iter().all(|c| !c.contains(&phone.contact_hostport)),
+        "{held:?}"
+    );
+}
+
+/// Runs `sipwake --check-config` on `toml` with nothing from the environment;
+/// returns its exit status and standard error.
+fn check_config(name: &str, toml: &str) -> (Option<i32>, String) {
+    let dir = temp_dir(name);
+    let conf = dir.join("sipwake.toml");
+    std::fs::write(&conf, toml).unwrap();
+    let out = Command::new(SIPWAKE)
+        .arg("--check-config")
+        .arg(&conf)
+        .env_remove("SIPWAKE_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sipwake --check-config");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout),
+    )
+}
+
+/// Relay mode on the shared Redis store checks; on a wildcard listener without
+/// `cluster.advertise_uri` (the other nodes could not reach this one) it fails,
+/// naming the key, with the configuration-fault status.
+#[test]
+fn relay_with_redis_checks_and_names_what_it_misses() {
+    let base = "[registrar]\nmode = \"relay\"\n\n[upstream]\nuri = \"sip:10.0.0.5:5080\"\n\n\
+                [store]\nbackend = \"redis\"\n\n[store.redis]\nurl = \"redis://127.0.0.1:6379\"\n";
+    let ok = format!("{base}\n[sip]\nlisten = [\"127.0.0.1:5060\"]\n");
+    let (code, out) = check_config("relay-redis-check-ok", &ok);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("ok"), "{out}");
+
+    let wildcard = format!("{base}\n[sip]\nlisten = [\"0.0.0.0:5060\"]\n");
+    let (code, out) = check_config("relay-redis-check-wild", &wildcard);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("cluster.advertise_uri"), "{out}");
+
+    let named = format!(
+        "{wildcard}advertised_host = \"10.0.0.11\"\n\n[cluster]\nadvertise_uri = \"sip:10.0.0.11:5060\"\n"
+    );
+    let (code, out) = check_config("relay-redis-check-named", &named);
+    assert_eq!(code, Some(0), "{out}");
+
+    let no_upstream = ok.replace("[upstream]\nuri = \"sip:10.0.0.5:5080\"\n", "");
+    let (code, out) = check_config("relay-redis-check-no-up", &no_upstream);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("upstream.uri"), "{out}");
+}
