@@ -115,10 +115,13 @@ fn returning_aor(msg: &Message, ret: &Returning) -> Option<String> {
 }
 
 /// The bindings a returning request is for, among the AOR's bindings `all`: those
-/// on the phone's flow (held by this node: with several nodes a flow's name means
-/// something only on its own node), narrowed to the one whose contact is the
-/// Request-URI when it names one; else, the phone having registered the same
-/// contact from another flow (or through another node), that binding.
+/// on the phone's flow, narrowed to the one whose contact is the Request-URI when it
+/// names one; else, the phone having registered the same contact from another flow
+/// (or through another node), that binding. With several nodes a flow's name means
+/// something only on the node that holds it: the token names a flow of this node,
+/// or of a node that is gone (whose address this one took over, so the upstream's
+/// request along the dead node's Path arrives here; the binding is then a failed
+/// flow, see [`wake::decide`]).
 fn returning_bindings(
     core: &Core,
     msg: &Message,
@@ -136,7 +139,8 @@ fn returning_bindings(
     let on_flow: Vec<Arc<Binding>> = all
         .iter()
         .filter(|b| {
-            b.flow.as_deref() == Some(phone_s.as_str()) && core.registrar.owner(b) == Owner::Here
+            b.flow.as_deref() == Some(phone_s.as_str())
+                && matches!(core.registrar.owner(b), Owner::Here | Owner::Gone)
         })
         .cloned()
         .collect();

@@ -22,7 +22,18 @@ fn relay_node(
     hook: Option<&MockHttp>,
     admin: SocketAddr,
 ) -> Proxy {
-    relay_proxy_with(
+    relay_node_builder(name, kam, redis, hook, admin).start()
+}
+
+/// The settings of [`relay_node`], not started yet.
+fn relay_node_builder(
+    name: &str,
+    kam: &Kamailio,
+    redis: &RedisServer,
+    hook: Option<&MockHttp>,
+    admin: SocketAddr,
+) -> ProxyBuilder {
+    relay_builder(
         name,
         &kam.uri(),
         hook,
@@ -254,6 +265,97 @@ fn relay_nodes_call_parked_on_one_node_is_woken_by_a_register_through_another() 
         held.iter().all(|c| !c.contains(&phone.contact_hostport)),
         "{held:?}"
     );
+}
+
+/// Node loss: A, holding a sleeping phone's flow, dies (`kill -9`) and a replacement
+/// node (its own `cluster.node_id`) takes over A's address, as a floating address
+/// moves to a standby. Kamailio's call along A's Path reaches the replacement, which
+/// finds the binding's owner gone: a failed flow, so the phone is pushed; it registers
+/// through B and gets the call there with the push's X-PushHint.
+#[test]
+fn relay_nodes_a_dead_nodes_phone_is_pushed_by_the_node_taking_its_address() {
+    let kam = Kamailio::start("relay-nodes-loss");
+    let redis = RedisServer::start(temp_dir("relay-nodes-loss-redis"));
+    let hook = MockHttp::start();
+    hook.route("/push", 200, "{}");
+    let (admin_a, admin_b, admin_d) = (free_admin(), free_admin(), free_admin());
+    let mut a = relay_node("relay-nodes-loss-a", &kam, &redis, Some(&hook), admin_a);
+    let b = relay_node("relay-nodes-loss-b", &kam, &redis, Some(&hook), admin_b);
+
+    let token = unique("tok");
+    let instance = "6f1a2b3c-0000-4000-8000-0000000000c3";
+    let mut phone = Ua::udp("alice", &a);
+    let contact = contact_with_token(&phone, &token, instance);
+    register_through(&mut phone, &contact);
+    assert_eq!(owner_of(admin_b, "alice"), a.hostport());
+
+    let a_id = a.hostport();
+    a.kill9();
+    // past A's heartbeat (3 s), then the replacement starts on A's address
+    thread::sleep(Duration::from_millis(3500));
+    let d = relay_node_builder("relay-nodes-loss-d", &kam, &redis, Some(&hook), admin_d)
+        .env("CLUSTER__NODE_ID", "standby-d")
+        .port(a.port)
+        .start();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let view: serde_json::Value =
+            serde_json::from_str(&admin_get(admin_d, "/cluster")).expect("JSON");
+        let ids: Vec<&str> = view["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .filter_map(|n| n["id"].as_str())
+            .collect();
+        if ids.contains(&b.hostport().as_str()) && !ids.contains(&a_id.as_str()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "D never saw B alone: {view}");
+        thread::sleep(Duration::from_millis(100));
+    }
+
+    let mut carol = Ua::udp_at("carol", kam.addr(), "127.0.0.1:0");
+    let cc = format!("<{}>", carol.contact_uri());
+    assert_eq!(
+        register_auth(&mut carol, Some(&cc), "", Some(600)).status(),
+        Some(200)
+    );
+    let inv = invite_auth(&mut carol, "alice");
+    let push = hook
+        .next(WAIT)
+        .unwrap_or_else(|| panic!("no push for the call\n{}", d.log_text()));
+    let doc = push.json();
+    assert_eq!(doc["event"], "call", "{doc:#}");
+    assert_eq!(doc["token"], token.as_str(), "{doc:#}");
+    let hint = doc["pushHint"].as_str().expect("pushHint").to_owned();
+    assert!(
+        phone
+            .try_expect(Duration::from_millis(200), |m| m.method() == Some("INVITE"))
+            .is_none(),
+        "nothing is sent over the dead node's flow"
+    );
+
+    let mut woken = Ua::udp("alice", &b);
+    let contact2 = contact_with_token(&woken, &token, instance);
+    register_through(&mut woken, &contact2);
+    let got = woken.expect_request("INVITE", Some(&inv.call_id));
+    assert_eq!(got.from, b.addr(), "{got:?}");
+    assert_eq!(
+        got.header_lines("x-pushhint"),
+        vec![hint.as_str()],
+        "X-PushHint equal to the push's pushHint: {got:?}"
+    );
+    woken.reply(&got, 200, "OK", Some("ph2"));
+    let ok = carol.expect_response(&inv.call_id, "INVITE", "200 OK", |c| c == 200);
+    let mut cd = Dialog::uac(&inv, &ok);
+    carol.ack_2xx(&mut cd, inv.cseq);
+    woken.expect_request("ACK", Some(&inv.call_id));
+    carol.send_in_dialog(&mut cd, "BYE", None);
+    let bye = woken.expect_request("BYE", Some(&inv.call_id));
+    assert_eq!(bye.from, b.addr(), "{bye:?}");
+    woken.reply(&bye, 200, "OK", None);
+    carol.expect_response(&inv.call_id, "BYE", "200 to BYE", |c| c == 200);
+    drop(d);
 }
 
 /// Runs `sipwake --check-config` on `toml` with nothing from the environment;
