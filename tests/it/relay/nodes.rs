@@ -364,9 +364,16 @@ fn check_config(name: &str, toml: &str) -> (Option<i32>, String) {
     let dir = temp_dir(name);
     let conf = dir.join("sipwake.toml");
     std::fs::write(&conf, toml).unwrap();
+    check_config_file(&conf, &[])
+}
+
+/// Runs `sipwake --check-config` on the file `conf` with these `SIPWAKE__…`
+/// variables; returns its exit status and output.
+fn check_config_file(conf: &Path, env: &[(&str, &str)]) -> (Option<i32>, String) {
     let out = Command::new(SIPWAKE)
         .arg("--check-config")
-        .arg(&conf)
+        .arg(conf)
+        .envs(env.iter().copied())
         .env_remove("SIPWAKE_LOG")
         .stdin(Stdio::null())
         .output()
@@ -398,6 +405,28 @@ fn relay_with_redis_checks_and_names_what_it_misses() {
         "{wildcard}advertised_host = \"10.0.0.11\"\n\n[cluster]\nadvertise_uri = \"sip:10.0.0.11:5060\"\n"
     );
     let (code, out) = check_config("relay-redis-check-named", &named);
+    assert_eq!(code, Some(0), "{out}");
+
+    // the compose profile `cluster-relay`: the shipped relay settings with a node's
+    // port, advertise URI and the shared store
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let compose = std::fs::read_to_string(root.join("docker-compose.yml")).unwrap();
+    let node_env = [
+        ("SIPWAKE__SIP__LISTEN", "0.0.0.0:5062"),
+        ("SIPWAKE__CLUSTER__ADVERTISE_URI", "sip:127.0.0.1:5062"),
+        ("SIPWAKE__STORE__BACKEND", "redis"),
+        ("SIPWAKE__STORE__REDIS__URL", "redis://127.0.0.1:6379"),
+    ];
+    for (k, v) in node_env {
+        let v = v.replace("sip:127.0.0.1", "sip:${NODE_IP:-127.0.0.1}");
+        assert!(
+            compose.contains(&format!("{k}: \"{v}\"")) || compose.contains(&format!("{k}: {v}")),
+            "docker-compose.yml sets {k}"
+        );
+    }
+    assert!(compose.contains("profiles: [cluster-relay]"));
+    let shipped = root.join("conf/asterisk/sipwake-relay.toml");
+    let (code, out) = check_config_file(&shipped, &node_env);
     assert_eq!(code, Some(0), "{out}");
 
     let no_upstream = ok.replace("[upstream]\nuri = \"sip:10.0.0.5:5080\"\n", "");
