@@ -267,6 +267,64 @@ fn relay_nodes_call_parked_on_one_node_is_woken_by_a_register_through_another() 
     );
 }
 
+/// Asterisk's qualify along a node's Path (`OPTIONS <contact>`, To = the contact,
+/// Route = the Path entry Kamailio returned) reaches the node holding the flow, which
+/// answers it for the sleeping phone and counts it, as one node does.
+#[test]
+fn relay_nodes_qualify_along_the_path_is_answered_by_the_node_holding_the_flow() {
+    let kam = Kamailio::start("relay-nodes-qualify");
+    let redis = RedisServer::start(temp_dir("relay-nodes-qualify-redis"));
+    let hook = MockHttp::start();
+    hook.route("/push", 200, "{}");
+    let (admin_a, admin_b) = (free_admin(), free_admin());
+    let a = relay_node("relay-nodes-qualify-a", &kam, &redis, Some(&hook), admin_a);
+    let _b = relay_node("relay-nodes-qualify-b", &kam, &redis, Some(&hook), admin_b);
+
+    let token = unique("tok");
+    let mut phone = Ua::udp("alice", &a);
+    let contact = contact_with_token(&phone, &token, "6f1a2b3c-0000-4000-8000-0000000000c4");
+    // a phone that supports Path sees the upstream's Path entry: A's own
+    let ok = register_auth(&mut phone, Some(&contact), "Supported: path\r\n", Some(600));
+    assert_eq!(ok.status(), Some(200), "{ok:?}");
+    let path = uri_of(
+        ok.header("path")
+            .unwrap_or_else(|| panic!("a Path: {ok:?}")),
+    );
+    assert_eq!(uri_hostport(&path).1, a.port, "A's Path names A: {path}");
+    assert!(path.contains(";sw-aor="), "{path}");
+    thread::sleep(Duration::from_millis(1200));
+
+    let mut pbx = Ua::udp_at("pbx", a.addr(), "127.0.0.1:0");
+    let c = phone.contact_uri();
+    let cid = call_id();
+    let options = format!(
+        "OPTIONS {c} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {me};rport;branch={b}\r\n\
+         From: <sip:asterisk@{me}>;tag={t}\r\n\
+         To: <{c}>\r\n\
+         Call-ID: {cid}\r\n\
+         CSeq: 1 OPTIONS\r\n\
+         Route: <{path}>\r\n\
+         Max-Forwards: 70\r\n\
+         Content-Length: 0\r\n\r\n",
+        me = pbx.via_hostport,
+        b = branch(),
+        t = tag(),
+    );
+    pbx.send(&options);
+    let r = pbx.expect_final(&cid, "OPTIONS");
+    assert_eq!(r.status(), Some(200), "{r:?}");
+    assert!(
+        phone
+            .try_expect(Duration::from_millis(200), |m| m.method()
+                == Some("OPTIONS"))
+            .is_none(),
+        "a sleeping phone's qualify is answered, not sent to its dead flow"
+    );
+    assert_eq!(metric(admin_a, "sipwake_qualify_answered_total"), 1.0);
+    assert_eq!(metric(admin_b, "sipwake_qualify_answered_total"), 0.0);
+}
+
 /// Node loss: A, holding a sleeping phone's flow, dies (`kill -9`) and a replacement
 /// node (its own `cluster.node_id`) takes over A's address, as a floating address
 /// moves to a standby. Kamailio's call along A's Path reaches the replacement, which
