@@ -142,7 +142,8 @@ fn call_from_upstream(
 
 /// Alice registers through A, dave through B; each node's binding is in Redis owned
 /// by that node, and Kamailio's calls to each come back through the node its Path
-/// names; BYE from the phone on one call and from the caller on the other.
+/// names; BYE from the phone on one call and from the caller on the other. Dave's own
+/// call goes up through B, challenged by Kamailio.
 #[test]
 fn relay_nodes_call_each_phone_through_the_node_it_registered_on() {
     let kam = Kamailio::start("relay-nodes-call");
@@ -169,6 +170,23 @@ fn relay_nodes_call_each_phone_through_the_node_it_registered_on() {
     );
     call_from_upstream(&mut carol, &mut alice, &a, &b, true);
     call_from_upstream(&mut carol, &mut dave, &b, &a, false);
+
+    // and the other way: a phone's call goes up through its node, challenged there
+    let inv = invite_auth(&mut dave, "carol");
+    let got = carol.expect_request("INVITE", Some(&inv.call_id));
+    let rr: Vec<String> = got
+        .values("record-route")
+        .iter()
+        .map(|v| uri_of(v))
+        .collect();
+    assert!(
+        rr.iter().any(|r| uri_hostport(r).1 == b.port),
+        "dave's node record-routes: {rr:?}"
+    );
+    carol.reply(&got, 486, "Busy Here", Some(&tag()));
+    let fin = dave.expect_final(&inv.call_id, "INVITE");
+    assert_eq!(fin.status(), Some(486), "{fin:?}");
+    dave.ack_non2xx(&inv, &fin);
 }
 
 /// A sleeping phone registered through A: Kamailio's INVITE comes along A's Path, A
