@@ -1,11 +1,12 @@
 //! Relay mode with several nodes: two sipwake nodes in relay mode share their
 //! bindings in one real `redis-server` in front of one Kamailio (the upstream
-//! registrar). Each node relays with a Path naming itself, so the upstream's calls
-//! come back to the node holding the phone's flow; a call parked on one node for a
-//! sleeping phone is woken by its REGISTER relayed through the other and reaches it
-//! through that node with the push's `X-PushHint`; and the configuration that used to
-//! be refused now checks, while one missing what several nodes need fails naming the
-//! key.
+//! registrar). Each node relays with a Path (or, rewriting contacts, a contact)
+//! naming itself, so the upstream's calls and qualify come back to the node holding
+//! the phone's flow; a call parked on one node for a sleeping phone is woken by its
+//! REGISTER relayed through the other and reaches it through that node with the
+//! push's `X-PushHint`; a dead node's phone is pushed by the node that takes over its
+//! address; and the configuration that used to be refused now checks, while one
+//! missing what several nodes need fails naming the key.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -195,13 +196,36 @@ fn relay_nodes_call_each_phone_through_the_node_it_registered_on() {
 /// with the push's X-PushHint; ACK and BYE cross Kamailio, A and B.
 #[test]
 fn relay_nodes_call_parked_on_one_node_is_woken_by_a_register_through_another() {
-    let kam = Kamailio::start("relay-nodes-wake");
-    let redis = RedisServer::start(temp_dir("relay-nodes-wake-redis"));
+    wake_across_relay_nodes("relay-nodes-wake", false);
+}
+
+/// The same with contact rewriting, against a Kamailio without Path support: each
+/// node registers upstream a contact naming itself, Kamailio's INVITE comes to A's.
+#[test]
+fn relay_nodes_with_contact_rewriting_wake_across_nodes() {
+    wake_across_relay_nodes("relay-nodes-rewrite", true);
+}
+
+fn wake_across_relay_nodes(name: &str, rewrite: bool) {
+    let kam = if rewrite {
+        Kamailio::start_with(name, &["NO_PATH"])
+    } else {
+        Kamailio::start(name)
+    };
+    let redis = RedisServer::start(temp_dir(&format!("{name}-redis")));
     let hook = MockHttp::start();
     hook.route("/push", 200, "{}");
     let (admin_a, admin_b) = (free_admin(), free_admin());
-    let a = relay_node("relay-nodes-wake-a", &kam, &redis, Some(&hook), admin_a);
-    let b = relay_node("relay-nodes-wake-b", &kam, &redis, Some(&hook), admin_b);
+    let node = |n: &str, admin| {
+        let b = relay_node_builder(&format!("{name}-{n}"), &kam, &redis, Some(&hook), admin);
+        b.env(
+            "RELAY__CONTACT_REWRITE",
+            if rewrite { "true" } else { "false" },
+        )
+        .start()
+    };
+    let a = node("a", admin_a);
+    let b = node("b", admin_b);
 
     let token = unique("tok");
     let instance = "6f1a2b3c-0000-4000-8000-0000000000c2";
@@ -209,6 +233,15 @@ fn relay_nodes_call_parked_on_one_node_is_woken_by_a_register_through_another() 
     let contact = contact_with_token(&phone, &token, instance);
     register_through(&mut phone, &contact);
     assert_eq!(owner_of(admin_b, "alice"), a.hostport());
+    if rewrite {
+        let held = kamailio_contacts(&kam, "alice");
+        assert_eq!(held.len(), 1, "{held:?}");
+        assert_eq!(
+            uri_hostport(&uri_of(&held[0])).1,
+            a.port,
+            "A's own: {held:?}"
+        );
+    }
 
     // the phone falls asleep (its flow older than the 1 s flow timeout)
     thread::sleep(Duration::from_millis(1200));
@@ -273,8 +306,16 @@ fn relay_nodes_call_parked_on_one_node_is_woken_by_a_register_through_another() 
     carol.reply(&bye, 200, "OK", None);
     woken.expect_response(&inv.call_id, "BYE", "200 to BYE", |c| c == 200);
 
-    // Kamailio followed the phone to B: the old contact is gone, the new one held
     let held = kamailio_contacts(&kam, "alice");
+    if rewrite {
+        // B registered a contact of its own for the phone's new flow
+        assert!(
+            held.iter().any(|c| uri_hostport(&uri_of(c)).1 == b.port),
+            "{held:?}"
+        );
+        return;
+    }
+    // Kamailio followed the phone to B: the old contact is gone, the new one held
     assert!(
         held.iter().any(|c| c.contains(&woken.contact_hostport)),
         "{held:?}"
