@@ -85,12 +85,12 @@ fn register_through(ua: &mut Ua, contact: &str) {
 
 /// `carol` (registered at Kamailio) calls `phone`, registered through `node`: the
 /// INVITE comes along the Path to `node` and from it to the phone (never through
-/// `other`); answered, ACKed and ended by a BYE from the phone or from carol.
+/// `other`, when given); answered, ACKed and ended by a BYE from the phone or from carol.
 fn call_from_upstream(
     carol: &mut Ua,
     phone: &mut Ua,
     node: &Proxy,
-    other: &Proxy,
+    other: Option<&Proxy>,
     bye_from_phone: bool,
 ) {
     let user = phone.user.clone();
@@ -113,10 +113,12 @@ fn call_from_upstream(
         rr.iter().any(|r| uri_hostport(r).1 == node.port),
         "{user}'s node stays on the dialog: {rr:?}"
     );
-    assert!(
-        rr.iter().all(|r| uri_hostport(r).1 != other.port),
-        "the other node has no part in it: {rr:?}"
-    );
+    if let Some(other) = other {
+        assert!(
+            rr.iter().all(|r| uri_hostport(r).1 != other.port),
+            "the other node has no part in it: {rr:?}"
+        );
+    }
     let t = tag();
     phone.reply(&got, 180, "Ringing", Some(&t));
     carol.expect_response(&inv.call_id, "INVITE", "180", |c| c == 180);
@@ -169,8 +171,8 @@ fn relay_nodes_call_each_phone_through_the_node_it_registered_on() {
         register_auth(&mut carol, Some(&cc), "", Some(600)).status(),
         Some(200)
     );
-    call_from_upstream(&mut carol, &mut alice, &a, &b, true);
-    call_from_upstream(&mut carol, &mut dave, &b, &a, false);
+    call_from_upstream(&mut carol, &mut alice, &a, Some(&b), true);
+    call_from_upstream(&mut carol, &mut dave, &b, Some(&a), false);
 
     // and the other way: a phone's call goes up through its node, challenged there
     let inv = invite_auth(&mut dave, "carol");
@@ -473,6 +475,75 @@ fn relay_nodes_a_dead_nodes_phone_is_pushed_by_the_node_taking_its_address() {
     woken.reply(&bye, 200, "OK", None);
     carol.expect_response(&inv.call_id, "BYE", "200 to BYE", |c| c == 200);
     drop(d);
+}
+
+/// Redis down: a relay node never answers 200 for a binding it could not store. A
+/// REGISTER gets `503` with `Retry-After` (not relayed: the AOR cannot be read), the
+/// PBX's call along the Path gets a failure at once (the bindings cannot be read),
+/// and once Redis is back the phone's REGISTER goes through again.
+#[test]
+fn relay_node_answers_503_while_redis_is_down_then_recovers() {
+    let kam = Kamailio::start("relay-nodes-down");
+    let mut redis = RedisServer::start(temp_dir("relay-nodes-down-redis"));
+    let a = relay_node("relay-nodes-down-a", &kam, &redis, None, free_admin());
+    let mut alice = Ua::udp("alice", &a);
+    let c = format!("<{}>", alice.contact_uri());
+    register_through(&mut alice, &c);
+    let mut carol = Ua::udp_at("carol", kam.addr(), "127.0.0.1:0");
+    let cc = format!("<{}>", carol.contact_uri());
+    assert_eq!(
+        register_auth(&mut carol, Some(&cc), "", Some(600)).status(),
+        Some(200)
+    );
+
+    redis.stop();
+    // a changed registration (new expiry: never throttled)
+    let r = register_once(&mut alice, Some(&c), "", Some(900));
+    assert_eq!(r.status(), Some(503), "REGISTER while Redis is down: {r:?}");
+    assert!(r.header("retry-after").is_some(), "{r:?}");
+    let inv = invite_auth(&mut carol, "alice");
+    let fin = carol.expect_final(&inv.call_id, "INVITE");
+    assert!(
+        matches!(fin.status(), Some(500 | 503)),
+        "the bindings cannot be read: {fin:?}"
+    );
+    carol.ack_non2xx(&inv, &fin);
+    assert!(
+        alice
+            .try_expect(Duration::from_millis(200), |m| m.method() == Some("INVITE"))
+            .is_none(),
+        "nothing reaches the phone unread"
+    );
+    assert!(a.ping().is_some(), "sipwake stays up");
+
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = register_auth_or_fail(&mut alice, &c);
+        if r.status() == Some(200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no recovery: {r:?}");
+        thread::sleep(Duration::from_millis(200));
+    }
+    call_from_upstream(&mut carol, &mut alice, &a, None, true);
+}
+
+/// A REGISTER that may be refused before the upstream sees it (`503`), or challenged
+/// and then answered: the final answer.
+fn register_auth_or_fail(ua: &mut Ua, contact: &str) -> Msg {
+    let first = register_once(ua, Some(contact), "", Some(900));
+    if first.status() != Some(401) {
+        return first;
+    }
+    let auth = digest_line(
+        &first,
+        &ua.user.clone(),
+        password(&ua.user),
+        "REGISTER",
+        &format!("sip:{DOMAIN}"),
+    );
+    register_once(ua, Some(contact), &auth, Some(900))
 }
 
 /// Runs `sipwake --check-config` on `toml` with nothing from the environment;
