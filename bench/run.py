@@ -42,9 +42,9 @@ CPU-us per operation, which is the figure that survives a noisy shared machine;
 ratios are sipwake/Kamailio from the same run. For the Redis store, Redis's own
 CPU in the step is read the same way and reported beside sipwake's: it is part of
 what the store costs. Redis's memory per binding is its INFO used_memory before
-and after the REGISTER steps. Steps for the two proxies are
-interleaved, so both see the same background load. Every wait is bounded and
-every process started here is killed on exit.
+and after the REGISTER steps. Steps for the proxies are interleaved, so all see
+the same background load. Every wait is bounded and every process started here
+(Redis included) is killed, by its process group, on exit.
 """
 
 import argparse

@@ -623,7 +623,8 @@ def main():
     ap.add_argument("--binary", default="target/release/sipwake")
     ap.add_argument("--rates", default="500", help="comma-separated wake calls/s")
     ap.add_argument("--duration", type=int, default=15, help="seconds per rate")
-    ap.add_argument("--parked", type=int, default=10000, help="calls parked at once (0: skip)")
+    ap.add_argument("--parked", type=int, default=None,
+                    help="calls parked at once (0: skip; default 10000, 0 with --cluster)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--proxy", default=None, metavar="HOST:PORT",
@@ -647,6 +648,8 @@ def main():
         print("--cluster: the parked-call memory step is single-node; skipped",
               file=sys.stderr)
         args.parked = 0
+    if args.parked is None:
+        args.parked = 0 if args.cluster else 10000
     if args.proxy and not args.webhook_listen:
         ap.error("--proxy needs --webhook-listen (where the deployment pushes)")
     if args.proxy and args.parked:
@@ -667,8 +670,8 @@ def main():
     for s in res["steps"]:
         cpu = (f"{s['cpu_us_per_call']:.1f} CPU-us per wake call"
                if s['cpu_us_per_call'] == s['cpu_us_per_call'] else "CPU not measured")
-        print(f"{s.get('where', 'local')} {s['rate']}/s offered: {s['achieved']:.0f}/s achieved, {s['failed']} failed "
-              f"({s['hint_mismatch_calls']} X-PushHint mismatches) "
+        print(f"{s.get('where', 'local')} {s['rate']}/s offered: {s['achieved']:.0f}/s achieved, "
+              f"{s['failed']} failed ({s['hint_mismatch_calls']} X-PushHint mismatches) "
               f"{s['failure_states'] or ''}; 200 OK -> INVITE ms: median {s['lat_median']:.3f} "
               f"p99 {s['lat_p99']:.3f} max {s['lat_max']:.3f}; REGISTER sent -> INVITE ms: "
               f"median {s['reg_invite_median']:.3f} p99 {s['reg_invite_p99']:.3f}; {cpu}")
