@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """sipwake against Kamailio, side by side, on this machine, in one run.
 
-    python3 bench/run.py                 # full run (about 18 minutes), writes docs/BENCHMARKS.md
+    python3 bench/run.py                 # full run (about 20 minutes), writes docs/BENCHMARKS.md
     python3 bench/run.py --smoke         # ~1.5 min: small rates, a few seconds per step
     python3 bench/run.py --no-kamailio   # sipwake only
     python3 bench/run.py --stores sqlite # sipwake with the SQLite store only (no Redis)
