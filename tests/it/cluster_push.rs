@@ -248,3 +248,66 @@ fn an_apns_environment_learnt_on_one_node_survives_a_register_on_another() {
     assert_eq!(fin.status(), Some(487), "{fin:?}");
     bert.ack_non2xx(&inv, &fin);
 }
+
+#[test]
+fn kept_messages_are_capped_and_expire_across_nodes() {
+    let redis = redis("cmsgcap-redis");
+    let hook = hook();
+    let url = format!("{}/push", hook.base_url());
+    let settings = [
+        ("PUSH__WEBHOOK__URL", url.as_str()),
+        ("PUSH__DEFAULT_PROVIDER", "webhook"),
+        ("PUSH__FLOW_TIMEOUT_SECS", "1"),
+        ("PUSH__MESSAGES__MAX_PER_AOR", "1"),
+        ("PUSH__MESSAGES__TTL_SECS", "2"),
+        ("LOG__LEVEL", "info"),
+    ];
+    let a = node_with("cmsgcap-a", &redis, &settings).0;
+    let b = node_with("cmsgcap-b", &redis, &settings).0;
+    let token = unique("tok");
+    let mut asleep = Ua::udp("dora", &a);
+    register_token(&mut asleep, &token);
+    fall_asleep();
+
+    // the cap holds for the AOR, whichever node the MESSAGEs arrive on
+    let mut alice = Ua::udp("alice", &a);
+    let (_, r) = send_message(&mut alice, "dora", "kept");
+    assert_eq!(r.status(), Some(202), "{r:?}");
+    let mut bert = Ua::udp("bert", &b);
+    let (_, r) = send_message(&mut bert, "dora", "one too many");
+    assert_eq!(
+        r.status(),
+        Some(486),
+        "push.messages.max_per_aor over two nodes: {r:?}"
+    );
+
+    // it expires undelivered: one node drops it, with its log line
+    let drops = || {
+        [&a, &b]
+            .iter()
+            .map(|p| {
+                p.log_text()
+                    .matches("kept message expired undelivered")
+                    .count()
+            })
+            .sum::<usize>()
+    };
+    let deadline = Instant::now() + WAIT;
+    while drops() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no node dropped the expired message"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // both nodes sweep every second: give the other one a few chances
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(drops(), 1, "dropped by one node, once");
+    let mut woken = Ua::udp("dora", &b);
+    register_token(&mut woken, &token);
+    woken.expect_nothing("an expired MESSAGE", SHORT, is_message);
+    // and the AOR takes a new one again
+    fall_asleep();
+    let (_, r) = send_message(&mut bert, "dora", "fresh");
+    assert_eq!(r.status(), Some(202), "{r:?}");
+}
