@@ -9,6 +9,12 @@
 //! removed only after the phone's `2xx`. A final refusal drops that message; a timeout
 //! keeps the rest for the next REGISTER. Expired messages are dropped by a sweep.
 //!
+//! Several nodes: the messages are kept in Redis
+//! ([`crate::registrar::SharedMessages`]) by whichever node the MESSAGE reaches, and
+//! handed over by the node that took the phone's REGISTER (the others see it as a
+//! remote event and leave it), under the AOR's delivery lease, so a phone waking on
+//! two nodes at once gets each message once, in order.
+//!
 //! Kept apart from the forwarding code: the only hooks are the point where a request
 //! for a local user would get `480` ([`keep`]) and the registrar's binding events.
 

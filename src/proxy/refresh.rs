@@ -30,7 +30,7 @@ use super::wake::push_info;
 use super::Core;
 use crate::config::Settings;
 use crate::metrics::{count_push, PushKind};
-use crate::push::{PushResult, PushSender};
+use crate::push::{PushInfo, PushResult, PushSender};
 use crate::registrar::refresh_index::{due_ms, end_ms, Due};
 use crate::registrar::{unix_now_ms, Binding, RefreshIndex, RefreshTiming, StoreError};
 
@@ -84,12 +84,12 @@ async fn run_local(core: Arc<Core>) {
             if budget == 0 {
                 break; // the rest next second
             }
-            if push_info(&core, &b).is_none() {
+            let Some(info) = push_info(&core, &b) else {
                 continue;
-            }
+            };
             budget -= 1;
             done.insert(id, b.updated_at_ms);
-            send(&core, b);
+            send(&core, b, info);
         }
     }
 }
@@ -102,7 +102,8 @@ async fn run_shared(core: Arc<Core>, index: Arc<RefreshIndex>) {
     loop {
         tick.tick().await;
         let now = unix_now_ms();
-        let due = match index.due(now, max as usize).await {
+        let limit = usize::try_from(max).unwrap_or(usize::MAX);
+        let due = match index.due(now, limit).await {
             Ok(d) => d,
             Err(e) => {
                 debug!(error = %e, "refresh index not read");
@@ -143,17 +144,14 @@ async fn look_at(
     index
         .reschedule(d, Some(end_ms(&b, index.timing())))
         .await?;
-    if mine && push_info(core, &b).is_some() {
-        send(core, b);
+    if let Some(info) = push_info(core, &b).filter(|_| mine) {
+        send(core, b, info);
     }
     Ok(())
 }
 
 /// Sends the refresh push of `b` in the background; a dead token is removed.
-fn send(core: &Arc<Core>, b: Arc<Binding>) {
-    let Some(info) = push_info(core, &b) else {
-        return;
-    };
+fn send(core: &Arc<Core>, b: Arc<Binding>, info: PushInfo) {
     debug!(aor = %b.aor, token = info.short_token(), "refresh push");
     let fut = core
         .pusher()

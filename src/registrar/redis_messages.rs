@@ -170,12 +170,13 @@ impl SharedMessages {
             return Err(KeepError::AorFull(waiting));
         }
         msg.seq = u64::try_from(seq).unwrap_or(0);
-        // the message is kept; the count and the sweep's index follow
-        let _: i64 = self
+        // the message is kept (a failure from here on must not make the sender send it
+        // again); the count and the sweep's index follow
+        let counted: Result<i64, _> = self
             .redis
             .run(redis::cmd("INCR").arg(self.total_key()).clone())
-            .await?;
-        let _: i64 = self
+            .await;
+        let filed: Result<i64, _> = self
             .redis
             .run(
                 redis::cmd("ZADD")
@@ -185,7 +186,10 @@ impl SharedMessages {
                     .arg(&msg.aor)
                     .clone(),
             )
-            .await?;
+            .await;
+        if let Err(e) = counted.and(filed) {
+            tracing::warn!(aor = %msg.aor, error = %e, "kept message not counted or filed for expiry");
+        }
         Ok(Arc::new(msg))
     }
 
