@@ -443,16 +443,16 @@ pub(crate) fn expect_push(hook: &MockHttp, what: &str) -> serde_json::Value {
 
 /// Three push nodes on one Redis, and a phone with a push token registered on A and
 /// then asleep (its flow older than the 1 s flow timeout).
-struct Sleeping {
-    _redis: RedisServer,
-    hook: MockHttp,
-    a: Proxy,
-    b: Proxy,
-    c: Proxy,
-    token: String,
+pub(crate) struct Sleeping {
+    pub(crate) redis: RedisServer,
+    pub(crate) hook: MockHttp,
+    pub(crate) a: Proxy,
+    pub(crate) b: Proxy,
+    pub(crate) c: Proxy,
+    pub(crate) token: String,
 }
 
-fn sleeping(name: &str) -> Sleeping {
+pub(crate) fn sleeping(name: &str) -> Sleeping {
     let redis = redis(&format!("{name}-redis"));
     let hook = hook();
     let a = push_node(&format!("{name}-a"), &redis, &hook).0;
@@ -463,7 +463,7 @@ fn sleeping(name: &str) -> Sleeping {
     register_token(&mut phone, &token);
     std::thread::sleep(Duration::from_millis(1200));
     Sleeping {
-        _redis: redis,
+        redis,
         hook,
         a,
         b,

@@ -3,12 +3,14 @@
 //! once, by the node the phone wakes on, also when two devices wake on two nodes at
 //! once; each push binding near its end gets exactly one refresh push however many
 //! nodes run, also when the node that took its REGISTER is gone; and an APNs
-//! environment learnt on one node survives the app's REGISTER on another. (The
-//! harness and the other cluster tests: `cluster.rs`.)
+//! environment learnt on one node survives the app's REGISTER on another; and a call
+//! parked on one node is woken by a REGISTER whose event it never heard (its event
+//! subscription was down), by the re-read after it subscribes again. (The harness and
+//! the other cluster tests: `cluster.rs`.)
 
 use std::time::{Duration, Instant};
 
-use crate::cluster::{expect_push, hook, node_with, push_node, redis, register_token};
+use crate::cluster::{expect_push, hook, node_with, push_node, redis, register_token, sleeping};
 use crate::common::mock_http::MockHttp;
 use crate::common::push_phone::*;
 use crate::common::*;
@@ -310,4 +312,58 @@ fn kept_messages_are_capped_and_expire_across_nodes() {
     fall_asleep();
     let (_, r) = send_message(&mut bert, "dora", "fresh");
     assert_eq!(r.status(), Some(202), "{r:?}");
+}
+
+#[test]
+fn a_register_while_the_event_subscription_is_down_still_wakes_the_parked_call() {
+    let s = sleeping("cluster-resub");
+    let mut alice = Ua::udp("alice", &s.b);
+    let inv = alice.invite("bob", "");
+    alice.expect_response(&inv.call_id, "INVITE", "100 Trying", |c| c == 100);
+    let hint = expect_push(&s.hook, "call")["pushHint"]
+        .as_str()
+        .expect("pushHint")
+        .to_owned();
+    // every node's event subscription is cut, and cannot come back for now
+    let redis = |line: &str| s.redis.command(line).unwrap_or_default();
+    assert_eq!(
+        redis("ACL SETUSER default -subscribe -ssubscribe"),
+        "+OK\r\n"
+    );
+    let killed = redis("CLIENT KILL TYPE pubsub");
+    assert_eq!(killed, ":3\r\n", "one subscription per node");
+
+    // the app registers on C meanwhile: its event is published to nobody
+    let mut woken = Ua::udp("bob", &s.c);
+    register_token(&mut woken, &s.token);
+    woken.expect_nothing(
+        "an INVITE while B hears no events",
+        Duration::from_millis(300),
+        |m| m.method() == Some("INVITE"),
+    );
+    assert_eq!(
+        redis("ACL SETUSER default +subscribe +ssubscribe"),
+        "+OK\r\n"
+    );
+
+    // B subscribes again, re-reads the AORs of its parked calls, and forks
+    let got = woken.expect_request("INVITE", Some(&inv.call_id));
+    assert_eq!(got.from, s.c.addr(), "through the node holding the flow");
+    assert_eq!(
+        got.header_lines("x-pushhint"),
+        vec![hint.as_str()],
+        "{got:?}"
+    );
+    let btag = tag();
+    woken.reply(&got, 180, "Ringing", Some(&btag));
+    alice.expect_response(&inv.call_id, "INVITE", "180", |c| c == 180);
+    alice.cancel(&inv);
+    alice.expect_response(&inv.call_id, "CANCEL", "200 to CANCEL", |c| c == 200);
+    let cancel = woken.expect_request("CANCEL", Some(&inv.call_id));
+    woken.reply(&cancel, 200, "OK", None);
+    woken.reply(&got, 487, "Request Terminated", Some(&btag));
+    let fin = alice.expect_final(&inv.call_id, "INVITE");
+    assert_eq!(fin.status(), Some(487), "{fin:?}");
+    alice.ack_non2xx(&inv, &fin);
+    drop(s.a);
 }
