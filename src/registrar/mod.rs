@@ -20,6 +20,11 @@
 //! written to differs. Lookups then go through [`Registrar::find`], which may wait
 //! for Redis. Other nodes' events come in through [`remote`] and are published into
 //! [`Registrar::events`] as [`BindingEvent::remote`], the same stream as local ones.
+//!
+//! This file stays one past ~600 lines of code on purpose: each operation's one-node
+//! and several-node paths sit side by side here, so a rule changed in one is seen
+//! next to the other; what only several nodes need lives in its own files (`redis`,
+//! `redis_messages`, `refresh_index`, `remote`, `nodes`).
 
 mod behind;
 mod binding;
@@ -41,7 +46,9 @@ mod tests;
 #[cfg(test)]
 mod tests_behind;
 
-pub use binding::{Binding, ContactSpec, Contacts, RegisterOutcome, RegisterRequest, DEFAULT_Q};
+pub use binding::{
+    Binding, ContactRule, ContactSpec, Contacts, RegisterOutcome, RegisterRequest, DEFAULT_Q,
+};
 pub use events::{
     BindingEvent, BindingEventKind, BindingEvents, BindingSink, EventOrigin, PendingEvents,
 };
@@ -123,13 +130,6 @@ struct Inner {
     /// Shared mode: applied to each REGISTER against the AOR as read from Redis.
     contact_rule: parking_lot::RwLock<Option<ContactRule>>,
 }
-
-/// A change the proxy makes to a REGISTER in view of the AOR's bindings as they are
-/// (e.g. a bare APNs token keeps the environment a push learnt for it). With a
-/// shared store the registrar applies it to the bindings it reads from Redis for the
-/// REGISTER anyway, so it costs no extra round trip; one node applies it itself
-/// against memory before registering.
-pub type ContactRule = Arc<dyn Fn(&mut RegisterRequest, &[Arc<Binding>]) + Send + Sync>;
 
 /// How bindings that carry push info differ from plain ones.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -486,32 +486,15 @@ impl Registrar {
             .await;
         match decided {
             Ok((outcome, events, ops)) => {
-                self.note_refresh(ops);
+                if let Some(index) = self.refresh_index() {
+                    index.note_soon(ops);
+                }
                 (Ok(outcome), events)
             }
             Err(e) => {
                 tracing::warn!(aor = %aor, error = %e, "registration not stored");
                 (Err(e), Vec::new())
             }
-        }
-    }
-
-    /// Several nodes with refresh pushes on: files the push bindings a committed
-    /// change wrote or removed in the refresh index, after the REGISTER's answer (a
-    /// stale entry is corrected when it comes due; see `refresh_index`).
-    fn note_refresh(&self, ops: Vec<StoreOp>) {
-        let Some(index) = self.inner.refresh.read().clone() else {
-            return;
-        };
-        if ops.is_empty() {
-            return;
-        }
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                if let Err(e) = index.note(&ops).await {
-                    tracing::debug!(error = %e, "refresh index not updated");
-                }
-            });
         }
     }
 

@@ -115,6 +115,22 @@ impl RefreshIndex {
         format!("{}:refresh:due", self.redis.prefix())
     }
 
+    /// [`RefreshIndex::note`] in the background, after the REGISTER's answer (a
+    /// stale or missing entry is corrected when it comes due, or by the phone's next
+    /// REGISTER).
+    pub fn note_soon(self: Arc<Self>, ops: Vec<StoreOp>) {
+        if ops.is_empty() {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = self.note(&ops).await {
+                    tracing::debug!(error = %e, "refresh index not updated");
+                }
+            });
+        }
+    }
+
     /// Files what a committed change did to push bindings: a push binding written
     /// comes due at its refresh time; a binding deleted, or written without push
     /// info, leaves.
