@@ -1,8 +1,10 @@
 //! The proxy's side of several nodes: binding events committed on other nodes wake
-//! the calls parked here through the same entry point as a local REGISTER, and a call
-//! just parked re-reads its AOR so a REGISTER that raced its parking is not missed.
-//! (How bindings are shared and events carried: `registrar::redis`,
-//! `registrar::remote`.)
+//! the calls parked here through the same entry point as a local REGISTER. The node
+//! listens to an AOR's events only while a call is parked for it (the parked-call
+//! index tells the subscriber), and re-reads the AOR once subscribed and after every
+//! reconnection, so a REGISTER that raced the parking or came while the subscription
+//! was down is not missed. (How bindings are shared and events carried:
+//! `registrar::redis`, `registrar::remote`.)
 
 use std::sync::Arc;
 
@@ -15,19 +17,15 @@ pub fn start(core: &Arc<Core>) {
         return;
     };
     let me = core.settings.cluster.node_id.clone();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    core.parked.watch(tx);
     let (c1, c2) = (core.clone(), core.clone());
     tokio::spawn(remote::run(
         shared,
         me,
+        rx,
         move |event| deliver(&c1, event),
-        move |since_ms| {
-            if since_ms == 0 {
-                return;
-            }
-            for aor in c2.parked.aors() {
-                reread(&c2, aor, since_ms);
-            }
-        },
+        move |aor, since_ms| reread(&c2, aor, since_ms),
     ));
 }
 
@@ -35,15 +33,6 @@ pub fn start(core: &Arc<Core>) {
 /// parked calls are one of its sinks), exactly as a local REGISTER's.
 pub fn deliver(core: &Core, event: BindingEvent) {
     core.registrar.events().publish(event);
-}
-
-/// A call was just parked for `aor`: a REGISTER committed on another node since the
-/// call's lookup is in Redis but its event came before the parking.
-pub fn parked(core: &Arc<Core>, aor: &str) {
-    if core.registrar.shared().is_some() {
-        // a second of margin covers the time between the lookup and the parking
-        reread(core, aor.to_owned(), unix_now_ms().saturating_sub(1000));
-    }
 }
 
 /// Reads `aor` and hands the calls parked for it every binding registered since

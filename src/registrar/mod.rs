@@ -30,6 +30,7 @@ pub mod messages;
 pub mod nodes;
 mod plan;
 pub mod redis;
+pub mod redis_link;
 pub mod remote;
 mod sqlite;
 mod store;

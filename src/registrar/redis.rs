@@ -15,6 +15,15 @@
 //!   refreshes disappears by itself.
 //! - `<prefix>:meta:<name>` holds the values every node must agree on (the flow-token
 //!   secret), set once with `SET NX`.
+//! - `<prefix>:ev:{<aor>}` is the AOR's event channel (same hash tag, so same slot as
+//!   its hash): the script that commits a change publishes its binding events there
+//!   (`PUBLISH`, or `SPUBLISH` on a Redis Cluster), and a node subscribes to it only
+//!   while it has a call parked for the AOR (see [`super::remote`]).
+//!
+//! A Redis Cluster (`store.redis.cluster`) needs nothing else: every script touches
+//! one AOR's key and channel, in one slot; the other keys are used one at a time
+//! (`MGET` of heartbeats is split per slot by the client), and `SCAN` walks every
+//! primary. How connections are made: [`super::redis_link`].
 //!
 //! REGISTER ordering across nodes: a node reads the AOR (with its version), applies
 //! the RFC 3261 §10.3 rules in Rust exactly as for one node (Call-ID/CSeq check,
@@ -38,9 +47,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, IntoConnectionInfo, Script};
+use redis::{AsyncCommands, Script};
 
+use super::redis_link::{Endpoint, Link, Subscriber};
 use super::store::{StoreError, StoreOp};
 use super::Binding;
 use crate::config::RedisSettings;
@@ -55,7 +64,7 @@ const TTL_MARGIN_MS: u64 = 60_000;
 /// Applies a planned change if nobody changed the AOR since it was read.
 ///
 /// KEYS[1]: the AOR's hash. ARGV[1]: version read ("" when the key was absent);
-/// ARGV[2]: new TTL in ms; ARGV[3]: channel for the binding events; ARGV[4]: the
+/// ARGV[2]: new TTL in ms; ARGV[3]: the AOR's event channel; ARGV[4]: the
 /// events ("" for none), published only when the change is applied; ARGV[5]: number
 /// of fields to delete; then those fields; then field/value pairs to set. Returns 1
 /// when applied, 0 on a version mismatch.
@@ -116,8 +125,8 @@ return left
 
 /// The Redis side of the registrar (see the module doc).
 pub struct RedisBindings {
-    client: redis::Client,
-    conn: ConnectionManager,
+    endpoint: Endpoint,
+    conn: Link,
     prefix: String,
     timeout: Duration,
     cas: Script,
@@ -149,39 +158,20 @@ impl RedisBindings {
     /// Connects to Redis and checks that it answers (a node without its store does
     /// not start).
     pub async fn connect(settings: &RedisSettings) -> Result<Self, StoreError> {
-        let mut info = settings
-            .url
-            .as_str()
-            .into_connection_info()
-            .map_err(|e| StoreError::Redis(format!("store.redis.url: {e}")))?;
-        let mut rs = info.redis_settings().clone();
-        if let Some(u) = &settings.username {
-            rs = rs.set_username(u);
-        }
-        if let Some(p) = &settings.password {
-            rs = rs.set_password(p);
-        }
-        info = info.set_redis_settings(rs);
-        let client = redis::Client::open(info).map_err(redis_err)?;
-        let pubsub_client = client.clone();
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(settings.timeout))
-            .set_response_timeout(Some(settings.timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = tokio::time::timeout(
-            settings.timeout * 3,
-            ConnectionManager::new_with_config(client, config),
-        )
-        .await
-        .map_err(|_| StoreError::Redis("no answer from Redis".into()))?
-        .map_err(redis_err)?;
+        let endpoint = Endpoint::new(settings)?;
+        let conn = endpoint.connect(settings.timeout).await?;
+        let cas = if endpoint.is_cluster() {
+            // a cluster's sharded channel, served by the shard owning the AOR's slot
+            Script::new(&CAS.replace("'PUBLISH'", "'SPUBLISH'"))
+        } else {
+            Script::new(CAS)
+        };
         let this = Self {
-            client: pubsub_client,
+            endpoint,
             conn,
             prefix: settings.key_prefix.clone(),
             timeout: settings.timeout,
-            cas: Script::new(CAS),
+            cas,
             sweep: Script::new(SWEEP),
             failing: Mutex::new(None),
             failed: AtomicBool::new(false),
@@ -258,20 +248,20 @@ impl RedisBindings {
         Ok(decode(aor, fields))
     }
 
-    /// The channel every binding event is published on.
-    pub fn channel(&self) -> String {
-        format!("{}:events", self.prefix)
+    /// The channel the binding events of `aor` are published on (hash tag `aor`: in
+    /// the slot of its key).
+    pub fn channel(&self, aor: &str) -> String {
+        format!("{}:ev:{{{aor}}}", self.prefix)
     }
 
-    /// A connection for receiving published events (not multiplexed).
-    pub async fn pubsub(&self) -> Result<redis::aio::PubSub, StoreError> {
-        let c = self.client.clone();
-        self.timed(async move { c.get_async_pubsub().await }).await
+    /// A connection for receiving published events.
+    pub async fn subscriber(&self) -> Result<Subscriber, StoreError> {
+        self.endpoint.subscriber(self.timeout).await
     }
 
     /// Writes `ops` for `aor` if its version is still `version`; `keep_ms` is the
     /// longest time any binding left is kept; `events` (may be empty) is published
-    /// on [`RedisBindings::channel`] in the same step. False: another node came first.
+    /// on the AOR's [`RedisBindings::channel`] in the same step. False: another node came first.
     pub async fn write(
         &self,
         aor: &str,
@@ -283,7 +273,7 @@ impl RedisBindings {
         let mut inv = self.cas.key(self.key(aor));
         inv.arg(version)
             .arg(keep_ms.saturating_add(TTL_MARGIN_MS))
-            .arg(self.channel())
+            .arg(self.channel(aor))
             .arg(events);
         let dels: Vec<String> = ops
             .iter()
@@ -447,27 +437,34 @@ impl RedisBindings {
         Ok(out)
     }
 
-    /// Every key matching `pattern`, by `SCAN`.
+    /// Every key matching `pattern`, by `SCAN` (of every primary of a cluster).
     async fn scan(&self, pattern: &str) -> Result<Vec<String>, StoreError> {
-        let mut cursor: u64 = 0;
+        let mut c = self.conn.clone();
+        let primaries = self.timed(async move { c.primaries().await }).await?;
         let mut out = Vec::new();
-        loop {
-            let (next, keys): (u64, Vec<String>) = self
-                .run(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(pattern)
-                        .arg("COUNT")
-                        .arg(1000)
-                        .clone(),
-                )
-                .await?;
-            out.extend(keys);
-            if next == 0 {
-                break;
+        for node in &primaries {
+            let mut cursor: u64 = 0;
+            loop {
+                let cmd = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .clone();
+                let mut c = self.conn.clone();
+                let node = node.as_deref();
+                let reply = self
+                    .timed(async move { c.query_at(cmd, node).await })
+                    .await?;
+                let (next, keys): (u64, Vec<String>) =
+                    redis::from_redis_value(reply).map_err(|e| StoreError::Redis(e.to_string()))?;
+                out.extend(keys);
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
-            cursor = next;
         }
         out.sort();
         out.dedup();
