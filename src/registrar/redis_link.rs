@@ -322,7 +322,11 @@ impl Endpoint {
             .await
             .map_err(|_| StoreError::Redis("no answer from Redis".into()))?
             .map_err(|e: redis::RedisError| StoreError::Redis(e.to_string()))?;
-        Ok(Subscriber { sub, events })
+        Ok(Subscriber {
+            sub,
+            events,
+            timeout,
+        })
     }
 }
 
@@ -350,30 +354,63 @@ pub enum SubEvent {
 pub struct Subscriber {
     sub: Sub,
     events: mpsc::UnboundedReceiver<SubEvent>,
+    /// `store.redis.timeout_ms`: a connection that does not answer within it is lost.
+    timeout: Duration,
 }
 
 impl Subscriber {
     /// Subscribes to `channel`; returns once Redis confirmed it, so that every message
     /// published afterwards arrives.
     pub async fn subscribe(&mut self, channel: &str) -> redis::RedisResult<()> {
-        match &mut self.sub {
-            Sub::One(s) => s.subscribe(channel).await,
-            Sub::Cluster(c) => c.ssubscribe(channel).await,
-        }
+        let fut = async {
+            match &mut self.sub {
+                Sub::One(s) => s.subscribe(channel).await,
+                Sub::Cluster(c) => c.ssubscribe(channel).await,
+            }
+        };
+        bounded(self.timeout, fut).await
     }
 
     /// Unsubscribes from `channel`.
     pub async fn unsubscribe(&mut self, channel: &str) -> redis::RedisResult<()> {
-        match &mut self.sub {
-            Sub::One(s) => s.unsubscribe(channel).await,
-            Sub::Cluster(c) => c.sunsubscribe(channel).await,
-        }
+        let fut = async {
+            match &mut self.sub {
+                Sub::One(s) => s.unsubscribe(channel).await,
+                Sub::Cluster(c) => c.sunsubscribe(channel).await,
+            }
+        };
+        bounded(self.timeout, fut).await
+    }
+
+    /// Checks the connection answers (a connection cut without a word, e.g. by a
+    /// firewall, would otherwise look like a quiet one while messages are lost).
+    pub async fn ping(&mut self) -> redis::RedisResult<()> {
+        let fut = async {
+            match &mut self.sub {
+                Sub::One(s) => s.ping::<Value>().await.map(drop),
+                Sub::Cluster(c) => redis::cmd("PING").query_async::<Value>(c).await.map(drop),
+            }
+        };
+        bounded(self.timeout, fut).await
     }
 
     /// The next message, or [`SubEvent::Lost`].
     pub async fn next(&mut self) -> SubEvent {
         self.events.recv().await.unwrap_or(SubEvent::Lost)
     }
+}
+
+/// `fut`, failing with a timeout error past `limit`.
+async fn bounded<T>(
+    limit: Duration,
+    fut: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> redis::RedisResult<T> {
+    tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
+        Err(redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "no answer within store.redis.timeout_ms",
+        )))
+    })
 }
 
 #[cfg(test)]

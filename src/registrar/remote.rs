@@ -14,7 +14,8 @@
 //! So once a subscription is confirmed the node re-reads the AOR and hands on the
 //! bindings registered since the call parked (a REGISTER committed between the call's
 //! lookup and the subscription), and after every reconnection it does the same for
-//! every AOR it waits for, from a moment before the subscription was lost. A binding
+//! every AOR it waits for, from a moment before the subscription was lost (a
+//! connection that stops answering a `PING` every few seconds counts as lost). A binding
 //! handed on twice is harmless: a parked call starts one branch per device and flow.
 
 use std::collections::HashMap;
@@ -101,6 +102,9 @@ pub enum Interest {
 /// A margin for "since" times: a commit may have been published a moment before the
 /// loss or the parking, and nodes' clocks differ a little.
 pub const MARGIN_MS: u64 = 1000;
+
+/// How often the subscriber connection is asked whether it still answers.
+const PING_EVERY: Duration = Duration::from_secs(5);
 
 /// The subscriber's view: the AORs waited for, and those whose subscription (and the
 /// re-read after it) is still due, with the time from which events may be missed.
@@ -191,6 +195,9 @@ pub async fn run(
             tracing::info!("binding events from other nodes flow again");
         }
         first = false;
+        let mut check = tokio::time::interval(PING_EVERY);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        check.tick().await; // the first tick is at once
         let alive = 'conn: loop {
             if !subscribe_due(&shared, &mut sub, &mut wants, &reread).await {
                 break 'conn false;
@@ -209,6 +216,12 @@ pub async fn run(
                             tracing::debug!(error = %e, "unsubscribe failed");
                             break 'conn false;
                         }
+                    }
+                }
+                _ = check.tick() => {
+                    if let Err(e) = sub.ping().await {
+                        tracing::debug!(error = %e, "event subscription does not answer");
+                        break 'conn false;
                     }
                 }
                 ev = sub.next() => match ev {

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use crate::cluster::{
-    call_across, contacts_seen_by, node, register_pairs_at_once, sleeping_on, woken_through_c,
+    call_across, contacts_seen_by, get, node, register_pairs_at_once, sleeping_on, woken_through_c,
 };
 use crate::common::redis_server::{RedisCluster, RedisServer, SharedRedis};
 use crate::common::tls_ua::TlsPki;
@@ -22,7 +22,7 @@ fn redis_cluster(name: &str) -> RedisCluster {
 fn on_a_redis_cluster_a_phone_registered_on_one_node_is_called_through_another() {
     let rc = redis_cluster("rc-call");
     let (a, _) = node("rc-call-a", &rc);
-    let (b, _) = node("rc-call-b", &rc);
+    let (b, admin_b) = node("rc-call-b", &rc);
     let mut phone = Ua::udp("bob", &a);
     phone.register(600);
     let mut tcp_phone = Ua::tcp("tom", &a);
@@ -42,6 +42,26 @@ fn on_a_redis_cluster_a_phone_registered_on_one_node_is_called_through_another()
     for p in others.iter().step_by(7) {
         assert_eq!(contacts_seen_by(&b, &p.user), vec![p.contact_uri()]);
     }
+    // the admin views walk every shard: all 32 bindings, both nodes (heartbeats)
+    let (code, body) = get(admin_b, "/registrations");
+    assert_eq!(code, 200, "{body}");
+    let regs: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(regs["total"], 32, "{regs:#}");
+    let (code, body) = get(admin_b, "/cluster");
+    assert_eq!(code, 200, "{body}");
+    let view: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let owned: Vec<(String, u64)> = view["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| {
+            let id = n["id"].as_str().unwrap_or_default().to_owned();
+            (id, n["bindings_owned"].as_u64().unwrap_or(0))
+        })
+        .collect();
+    let mut want = vec![(a.hostport(), 32), (b.hostport(), 0)];
+    want.sort();
+    assert_eq!(owned, want, "{view:#}");
     for bye_from_callee in [true, false] {
         let mut caller = Ua::udp("alice", &b);
         call_across(&mut caller, &b, &mut phone, &a, bye_from_callee);
