@@ -36,18 +36,28 @@ pub fn deliver(core: &Core, event: BindingEvent) {
 }
 
 /// Reads `aor` and hands the calls parked for it every binding registered since
-/// `since_ms`.
+/// `since_ms`; a failed read is tried again while calls still wait for the AOR.
 fn reread(core: &Arc<Core>, aor: String, since_ms: u64) {
     let core = core.clone();
     tokio::spawn(async move {
-        match core.registrar.find(&aor, unix_now_ms()).await {
-            Ok(bindings) => {
-                // replayed as the events that may have been missed
-                for b in bindings.into_iter().filter(|b| b.updated_at_ms >= since_ms) {
-                    deliver(&core, BindingEvent::remote(BindingEventKind::Refreshed, b));
+        loop {
+            match core.registrar.find(&aor, unix_now_ms()).await {
+                Ok(bindings) => {
+                    // replayed as the events that may have been missed
+                    for b in bindings.into_iter().filter(|b| b.updated_at_ms >= since_ms) {
+                        deliver(&core, BindingEvent::remote(BindingEventKind::Refreshed, b));
+                    }
+                    return;
                 }
+                Err(e) => tracing::debug!(%aor, error = %e, "parked AOR not re-read"),
             }
-            Err(e) => tracing::debug!(%aor, error = %e, "parked AOR not re-read"),
+            tokio::time::sleep(REREAD_RETRY).await;
+            if !core.parked.waits_for(&aor) {
+                return;
+            }
         }
     });
 }
+
+/// The wait before reading a parked AOR again when Redis failed to answer.
+const REREAD_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
