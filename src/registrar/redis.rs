@@ -261,7 +261,8 @@ impl RedisBindings {
 
     /// Writes `ops` for `aor` if its version is still `version`; `keep_ms` is the
     /// longest time any binding left is kept; `events` (may be empty) is published
-    /// on the AOR's [`RedisBindings::channel`] in the same step. False: another node came first.
+    /// on the AOR's [`RedisBindings::channel`] in the same step. False: another node
+    /// came first.
     pub async fn write(
         &self,
         aor: &str,
