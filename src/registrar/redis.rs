@@ -15,15 +15,17 @@
 //!   refreshes disappears by itself.
 //! - `<prefix>:meta:<name>` holds the values every node must agree on (the flow-token
 //!   secret), set once with `SET NX`.
+//! - `<prefix>:{nodes}:info` (hash: node id → its description) and
+//!   `<prefix>:{nodes}:beat` (sorted set: node id → when its heartbeat lapses, by
+//!   Redis's clock) are the live nodes, read without walking the keyspace.
 //! - `<prefix>:ev:{<aor>}` is the AOR's event channel (same hash tag, so same slot as
 //!   its hash): the script that commits a change publishes its binding events there
 //!   (`PUBLISH`, or `SPUBLISH` on a Redis Cluster), and a node subscribes to it only
 //!   while it has a call parked for the AOR (see [`super::remote`]).
 //!
 //! A Redis Cluster (`store.redis.cluster`) needs nothing else: every script touches
-//! one AOR's key and channel, in one slot; the other keys are used one at a time
-//! (`MGET` of heartbeats is split per slot by the client), and `SCAN` walks every
-//! primary. How connections are made: [`super::redis_link`].
+//! one AOR's key and channel, or the two node keys, in one slot; the other keys are
+//! used one at a time, and `SCAN` (admin views and the sweep) walks every primary. How connections are made: [`super::redis_link`].
 //!
 //! REGISTER ordering across nodes: a node reads the AOR (with its version), applies
 //! the RFC 3261 §10.3 rules in Rust exactly as for one node (Call-ID/CSeq check,
@@ -123,6 +125,29 @@ end
 return left
 ";
 
+/// A node's heartbeat. KEYS[1]: hash id → node JSON; KEYS[2]: sorted set id → time
+/// its heartbeat lapses (Redis's clock, ms). ARGV: id, JSON, TTL in ms.
+const BEAT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
+return 1
+";
+
+/// The nodes whose heartbeat has not lapsed (KEYS as [`BEAT`]): forgets the others,
+/// returns the JSON of each live one.
+const LIVE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
+for _, id in ipairs(gone) do redis.call('HDEL', KEYS[1], id) end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local live = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. now, '+inf')
+if #live == 0 then return {} end
+return redis.call('HMGET', KEYS[1], unpack(live))
+";
+
 /// The Redis side of the registrar (see the module doc).
 pub struct RedisBindings {
     endpoint: Endpoint,
@@ -131,6 +156,8 @@ pub struct RedisBindings {
     timeout: Duration,
     cas: Script,
     sweep: Script,
+    beat: Script,
+    live: Script,
     /// Why the last command failed; `None` once one succeeds again.
     failing: Mutex<Option<String>>,
     failed: AtomicBool,
@@ -173,6 +200,8 @@ impl RedisBindings {
             timeout: settings.timeout,
             cas,
             sweep: Script::new(SWEEP),
+            beat: Script::new(BEAT),
+            live: Script::new(LIVE),
             failing: Mutex::new(None),
             failed: AtomicBool::new(false),
         };
@@ -404,31 +433,38 @@ impl RedisBindings {
         Ok((b.unwrap_or(0), a.unwrap_or(0)))
     }
 
-    /// Writes `node`'s heartbeat, kept for `ttl`.
+    /// The hash of node descriptions and the sorted set of their lapse times, in one
+    /// slot (hash tag `nodes`).
+    fn node_keys(&self) -> (String, String) {
+        (
+            format!("{}:{{nodes}}:info", self.prefix),
+            format!("{}:{{nodes}}:beat", self.prefix),
+        )
+    }
+
+    /// Writes `node`'s heartbeat, kept for `ttl` (by Redis's clock).
     pub async fn heartbeat(&self, node: &NodeInfo, ttl: Duration) -> Result<(), StoreError> {
-        let key = format!("{}:node:{}", self.prefix, node.id);
         let json = serde_json::to_string(node).map_err(|e| StoreError::Redis(e.to_string()))?;
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-        let _: () = self
-            .run(
-                redis::cmd("SET")
-                    .arg(key)
-                    .arg(json)
-                    .arg("PX")
-                    .arg(ms)
-                    .clone(),
-            )
+        let (info, beat) = self.node_keys();
+        let mut inv = self.beat.key(info);
+        inv.key(beat).arg(&node.id).arg(json).arg(ms);
+        let mut c = self.conn.clone();
+        let _: i64 = self
+            .timed(async move { inv.invoke_async(&mut c).await })
             .await?;
         Ok(())
     }
 
-    /// Every node whose heartbeat has not lapsed, by id.
+    /// Every node whose heartbeat has not lapsed, by id (forgetting the others).
     pub async fn nodes(&self) -> Result<Vec<NodeInfo>, StoreError> {
-        let keys = self.scan(&format!("{}:node:*", self.prefix)).await?;
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let values: Vec<Option<String>> = self.run(redis::cmd("MGET").arg(&keys).clone()).await?;
+        let (info, beat) = self.node_keys();
+        let mut inv = self.live.key(info);
+        inv.key(beat);
+        let mut c = self.conn.clone();
+        let values: Vec<Option<String>> = self
+            .timed(async move { inv.invoke_async(&mut c).await })
+            .await?;
         let mut out: Vec<NodeInfo> = values
             .into_iter()
             .flatten()

@@ -27,8 +27,9 @@ fn on_a_redis_cluster_a_phone_registered_on_one_node_is_called_through_another()
     phone.register(600);
     let mut tcp_phone = Ua::tcp("tom", &a);
     tcp_phone.register(600);
-    // more AORs, so that every shard holds some
-    let mut others: Vec<Ua> = (0..30).map(|i| Ua::udp(&format!("rc{i}"), &a)).collect();
+    // more AORs, so that every shard holds some (names of one pattern, rc0..rc29,
+    // happen to hash into two of the three slot ranges)
+    let mut others: Vec<Ua> = (0..30).map(|_| Ua::udp(&unique("rc"), &a)).collect();
     for p in &mut others {
         p.register(600);
     }
