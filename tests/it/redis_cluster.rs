@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::cluster::{
     call_across, contacts_seen_by, get, node, register_pairs_at_once, sleeping_on, woken_through_c,
 };
-use crate::common::redis_server::{RedisCluster, RedisServer, SharedRedis};
+use crate::common::redis_server::{ClusterTls, RedisCluster, RedisServer, SharedRedis};
 use crate::common::tls_ua::TlsPki;
 use crate::common::*;
 
@@ -231,4 +231,63 @@ fn over_rediss_a_call_parked_on_one_node_is_woken_by_a_register_on_another() {
     let s = sleeping_on("rediss-wake", redis, &[]);
     woken_through_c(&s, |_| {});
     drop(s.a);
+}
+
+/// The `addr=` ports of the clients of `server` other than the one asking, and the
+/// `laddr=` port each came in on.
+fn client_ports(server: &RedisServer) -> Vec<String> {
+    let clients = server.command("CLIENT LIST").unwrap_or_default();
+    clients
+        .lines()
+        .filter(|l| l.contains("laddr=") && !l.contains("cmd=client"))
+        .filter_map(|l| {
+            let laddr = l.split(' ').find_map(|f| f.strip_prefix("laddr="))?;
+            Some(laddr.rsplit_once(':')?.1.to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn over_rediss_on_a_redis_cluster_a_phone_registered_on_one_node_is_called_through_another() {
+    let dir = temp_dir("rc-tls");
+    let pki = TlsPki::new();
+    let (cert, key) = pki.write(&dir);
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).expect("write ca.pem");
+    let tls = ClusterTls { cert, key, ca };
+    let rc = RedisCluster::start_with(dir.join("cluster"), Some(&tls));
+    let mut env = rc.store_env();
+    env.push((
+        "STORE__REDIS__CA_FILE".into(),
+        tls.ca.to_string_lossy().into_owned(),
+    ));
+    let start = |name: &str| {
+        let mut b = ProxyBuilder::new(name)
+            .env("STORE__BACKEND", "redis")
+            .env("STORE__REDIS__TIMEOUT_MS", "300");
+        for (k, v) in &env {
+            b = b.env(k, v);
+        }
+        b.start()
+    };
+    let a = start("rc-tls-a");
+    let b = start("rc-tls-b");
+    let mut phones: Vec<Ua> = (0..12).map(|_| Ua::udp(&unique("tl"), &a)).collect();
+    for p in &mut phones {
+        p.register(600);
+    }
+    for p in &phones {
+        assert_eq!(contacts_seen_by(&b, &p.user), vec![p.contact_uri()]);
+    }
+    let mut caller = Ua::udp("alice", &b);
+    call_across(&mut caller, &b, &mut phones[0], &a, false);
+    // every shard was reached, and over its TLS port only
+    for (n, tls_port) in rc.nodes.iter().zip(&rc.tls_ports) {
+        let ports = client_ports(n);
+        assert!(!ports.is_empty(), "nobody on port {}", n.port);
+        assert!(
+            ports.iter().all(|p| *p == tls_port.to_string()),
+            "clients of the shard with TLS port {tls_port} came in on {ports:?}"
+        );
+    }
 }

@@ -160,7 +160,12 @@ impl SharedRedis for RedisServer {
 
 impl SharedRedis for RedisCluster {
     fn store_env(&self) -> Vec<(String, String)> {
-        let urls = self.urls();
+        let urls: Vec<String> = if self.tls_ports.is_empty() {
+            self.urls()
+        } else {
+            let tls = |p: &u16| format!("rediss://127.0.0.1:{p}");
+            self.tls_ports.iter().map(tls).collect()
+        };
         vec![
             ("STORE__REDIS__URL".into(), urls[0].clone()),
             ("STORE__REDIS__CLUSTER".into(), "true".into()),
@@ -200,30 +205,69 @@ pub fn redis_cli(args: &[&str]) -> String {
 pub struct RedisCluster {
     /// The primaries.
     pub nodes: Vec<RedisServer>,
+    /// Their TLS ports (empty without TLS), in the order of `nodes`.
+    pub tls_ports: Vec<u16>,
+}
+
+/// The certificate files of a cluster whose nodes speak TLS (to clients and on the
+/// cluster bus).
+pub struct ClusterTls {
+    /// Server certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Its key (PEM).
+    pub key: PathBuf,
+    /// The CA (PEM).
+    pub ca: PathBuf,
 }
 
 impl RedisCluster {
     /// Starts and creates the cluster; directories under `dir`.
     pub fn start(dir: PathBuf) -> RedisCluster {
+        RedisCluster::start_with(dir, None)
+    }
+
+    /// Like [`RedisCluster::start`]; with `tls`, every node also listens for TLS on a
+    /// port of its own and the cluster bus is TLS (`tls-cluster`), so a client on a
+    /// TLS port is told the other nodes' TLS ports.
+    pub fn start_with(dir: PathBuf, tls: Option<&ClusterTls>) -> RedisCluster {
+        let mut tls_ports = Vec::new();
         let nodes: Vec<RedisServer> = (0..3)
             .map(|i| {
                 let d = dir.join(format!("node{i}"));
                 std::fs::create_dir_all(&d).expect("node directory");
                 let conf = d.join("nodes.conf").to_string_lossy().into_owned();
-                RedisServer::start_with(
-                    d,
-                    vec![
-                        "--cluster-enabled".into(),
+                let mut extra: Vec<String> = Vec::new();
+                if let Some(t) = tls {
+                    let port = super::free_port();
+                    tls_ports.push(port);
+                    let path = |p: &PathBuf| p.to_string_lossy().into_owned();
+                    extra.extend([
+                        "--tls-port".into(),
+                        port.to_string(),
+                        "--tls-cluster".into(),
                         "yes".into(),
-                        "--cluster-config-file".into(),
-                        conf,
-                        // the bus port would be port + 10000, maybe past 65535
-                        "--cluster-port".into(),
-                        super::free_port().to_string(),
-                        "--cluster-node-timeout".into(),
-                        "5000".into(),
-                    ],
-                )
+                        "--tls-cert-file".into(),
+                        path(&t.cert),
+                        "--tls-key-file".into(),
+                        path(&t.key),
+                        "--tls-ca-cert-file".into(),
+                        path(&t.ca),
+                        "--tls-auth-clients".into(),
+                        "no".into(),
+                    ]);
+                }
+                extra.extend([
+                    "--cluster-enabled".into(),
+                    "yes".into(),
+                    "--cluster-config-file".into(),
+                    conf,
+                    // the bus port would be port + 10000, maybe past 65535
+                    "--cluster-port".into(),
+                    super::free_port().to_string(),
+                    "--cluster-node-timeout".into(),
+                    "5000".into(),
+                ]);
+                RedisServer::start_with(d, extra)
             })
             .collect();
         let addrs: Vec<String> = nodes
@@ -249,7 +293,7 @@ impl RedisCluster {
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
-        RedisCluster { nodes }
+        RedisCluster { nodes, tls_ports }
     }
 
     /// `redis://127.0.0.1:port` of each primary.
