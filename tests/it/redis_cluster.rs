@@ -291,3 +291,79 @@ fn over_rediss_on_a_redis_cluster_a_phone_registered_on_one_node_is_called_throu
         );
     }
 }
+
+/// The id of the cluster node at `server` (`CLUSTER MYID`).
+fn node_id(server: &RedisServer) -> String {
+    let reply = server.command("CLUSTER MYID").unwrap_or_default();
+    let id = reply.lines().nth(1).unwrap_or_default().trim().to_owned();
+    assert_eq!(id.len(), 40, "CLUSTER MYID: {reply:?}");
+    id
+}
+
+/// Moves the slot of `key` to another primary, its keys with it, as `redis-cli
+/// --cluster reshard` does slot by slot; returns the index of the new owner.
+fn migrate_slot_of(rc: &RedisCluster, key: &str) -> usize {
+    let slot = rc.nodes[0].integer(&format!("CLUSTER KEYSLOT {key}"));
+    let owns = |n: &RedisServer| {
+        // only the owner answers without a redirection (-MOVED)
+        let r = n.command(&format!("EXISTS {key}"));
+        r.is_some_and(|r| r.starts_with(':'))
+    };
+    let from = rc
+        .nodes
+        .iter()
+        .position(owns)
+        .expect("an owner of the slot");
+    let to = (from + 1) % rc.nodes.len();
+    let (src, dst) = (&rc.nodes[from], &rc.nodes[to]);
+    let (src_id, dst_id) = (node_id(src), node_id(dst));
+    let ok = |n: &RedisServer, line: &str| {
+        let r = n.command(line).unwrap_or_default();
+        assert!(
+            r.starts_with("+OK") || r.starts_with("+NOKEY"),
+            "{line}: {r}"
+        );
+    };
+    ok(dst, &format!("CLUSTER SETSLOT {slot} IMPORTING {src_id}"));
+    ok(src, &format!("CLUSTER SETSLOT {slot} MIGRATING {dst_id}"));
+    let keys = src
+        .command(&format!("CLUSTER GETKEYSINSLOT {slot} 100"))
+        .unwrap_or_default();
+    for k in keys.lines().filter(|l| !l.starts_with(['*', '$'])) {
+        ok(src, &format!("MIGRATE 127.0.0.1 {} {k} 0 5000", dst.port));
+    }
+    for n in &rc.nodes {
+        ok(n, &format!("CLUSTER SETSLOT {slot} NODE {dst_id}"));
+    }
+    to
+}
+
+#[test]
+fn on_a_redis_cluster_a_call_waiting_while_its_slot_moves_is_still_woken() {
+    // the AOR's slot moves to another shard while B waits for bob: the old shard
+    // drops B's sharded subscription (SUNSUBSCRIBE), B subscribes again where the slot
+    // now is (the client follows the MOVED) and re-reads; the REGISTER on C then lands
+    // on the new shard and its event reaches B there
+    let rc = Box::new(redis_cluster("rc-move-redis"));
+    let s = sleeping_on("rc-move", rc, &[]);
+    woken_through_c(&s, |s| {
+        let channel = crate::cluster::BOB_CHANNEL;
+        let rc = s.redis.cluster().expect("a cluster");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while s.redis.subscribers(channel) != 1 {
+            assert!(std::time::Instant::now() < deadline, "B never subscribed");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let to = migrate_slot_of(rc, "sipwake:{bob@example.com}");
+        let new_owner = &rc.nodes[to];
+        let line = format!("PUBSUB SHARDNUMSUB {channel}");
+        while new_owner.integer(&line) != 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "B never subscribed on the slot's new shard"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    drop(s.a);
+}

@@ -142,6 +142,10 @@ pub trait SharedRedis {
     fn subscribers(&self, channel: &str) -> i64;
     /// Closes every connection in pub/sub mode (`CLIENT KILL TYPE pubsub`).
     fn kill_subscribers(&self);
+    /// The cluster, when it is one.
+    fn cluster(&self) -> Option<&RedisCluster> {
+        None
+    }
 }
 
 impl SharedRedis for RedisServer {
@@ -181,6 +185,10 @@ impl SharedRedis for RedisCluster {
         for n in &self.nodes {
             n.integer("CLIENT KILL TYPE pubsub");
         }
+    }
+
+    fn cluster(&self) -> Option<&RedisCluster> {
+        Some(self)
     }
 }
 
