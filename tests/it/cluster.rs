@@ -3,7 +3,13 @@
 //! concurrent REGISTERs on two nodes both stay, Call-ID/CSeq ordering holds across
 //! nodes, Redis down means 503 (never a 200 for a binding not stored) and recovery,
 //! a Redis restart keeps every binding, calls reach a phone through the node that
-//! holds its flow, and a call parked on one node is woken by a REGISTER on another.
+//! holds its flow, and a call parked on one node is woken by a REGISTER on another,
+//! also when that REGISTER races the subscription to the AOR's events or comes while
+//! the subscription is down.
+//!
+//! Longer than one file should be: its tests share the node, phone and wake helpers
+//! that `redis_cluster.rs` (the same flows on a Redis Cluster and over TLS) reuses;
+//! split it by flow (storing, calling, waking, node loss) when it grows again.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
