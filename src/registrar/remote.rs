@@ -106,6 +106,13 @@ pub const MARGIN_MS: u64 = 1000;
 /// How often the subscriber connection is asked whether it still answers.
 const PING_EVERY: Duration = Duration::from_secs(5);
 
+/// The first wait before subscribing again after a loss; it doubles while
+/// subscribing keeps failing (Redis down, or refusing), up to [`RETRY_MAX`].
+const RETRY_MIN: Duration = Duration::from_millis(50);
+
+/// The longest wait between two attempts to subscribe again.
+const RETRY_MAX: Duration = Duration::from_secs(1);
+
 /// The subscriber's view: the AORs waited for, and those whose subscription (and the
 /// re-read after it) is still due, with the time from which events may be missed.
 #[derive(Debug, Default)]
@@ -177,7 +184,9 @@ pub async fn run(
 ) {
     let m = crate::metrics::global();
     let mut wants = Wants::default();
-    let mut first = true;
+    // whether the last connection was lost and no later one subscribed yet
+    let mut outage = false;
+    let mut backoff = RETRY_MIN;
     loop {
         let mut sub = match shared.subscriber().await {
             Ok(s) => s,
@@ -187,14 +196,11 @@ pub async fn run(
                 while let Ok(i) = interests.try_recv() {
                     let _ = wants.apply(i);
                 }
-                tokio::time::sleep(Duration::from_millis(250)).await;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RETRY_MAX);
                 continue;
             }
         };
-        if !first {
-            tracing::info!("binding events from other nodes flow again");
-        }
-        first = false;
         let mut check = tokio::time::interval(PING_EVERY);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         check.tick().await; // the first tick is at once
@@ -202,6 +208,12 @@ pub async fn run(
             if !subscribe_due(&shared, &mut sub, &mut wants, &reread).await {
                 break 'conn false;
             }
+            if outage {
+                outage = false;
+                m.redis_reconnects.inc();
+                tracing::info!("binding events from other nodes flow again");
+            }
+            backoff = RETRY_MIN;
             m.redis_subscriptions
                 .store(wants.subscribed.len() as u64, Relaxed);
             tokio::select! {
@@ -248,9 +260,12 @@ pub async fn run(
         }
         wants.lost(unix_now_ms());
         m.redis_subscriptions.store(0, Relaxed);
-        m.redis_reconnects.inc();
-        tracing::warn!("binding events from other nodes lost; subscribing again");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        if !outage {
+            outage = true;
+            tracing::warn!("binding events from other nodes lost; subscribing again");
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(RETRY_MAX);
     }
 }
 

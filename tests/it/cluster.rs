@@ -74,7 +74,7 @@ pub(crate) fn register_pairs_at_once(
 }
 
 /// A `redis-server` in its own directory.
-fn redis(name: &str) -> RedisServer {
+pub(crate) fn redis(name: &str) -> RedisServer {
     RedisServer::start(temp_dir(name))
 }
 
@@ -477,7 +477,7 @@ pub(crate) struct Sleeping {
     pub(crate) token: String,
 }
 
-fn sleeping(name: &str) -> Sleeping {
+pub(crate) fn sleeping(name: &str) -> Sleeping {
     sleeping_on(name, Box::new(redis(&format!("{name}-redis"))), &[])
 }
 

@@ -146,6 +146,10 @@ pub trait SharedRedis {
     fn cluster(&self) -> Option<&RedisCluster> {
         None
     }
+    /// The one server, when it is one.
+    fn server(&self) -> Option<&RedisServer> {
+        None
+    }
 }
 
 impl SharedRedis for RedisServer {
@@ -159,6 +163,10 @@ impl SharedRedis for RedisServer {
 
     fn kill_subscribers(&self) {
         self.integer("CLIENT KILL TYPE pubsub");
+    }
+
+    fn server(&self) -> Option<&RedisServer> {
+        Some(self)
     }
 }
 
