@@ -34,8 +34,9 @@ the PSS growth per parked call.
 With --cluster it measures the wake across nodes instead: it starts a redis-server
 (its own directory, append-only file on, fsync every second) and three sipwake
 nodes A, B and C on it (Redis store, all pinned to core 0 with Redis). The phones
-register on A and fall asleep; calls go to B, which parks them and pushes; the
-woken phone registers on C, which commits the binding to Redis and publishes it;
+register on A and fall asleep; calls go to B, which parks them, listens to their
+AORs' event channels and pushes; the woken phone registers on C, which commits the
+binding to Redis and publishes it on the AOR's channel;
 B receives the event and forks the INVITE to C with a Route carrying the phone's
 flow token; C relays it to the phone. The latency is again from the 200 OK (from
 C) to the INVITE (from C) on the phone's socket. At the first rate the same load
