@@ -24,6 +24,7 @@
 mod behind;
 mod binding;
 mod events;
+mod journal;
 mod manage;
 mod memory;
 pub mod messages;
@@ -43,6 +44,7 @@ pub use binding::{Binding, ContactSpec, Contacts, RegisterOutcome, RegisterReque
 pub use events::{
     BindingEvent, BindingEventKind, BindingEvents, BindingSink, EventOrigin, PendingEvents,
 };
+pub use journal::JournalStore;
 pub use manage::ClusterView;
 pub use memory::MemoryStore;
 pub use messages::{KeepError, MessageQueue, MessageRules, StoredMessage};

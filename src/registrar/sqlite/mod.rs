@@ -194,6 +194,23 @@ impl SqliteStore {
         })
     }
 
+    /// Every binding in the database at `path`, read on a read-only connection of its
+    /// own (so also while sipwake runs), in the order [`Store::load`] gives them. For
+    /// `sipwake bindings dump`.
+    pub fn read_bindings(path: &Path) -> Result<Vec<Binding>, StoreError> {
+        use rusqlite::OpenFlags;
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        load(&conn)
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -315,7 +332,7 @@ fn configure(conn: &Connection, sync_full: bool) -> rusqlite::Result<()> {
 
 /// Keeps a second sipwake off the same store: an exclusive `flock` on `<db>.lock`,
 /// held for as long as the returned file is open.
-fn lock_file(db: &Path) -> Result<std::fs::File, StoreError> {
+pub(super) fn lock_file(db: &Path) -> Result<std::fs::File, StoreError> {
     let mut name = db.as_os_str().to_owned();
     name.push(".lock");
     let path = PathBuf::from(name);
