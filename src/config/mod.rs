@@ -153,14 +153,6 @@ impl RawSettings {
         let auth = self.auth.validate(&sip, &proxy, registrar.mode)?;
         let tls = self.tls.validate(&sip)?;
         let store = self.store.validate()?;
-        if store.backend == StoreBackend::Redis && registrar.mode == RegistrarMode::Relay {
-            return Err(ConfigError::invalid(
-                "store.backend",
-                "redis",
-                "relay mode keeps its bindings on one node; use sqlite or memory with \
-                 registrar.mode = \"relay\"",
-            ));
-        }
         let cluster = self.cluster.validate(&sip, &store)?;
         Ok(Settings {
             store,

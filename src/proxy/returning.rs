@@ -6,6 +6,12 @@
 //! a PBX fills it as it likes, and Asterisk puts the contact there
 //! (`INVITE sip:alice@10.0.0.7:5060`, `To: <sip:alice@10.0.0.7:5060>`). The binding
 //! found then gets the request through the push rules of local mode.
+//!
+//! Several nodes (`store.backend = "redis"`): each node's Path entries and rewritten
+//! contacts name that node, so the upstream's request arrives at the node holding the
+//! phone's flow; the bindings are read from Redis, and one that another node owns
+//! by now (the phone registered again through it) is reached through that node,
+//! one whose owner is gone counts as a failed flow ([`wake::decide`]).
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -16,7 +22,10 @@ use super::forward;
 use super::register::public_contact;
 use super::wake;
 use super::{Core, ALLOW};
+use crate::registrar::nodes::Owner;
 use crate::registrar::{unix_now_ms, Binding};
+use crate::transaction::ServerEntry;
+use tracing::debug;
 
 use crate::sip::{HeaderName, Message, NameAddr, Uri};
 use crate::transport::Flow;
@@ -94,17 +103,31 @@ pub fn path_target(core: &Core, msg: &Message, phone: Flow) -> Returning {
     }
 }
 
-/// The bindings a returning request is for: those on the phone's flow under the
-/// address of record our Path entry or rewritten contact names, narrowed to the one
-/// whose contact is the Request-URI when it names one. `To` is only a fallback for
-/// Path entries written before they named the address of record: a PBX may put the
-/// contact there (Asterisk does).
+/// The address of record a returning request is for: the one our Path entry or
+/// rewritten contact names. `To` is only a fallback for Path entries written before
+/// they named the address of record: a PBX may put the contact there (Asterisk does).
+fn returning_aor(msg: &Message, ret: &Returning) -> Option<String> {
+    ret.aor.clone().or_else(|| {
+        msg.to()
+            .and_then(|t| Uri::parse(t.uri).ok())
+            .map(|u| u.aor())
+    })
+}
+
+/// The bindings a returning request is for, among the AOR's bindings `all`: those
+/// on the phone's flow, narrowed to the one whose contact is the Request-URI when it
+/// names one; else, the phone having registered the same contact from another flow
+/// (or through another node), that binding. With several nodes a flow's name means
+/// something only on the node that holds it: the token names a flow of this node,
+/// or of a node that is gone (whose address this one took over, so the upstream's
+/// request along the dead node's Path arrives here; the binding is then a failed
+/// flow, see [`wake::decide`]).
 fn returning_bindings(
     core: &Core,
     msg: &Message,
     ret: &Returning,
-    now: u64,
-) -> Option<(String, Vec<Arc<Binding>>)> {
+    all: Vec<Arc<Binding>>,
+) -> Vec<Arc<Binding>> {
     let phone_s = ret.phone.to_string();
     let ruri = Uri::parse(msg.request_uri()).ok().map(|u| u.match_key());
     let is_ruri = |b: &Binding| {
@@ -113,33 +136,30 @@ fn returning_bindings(
                 .ok()
                 .is_some_and(|u| Some(u.match_key()) == ruri)
     };
-    let to_aor = || {
-        msg.to()
-            .and_then(|t| Uri::parse(t.uri).ok())
-            .map(|u| u.aor())
-    };
-    let aor = ret.aor.clone().or_else(to_aor)?;
-    let all = core.registrar.lookup(&aor, now);
     let on_flow: Vec<Arc<Binding>> = all
         .iter()
-        .filter(|b| b.flow.as_deref() == Some(phone_s.as_str()))
+        .filter(|b| {
+            b.flow.as_deref() == Some(phone_s.as_str())
+                && matches!(core.registrar.owner(b), Owner::Here | Owner::Gone)
+        })
         .cloned()
         .collect();
     let exact: Vec<Arc<Binding>> = on_flow.iter().filter(|b| is_ruri(b)).cloned().collect();
-    let found = if !exact.is_empty() {
+    if !exact.is_empty() {
         exact
     } else if !on_flow.is_empty() {
         on_flow
     } else {
         // the phone registered the same contact again from another flow
         all.into_iter().filter(|b| is_ruri(b)).collect()
-    };
-    (!found.is_empty()).then_some((aor, found))
+    }
 }
 
 /// An initial request from the upstream that came back along our Path, or to one of
 /// our rewritten contacts: its token names the phone's flow. The phone's bindings get
 /// it through the push rules (each target's Request-URI is the phone's contact).
+/// With several nodes the bindings are read from Redis first (`503` if it does not
+/// answer), and a binding another node owns now is reached through that node.
 #[allow(clippy::too_many_arguments)]
 pub fn from_path(
     core: &Arc<Core>,
@@ -151,42 +171,109 @@ pub fn from_path(
     ret: Returning,
     record_route: bool,
 ) {
-    let now = unix_now_ms();
-    let trusted = core.settings.is_trusted(flow.remote().ip());
-    let Some((aor, bindings)) = returning_bindings(core, &msg, &ret, now) else {
-        // no binding of ours behind this token any more: straight to the flow, if
-        // alive; a rewritten contact names no contact of the phone's to send to
-        if ret.rewritten || !core.transport.is_open(&ret.phone) {
-            return core.reply(&msg, flow, key, 480, "Temporarily Unavailable", &[]);
-        }
-        let t = Target::to(Next::Flow(ret.phone));
-        return forward::start(
-            core,
-            msg,
-            flow,
-            local,
-            key,
-            vec![t],
-            popped,
-            record_route,
-            None,
-        );
+    let back = Back {
+        msg,
+        flow,
+        local,
+        key,
+        popped,
+        ret,
+        record_route,
     };
-    match wake::decide(core, &msg, &aor, &bindings, false, trusted, now) {
-        Decision::Answer(200, _) => core.reply(&msg, flow, key, 200, "OK", &[ALLOW]),
-        Decision::Answer(480, _)
-            if super::message::keep(core, &msg, &flow, key, &aor, &bindings) => {}
-        Decision::Answer(code, reason) => core.reply(&msg, flow, key, code, reason, &[]),
-        Decision::Forward(targets, plan) => forward::start(
-            core,
+    let Some(aor) = returning_aor(&back.msg, &back.ret) else {
+        return back.route(core, String::new(), Vec::new());
+    };
+    if core.registrar.shared().is_none() {
+        let all = core.registrar.lookup(&aor, unix_now_ms());
+        return back.route(core, aor, all);
+    }
+    // several nodes: retransmissions are absorbed while Redis is read
+    core.tx.set_server(back.key, ServerEntry::Pending);
+    let core = core.clone();
+    tokio::spawn(async move {
+        match core.registrar.find(&aor, unix_now_ms()).await {
+            Ok(all) => {
+                // the routing below creates the transaction in place of the marker
+                core.tx.remove_server(back.key);
+                back.route(&core, aor, all);
+            }
+            Err(e) => {
+                debug!(%aor, error = %e, "bindings not readable");
+                let b = back;
+                core.reply(
+                    &b.msg,
+                    b.flow,
+                    b.key,
+                    503,
+                    "Service Unavailable",
+                    &["Retry-After: 5"],
+                );
+            }
+        }
+    });
+}
+
+/// A returning request waiting for its address of record's bindings.
+struct Back {
+    msg: Message,
+    flow: Flow,
+    local: SocketAddr,
+    key: u64,
+    popped: OwnRoutes,
+    ret: Returning,
+    record_route: bool,
+}
+
+impl Back {
+    /// Routes the request to its bindings among `all` (the AOR's, just read).
+    fn route(self, core: &Arc<Core>, aor: String, all: Vec<Arc<Binding>>) {
+        let Back {
             msg,
             flow,
             local,
             key,
-            targets,
             popped,
+            ret,
             record_route,
-            plan,
-        ),
+        } = self;
+        let now = unix_now_ms();
+        let trusted = core.settings.is_trusted(flow.remote().ip());
+        let bindings = returning_bindings(core, &msg, &ret, all);
+        if bindings.is_empty() {
+            // no binding of ours behind this token any more: straight to the flow, if
+            // alive; a rewritten contact names no contact of the phone's to send to
+            if ret.rewritten || !core.transport.is_open(&ret.phone) {
+                return core.reply(&msg, flow, key, 480, "Temporarily Unavailable", &[]);
+            }
+            let t = Target::to(Next::Flow(ret.phone));
+            return forward::start(
+                core,
+                msg,
+                flow,
+                local,
+                key,
+                vec![t],
+                popped,
+                record_route,
+                None,
+            );
+        }
+        match wake::decide(core, &msg, &aor, &bindings, false, trusted, now) {
+            Decision::Answer(200, _) => core.reply(&msg, flow, key, 200, "OK", &[ALLOW]),
+            Decision::Answer(480, _)
+                if super::message::keep(core, &msg, &flow, key, &aor, &bindings) => {}
+            Decision::Answer(code, reason) => core.reply(&msg, flow, key, code, reason, &[]),
+            Decision::Forward(targets, plan) => forward::start(
+                core,
+                msg,
+                flow,
+                local,
+                key,
+                targets,
+                popped,
+                record_route,
+                plan,
+            ),
+        }
     }
 }

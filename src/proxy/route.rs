@@ -146,9 +146,13 @@ pub fn new_request(core: &Arc<Core>, mut msg: Message, flow: Flow, local: Socket
     if relay_mode && !in_dialog && method != Method::Register {
         // relay mode: the upstream's request came back along our Path
         if let Some((Some(phone), None)) = popped.token {
-            let rr = wants_record_route(method);
             let ret = returning::path_target(core, &msg, phone);
-            return returning::from_path(core, msg, flow, local, key, popped, ret, rr);
+            // several nodes: our Path entries name the AOR; a Route of ours without it
+            // is another node's, for a phone whose flow we hold (handled below)
+            if ret.aor.is_some() || core.registrar.shared().is_none() {
+                let rr = wants_record_route(method);
+                return returning::from_path(core, msg, flow, local, key, popped, ret, rr);
+            }
         }
         // contact rewriting: the Request-URI is the contact sipwake registered for it
         if let Some(ret) = returning::rewritten_target(core, &msg) {

@@ -44,6 +44,7 @@ use super::edit::pop_via;
 use super::register::{self, parse_register, public_contact};
 use super::returning::aor_param;
 use super::Core;
+use crate::registrar::nodes::Owner;
 use crate::registrar::{unix_now_ms, Binding, Contacts, RegisterRequest};
 use crate::sip::{params, split_commas, HeaderName, Message, NameAddr, Splice};
 use crate::transaction::{Kind, ServerEntry, ServerTx};
@@ -120,11 +121,57 @@ pub fn register(
     if super::limits::register_over_aor_limit(core, &msg, &flow, &req.aor, false) {
         return;
     }
-    if throttled(core, &req, now_ms) {
+    if core.registrar.shared().is_none() {
+        let existing = core.registrar.lookup(&req.aor, now_ms);
+        return relay_with(core, msg, flow, local, key, popped, req, existing);
+    }
+    // several nodes: the flow is this node's, as is the Path relayed for it; the
+    // AOR's bindings are in Redis, read while retransmissions are absorbed
+    let mut req = req;
+    req.node = Some(core.settings.cluster.node_id.clone());
+    core.tx.set_server(key, ServerEntry::Pending);
+    let core = core.clone();
+    tokio::spawn(async move {
+        match core.registrar.find(&req.aor, unix_now_ms()).await {
+            Ok(existing) => {
+                // relaying creates the transaction in place of the marker
+                core.tx.remove_server(key);
+                relay_with(&core, msg, flow, local, key, popped, req, existing);
+            }
+            Err(e) => {
+                debug!(aor = %req.aor, error = %e, "bindings not readable");
+                core.reply(
+                    &msg,
+                    flow,
+                    key,
+                    503,
+                    "Service Unavailable",
+                    &["Retry-After: 5"],
+                );
+            }
+        }
+    });
+}
+
+/// Relays a REGISTER whose AOR currently has the bindings `existing` (or answers a
+/// throttled refresh here).
+#[allow(clippy::too_many_arguments)]
+fn relay_with(
+    core: &Arc<Core>,
+    msg: Message,
+    flow: Flow,
+    local: SocketAddr,
+    key: u64,
+    popped: OwnRoutes,
+    req: RegisterRequest,
+    existing: Vec<Arc<Binding>>,
+) {
+    let now_ms = unix_now_ms();
+    if throttled(core, &req, &existing, now_ms) {
         debug!(aor = %req.aor, "refresh answered locally (relay throttle)");
         return register::handle(core, msg, flow, key);
     }
-    let contacts = match upstream_contacts(core, &msg, &req, now_ms, None) {
+    let contacts = match upstream_contacts(core, &msg, &req, &existing, None) {
         Ok(c) => c,
         Err(reason) => return core.reply(&msg, flow, key, 400, reason, &[]),
     };
@@ -141,6 +188,7 @@ pub fn register(
         local,
         key,
         req,
+        existing,
         contacts,
         popped: popped.ranges,
         tx,
@@ -174,18 +222,20 @@ fn upstream_contacts(
     core: &Core,
     msg: &Message,
     req: &RegisterRequest,
-    now_ms: u64,
+    existing: &[Arc<Binding>],
     rewrite: Option<(&Rewrite<'_>, Flow)>,
 ) -> Result<Option<Vec<String>>, &'static str> {
     let Contacts::List(specs) = &req.contacts else {
         return Ok(None);
     };
-    let existing = core.registrar.lookup(&req.aor, now_ms);
     let up_expires = core.settings.relay.upstream_expires;
     let mut lines = Vec::with_capacity(specs.len() + 1);
     let mut sent: Vec<String> = Vec::new();
     let binding_uri = |b: &Binding| -> Option<String> {
         match rewrite {
+            // several nodes: the contact another node registered names that node,
+            // whose address toward the upstream this one does not know
+            Some(_) if core.registrar.owner(b) != Owner::Here => None,
             Some((rw, _)) => b
                 .flow
                 .as_deref()
@@ -290,8 +340,10 @@ pub fn expiry_warning(settings: &crate::config::Settings) -> Option<String> {
     })
 }
 
-/// A refresh that changes nothing and came soon after the last relayed one.
-fn throttled(core: &Core, req: &RegisterRequest, now_ms: u64) -> bool {
+/// A refresh that changes nothing and came soon after the last relayed one, for a
+/// binding stored from this very flow (with several nodes: not one another node
+/// registered since, whose Path the upstream now holds).
+fn throttled(core: &Core, req: &RegisterRequest, live: &[Arc<Binding>], now_ms: u64) -> bool {
     let limit = core.settings.relay.refresh_throttle.as_millis() as u64;
     if limit == 0 {
         return false;
@@ -302,13 +354,17 @@ fn throttled(core: &Core, req: &RegisterRequest, now_ms: u64) -> bool {
     if specs.is_empty() {
         return false;
     }
-    let live = core.registrar.lookup(&req.aor, now_ms);
     let state = core.relay.lock();
     specs.iter().all(|s| {
         let expires = s.expires.or(req.expires_header);
         let key = s.binding_key();
         expires != Some(0)
-            && live.iter().any(|b| b.key == key && b.is_live(now_ms))
+            && live.iter().any(|b| {
+                b.key == key
+                    && b.is_live(now_ms)
+                    && b.flow == req.flow
+                    && core.registrar.owner(b) == Owner::Here
+            })
             && state.get(&state_key(&req.aor, &key)).is_some_and(|r| {
                 now_ms.saturating_sub(r.at_ms) < limit
                     && r.contact == s.uri

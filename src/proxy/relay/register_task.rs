@@ -19,7 +19,9 @@ use crate::proxy::register::contact_line;
 use crate::proxy::returning::aor_param;
 use crate::proxy::{next_hop, Core};
 use crate::push::token::pns_name;
-use crate::registrar::{unix_now_ms, Contacts, RegisterOutcome, RegisterRequest};
+use crate::registrar::{
+    unix_now_ms, Binding, Contacts, RegisterOutcome, RegisterRequest, StoreError,
+};
 use crate::sip::NameAddr;
 use crate::sip::{HeaderName, Message, Uri};
 use crate::transaction::{
@@ -35,6 +37,8 @@ pub(super) struct RegisterRelay {
     pub(super) local: SocketAddr,
     pub(super) key: u64,
     pub(super) req: RegisterRequest,
+    /// The AOR's bindings when the REGISTER arrived (stale contacts to remove).
+    pub(super) existing: Vec<Arc<Binding>>,
     pub(super) contacts: Option<Vec<String>>,
     pub(super) popped: Vec<std::ops::Range<usize>>,
     pub(super) tx: UnboundedSender<TaskEvent>,
@@ -136,7 +140,7 @@ impl RegisterRelay {
                     &self.core,
                     &self.msg,
                     &self.req,
-                    unix_now_ms(),
+                    &self.existing,
                     Some((&rw, self.src)),
                 )
                 .map_err(|e| e.to_string())?;
@@ -231,10 +235,8 @@ impl RegisterRelay {
         match outcome {
             Ok(RegisterOutcome::Ok { bindings }) => {
                 self.remember(&specs, request_ms);
-                if let Some(b) = bindings.first() {
-                    self.core.anchors.note(&self.src, &b.aor);
-                }
                 let now_ms = unix_now_ms();
+                self.note_anchor(&bindings, now_ms);
                 let mut lines: Vec<String> = bindings
                     .iter()
                     .filter(|b| b.is_live(now_ms))
@@ -258,10 +260,38 @@ impl RegisterRelay {
             }
             Ok(RegisterOutcome::Invalid(reason)) => self.answer_own(400, reason, &[]),
             Ok(RegisterOutcome::OutOfOrder) => self.answer_own(400, "CSeq out of order", &[]),
+            Err(e @ StoreError::Redis(_)) => {
+                // several nodes, Redis unreachable or slow: the phone's retry (here or
+                // at another node) relays again (RFC 3261 §21.5.4)
+                warn!(error = %e, "shared binding store failed");
+                self.answer_own(503, "Service Unavailable", &["Retry-After: 5"]);
+            }
             Err(e) => {
                 warn!(error = %e, "binding store failed");
                 self.answer_own(500, "Store Failure", &["Retry-After: 5"]);
             }
+        }
+    }
+
+    /// A TCP/TLS connection carrying a live binding is spared by the idle timeout;
+    /// with several nodes the timeout cannot ask Redis, so it is told until when the
+    /// bindings on this connection live.
+    fn note_anchor(&self, bindings: &[Arc<Binding>], now_ms: u64) {
+        if self.core.registrar.shared().is_some() && !self.src.is_udp() {
+            let me = self.src.to_string();
+            let until = bindings
+                .iter()
+                .filter(|b| b.is_live(now_ms) && b.flow.as_deref() == Some(me.as_str()))
+                .map(|b| b.expires_at)
+                .max()
+                .unwrap_or(0);
+            let until_ms = until.saturating_mul(1000);
+            self.core
+                .anchors
+                .note_until(&self.src, &self.req.aor, until_ms);
+        }
+        if !bindings.is_empty() {
+            self.core.anchors.note(&self.src, &self.req.aor);
         }
     }
 

@@ -19,6 +19,7 @@ use crate::common::*;
 
 mod asterisk;
 mod kamailio;
+mod nodes;
 mod through_kamailio;
 mod upstream;
 
@@ -187,6 +188,16 @@ fn relay_proxy_with(
     hook: Option<&MockHttp>,
     env: &[(&str, &str)],
 ) -> Proxy {
+    relay_builder(name, upstream, hook, env).start()
+}
+
+/// The settings of [`relay_proxy_with`], not started yet.
+fn relay_builder(
+    name: &str,
+    upstream: &str,
+    hook: Option<&MockHttp>,
+    env: &[(&str, &str)],
+) -> ProxyBuilder {
     let mut b = ProxyBuilder::new(name)
         .env("REGISTRAR__MODE", "relay")
         .env("UPSTREAM__URI", upstream)
@@ -199,7 +210,7 @@ fn relay_proxy_with(
     for (k, v) in env {
         b = b.env(k, v);
     }
-    b.start()
+    b
 }
 
 fn contact_with_token(ua: &Ua, token: &str, instance: &str) -> String {
