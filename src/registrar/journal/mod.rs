@@ -429,6 +429,7 @@ impl Compactor {
                     Ok(bytes) => size.store(bytes, Ordering::Relaxed),
                     Err(e) => tracing::warn!(error = %e, "journal compaction failed"),
                 }
+                release_freed_memory();
                 busy.store(false, Ordering::Release);
             });
         match spawned {
@@ -602,6 +603,17 @@ impl Thread {
             }
             Job::Ops { .. } | Job::Meta { .. } | Job::Close { .. } => {}
         }
+    }
+}
+
+/// Hands the memory a compaction used (the files read, the newest record per key)
+/// back to the OS; glibc would otherwise keep it in the compaction thread's heap.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: malloc_trim only walks the allocator's own free lists; it is
+        // thread-safe and has no preconditions.
+        unsafe { libc::malloc_trim(0) };
     }
 }
 
