@@ -200,7 +200,18 @@ impl JournalStore {
                 source: std::io::ErrorKind::NotFound.into(),
             });
         }
-        bindings_of(&files, &files.replay(None)?.state)
+        // a compaction may delete a file between listing and reading it: read again
+        let mut tries = 0;
+        loop {
+            match files.replay(None) {
+                Err(StoreError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound && tries < 3 =>
+                {
+                    tries += 1;
+                }
+                r => return bindings_of(&files, &r?.state),
+            }
+        }
     }
 
     /// Switch the log and compact it now; returns once the compaction has ended.
