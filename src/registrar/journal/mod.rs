@@ -125,7 +125,12 @@ impl JournalStore {
         let replayed = files.replay(None)?;
         let snapshot = replayed.snapshot.unwrap_or(0);
         files.remove_below(snapshot)?;
-        let meta = replayed
+        let import = (replayed.snapshot.is_none()
+            && replayed.last_log.is_none()
+            && super::sqlite::is_database(prefix))
+        .then(|| super::sqlite::SqliteStore::read_contents(prefix))
+        .transpose()?;
+        let mut meta: HashMap<String, Vec<u8>> = replayed
             .state
             .iter()
             .filter_map(|(k, p)| match (k, codec::decode(p)) {
@@ -141,11 +146,14 @@ impl JournalStore {
                 source,
             })?
             .unwrap_or(0);
-        let log = match replayed.last_log {
+        let mut log = match replayed.last_log {
             Some((gen, end, headerless)) => Log::reopen(&files, gen, end, headerless, sync_full)?,
             None => Log::create(&files, snapshot.max(1), sync_full)?,
         };
         drop(replayed);
+        if let Some(contents) = import {
+            import_sqlite(prefix, &files, &mut log, contents, &mut meta)?;
+        }
 
         let (jobs, queue) = mpsc::channel();
         let commits = Arc::new(AtomicU64::new(0));
@@ -615,6 +623,51 @@ impl Thread {
             Job::Ops { .. } | Job::Meta { .. } | Job::Close { .. } => {}
         }
     }
+}
+
+/// Moves what the SQLite database at `prefix` keeps into the new, empty journal
+/// (`store.backend` switched from `"sqlite"` with the same `store.path`), syncs it,
+/// then renames the database (and its log files) to `<name>.imported`.
+fn import_sqlite(
+    prefix: &Path,
+    files: &Files,
+    log: &mut Log,
+    contents: super::sqlite::Contents,
+    meta: &mut HashMap<String, Vec<u8>>,
+) -> Result<(), StoreError> {
+    let mut buf = Vec::new();
+    for b in &contents.bindings {
+        codec::put_binding(&mut buf, b);
+    }
+    for m in &contents.messages {
+        codec::put_message(&mut buf, m);
+    }
+    for (k, v) in &contents.meta {
+        codec::put_meta(&mut buf, k, v);
+    }
+    log.append(&buf)?;
+    log.file.sync_data().map_err(|e| log.err(e))?;
+    files.sync_dir()?;
+    meta.extend(contents.meta);
+    for suffix in ["", "-wal", "-shm"] {
+        let mut from = prefix.as_os_str().to_owned();
+        from.push(suffix);
+        let mut to = from.clone();
+        to.push(".imported");
+        match std::fs::rename(&from, &to) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(file = %PathBuf::from(from).display(), error = %e, "cannot rename the imported SQLite store");
+            }
+            _ => {}
+        }
+    }
+    tracing::info!(
+        bindings = contents.bindings.len(),
+        messages = contents.messages.len(),
+        from = %prefix.display(),
+        "SQLite store imported into the journal"
+    );
+    Ok(())
 }
 
 /// Hands the memory a compaction used (the files read, the newest record per key)

@@ -237,3 +237,50 @@ fn empty_log_file_from_a_crash_at_creation_is_reused() {
     let s = JournalStore::open(&p, false).unwrap();
     assert_eq!(s.load().unwrap().len(), 2);
 }
+
+#[test]
+fn a_sqlite_store_at_the_same_path_is_imported_once() {
+    let p = dir("import");
+    {
+        let s = crate::registrar::SqliteStore::open(&p, false).unwrap();
+        let (tx, rx) = mpsc::sync_channel(1);
+        s.submit_then(
+            vec![
+                StoreOp::Put(binding("a@x", "1", 10)),
+                StoreOp::Put(binding("b@x", "1", 20)),
+                StoreOp::PutMessage(message("m1")),
+            ],
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        rx.recv().unwrap().unwrap();
+        s.put_meta("secret", b"s").unwrap();
+        s.close().unwrap();
+    }
+    let want = vec![
+        (*binding("a@x", "1", 10)).clone(),
+        (*binding("b@x", "1", 20)).clone(),
+    ];
+    {
+        let s = JournalStore::open(&p, false).unwrap();
+        assert_eq!(s.load().unwrap(), want);
+        assert_eq!(s.load_messages().unwrap(), vec![(*message("m1")).clone()]);
+        assert_eq!(s.get_meta("secret").unwrap(), Some(b"s".to_vec()));
+        submit(
+            &s,
+            vec![StoreOp::Delete {
+                aor: "a@x".into(),
+                key: "1".into(),
+            }],
+        );
+    }
+    assert!(!p.exists(), "the database is renamed once imported");
+    let mut imported = p.as_os_str().to_owned();
+    imported.push(".imported");
+    assert!(PathBuf::from(imported).exists());
+    // the next start reads the journal only
+    let s = JournalStore::open(&p, false).unwrap();
+    assert_eq!(s.load().unwrap(), want[1..]);
+    assert_eq!(s.get_meta("secret").unwrap(), Some(b"s".to_vec()));
+}
