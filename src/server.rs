@@ -216,10 +216,14 @@ impl Server {
             // the memory store has no disk to wait for
             registrar.set_refresh_write_behind(settings.store.refresh_write_behind);
         }
-        registrar.messages().set_rules(MessageRules {
+        let message_rules = MessageRules {
             max_per_aor: settings.push.messages.max_per_aor,
             max_total: settings.push.messages.max_total,
-        });
+        };
+        registrar.messages().set_rules(message_rules);
+        if let Some(shared) = registrar.shared_messages() {
+            shared.set_rules(message_rules);
+        }
         let pusher = Arc::new(Pusher::new(&settings.push)?);
         // open the APNs connections now, so the first call does not pay a TLS handshake
         tokio::spawn(pusher.warm_up());

@@ -9,6 +9,12 @@
 //! removed only after the phone's `2xx`. A final refusal drops that message; a timeout
 //! keeps the rest for the next REGISTER. Expired messages are dropped by a sweep.
 //!
+//! Several nodes: the messages are kept in Redis
+//! ([`crate::registrar::SharedMessages`]) by whichever node the MESSAGE reaches, and
+//! handed over by the node that took the phone's REGISTER (the others see it as a
+//! remote event and leave it), under the AOR's delivery lease, so a phone waking on
+//! two nodes at once gets each message once, in order.
+//!
 //! Kept apart from the forwarding code: the only hooks are the point where a request
 //! for a local user would get `480` ([`keep`]) and the registrar's binding events.
 
@@ -26,13 +32,21 @@ use super::Core;
 use crate::ids::random_hex;
 use crate::metrics::{count_push, MessageDrop, PushKind};
 use crate::push::{MessageNotice, PushResult, PushSender};
-use crate::registrar::{unix_now_ms, Binding, BindingEventKind, KeepError, StoredMessage};
+use crate::registrar::nodes::Owner;
+use crate::registrar::redis_messages::Lease;
+use crate::registrar::{
+    unix_now_ms, Binding, BindingEventKind, KeepError, MessageQueue, SharedMessages, StoreError,
+    StoredMessage,
+};
 use crate::sip::{unquote, HeaderName, Message, Method, Uri};
 use crate::transaction::{ClientAction, ClientTx, Disposition, Kind, ServerEntry, TxEvent};
 use crate::transport::Flow;
 
 /// How often expired messages are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// A delivery lease outlasts one MESSAGE transaction (Timer F) by this much.
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
 
 /// Longest text a message notice carries.
 const NOTICE_TEXT_MAX: usize = 1000;
@@ -54,11 +68,6 @@ pub fn keep(
 ) -> bool {
     let settings = &core.settings.push.messages;
     if msg.method() != Some(Method::Message) || !settings.enabled {
-        return false;
-    }
-    if core.registrar.shared().is_some() {
-        // several nodes: a kept message would live on this node only, while the phone
-        // may register again on any; until the shared store keeps messages, 480
         return false;
     }
     let devices: Vec<_> = bindings
@@ -100,7 +109,12 @@ pub fn keep(
     let span = tracing::debug_span!("message", aor = %aor, call_id = %msg.call_id());
     tokio::spawn(
         async move {
-            match core.registrar.messages().keep(stored).await {
+            let kept = match core.registrar.shared_messages() {
+                // several nodes: in Redis, for whichever node the phone wakes on
+                Some(shared) => shared.keep(stored).await,
+                None => core.registrar.messages().keep(stored).await,
+            };
+            match kept {
                 Ok(m) => {
                     crate::metrics::global().messages_kept.inc();
                     debug!(id = %m.id, "message kept for a sleeping phone");
@@ -201,7 +215,12 @@ pub async fn run(core: Arc<Core>) {
             ev = events.recv() => match ev {
                 Ok(ev) if matches!(ev.kind, BindingEventKind::Added | BindingEventKind::Refreshed) => {
                     let b = ev.binding;
-                    if core.registrar.messages().has_waiting(&b.aor)
+                    // several nodes: the node holding the phone's flow delivers (the
+                    // others see the REGISTER as a remote event); whether anything
+                    // waits is asked of Redis by the delivery itself
+                    let shared = core.registrar.shared_messages().is_some();
+                    if core.registrar.owner(&b) == Owner::Here
+                        && (shared || core.registrar.messages().has_waiting(&b.aor))
                         && active.lock().insert(b.aor.clone())
                     {
                         tokio::spawn(deliver(core.clone(), b, active.clone()));
@@ -213,7 +232,15 @@ pub async fn run(core: Arc<Core>) {
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             },
             _ = sweep.tick() => {
-                for m in core.registrar.messages().sweep(unix_now_ms()) {
+                let gone = match core.registrar.shared_messages() {
+                    // one node a second sweeps for all
+                    Some(shared) => shared.sweep(unix_now_ms()).await.unwrap_or_else(|e| {
+                        debug!(error = %e, "kept messages not swept");
+                        Vec::new()
+                    }),
+                    None => core.registrar.messages().sweep(unix_now_ms()),
+                };
+                for m in gone {
                     info!(aor = %m.aor, id = %m.id, call_id = %m.call_id, "kept message expired undelivered; dropped");
                     crate::metrics::global().message_dropped(MessageDrop::Expired);
                 }
@@ -222,35 +249,59 @@ pub async fn run(core: Arc<Core>) {
     }
 }
 
-/// Sends the messages waiting for `b.aor` to the binding `b`, oldest first.
+/// Where the kept messages are: this node's store, or Redis for several nodes.
+enum Queue<'a> {
+    Local(&'a MessageQueue),
+    Shared(&'a SharedMessages, Lease),
+}
+
+impl Queue<'_> {
+    /// The oldest message waiting for `aor`, if any.
+    async fn next(&self, aor: &str) -> Result<Option<Arc<StoredMessage>>, StoreError> {
+        let now = unix_now_ms();
+        Ok(match self {
+            Queue::Local(q) => q.waiting(aor, now).into_iter().next(),
+            Queue::Shared(q, lease) => {
+                if !q.renew(lease).await? {
+                    // held too long: another node may deliver now
+                    return Ok(None);
+                }
+                q.waiting(aor, now).await?.into_iter().next()
+            }
+        })
+    }
+
+    /// Removes a delivered (or refused) message; an error stops the delivery.
+    async fn remove(&self, aor: &str, id: &str) -> Result<(), StoreError> {
+        match self {
+            Queue::Local(q) => q.remove(aor, id),
+            Queue::Shared(q, _) => {
+                q.remove(aor, id).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sends the messages waiting for `b.aor` to the binding `b`, oldest first. With
+/// several nodes this node first takes the AOR's delivery lease in Redis, so a phone
+/// registering on two nodes at once gets each message once, in order.
 async fn deliver(core: Arc<Core>, b: Arc<Binding>, active: Deliveries) {
     let span = tracing::debug_span!("deliver", aor = %b.aor);
     async {
         let flow: Option<Flow> = b.flow.as_deref().and_then(|f| f.parse().ok());
         if let Some(flow) = flow.filter(|f| core.transport.is_open(f)) {
-            let next = || {
-                let waiting = core.registrar.messages().waiting(&b.aor, unix_now_ms());
-                waiting.into_iter().next()
+            let queue = match core.registrar.shared_messages() {
+                Some(shared) => claim(&core, shared, &b.aor)
+                    .await
+                    .map(|l| Queue::Shared(shared, l)),
+                None => Some(Queue::Local(core.registrar.messages())),
             };
-            while let Some(m) = next() {
-                match send_one(&core, &flow, &b, &m).await {
-                    Ok(code) if (200..300).contains(&code) => {
-                        core.registrar.messages().remove(&m.aor, &m.id);
-                        crate::metrics::global().messages_delivered.inc();
-                        debug!(id = %m.id, code, "kept message delivered");
-                    }
-                    Ok(code) if matches!(code, 408 | 480 | 503) => {
-                        debug!(id = %m.id, code, "phone not ready; messages kept");
-                        break;
-                    }
-                    Ok(code) => {
-                        core.registrar.messages().remove(&m.aor, &m.id);
-                        crate::metrics::global().message_dropped(MessageDrop::Undeliverable);
-                        info!(id = %m.id, call_id = %m.call_id, code, "kept message refused by the phone; dropped");
-                    }
-                    Err(why) => {
-                        debug!(id = %m.id, error = why, "kept message not sent; kept");
-                        break;
+            if let Some(queue) = queue {
+                hand_over(&core, &flow, &b, &queue).await;
+                if let Queue::Shared(shared, lease) = queue {
+                    if let Err(e) = shared.release(lease).await {
+                        debug!(error = %e, "delivery lease not released; it runs out");
                     }
                 }
             }
@@ -260,6 +311,62 @@ async fn deliver(core: Arc<Core>, b: Arc<Binding>, active: Deliveries) {
     }
     .instrument(span)
     .await
+}
+
+/// Several nodes: the delivery lease of `aor` when something waits and no other node
+/// (or task) delivers right now. It outlasts one MESSAGE transaction (Timer F).
+async fn claim(core: &Core, shared: &SharedMessages, aor: &str) -> Option<Lease> {
+    let ttl = core.timers.t1 * 64 + LEASE_MARGIN;
+    let me = &core.settings.cluster.node_id;
+    let r = match shared.has_waiting(aor).await {
+        Ok(true) => shared.claim(aor, me, ttl).await,
+        Ok(false) => Ok(None),
+        Err(e) => Err(e),
+    };
+    r.unwrap_or_else(|e| {
+        debug!(error = %e, "kept messages not read; they wait for the next REGISTER");
+        None
+    })
+}
+
+/// Sends `queue`'s messages for `b.aor` over `flow` one at a time until none is left,
+/// the phone is not ready, or the store fails.
+async fn hand_over(core: &Arc<Core>, flow: &Flow, b: &Binding, queue: &Queue<'_>) {
+    loop {
+        let m = match queue.next(&b.aor).await {
+            Ok(Some(m)) => m,
+            Ok(None) => break,
+            Err(e) => {
+                debug!(error = %e, "kept messages not read; kept");
+                break;
+            }
+        };
+        let removed = match send_one(core, flow, b, &m).await {
+            Ok(code) if (200..300).contains(&code) => {
+                crate::metrics::global().messages_delivered.inc();
+                debug!(id = %m.id, code, "kept message delivered");
+                queue.remove(&m.aor, &m.id).await
+            }
+            Ok(code) if matches!(code, 408 | 480 | 503) => {
+                debug!(id = %m.id, code, "phone not ready; messages kept");
+                break;
+            }
+            Ok(code) => {
+                crate::metrics::global().message_dropped(MessageDrop::Undeliverable);
+                info!(id = %m.id, call_id = %m.call_id, code, "kept message refused by the phone; dropped");
+                queue.remove(&m.aor, &m.id).await
+            }
+            Err(why) => {
+                debug!(id = %m.id, error = why, "kept message not sent; kept");
+                break;
+            }
+        };
+        if let Err(e) = removed {
+            // it may go out again with the next REGISTER, with its own Call-ID/CSeq
+            warn!(id = %m.id, error = %e, "handed-over message not removed; delivery stops");
+            break;
+        }
+    }
 }
 
 /// Sends one kept message to `b` over `flow` as a non-INVITE client transaction and

@@ -150,6 +150,12 @@ impl Core {
         let parked = park::Parked::new(settings.push.max_parked, settings.push.max_parked_per_aor);
         // the one wake path: every binding event, local or remote, reaches parked calls
         registrar.events().add_sink(Arc::new(parked.clone()));
+        // several nodes: what a push learnt about a token survives a REGISTER anywhere
+        registrar.set_contact_rule(register::learnt_env_rule());
+        if settings.push.refresh.enabled {
+            // several nodes: the refresh push times are kept in Redis
+            registrar.set_refresh_timing(refresh::timing(&settings));
+        }
         let rate_limits = limits::Limits::new(&settings);
         Core {
             oversize_udp: std::sync::atomic::AtomicU64::new(0),

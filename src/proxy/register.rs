@@ -140,6 +140,12 @@ fn parse_register_pns(
     Ok((req, first_pns))
 }
 
+/// [`keep_learnt_env`] as the registrar's [`crate::registrar::ContactRule`], for a
+/// shared store: applied to the bindings the REGISTER's read of Redis returns.
+pub fn learnt_env_rule() -> crate::registrar::ContactRule {
+    Arc::new(|req, bindings| keep_learnt_env(req, || bindings.to_vec()))
+}
+
 /// A bare APNs token whose environment a push has learnt keeps it when the phone
 /// registers the token again (see [`crate::push::token::keep_learnt`]).
 /// `existing` gives the AOR's bindings; it is only called when a token's environment
@@ -262,8 +268,12 @@ pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
     if super::limits::register_over_aor_limit(core, &msg, &flow, &req.aor, true) {
         return;
     }
-    let aor = req.aor.clone();
-    keep_learnt_env(&mut req, || core.registrar.lookup(&aor, now_ms));
+    if core.registrar.shared().is_none() {
+        // several nodes: the registrar applies it to the AOR as read from Redis
+        // (`learnt_env_rule`)
+        let aor = req.aor.clone();
+        keep_learnt_env(&mut req, || core.registrar.lookup(&aor, now_ms));
+    }
     if core.registrar.shared().is_some() {
         // the flow is this node's: the others reach the phone through it
         req.node = Some(core.settings.cluster.node_id.clone());

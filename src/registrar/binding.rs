@@ -139,6 +139,13 @@ pub struct RegisterRequest {
     pub node: Option<String>,
 }
 
+/// A change the proxy makes to a REGISTER in view of the AOR's bindings as they are
+/// (e.g. a bare APNs token keeps the environment a push learnt for it). With a
+/// shared store the registrar applies it to the bindings it reads from Redis for the
+/// REGISTER anyway, so it costs no extra round trip; one node applies it itself
+/// against memory before registering.
+pub type ContactRule = Arc<dyn Fn(&mut RegisterRequest, &[Arc<Binding>]) + Send + Sync>;
+
 /// The Contact header fields of a REGISTER.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Contacts {

@@ -1,9 +1,9 @@
 //! MESSAGEs (RFC 3428) kept for sleeping phones until they register again.
 //!
 //! A phone asleep behind a push token cannot take a MESSAGE; sipwake keeps it in the
-//! same durable [`Store`] as the bindings (so it survives a restart, and a Redis back
-//! end gets it too), answers `202 Accepted`, and hands the stored messages over in
-//! arrival order once the phone registers again. This module is the data side: the
+//! same durable [`Store`] as the bindings (so it survives a restart; several nodes
+//! keep them in Redis instead, `redis_messages.rs`), answers `202 Accepted`, and
+//! hands the stored messages over in arrival order once the phone registers again. This module is the data side: the
 //! stored message, the per-AOR queues in memory, the caps (per AOR, in total) and the
 //! time to live. Delivery over SIP is the proxy's (`proxy::message`).
 

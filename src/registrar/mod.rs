@@ -20,6 +20,11 @@
 //! written to differs. Lookups then go through [`Registrar::find`], which may wait
 //! for Redis. Other nodes' events come in through [`remote`] and are published into
 //! [`Registrar::events`] as [`BindingEvent::remote`], the same stream as local ones.
+//!
+//! This file stays one past ~600 lines of code on purpose: each operation's one-node
+//! and several-node paths sit side by side here, so a rule changed in one is seen
+//! next to the other; what only several nodes need lives in its own files (`redis`,
+//! `redis_messages`, `refresh_index`, `remote`, `nodes`).
 
 mod behind;
 mod binding;
@@ -31,6 +36,8 @@ pub mod messages;
 pub mod nodes;
 mod plan;
 pub mod redis;
+pub mod redis_messages;
+pub mod refresh_index;
 pub mod remote;
 mod sqlite;
 mod store;
@@ -40,7 +47,9 @@ mod tests;
 #[cfg(test)]
 mod tests_behind;
 
-pub use binding::{Binding, ContactSpec, Contacts, RegisterOutcome, RegisterRequest, DEFAULT_Q};
+pub use binding::{
+    Binding, ContactRule, ContactSpec, Contacts, RegisterOutcome, RegisterRequest, DEFAULT_Q,
+};
 pub use events::{
     BindingEvent, BindingEventKind, BindingEvents, BindingSink, EventOrigin, PendingEvents,
 };
@@ -49,6 +58,8 @@ pub use manage::ClusterView;
 pub use memory::MemoryStore;
 pub use messages::{KeepError, MessageQueue, MessageRules, StoredMessage};
 pub use redis::RedisBindings;
+pub use redis_messages::SharedMessages;
+pub use refresh_index::{RefreshIndex, RefreshTiming};
 pub use sqlite::SqliteStore;
 pub use store::{Done, Store, StoreError, StoreOp};
 
@@ -114,6 +125,12 @@ struct Inner {
     shared_counts: (AtomicUsize, AtomicUsize),
     /// Shared mode: this node and the live others.
     nodes: Option<Arc<nodes::Nodes>>,
+    /// Shared mode: the MESSAGEs kept for sleeping phones, in Redis.
+    shared_messages: Option<Arc<SharedMessages>>,
+    /// Shared mode with refresh pushes on: when each push binding is due for one.
+    refresh: parking_lot::RwLock<Option<Arc<RefreshIndex>>>,
+    /// Shared mode: applied to each REGISTER against the AOR as read from Redis.
+    contact_rule: parking_lot::RwLock<Option<ContactRule>>,
 }
 
 /// How bindings that carry push info differ from plain ones.
@@ -164,6 +181,9 @@ impl Registrar {
                 shared: None,
                 shared_counts: (AtomicUsize::new(0), AtomicUsize::new(0)),
                 nodes: None,
+                shared_messages: None,
+                refresh: parking_lot::RwLock::new(None),
+                contact_rule: parking_lot::RwLock::new(None),
             }),
         })
     }
@@ -180,9 +200,10 @@ impl Registrar {
         Self {
             inner: Arc::new(Inner {
                 settings,
-                // not used: the proxy keeps no MESSAGE for a sleeping phone with several
-                // nodes (see `proxy::message::keep`)
+                // not used: with several nodes the kept MESSAGEs are in Redis
+                // (`shared_messages`)
                 messages: MessageQueue::empty(Arc::clone(&store)),
+                shared_messages: Some(Arc::new(SharedMessages::new(Arc::clone(&shared)))),
                 store,
                 // Redis is written before every 200: nothing is deferred
                 behind: behind::WriteBehind::default(),
@@ -195,6 +216,8 @@ impl Registrar {
                 shared: Some(shared),
                 shared_counts: (AtomicUsize::new(0), AtomicUsize::new(0)),
                 nodes: Some(nodes),
+                refresh: parking_lot::RwLock::new(None),
+                contact_rule: parking_lot::RwLock::new(None),
             }),
         }
     }
@@ -215,6 +238,11 @@ impl Registrar {
     /// The shared store, when this node is one of several.
     pub fn shared(&self) -> Option<&Arc<RedisBindings>> {
         self.inner.shared.as_ref()
+    }
+
+    /// Sets the [`ContactRule`] a shared store applies to every REGISTER (at startup).
+    pub fn set_contact_rule(&self, rule: ContactRule) {
+        *self.inner.contact_rule.write() = Some(rule);
     }
 
     /// Sets the rules for bindings that carry push info (at startup).
@@ -423,33 +451,67 @@ impl Registrar {
     async fn register_shared(
         &self,
         shared: &RedisBindings,
-        req: RegisterRequest,
+        mut req: RegisterRequest,
     ) -> (Result<RegisterOutcome, StoreError>, Vec<BindingEvent>) {
         let now = req.now_ms;
         let rules = self.rules();
         let settings = &self.inner.settings;
+        let contact_rule = self.inner.contact_rule.read().clone();
+        let aor = req.aor.clone();
         let decided = shared
-            .update(&req.aor, |state| {
+            .update(&aor, |state| {
+                if let Some(rule) = &contact_rule {
+                    // on the bindings just read: no extra round trip
+                    rule(&mut req, &state.bindings);
+                }
                 match plan(settings, rules, &state.bindings, &req) {
                     Ok(plan) => {
                         let keep = keep_ms(&plan.bindings, now, rules.ttl_secs);
                         let bindings = live_sorted(&plan.bindings, now, rules.ttl_secs);
                         // published with the write, for calls parked on other nodes
                         let wire = remote::encode(req.node.as_deref().unwrap_or(""), &plan.events);
-                        let out = (RegisterOutcome::Ok { bindings }, plan.events);
+                        let out = (
+                            RegisterOutcome::Ok { bindings },
+                            plan.events,
+                            plan.ops.clone(),
+                        );
                         (plan.ops, keep, wire, out)
                     }
-                    Err(outcome) => (Vec::new(), 0, String::new(), (outcome, Vec::new())),
+                    Err(outcome) => (
+                        Vec::new(),
+                        0,
+                        String::new(),
+                        (outcome, Vec::new(), Vec::new()),
+                    ),
                 }
             })
             .await;
         match decided {
-            Ok((outcome, events)) => (Ok(outcome), events),
+            Ok((outcome, events, ops)) => {
+                if let Some(index) = self.refresh_index() {
+                    index.note_soon(ops);
+                }
+                (Ok(outcome), events)
+            }
             Err(e) => {
-                tracing::warn!(aor = %req.aor, error = %e, "registration not stored");
+                tracing::warn!(aor = %aor, error = %e, "registration not stored");
                 (Err(e), Vec::new())
             }
         }
+    }
+
+    /// Several nodes: keeps the index of refresh push times in Redis from now on (at
+    /// startup, when refresh pushes are on). One node needs none.
+    pub fn set_refresh_timing(&self, timing: RefreshTiming) {
+        if let Some(shared) = &self.inner.shared {
+            let index = RefreshIndex::new(Arc::clone(shared), timing);
+            *self.inner.refresh.write() = Some(Arc::new(index));
+        }
+    }
+
+    /// Several nodes with refresh pushes on: the index of their times in Redis.
+    pub fn refresh_index(&self) -> Option<Arc<RefreshIndex>> {
+        self.inner.refresh.read().clone()
     }
 
     /// Live bindings of `aor` at `now_ms`, ordered as [`Registrar::lookup`] orders
@@ -708,6 +770,12 @@ impl Registrar {
     /// The MESSAGEs kept for sleeping phones.
     pub fn messages(&self) -> &MessageQueue {
         &self.inner.messages
+    }
+
+    /// Several nodes: the MESSAGEs kept for sleeping phones, in Redis (one node
+    /// keeps them in [`Registrar::messages`]).
+    pub fn shared_messages(&self) -> Option<&Arc<SharedMessages>> {
+        self.inner.shared_messages.as_ref()
     }
 
     /// The store behind this registrar (e.g. for its meta values).

@@ -243,10 +243,30 @@ impl RedisBindings {
         r
     }
 
-    async fn run<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, StoreError> {
+    /// Runs one command, timed and bounded like every other (for the other shared
+    /// parts of the registrar: kept messages, the refresh index).
+    pub(super) async fn run<T: redis::FromRedisValue>(
+        &self,
+        cmd: redis::Cmd,
+    ) -> Result<T, StoreError> {
         let mut c = self.conn.clone();
         self.timed(async move { cmd.query_async(&mut c).await })
             .await
+    }
+
+    /// Runs one script invocation, timed and bounded like every command.
+    pub(super) async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        inv: redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        let mut c = self.conn.clone();
+        self.timed(async move { inv.invoke_async(&mut c).await })
+            .await
+    }
+
+    /// The prefix of every key (`store.redis.key_prefix`).
+    pub(super) fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// The AOR's version and bindings. A binding that cannot be decoded is skipped

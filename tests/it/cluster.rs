@@ -20,7 +20,11 @@ fn node(name: &str, redis: &RedisServer) -> (Proxy, SocketAddr) {
 }
 
 /// Like [`node`], with more settings.
-fn node_with(name: &str, redis: &RedisServer, extra: &[(&str, &str)]) -> (Proxy, SocketAddr) {
+pub(crate) fn node_with(
+    name: &str,
+    redis: &RedisServer,
+    extra: &[(&str, &str)],
+) -> (Proxy, SocketAddr) {
     let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let mut b = ProxyBuilder::new(name)
         .env("STORE__BACKEND", "redis")
@@ -57,7 +61,7 @@ fn register_pairs_at_once(a: &Proxy, b: &Proxy, tag: &str, n: usize) -> (Vec<Ua>
 }
 
 /// A `redis-server` in its own directory.
-fn redis(name: &str) -> RedisServer {
+pub(crate) fn redis(name: &str) -> RedisServer {
     RedisServer::start(temp_dir(name))
 }
 
@@ -403,14 +407,14 @@ fn a_redis_restart_keeps_every_binding() {
 // ---------------------------------------------------------------------------------
 
 /// A webhook push service answering 200 to every push.
-fn hook() -> MockHttp {
+pub(crate) fn hook() -> MockHttp {
     let h = MockHttp::start();
     h.route("/push", 200, "{}");
     h
 }
 
 /// A node pushing bare tokens to `hook`, with a 1 s flow timeout, and its admin API.
-fn push_node(name: &str, redis: &RedisServer, hook: &MockHttp) -> (Proxy, SocketAddr) {
+pub(crate) fn push_node(name: &str, redis: &RedisServer, hook: &MockHttp) -> (Proxy, SocketAddr) {
     let url = format!("{}/push", hook.base_url());
     node_with(
         name,
@@ -424,14 +428,14 @@ fn push_node(name: &str, redis: &RedisServer, hook: &MockHttp) -> (Proxy, Socket
 }
 
 /// Registers `ua`'s Contact for 600 s with `X-Token: token`; asserts the 200.
-fn register_token(ua: &mut Ua, token: &str) {
+pub(crate) fn register_token(ua: &mut Ua, token: &str) {
     let contact = format!("<{}>", ua.contact_uri());
     let r = register_raw(ua, &contact, &format!("X-Token: {token}\r\n"), 600);
     assert_eq!(r.status(), Some(200), "{r:?}");
 }
 
 /// The next push (a JSON document) the webhook received.
-fn expect_push(hook: &MockHttp, what: &str) -> serde_json::Value {
+pub(crate) fn expect_push(hook: &MockHttp, what: &str) -> serde_json::Value {
     let (seen, _) = hook.next_at("/push", WAIT);
     seen.unwrap_or_else(|| panic!("no webhook POST ({what}) within {WAIT:?}"))
         .json()
@@ -439,16 +443,16 @@ fn expect_push(hook: &MockHttp, what: &str) -> serde_json::Value {
 
 /// Three push nodes on one Redis, and a phone with a push token registered on A and
 /// then asleep (its flow older than the 1 s flow timeout).
-struct Sleeping {
-    _redis: RedisServer,
-    hook: MockHttp,
-    a: Proxy,
-    b: Proxy,
-    c: Proxy,
-    token: String,
+pub(crate) struct Sleeping {
+    pub(crate) redis: RedisServer,
+    pub(crate) hook: MockHttp,
+    pub(crate) a: Proxy,
+    pub(crate) b: Proxy,
+    pub(crate) c: Proxy,
+    pub(crate) token: String,
 }
 
-fn sleeping(name: &str) -> Sleeping {
+pub(crate) fn sleeping(name: &str) -> Sleeping {
     let redis = redis(&format!("{name}-redis"));
     let hook = hook();
     let a = push_node(&format!("{name}-a"), &redis, &hook).0;
@@ -459,7 +463,7 @@ fn sleeping(name: &str) -> Sleeping {
     register_token(&mut phone, &token);
     std::thread::sleep(Duration::from_millis(1200));
     Sleeping {
-        _redis: redis,
+        redis,
         hook,
         a,
         b,

@@ -10,6 +10,7 @@ mod admin;
 mod auth;
 mod calls;
 mod cluster;
+mod cluster_push;
 mod conformance;
 mod durability;
 mod flood;

@@ -29,7 +29,7 @@ fn builder(name: &str, hook: &MockHttp, extra: &[(&str, &str)]) -> ProxyBuilder 
 
 /// Sends a MESSAGE with `text` from `caller` (display name `Alice`) to `to_user`;
 /// returns its Call-ID and the final response.
-fn send_message(caller: &mut Ua, to_user: &str, text: &str) -> (String, Msg) {
+pub(crate) fn send_message(caller: &mut Ua, to_user: &str, text: &str) -> (String, Msg) {
     let cid = call_id();
     let msg = format!(
         "MESSAGE sip:{to_user}@{DOMAIN} SIP/2.0\r\n\
