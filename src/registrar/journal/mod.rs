@@ -38,9 +38,10 @@ use files::Files;
 /// job in it) stays bounded even under a flood.
 const MAX_BATCH: usize = 4096;
 
-/// Log size from which the log is switched and compacted; compaction also waits for
-/// the log to outgrow the last snapshot, so its cost stays proportional to the writes.
-const COMPACT_AT: u64 = 16 << 20;
+/// Log size from which the log is switched and compacted. Compaction also waits for
+/// the log to reach twice the last snapshot: it reads both, so each byte appended is
+/// read back at most 1.5 times on average, however many bindings there are.
+const COMPACT_AT: u64 = 64 << 20;
 
 /// Journal-backed [`Store`]. Dropping it lets the thread finish every queued job, then
 /// waits for it (and a running compaction) to end.
@@ -426,7 +427,7 @@ impl Compactor {
     /// Whether a log of `size` bytes is due for compaction now.
     fn due(&self, size: u64) -> bool {
         !self.busy.load(Ordering::Acquire)
-            && size >= COMPACT_AT.max(self.snapshot_size.load(Ordering::Relaxed))
+            && size >= COMPACT_AT.max(2 * self.snapshot_size.load(Ordering::Relaxed))
     }
 
     /// Compacts every file up to log `upto` on a new thread.
