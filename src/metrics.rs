@@ -248,6 +248,9 @@ pub struct Metrics {
     pub redis_conflicts: Counter,
     /// Another node's REGISTER to its binding event arriving here.
     pub redis_event_lag: Histogram,
+    /// AORs whose event channel this node is subscribed to now (one per AOR with a
+    /// parked call); set by the subscriber, which alone knows it.
+    pub redis_subscriptions: AtomicU64,
     started: OnceLock<Instant>,
 }
 
@@ -300,6 +303,7 @@ impl Metrics {
             redis_reconnects: Counter::new(),
             redis_conflicts: Counter::new(),
             redis_event_lag: Histogram::new(&COMMIT_BOUNDS),
+            redis_subscriptions: AtomicU64::new(0),
             started: OnceLock::new(),
         }
     }
@@ -563,6 +567,12 @@ impl Metrics {
             out,
             "sipwake_redis_event_lag_seconds",
             "Another node's REGISTER to its binding event arriving here (pub/sub lag, clocks of both nodes).",
+        );
+        gauge(
+            out,
+            "sipwake_redis_subscriptions",
+            "AORs whose binding event channel this node is subscribed to (those with a parked call).",
+            self.redis_subscriptions.load(Relaxed) as f64,
         );
         counter(
             out,

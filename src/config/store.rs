@@ -75,6 +75,17 @@ pub struct RedisSettings {
     pub timeout: Duration,
     /// Prefix of every key and channel, so several deployments can share one Redis.
     pub key_prefix: String,
+    /// `url` is a node of a Redis Cluster (7 or later, or Valkey): keys are spread over
+    /// its shards by their hash tag and binding events go on sharded channels.
+    pub cluster: bool,
+    /// More nodes of the cluster to learn its layout from when `url`'s node is down;
+    /// same scheme as `url`, whose user and password they share.
+    #[serde(deserialize_with = "fields::list")]
+    pub cluster_urls: Vec<String>,
+    /// PEM file of the certificate authorities trusted for `rediss://` (empty: the
+    /// usual public roots).
+    #[serde(with = "fields::opt")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for RedisSettings {
@@ -85,6 +96,9 @@ impl Default for RedisSettings {
             password: None,
             timeout: Duration::from_millis(1000),
             key_prefix: "sipwake".to_owned(),
+            cluster: false,
+            cluster_urls: Vec::new(),
+            ca_file: None,
         }
     }
 }
@@ -98,8 +112,34 @@ impl std::fmt::Debug for RedisSettings {
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("timeout", &self.timeout)
             .field("key_prefix", &self.key_prefix)
+            .field("cluster", &self.cluster)
+            .field(
+                "cluster_urls",
+                &self
+                    .cluster_urls
+                    .iter()
+                    .map(|u| redact_url(u))
+                    .collect::<Vec<_>>(),
+            )
+            .field("ca_file", &self.ca_file)
             .finish()
     }
+}
+
+/// Checks that `url` is a Redis URL the client can use.
+fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    let scheme_ok = url.starts_with("redis://") || url.starts_with("rediss://");
+    if !scheme_ok {
+        return Err(ConfigError::invalid(
+            key,
+            redact_url(url),
+            "expected redis://host[:port][/db] or rediss://… (TLS)",
+        ));
+    }
+    if let Err(e) = redis::IntoConnectionInfo::into_connection_info(url) {
+        return Err(ConfigError::invalid(key, redact_url(url), e.to_string()));
+    }
+    Ok(())
 }
 
 /// `url` with the password part of its user info replaced by `***`.
@@ -121,19 +161,44 @@ impl RedisSettings {
     fn validate(mut self, used: bool) -> Result<Self, ConfigError> {
         self.url = self.url.trim().to_owned();
         if used || !self.url.is_empty() {
-            let scheme_ok = self.url.starts_with("redis://") || self.url.starts_with("rediss://");
-            if !scheme_ok {
+            check_url("store.redis.url", &self.url)?;
+        }
+        let tls = self.url.starts_with("rediss://");
+        for u in &mut self.cluster_urls {
+            *u = u.trim().to_owned();
+            check_url("store.redis.cluster_urls", u)?;
+            if !self.cluster {
                 return Err(ConfigError::invalid(
-                    "store.redis.url",
-                    redact_url(&self.url),
-                    "expected redis://host[:port][/db] or rediss://… (TLS)",
+                    "store.redis.cluster_urls",
+                    redact_url(u),
+                    "seed nodes are for a Redis Cluster: set store.redis.cluster = true",
                 ));
             }
-            if let Err(e) = redis::IntoConnectionInfo::into_connection_info(self.url.as_str()) {
+            if u.starts_with("rediss://") != tls {
+                return Err(ConfigError::invalid(
+                    "store.redis.cluster_urls",
+                    redact_url(u),
+                    "every node is reached the same way: use the scheme of store.redis.url",
+                ));
+            }
+        }
+        if self.cluster && self.url.contains('/') {
+            // the database number: a cluster has database 0 only
+            let db = self.url.splitn(4, '/').nth(3).unwrap_or("");
+            if !db.is_empty() && db != "0" {
                 return Err(ConfigError::invalid(
                     "store.redis.url",
                     redact_url(&self.url),
-                    e.to_string(),
+                    "a Redis Cluster has database 0 only: drop the /db part",
+                ));
+            }
+        }
+        if let Some(ca) = &self.ca_file {
+            if !tls {
+                return Err(ConfigError::invalid(
+                    "store.redis.ca_file",
+                    ca.display().to_string(),
+                    "only used with TLS: store.redis.url must be rediss://…",
                 ));
             }
         }

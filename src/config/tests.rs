@@ -50,6 +50,50 @@ fn redis_store_and_cluster_settings() {
 }
 
 #[test]
+fn redis_cluster_and_tls_settings() {
+    let s = from_toml_str(
+        "[sip]\nlisten = [\"10.0.0.11:5070\"]\n\
+         [store]\nbackend = \"redis\"\n\
+         [store.redis]\nurl = \"rediss://:Sekr3t@r1.example:7000\"\ncluster = true\n\
+         cluster_urls = [\"rediss://r2.example:7000\", \" \", \"rediss://:pw2@r3.example\"]\n\
+         ca_file = \"/etc/sipwake/redis-ca.pem\"",
+    )
+    .expect("valid");
+    let r = &s.store.redis;
+    assert!(r.cluster);
+    assert_eq!(
+        r.cluster_urls,
+        ["rediss://r2.example:7000", "rediss://:pw2@r3.example"]
+    );
+    assert_eq!(
+        r.ca_file.as_deref(),
+        Some(std::path::Path::new("/etc/sipwake/redis-ca.pem"))
+    );
+    let shown = format!("{r:?}");
+    assert!(
+        !shown.contains("Sekr3t") && !shown.contains("pw2"),
+        "{shown}"
+    );
+    // from the environment, seed nodes are a comma-separated list
+    let s = with_env(
+        "",
+        &[
+            ("SIPWAKE__STORE__REDIS__URL", "redis://r1:7000"),
+            ("SIPWAKE__STORE__REDIS__CLUSTER", "true"),
+            (
+                "SIPWAKE__STORE__REDIS__CLUSTER_URLS",
+                "redis://r2:7000,redis://r3:7000",
+            ),
+        ],
+    )
+    .expect("valid");
+    assert_eq!(
+        s.store.redis.cluster_urls,
+        ["redis://r2:7000", "redis://r3:7000"]
+    );
+}
+
+#[test]
 fn defaults() {
     let s = from_toml_str("").expect("defaults are valid");
     assert_eq!(
@@ -274,6 +318,26 @@ fn each_validation_error_names_its_key() {
         (
             "[store.redis]\nkey_prefix = \"a{b}\"",
             "store.redis.key_prefix",
+        ),
+        (
+            "[store.redis]\nurl = \"redis://h\"\ncluster_urls = [\"redis://h2\"]",
+            "store.redis.cluster_urls",
+        ),
+        (
+            "[store.redis]\nurl = \"redis://h\"\ncluster = true\ncluster_urls = [\"rediss://h2\"]",
+            "store.redis.cluster_urls",
+        ),
+        (
+            "[store.redis]\nurl = \"redis://h\"\ncluster = true\ncluster_urls = [\"h2:6379\"]",
+            "store.redis.cluster_urls",
+        ),
+        (
+            "[store.redis]\nurl = \"redis://h:7000/3\"\ncluster = true",
+            "store.redis.url",
+        ),
+        (
+            "[store.redis]\nurl = \"redis://h\"\nca_file = \"/etc/ca.pem\"",
+            "store.redis.ca_file",
         ),
         (
             "[sip]\nlisten = [\"0.0.0.0:5060\"]\n[store]\nbackend = \"redis\"\n\

@@ -8,16 +8,21 @@
 //! wakes: every binding added or refreshed, by a REGISTER here or (in a cluster) on
 //! another node, is handed to the calls parked for its AOR as a
 //! [`CallEvent::Woken`].
+//!
+//! With several nodes the index also tells the node's event subscriber
+//! ([`Parked::watch`]) when a call parks and when an AOR's last call ends, under the
+//! same lock that changes the index, so the subscriber sees them in the index's order.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::data::{CallEvent, TaskEvent};
-use crate::registrar::{Binding, BindingEvent, BindingEventKind, BindingSink};
+use crate::registrar::remote::{Interest, MARGIN_MS};
+use crate::registrar::{unix_now_ms, Binding, BindingEvent, BindingEventKind, BindingSink};
 use crate::transaction::TxEvent;
 
 /// Why a call could not be parked.
@@ -42,6 +47,8 @@ struct Index {
 pub struct Parked {
     inner: Arc<Mutex<Index>>,
     next: Arc<AtomicU64>,
+    /// Several nodes: where parkings and AORs left without calls are told.
+    watch: Arc<OnceLock<UnboundedSender<Interest>>>,
     max_total: usize,
     max_per_aor: usize,
 }
@@ -71,6 +78,10 @@ impl Drop for ParkGuard {
             let removed = before - list.len();
             if list.is_empty() {
                 idx.by_aor.remove(&self.aor);
+                if let Some(w) = self.parked.watch.get() {
+                    let aor = std::mem::take(&mut self.aor);
+                    let _ = w.send(Interest::Unpark { aor });
+                }
             }
             idx.total -= removed;
         }
@@ -85,6 +96,13 @@ impl Parked {
             max_per_aor,
             ..Parked::default()
         }
+    }
+
+    /// Several nodes: tells `to` of every parking (to subscribe to the AOR's events
+    /// and re-read it) and of every AOR whose last call ended (to unsubscribe). Set
+    /// once, at startup.
+    pub fn watch(&self, to: UnboundedSender<Interest>) {
+        let _ = self.watch.set(to);
     }
 
     fn lock(&self) -> MutexGuard<'_, Index> {
@@ -108,6 +126,12 @@ impl Parked {
             .or_default()
             .push((id, tx));
         idx.total += 1;
+        if let Some(w) = self.watch.get() {
+            // a REGISTER committed since the call's lookup (a moment ago) is re-read
+            let since_ms = unix_now_ms().saturating_sub(MARGIN_MS);
+            let aor = aor.to_string();
+            let _ = w.send(Interest::Park { aor, since_ms });
+        }
         Ok(ParkGuard {
             parked: self.clone(),
             aor: aor.to_string(),
@@ -183,6 +207,40 @@ mod tests {
         drop(a);
         assert_eq!(p.len(), 2);
         assert!(p.park("carol@x", tx).is_ok());
+    }
+
+    #[test]
+    fn the_watcher_hears_every_parking_and_each_aors_last_call_ending() {
+        let p = Parked::new(10, 10);
+        let (wtx, mut wrx) = tokio::sync::mpsc::unbounded_channel();
+        p.watch(wtx);
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let a1 = p.park("alice@x", tx.clone()).unwrap();
+        let a2 = p.park("alice@x", tx.clone()).unwrap();
+        let b = p.park("bob@x", tx).unwrap();
+        drop(a1); // alice still has a call
+        drop(b);
+        drop(a2);
+        let mut seen = Vec::new();
+        while let Ok(i) = wrx.try_recv() {
+            seen.push(match i {
+                Interest::Park { aor, since_ms } => {
+                    assert!(since_ms + MARGIN_MS <= unix_now_ms());
+                    format!("park {aor}")
+                }
+                Interest::Unpark { aor } => format!("unpark {aor}"),
+            });
+        }
+        assert_eq!(
+            seen,
+            [
+                "park alice@x",
+                "park alice@x",
+                "park bob@x",
+                "unpark bob@x",
+                "unpark alice@x"
+            ]
+        );
     }
 
     fn binding(aor: &str) -> Arc<Binding> {

@@ -36,6 +36,7 @@ pub mod messages;
 pub mod nodes;
 mod plan;
 pub mod redis;
+pub mod redis_link;
 pub mod redis_messages;
 pub mod refresh_index;
 pub mod remote;

@@ -1,5 +1,6 @@
-//! Which nodes of a cluster are alive, and how to reach each: a heartbeat key per
-//! node in Redis, and each node's view of the others refreshed from those keys.
+//! Which nodes of a cluster are alive, and how to reach each: each node's heartbeat
+//! in Redis (a sorted set of lapse times, see [`super::redis`]), and each node's view
+//! of the others refreshed from it.
 //!
 //! A binding belongs to the node holding its flow ([`super::Binding::node`]). When a
 //! node must reach a binding another node owns, it asks [`Nodes::owner`]: `Here`

@@ -15,6 +15,17 @@
 //!   refreshes disappears by itself.
 //! - `<prefix>:meta:<name>` holds the values every node must agree on (the flow-token
 //!   secret), set once with `SET NX`.
+//! - `<prefix>:{nodes}:info` (hash: node id → its description) and
+//!   `<prefix>:{nodes}:beat` (sorted set: node id → when its heartbeat lapses, by
+//!   Redis's clock) are the live nodes, read without walking the keyspace.
+//! - `<prefix>:ev:{<aor>}` is the AOR's event channel (same hash tag, so same slot as
+//!   its hash): the script that commits a change publishes its binding events there
+//!   (`PUBLISH`, or `SPUBLISH` on a Redis Cluster), and a node subscribes to it only
+//!   while it has a call parked for the AOR (see [`super::remote`]).
+//!
+//! A Redis Cluster (`store.redis.cluster`) needs nothing else: every script touches
+//! one AOR's key and channel, or the two node keys, in one slot; the other keys are
+//! used one at a time, and `SCAN` (admin views and the sweep) walks every primary. How connections are made: [`super::redis_link`].
 //!
 //! REGISTER ordering across nodes: a node reads the AOR (with its version), applies
 //! the RFC 3261 §10.3 rules in Rust exactly as for one node (Call-ID/CSeq check,
@@ -38,9 +49,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, IntoConnectionInfo, Script};
+use redis::{AsyncCommands, Script};
 
+use super::redis_link::{Endpoint, Link, Subscriber};
 use super::store::{StoreError, StoreOp};
 use super::Binding;
 use crate::config::RedisSettings;
@@ -55,7 +66,7 @@ const TTL_MARGIN_MS: u64 = 60_000;
 /// Applies a planned change if nobody changed the AOR since it was read.
 ///
 /// KEYS[1]: the AOR's hash. ARGV[1]: version read ("" when the key was absent);
-/// ARGV[2]: new TTL in ms; ARGV[3]: channel for the binding events; ARGV[4]: the
+/// ARGV[2]: new TTL in ms; ARGV[3]: the AOR's event channel; ARGV[4]: the
 /// events ("" for none), published only when the change is applied; ARGV[5]: number
 /// of fields to delete; then those fields; then field/value pairs to set. Returns 1
 /// when applied, 0 on a version mismatch.
@@ -114,14 +125,39 @@ end
 return left
 ";
 
+/// A node's heartbeat. KEYS[1]: hash id → node JSON; KEYS[2]: sorted set id → time
+/// its heartbeat lapses (Redis's clock, ms). ARGV: id, JSON, TTL in ms.
+const BEAT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
+return 1
+";
+
+/// The nodes whose heartbeat has not lapsed (KEYS as [`BEAT`]): forgets the others,
+/// returns the JSON of each live one.
+const LIVE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
+for _, id in ipairs(gone) do redis.call('HDEL', KEYS[1], id) end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local live = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. now, '+inf')
+if #live == 0 then return {} end
+return redis.call('HMGET', KEYS[1], unpack(live))
+";
+
 /// The Redis side of the registrar (see the module doc).
 pub struct RedisBindings {
-    client: redis::Client,
-    conn: ConnectionManager,
+    endpoint: Endpoint,
+    conn: Link,
     prefix: String,
     timeout: Duration,
     cas: Script,
     sweep: Script,
+    beat: Script,
+    live: Script,
     /// Why the last command failed; `None` once one succeeds again.
     failing: Mutex<Option<String>>,
     failed: AtomicBool,
@@ -149,40 +185,23 @@ impl RedisBindings {
     /// Connects to Redis and checks that it answers (a node without its store does
     /// not start).
     pub async fn connect(settings: &RedisSettings) -> Result<Self, StoreError> {
-        let mut info = settings
-            .url
-            .as_str()
-            .into_connection_info()
-            .map_err(|e| StoreError::Redis(format!("store.redis.url: {e}")))?;
-        let mut rs = info.redis_settings().clone();
-        if let Some(u) = &settings.username {
-            rs = rs.set_username(u);
-        }
-        if let Some(p) = &settings.password {
-            rs = rs.set_password(p);
-        }
-        info = info.set_redis_settings(rs);
-        let client = redis::Client::open(info).map_err(redis_err)?;
-        let pubsub_client = client.clone();
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(settings.timeout))
-            .set_response_timeout(Some(settings.timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = tokio::time::timeout(
-            settings.timeout * 3,
-            ConnectionManager::new_with_config(client, config),
-        )
-        .await
-        .map_err(|_| StoreError::Redis("no answer from Redis".into()))?
-        .map_err(redis_err)?;
+        let endpoint = Endpoint::new(settings)?;
+        let conn = endpoint.connect(settings.timeout).await?;
+        let cas = if endpoint.is_cluster() {
+            // a cluster's sharded channel, served by the shard owning the AOR's slot
+            Script::new(&CAS.replace("'PUBLISH'", "'SPUBLISH'"))
+        } else {
+            Script::new(CAS)
+        };
         let this = Self {
-            client: pubsub_client,
+            endpoint,
             conn,
             prefix: settings.key_prefix.clone(),
             timeout: settings.timeout,
-            cas: Script::new(CAS),
+            cas,
             sweep: Script::new(SWEEP),
+            beat: Script::new(BEAT),
+            live: Script::new(LIVE),
             failing: Mutex::new(None),
             failed: AtomicBool::new(false),
         };
@@ -278,20 +297,21 @@ impl RedisBindings {
         Ok(decode(aor, fields))
     }
 
-    /// The channel every binding event is published on.
-    pub fn channel(&self) -> String {
-        format!("{}:events", self.prefix)
+    /// The channel the binding events of `aor` are published on (hash tag `aor`: in
+    /// the slot of its key).
+    pub fn channel(&self, aor: &str) -> String {
+        format!("{}:ev:{{{aor}}}", self.prefix)
     }
 
-    /// A connection for receiving published events (not multiplexed).
-    pub async fn pubsub(&self) -> Result<redis::aio::PubSub, StoreError> {
-        let c = self.client.clone();
-        self.timed(async move { c.get_async_pubsub().await }).await
+    /// A connection for receiving published events.
+    pub async fn subscriber(&self) -> Result<Subscriber, StoreError> {
+        self.endpoint.subscriber(self.timeout).await
     }
 
     /// Writes `ops` for `aor` if its version is still `version`; `keep_ms` is the
     /// longest time any binding left is kept; `events` (may be empty) is published
-    /// on [`RedisBindings::channel`] in the same step. False: another node came first.
+    /// on the AOR's [`RedisBindings::channel`] in the same step. False: another node
+    /// came first.
     pub async fn write(
         &self,
         aor: &str,
@@ -303,7 +323,7 @@ impl RedisBindings {
         let mut inv = self.cas.key(self.key(aor));
         inv.arg(version)
             .arg(keep_ms.saturating_add(TTL_MARGIN_MS))
-            .arg(self.channel())
+            .arg(self.channel(aor))
             .arg(events);
         let dels: Vec<String> = ops
             .iter()
@@ -433,31 +453,38 @@ impl RedisBindings {
         Ok((b.unwrap_or(0), a.unwrap_or(0)))
     }
 
-    /// Writes `node`'s heartbeat, kept for `ttl`.
+    /// The hash of node descriptions and the sorted set of their lapse times, in one
+    /// slot (hash tag `nodes`).
+    fn node_keys(&self) -> (String, String) {
+        (
+            format!("{}:{{nodes}}:info", self.prefix),
+            format!("{}:{{nodes}}:beat", self.prefix),
+        )
+    }
+
+    /// Writes `node`'s heartbeat, kept for `ttl` (by Redis's clock).
     pub async fn heartbeat(&self, node: &NodeInfo, ttl: Duration) -> Result<(), StoreError> {
-        let key = format!("{}:node:{}", self.prefix, node.id);
         let json = serde_json::to_string(node).map_err(|e| StoreError::Redis(e.to_string()))?;
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-        let _: () = self
-            .run(
-                redis::cmd("SET")
-                    .arg(key)
-                    .arg(json)
-                    .arg("PX")
-                    .arg(ms)
-                    .clone(),
-            )
+        let (info, beat) = self.node_keys();
+        let mut inv = self.beat.key(info);
+        inv.key(beat).arg(&node.id).arg(json).arg(ms);
+        let mut c = self.conn.clone();
+        let _: i64 = self
+            .timed(async move { inv.invoke_async(&mut c).await })
             .await?;
         Ok(())
     }
 
-    /// Every node whose heartbeat has not lapsed, by id.
+    /// Every node whose heartbeat has not lapsed, by id (forgetting the others).
     pub async fn nodes(&self) -> Result<Vec<NodeInfo>, StoreError> {
-        let keys = self.scan(&format!("{}:node:*", self.prefix)).await?;
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let values: Vec<Option<String>> = self.run(redis::cmd("MGET").arg(&keys).clone()).await?;
+        let (info, beat) = self.node_keys();
+        let mut inv = self.live.key(info);
+        inv.key(beat);
+        let mut c = self.conn.clone();
+        let values: Vec<Option<String>> = self
+            .timed(async move { inv.invoke_async(&mut c).await })
+            .await?;
         let mut out: Vec<NodeInfo> = values
             .into_iter()
             .flatten()
@@ -467,27 +494,34 @@ impl RedisBindings {
         Ok(out)
     }
 
-    /// Every key matching `pattern`, by `SCAN`.
+    /// Every key matching `pattern`, by `SCAN` (of every primary of a cluster).
     async fn scan(&self, pattern: &str) -> Result<Vec<String>, StoreError> {
-        let mut cursor: u64 = 0;
+        let mut c = self.conn.clone();
+        let primaries = self.timed(async move { c.primaries().await }).await?;
         let mut out = Vec::new();
-        loop {
-            let (next, keys): (u64, Vec<String>) = self
-                .run(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(pattern)
-                        .arg("COUNT")
-                        .arg(1000)
-                        .clone(),
-                )
-                .await?;
-            out.extend(keys);
-            if next == 0 {
-                break;
+        for node in &primaries {
+            let mut cursor: u64 = 0;
+            loop {
+                let cmd = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .clone();
+                let mut c = self.conn.clone();
+                let node = node.as_deref();
+                let reply = self
+                    .timed(async move { c.query_at(cmd, node).await })
+                    .await?;
+                let (next, keys): (u64, Vec<String>) =
+                    redis::from_redis_value(reply).map_err(|e| StoreError::Redis(e.to_string()))?;
+                out.extend(keys);
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
-            cursor = next;
         }
         out.sort();
         out.dedup();

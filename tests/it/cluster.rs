@@ -3,7 +3,13 @@
 //! concurrent REGISTERs on two nodes both stay, Call-ID/CSeq ordering holds across
 //! nodes, Redis down means 503 (never a 200 for a binding not stored) and recovery,
 //! a Redis restart keeps every binding, calls reach a phone through the node that
-//! holds its flow, and a call parked on one node is woken by a REGISTER on another.
+//! holds its flow, and a call parked on one node is woken by a REGISTER on another,
+//! also when that REGISTER races the subscription to the AOR's events or comes while
+//! the subscription is down.
+//!
+//! Longer than one file should be: its tests share the node, phone and wake helpers
+//! that `redis_cluster.rs` (the same flows on a Redis Cluster and over TLS) reuses;
+//! split it by flow (storing, calling, waking, node loss) when it grows again.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -11,26 +17,28 @@ use std::time::{Duration, Instant};
 
 use crate::common::mock_http::MockHttp;
 use crate::common::push_phone::register_raw;
-use crate::common::redis_server::RedisServer;
+use crate::common::redis_server::{RedisServer, SharedRedis};
 use crate::common::*;
 
 /// A node of the cluster on `redis`, with its admin API on a free port.
-fn node(name: &str, redis: &RedisServer) -> (Proxy, SocketAddr) {
+pub(crate) fn node(name: &str, redis: &dyn SharedRedis) -> (Proxy, SocketAddr) {
     node_with(name, redis, &[])
 }
 
 /// Like [`node`], with more settings.
 pub(crate) fn node_with(
     name: &str,
-    redis: &RedisServer,
+    redis: &dyn SharedRedis,
     extra: &[(&str, &str)],
 ) -> (Proxy, SocketAddr) {
     let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let mut b = ProxyBuilder::new(name)
         .env("STORE__BACKEND", "redis")
-        .env("STORE__REDIS__URL", &redis.url())
         .env("STORE__REDIS__TIMEOUT_MS", "300")
         .env("ADMIN__LISTEN", &admin.to_string());
+    for (k, v) in redis.store_env() {
+        b = b.env(&k, &v);
+    }
     for (k, v) in extra {
         b = b.env(k, v);
     }
@@ -40,7 +48,12 @@ pub(crate) fn node_with(
 /// Sends, for each AOR, one REGISTER to `a` and one to `b` back to back, before
 /// reading any answer, so both nodes read the AOR while the other writes it; asserts
 /// every 200 and returns the UAs registered on `a` and on `b`.
-fn register_pairs_at_once(a: &Proxy, b: &Proxy, tag: &str, n: usize) -> (Vec<Ua>, Vec<Ua>) {
+pub(crate) fn register_pairs_at_once(
+    a: &Proxy,
+    b: &Proxy,
+    tag: &str,
+    n: usize,
+) -> (Vec<Ua>, Vec<Ua>) {
     let mut on_a: Vec<Ua> = (0..n).map(|i| Ua::udp(&format!("{tag}{i}"), a)).collect();
     let mut on_b: Vec<Ua> = (0..n).map(|i| Ua::udp(&format!("{tag}{i}"), b)).collect();
     let mut sent = Vec::new();
@@ -66,7 +79,7 @@ pub(crate) fn redis(name: &str) -> RedisServer {
 }
 
 /// Status and body of `GET path` on the admin API.
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+pub(crate) fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect_timeout(&addr, WAIT).expect("connect to the admin API");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
@@ -87,7 +100,7 @@ fn get(addr: SocketAddr, path: &str) -> (u16, String) {
 }
 
 /// The Contact URIs a REGISTER query for `user` on `node` returns.
-fn contacts_seen_by(node: &Proxy, user: &str) -> Vec<String> {
+pub(crate) fn contacts_seen_by(node: &Proxy, user: &str) -> Vec<String> {
     let mut q = Ua::udp(user, node);
     let r = q.register_with(None, None);
     assert_eq!(r.status(), Some(200), "query on {}: {r:?}", node.hostport());
@@ -162,7 +175,7 @@ fn in_dialog(from: &mut Ua, d: &mut Dialog, to: &mut Ua, method: &str) -> Msg {
 
 /// `caller` (talking to `entry`) calls `callee`, whose flow `owner` holds; the call
 /// is answered, ACKed and ended with a BYE from one side.
-fn call_across(
+pub(crate) fn call_across(
     caller: &mut Ua,
     entry: &Proxy,
     callee: &mut Ua,
@@ -414,17 +427,29 @@ pub(crate) fn hook() -> MockHttp {
 }
 
 /// A node pushing bare tokens to `hook`, with a 1 s flow timeout, and its admin API.
-pub(crate) fn push_node(name: &str, redis: &RedisServer, hook: &MockHttp) -> (Proxy, SocketAddr) {
+pub(crate) fn push_node(
+    name: &str,
+    redis: &dyn SharedRedis,
+    hook: &MockHttp,
+) -> (Proxy, SocketAddr) {
+    push_node_with(name, redis, hook, &[])
+}
+
+/// Like [`push_node`], with more settings.
+pub(crate) fn push_node_with(
+    name: &str,
+    redis: &dyn SharedRedis,
+    hook: &MockHttp,
+    extra: &[(&str, &str)],
+) -> (Proxy, SocketAddr) {
     let url = format!("{}/push", hook.base_url());
-    node_with(
-        name,
-        redis,
-        &[
-            ("PUSH__WEBHOOK__URL", &url),
-            ("PUSH__DEFAULT_PROVIDER", "webhook"),
-            ("PUSH__FLOW_TIMEOUT_SECS", "1"),
-        ],
-    )
+    let mut all = vec![
+        ("PUSH__WEBHOOK__URL", url.as_str()),
+        ("PUSH__DEFAULT_PROVIDER", "webhook"),
+        ("PUSH__FLOW_TIMEOUT_SECS", "1"),
+    ];
+    all.extend_from_slice(extra);
+    node_with(name, redis, &all)
 }
 
 /// Registers `ua`'s Contact for 600 s with `X-Token: token`; asserts the 200.
@@ -444,7 +469,7 @@ pub(crate) fn expect_push(hook: &MockHttp, what: &str) -> serde_json::Value {
 /// Three push nodes on one Redis, and a phone with a push token registered on A and
 /// then asleep (its flow older than the 1 s flow timeout).
 pub(crate) struct Sleeping {
-    pub(crate) redis: RedisServer,
+    pub(crate) redis: Box<dyn SharedRedis>,
     pub(crate) hook: MockHttp,
     pub(crate) a: Proxy,
     pub(crate) b: Proxy,
@@ -453,11 +478,19 @@ pub(crate) struct Sleeping {
 }
 
 pub(crate) fn sleeping(name: &str) -> Sleeping {
-    let redis = redis(&format!("{name}-redis"));
+    sleeping_on(name, Box::new(redis(&format!("{name}-redis"))), &[])
+}
+
+/// [`sleeping`] on `redis`, node B started with `b_extra` settings.
+pub(crate) fn sleeping_on(
+    name: &str,
+    redis: Box<dyn SharedRedis>,
+    b_extra: &[(&str, &str)],
+) -> Sleeping {
     let hook = hook();
-    let a = push_node(&format!("{name}-a"), &redis, &hook).0;
-    let b = push_node(&format!("{name}-b"), &redis, &hook).0;
-    let c = push_node(&format!("{name}-c"), &redis, &hook).0;
+    let a = push_node(&format!("{name}-a"), &*redis, &hook).0;
+    let b = push_node_with(&format!("{name}-b"), &*redis, &hook, b_extra).0;
+    let c = push_node(&format!("{name}-c"), &*redis, &hook).0;
     let token = unique("tok");
     let mut phone = Ua::udp("bob", &a);
     register_token(&mut phone, &token);
@@ -475,12 +508,23 @@ pub(crate) fn sleeping(name: &str) -> Sleeping {
 #[test]
 fn a_call_parked_on_one_node_is_woken_by_a_register_on_another() {
     let s = sleeping("cluster-wake");
+    woken_through_c(&s, |_| {});
+}
+
+/// The event channel of bob's AOR, as the nodes name it.
+pub(crate) const BOB_CHANNEL: &str = "sipwake:ev:{bob@example.com}";
+
+/// Alice calls bob through B; the push goes out; `before_register(&s)` runs; the app
+/// wakes and registers on C, gets the INVITE through C with the push's hint, and the
+/// call is answered and ended. B listens to bob's events only while the call waits.
+pub(crate) fn woken_through_c(s: &Sleeping, before_register: impl FnOnce(&Sleeping)) {
     let mut alice = Ua::udp("alice", &s.b);
     let inv = alice.invite("bob", "");
     alice.expect_response(&inv.call_id, "INVITE", "100 Trying", |c| c == 100);
     let push = expect_push(&s.hook, "call");
     assert_eq!(push["token"], s.token.as_str(), "{push:#}");
     let hint = push["pushHint"].as_str().expect("pushHint").to_owned();
+    before_register(s);
 
     // the app wakes and registers on C, the node its DNS gave it this time
     let mut woken = Ua::udp("bob", &s.c);
@@ -500,6 +544,11 @@ fn a_call_parked_on_one_node_is_woken_by_a_register_on_another() {
     let btag = tag();
     woken.reply(&got, 180, "Ringing", Some(&btag));
     alice.expect_response(&inv.call_id, "INVITE", "180", |c| c == 180);
+    assert_eq!(
+        s.redis.subscribers(BOB_CHANNEL),
+        1,
+        "B listens to bob's events while the call waits, A and C do not"
+    );
     woken.reply(&got, 200, "OK", Some(&btag));
     let ok = alice.expect_response(&inv.call_id, "INVITE", "200 OK", |c| c == 200);
     let mut d = Dialog::uac(&inv, &ok);
@@ -507,6 +556,58 @@ fn a_call_parked_on_one_node_is_woken_by_a_register_on_another() {
     woken.expect_request("ACK", Some(&inv.call_id));
     let bye = in_dialog(&mut alice, &mut d, &mut woken, "BYE");
     assert_eq!(bye.from, s.c.addr(), "{bye:?}");
+    // the call no longer waits: B leaves the channel
+    let deadline = Instant::now() + WAIT;
+    while s.redis.subscribers(BOB_CHANNEL) != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "B still subscribed to bob's events"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until `n` connections listen to bob's events.
+fn wait_subscribers(s: &Sleeping, n: i64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.redis.subscribers(BOB_CHANNEL) != n {
+        assert!(
+            Instant::now() < deadline,
+            "never {n} subscribers to {BOB_CHANNEL}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A debug-build-only delay before each subscription of B (see
+/// `registrar::remote::test_subscribe_delay`), to hold the race windows open.
+const SUBSCRIBE_DELAY: (&str, &str) = ("SIPWAKE_TEST_SUBSCRIBE_DELAY_MS", "3000");
+
+#[test]
+fn a_register_between_the_lookup_and_the_subscription_still_wakes_the_call() {
+    // B parks the call and subscribes to bob's events 3 s later; the phone registers
+    // on C in between, so its event is published while nobody listens: only B's
+    // re-read of the AOR once subscribed can wake the call
+    let redis = Box::new(redis("cluster-race-sub-redis"));
+    let s = sleeping_on("cluster-race-sub", redis, &[SUBSCRIBE_DELAY]);
+    woken_through_c(&s, |s| {
+        assert_eq!(s.redis.subscribers(BOB_CHANNEL), 0, "B not listening yet");
+    });
+    drop(s.a);
+}
+
+#[test]
+fn a_register_while_the_subscription_is_down_still_wakes_the_call() {
+    // B's subscription is cut while the call waits, and comes back 3 s later; the
+    // phone registers on C in between: only B's re-read after resubscribing can wake
+    // the call
+    let redis = Box::new(redis("cluster-race-down-redis"));
+    let s = sleeping_on("cluster-race-down", redis, &[SUBSCRIBE_DELAY]);
+    woken_through_c(&s, |s| {
+        wait_subscribers(s, 1);
+        s.redis.kill_subscribers();
+        assert_eq!(s.redis.subscribers(BOB_CHANNEL), 0, "B's subscription cut");
+    });
     drop(s.a);
 }
 

@@ -21,6 +21,7 @@ mod push;
 mod push_apns;
 mod push_fcm;
 mod push_gateway;
+mod redis_cluster;
 mod refresh;
 mod registrar;
 mod relay;

@@ -136,11 +136,7 @@ impl ForwardTask {
         if let Some(plan) = plan {
             let Some(tx) = self.tx.as_ref() else { return };
             match Pushing::start(&self.core, *plan, tx) {
-                Ok(p) => {
-                    // several nodes: a REGISTER that raced the parking is in Redis
-                    super::cluster::parked(&self.core, &p.plan.aor);
-                    self.push = Some(p);
-                }
+                Ok(p) => self.push = Some(p),
                 Err(e) => {
                     debug!(error = %e, "call not parked");
                     self.answer_own(503, "Service Unavailable");
