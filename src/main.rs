@@ -278,7 +278,8 @@ fn dump_bindings(config: Option<&std::path::Path>) -> ExitCode {
         StoreBackend::Journal => JournalStore::read_bindings(path),
         other => {
             eprintln!(
-                "sipwake: bindings dump reads the sqlite and journal stores; store.backend is {other:?}"
+                "sipwake: bindings dump reads the sqlite and journal stores; store.backend is {}",
+                format!("{other:?}").to_lowercase()
             );
             return ExitCode::from(EXIT_USAGE);
         }
