@@ -618,10 +618,11 @@ fn cancel_before_the_waking_register_on_another_node() {
     let inv = alice.invite("bob", "");
     expect_push(&s.hook, "call");
     let mut woken = Ua::udp("bob", &s.c);
-    // back to back: the CANCEL leaves first, the REGISTER right behind it
+    // the CANCEL is answered on B before the phone registers on C (a CANCEL and a
+    // REGISTER that cross are cancel_right_after_the_waking_register_on_another_node)
     alice.cancel(&inv);
-    register_token(&mut woken, &s.token);
     alice.expect_response(&inv.call_id, "CANCEL", "200 to CANCEL", |c| c == 200);
+    register_token(&mut woken, &s.token);
     let fin = alice.expect_final(&inv.call_id, "INVITE");
     assert_eq!(fin.status(), Some(487), "{fin:?}");
     alice.ack_non2xx(&inv, &fin);
