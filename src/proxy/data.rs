@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 
 use crate::push::{CallPush, PushInfo, PushResult};
 use crate::registrar::Binding;
-use crate::sip::{Message, Scheme, Uri};
+use crate::sip::{Message, Scheme};
 use crate::transaction::TxEvent;
 use crate::transport::Flow;
 
@@ -110,7 +110,7 @@ pub enum Decision {
 /// True for a request whose Request-URI is `sips:`: every hop it takes must be TLS
 /// (RFC 3261 §26.2.2, RFC 5630).
 pub fn sips_request(msg: &Message) -> bool {
-    Uri::parse(msg.request_uri()).is_ok_and(|u| u.scheme == Scheme::Sips)
+    msg.ruri().is_ok_and(|u| u.scheme == Scheme::Sips)
 }
 
 /// What a forwarding task hears from the rest of sipwake, on the channel its

@@ -233,7 +233,7 @@ fn names_to_look_up(core: &Core, msg: &Message) -> Vec<String> {
             }
         }
     }
-    if let Ok(u) = Uri::parse(msg.request_uri()) {
+    if let Ok(u) = msg.ruri() {
         // a served domain goes to the registrar whatever it resolves to
         if core.names.has_port(u.port_or_default()) && !core.is_local_domain(u.host_bare()) {
             consider(u.host_bare());

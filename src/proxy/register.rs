@@ -53,16 +53,26 @@ pub fn parse_register(
     parse_register_pns(msg, flow, now_ms, push, pusher).map(|(req, _)| req)
 }
 
-/// [`parse_register`], plus the RFC 8599 push service the first Contact naming one
-/// named (`pn-provider`, for Feature-Caps), found in the same pass over the Contacts.
+/// What [`parse_register_pns`] finds besides the update, in the same pass over the
+/// Contacts.
+struct Found {
+    /// The RFC 8599 push service the first Contact naming one named (`pn-provider`,
+    /// for Feature-Caps).
+    pns: Option<String>,
+    /// Some token's APNs environment is a guess ([`keep_learnt_env`] has work to do).
+    env_guessed: bool,
+}
+
+/// [`parse_register`], plus what [`Found`] holds.
 fn parse_register_pns(
     msg: &Message,
     flow: &Flow,
     now_ms: u64,
     push: &PushSettings,
     pusher: &Pusher,
-) -> Result<(RegisterRequest, Option<String>), BadRegister> {
+) -> Result<(RegisterRequest, Found), BadRegister> {
     let mut first_pns = None;
+    let mut env_guessed = false;
     let token_header = msg.header_named(&push.token_header);
     let to = msg.to().ok_or(bad("Malformed To header"))?;
     let to_uri = Uri::parse(to.uri).map_err(|_| bad("To is not a SIP URI"))?;
@@ -102,6 +112,7 @@ fn parse_register_pns(
             if first_pns.is_none() {
                 first_pns = pns;
             }
+            env_guessed |= info.as_ref().is_some_and(|i| i.env_guessed);
             let mut spec = ContactSpec {
                 uri: na.uri.to_string(),
                 match_key: uri.match_key(),
@@ -137,7 +148,13 @@ fn parse_register_pns(
         now_ms,
         node: None,
     };
-    Ok((req, first_pns))
+    Ok((
+        req,
+        Found {
+            pns: first_pns,
+            env_guessed,
+        },
+    ))
 }
 
 /// [`keep_learnt_env`] as the registrar's [`crate::registrar::ContactRule`], for a
@@ -259,7 +276,7 @@ pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
         return core.reply(&msg, flow, key, a.code, a.reason, &a.lines());
     }
     let now_ms = unix_now_ms();
-    let (mut req, pns) =
+    let (mut req, found) =
         match parse_register_pns(&msg, &flow, now_ms, &core.settings.push, &core.pusher()) {
             Ok(r) => r,
             Err(bad) => return refuse(core, &msg, flow, key, bad),
@@ -268,12 +285,14 @@ pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
     if super::limits::register_over_aor_limit(core, &msg, &flow, &req.aor, true) {
         return;
     }
-    if core.registrar.shared().is_none() {
+    if found.env_guessed && core.registrar.shared().is_none() {
+        // only then is the push info read back (most REGISTERs carry none guessed);
         // several nodes: the registrar applies it to the AOR as read from Redis
         // (`learnt_env_rule`)
         let aor = req.aor.clone();
         keep_learnt_env(&mut req, || core.registrar.lookup(&aor, now_ms));
     }
+    let pns = found.pns;
     if core.registrar.shared().is_some() {
         // the flow is this node's: the others reach the phone through it
         req.node = Some(core.settings.cluster.node_id.clone());

@@ -71,7 +71,7 @@ pub struct Returning {
 /// The phone's flow named by a Request-URI that is one of sipwake's rewritten
 /// contacts (a request to sipwake itself whose user part is a flow token).
 pub fn rewritten_target(core: &Core, msg: &Message) -> Option<Returning> {
-    let u = Uri::parse(msg.request_uri()).ok()?;
+    let u = msg.ruri().ok()?;
     if !core.is_me(u.host, u.port) {
         return None;
     }
@@ -129,7 +129,7 @@ fn returning_bindings(
     all: Vec<Arc<Binding>>,
 ) -> Vec<Arc<Binding>> {
     let phone_s = ret.phone.to_string();
-    let ruri = Uri::parse(msg.request_uri()).ok().map(|u| u.match_key());
+    let ruri = msg.ruri().ok().map(|u| u.match_key());
     let is_ruri = |b: &Binding| {
         !ret.rewritten
             && Uri::parse(&public_contact(&b.contact))

@@ -101,10 +101,15 @@ pub fn new_request(core: &Arc<Core>, mut msg: Message, flow: Flow, local: Socket
         let line = format!("Unsupported: {}", unsupported.join(", "));
         return core.reply(&msg, flow, key, 420, "Bad Extension", &[&line]);
     }
-    let lh = BranchGen::loop_hash(&msg);
+    // the loop hash is only computed when a lower Via is ours: a phone's request
+    // (one Via) never needs it, and forwarding computes its own for the new branch
+    let mut lh = None;
     let looped = msg.values(HeaderName::Via).skip(1).any(|v| {
         Via::parse(v).is_ok_and(|via| {
-            core.is_me(via.host, via.port) && via.branch().and_then(BranchGen::hash_of) == Some(lh)
+            via.branch().and_then(BranchGen::hash_of).is_some_and(|h| {
+                core.is_me(via.host, via.port)
+                    && h == *lh.get_or_insert_with(|| BranchGen::loop_hash(&msg))
+            })
         })
     });
     if looped {
@@ -183,8 +188,9 @@ pub fn new_request(core: &Arc<Core>, mut msg: Message, flow: Flow, local: Socket
 
     // a Request-URI naming sipwake itself is resolved through the registrar (RFC 3261
     // §16.5), never sent back to our own socket
-    let ruri_is_me =
-        Uri::parse(msg.request_uri()).is_ok_and(|u| core.is_me(u.host, Some(u.port_or_default())));
+    let ruri_is_me = msg
+        .ruri()
+        .is_ok_and(|u| core.is_me(u.host, Some(u.port_or_default())));
     if in_dialog {
         let next = match popped.token {
             Some((a, b)) => match other_leg(a, b, &flow) {
@@ -214,7 +220,7 @@ pub fn new_request(core: &Arc<Core>, mut msg: Message, flow: Flow, local: Socket
         }
     }
 
-    let (aor, host, port, has_user) = match Uri::parse(msg.request_uri()) {
+    let (aor, host, port, has_user) = match msg.ruri() {
         Ok(u) => (
             u.aor(),
             u.host_bare().to_ascii_lowercase(),

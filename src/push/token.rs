@@ -90,10 +90,19 @@ fn is_team_id(s: &str) -> bool {
 /// The provider name for RFC 8599 Feature-Caps (`+sip.pns="apns"`), if the REGISTER
 /// used `pn-provider` (returned lower-case, as sent, e.g. `apns.dev`).
 pub fn pns_name(contact_uri_params: &str) -> Option<String> {
-    let p = params(contact_uri_params);
-    get(&p, "pn-provider")
+    // the first `pn-provider`, as `params` + `get` would find it, without decoding and
+    // collecting every other parameter (this runs for every REGISTER)
+    let raw = contact_uri_params.split(['?', '>']).next().unwrap_or("");
+    raw.split(';')
+        .find_map(|p| {
+            let p = p.trim();
+            let (name, value) = p.split_once('=').unwrap_or((p, ""));
+            name.trim()
+                .eq_ignore_ascii_case("pn-provider")
+                .then(|| unescape(value.trim().trim_matches('"')))
+        })
         .filter(|v| !v.is_empty())
-        .map(str::to_ascii_lowercase)
+        .map(|v| v.to_ascii_lowercase())
 }
 
 /// Push info from a REGISTER: `contact_uri_params` is the Contact URI's raw `;a=b;c`
@@ -646,5 +655,11 @@ mod tests {
         assert_eq!(pns_name(&format!(";xToken={HEX}")), None);
         assert_eq!(pns_name(";pn-type=apple;pn-tok=x"), None);
         assert_eq!(pns_name(";pn-provider="), None);
+        // escaped, quoted, after other parameters; never from URI headers
+        assert_eq!(
+            pns_name(";ob; PN-Provider = \"%61pns\";pn-prid=x").as_deref(),
+            Some("apns")
+        );
+        assert_eq!(pns_name(";ob?pn-provider=fcm"), None);
     }
 }

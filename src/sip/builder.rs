@@ -112,7 +112,7 @@ pub fn local_tag(msg: &Message) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     msg.call_id().hash(&mut h);
     msg.from_tag().hash(&mut h);
-    msg.top_via().and_then(|v| v.branch()).hash(&mut h);
+    msg.top_branch().hash(&mut h);
     msg.cseq().0.hash(&mut h);
     format!("sw{:x}", h.finish())
 }
@@ -133,8 +133,9 @@ pub fn response(
     let mut first = true;
     for v in req.values(HeaderName::Via) {
         s.push_str("Via: ");
-        match (first, Via::parse(v)) {
-            (true, Ok(via)) => write_top_via(&mut s, v, &via, src),
+        // the top Via as the index parsed it (no second parse)
+        match (first, req.top_via()) {
+            (true, Some(via)) => write_top_via(&mut s, v, &via, src),
             _ => s.push_str(v),
         }
         s.push_str("\r\n");

@@ -73,31 +73,35 @@ impl HeaderName {
                 _ => HeaderName::Other,
             };
         }
-        const NAMES: [(&[u8], HeaderName); 21] = [
-            (b"via", HeaderName::Via),
-            (b"from", HeaderName::From),
-            (b"to", HeaderName::To),
-            (b"call-id", HeaderName::CallId),
-            (b"cseq", HeaderName::CSeq),
-            (b"contact", HeaderName::Contact),
-            (b"content-length", HeaderName::ContentLength),
-            (b"content-type", HeaderName::ContentType),
-            (b"max-forwards", HeaderName::MaxForwards),
-            (b"route", HeaderName::Route),
-            (b"record-route", HeaderName::RecordRoute),
-            (b"expires", HeaderName::Expires),
-            (b"proxy-require", HeaderName::ProxyRequire),
-            (b"require", HeaderName::Require),
-            (b"supported", HeaderName::Supported),
-            (b"user-agent", HeaderName::UserAgent),
-            (b"path", HeaderName::Path),
-            (b"p-asserted-identity", HeaderName::PAssertedIdentity),
-            (b"min-expires", HeaderName::MinExpires),
-            (b"reason", HeaderName::Reason),
-            (b"flow-timer", HeaderName::FlowTimer),
-        ];
-        for (name, h) in NAMES {
-            if name.len() == n.len() && name.eq_ignore_ascii_case(n) {
+        use HeaderName as H;
+        // candidates by length: one or two comparisons per header line, not 21
+        let candidates: &[(&[u8], HeaderName)] = match n.len() {
+            2 => &[(b"to", H::To)],
+            3 => &[(b"via", H::Via)],
+            4 => &[(b"from", H::From), (b"cseq", H::CSeq), (b"path", H::Path)],
+            5 => &[(b"route", H::Route)],
+            6 => &[(b"reason", H::Reason)],
+            7 => &[
+                (b"contact", H::Contact),
+                (b"call-id", H::CallId),
+                (b"expires", H::Expires),
+                (b"require", H::Require),
+            ],
+            9 => &[(b"supported", H::Supported)],
+            10 => &[(b"user-agent", H::UserAgent), (b"flow-timer", H::FlowTimer)],
+            11 => &[(b"min-expires", H::MinExpires)],
+            12 => &[
+                (b"max-forwards", H::MaxForwards),
+                (b"content-type", H::ContentType),
+                (b"record-route", H::RecordRoute),
+            ],
+            13 => &[(b"proxy-require", H::ProxyRequire)],
+            14 => &[(b"content-length", H::ContentLength)],
+            19 => &[(b"p-asserted-identity", H::PAssertedIdentity)],
+            _ => &[],
+        };
+        for &(name, h) in candidates {
+            if name.eq_ignore_ascii_case(n) {
                 return h;
             }
         }

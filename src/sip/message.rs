@@ -6,12 +6,13 @@
 //! below it builds the index from the bytes and checks the grammar.
 
 use std::ops::Range;
+use std::sync::OnceLock;
 
 use bytes::Bytes;
 
 use super::error::ParseError;
 use super::header::{parse_cseq, split_commas, trim_lws, HeaderName, NameAddr, Via, KNOWN_HEADERS};
-use super::uri::{is_token, Uri, UriError};
+use super::uri::{is_token, Scheme, Uri, UriError};
 
 mod parse;
 
@@ -122,9 +123,67 @@ pub struct Message {
     content_length: Result<Option<usize>, ParseError>,
     /// A bare CR or LF in the head: [`Message::validate`] refuses the message.
     bare_line_break: bool,
+    /// The headers every handler reads, parsed once (by [`Message::validate`] or the
+    /// first accessor that needs them).
+    index: OnceLock<Index>,
 }
 
 const NONE: u16 = u16::MAX;
+
+/// Where the parts of the top Via, From, To and CSeq lie, found by one parse of each:
+/// the transaction key, the loop hash, the answer and the registrar all read these,
+/// and before this index each of them parsed the header again.
+#[derive(Debug, Clone)]
+struct Index {
+    top_via: Option<ViaSpans>,
+    from: Option<NameAddrSpans>,
+    to: Option<NameAddrSpans>,
+    cseq: Option<(u32, Range<usize>)>,
+    /// The Request-URI (routing reads it several times per request); a response's is
+    /// `Malformed`.
+    ruri: Result<UriSpans, UriError>,
+}
+
+impl Default for Index {
+    fn default() -> Index {
+        Index {
+            top_via: None,
+            from: None,
+            to: None,
+            cseq: None,
+            ruri: Err(UriError::Malformed),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct UriSpans {
+    scheme: Scheme,
+    user: Option<Range<usize>>,
+    password: Option<Range<usize>>,
+    host: Range<usize>,
+    port: Option<u16>,
+    params: Range<usize>,
+    headers: Range<usize>,
+}
+
+#[derive(Debug, Clone)]
+struct ViaSpans {
+    value: Range<usize>,
+    transport: Range<usize>,
+    host: Range<usize>,
+    port: Option<u16>,
+    params: Range<usize>,
+    branch: Option<Range<usize>>,
+}
+
+#[derive(Debug, Clone)]
+struct NameAddrSpans {
+    display: Option<Range<usize>>,
+    uri: Range<usize>,
+    params: Range<usize>,
+    tag: Option<Range<usize>>,
+}
 
 impl Message {
     /// The whole buffer as received.
@@ -135,10 +194,108 @@ impl Message {
     /// A range of the buffer as text (empty if not UTF-8, which parse rules out for
     /// the header section).
     pub fn slice(&self, r: Range<usize>) -> &str {
+        if r.end <= self.head_end {
+            // the head was checked once by parse: only the char boundaries are checked here
+            return self.head().get(r).unwrap_or("");
+        }
         self.buf
             .get(r)
             .and_then(|b| std::str::from_utf8(b).ok())
             .unwrap_or("")
+    }
+
+    /// The start line and headers as text.
+    fn head(&self) -> &str {
+        let head = self.buf.get(..self.head_end).unwrap_or(&[]);
+        // SAFETY: `Message::parse` refuses a message whose bytes up to `head_end` are not
+        // UTF-8 (it runs `std::str::from_utf8` on exactly this range), and neither `buf`
+        // nor `head_end` changes afterwards (the only truncation, to Content-Length,
+        // happens in `parse` and cuts the body, past `head_end`).
+        unsafe { std::str::from_utf8_unchecked(head) }
+    }
+
+    /// Offset of `part`, a slice of this message's head, in the buffer.
+    fn span_of(&self, part: &str) -> Range<usize> {
+        if part.is_empty() {
+            // possibly a literal "", not a slice of the buffer
+            return 0..0;
+        }
+        let start = (part.as_ptr() as usize).wrapping_sub(self.buf.as_ptr() as usize);
+        start..start + part.len()
+    }
+
+    fn index(&self) -> &Index {
+        self.index.get_or_init(|| self.build_index())
+    }
+
+    fn build_index(&self) -> Index {
+        let top_via = self.values(HeaderName::Via).next().and_then(|v| {
+            let via = Via::parse(v).ok()?;
+            Some(ViaSpans {
+                value: self.span_of(v),
+                transport: self.span_of(via.transport),
+                host: self.span_of(via.host),
+                port: via.port,
+                params: self.span_of(via.params),
+                branch: via.branch().map(|b| self.span_of(b)),
+            })
+        });
+        let name_addr = |h: HeaderName, what: &'static str| {
+            let na = NameAddr::parse(self.header(h)?, what).ok()?;
+            Some(NameAddrSpans {
+                display: na.display.map(|d| self.span_of(d)),
+                uri: self.span_of(na.uri),
+                params: self.span_of(na.params),
+                tag: na.tag().map(|t| self.span_of(t)),
+            })
+        };
+        let cseq = self
+            .header(HeaderName::CSeq)
+            .and_then(|v| parse_cseq(v).ok())
+            .map(|(n, m)| (n, self.span_of(m)));
+        let ruri = match &self.start {
+            Ok(StartLine::Request { uri, .. }) => {
+                Uri::parse(self.slice(uri.clone())).map(|u| UriSpans {
+                    scheme: u.scheme,
+                    user: u.user.map(|x| self.span_of(x)),
+                    password: u.password.map(|x| self.span_of(x)),
+                    host: self.span_of(u.host),
+                    port: u.port,
+                    params: self.span_of(u.params),
+                    headers: self.span_of(u.headers),
+                })
+            }
+            _ => Err(UriError::Malformed),
+        };
+        Index {
+            top_via,
+            from: name_addr(HeaderName::From, "From"),
+            to: name_addr(HeaderName::To, "To"),
+            cseq,
+            ruri,
+        }
+    }
+
+    /// The Request-URI parsed (once, into the index).
+    pub fn ruri(&self) -> Result<Uri<'_>, UriError> {
+        let u = self.index().ruri.as_ref().map_err(|e| *e)?;
+        Ok(Uri {
+            scheme: u.scheme,
+            user: u.user.clone().map(|r| self.slice(r)),
+            password: u.password.clone().map(|r| self.slice(r)),
+            host: self.slice(u.host.clone()),
+            port: u.port,
+            params: self.slice(u.params.clone()),
+            headers: self.slice(u.headers.clone()),
+        })
+    }
+
+    fn name_addr(&self, s: &NameAddrSpans) -> NameAddr<'_> {
+        NameAddr {
+            display: s.display.clone().map(|d| self.slice(d)),
+            uri: self.slice(s.uri.clone()),
+            params: self.slice(s.params.clone()),
+        }
     }
 
     /// True for requests.
@@ -265,13 +422,21 @@ impl Message {
 
     /// A header by any name, case-insensitive, for headers without a [`HeaderName`].
     pub fn header_named(&self, name: &str) -> Option<&str> {
+        let want = name.trim().as_bytes();
         self.headers
             .iter()
             .find(|h| {
-                let line = self.slice(h.line.clone());
-                line.split(':')
-                    .next()
-                    .is_some_and(|n| n.trim().eq_ignore_ascii_case(name))
+                // the name as written, up to the colon (blanks before it allowed), in
+                // place: no text made per header line
+                let Some(line) = self.buf.get(h.line.start..h.value.start) else {
+                    return false;
+                };
+                line.get(..want.len())
+                    .is_some_and(|n| n.eq_ignore_ascii_case(want))
+                    && line[want.len()..]
+                        .iter()
+                        .find(|&&c| c != b' ' && c != b'\t')
+                        == Some(&b':')
             })
             .map(|h| self.value_of(h))
     }
@@ -283,36 +448,64 @@ impl Message {
 
     /// CSeq number and method (after [`Message::validate`] succeeded).
     pub fn cseq(&self) -> (u32, &str) {
-        parse_cseq(self.header(HeaderName::CSeq).unwrap_or("")).unwrap_or((0, ""))
+        match &self.index().cseq {
+            Some((n, m)) => (*n, self.slice(m.clone())),
+            None => (0, ""),
+        }
     }
 
     /// The topmost Via value.
     pub fn top_via(&self) -> Option<Via<'_>> {
-        self.values(HeaderName::Via)
-            .next()
-            .and_then(|v| Via::parse(v).ok())
+        self.index().top_via.as_ref().map(|v| Via {
+            transport: self.slice(v.transport.clone()),
+            host: self.slice(v.host.clone()),
+            port: v.port,
+            params: self.slice(v.params.clone()),
+        })
+    }
+
+    /// The CSeq method, when the CSeq header parsed.
+    fn index_cseq(&self) -> Option<&str> {
+        let (_, m) = self.index().cseq.as_ref()?;
+        Some(self.slice(m.clone()))
+    }
+
+    /// The topmost Via value as written, if it parses.
+    pub fn top_via_value(&self) -> Option<&str> {
+        let v = self.index().top_via.as_ref()?;
+        Some(self.slice(v.value.clone()))
+    }
+
+    /// The `branch` parameter of the topmost Via.
+    pub fn top_branch(&self) -> Option<&str> {
+        let b = self.index().top_via.as_ref()?.branch.clone()?;
+        Some(self.slice(b))
     }
 
     /// From as a name-addr.
     pub fn from(&self) -> Option<NameAddr<'_>> {
-        self.header(HeaderName::From)
-            .and_then(|v| NameAddr::parse(v, "From").ok())
+        self.index().from.as_ref().map(|s| self.name_addr(s))
     }
 
     /// To as a name-addr.
     pub fn to(&self) -> Option<NameAddr<'_>> {
-        self.header(HeaderName::To)
-            .and_then(|v| NameAddr::parse(v, "To").ok())
+        self.index().to.as_ref().map(|s| self.name_addr(s))
     }
 
     /// From tag.
     pub fn from_tag(&self) -> &str {
-        self.from().and_then(|f| f.tag()).unwrap_or("")
+        match self.index().from.as_ref().and_then(|f| f.tag.clone()) {
+            Some(t) => self.slice(t),
+            None => "",
+        }
     }
 
     /// To tag.
     pub fn to_tag(&self) -> &str {
-        self.to().and_then(|f| f.tag()).unwrap_or("")
+        match self.index().to.as_ref().and_then(|f| f.tag.clone()) {
+            Some(t) => self.slice(t),
+            None => "",
+        }
     }
 
     /// Max-Forwards value, if present and valid.

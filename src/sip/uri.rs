@@ -56,26 +56,49 @@ pub struct Uri<'a> {
     pub headers: &'a str,
 }
 
+/// A byte class as a table: alphanumerics plus `extra`. One load per byte instead of a
+/// walk over the extra characters (URIs with push tokens run to 200 bytes).
+const fn class(extra: &[u8]) -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = (c as u8).is_ascii_alphanumeric();
+        c += 1;
+    }
+    let mut i = 0;
+    while i < extra.len() {
+        t[extra[i] as usize] = true;
+        i += 1;
+    }
+    t
+}
+
+static TOKEN: [bool; 256] = class(b"-.!%*_+`'~");
+// unreserved / escaped / user-unreserved (RFC 3261 §25.1)
+static USER: [bool; 256] = class(b"-_.!~*'()%&=+$,;?/");
+static PASSWORD: [bool; 256] = class(b"-_.!~*'()%&=+$,");
+// paramchar = param-unreserved / unreserved / escaped
+static PARAM: [bool; 256] = class(b"[]/:&+$-_.!~*'()%");
+static HEADER: [bool; 256] = class(b"[]/?:+$-_.!~*'()%=&");
+
 fn is_token_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&c)
+    TOKEN[c as usize]
 }
 
 fn is_user_char(c: u8) -> bool {
-    // unreserved / escaped / user-unreserved (RFC 3261 §25.1)
-    c.is_ascii_alphanumeric() || b"-_.!~*'()%&=+$,;?/".contains(&c)
+    USER[c as usize]
 }
 
 fn is_password_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || b"-_.!~*'()%&=+$,".contains(&c)
+    PASSWORD[c as usize]
 }
 
 fn is_param_char(c: u8) -> bool {
-    // paramchar = param-unreserved / unreserved / escaped
-    c.is_ascii_alphanumeric() || b"[]/:&+$-_.!~*'()%".contains(&c)
+    PARAM[c as usize]
 }
 
 fn is_header_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || b"[]/?:+$-_.!~*'()%=&".contains(&c)
+    HEADER[c as usize]
 }
 
 /// True if `host` is a hostname, an IPv4 address or a bracketed IPv6 reference.
@@ -369,6 +392,24 @@ pub fn is_token(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_classes_are_the_grammar_sets() {
+        for c in 0..=255u8 {
+            let alnum = c.is_ascii_alphanumeric();
+            assert_eq!(is_token_char(c), alnum || b"-.!%*_+`'~".contains(&c));
+            assert_eq!(is_user_char(c), alnum || b"-_.!~*'()%&=+$,;?/".contains(&c));
+            assert_eq!(
+                is_password_char(c),
+                alnum || b"-_.!~*'()%&=+$,".contains(&c)
+            );
+            assert_eq!(is_param_char(c), alnum || b"[]/:&+$-_.!~*'()%".contains(&c));
+            assert_eq!(
+                is_header_char(c),
+                alnum || b"[]/?:+$-_.!~*'()%=&".contains(&c)
+            );
+        }
+    }
 
     #[test]
     fn parses_full_sip_uri() {

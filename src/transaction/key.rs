@@ -29,14 +29,17 @@ pub fn server_key<S: BuildHasher>(s: &S, msg: &Message, as_method: Option<&str>)
     let method = method_class(as_method.unwrap_or(msg.method_str()));
     method.hash(&mut h);
     let via = msg.top_via();
-    let branch = via.and_then(|v| v.branch()).unwrap_or("");
+    let branch = msg.top_branch().unwrap_or("");
     if branch.len() > MAGIC.len() && branch.starts_with(MAGIC) {
         branch.hash(&mut h);
         // some clients reuse branches across requests; Call-ID and CSeq keep them apart
         msg.call_id().hash(&mut h);
         msg.cseq().0.hash(&mut h);
         if let Some(v) = via {
-            v.host.to_ascii_lowercase().hash(&mut h);
+            // the host case-insensitively, without a lower-case copy
+            for c in v.host.bytes() {
+                h.write_u8(c.to_ascii_lowercase());
+            }
             v.port.hash(&mut h);
         }
     } else {

@@ -7,7 +7,7 @@ use super::*;
 fn find_crlf(b: &[u8], from: usize) -> Option<usize> {
     let mut i = from;
     while i + 1 < b.len() {
-        match b[i + 1..].iter().position(|&c| c == b'\n') {
+        match memchr::memchr(b'\n', &b[i + 1..]) {
             Some(p) => {
                 let n = i + 1 + p;
                 if b[n - 1] == b'\r' {
@@ -94,31 +94,19 @@ fn trim_ascii(b: &[u8]) -> &[u8] {
 /// [`Message::answerable`]) and never forwarded; an answer copies no value that holds
 /// one (see `builder::response`).
 pub fn has_bare_line_break(head: &[u8]) -> bool {
-    head.iter().enumerate().any(|(i, &c)| match c {
+    // jumps from one CR or LF to the next (SIMD) instead of looking at every byte
+    memchr::memchr2_iter(b'\r', b'\n', head).any(|i| match head[i] {
         b'\n' => i == 0 || head[i - 1] != b'\r',
-        b'\r' => head.get(i + 1) != Some(&b'\n'),
-        _ => false,
+        _ => head.get(i + 1) != Some(&b'\n'),
     })
 }
 
 /// Finds `needle` in `hay`.
 pub fn memmem(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() || hay.len() < needle.len() {
+    if needle.is_empty() {
         return None;
     }
-    let first = needle[0];
-    let mut i = 0;
-    while i + needle.len() <= hay.len() {
-        let p = hay[i..hay.len() - needle.len() + 1]
-            .iter()
-            .position(|&c| c == first)?;
-        i += p;
-        if &hay[i..i + needle.len()] == needle {
-            return Some(i);
-        }
-        i += 1;
-    }
-    None
+    memchr::memmem::find(hay, needle)
 }
 
 fn name_of(h: HeaderName) -> &'static str {
@@ -172,10 +160,7 @@ impl Message {
                 pos = e + 2;
                 continue;
             }
-            let colon = line
-                .iter()
-                .position(|&c| c == b':')
-                .ok_or(ParseError::HeaderLine)?;
+            let colon = memchr::memchr(b':', line).ok_or(ParseError::HeaderLine)?;
             let name_bytes = trim_ascii(&line[..colon]);
             if name_bytes.is_empty()
                 || !name_bytes
@@ -224,6 +209,7 @@ impl Message {
             content_length: Ok(None),
             buf: buf.clone(),
             bare_line_break,
+            index: Default::default(),
         };
         msg.content_length = msg.parse_content_length();
         let avail = b.len() - body_start.min(b.len());
@@ -293,7 +279,13 @@ impl Message {
                 return Err(ParseError::Multiple(name_of(h)));
             }
         }
-        for v in self.values(HeaderName::Via) {
+        // the top Via, From, To and CSeq are parsed once, into the index every handler
+        // reads; only a value that failed there is parsed again here, for its error
+        let mut vias = self.values(HeaderName::Via);
+        if self.top_via().is_some() {
+            vias.next();
+        }
+        for v in vias {
             Via::parse(v)?;
         }
         // From/To are single name-addrs: a comma outside quotes means two values
@@ -302,7 +294,15 @@ impl Message {
             if split_commas(v).nth(1).is_some() {
                 return Err(ParseError::Multiple(what));
             }
-            let na = NameAddr::parse(v, what)?;
+            let indexed = if h == HeaderName::From {
+                self.from()
+            } else {
+                self.to()
+            };
+            let na = match indexed {
+                Some(na) => na,
+                None => NameAddr::parse(v, what)?,
+            };
             if let Err(UriError::Malformed) = Uri::parse(na.uri) {
                 if na.uri.starts_with("sip:") || na.uri.starts_with("sips:") {
                     return Err(ParseError::Malformed(what));
@@ -313,7 +313,10 @@ impl Message {
         if call_id.is_empty() || call_id.contains([' ', '\t', '\r', '\n']) {
             return Err(ParseError::Malformed("Call-ID"));
         }
-        let (_, cseq_method) = parse_cseq(self.header(HeaderName::CSeq).unwrap_or(""))?;
+        let cseq_method = match self.index_cseq() {
+            Some(m) => m,
+            None => parse_cseq(self.header(HeaderName::CSeq).unwrap_or(""))?.1,
+        };
         if let Some(mf) = self.header(HeaderName::MaxForwards) {
             let mf = trim_lws(mf);
             if mf.is_empty() || mf.len() > 8 || !mf.bytes().all(|c| c.is_ascii_digit()) {
@@ -339,14 +342,11 @@ impl Message {
                 NameAddr::parse(v, what)?;
             }
         }
-        if let StartLine::Request {
-            method_range, uri, ..
-        } = start
-        {
+        if let StartLine::Request { method_range, .. } = start {
             if self.slice(method_range.clone()) != cseq_method {
                 return Err(ParseError::CSeqMethod);
             }
-            match Uri::parse(self.slice(uri.clone())) {
+            match self.ruri() {
                 Ok(u) if !u.headers.is_empty() => {
                     return Err(ParseError::Malformed("Request-URI headers"))
                 }
@@ -468,6 +468,56 @@ l: 0\r\n\r\n";
         m.validate().unwrap();
         assert_eq!(m.body(), b"body");
         assert_eq!(m.top_via().unwrap().host, "127.0.0.1");
+    }
+
+    #[test]
+    fn the_index_answers_what_a_parse_of_each_header_would() {
+        let raw = "INVITE sip:b@h SIP/2.0\r\nv: SIP/2.0/UDP [::1]:5070;rport;branch=z9hG4bKx, SIP/2.0/TCP h2;branch=z9hG4bKy\r\nFrom: \"A, B\" <sip:a@h;x=1>;tag=ft\r\nt:b <sip:b@h>\r\ni: c\r\nCSeq: 9 INVITE\r\nX-Token : tok\r\nX-Tok: no\r\nProxy-Authorization: Digest a=1\r\n\r\n";
+        let m = Message::parse(Bytes::from(raw), true).unwrap();
+        // read before validate: the index is built on first use
+        let via = m.top_via().unwrap();
+        assert_eq!(
+            (via.transport, via.host, via.port),
+            ("UDP", "[::1]", Some(5070))
+        );
+        assert_eq!(via.params, ";rport;branch=z9hG4bKx");
+        assert_eq!(m.top_branch(), Some("z9hG4bKx"));
+        assert_eq!(
+            m.top_via_value(),
+            Some("SIP/2.0/UDP [::1]:5070;rport;branch=z9hG4bKx")
+        );
+        let from = m.from().unwrap();
+        assert_eq!((from.display, from.uri), (Some("\"A, B\""), "sip:a@h;x=1"));
+        assert_eq!((m.from_tag(), m.to_tag()), ("ft", ""));
+        assert_eq!(m.to().unwrap().display, Some("b"));
+        assert_eq!(m.cseq(), (9, "INVITE"));
+        let ruri = m.ruri().unwrap();
+        assert_eq!(
+            (ruri.user, ruri.host, ruri.port, ruri.params),
+            (Some("b"), "h", None, "")
+        );
+        m.validate().unwrap();
+        // names without a HeaderName: blanks before the colon, no prefix matches
+        assert_eq!(m.header_named("x-token"), Some("tok"));
+        assert_eq!(m.header_named("X-Tok"), Some("no"));
+        assert_eq!(m.header_named("X-To"), None);
+        assert_eq!(m.header_named("proxy-authorization"), Some("Digest a=1"));
+        // a bad lower Via or a bad To is still refused, though the index skips them
+        let bad = raw.replace("h2;branch", "h2;;branch");
+        let m = Message::parse(Bytes::from(bad), true).unwrap();
+        assert!(m.top_via().is_some());
+        assert_eq!(m.validate(), Err(ParseError::Malformed("Via")));
+        let bad = raw.replace("t:b <sip:b@h>", "t:b <sip:b@h");
+        let m = Message::parse(Bytes::from(bad), true).unwrap();
+        assert!(m.to().is_none() && m.to_tag().is_empty());
+        assert_eq!(m.validate(), Err(ParseError::Malformed("To")));
+        let bad = raw.replace("CSeq: 9 INVITE", "CSeq: x INVITE");
+        let m = Message::parse(Bytes::from(bad), true).unwrap();
+        assert_eq!(m.cseq(), (0, ""));
+        assert_eq!(m.validate(), Err(ParseError::Malformed("CSeq")));
+        let m = Message::parse(Bytes::from(raw.replace("sip:b@h", "http:b@h")), true).unwrap();
+        assert_eq!(m.ruri(), Err(crate::sip::uri::UriError::Scheme));
+        assert_eq!(m.validate(), Err(ParseError::UnsupportedScheme));
     }
 
     #[test]
