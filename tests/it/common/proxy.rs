@@ -16,6 +16,7 @@ pub struct ProxyBuilder {
     name: String,
     env: Vec<(String, String)>,
     port: Option<u16>,
+    wildcard: bool,
     args: Vec<String>,
     unset: Vec<String>,
 }
@@ -27,6 +28,7 @@ impl ProxyBuilder {
             name: name.to_owned(),
             env: Vec::new(),
             port: None,
+            wildcard: false,
             args: Vec::new(),
             unset: Vec::new(),
         }
@@ -64,6 +66,14 @@ impl ProxyBuilder {
         self
     }
 
+    /// Listens on `0.0.0.0:port` (the wildcard) instead of `127.0.0.1:port`; the port
+    /// is one free on every address and, like any port the harness picks, picked
+    /// again when another test took it before sipwake bound it.
+    pub fn wildcard(mut self) -> ProxyBuilder {
+        self.wildcard = true;
+        self
+    }
+
     /// Passes `arg` on the command line (e.g. `--config`, then the file).
     pub fn arg(mut self, arg: &str) -> ProxyBuilder {
         self.args.push(arg.to_owned());
@@ -89,7 +99,8 @@ impl ProxyBuilder {
         let fixed = self.port.is_some();
         let mut proxy = Proxy {
             child: None,
-            port: self.port.unwrap_or_else(free_port),
+            port: self.port.unwrap_or_else(|| pick_port(self.wildcard)),
+            wildcard: self.wildcard,
             dir: dir.clone(),
             log: dir.join("sipwake.log"),
             env: self.env,
@@ -102,7 +113,7 @@ impl ProxyBuilder {
                 Ok(()) => return proxy,
                 Err(why) if !fixed && attempt < 4 && why.contains("listen") => {
                     // Someone took the port between our probe and sipwake's bind.
-                    proxy.port = free_port();
+                    proxy.port = pick_port(proxy.wildcard);
                 }
                 Err(why) => panic!(
                     "sipwake did not start: {why}\n--- log {} ---\n{}",
@@ -115,12 +126,31 @@ impl ProxyBuilder {
     }
 }
 
+/// A port free on 127.0.0.1, or on every address for a wildcard listener (a port free
+/// on 127.0.0.1 may still be held on 127.0.0.2 by another test's phone).
+fn pick_port(wildcard: bool) -> u16 {
+    if !wildcard {
+        return free_port();
+    }
+    for _ in 0..200 {
+        let port = free_port();
+        if std::net::UdpSocket::bind(("0.0.0.0", port)).is_ok()
+            && std::net::TcpListener::bind(("0.0.0.0", port)).is_ok()
+        {
+            return port;
+        }
+    }
+    panic!("no port free for both UDP and TCP on 0.0.0.0");
+}
+
 /// A running `sipwake`; killed (SIGKILL) when dropped. When the test failed, the tail
 /// of its log is printed.
 pub struct Proxy {
     child: Option<Child>,
     /// The UDP and TCP port it listens on (127.0.0.1).
     pub port: u16,
+    /// Listening on `0.0.0.0:port` rather than `127.0.0.1:port`.
+    wildcard: bool,
     /// Its working directory (database, log).
     pub dir: PathBuf,
     /// Its standard error.
@@ -164,7 +194,14 @@ impl Proxy {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
-            .env("SIPWAKE__SIP__LISTEN", self.hostport())
+            .env(
+                "SIPWAKE__SIP__LISTEN",
+                if self.wildcard {
+                    format!("0.0.0.0:{}", self.port)
+                } else {
+                    self.hostport()
+                },
+            )
             .env("SIPWAKE__SIP__TRANSPORTS", "udp,tcp")
             .env("SIPWAKE__STORE__BACKEND", "memory")
             .env(

@@ -281,14 +281,13 @@ fn asterisk_call_to_rewritten_contact_wakes_the_phone() {
 #[test]
 fn wildcard_listener_never_writes_the_unspecified_address() {
     let pbx = FakePbx::start_at("127.0.0.2:0");
-    let port = free_port();
     let sw = ProxyBuilder::new("relay-wildcard")
-        .port(port)
-        .env("SIP__LISTEN", &format!("0.0.0.0:{port}"))
+        .wildcard()
         .env("REGISTRAR__MODE", "relay")
         .env("UPSTREAM__URI", &pbx.uri())
         .env("SIP__T1_MS", "100")
         .start();
+    let port = sw.port;
     let wild = |text: &str| text.contains("0.0.0.0") || text.contains("[::]");
 
     let mut phone = Ua::udp_at("erin", sw.addr(), "127.0.0.2:0");
