@@ -23,6 +23,7 @@ const USAGE: &str = "\
 Usage: sipwake [--config FILE]
        sipwake --check-config FILE
        sipwake [--config FILE] --hash-user USER < password
+       sipwake [--config FILE] bindings dump
 
 SIP registrar and stateful proxy that wakes sleeping softphones with a push
 before handing them a call.
@@ -36,6 +37,8 @@ Options:
                        \"FILE: ok\" and exit 0, or print the error and exit 2
   --hash-user USER     read USER's password from standard input (one line) and
                        print the line for auth.users_file, in the configured realm
+  bindings dump        print every binding in the configured store (sqlite or
+                       journal), one JSON object a line; works while sipwake runs
   -h, --help           print this help
   -V, --version        print the version
 
@@ -56,6 +59,9 @@ enum Command {
     },
     HashUser {
         user: String,
+        config: Option<PathBuf>,
+    },
+    DumpBindings {
         config: Option<PathBuf>,
     },
     Help,
@@ -97,6 +103,11 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
                     .ok_or("--hash-user needs a user name")?,
                 config: None,
             },
+            "bindings" if inline.is_none() => match args.next().as_deref() {
+                Some("dump") => Command::DumpBindings { config: None },
+                Some(other) => return Err(format!("unknown bindings command {other:?}")),
+                None => return Err("bindings needs a command: dump".to_owned()),
+            },
             other => return Err(format!("unknown argument {other:?}")),
         };
         if inline.is_some() && matches!(next, Command::Help | Command::Version) {
@@ -111,6 +122,10 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
             (Some(Command::Run { config }), Command::HashUser { user, .. })
             | (Some(Command::HashUser { user, .. }), Command::Run { config }) => {
                 Some(Command::HashUser { user, config })
+            }
+            (Some(Command::Run { config }), Command::DumpBindings { .. })
+            | (Some(Command::DumpBindings { .. }), Command::Run { config }) => {
+                Some(Command::DumpBindings { config })
             }
             (Some(_), _) => return Err("give only one of --config, --check-config".to_owned()),
         };
@@ -136,6 +151,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::HashUser { user, config } => hash_user(&user, config.as_deref()),
+        Command::DumpBindings { config } => dump_bindings(config.as_deref()),
         Command::Check { config } => match config::load(Some(&config)) {
             // every file a setting names is opened and used as the start would
             Ok(settings) => match sipwake::server::preflight(&settings) {
@@ -240,6 +256,51 @@ fn hash_user(user: &str, config: Option<&std::path::Path>) -> ExitCode {
         return ExitCode::from(EXIT_USAGE);
     }
     println!("{}", sipwake::auth::users::line(user, realm, password));
+    ExitCode::SUCCESS
+}
+
+/// `bindings dump`: every binding in the configured store, one JSON object a line,
+/// read without disturbing a running sipwake.
+fn dump_bindings(config: Option<&std::path::Path>) -> ExitCode {
+    use sipwake::config::StoreBackend;
+    use sipwake::registrar::{JournalStore, SqliteStore};
+    use std::io::Write;
+    let settings = match config::load(config) {
+        Ok(s) => s,
+        Err(err) => {
+            eprintln!("sipwake: {}", describe_config_error(&err, config));
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let path = &settings.store.path;
+    let read = match settings.store.backend {
+        StoreBackend::Sqlite => SqliteStore::read_bindings(path),
+        StoreBackend::Journal => JournalStore::read_bindings(path),
+        other => {
+            eprintln!(
+                "sipwake: bindings dump reads the sqlite and journal stores; store.backend is {}",
+                format!("{other:?}").to_lowercase()
+            );
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let bindings = match read {
+        Ok(b) => b,
+        Err(err) => {
+            eprintln!("sipwake: bindings dump: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for b in &bindings {
+        let line = serde_json::to_string(b).unwrap_or_default();
+        if writeln!(out, "{line}").is_err() {
+            return ExitCode::FAILURE;
+        }
+    }
+    if out.flush().is_err() {
+        return ExitCode::FAILURE;
+    }
     ExitCode::SUCCESS
 }
 
@@ -372,6 +433,18 @@ mod tests {
             })
         );
         assert!(parse(&["--hash-user"]).is_err());
+        assert_eq!(
+            parse(&["--config", "a", "bindings", "dump"]),
+            Ok(Command::DumpBindings {
+                config: Some("a".into())
+            })
+        );
+        assert_eq!(
+            parse(&["bindings", "dump"]),
+            Ok(Command::DumpBindings { config: None })
+        );
+        assert!(parse(&["bindings"]).is_err());
+        assert!(parse(&["bindings", "list"]).is_err());
         assert!(parse(&["--hash-user", "a", "--check-config", "b"]).is_err());
     }
 }

@@ -12,8 +12,8 @@ use crate::proxy::Core;
 use crate::push::{PushError, Pusher};
 use crate::registrar::nodes::Nodes;
 use crate::registrar::{
-    unix_now_ms, MemoryStore, MessageRules, PushRules, RedisBindings, Registrar, SqliteStore,
-    Store, StoreError,
+    unix_now_ms, JournalStore, MemoryStore, MessageRules, PushRules, RedisBindings, Registrar,
+    SqliteStore, Store, StoreError,
 };
 use crate::reload::Reloader;
 use crate::shutdown::{self, Signal, Signals};
@@ -178,9 +178,13 @@ impl Server {
                 let registrar = Registrar::new_shared(settings.registrar.clone(), shared, nodes);
                 (registrar, secret)
             }
-            StoreBackend::Sqlite | StoreBackend::Memory => {
+            StoreBackend::Sqlite | StoreBackend::Journal | StoreBackend::Memory => {
                 let store: Arc<dyn Store> = match settings.store.backend {
                     StoreBackend::Sqlite => Arc::new(SqliteStore::open(
+                        &settings.store.path,
+                        settings.store.sync_full,
+                    )?),
+                    StoreBackend::Journal => Arc::new(JournalStore::open(
                         &settings.store.path,
                         settings.store.sync_full,
                     )?),
@@ -205,7 +209,10 @@ impl Server {
             ttl_secs: settings.push.binding_ttl.as_secs(),
             max_expires: settings.push.max_expires,
         });
-        if settings.store.backend == StoreBackend::Sqlite {
+        if matches!(
+            settings.store.backend,
+            StoreBackend::Sqlite | StoreBackend::Journal
+        ) {
             // the memory store has no disk to wait for
             registrar.set_refresh_write_behind(settings.store.refresh_write_behind);
         }

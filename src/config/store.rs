@@ -14,6 +14,8 @@ use super::ConfigError;
 pub enum StoreBackend {
     /// Embedded SQLite database (durable).
     Sqlite,
+    /// Append-only binding journal with snapshots (durable; cheaper per write).
+    Journal,
     /// In memory only (lost on restart).
     Memory,
     /// Shared by several nodes in Redis (or Valkey).
@@ -37,8 +39,9 @@ pub struct StoreSettings {
     /// Backend.
     #[serde(deserialize_with = "fields::one")]
     pub backend: StoreBackend,
-    /// Database file for `sqlite` (relative paths are relative to the working
-    /// directory).
+    /// Database file for `sqlite`; for `journal`, the name its files start with
+    /// (`<path>.<n>.log`, `<path>.<n>.snap`). Relative paths are relative to the
+    /// working directory.
     #[serde(deserialize_with = "fields::one")]
     pub path: PathBuf,
     /// `synchronous=FULL` (survives power loss) instead of `NORMAL` (survives process
@@ -227,11 +230,12 @@ impl Default for StoreSettings {
 
 impl StoreSettings {
     pub(super) fn validate(mut self) -> Result<Self, ConfigError> {
-        if self.backend == StoreBackend::Sqlite && self.path.as_os_str().is_empty() {
+        let on_disk = matches!(self.backend, StoreBackend::Sqlite | StoreBackend::Journal);
+        if on_disk && self.path.as_os_str().is_empty() {
             return Err(ConfigError::invalid(
                 "store.path",
                 "",
-                "the sqlite backend needs a file name",
+                "the sqlite and journal backends need a file name",
             ));
         }
         self.redis = self.redis.validate(self.backend == StoreBackend::Redis)?;

@@ -29,6 +29,7 @@
 mod behind;
 mod binding;
 mod events;
+mod journal;
 mod manage;
 mod memory;
 pub mod messages;
@@ -53,6 +54,7 @@ pub use binding::{
 pub use events::{
     BindingEvent, BindingEventKind, BindingEvents, BindingSink, EventOrigin, PendingEvents,
 };
+pub use journal::JournalStore;
 pub use manage::ClusterView;
 pub use memory::MemoryStore;
 pub use messages::{KeepError, MessageQueue, MessageRules, StoredMessage};

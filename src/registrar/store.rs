@@ -77,6 +77,22 @@ pub enum StoreError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A journal file could not be read or written (`store.backend = "journal"`).
+    #[error("journal {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A journal file is damaged in a way a crash cannot explain.
+    #[error("journal {path}: {reason}")]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// Another process (a second sipwake) holds the store.
     #[error("store is in use by another process (lock file {path})")]
     InUse {

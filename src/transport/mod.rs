@@ -461,15 +461,28 @@ mod bind_tests {
     /// nothing is sent.
     #[tokio::test]
     async fn ipv4_and_ipv6_wildcards_share_a_port() {
-        let v4 = bind_udp("0.0.0.0:0".parse().unwrap()).unwrap();
-        let port = v4.local_addr().unwrap().port();
-        let v6: SocketAddr = format!("[::]:{port}").parse().unwrap();
         if std::net::UdpSocket::bind("[::1]:0").is_err() {
             return; // no IPv6 on this machine
         }
-        bind_udp(v6).expect("UDP [::] next to 0.0.0.0 on the same port");
-        let t4 = bind_tcp(format!("0.0.0.0:{port}").parse().unwrap()).unwrap();
-        bind_tcp(v6).expect("TCP [::] next to 0.0.0.0 on the same port");
-        drop(t4);
+        // Another process may hold the port on some other address (a TCP client's
+        // ephemeral port, a test's [::1] socket): try fresh ports until one is free of
+        // that. Without IPV6_V6ONLY on the [::] sockets every attempt fails.
+        let mut last = String::new();
+        for _ in 0..20 {
+            let v4 = bind_udp("0.0.0.0:0".parse().unwrap()).unwrap();
+            let port = v4.local_addr().unwrap().port();
+            let v6: SocketAddr = format!("[::]:{port}").parse().unwrap();
+            let shared = bind_udp(v6)
+                .and_then(|_u6| {
+                    let _t4 = bind_tcp(format!("0.0.0.0:{port}").parse().unwrap())?;
+                    bind_tcp(v6).map(drop)
+                })
+                .map_err(|e| e.to_string());
+            match shared {
+                Ok(()) => return,
+                Err(e) => last = e,
+            }
+        }
+        panic!("[::] never bound next to 0.0.0.0 on the same port: {last}");
     }
 }

@@ -1,6 +1,7 @@
-//! Durability: 1,000 bindings registered on the SQLite store survive `kill -9`, and
+//! Durability: 1,000 bindings registered on a durable store survive `kill -9`, and
 //! so does every binding whose 200 went out during a fast REGISTER run cut by
-//! `kill -9` while refreshes were answered ahead of their write (write-behind).
+//! `kill -9` while refreshes were answered ahead of their write (write-behind). Each
+//! test runs against both durable stores: SQLite and the append-only journal.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
@@ -115,9 +116,42 @@ fn check_bindings(
     );
 }
 
+/// A durable store back end under test.
+#[derive(Clone, Copy)]
+enum Durable {
+    Sqlite,
+    Journal,
+}
+
+impl Durable {
+    fn builder(self, name: &str) -> ProxyBuilder {
+        match self {
+            Durable::Sqlite => ProxyBuilder::new(name).sqlite(),
+            Durable::Journal => ProxyBuilder::new(name).journal(),
+        }
+    }
+
+    /// The file the store must have written before the kill.
+    fn file(self, proxy: &Proxy) -> std::path::PathBuf {
+        match self {
+            Durable::Sqlite => proxy.dir.join("sipwake.db"),
+            Durable::Journal => proxy.dir.join("sipwake.journal.1.log"),
+        }
+    }
+}
+
 #[test]
 fn thousand_bindings_survive_kill_9() {
-    let mut proxy = ProxyBuilder::new("durability").sqlite().start();
+    thousand_bindings_survive_kill_9_on(Durable::Sqlite);
+}
+
+#[test]
+fn thousand_bindings_survive_kill_9_journal() {
+    thousand_bindings_survive_kill_9_on(Durable::Journal);
+}
+
+fn thousand_bindings_survive_kill_9_on(store: Durable) {
+    let mut proxy = store.builder("durability").start();
     let mut phone = Ua::udp("phones", &proxy);
     let local = phone.local;
 
@@ -127,11 +161,11 @@ fn thousand_bindings_survive_kill_9() {
     check_bindings(&reqs, &got, local, "REGISTER before the kill");
     eprintln!("registered {USERS} users in {:?}", started.elapsed());
 
-    // Every 200 has gone out: each binding must be in the WAL now.
+    // Every 200 has gone out: each binding must be in the WAL (or the log) now.
     proxy.kill9();
     assert!(
-        proxy.dir.join("sipwake.db").exists(),
-        "no database file in {}",
+        store.file(&proxy).exists(),
+        "no store file in {}",
         proxy.dir.display()
     );
     proxy.restart();
@@ -139,6 +173,34 @@ fn thousand_bindings_survive_kill_9() {
     let queries = register_all(&phone, &proxy, true);
     let got = pipelined(phone.udp_socket(), proxy.addr(), &queries);
     check_bindings(&queries, &got, local, "query after kill -9 and restart");
+
+    // An operator can look inside while sipwake runs: `sipwake bindings dump`.
+    let (backend, path) = match store {
+        Durable::Sqlite => ("sqlite", "sipwake.db"),
+        Durable::Journal => ("journal", "sipwake.journal"),
+    };
+    let out = std::process::Command::new(SIPWAKE)
+        .args(["bindings", "dump"])
+        .current_dir(&proxy.dir)
+        .env("SIPWAKE__STORE__BACKEND", backend)
+        .env("SIPWAKE__STORE__PATH", path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), USERS, "one line per binding");
+    let dumped: std::collections::HashSet<&str> =
+        lines.iter().filter_map(|b| b["contact"].as_str()).collect();
+    for i in 0..USERS {
+        assert!(
+            dumped.contains(contact_of(i, local).as_str()),
+            "dur{i} not dumped"
+        );
+    }
 
     // And the restored bindings are used: an INVITE reaches the phone's flow.
     let mut alice = Ua::udp("alice", &proxy);
@@ -188,11 +250,20 @@ fn listed_expiry(m: &Msg, user: &str, local: SocketAddr) -> Option<u32> {
 
 #[test]
 fn kill_9_during_refresh_write_behind_loses_no_answered_binding() {
+    kill_9_during_refresh_write_behind_on(Durable::Sqlite);
+}
+
+#[test]
+fn kill_9_during_refresh_write_behind_loses_no_answered_binding_journal() {
+    kill_9_during_refresh_write_behind_on(Durable::Journal);
+}
+
+fn kill_9_during_refresh_write_behind_on(store: Durable) {
     const FIRST: u32 = 1800;
     const REFRESH: u32 = 3600;
     // the longest window, so that the kill lands while refreshes are still unwritten
-    let mut proxy = ProxyBuilder::new("write-behind")
-        .sqlite()
+    let mut proxy = store
+        .builder("write-behind")
         .env("STORE__REFRESH_WRITE_BEHIND_MS", "10000")
         .start();
     let phone = Ua::udp("phones", &proxy);

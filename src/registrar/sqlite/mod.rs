@@ -194,6 +194,28 @@ impl SqliteStore {
         })
     }
 
+    /// Every binding in the database at `path`, read on a read-only connection of its
+    /// own (so also while sipwake runs), in the order [`Store::load`] gives them. For
+    /// `sipwake bindings dump`.
+    pub fn read_bindings(path: &Path) -> Result<Vec<Binding>, StoreError> {
+        load(&read_only(path)?)
+    }
+
+    /// Everything the database at `path` keeps, read on a read-only connection: for
+    /// moving a store to the journal.
+    pub(in crate::registrar) fn read_contents(path: &Path) -> Result<Contents, StoreError> {
+        let conn = read_only(path)?;
+        let meta = conn
+            .prepare("SELECT key, value FROM meta")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Contents {
+            bindings: load(&conn)?,
+            messages: messages::load(&conn)?,
+            meta,
+        })
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -293,6 +315,39 @@ impl Drop for SqliteStore {
     }
 }
 
+/// What a SQLite store keeps.
+pub(in crate::registrar) struct Contents {
+    /// The bindings.
+    pub(in crate::registrar) bindings: Vec<Binding>,
+    /// The kept MESSAGEs.
+    pub(in crate::registrar) messages: Vec<StoredMessage>,
+    /// The meta values (the flow-token secret).
+    pub(in crate::registrar) meta: Vec<(String, Vec<u8>)>,
+}
+
+/// Whether `path` is a SQLite database file (by its header).
+pub(in crate::registrar) fn is_database(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 16];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok_and(|()| &head == b"SQLite format 3\0")
+}
+
+fn read_only(path: &Path) -> Result<Connection, StoreError> {
+    use rusqlite::OpenFlags;
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    Ok(conn)
+}
+
 fn configure(conn: &Connection, sync_full: bool) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_secs(5))?;
     let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
@@ -315,7 +370,7 @@ fn configure(conn: &Connection, sync_full: bool) -> rusqlite::Result<()> {
 
 /// Keeps a second sipwake off the same store: an exclusive `flock` on `<db>.lock`,
 /// held for as long as the returned file is open.
-fn lock_file(db: &Path) -> Result<std::fs::File, StoreError> {
+pub(super) fn lock_file(db: &Path) -> Result<std::fs::File, StoreError> {
     let mut name = db.as_os_str().to_owned();
     name.push(".lock");
     let path = PathBuf::from(name);

@@ -52,6 +52,14 @@ impl ProxyBuilder {
         self.env("STORE__BACKEND", "sqlite")
     }
 
+    /// Uses the append-only journal store in the test directory (files named
+    /// `sipwake.journal.*`).
+    pub fn journal(self) -> ProxyBuilder {
+        // relative to the test directory, where the proxy runs
+        self.env("STORE__BACKEND", "journal")
+            .env("STORE__PATH", "sipwake.journal")
+    }
+
     /// Listens on this port instead of a free one.
     pub fn port(mut self, port: u16) -> ProxyBuilder {
         self.port = Some(port);
