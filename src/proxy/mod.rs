@@ -254,6 +254,20 @@ impl Core {
         resp
     }
 
+    /// Answers `503` with `Retry-After: 5` because the shared binding store (Redis) did
+    /// not answer: another node, or this one a moment later, can take the request
+    /// (RFC 3261 §21.5.4). One answer for every path that needs the shared store.
+    pub fn reply_store_unavailable(self: &Arc<Self>, req: &Message, flow: Flow, key: u64) {
+        self.reply(
+            req,
+            flow,
+            key,
+            503,
+            "Service Unavailable",
+            &["Retry-After: 5"],
+        );
+    }
+
     /// Answers a request with a final response from sipwake itself and keeps the
     /// transaction so that retransmissions get the same answer (and, for INVITE, the
     /// response is retransmitted until the ACK).

@@ -376,17 +376,8 @@ pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
                 core.reply(&msg, flow, key, 400, "CSeq out of order", &[])
             }
             Err(e @ StoreError::Redis(_)) => {
-                // the shared store is unreachable or slow: another node, or this one a
-                // moment later, can take the REGISTER (RFC 3261 §21.5.4)
                 warn!(error = %e, "shared binding store failed");
-                core.reply(
-                    &msg,
-                    flow,
-                    key,
-                    503,
-                    "Service Unavailable",
-                    &["Retry-After: 5"],
-                );
+                core.reply_store_unavailable(&msg, flow, key);
             }
             Err(e) => {
                 warn!(error = %e, "binding store failed");

@@ -199,15 +199,7 @@ pub fn from_path(
             }
             Err(e) => {
                 debug!(%aor, error = %e, "bindings not readable");
-                let b = back;
-                core.reply(
-                    &b.msg,
-                    b.flow,
-                    b.key,
-                    503,
-                    "Service Unavailable",
-                    &["Retry-After: 5"],
-                );
+                core.reply_store_unavailable(&back.msg, back.flow, back.key);
             }
         }
     });

@@ -288,7 +288,7 @@ pub fn new_request(core: &Arc<Core>, mut msg: Message, flow: Flow, local: Socket
                 Err(e) => {
                     debug!(aor = %to_user.aor, error = %e, "bindings not readable");
                     let u = to_user;
-                    core.reply(&u.msg, u.flow, u.key, 503, "Service Unavailable", &[RETRY]);
+                    core.reply_store_unavailable(&u.msg, u.flow, u.key);
                 }
             }
         });
@@ -310,7 +310,7 @@ pub fn new_request(core: &Arc<Core>, mut msg: Message, flow: Flow, local: Socket
                     to_foreign(&core, msg, flow, local, key, popped, method)
                 }
                 Ok(_) => core.reply(&msg, flow, key, 403, "Forbidden (relaying denied)", &[]),
-                Err(_) => core.reply(&msg, flow, key, 503, "Service Unavailable", &[RETRY]),
+                Err(_) => core.reply_store_unavailable(&msg, flow, key),
             }
         });
         return;
@@ -320,9 +320,6 @@ pub fn new_request(core: &Arc<Core>, mut msg: Message, flow: Flow, local: Socket
     }
     to_foreign(core, msg, flow, local, key, popped, method)
 }
-
-/// `Retry-After` of a 503 sent while the shared store does not answer.
-const RETRY: &str = "Retry-After: 5";
 
 /// Forwards a request for a foreign domain (upstream, or its Request-URI).
 fn to_foreign(

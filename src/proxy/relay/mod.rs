@@ -140,14 +140,7 @@ pub fn register(
             }
             Err(e) => {
                 debug!(aor = %req.aor, error = %e, "bindings not readable");
-                core.reply(
-                    &msg,
-                    flow,
-                    key,
-                    503,
-                    "Service Unavailable",
-                    &["Retry-After: 5"],
-                );
+                core.reply_store_unavailable(&msg, flow, key);
             }
         }
     });
