@@ -2,7 +2,7 @@
 //! (To, From, Contact, Route, Record-Route, Path), CSeq and parameter lists.
 
 use super::error::ParseError;
-use super::uri::{is_token, split_host_port, valid_host};
+use super::uri::{class, is_token, is_token_char, split_host_port, valid_host};
 
 /// Headers sipwake looks at, with their compact forms folded in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -159,34 +159,73 @@ fn is_lws(c: u8) -> bool {
 
 /// Trims linear white space (including folded line breaks) on both ends.
 pub fn trim_lws(s: &str) -> &str {
-    s.trim_matches(|c: char| c == ' ' || c == '\t' || c == '\r' || c == '\n')
+    // on bytes: `str::trim_matches` with a closure decodes chars, and this runs a few
+    // dozen times per message
+    let b = s.as_bytes();
+    let mut a = 0;
+    let mut e = b.len();
+    while a < e && is_lws(b[a]) {
+        a += 1;
+    }
+    while e > a && is_lws(b[e - 1]) {
+        e -= 1;
+    }
+    s.get(a..e).unwrap_or("")
+}
+
+/// The first position of byte `c` in `s`. For the short values of a header a plain
+/// loop beats `str::find`, whose searcher costs more to set up than the scan.
+pub(super) fn find_byte(s: &str, c: u8) -> Option<usize> {
+    s.bytes().position(|x| x == c)
 }
 
 /// Where the list item starting at `from` ends: the index of the first `sep` outside a
 /// quoted string (and, with `angles`, outside `<…>`), or past the end. A backslash in a
 /// quoted string escapes the next byte.
+///
+/// Jumps from one byte that matters to the next with `memchr` (a Via or a Contact with
+/// a push token runs to a few hundred bytes, scanned several times per message).
 fn item_end(b: &[u8], from: usize, sep: u8, angles: bool) -> usize {
     let mut i = from;
-    let mut in_quote = false;
     let mut in_angle = false;
     while i < b.len() {
-        let c = b[i];
-        if in_quote {
-            if c == b'\\' {
+        let rest = &b[i..];
+        let next = if in_angle {
+            memchr::memchr2(b'>', b'"', rest)
+        } else if angles {
+            memchr::memchr3(sep, b'"', b'<', rest)
+        } else {
+            memchr::memchr2(sep, b'"', rest)
+        };
+        let Some(p) = next else {
+            return b.len();
+        };
+        i += p;
+        match b[i] {
+            b'"' => {
+                // a quoted string: up to its closing quote, skipping escaped bytes
                 i += 1;
-            } else if c == b'"' {
-                in_quote = false;
+                loop {
+                    match memchr::memchr2(b'"', b'\\', b.get(i..).unwrap_or(&[])) {
+                        None => return b.len().max(i),
+                        Some(q) if b[i + q] == b'\\' => i += q + 2,
+                        Some(q) => {
+                            i += q + 1;
+                            break;
+                        }
+                    }
+                }
             }
-        } else if c == b'"' {
-            in_quote = true;
-        } else if angles && c == b'<' {
-            in_angle = true;
-        } else if angles && c == b'>' {
-            in_angle = false;
-        } else if c == sep && !in_angle {
-            break;
+            b'<' if !in_angle => {
+                in_angle = true;
+                i += 1;
+            }
+            b'>' if in_angle => {
+                in_angle = false;
+                i += 1;
+            }
+            _ => return i,
         }
-        i += 1;
     }
     i
 }
@@ -231,7 +270,7 @@ pub fn params(s: &str) -> impl Iterator<Item = (&str, &str)> + '_ {
         if item.is_empty() {
             continue;
         }
-        return Some(match item.find('=') {
+        return Some(match find_byte(item, b'=') {
             Some(k) => (trim_lws(&item[..k]), trim_lws(&item[k + 1..])),
             None => (item, ""),
         });
@@ -267,31 +306,9 @@ fn check_params(s: &str) -> bool {
     let mut in_quote = false;
     let mut seg_start = 0;
     let mut i = 0;
-    let check_seg = |seg: &str| -> bool {
-        let seg = trim_lws(seg);
-        if seg.is_empty() {
-            return false;
-        }
-        let (n, v) = match seg.find('=') {
-            Some(k) => (trim_lws(&seg[..k]), Some(trim_lws(&seg[k + 1..]))),
-            None => (seg, None),
-        };
-        if !is_token(n) {
-            return false;
-        }
-        match v {
-            None => true,
-            Some(v) if v.starts_with('"') => v.len() >= 2 && v.ends_with('"'),
-            Some(v) => {
-                !v.is_empty()
-                    && v.bytes()
-                        .all(|c| c.is_ascii_alphanumeric() || b"-.!%*_+`'~[]:".contains(&c))
-            }
-        }
-    };
     while i <= b.len() {
         if i == b.len() || (!in_quote && b[i] == b';') {
-            if !check_seg(&rest[seg_start..i]) {
+            if !check_param(&b[seg_start..i]) {
                 return false;
             }
             seg_start = i + 1;
@@ -304,6 +321,44 @@ fn check_params(s: &str) -> bool {
     }
     !in_quote
 }
+
+/// One `name[=value]` of a parameter list, as [`check_params`] wants it.
+fn check_param(seg: &[u8]) -> bool {
+    let seg = trim_lws_bytes(seg);
+    if seg.is_empty() {
+        return false;
+    }
+    let (n, v) = match seg.iter().position(|&c| c == b'=') {
+        Some(k) => (
+            trim_lws_bytes(&seg[..k]),
+            Some(trim_lws_bytes(&seg[k + 1..])),
+        ),
+        None => (seg, None),
+    };
+    if n.is_empty() || !n.iter().all(|&c| is_token_char(c)) {
+        return false;
+    }
+    match v {
+        None => true,
+        Some(v) if v.first() == Some(&b'"') => v.len() >= 2 && v.last() == Some(&b'"'),
+        Some(v) => !v.is_empty() && v.iter().all(|&c| PARAM_VALUE[c as usize]),
+    }
+}
+
+fn trim_lws_bytes(b: &[u8]) -> &[u8] {
+    let mut a = 0;
+    let mut e = b.len();
+    while a < e && is_lws(b[a]) {
+        a += 1;
+    }
+    while e > a && is_lws(b[e - 1]) {
+        e -= 1;
+    }
+    &b[a..e]
+}
+
+/// token / host characters a parameter value may hold unquoted.
+static PARAM_VALUE: [bool; 256] = class(b"-.!%*_+`'~[]:");
 
 /// One Via value: `SIP/2.0/UDP host:port;params`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -325,7 +380,10 @@ impl<'a> Via<'a> {
         let mut rest = trim_lws(s);
         let part = |rest: &mut &'a str, sep: bool| -> Result<&'a str, ParseError> {
             let r = trim_lws(rest);
-            let end = r.find(['/', ' ', '\t', '\r', '\n']).unwrap_or(r.len());
+            let end = r
+                .bytes()
+                .position(|c| c == b'/' || is_lws(c))
+                .unwrap_or(r.len());
             let tok = &r[..end];
             let mut r2 = trim_lws(&r[end..]);
             if sep {
@@ -343,13 +401,13 @@ impl<'a> Via<'a> {
             return Err(ParseError::Version);
         }
         let r = trim_lws(rest);
-        let end = r.find([' ', '\t', '\r', '\n']).ok_or(E)?;
+        let end = r.bytes().position(is_lws).ok_or(E)?;
         let transport = &r[..end];
         if !is_token(transport) {
             return Err(E);
         }
         let r = trim_lws(&r[end..]);
-        let pend = r.find(';').unwrap_or(r.len());
+        let pend = find_byte(r, b';').unwrap_or(r.len());
         let sent_by = trim_lws(&r[..pend]);
         let params = &r[pend..];
         // sent-by may have LWS around ':' in theory; phones never do that
@@ -418,7 +476,7 @@ impl<'a> NameAddr<'a> {
                 return Err(e);
             }
             (Some(&s[..=i]), rest)
-        } else if let Some(lt) = s.find('<') {
+        } else if let Some(lt) = find_byte(s, b'<') {
             let d = trim_lws(&s[..lt]);
             if !d.is_empty()
                 && !d
@@ -430,9 +488,13 @@ impl<'a> NameAddr<'a> {
             (if d.is_empty() { None } else { Some(d) }, &s[lt..])
         } else {
             // addr-spec: the URI ends at the first ';', which starts header params
-            let end = s.find(';').unwrap_or(s.len());
+            let end = find_byte(s, b';').unwrap_or(s.len());
             let uri = trim_lws(&s[..end]);
-            if uri.is_empty() || uri.contains(['?', ',', ' ', '\t', '\r', '\n', '"', '>']) {
+            if uri.is_empty()
+                || uri
+                    .bytes()
+                    .any(|c| matches!(c, b'?' | b',' | b'"' | b'>') || is_lws(c))
+            {
                 return Err(e);
             }
             let params = &s[end..];
@@ -445,9 +507,9 @@ impl<'a> NameAddr<'a> {
                 params,
             });
         };
-        let gt = rest.find('>').ok_or(e.clone())?;
+        let gt = find_byte(rest, b'>').ok_or(e.clone())?;
         let uri = &rest[1..gt];
-        if uri.is_empty() || uri.contains([' ', '\t', '\r', '\n', '<']) {
+        if uri.is_empty() || uri.bytes().any(|c| c == b'<' || is_lws(c)) {
             return Err(e);
         }
         let params = &rest[gt + 1..];
@@ -558,6 +620,88 @@ mod tests {
             parts,
             vec!["\"a,b\" <sip:x@y>", "<sip:z@w;p=1,2>", "sip:q@r"]
         );
+    }
+
+    /// The byte-at-a-time `item_end` that the `memchr` one replaced, kept as the
+    /// reference: both must cut every list the same way.
+    fn item_end_reference(b: &[u8], from: usize, sep: u8, angles: bool) -> usize {
+        let mut i = from;
+        let (mut in_quote, mut in_angle) = (false, false);
+        while i < b.len() {
+            let c = b[i];
+            if in_quote {
+                if c == b'\\' {
+                    i += 1;
+                } else if c == b'"' {
+                    in_quote = false;
+                }
+            } else if c == b'"' {
+                in_quote = true;
+            } else if angles && c == b'<' {
+                in_angle = true;
+            } else if angles && c == b'>' {
+                in_angle = false;
+            } else if c == sep && !in_angle {
+                break;
+            }
+            i += 1;
+        }
+        i
+    }
+
+    #[test]
+    fn item_end_cuts_as_the_byte_loop_did() {
+        // every string of up to 6 bytes over the bytes that matter, from every start
+        let alphabet = b"a,;\"<>\\ ";
+        let mut buf = Vec::new();
+        for len in 0..=6u32 {
+            for mut n in 0..alphabet.len().pow(len) {
+                buf.clear();
+                for _ in 0..len {
+                    buf.push(alphabet[n % alphabet.len()]);
+                    n /= alphabet.len();
+                }
+                for from in 0..=buf.len() {
+                    for (sep, angles) in [(b',', true), (b';', false), (b';', true)] {
+                        assert_eq!(
+                            item_end(&buf, from, sep, angles),
+                            item_end_reference(&buf, from, sep, angles),
+                            "{:?} from {from} sep {} angles {angles}",
+                            String::from_utf8_lossy(&buf),
+                            sep as char
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn parameter_lists_checked_strictly() {
+        for ok in [
+            "",
+            ";lr",
+            " ; branch=z9hG4bK1 ; rport",
+            ";x=\"a;b\";y",
+            ";maddr=[::1]:5060",
+            ";q=\"a\\\"b\"",
+        ] {
+            assert!(check_params(ok), "{ok:?}");
+        }
+        for bad in [
+            "lr",
+            ";",
+            ";;lr",
+            ";lr;",
+            ";x=",
+            ";x=\"open",
+            ";x=a b",
+            ";x y=1",
+            ";x=\"a\"b",
+            ";x=a,b",
+        ] {
+            assert!(!check_params(bad), "{bad:?}");
+        }
     }
 
     #[test]

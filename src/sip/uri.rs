@@ -58,7 +58,7 @@ pub struct Uri<'a> {
 
 /// A byte class as a table: alphanumerics plus `extra`. One load per byte instead of a
 /// walk over the extra characters (URIs with push tokens run to 200 bytes).
-const fn class(extra: &[u8]) -> [bool; 256] {
+pub(super) const fn class(extra: &[u8]) -> [bool; 256] {
     let mut t = [false; 256];
     let mut c = 0;
     while c < 256 {
@@ -81,7 +81,7 @@ static PASSWORD: [bool; 256] = class(b"-_.!~*'()%&=+$,");
 static PARAM: [bool; 256] = class(b"[]/:&+$-_.!~*'()%");
 static HEADER: [bool; 256] = class(b"[]/?:+$-_.!~*'()%=&");
 
-fn is_token_char(c: u8) -> bool {
+pub(super) fn is_token_char(c: u8) -> bool {
     TOKEN[c as usize]
 }
 
@@ -101,6 +101,12 @@ fn is_header_char(c: u8) -> bool {
     HEADER[c as usize]
 }
 
+/// The first position of byte `c` in `s`: for the few dozen bytes of a URI a plain
+/// loop costs less than `str::find`'s searcher.
+fn find(s: &str, c: u8) -> Option<usize> {
+    s.bytes().position(|x| x == c)
+}
+
 /// True if `host` is a hostname, an IPv4 address or a bracketed IPv6 reference.
 pub fn valid_host(host: &str) -> bool {
     if host.is_empty() {
@@ -118,7 +124,7 @@ pub fn valid_host(host: &str) -> bool {
 impl<'a> Uri<'a> {
     /// Parses a URI. The input must not contain angle brackets or whitespace.
     pub fn parse(s: &'a str) -> Result<Uri<'a>, UriError> {
-        let colon = s.find(':').ok_or(UriError::Malformed)?;
+        let colon = find(s, b':').ok_or(UriError::Malformed)?;
         let scheme_str = &s[..colon];
         let scheme = if scheme_str.eq_ignore_ascii_case("sip") {
             Scheme::Sip
@@ -141,7 +147,7 @@ impl<'a> Uri<'a> {
             return Err(UriError::Malformed);
         }
         if scheme == Scheme::Tel {
-            let (number, params) = match rest.find(';') {
+            let (number, params) = match find(rest, b';') {
                 Some(i) => (&rest[..i], &rest[i..]),
                 None => (rest, ""),
             };
@@ -155,13 +161,13 @@ impl<'a> Uri<'a> {
                 headers: "",
             });
         }
-        let (userinfo, hostpart) = match rest.find('@') {
+        let (userinfo, hostpart) = match find(rest, b'@') {
             Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
             None => (None, rest),
         };
         let (user, password) = match userinfo {
             Some(ui) => {
-                let (u, p) = match ui.find(':') {
+                let (u, p) = match find(ui, b':') {
                     Some(i) => (&ui[..i], Some(&ui[i + 1..])),
                     None => (ui, None),
                 };
@@ -177,11 +183,11 @@ impl<'a> Uri<'a> {
             }
             None => (None, None),
         };
-        let (hostport, headers) = match hostpart.find('?') {
+        let (hostport, headers) = match find(hostpart, b'?') {
             Some(i) => (&hostpart[..i], &hostpart[i + 1..]),
             None => (hostpart, ""),
         };
-        let (hostport, params) = match hostport.find(';') {
+        let (hostport, params) = match find(hostport, b';') {
             Some(i) => (&hostport[..i], &hostport[i..]),
             None => (hostport, ""),
         };
@@ -191,7 +197,7 @@ impl<'a> Uri<'a> {
         }
         if !params.is_empty() {
             for p in params[1..].split(';') {
-                let (n, v) = match p.find('=') {
+                let (n, v) = match find(p, b'=') {
                     Some(i) => (&p[..i], &p[i + 1..]),
                     None => (p, ""),
                 };
