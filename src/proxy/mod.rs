@@ -224,17 +224,25 @@ impl Core {
     /// one. With no route to `peer` at all the message cannot leave anyway; loopback
     /// is written then.
     pub fn advertised(&self, local: SocketAddr, peer: SocketAddr) -> String {
+        // written by hand, not `format!`/`to_string`: this runs for every Via and
+        // Record-Route sipwake writes
+        let mut out = String::with_capacity(48);
         match &self.settings.sip.advertised_host {
-            Some(h) => format!("{h}:{}", local.port()),
+            Some(h) => {
+                out.push_str(h);
+                out.push(':');
+                crate::sip::push_uint(&mut out, local.port().into());
+            }
             None if local.ip().is_unspecified() => {
                 let ip = self.transport.source_toward(peer).unwrap_or(match local {
                     SocketAddr::V4(_) => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
                     SocketAddr::V6(_) => std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
                 });
-                SocketAddr::new(ip, local.port()).to_string()
+                crate::sip::push_socket_addr(&mut out, SocketAddr::new(ip, local.port()));
             }
-            None => local.to_string(),
+            None => crate::sip::push_socket_addr(&mut out, local),
         }
+        out
     }
 
     /// Sends a response built for `req` on `flow` and returns its bytes.

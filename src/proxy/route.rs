@@ -462,10 +462,11 @@ pub fn forward_ack(core: &Arc<Core>, msg: Message, flow: Flow, local: SocketAddr
         let out_local = core.transport.local_addr(&out).unwrap_or(local);
         let branch = core.branches.next(BranchGen::loop_hash(&msg));
         let e = RequestEdits {
-            via: format!(
-                "SIP/2.0/{} {};branch={branch}",
+            via: forward::via_value(
                 out.via_transport(),
-                core.advertised(out_local, out.remote())
+                &core.advertised(out_local, out.remote()),
+                &branch,
+                false,
             ),
             src: Some(flow.remote()),
             pop_routes: popped.ranges,

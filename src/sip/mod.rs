@@ -14,7 +14,9 @@ mod header;
 mod message;
 mod uri;
 
-pub use builder::{local_tag, reason_phrase, response, write_top_via, Splice};
+pub use builder::{
+    local_tag, push_ip, push_socket_addr, push_uint, reason_phrase, response, write_top_via, Splice,
+};
 pub use error::ParseError;
 pub use header::{param, params, parse_cseq, split_commas, unquote, HeaderName, NameAddr, Via};
 pub use message::{memmem, stream_frame_len, Message, Method};

@@ -331,7 +331,7 @@ pub fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
         let port = rest.strip_prefix(':')?;
         return parse_port(port).map(|p| (host, Some(p)));
     }
-    match s.rfind(':') {
+    match s.bytes().rposition(|c| c == b':') {
         Some(i) => parse_port(&s[i + 1..]).map(|p| (&s[..i], Some(p))),
         None => Some((s, None)),
     }

@@ -51,10 +51,10 @@ impl ForwardTask {
         let out_local = self.core.transport.local_addr(&flow).unwrap_or(local);
         let branch = self.core.branches.next(self.loop_hash);
         let mut rr = Vec::new();
+        let out_side = self.core.advertised(out_local, flow.remote());
         if self.record_route {
             let token = self.core.tokens.encode(Some(self.src), Some(flow));
             let sips = self.sips();
-            let out_side = self.core.advertised(out_local, flow.remote());
             let in_side = self.core.advertised(local, self.src.remote());
             rr.push(record_route(&token, &out_side, &flow, sips));
             // RFC 5658: one entry per side when the legs differ in transport or address
@@ -83,11 +83,7 @@ impl ForwardTask {
         };
         let edits = RequestEdits {
             ruri,
-            via: format!(
-                "SIP/2.0/{} {};branch={branch};rport",
-                flow.via_transport(),
-                self.core.advertised(out_local, flow.remote())
-            ),
+            via: via_value(flow.via_transport(), &out_side, &branch, true),
             src: Some(self.src.remote()),
             pop_routes: self.popped.clone(),
             record_route: rr,
@@ -197,14 +193,48 @@ impl ForwardTask {
 /// (RFC 5630: its route set must be all SIPS), otherwise `sip:` with the leg's
 /// transport (`;transport=tls` for other TLS legs, as phones expect).
 fn record_route(token: &str, hostport: &str, leg: &Flow, sips: bool) -> String {
+    // pieces pushed, not `format!`: one of these per forwarded INVITE
+    let mut s = String::with_capacity(token.len() + hostport.len() + 32);
     if sips && leg.is_tls() {
-        format!("<sips:{token}@{hostport};lr>")
+        s.push_str("<sips:");
+        s.push_str(token);
+        s.push('@');
+        s.push_str(hostport);
+        s.push_str(";lr>");
     } else {
-        format!(
-            "<sip:{token}@{hostport};transport={};lr>",
-            leg.via_transport().to_ascii_lowercase()
-        )
+        s.push_str("<sip:");
+        s.push_str(token);
+        s.push('@');
+        s.push_str(hostport);
+        s.push_str(";transport=");
+        s.push_str(match leg.via_transport() {
+            "UDP" => "udp",
+            "TCP" => "tcp",
+            _ => "tls",
+        });
+        s.push_str(";lr>");
     }
+    s
+}
+
+/// Our Via for a branch: `SIP/2.0/UDP host:port;branch=…` (`;rport` with `rport`).
+pub(in crate::proxy) fn via_value(
+    transport: &str,
+    hostport: &str,
+    branch: &str,
+    rport: bool,
+) -> String {
+    let mut s = String::with_capacity(hostport.len() + branch.len() + 32);
+    s.push_str("SIP/2.0/");
+    s.push_str(transport);
+    s.push(' ');
+    s.push_str(hostport);
+    s.push_str(";branch=");
+    s.push_str(branch);
+    if rport {
+        s.push_str(";rport");
+    }
+    s
 }
 
 pub(super) fn make_ack(request: &Bytes, resp: &Message) -> Bytes {

@@ -29,6 +29,7 @@ use crate::transaction::{
     BranchGen, ClientAction, Disposition, Kind, ServerAction, ServerEntry, ServerTx, TxEvent,
 };
 use crate::transport::Flow;
+pub(in crate::proxy) use branches::via_value;
 use branches::{make_ack, Branch};
 
 /// The task that owns one forwarded transaction: its server transaction, every
