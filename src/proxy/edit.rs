@@ -7,7 +7,7 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
-use crate::sip::{split_commas, write_top_via, HeaderName, Message, Splice, Via};
+use crate::sip::{split_commas, write_top_via, HeaderName, Message, Splice};
 
 /// What to change in a request being forwarded.
 #[derive(Debug, Default)]
@@ -44,22 +44,24 @@ pub fn forward_request(msg: &Message, e: &RequestEdits<'_>) -> Bytes {
         .map(|h| h.line.start)
         .unwrap_or(msg.head_end());
     // new header lines go before the first header: our Via on top, then Record-Route
-    sp.insert_fmt(first_line, format_args!("Via: {}\r\n", e.via));
+    sp.insert_parts(first_line, &["Via: ", &e.via, "\r\n"]);
     for rr in &e.record_route {
-        sp.insert_fmt(first_line, format_args!("Record-Route: {rr}\r\n"));
+        sp.insert_parts(first_line, &["Record-Route: ", rr, "\r\n"]);
     }
     for r in &e.push_routes {
-        sp.insert_fmt(first_line, format_args!("Route: {r}\r\n"));
+        sp.insert_parts(first_line, &["Route: ", r, "\r\n"]);
     }
     for line in e.extra {
-        sp.insert_fmt(first_line, format_args!("{line}\r\n"));
+        sp.insert_parts(first_line, &[line, "\r\n"]);
     }
     match headers.iter().find(|h| h.name == HeaderName::MaxForwards) {
         Some(h) => {
             let mf = msg.max_forwards().unwrap_or(70).saturating_sub(1);
-            sp.replace_fmt(h.value.clone(), format_args!("{mf}"));
+            let mut v = String::with_capacity(3);
+            crate::sip::push_uint(&mut v, mf);
+            sp.replace(h.value.clone(), &v);
         }
-        None => sp.insert_fmt(first_line, format_args!("Max-Forwards: 70\r\n")),
+        None => sp.insert_parts(first_line, &["Max-Forwards: 70\r\n"]),
     }
     if let Some(src) = e.src {
         top_via_received(msg, &mut sp, src);
@@ -91,12 +93,11 @@ pub fn forward_request(msg: &Message, e: &RequestEdits<'_>) -> Bytes {
 /// Rewrites the top Via with `received`/`rport` where RFC 3261 §18.2.1 and RFC 3581
 /// ask for them; untouched otherwise.
 fn top_via_received(msg: &Message, sp: &mut Splice<'_>, src: SocketAddr) {
-    let spans = msg.value_spans(HeaderName::Via);
-    let Some((_, range)) = spans.first() else {
+    // the top Via as validation indexed it: not split and parsed again
+    let (Some(range), Some(via)) = (msg.top_via_range(), msg.top_via()) else {
         return;
     };
     let raw = msg.slice(range.clone());
-    let Ok(via) = Via::parse(raw) else { return };
     let host_is_src = via
         .host
         .trim_start_matches('[')
@@ -108,7 +109,7 @@ fn top_via_received(msg: &Message, sp: &mut Splice<'_>, src: SocketAddr) {
     }
     let mut s = String::with_capacity(raw.len() + 40);
     write_top_via(&mut s, raw, &via, src);
-    sp.replace(range.clone(), &s);
+    sp.replace(range, &s);
 }
 
 /// Removes the given values of a list header, dropping lines left empty.

@@ -46,6 +46,15 @@ impl<'m> Splice<'m> {
             .push((range.start, range.end, s, self.scratch.len()));
     }
 
+    /// Inserts the concatenation of `parts` at `at` (no formatting machinery).
+    pub fn insert_parts(&mut self, at: usize, parts: &[&str]) {
+        let s = self.scratch.len();
+        for p in parts {
+            self.scratch.extend_from_slice(p.as_bytes());
+        }
+        self.edits.push((at, at, s, self.scratch.len()));
+    }
+
     /// Inserts formatted text at `at`.
     pub fn insert_fmt(&mut self, at: usize, args: std::fmt::Arguments<'_>) {
         self.replace_fmt(at..at, args);

@@ -100,8 +100,10 @@ impl HeaderName {
             19 => &[(b"p-asserted-identity", H::PAssertedIdentity)],
             _ => &[],
         };
+        // the first letter rules out all but (at most) one or two candidates
+        let first = n[0].to_ascii_lowercase();
         for &(name, h) in candidates {
-            if name.eq_ignore_ascii_case(n) {
+            if name[0] == first && name[1..].eq_ignore_ascii_case(&n[1..]) {
                 return h;
             }
         }
@@ -303,6 +305,10 @@ fn check_params(s: &str) -> bool {
     };
     // empty elements (";;") are a grammar violation
     let b = rest.as_bytes();
+    if memchr::memchr(b'"', b).is_none() {
+        // no quoted string (the common case): every ';' separates two parameters
+        return b.split(|&c| c == b';').all(check_param);
+    }
     let mut in_quote = false;
     let mut seg_start = 0;
     let mut i = 0;

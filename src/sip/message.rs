@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use super::error::ParseError;
 use super::header::{parse_cseq, split_commas, trim_lws, HeaderName, NameAddr, Via, KNOWN_HEADERS};
-use super::uri::{is_token, Scheme, Uri, UriError};
+use super::uri::{is_token, is_token_char, Scheme, Uri, UriError};
 
 mod parse;
 
@@ -474,6 +474,11 @@ impl Message {
     pub fn top_via_value(&self) -> Option<&str> {
         let v = self.index().top_via.as_ref()?;
         Some(self.slice(v.value.clone()))
+    }
+
+    /// Where the topmost Via value lies in the buffer, if it parses.
+    pub fn top_via_range(&self) -> Option<Range<usize>> {
+        Some(self.index().top_via.as_ref()?.value.clone())
     }
 
     /// The `branch` parameter of the topmost Via.

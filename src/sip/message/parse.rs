@@ -2,6 +2,8 @@
 //! value, the body by Content-Length), framing on a stream, and the grammar checks of
 //! [`Message::validate`]. The model it fills is in the parent module.
 
+use std::sync::LazyLock;
+
 use super::*;
 
 fn find_crlf(b: &[u8], from: usize) -> Option<usize> {
@@ -102,9 +104,18 @@ pub fn has_bare_line_break(head: &[u8]) -> bool {
 }
 
 /// Finds `needle` in `hay`.
+///
+/// The empty line that ends a message head is searched for in every message (and in
+/// every read of a stream): its searcher is built once, not per call as
+/// `memchr::memmem::find` does (that setup cost more than the search itself).
 pub fn memmem(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    static EMPTY_LINE: LazyLock<memchr::memmem::Finder<'static>> =
+        LazyLock::new(|| memchr::memmem::Finder::new(b"\r\n\r\n"));
     if needle.is_empty() {
         return None;
+    }
+    if needle == b"\r\n\r\n" {
+        return EMPTY_LINE.find(hay);
     }
     memchr::memmem::find(hay, needle)
 }
@@ -162,11 +173,7 @@ impl Message {
             }
             let colon = memchr::memchr(b':', line).ok_or(ParseError::HeaderLine)?;
             let name_bytes = trim_ascii(&line[..colon]);
-            if name_bytes.is_empty()
-                || !name_bytes
-                    .iter()
-                    .all(|&c| c.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&c))
-            {
+            if name_bytes.is_empty() || !name_bytes.iter().all(|&c| is_token_char(c)) {
                 return Err(ParseError::HeaderLine);
             }
             let name = HeaderName::from_bytes(name_bytes);
