@@ -454,27 +454,45 @@ pub fn forward_ack(core: &Arc<Core>, msg: Message, flow: Flow, local: SocketAddr
     } else {
         return;
     };
+    // the usual ACK follows our Record-Route back to a flow: sent from here, no task
+    // spawned; only an address that needs resolving waits on a task of its own
+    if let Next::Flow(out) = next {
+        return send_ack(core, &msg, &flow, local, out, popped.ranges);
+    }
     let core = core.clone();
     tokio::spawn(async move {
         let Ok(out) = next_hop::resolve(&core, &next, Some(local)).await else {
             return;
         };
-        let out_local = core.transport.local_addr(&out).unwrap_or(local);
-        let branch = core.branches.next(BranchGen::loop_hash(&msg));
-        let e = RequestEdits {
-            via: forward::via_value(
-                out.via_transport(),
-                &core.advertised(out_local, out.remote()),
-                &branch,
-                false,
-            ),
-            src: Some(flow.remote()),
-            pop_routes: popped.ranges,
-            ..Default::default()
-        };
-        let bytes = forward_request(&msg, &e);
-        if let Err(err) = core.transport.send(&out, bytes) {
-            debug!(error = %err, "ACK not forwarded");
-        }
+        send_ack(&core, &msg, &flow, local, out, popped.ranges);
     });
+}
+
+/// Forwards a 2xx's ACK (RFC 3261 §16.11) over `out`: our Via on top, our Route
+/// entries removed.
+fn send_ack(
+    core: &Arc<Core>,
+    msg: &Message,
+    flow: &Flow,
+    local: SocketAddr,
+    out: Flow,
+    pop_routes: Vec<std::ops::Range<usize>>,
+) {
+    let out_local = core.transport.local_addr(&out).unwrap_or(local);
+    let branch = core.branches.next(BranchGen::loop_hash(msg));
+    let e = RequestEdits {
+        via: forward::via_value(
+            out.via_transport(),
+            &core.advertised(out_local, out.remote()),
+            &branch,
+            false,
+        ),
+        src: Some(flow.remote()),
+        pop_routes,
+        ..Default::default()
+    };
+    let bytes = forward_request(msg, &e);
+    if let Err(err) = core.transport.send(&out, bytes) {
+        debug!(error = %err, "ACK not forwarded");
+    }
 }
