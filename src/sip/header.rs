@@ -101,7 +101,10 @@ impl HeaderName {
             _ => &[],
         };
         // the first letter rules out all but (at most) one or two candidates
-        let first = n[0].to_ascii_lowercase();
+        // (an empty name has no candidates, and the framer asks about one)
+        let Some(first) = n.first().map(u8::to_ascii_lowercase) else {
+            return HeaderName::Other;
+        };
         for &(name, h) in candidates {
             if name[0] == first && name[1..].eq_ignore_ascii_case(&n[1..]) {
                 return h;
@@ -679,6 +682,29 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn header_names_any_case_and_compact() {
+        for (n, h) in [
+            ("Via", HeaderName::Via),
+            ("v", HeaderName::Via),
+            ("CONTACT", HeaderName::Contact),
+            ("call-id", HeaderName::CallId),
+            ("Content-Length", HeaderName::ContentLength),
+            ("content-type", HeaderName::ContentType),
+            ("RECORD-route", HeaderName::RecordRoute),
+            ("Max-Forwards", HeaderName::MaxForwards),
+            ("expires", HeaderName::Expires),
+            ("Require", HeaderName::Require),
+            ("p-asserted-identity", HeaderName::PAssertedIdentity),
+            ("", HeaderName::Other),
+            ("Contacts", HeaderName::Other),
+            ("Xontact", HeaderName::Other),
+            ("Call-IE", HeaderName::Other),
+        ] {
+            assert_eq!(HeaderName::from_bytes(n.as_bytes()), h, "{n:?}");
         }
     }
 
