@@ -162,6 +162,17 @@ def start_sipwake(work, binary, extra_env=(), store="sqlite"):
     return Proxy(name, p, port, lf, redis=redis, redis_port=redis_port)
 
 
+def start_floor(work, binary):
+    """The kernel floor (examples/udp_floor.rs): one recvfrom and one sendto per
+    request, a fixed 200 OK; measured beside the proxies on their core, for REGISTER
+    steps only (it forwards nothing, so it has no call figure)."""
+    port = bl.free_port()
+    lf = os.path.join(work, "floor.log")
+    p = spawn(["taskset", "-c", PROXY_CORE, binary, f"127.0.0.1:{port}"], lf, cwd=work)
+    bl.wait_sip_udp(port, proc=p)
+    return Proxy("floor", p, port, lf)
+
+
 def start_kamailio(work):
     port = bl.free_port()
     kdir = os.path.join(work, "kamailio")
@@ -424,6 +435,39 @@ def xwake_table(xwake):
     return "\n".join(lines)
 
 
+TARGET = 0.67   # issue 13: sipwake's CPU per operation at most this times Kamailio's
+
+
+def floor_table(steps, results):
+    """The kernel floor beside the proxies, per REGISTER step: the CPU of one
+    recvfrom + one sendto per request (examples/udp_floor.rs), its share of each
+    proxy's CPU, the ratio of what each proxy spends above it, and what sipwake may
+    spend above it to meet the target."""
+    shown = [st for st in steps if "floor" in results[st["id"]]]
+    if not shown:
+        return ""
+    lines = ["| kernel floor: step | offered/s | floor CPU-µs/op | floor p50/p99 ms | "
+             "sipwake CPU-µs/op | kamailio CPU-µs/op | floor share of sipwake | "
+             "floor share of kamailio | above the floor, sw/kam | "
+             f"sipwake budget above the floor at {TARGET}× kam, µs |",
+             "|" + "---|" * 10]
+    for st in shown:
+        f = results[st["id"]]["floor"]
+        sw, km = results[st["id"]].get("sipwake"), results[st["id"]].get("kamailio")
+        fl = f["cpu_us_per_op"]
+        swc = sw["cpu_us_per_op"] if sw else None
+        kmc = km["cpu_us_per_op"] if km else None
+
+        def share(x):
+            return f"{fl / x * 100:.0f} %" if x and x == x and fl == fl else "–"
+        above = ratio(swc - fl, kmc - fl) if swc is not None and kmc is not None else "–"
+        budget = fmt(TARGET * kmc - fl, ".1f") if kmc is not None else "–"
+        lines.append(f"| {st['label']} | {st['rate']} | {fmt(fl, '.1f')} | "
+                     f"{fmt(f['p50'], '.0f')} / {fmt(f['p99'], '.0f')} | {fmt(swc, '.1f')} | "
+                     f"{fmt(kmc, '.1f')} | {share(swc)} | {share(kmc)} | {above} | {budget} |")
+    return "\n".join(lines)
+
+
 def build_tables(steps, results, mem, wake, have_kam, ramps, xwake=None):
     names = ["sipwake"] + (["kamailio"] if have_kam else [])
     lines = []
@@ -453,6 +497,9 @@ def build_tables(steps, results, mem, wake, have_kam, ramps, xwake=None):
     rtable = redis_store_table(steps, results)
     if rtable:
         lines += ["", rtable]
+    ftable = floor_table(steps, results)
+    if ftable:
+        lines += ["", ftable]
     if ramps:
         rnames = [n for n in LABELS if any(n in rp["best"] for rp in ramps.values())]
         lines += ["", "| highest rate with < 0.1 % failed and ≥ 90 % of offered (ramp ×1.5) | "
@@ -631,6 +678,8 @@ def main():
     ap.add_argument("--duration", type=int, default=None,
                     help="seconds per fixed step (default 15; smoke 3)")
     ap.add_argument("--no-ramp", action="store_true", help="skip the highest-rate ramp")
+    ap.add_argument("--no-floor", action="store_true",
+                    help="skip the kernel floor (examples/udp_floor.rs) in the REGISTER steps")
     ap.add_argument("--ramp-duration", type=int, default=None,
                     help="seconds per ramp step (default 5; smoke 2)")
     ap.add_argument("--ramp-steps", type=int, default=None,
@@ -686,6 +735,16 @@ def main():
         log("cargo build --release")
         subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True,
                        timeout=900)
+    floor_bin = None
+    if not args.no_floor and ("register" in only or "refresh" in only):
+        floor_bin = os.path.join(ROOT, "target", "release", "examples", "udp_floor")
+        if not args.no_build:
+            subprocess.run(["cargo", "build", "--release", "--quiet", "--example", "udp_floor"],
+                           cwd=ROOT, check=True, timeout=900)
+        if not os.path.exists(floor_bin):
+            log(f"{floor_bin} missing (cargo build --release --example udp_floor); "
+                "no kernel floor in this run")
+            floor_bin = None
 
     if args.smoke:
         reg_rates, call_rates, dur = [200], [100], 3
@@ -728,10 +787,11 @@ def main():
         proxies = [start_sipwake(work, binary, args.set, store=st) for st in stores]
         if have_kam:
             proxies.append(start_kamailio(work))
+        floor = start_floor(work, floor_bin) if floor_bin else None
         log("started: " + ", ".join(f"{p.name} pid {p.pid} on {p.hostport()}"
                                     + (f" (redis-server pid {p.redis.pid} on port "
                                        f"{p.redis_port})" if p.redis else "")
-                                    for p in proxies))
+                                    for p in proxies + ([floor] if floor else [])))
         time.sleep(1)
         for p in proxies:
             rss, pss = bl.tree_memory_kib(p.pid)
@@ -743,7 +803,12 @@ def main():
 
         def run_pair(i, st, among=None):
             results.setdefault(st["id"], {})
+            # the floor answers REGISTERs only, and has no ramp of its own
+            with_floor = (floor is not None and among is None
+                          and st["kind"] in ("register", "refresh"))
             among = [p for p in proxies if among is None or p.name in among]
+            if with_floor:
+                among.append(floor)
             order = among if i % 2 == 0 else list(reversed(among))
             for p in order:
                 if not p.alive():
@@ -893,7 +958,10 @@ def main():
         + (f"; {ver['redis']} (appendonly yes, appendfsync everysec, "
               "hash-max-listpack-value 2048)" if "redis" in stores
            else "") + ".",
-        "Proxy pinned to core 0 (with its Redis), SIPp (and the phone fleet) to core 1.",
+        "Proxy pinned to core 0 (with its Redis), SIPp (and the phone fleet) to core 1."
+        + (" The kernel floor (examples/udp_floor.rs: one recvfrom and one sendto per "
+           "REGISTER, a fixed 200 OK, nothing stored) runs on core 0 beside them in the "
+           "REGISTER steps." if floor_bin else ""),
         "", table, "", mtable, "", wtable, "", "Limits per step:", "", *notes])
     print(report)
     if args.json:
