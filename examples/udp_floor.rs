@@ -8,8 +8,13 @@
 //! report can say which share of each proxy's cost is the kernel's and which its own.
 //! It stores nothing, checks nothing and is no SIP server.
 //!
+//! With `batch` it takes what waits in the socket with one `recvmmsg` (blocking for
+//! the first datagram only, up to 32) and answers all of it with one `sendmmsg`: the
+//! floor of the batched receive/send shape, to tell whether that shape is worth
+//! building into sipwake.
+//!
 //!     cargo build --release --example udp_floor
-//!     target/release/examples/udp_floor 127.0.0.1:5070
+//!     target/release/examples/udp_floor 127.0.0.1:5070 [batch]
 
 use std::net::UdpSocket;
 
@@ -29,6 +34,9 @@ fn main() {
     };
     // as sipwake and Kamailio do: a burst waits in the kernel, not on the floor
     let _ = set_buffers(&sock, 4 << 20);
+    if std::env::args().nth(2).as_deref() == Some("batch") {
+        batched(&sock);
+    }
     let mut buf = vec![0u8; 65536];
     let mut out = Vec::with_capacity(2048);
     loop {
@@ -73,6 +81,71 @@ fn answer(req: &[u8], out: &mut Vec<u8>) {
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+}
+
+/// Most datagrams taken or answered by one call in `batch` mode.
+const BATCH: usize = 32;
+
+/// The batched loop: one `recvmmsg` (blocking until the first datagram, then taking
+/// what else waits) and one `sendmmsg` of every answer.
+fn batched(sock: &UdpSocket) -> ! {
+    use std::os::fd::AsRawFd;
+    let fd = sock.as_raw_fd();
+    let mut bufs = vec![[0u8; 4096]; BATCH];
+    let mut outs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(2048)).collect();
+    // SAFETY (all four): plain C structs, zero is a valid value for each.
+    let mut addrs: Vec<libc::sockaddr_storage> = vec![unsafe { std::mem::zeroed() }; BATCH];
+    let mut iovs: Vec<libc::iovec> = vec![unsafe { std::mem::zeroed() }; BATCH];
+    let mut msgs: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; BATCH];
+    let mut replies: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; BATCH];
+    let mut out_iovs: Vec<libc::iovec> = vec![unsafe { std::mem::zeroed() }; BATCH];
+    loop {
+        for i in 0..BATCH {
+            iovs[i] = libc::iovec {
+                iov_base: bufs[i].as_mut_ptr().cast(),
+                iov_len: bufs[i].len(),
+            };
+            msgs[i].msg_hdr.msg_name = (&mut addrs[i] as *mut libc::sockaddr_storage).cast();
+            msgs[i].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as _;
+            msgs[i].msg_hdr.msg_iov = &mut iovs[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+            msgs[i].msg_len = 0;
+        }
+        // SAFETY: every header points into buffers that outlive the call.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                msgs.as_mut_ptr(),
+                BATCH as _,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
+        if n <= 0 {
+            continue;
+        }
+        let mut k = 0;
+        for i in 0..n as usize {
+            let req = &bufs[i][..msgs[i].msg_len as usize];
+            if req.starts_with(b"SIP/2.0") || !req.contains(&b'\n') {
+                continue;
+            }
+            answer(req, &mut outs[k]);
+            out_iovs[k] = libc::iovec {
+                iov_base: outs[k].as_mut_ptr().cast(),
+                iov_len: outs[k].len(),
+            };
+            replies[k].msg_hdr.msg_name = msgs[i].msg_hdr.msg_name;
+            replies[k].msg_hdr.msg_namelen = msgs[i].msg_hdr.msg_namelen;
+            replies[k].msg_hdr.msg_iov = &mut out_iovs[k];
+            replies[k].msg_hdr.msg_iovlen = 1;
+            k += 1;
+        }
+        if k > 0 {
+            // SAFETY: as above; the answers and addresses live until the call returns.
+            unsafe { libc::sendmmsg(fd, replies.as_mut_ptr(), k as _, 0) };
+        }
+    }
 }
 
 /// Asks for `bytes` of receive and send buffer (the kernel caps it at rmem_max/wmem_max).
