@@ -7,7 +7,8 @@ proxy that answers in 100 µs. bench/run.py starts this probe beside SIPp (on th
 core) for every step: it sends one request at a time, paced at --rate per second,
 and times each answer with time.perf_counter_ns. With --method REGISTER each request
 registers a new AOR (probe-<pid>-<n>, the durable path of a new binding); with
-OPTIONS it asks the proxy itself (what any message waits behind, under call load).
+OPTIONS it asks the proxy itself (what any message waits behind, under call load;
+any final answer counts).
 
     python3 bench/latency_probe.py 127.0.0.1:5060 --seconds 6 --rate 200 --json out.json
 
@@ -79,8 +80,10 @@ def main():
                 data = s.recv(65535)
             except (socket.timeout, ConnectionRefusedError):
                 break
-            # a 1xx, or the late answer to an earlier probe: keep waiting for ours
-            if data.startswith(b"SIP/2.0 2") and want in data:
+            # a 1xx, or the late answer to an earlier probe: keep waiting for ours.
+            # Any final answer counts (Kamailio's script answers an OPTIONS for an
+            # unknown user with 404): what is timed is how long a message waits.
+            if data.startswith(b"SIP/2.0 ") and data[8:9] != b"1" and want in data:
                 rtts.append((time.perf_counter_ns() - t0) / 1000.0)
                 got = True
         if not got:

@@ -36,6 +36,12 @@ phone fleet) to core 1, and drives each proxy with SIPp at the same offered rate
      steps, until a step fails 0.1 % or more of its operations or falls below 90 % of
      the offered rate; reports the highest rate that passed.
 
+Beside the proxies, on core 0, the kernel floor (examples/udp_floor.rs: one recvfrom
+and one sendto per REGISTER, a fixed 200 OK; --floor-batch: recvmmsg/sendmmsg) takes
+the REGISTER steps too, so the report shows which share of each proxy's CPU is the
+kernel's. In every step bench/latency_probe.py times requests on a fine clock
+beside SIPp (whose response times come in 4 ms steps here).
+
 For every step it reads the proxy's CPU time (utime+stime of the process, its
 threads and all its child processes, from /proc) before and after and reports
 CPU-us per operation, which is the figure that survives a noisy shared machine;
