@@ -268,14 +268,23 @@ impl Registrar {
         let weak = Arc::downgrade(&self.inner);
         let spawned = std::thread::Builder::new()
             .name("sipwake-write-behind".into())
-            .spawn(move || loop {
-                let ms = match weak.upgrade() {
-                    Some(inner) => inner.window_ms.load(Ordering::Relaxed).max(1),
-                    None => return,
-                };
-                std::thread::sleep(Duration::from_millis(ms));
-                let Some(inner) = weak.upgrade() else { return };
-                Registrar { inner }.flush_paced();
+            .spawn(move || {
+                // a paced flush takes a while under load: the window counts from the
+                // start of the one before, so a refresh is written within the window
+                // plus one flush
+                let mut spent = Duration::ZERO;
+                loop {
+                    let ms = match weak.upgrade() {
+                        Some(inner) => inner.window_ms.load(Ordering::Relaxed).max(1),
+                        None => return,
+                    };
+                    let pause = Duration::from_millis(ms).saturating_sub(spent);
+                    std::thread::sleep(pause.max(Duration::from_millis(1)));
+                    let Some(inner) = weak.upgrade() else { return };
+                    let started = std::time::Instant::now();
+                    Registrar { inner }.flush_paced();
+                    spent = started.elapsed();
+                }
             });
         if let Err(e) = spawned {
             // without the flusher nothing may be deferred
