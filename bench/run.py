@@ -330,7 +330,9 @@ def run_step(proxy, step, work, opts):
         os.makedirs(pdir)
         probe = spawn(["taskset", "-c", LOAD_CORE, sys.executable,
                        os.path.join(ROOT, "bench", "latency_probe.py"), proxy.hostport(),
-                       "--seconds", str(dur), "--rate", str(opts.probe_rate),
+                       "--seconds", str(dur),
+                       # at most 5 % of the step's own rate, so it never weighs much
+                       "--rate", str(min(opts.probe_rate, max(5, rate // 20))),
                        "--method", "REGISTER" if kind in ("register", "refresh") else "OPTIONS",
                        "--json", os.path.join(pdir, "probe.json")],
                       os.path.join(pdir, "out.log"), cwd=pdir)
@@ -740,8 +742,9 @@ def main():
                     help="seconds per fixed step (default 15; smoke 3)")
     ap.add_argument("--no-ramp", action="store_true", help="skip the highest-rate ramp")
     ap.add_argument("--probe-rate", type=int, default=100,
-                    help="requests/s of the fine-clock latency probe beside SIPp in every "
-                    "step (bench/latency_probe.py; 0: none)")
+                    help="most requests/s of the fine-clock latency probe beside SIPp in "
+                    "every step, at most 5 %% of the step's rate (bench/latency_probe.py; "
+                    "0: none)")
     ap.add_argument("--floor-batch", action="store_true",
                     help="the kernel floor takes and answers datagrams in batches "
                     "(recvmmsg/sendmmsg) instead of one recvfrom + one sendto each")
