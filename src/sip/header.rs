@@ -166,25 +166,44 @@ pub fn trim_lws(s: &str) -> &str {
 /// quoted string (and, with `angles`, outside `<…>`), or past the end. A backslash in a
 /// quoted string escapes the next byte.
 fn item_end(b: &[u8], from: usize, sep: u8, angles: bool) -> usize {
+    use memchr::{memchr2, memchr3};
     let mut i = from;
     let mut in_quote = false;
     let mut in_angle = false;
+    // jump (SIMD) to the next byte that can change the state: a Contact with push
+    // parameters runs to 250 bytes of which only a handful matter
     while i < b.len() {
+        let rest = &b[i..];
+        let next = if in_quote {
+            memchr2(b'\\', b'"', rest)
+        } else if in_angle {
+            // inside <…> the separator does not count; a second '<' changes nothing
+            memchr2(b'"', b'>', rest)
+        } else if angles {
+            // outside <…> a stray '>' changes nothing
+            memchr3(sep, b'"', b'<', rest)
+        } else {
+            memchr2(sep, b'"', rest)
+        };
+        let Some(k) = next else {
+            return b.len();
+        };
+        i += k;
         let c = b[i];
         if in_quote {
             if c == b'\\' {
                 i += 1;
-            } else if c == b'"' {
+            } else {
                 in_quote = false;
             }
         } else if c == b'"' {
             in_quote = true;
+        } else if in_angle {
+            in_angle = false; // c == '>'
         } else if angles && c == b'<' {
             in_angle = true;
-        } else if angles && c == b'>' {
-            in_angle = false;
-        } else if c == sep && !in_angle {
-            break;
+        } else {
+            return i; // c == sep
         }
         i += 1;
     }
@@ -493,6 +512,49 @@ pub fn parse_cseq(s: &str) -> Result<(u32, &str), ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `item_end` as it was before it jumped with memchr: one byte at a time.
+    fn item_end_bytewise(b: &[u8], from: usize, sep: u8, angles: bool) -> usize {
+        let (mut i, mut in_quote, mut in_angle) = (from, false, false);
+        while i < b.len() {
+            let c = b[i];
+            if in_quote {
+                if c == b'\\' {
+                    i += 1;
+                } else if c == b'"' {
+                    in_quote = false;
+                }
+            } else if c == b'"' {
+                in_quote = true;
+            } else if angles && c == b'<' {
+                in_angle = true;
+            } else if angles && c == b'>' {
+                in_angle = false;
+            } else if c == sep && !in_angle {
+                break;
+            }
+            i += 1;
+        }
+        i
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn item_end_jumps_to_where_the_bytewise_walk_stops(
+            s in "[a<>\\\\\",;= ]{0,24}",
+            from in 0usize..24,
+            angles: bool,
+        ) {
+            let b = s.as_bytes();
+            let from = from.min(b.len());
+            for sep in [b',', b';'] {
+                proptest::prop_assert_eq!(
+                    item_end(b, from, sep, angles),
+                    item_end_bytewise(b, from, sep, angles)
+                );
+            }
+        }
+    }
 
     #[test]
     fn via_with_odd_lws() {

@@ -355,7 +355,7 @@ pub fn param_in<'a>(params: &'a str, name: &str) -> Option<&'a str> {
 
 /// Decodes `%HH` escapes. Invalid escapes are kept as written.
 pub fn unescape(s: &str) -> Cow<'_, str> {
-    if !s.contains('%') {
+    if memchr::memchr(b'%', s.as_bytes()).is_none() {
         return Cow::Borrowed(s);
     }
     let b = s.as_bytes();
