@@ -2,7 +2,7 @@
 //! (To, From, Contact, Route, Record-Route, Path), CSeq and parameter lists.
 
 use super::error::ParseError;
-use super::uri::{is_token, split_host_port, valid_host};
+use super::uri::{find_byte, is_token, split_host_port, valid_host};
 
 /// Headers sipwake looks at, with their compact forms folded in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -250,7 +250,7 @@ pub fn params(s: &str) -> impl Iterator<Item = (&str, &str)> + '_ {
         if item.is_empty() {
             continue;
         }
-        return Some(match item.find('=') {
+        return Some(match find_byte(item, b'=') {
             Some(k) => (trim_lws(&item[..k]), trim_lws(&item[k + 1..])),
             None => (item, ""),
         });
@@ -291,7 +291,7 @@ fn check_params(s: &str) -> bool {
         if seg.is_empty() {
             return false;
         }
-        let (n, v) = match seg.find('=') {
+        let (n, v) = match find_byte(seg, b'=') {
             Some(k) => (trim_lws(&seg[..k]), Some(trim_lws(&seg[k + 1..]))),
             None => (seg, None),
         };
@@ -368,7 +368,7 @@ impl<'a> Via<'a> {
             return Err(E);
         }
         let r = trim_lws(&r[end..]);
-        let pend = r.find(';').unwrap_or(r.len());
+        let pend = find_byte(r, b';').unwrap_or(r.len());
         let sent_by = trim_lws(&r[..pend]);
         let params = &r[pend..];
         // sent-by may have LWS around ':' in theory; phones never do that
@@ -437,7 +437,7 @@ impl<'a> NameAddr<'a> {
                 return Err(e);
             }
             (Some(&s[..=i]), rest)
-        } else if let Some(lt) = s.find('<') {
+        } else if let Some(lt) = find_byte(s, b'<') {
             let d = trim_lws(&s[..lt]);
             if !d.is_empty()
                 && !d
@@ -449,7 +449,7 @@ impl<'a> NameAddr<'a> {
             (if d.is_empty() { None } else { Some(d) }, &s[lt..])
         } else {
             // addr-spec: the URI ends at the first ';', which starts header params
-            let end = s.find(';').unwrap_or(s.len());
+            let end = find_byte(s, b';').unwrap_or(s.len());
             let uri = trim_lws(&s[..end]);
             if uri.is_empty() || uri.contains(['?', ',', ' ', '\t', '\r', '\n', '"', '>']) {
                 return Err(e);
@@ -464,7 +464,7 @@ impl<'a> NameAddr<'a> {
                 params,
             });
         };
-        let gt = rest.find('>').ok_or(e.clone())?;
+        let gt = find_byte(rest, b'>').ok_or(e.clone())?;
         let uri = &rest[1..gt];
         if uri.is_empty() || uri.contains([' ', '\t', '\r', '\n', '<']) {
             return Err(e);

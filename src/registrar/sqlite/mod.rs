@@ -61,11 +61,6 @@ const PUT_BINDING: &str = "INSERT OR REPLACE INTO bindings
     (aor, key, contact, match_key, q, expires_at, call_id, cseq, flow, instance, reg_id,
      user_agent, path, push, updated_at_ms)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
-/// A pure refresh moves only these columns (see `behind`): the rest of the row, most
-/// of its bytes, is neither bound nor rebuilt from Rust values.
-const REFRESH_BINDING: &str = "UPDATE bindings
-    SET expires_at = ?3, call_id = ?4, cseq = ?5, updated_at_ms = ?6
-    WHERE aor = ?1 AND key = ?2";
 const DELETE_BINDING: &str = "DELETE FROM bindings WHERE aor = ?1 AND key = ?2";
 const LOAD_BINDINGS: &str = "SELECT aor, key, contact, match_key, q, expires_at, call_id,
     cseq, flow, instance, reg_id, user_agent, path, push, updated_at_ms
@@ -126,11 +121,6 @@ enum WriteJob {
         value: Vec<u8>,
         reply: mpsc::SyncSender<Result<(), StoreError>>,
     },
-    /// Deferred pure refreshes (`Store::submit_refreshes_then`).
-    Refresh {
-        bindings: Vec<Arc<Binding>>,
-        done: Done,
-    },
 }
 
 impl Job {
@@ -146,7 +136,7 @@ impl WriteJob {
     fn answer(self, result: Result<(), StoreError>) {
         // A requester that stopped waiting is not an error for the store.
         match self {
-            WriteJob::Ops { done, .. } | WriteJob::Refresh { done, .. } => done(result),
+            WriteJob::Ops { done, .. } => done(result),
             WriteJob::Meta { reply, .. } => {
                 let _ = reply.send(result);
             }
@@ -278,16 +268,6 @@ impl Store for SqliteStore {
             return done(Err(StoreError::Closed));
         };
         if let Err(mpsc::SendError(job)) = jobs.send(Job::Write(WriteJob::Ops { ops, done })) {
-            job.answer_closed();
-        }
-    }
-
-    fn submit_refreshes_then(&self, bindings: Vec<Arc<Binding>>, done: Done) {
-        let Some(jobs) = self.jobs.as_ref() else {
-            return done(Err(StoreError::Closed));
-        };
-        let job = Job::Write(WriteJob::Refresh { bindings, done });
-        if let Err(mpsc::SendError(job)) = jobs.send(job) {
             job.answer_closed();
         }
     }
@@ -536,22 +516,6 @@ fn apply_jobs(conn: &Connection, group: &[WriteJob]) -> Result<(), StoreError> {
             WriteJob::Meta { key, value, .. } => {
                 conn.prepare_cached(PUT_META)?
                     .execute(params![key, value])?;
-            }
-            WriteJob::Refresh { bindings, .. } => {
-                for b in bindings {
-                    let changed = conn.prepare_cached(REFRESH_BINDING)?.execute(params![
-                        b.aor,
-                        b.key,
-                        b.expires_at,
-                        b.call_id,
-                        b.cseq,
-                        b.updated_at_ms,
-                    ])?;
-                    if changed == 0 {
-                        // not stored after all (nothing should get here): the whole row
-                        apply_op(conn, &StoreOp::Put(Arc::clone(b)))?;
-                    }
-                }
             }
         }
     }

@@ -112,41 +112,6 @@ async fn ops_apply_in_order_and_survive_reopen() {
     assert_eq!(store.load().unwrap(), vec![(*a1).clone(), (*a2).clone()]);
 }
 
-#[test]
-fn refreshes_write_their_columns_and_a_missing_row_whole() {
-    let dir = TempDir::new("refresh");
-    let stored = binding("a", "1", vec!["<sip:p;lr>".into()]);
-    let refreshed = Arc::new(Binding {
-        expires_at: 1_900_000_600,
-        call_id: "cid-2".into(),
-        cseq: 8,
-        updated_at_ms: 1_800_000_000_000,
-        ..(*stored).clone()
-    });
-    // never stored (nothing should defer such a binding): written whole all the same
-    let unknown = binding("b", "1", vec![]);
-    {
-        let store = SqliteStore::open(&dir.db(), false).unwrap();
-        let (tx, rx) = mpsc::sync_channel(2);
-        let tx2 = tx.clone();
-        store.submit_then(
-            vec![StoreOp::Put(stored.clone())],
-            Box::new(move |r| tx.send(r).unwrap()),
-        );
-        store.submit_refreshes_then(
-            vec![refreshed.clone(), unknown.clone()],
-            Box::new(move |r| tx2.send(r).unwrap()),
-        );
-        rx.recv().unwrap().unwrap();
-        rx.recv().unwrap().unwrap();
-    }
-    let store = SqliteStore::open(&dir.db(), false).unwrap();
-    assert_eq!(
-        store.load().unwrap(),
-        vec![(*refreshed).clone(), (*unknown).clone()]
-    );
-}
-
 #[tokio::test]
 async fn kept_messages_survive_reopen_in_order() {
     use crate::registrar::StoredMessage;
