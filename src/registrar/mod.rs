@@ -341,12 +341,11 @@ impl Registrar {
             return (0, rx);
         }
         let n = dirty.len();
-        let ops = dirty.iter().map(|b| StoreOp::Put(Arc::clone(b))).collect();
         let behind = self.inner.behind.clone();
         let order = self.inner.order.lock();
         drop(map);
-        self.inner.store.submit_then(
-            ops,
+        self.inner.store.submit_refreshes_then(
+            dirty.clone(),
             Box::new(move |result| {
                 behind.flushed(&dirty, &result);
                 log_unawaited(result, "refresh (write-behind)");
