@@ -58,7 +58,7 @@ pub fn forward_request(msg: &Message, e: &RequestEdits<'_>) -> Bytes {
         Some(h) => {
             let mf = msg.max_forwards().unwrap_or(70).saturating_sub(1);
             let mut v = String::with_capacity(3);
-            crate::sip::push_uint(&mut v, mf);
+            crate::sip::push_decimal(&mut v, u64::from(mf));
             sp.replace(h.value.clone(), &v);
         }
         None => sp.insert_parts(first_line, &["Max-Forwards: 70\r\n"]),

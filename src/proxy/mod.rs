@@ -231,7 +231,7 @@ impl Core {
             Some(h) => {
                 out.push_str(h);
                 out.push(':');
-                crate::sip::push_uint(&mut out, local.port().into());
+                crate::sip::push_decimal(&mut out, u64::from(local.port()));
             }
             None if local.ip().is_unspecified() => {
                 let ip = self.transport.source_toward(peer).unwrap_or(match local {

@@ -2,7 +2,7 @@
 //! (To, From, Contact, Route, Record-Route, Path), CSeq and parameter lists.
 
 use super::error::ParseError;
-use super::uri::{class, is_token, is_token_char, split_host_port, valid_host};
+use super::uri::{class, find_byte, is_token, is_token_char, split_host_port, valid_host};
 
 /// Headers sipwake looks at, with their compact forms folded in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -176,12 +176,6 @@ pub fn trim_lws(s: &str) -> &str {
         e -= 1;
     }
     s.get(a..e).unwrap_or("")
-}
-
-/// The first position of byte `c` in `s`. For the short values of a header a plain
-/// loop beats `str::find`, whose searcher costs more to set up than the scan.
-pub(super) fn find_byte(s: &str, c: u8) -> Option<usize> {
-    s.bytes().position(|x| x == c)
 }
 
 /// Where the list item starting at `from` ends: the index of the first `sep` outside a
@@ -564,6 +558,49 @@ pub fn parse_cseq(s: &str) -> Result<(u32, &str), ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `item_end` as it was before it jumped with memchr: one byte at a time.
+    fn item_end_bytewise(b: &[u8], from: usize, sep: u8, angles: bool) -> usize {
+        let (mut i, mut in_quote, mut in_angle) = (from, false, false);
+        while i < b.len() {
+            let c = b[i];
+            if in_quote {
+                if c == b'\\' {
+                    i += 1;
+                } else if c == b'"' {
+                    in_quote = false;
+                }
+            } else if c == b'"' {
+                in_quote = true;
+            } else if angles && c == b'<' {
+                in_angle = true;
+            } else if angles && c == b'>' {
+                in_angle = false;
+            } else if c == sep && !in_angle {
+                break;
+            }
+            i += 1;
+        }
+        i
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn item_end_jumps_to_where_the_bytewise_walk_stops(
+            s in "[a<>\\\\\",;= ]{0,24}",
+            from in 0usize..24,
+            angles: bool,
+        ) {
+            let b = s.as_bytes();
+            let from = from.min(b.len());
+            for sep in [b',', b';'] {
+                proptest::prop_assert_eq!(
+                    item_end(b, from, sep, angles),
+                    item_end_bytewise(b, from, sep, angles)
+                );
+            }
+        }
+    }
 
     #[test]
     fn via_with_odd_lws() {
