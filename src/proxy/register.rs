@@ -185,7 +185,7 @@ fn keep_learnt_env(req: &mut RegisterRequest, existing: impl FnOnce() -> Vec<Arc
         }
         let learnt = bindings
             .iter()
-            .filter_map(|b| PushInfo::from_json(b.push.as_deref()?))
+            .filter_map(|b| PushInfo::from_json(b.push().as_deref()?))
             .find(|old| old.token == info.token && !old.env_guessed);
         if let Some(old) = learnt {
             keep_learnt(&mut info, &old);
@@ -237,17 +237,17 @@ pub fn public_contact(uri: &str) -> String {
 }
 
 pub(crate) fn contact_line(b: &Binding, now_ms: u64) -> String {
-    let mut s = String::with_capacity(b.contact.len() + 64);
+    let mut s = String::with_capacity(b.contact().len() + 64);
     let _ = write!(
         s,
         "Contact: <{}>;expires={}",
-        public_contact(&b.contact),
+        public_contact(b.contact()),
         b.expires_in(now_ms)
     );
     if let Some(q) = b.q {
         let _ = write!(s, ";q={}.{:03}", q / 1000, q % 1000);
     }
-    if let Some(i) = &b.instance {
+    if let Some(i) = &b.instance() {
         let _ = write!(s, ";+sip.instance=\"{i}\"");
     }
     if let Some(r) = b.reg_id {
@@ -345,7 +345,7 @@ pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
                         // until when this AOR's bindings on the connection live
                         let until = bindings
                             .iter()
-                            .filter(|x| x.is_live(now_ms) && x.flow.as_deref() == Some(me.as_str()))
+                            .filter(|x| x.is_live(now_ms) && x.flow() == Some(me.as_str()))
                             .map(|x| x.expires_at)
                             .max()
                             .unwrap_or(0);
@@ -354,11 +354,11 @@ pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
                     }
                     if let Some(b) = bindings
                         .iter()
-                        .find(|b| b.is_live(now_ms) && b.flow.as_deref() == Some(me.as_str()))
+                        .find(|b| b.is_live(now_ms) && b.flow() == Some(me.as_str()))
                     {
                         // the idle timeout spares this connection while it carries a
                         // live binding; the phone's keep-alives keep its NAT open
-                        core.anchors.note(&flow, &b.aor);
+                        core.anchors.note(&flow, b.aor());
                         if !outbound {
                             lines.push("Flow-Timer: 120".into());
                         }

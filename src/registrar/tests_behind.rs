@@ -70,7 +70,7 @@ fn pending_puts(store: &ManualStore) -> Vec<(String, String, u32)> {
         .iter()
         .flat_map(|(ops, _)| ops.iter())
         .filter_map(|op| match op {
-            StoreOp::Put(b) => Some((b.contact.clone(), b.call_id.clone(), b.cseq)),
+            StoreOp::Put(b) => Some((b.contact().to_owned(), b.call_id().to_owned(), b.cseq)),
             _ => None,
         })
         .collect()

@@ -263,7 +263,7 @@ impl ForwardTask {
         // one branch per device: same flow adds nothing, a new flow replaces the stale one
         let mut stale = Vec::new();
         for (i, b) in self.branches.iter().enumerate() {
-            let same_device = b.binding_key.as_deref() == Some(binding.key.as_str())
+            let same_device = b.binding_key.as_deref() == Some(binding.key())
                 || (device.is_some() && b.device == device);
             if !same_device || !b.client.is_pending() {
                 continue;
@@ -277,13 +277,13 @@ impl ForwardTask {
         for i in stale {
             self.drop_branch(i);
         }
-        debug!(aor = %binding.aor, "woken phone gets the call");
+        debug!(aor = %binding.aor(), "woken phone gets the call");
         self.start_branch(
             flow,
-            Some(&binding.contact),
+            Some(binding.contact()),
             &path,
             device,
-            Some(binding.key.clone()),
+            Some(binding.key().to_owned()),
         );
         if !self.woke {
             self.woken_after = self.push.as_ref().map(Pushing::parked_for);

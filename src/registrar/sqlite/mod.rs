@@ -22,7 +22,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use super::messages::StoredMessage;
 use super::store::{Done, Store, StoreError, StoreOp};
-use super::Binding;
+use super::{Binding, BindingFields};
 use checkpoint::Checkpointer;
 
 /// Schema version kept in `PRAGMA user_version`, so later builds can migrate.
@@ -513,20 +513,20 @@ fn apply_op(tx: &Transaction<'_>, op: &StoreOp) -> Result<(), StoreError> {
     match op {
         StoreOp::Put(b) => {
             tx.prepare_cached(PUT_BINDING)?.execute(params![
-                b.aor,
-                b.key,
-                b.contact,
-                b.match_key,
+                b.aor(),
+                b.key(),
+                b.contact(),
+                b.match_key(),
                 b.q,
                 b.expires_at,
-                b.call_id,
+                b.call_id(),
                 b.cseq,
-                b.flow,
-                b.instance,
+                b.flow(),
+                b.instance(),
                 b.reg_id,
-                b.user_agent,
+                b.user_agent(),
                 encode_path(&b.path),
-                b.push,
+                b.push(),
                 b.updated_at_ms,
             ])?;
         }
@@ -572,7 +572,7 @@ fn load(conn: &Connection) -> Result<Vec<Binding>, StoreError> {
     let mut stmt = conn.prepare_cached(LOAD_BINDINGS)?;
     let rows = stmt.query_map([], |r| {
         Ok((
-            Binding {
+            BindingFields {
                 aor: r.get(0)?,
                 key: r.get(1)?,
                 contact: r.get(2)?,
@@ -601,7 +601,7 @@ fn load(conn: &Connection) -> Result<Vec<Binding>, StoreError> {
             key: binding.key.clone(),
             reason,
         })?;
-        out.push(binding);
+        out.push(Binding::new(binding));
     }
     Ok(out)
 }
