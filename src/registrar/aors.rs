@@ -47,7 +47,12 @@ impl AorTable {
     pub(super) fn insert(&mut self, list: Vec<Arc<Binding>>) {
         let Some(first) = list.first() else { return };
         let hash = self.hash(first.aor());
-        let list = List::from_vec(list);
+        // `from_vec` keeps the Vec's buffer unless its capacity fits inline
+        let list = if list.len() <= 1 {
+            list.into_iter().collect()
+        } else {
+            List::from_vec(list)
+        };
         let aor = aor_of(&list);
         let hasher = &self.hasher;
         match self.table.find_mut(hash, |l| aor_of(l) == aor) {
@@ -131,7 +136,9 @@ mod tests {
     #[test]
     fn one_binding_is_kept_inline() {
         let mut t = AorTable::default();
-        t.insert(vec![b("a@x", "1")]);
+        let mut list = Vec::with_capacity(4);
+        list.push(b("a@x", "1"));
+        t.insert(list);
         assert!(!t.get_mut("a@x").unwrap().spilled());
         assert!(std::mem::size_of::<List>() <= 24);
     }

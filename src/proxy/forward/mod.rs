@@ -17,7 +17,9 @@ use bytes::Bytes;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tracing::{debug, debug_span, Instrument};
 
-use super::data::{sleep_until, CallEvent, CallView, OwnRoutes, PushPlan, Target, TaskEvent};
+use super::data::{
+    sleep_until, CallEvent, CallView, OwnRoutes, PushPlan, Target, TaskEvent, WokenVia,
+};
 use super::edit::pop_via;
 use super::pushing::Pushing;
 use super::{next_hop, Core};
@@ -223,11 +225,11 @@ impl ForwardTask {
                         Ok(flow) => {
                             if let Some(tx) = tx {
                                 let path = t.path;
-                                let via = CallEvent::WokenVia {
+                                let via = CallEvent::WokenVia(Box::new(WokenVia {
                                     binding,
                                     flow,
                                     path,
-                                };
+                                }));
                                 let _ = tx.send(TxEvent::Upper(via));
                             }
                         }
@@ -372,11 +374,14 @@ impl ForwardTask {
                 self.on_push_done(device, result)
             }
             TxEvent::Upper(CallEvent::Describe(reply)) => self.describe(reply),
-            TxEvent::Upper(CallEvent::WokenVia {
-                binding,
-                flow,
-                path,
-            }) => self.on_woken_via(binding, flow, path),
+            TxEvent::Upper(CallEvent::WokenVia(via)) => {
+                let WokenVia {
+                    binding,
+                    flow,
+                    path,
+                } = *via;
+                self.on_woken_via(binding, flow, path)
+            }
         }
     }
 
