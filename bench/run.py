@@ -36,6 +36,12 @@ phone fleet) to core 1, and drives each proxy with SIPp at the same offered rate
      steps, until a step fails 0.1 % or more of its operations or falls below 90 % of
      the offered rate; reports the highest rate that passed.
 
+Beside the proxies, on core 0, the kernel floor (examples/udp_floor.rs: one recvfrom
+and one sendto per REGISTER, a fixed 200 OK; --floor-batch: recvmmsg/sendmmsg) takes
+the REGISTER steps too, so the report shows which share of each proxy's CPU is the
+kernel's. In every step bench/latency_probe.py times requests on a fine clock
+beside SIPp (whose response times come in 4 ms steps here).
+
 For every step it reads the proxy's CPU time (utime+stime of the process, its
 threads and all its child processes, from /proc) before and after and reports
 CPU-us per operation, which is the figure that survives a noisy shared machine;
@@ -160,6 +166,18 @@ def start_sipwake(work, binary, extra_env=(), store="sqlite"):
     p = spawn(["taskset", "-c", PROXY_CORE, binary], lf, env=env, cwd=work)
     bl.wait_sip_udp(port, proc=p)
     return Proxy(name, p, port, lf, redis=redis, redis_port=redis_port)
+
+
+def start_floor(work, binary, batch=False):
+    """The kernel floor (examples/udp_floor.rs): one recvfrom and one sendto per
+    request, a fixed 200 OK; measured beside the proxies on their core, for REGISTER
+    steps only (it forwards nothing, so it has no call figure)."""
+    port = bl.free_port()
+    lf = os.path.join(work, "floor.log")
+    p = spawn(["taskset", "-c", PROXY_CORE, binary, f"127.0.0.1:{port}"]
+              + (["batch"] if batch else []), lf, cwd=work)
+    bl.wait_sip_udp(port, proc=p)
+    return Proxy("floor", p, port, lf)
 
 
 def start_kamailio(work):
@@ -304,8 +322,30 @@ def run_step(proxy, step, work, opts):
     cores0 = core_busy()
     t0 = time.monotonic()
     p = spawn(argv, os.path.join(sdir, "out.log"), cwd=sdir)
+    probe = None
+    if opts.probe_rate > 0:
+        # the fine-clock latency beside SIPp's (latency_probe.py): new AORs in the
+        # REGISTER steps, OPTIONS to the proxy itself in the call steps
+        pdir = os.path.join(sdir, "probe")
+        os.makedirs(pdir)
+        probe = spawn(["taskset", "-c", LOAD_CORE, sys.executable,
+                       os.path.join(ROOT, "bench", "latency_probe.py"), proxy.hostport(),
+                       "--seconds", str(dur),
+                       # at most 5 % of the step's own rate, so it never weighs much
+                       "--rate", str(min(opts.probe_rate, max(5, rate // 20))),
+                       "--method", "REGISTER" if kind in ("register", "refresh") else "OPTIONS",
+                       "--json", os.path.join(pdir, "probe.json")],
+                      os.path.join(pdir, "out.log"), cwd=pdir)
     rc, sipp_cpu, to = wait_rusage(p, dur * 3 + 40)
     wall = time.monotonic() - t0
+    pr = {}
+    if probe is not None:
+        wait_rusage(probe, dur + 10)
+        try:
+            with open(os.path.join(sdir, "probe", "probe.json")) as f:
+                pr = json.load(f)
+        except (OSError, ValueError):
+            pr = {}
     if extra_uas is not None:
         _, uas_cpu, _ = wait_rusage(extra_uas, 15)
     cpu1 = bl.tree_cpu_seconds(proxy.pid)
@@ -313,13 +353,18 @@ def run_step(proxy, step, work, opts):
     cores1 = core_busy()
     r = sipp_results(sdir, scen, p.pid)
     r.update(kind=kind, rate=rate, wall=wall, rc=rc, timed_out=to, t_end=time.monotonic())
+    r["probe"] = pr
     if kind == "register":
         users["n"] = max(users["n"], r["ok"] + r["failed"])
     r["proxy_cpu"] = cpu1 - cpu0
     r["redis_cpu"] = rcpu1 - rcpu0
     r["sipp_cpu"] = sipp_cpu + uas_cpu
     r["achieved"] = r["ok"] / r["elapsed"] if r["elapsed"] > 0 else 0.0
-    r["cpu_us_per_op"] = r["proxy_cpu"] * 1e6 / r["ok"] if r["ok"] else float("nan")
+    # a probe REGISTER in a "register" step is one more of the same operation; in the
+    # other steps its requests (new AORs among refreshes, OPTIONS among calls) are a
+    # small extra load, the same for every proxy
+    ops = r["ok"] + (pr.get("samples") or 0 if kind == "register" else 0)
+    r["cpu_us_per_op"] = r["proxy_cpu"] * 1e6 / ops if r["ok"] else float("nan")
     r["redis_cpu_us_per_op"] = r["redis_cpu"] * 1e6 / r["ok"] if r["ok"] else float("nan")
     # load on each core not caused by us: other engineers' tests on this machine
     busy = {}
@@ -424,6 +469,65 @@ def xwake_table(xwake):
     return "\n".join(lines)
 
 
+TARGET = 0.67   # issue 13: sipwake's CPU per operation at most this times Kamailio's
+
+
+def floor_table(steps, results):
+    """The kernel floor beside the proxies, per REGISTER step: the CPU of one
+    recvfrom + one sendto per request (examples/udp_floor.rs), its share of each
+    proxy's CPU, the ratio of what each proxy spends above it, and what sipwake may
+    spend above it to meet the target."""
+    shown = [st for st in steps if "floor" in results[st["id"]]]
+    if not shown:
+        return ""
+    lines = ["| kernel floor: step | offered/s | floor CPU-µs/op | floor p50/p99 ms | "
+             "sipwake CPU-µs/op | kamailio CPU-µs/op | floor share of sipwake | "
+             "floor share of kamailio | above the floor, sw/kam | "
+             f"sipwake budget above the floor at {TARGET}× kam, µs |",
+             "|" + "---|" * 10]
+    for st in shown:
+        f = results[st["id"]]["floor"]
+        sw, km = results[st["id"]].get("sipwake"), results[st["id"]].get("kamailio")
+        fl = f["cpu_us_per_op"]
+        swc = sw["cpu_us_per_op"] if sw else None
+        kmc = km["cpu_us_per_op"] if km else None
+
+        def share(x):
+            return f"{fl / x * 100:.0f} %" if x and x == x and fl == fl else "–"
+        above = ratio(swc - fl, kmc - fl) if swc is not None and kmc is not None else "–"
+        budget = fmt(TARGET * kmc - fl, ".1f") if kmc is not None else "–"
+        lines.append(f"| {st['label']} | {st['rate']} | {fmt(fl, '.1f')} | "
+                     f"{fmt(f['p50'], '.0f')} / {fmt(f['p99'], '.0f')} | {fmt(swc, '.1f')} | "
+                     f"{fmt(kmc, '.1f')} | {share(swc)} | {share(kmc)} | {above} | {budget} |")
+    return "\n".join(lines)
+
+
+def probe_table(steps, results):
+    """Latency on a fine clock (latency_probe.py, one request at a time beside the
+    load): SIPp's response times come in 4 ms steps, these in µs."""
+    names = [n for n in ("sipwake", "sipwake-redis", "kamailio", "floor")
+             if any(results[st["id"]].get(n, {}).get("probe") for st in steps)]
+    if not names:
+        return ""
+    lines = ["| latency probe (µs, one request at a time beside the load) | offered/s | "
+             + " | ".join(f"{LABELS.get(n, 'kernel floor')} p50 / p99 / max (lost)"
+                          for n in names) + " | p99 ratio sw/kam |",
+             "|" + "---|" * (len(names) + 3)]
+    for st in steps:
+        cells = []
+        for n in names:
+            pr = results[st["id"]].get(n, {}).get("probe") or {}
+            cells.append(f"{fmt(pr.get('p50_us'), '.0f')} / {fmt(pr.get('p99_us'), '.0f')} / "
+                         f"{fmt(pr.get('max_us'), '.0f')} ({pr.get('lost', '–')})"
+                         if pr else "–")
+        sw = (results[st["id"]].get("sipwake", {}).get("probe") or {}).get("p99_us")
+        km = (results[st["id"]].get("kamailio", {}).get("probe") or {}).get("p99_us")
+        what = "REGISTER, new AOR" if st["kind"] in ("register", "refresh") else "OPTIONS"
+        lines.append(f"| {st['label']} (probe: {what}) | {st['rate']} | " + " | ".join(cells)
+                     + f" | {ratio(sw, km)} |")
+    return "\n".join(lines)
+
+
 def build_tables(steps, results, mem, wake, have_kam, ramps, xwake=None):
     names = ["sipwake"] + (["kamailio"] if have_kam else [])
     lines = []
@@ -453,6 +557,12 @@ def build_tables(steps, results, mem, wake, have_kam, ramps, xwake=None):
     rtable = redis_store_table(steps, results)
     if rtable:
         lines += ["", rtable]
+    ftable = floor_table(steps, results)
+    if ftable:
+        lines += ["", ftable]
+    ptable = probe_table(steps, results)
+    if ptable:
+        lines += ["", ptable]
     if ramps:
         rnames = [n for n in LABELS if any(n in rp["best"] for rp in ramps.values())]
         lines += ["", "| highest rate with < 0.1 % failed and ≥ 90 % of offered (ramp ×1.5) | "
@@ -654,6 +764,15 @@ def main():
     ap.add_argument("--duration", type=int, default=None,
                     help="seconds per fixed step (default 15; smoke 3)")
     ap.add_argument("--no-ramp", action="store_true", help="skip the highest-rate ramp")
+    ap.add_argument("--probe-rate", type=int, default=100,
+                    help="most requests/s of the fine-clock latency probe beside SIPp in "
+                    "every step, at most 5 %% of the step's rate (bench/latency_probe.py; "
+                    "0: none)")
+    ap.add_argument("--floor-batch", action="store_true",
+                    help="the kernel floor takes and answers datagrams in batches "
+                    "(recvmmsg/sendmmsg) instead of one recvfrom + one sendto each")
+    ap.add_argument("--no-floor", action="store_true",
+                    help="skip the kernel floor (examples/udp_floor.rs) in the REGISTER steps")
     ap.add_argument("--ramp-duration", type=int, default=None,
                     help="seconds per ramp step (default 5; smoke 2)")
     ap.add_argument("--ramp-steps", type=int, default=None,
@@ -709,6 +828,16 @@ def main():
         log("cargo build --release")
         subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True,
                        timeout=900)
+    floor_bin = None
+    if not args.no_floor and ("register" in only or "refresh" in only):
+        floor_bin = os.path.join(ROOT, "target", "release", "examples", "udp_floor")
+        if not args.no_build:
+            subprocess.run(["cargo", "build", "--release", "--quiet", "--example", "udp_floor"],
+                           cwd=ROOT, check=True, timeout=900)
+        if not os.path.exists(floor_bin):
+            log(f"{floor_bin} missing (cargo build --release --example udp_floor); "
+                "no kernel floor in this run")
+            floor_bin = None
 
     if args.smoke:
         reg_rates, call_rates, dur = [200], [100], 3
@@ -751,10 +880,11 @@ def main():
         proxies = [start_sipwake(work, binary, args.set, store=st) for st in stores]
         if have_kam:
             proxies.append(start_kamailio(work))
+        floor = start_floor(work, floor_bin, args.floor_batch) if floor_bin else None
         log("started: " + ", ".join(f"{p.name} pid {p.pid} on {p.hostport()}"
                                     + (f" (redis-server pid {p.redis.pid} on port "
                                        f"{p.redis_port})" if p.redis else "")
-                                    for p in proxies))
+                                    for p in proxies + ([floor] if floor else [])))
         time.sleep(1)
         for p in proxies:
             rss, pss = bl.tree_memory_kib(p.pid)
@@ -766,7 +896,12 @@ def main():
 
         def run_pair(i, st, among=None):
             results.setdefault(st["id"], {})
+            # the floor answers REGISTERs only, and has no ramp of its own
+            with_floor = (floor is not None and among is None
+                          and st["kind"] in ("register", "refresh"))
             among = [p for p in proxies if among is None or p.name in among]
+            if with_floor:
+                among.append(floor)
             order = among if i % 2 == 0 else list(reversed(among))
             for p in order:
                 if not p.alive():
@@ -775,6 +910,7 @@ def main():
                 results[st["id"]][p.name] = r
                 log(f"{st['id']:>14} {p.name:8}: {r['achieved']:7.0f}/s ok {r['ok']} "
                     f"failed {r['failed']} p50/p99 {r['p50']}/{r['p99']} ms "
+                    f"probe p50/p99 {r['probe'].get('p50_us')}/{r['probe'].get('p99_us')} us "
                     f"cpu {r['cpu_us_per_op']:.1f} us/op (proxy {r['proxy_cpu']:.2f} s, "
                     f"sipp {r['sipp_cpu']:.2f} s, wall {r['wall']:.1f} s, "
                     f"core0 {r['core0_busy'] * 100:.0f}% core1 {r['core1_busy'] * 100:.0f}%)")
@@ -916,7 +1052,12 @@ def main():
         + (f"; {ver['redis']} (appendonly yes, appendfsync everysec, "
               "hash-max-listpack-value 2048)" if "redis" in stores
            else "") + ".",
-        "Proxy pinned to core 0 (with its Redis), SIPp (and the phone fleet) to core 1.",
+        "Proxy pinned to core 0 (with its Redis), SIPp (and the phone fleet) to core 1."
+        + ((" The kernel floor (examples/udp_floor.rs: "
+            + ("one recvmmsg and one sendmmsg per batch of waiting REGISTERs"
+               if args.floor_batch else "one recvfrom and one sendto per REGISTER")
+            + ", a fixed 200 OK, nothing stored) runs on core 0 beside them in the "
+            "REGISTER steps.") if floor_bin else ""),
         "", table, "", mtable, "", wtable, "", "Limits per step:", "", *notes])
     print(report)
     if args.json:

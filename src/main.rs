@@ -12,6 +12,13 @@ use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::reload;
 
+/// mimalloc instead of glibc's malloc: with a message handled on whichever runtime or
+/// store thread is free, glibc keeps growing (`sysmalloc`, `mprotect`) and trimming
+/// per-thread arenas under load; mimalloc's thread-local free lists allocate and free
+/// in fewer instructions and keep RSS per binding lower (docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Environment variable whose log filter, when set, replaces `log.level`.
 const LOG_ENV: &str = "SIPWAKE_LOG";
 

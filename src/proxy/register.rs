@@ -2,7 +2,6 @@
 //! and answer with every current contact. Push parameters never leave sipwake: they
 //! are cut from the contacts listed in the 200.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use tracing::{debug, debug_span, warn};
@@ -16,7 +15,7 @@ use crate::registrar::{
     unix_now_ms, Binding, ContactSpec, Contacts, PendingEvents, RegisterOutcome, RegisterRequest,
     StoreError,
 };
-use crate::sip::{params, unquote, HeaderName, Message, NameAddr, Scheme, Uri};
+use crate::sip::{params, push_decimal, unquote, HeaderName, Message, NameAddr, Scheme, Uri};
 use crate::transaction::ServerEntry;
 use crate::transport::Flow;
 
@@ -215,15 +214,22 @@ fn parse_q(v: &str) -> Option<u16> {
 
 /// The contact URI with push parameters removed.
 pub fn public_contact(uri: &str) -> String {
-    let Some(semi) = uri.find(';') else {
-        return uri.to_string();
+    let mut out = String::with_capacity(uri.len());
+    push_public_contact(&mut out, uri);
+    out
+}
+
+/// Appends [`public_contact`] of `uri` to `out`.
+fn push_public_contact(out: &mut String, uri: &str) {
+    let Some(semi) = memchr::memchr(b';', uri.as_bytes()) else {
+        out.push_str(uri);
+        return;
     };
     let (base, rest) = uri.split_at(semi);
-    let (params_part, headers) = match rest.find('?') {
+    let (params_part, headers) = match memchr::memchr(b'?', rest.as_bytes()) {
         Some(q) => rest.split_at(q),
         None => (rest, ""),
     };
-    let mut out = String::with_capacity(uri.len());
     out.push_str(base);
     for p in params_part.split(';').filter(|p| !p.is_empty()) {
         let name = p.split('=').next().unwrap_or("");
@@ -233,27 +239,43 @@ pub fn public_contact(uri: &str) -> String {
         }
     }
     out.push_str(headers);
-    out
 }
 
 pub(crate) fn contact_line(b: &Binding, now_ms: u64) -> String {
     let mut s = String::with_capacity(b.contact().len() + 64);
-    let _ = write!(
-        s,
-        "Contact: <{}>;expires={}",
-        public_contact(b.contact()),
-        b.expires_in(now_ms)
-    );
+    push_contact_line(&mut s, b, now_ms);
+    s
+}
+
+/// Appends the `Contact:` line (no CRLF) announcing `b` in a 200 to `out`.
+fn push_contact_line(s: &mut String, b: &Binding, now_ms: u64) {
+    s.push_str("Contact: <");
+    push_public_contact(s, b.contact());
+    s.push_str(">;expires=");
+    push_decimal(s, u64::from(b.expires_in(now_ms)));
     if let Some(q) = b.q {
-        let _ = write!(s, ";q={}.{:03}", q / 1000, q % 1000);
+        s.push_str(";q=");
+        push_decimal(s, u64::from(q / 1000));
+        s.push('.');
+        let frac = q % 1000;
+        s.push_str(if frac < 10 {
+            "00"
+        } else if frac < 100 {
+            "0"
+        } else {
+            ""
+        });
+        push_decimal(s, u64::from(frac));
     }
     if let Some(i) = &b.instance() {
-        let _ = write!(s, ";+sip.instance=\"{i}\"");
+        s.push_str(";+sip.instance=\"");
+        s.push_str(i);
+        s.push('"');
     }
     if let Some(r) = b.reg_id {
-        let _ = write!(s, ";reg-id={r}");
+        s.push_str(";reg-id=");
+        push_decimal(s, u64::from(r));
     }
-    s
 }
 
 /// Answers a REGISTER that could not be read into an update; a `555` (a push service
@@ -318,12 +340,16 @@ pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
         let now_ms = unix_now_ms();
         match outcome {
             Ok(RegisterOutcome::Ok { bindings }) => {
-                // a push binding kept past its expiry is not registered in SIP terms
-                let mut lines: Vec<String> = bindings
-                    .iter()
-                    .filter(|b| b.is_live(now_ms))
-                    .map(|b| contact_line(b, now_ms))
-                    .collect();
+                // a push binding kept past its expiry is not registered in SIP terms;
+                // the Contact lines go into one text, CRLF between them
+                let mut contacts = String::with_capacity(bindings.len() * 160);
+                for b in bindings.iter().filter(|b| b.is_live(now_ms)) {
+                    if !contacts.is_empty() {
+                        contacts.push_str("\r\n");
+                    }
+                    push_contact_line(&mut contacts, b, now_ms);
+                }
+                let mut lines: Vec<String> = Vec::new();
                 if let Some(p) = &pns {
                     lines.push(format!("Feature-Caps: *;+sip.pns=\"{p}\";+sip.pnsreg"));
                 }
@@ -364,7 +390,10 @@ pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
                         }
                     }
                 }
-                let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+                let refs: Vec<&str> = std::iter::once(contacts.as_str())
+                    .filter(|c| !c.is_empty())
+                    .chain(lines.iter().map(String::as_str))
+                    .collect();
                 core.reply(&msg, flow, key, 200, "OK", &refs);
             }
             Ok(RegisterOutcome::IntervalTooBrief { min_expires }) => {

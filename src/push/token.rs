@@ -35,21 +35,29 @@ pub enum TokenError {
     Malformed(&'static str),
 }
 
+/// The Contact URI's `;name=value` parameters, raw: only up to URI headers or the end
+/// of a name-addr, names and values trimmed, values unquoted.
+fn raw_params(raw: &str) -> impl Iterator<Item = (&str, &str)> {
+    let end = memchr::memchr2(b'?', b'>', raw.as_bytes()).unwrap_or(raw.len());
+    raw[..end].split(';').filter_map(|p| {
+        let p = p.trim();
+        if p.is_empty() {
+            return None;
+        }
+        let (name, value) = match memchr::memchr(b'=', p.as_bytes()) {
+            Some(k) => (&p[..k], &p[k + 1..]),
+            None => (p, ""),
+        };
+        Some((name.trim(), value.trim().trim_matches('"')))
+    })
+}
+
 /// The Contact URI parameters as (name, percent-decoded value) pairs, borrowed from
 /// `raw` unless a value needs decoding (names compare case-insensitively in [`get`]).
 fn params(raw: &str) -> Vec<(&str, Cow<'_, str>)> {
-    // Only the parameters: stop at URI headers or the end of a name-addr.
-    let raw = raw.split(['?', '>']).next().unwrap_or("");
-    raw.split(';')
-        .filter_map(|p| {
-            let p = p.trim();
-            if p.is_empty() {
-                return None;
-            }
-            let (name, value) = p.split_once('=').unwrap_or((p, ""));
-            Some((name.trim(), unescape(value.trim().trim_matches('"'))))
-        })
-        .collect()
+    let mut out = Vec::with_capacity(8);
+    out.extend(raw_params(raw).map(|(name, value)| (name, unescape(value))));
+    out
 }
 
 fn get<'a>(params: &'a [(&str, Cow<'_, str>)], name: &str) -> Option<&'a str> {
@@ -92,14 +100,10 @@ fn is_team_id(s: &str) -> bool {
 pub fn pns_name(contact_uri_params: &str) -> Option<String> {
     // the first `pn-provider`, as `params` + `get` would find it, without decoding and
     // collecting every other parameter (this runs for every REGISTER)
-    let raw = contact_uri_params.split(['?', '>']).next().unwrap_or("");
-    raw.split(';')
-        .find_map(|p| {
-            let p = p.trim();
-            let (name, value) = p.split_once('=').unwrap_or((p, ""));
-            name.trim()
-                .eq_ignore_ascii_case("pn-provider")
-                .then(|| unescape(value.trim().trim_matches('"')))
+    raw_params(contact_uri_params)
+        .find_map(|(name, value)| {
+            name.eq_ignore_ascii_case("pn-provider")
+                .then(|| unescape(value))
         })
         .filter(|v| !v.is_empty())
         .map(|v| v.to_ascii_lowercase())

@@ -182,6 +182,37 @@ impl WriteBehind {
         out
     }
 
+    /// The (AOR, key) of every binding with a deferred write, sorted: the order of
+    /// the store's primary key, so consecutive chunks of it touch disjoint pages.
+    pub(super) fn dirty_keys(&self) -> Vec<(String, String)> {
+        let st = self.state.lock();
+        let mut keys: Vec<(String, String)> = st
+            .pending
+            .values()
+            .flatten()
+            .filter(|e| e.dirty)
+            .map(|e| (e.binding.aor().to_owned(), e.binding.key().to_owned()))
+            .collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    /// Takes, of the bindings named in `keys`, those whose deferred write is still to
+    /// be done (a synchronous op or an earlier flush may have taken one since
+    /// [`WriteBehind::dirty_keys`]), marking them in flight; same locking as
+    /// [`WriteBehind::take_dirty`].
+    pub(super) fn take_keys(&self, keys: &[(String, String)]) -> Vec<Arc<Binding>> {
+        let mut st = self.state.lock();
+        let mut out = Vec::with_capacity(keys.len());
+        for (aor, key) in keys {
+            if let Some(e) = st.entry_mut(aor, key).filter(|e| e.dirty) {
+                e.dirty = false;
+                out.push(Arc::clone(&e.binding));
+            }
+        }
+        out
+    }
+
     /// A flush of `flushed` finished: committed versions become the known stored
     /// expiry (and an entry with nothing newer is done); failed ones are retried.
     pub(super) fn flushed(&self, flushed: &[Arc<Binding>], result: &Result<(), StoreError>) {

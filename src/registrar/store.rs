@@ -143,6 +143,14 @@ pub trait Store: Send + Sync + 'static {
     /// without a hand-off back to the runtime.
     fn submit_then(&self, ops: Vec<StoreOp>, done: Done);
 
+    /// Writes deferred pure refreshes (see `behind`): each binding is stored already
+    /// and differs from its stored version only in expiry, Call-ID, CSeq and
+    /// `updated_at_ms`, so a store may write just those. Ordered with
+    /// [`Store::submit_then`] like any submit. By default, a `Put` each.
+    fn submit_refreshes_then(&self, bindings: Vec<Arc<Binding>>, done: Done) {
+        self.submit_then(bindings.into_iter().map(StoreOp::Put).collect(), done);
+    }
+
     /// Read a small value (e.g. the flow-token secret).
     fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
 

@@ -249,3 +249,105 @@ async fn off_by_default() {
     committed(&reg, &store, req("c1", 1, vec![contact(1)])).await;
     waits_for_disk(&reg, &store, at(req("c1", 2, vec![contact(1)]), T0 + 1000)).await;
 }
+
+/// The flusher writes a busy window in chunks in key order, each once the one before
+/// is committed, so a new binding's write never queues behind the whole window's
+/// refreshes; a binding removed between two chunks is not written back by a later one.
+#[tokio::test]
+async fn the_flusher_writes_in_chunks_one_commit_at_a_time() {
+    let (reg, store) = setup();
+    let n = FLUSH_CHUNK * 2 + 5;
+    let user = |i: usize, r: RegisterRequest| RegisterRequest {
+        aor: format!("sip:u{i}@example.com"),
+        ..r
+    };
+    for i in 0..n {
+        committed(&reg, &store, user(i, req("c1", 1, vec![contact(1)]))).await;
+    }
+    for i in 0..n {
+        let r = at(user(i, req("c2", 1, vec![contact(1)])), T0 + 1000);
+        answered_at_once(&reg, &store, r).await;
+    }
+    assert_eq!(reg.deferred_refreshes(), n);
+    // the last AOR in key order, written by the last chunk unless removed first
+    let last = (0..n)
+        .map(|i| format!("sip:u{i}@example.com"))
+        .max()
+        .unwrap();
+    let last_i: usize = last["sip:u".len()..last.len() - "@example.com".len()]
+        .parse()
+        .unwrap();
+    let flusher = std::thread::spawn({
+        let reg = reg.clone();
+        move || reg.flush_paced()
+    });
+    let mut written: Vec<Vec<String>> = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while written.iter().map(Vec::len).sum::<usize>() < n - 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "flushed only {written:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let jobs: Vec<Vec<String>> = store
+            .pending
+            .lock()
+            .iter()
+            .map(|j| {
+                j.0.iter()
+                    .filter_map(|op| match op {
+                        StoreOp::Put(b) => Some(b.aor().to_owned()),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .collect();
+        match jobs.as_slice() {
+            [] => continue,
+            [one] => written.push(one.clone()),
+            more => panic!("a chunk submitted before the one before was committed: {more:?}"),
+        }
+        // the next chunk waits for this commit
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            store.pending.lock().len(),
+            1,
+            "one chunk in the store at a time"
+        );
+        if written.len() == 1 {
+            // unregistered while the first chunk commits
+            let removal = at(
+                header(user(last_i, req("c3", 1, vec![contact(1)])), 0),
+                T0 + 2000,
+            );
+            waits_for_disk_behind(&reg, &store, removal).await;
+        } else {
+            store.complete_all(true);
+        }
+    }
+    assert_eq!(flusher.join().unwrap(), n - 1);
+    let sizes: Vec<usize> = written.iter().map(Vec::len).collect();
+    assert_eq!(sizes, vec![FLUSH_CHUNK, FLUSH_CHUNK, 4]);
+    let all: Vec<String> = written.concat();
+    let mut sorted = all.clone();
+    sorted.sort();
+    assert_eq!(all, sorted, "written in key order");
+    assert!(
+        !all.contains(&last),
+        "the removed binding is not written back"
+    );
+    assert_eq!(reg.deferred_refreshes(), 0);
+}
+
+/// Registers `r` while another job waits in the store, then completes both.
+async fn waits_for_disk_behind(reg: &Registrar, store: &ManualStore, r: RegisterRequest) {
+    let task = tokio::spawn({
+        let reg = reg.clone();
+        async move { reg.register(r).await }
+    });
+    while store.pending.lock().len() < 2 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    store.complete_all(true);
+    task.await.unwrap().unwrap();
+}

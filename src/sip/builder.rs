@@ -2,7 +2,6 @@
 //! messages made by splicing a few edits into the received bytes.
 
 use std::fmt::Write as _;
-use std::hash::{Hash, Hasher};
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
@@ -100,21 +99,79 @@ pub fn write_top_via(out: &mut String, via_raw: &str, via: &Via<'_>, src: Socket
         }
     }
     if wants_rport || host_ip != Some(src.ip()) {
-        let _ = write!(out, ";received={}", src.ip());
+        out.push_str(";received=");
+        push_ip(out, src.ip());
     }
     if wants_rport {
-        let _ = write!(out, ";rport={}", src.port());
+        out.push_str(";rport=");
+        push_decimal(out, u64::from(src.port()));
+    }
+}
+
+/// Appends `n` in decimal: what `write!(out, "{n}")` does, without the formatting
+/// machinery (every response carries a few numbers).
+pub fn push_decimal(out: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // only ASCII digits were written
+    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or("0"));
+}
+
+/// Appends `ip` as `Display` writes it; IPv4 (the common case) without `fmt`.
+fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (k, octet) in v4.octets().into_iter().enumerate() {
+                if k > 0 {
+                    out.push('.');
+                }
+                push_decimal(out, u64::from(octet));
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
     }
 }
 
 /// A To tag that is the same for every retransmission of one request.
 pub fn local_tag(msg: &Message) -> String {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    msg.call_id().hash(&mut h);
-    msg.from_tag().hash(&mut h);
-    msg.top_branch().hash(&mut h);
-    msg.cseq().0.hash(&mut h);
-    format!("sw{:x}", h.finish())
+    let mut out = String::with_capacity(18);
+    push_local_tag(&mut out, msg);
+    out
+}
+
+/// Appends [`local_tag`] to `out`.
+fn push_local_tag(out: &mut String, msg: &Message) {
+    // FNV-1a over the request's identity: a tag only has to be the same for every
+    // retransmission and differ between requests, and SipHash cost more than the
+    // rest of the response line
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &c in bytes {
+            h = (h ^ u64::from(c)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        // a separator, so ("ab", "c") and ("a", "bc") differ
+        h = (h ^ 0xff).wrapping_mul(0x0000_0100_0000_01b3);
+    };
+    eat(msg.call_id().as_bytes());
+    eat(msg.from_tag().as_bytes());
+    eat(msg.top_branch().unwrap_or("").as_bytes());
+    eat(&msg.cseq().0.to_le_bytes());
+    out.push_str("sw");
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digits = (64 - h.leading_zeros()).div_ceil(4).max(1);
+    for k in (0..digits).rev() {
+        out.push(char::from(HEX[((h >> (4 * k)) & 0xf) as usize]));
+    }
 }
 
 /// Builds a response to `req`, which arrived from `src`. `extra` lines are complete
@@ -128,8 +185,13 @@ pub fn response(
     extra: &[&str],
     body: Option<(&str, &[u8])>,
 ) -> Bytes {
-    let mut s = String::with_capacity(512);
-    let _ = write!(s, "SIP/2.0 {code} {reason}\r\n");
+    let extra_len: usize = extra.iter().map(|l| l.len() + 2).sum();
+    let mut s = String::with_capacity(req.bytes().len() + extra_len + 128);
+    s.push_str("SIP/2.0 ");
+    push_decimal(&mut s, u64::from(code));
+    s.push(' ');
+    s.push_str(reason);
+    s.push_str("\r\n");
     let mut first = true;
     for v in req.values(HeaderName::Via) {
         s.push_str("Via: ");
@@ -146,16 +208,22 @@ pub fn response(
     let clean = |v: &&str| !has_bare_line_break(v.as_bytes());
     for (h, name) in [(HeaderName::From, "From"), (HeaderName::To, "To")] {
         if let Some(v) = req.header(h).filter(clean) {
-            let _ = write!(s, "{name}: {v}");
+            s.push_str(name);
+            s.push_str(": ");
+            s.push_str(v);
             if h == HeaderName::To && code > 100 && req.to_tag().is_empty() {
-                let _ = write!(s, ";tag={}", local_tag(req));
+                s.push_str(";tag=");
+                push_local_tag(&mut s, req);
             }
             s.push_str("\r\n");
         }
     }
     for (h, name) in [(HeaderName::CallId, "Call-ID"), (HeaderName::CSeq, "CSeq")] {
         if let Some(v) = req.header(h).filter(clean) {
-            let _ = write!(s, "{name}: {v}\r\n");
+            s.push_str(name);
+            s.push_str(": ");
+            s.push_str(v);
+            s.push_str("\r\n");
         }
     }
     for line in extra {
@@ -165,11 +233,11 @@ pub fn response(
     s.push_str("Server: sipwake\r\n");
     match body {
         Some((ctype, b)) => {
-            let _ = write!(
-                s,
-                "Content-Type: {ctype}\r\nContent-Length: {}\r\n\r\n",
-                b.len()
-            );
+            s.push_str("Content-Type: ");
+            s.push_str(ctype);
+            s.push_str("\r\nContent-Length: ");
+            push_decimal(&mut s, b.len() as u64);
+            s.push_str("\r\n\r\n");
             let mut v = s.into_bytes();
             v.extend_from_slice(b);
             v.shrink_to_fit();
@@ -223,6 +291,42 @@ mod tests {
     fn req() -> Message {
         let raw = "OPTIONS sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP ua.example.com:5070;branch=z9hG4bK1;rport, SIP/2.0/TCP h2;branch=z9hG4bK2\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: c\r\nCSeq: 7 OPTIONS\r\nMax-Forwards: 70\r\nX-Keep: %41;b=2\r\nContent-Length: 0\r\n\r\n";
         Message::parse(Bytes::from(raw), true).unwrap()
+    }
+
+    #[test]
+    fn numbers_and_addresses_are_written_as_display_writes_them() {
+        for n in [0u64, 7, 10, 99, 100, 65535, 4_294_967_295, u64::MAX] {
+            let mut s = String::from("x");
+            push_decimal(&mut s, n);
+            assert_eq!(s, format!("x{n}"));
+        }
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "192.168.100.255",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let mut s = String::new();
+            push_ip(&mut s, ip);
+            assert_eq!(s, ip.to_string());
+        }
+    }
+
+    #[test]
+    fn local_tags_differ_between_requests() {
+        let other = Message::parse(
+            Bytes::from(
+                "OPTIONS sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK2\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: c2\r\nCSeq: 7 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+            ),
+            true,
+        )
+        .unwrap();
+        let tag = local_tag(&req());
+        assert!(tag.starts_with("sw") && tag.len() > 2, "{tag}");
+        assert!(tag[2..].bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(tag, local_tag(&other));
     }
 
     #[test]

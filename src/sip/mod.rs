@@ -14,7 +14,7 @@ mod header;
 mod message;
 mod uri;
 
-pub use builder::{local_tag, reason_phrase, response, write_top_via, Splice};
+pub use builder::{local_tag, push_decimal, reason_phrase, response, write_top_via, Splice};
 pub use error::ParseError;
 pub use header::{param, params, parse_cseq, split_commas, unquote, HeaderName, NameAddr, Via};
 pub use message::{memmem, stream_frame_len, Message, Method};

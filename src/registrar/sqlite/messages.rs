@@ -2,7 +2,7 @@
 //! ([`crate::registrar::MessageQueue`]), next to the bindings in the same file and
 //! written in the same group commits.
 
-use rusqlite::{params, Connection, Transaction};
+use rusqlite::{params, Connection};
 
 use crate::registrar::messages::StoredMessage;
 use crate::registrar::store::StoreError;
@@ -38,7 +38,7 @@ fn int(v: u64) -> i64 {
 }
 
 /// Inserts or replaces `m`.
-pub(super) fn put(tx: &Transaction<'_>, m: &StoredMessage) -> Result<(), StoreError> {
+pub(super) fn put(tx: &Connection, m: &StoredMessage) -> Result<(), StoreError> {
     tx.prepare_cached(PUT)?.execute(params![
         m.id,
         m.aor,
@@ -56,7 +56,7 @@ pub(super) fn put(tx: &Transaction<'_>, m: &StoredMessage) -> Result<(), StoreEr
 }
 
 /// Deletes the message `id`, if present.
-pub(super) fn delete(tx: &Transaction<'_>, id: &str) -> Result<(), StoreError> {
+pub(super) fn delete(tx: &Connection, id: &str) -> Result<(), StoreError> {
     tx.prepare_cached(DELETE)?.execute(params![id])?;
     Ok(())
 }

@@ -112,6 +112,111 @@ async fn ops_apply_in_order_and_survive_reopen() {
     assert_eq!(store.load().unwrap(), vec![(*a1).clone(), (*a2).clone()]);
 }
 
+/// Submits `refreshes` through the refresh path and waits for the commit.
+fn refresh(store: &SqliteStore, refreshes: Vec<Arc<Binding>>) {
+    let (tx, rx) = mpsc::sync_channel(1);
+    store.submit_refreshes_then(refreshes, Box::new(move |r| tx.send(r).unwrap()));
+    rx.recv().unwrap().unwrap();
+}
+
+fn refreshed(b: &Arc<Binding>, at_ms: u64) -> Arc<Binding> {
+    Arc::new(Binding::new(BindingFields {
+        expires_at: b.expires_at + 600,
+        call_id: format!("cid-{at_ms}"),
+        cseq: 8,
+        updated_at_ms: at_ms,
+        ..b.fields()
+    }))
+}
+
+fn refresh_rows(db: &Path) -> i64 {
+    Connection::open(db)
+        .unwrap()
+        .query_row("SELECT count(*) FROM refreshes", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn refreshes_count_until_a_newer_write_and_fold_into_the_rows_on_reopen() {
+    let dir = TempDir::new("refresh");
+    let at = |ms: u64, b: Arc<Binding>| {
+        Arc::new(Binding::new(BindingFields {
+            updated_at_ms: ms,
+            ..b.fields()
+        }))
+    };
+    let a = at(1_000, binding("a", "1", vec!["<sip:p;lr>".into()]));
+    let b = at(1_000, binding("b", "1", vec![]));
+    let c = at(1_000, binding("c", "1", vec![]));
+    let (a2, b2, c2) = (
+        refreshed(&a, 2_000),
+        refreshed(&b, 2_000),
+        refreshed(&c, 2_000),
+    );
+    // b changed after its refresh: the whole row, later, wins
+    let b3 = Arc::new(Binding::new(BindingFields {
+        contact: "sip:moved@10.0.0.2".into(),
+        ..at(3_000, b.clone()).fields()
+    }));
+    {
+        let store = SqliteStore::open(&dir.db(), false).unwrap();
+        let put = |b: &Arc<Binding>| StoreOp::Put(b.clone());
+        store
+            .submit(vec![put(&a), put(&b), put(&c)])
+            .await
+            .unwrap()
+            .unwrap();
+        refresh(&store, vec![a2.clone(), b2, c2]);
+        store
+            .submit(vec![
+                put(&b3),
+                StoreOp::Delete {
+                    aor: "c".into(),
+                    key: "1".into(),
+                },
+            ])
+            .await
+            .unwrap()
+            .unwrap();
+        // what `bindings dump` sees while sipwake runs: the refreshes applied
+        let expect = vec![(*a2).clone(), (*b3).clone()];
+        assert_eq!(SqliteStore::read_bindings(&dir.db()).unwrap(), expect);
+        assert_eq!(store.load().unwrap(), expect);
+        // a's refresh and b's older one are kept; the deleted c's went with it
+        assert_eq!(refresh_rows(&dir.db()), 2);
+    }
+    let store = SqliteStore::open(&dir.db(), false).unwrap();
+    assert_eq!(store.load().unwrap(), vec![(*a2).clone(), (*b3).clone()]);
+    assert_eq!(refresh_rows(&dir.db()), 0, "folded into the binding rows");
+}
+
+#[test]
+fn a_version_1_file_is_read_as_it_is_and_upgraded_when_opened() {
+    let dir = TempDir::new("v1");
+    std::fs::create_dir_all(dir.db().parent().unwrap()).unwrap();
+    let a = binding("a", "1", vec![]);
+    {
+        let conn = Connection::open(dir.db()).unwrap();
+        // the version 1 schema: bindings and meta, no refreshes, no view
+        let v1 = &SCHEMA[..SCHEMA.find("CREATE TABLE IF NOT EXISTS refreshes").unwrap()];
+        conn.execute_batch(v1).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        apply_op(&conn, &StoreOp::Put(a.clone())).unwrap();
+    }
+    assert_eq!(
+        SqliteStore::read_bindings(&dir.db()).unwrap(),
+        vec![(*a).clone()]
+    );
+    let store = SqliteStore::open(&dir.db(), false).unwrap();
+    assert_eq!(store.load().unwrap(), vec![(*a).clone()]);
+    let version: i64 = Connection::open(dir.db())
+        .unwrap()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    assert_eq!(refresh_rows(&dir.db()), 0);
+}
+
 #[tokio::test]
 async fn kept_messages_survive_reopen_in_order() {
     use crate::registrar::StoredMessage;
