@@ -41,18 +41,18 @@ pub(super) async fn push_test(State(admin): Shared, Path(aor): Path<String>) -> 
     let mut devices: Vec<Value> = Vec::new();
     let mut pushes = Vec::new();
     for b in &bindings {
-        let contact = public_contact(&b.contact);
-        let Some(info) = b.push.as_deref().and_then(PushInfo::from_json) else {
+        let contact = public_contact(b.contact());
+        let Some(info) = b.push().as_deref().and_then(PushInfo::from_json) else {
             devices.push(json!({
-                "aor": b.aor,
+                "aor": b.aor(),
                 "contact": contact,
-                "instance": b.instance,
+                "instance": b.instance(),
                 "result": "no_push_token",
             }));
             continue;
         };
         let call = CallPush {
-            aor: b.aor.clone(),
+            aor: b.aor().to_owned(),
             call_id: format!("push-test-{}@sipwake", random_hex(8)),
             push_hint: random_hex(16),
             caller_id: "push-test".into(),
@@ -93,9 +93,9 @@ pub(super) async fn push_test(State(admin): Shared, Path(aor): Path<String>) -> 
             PushResult::Failed(why) => ("failed", Some(why.clone())),
         };
         devices.push(json!({
-            "aor": b.aor,
+            "aor": b.aor(),
             "contact": redact(&contact, &info),
-            "instance": b.instance,
+            "instance": b.instance(),
             "provider": info.provider.as_str(),
             "token": truncated(&info.token),
             "result": outcome,

@@ -51,8 +51,8 @@ pub(super) fn redact(text: &str, info: &PushInfo) -> String {
 /// A binding as JSON, tokens truncated (also inside the contact, should a push
 /// parameter sipwake does not know of carry one).
 pub(super) fn binding_json(b: &Binding, now_ms: u64) -> Value {
-    let info = b.push.as_deref().and_then(PushInfo::from_json);
-    let mut contact = public_contact(&b.contact);
+    let info = b.push().as_deref().and_then(PushInfo::from_json);
+    let mut contact = public_contact(b.contact());
     if let Some(i) = &info {
         contact = redact(&contact, i);
     }
@@ -66,20 +66,20 @@ pub(super) fn binding_json(b: &Binding, now_ms: u64) -> Value {
         })
     });
     json!({
-        "aor": b.aor,
+        "aor": b.aor(),
         "contact": contact,
         "expires_in": b.expires_in(now_ms),
         "expires_at": b.expires_at,
-        "flow": b.flow,
-        "instance": b.instance,
+        "flow": b.flow(),
+        "instance": b.instance(),
         "reg_id": b.reg_id,
         "q": b.q.map(|q| f64::from(q) / 1000.0),
-        "user_agent": b.user_agent,
+        "user_agent": b.user_agent(),
         "path": b.path,
         "push": push,
         "last_register_ms": b.updated_at_ms,
         "last_register_age_s": now_ms.saturating_sub(b.updated_at_ms) / 1000,
-        "node": b.node,
+        "node": b.node(),
     })
 }
 
@@ -206,6 +206,7 @@ pub(super) async fn calls(State(admin): Shared) -> Response {
 mod tests {
     use super::*;
     use crate::push::Provider;
+    use crate::registrar::BindingFields;
 
     #[test]
     fn tokens_are_truncated_everywhere() {
@@ -221,16 +222,16 @@ mod tests {
             registered_at_ms: 1,
             pn_param: None,
         };
-        let b = Binding {
+        let b = Binding::new(BindingFields {
             expires_at: 2_000_000_000,
             push: Some(info.to_json()),
             updated_at_ms: 1,
-            ..Binding::for_test(
+            ..BindingFields::for_test(
                 "alice@example.com",
                 &format!("t:apns:{token}"),
                 &format!("sip:alice@10.0.0.1:5060;mytoken={token}"),
             )
-        };
+        });
         let text = binding_json(&b, 1000).to_string();
         assert!(!text.contains("0123456789a"), "{text}");
         assert!(!text.contains("fedcba9876"), "{text}");

@@ -94,7 +94,7 @@ impl Anchors {
                 registrar
                     .lookup(aor, now)
                     .iter()
-                    .any(|b| b.is_live(now) && b.flow.as_deref() == Some(me.as_str()))
+                    .any(|b| b.is_live(now) && b.flow() == Some(me.as_str()))
             })
             .collect();
         if live.is_empty() {

@@ -72,7 +72,7 @@ pub fn keep(
     }
     let devices: Vec<_> = bindings
         .iter()
-        .filter_map(|b| push_info(core, b).map(|i| (b.key.clone(), i)))
+        .filter_map(|b| push_info(core, b).map(|i| (b.key().to_owned(), i)))
         .collect();
     if devices.is_empty() {
         return false;
@@ -220,8 +220,8 @@ pub async fn run(core: Arc<Core>) {
                     // waits is asked of Redis by the delivery itself
                     let shared = core.registrar.shared_messages().is_some();
                     if core.registrar.owner(&b) == Owner::Here
-                        && (shared || core.registrar.messages().has_waiting(&b.aor))
-                        && active.lock().insert(b.aor.clone())
+                        && (shared || core.registrar.messages().has_waiting(b.aor()))
+                        && active.lock().insert(b.aor().to_owned())
                     {
                         tokio::spawn(deliver(core.clone(), b, active.clone()));
                     }
@@ -287,12 +287,12 @@ impl Queue<'_> {
 /// several nodes this node first takes the AOR's delivery lease in Redis, so a phone
 /// registering on two nodes at once gets each message once, in order.
 async fn deliver(core: Arc<Core>, b: Arc<Binding>, active: Deliveries) {
-    let span = tracing::debug_span!("deliver", aor = %b.aor);
+    let span = tracing::debug_span!("deliver", aor = %b.aor());
     async {
-        let flow: Option<Flow> = b.flow.as_deref().and_then(|f| f.parse().ok());
+        let flow: Option<Flow> = b.flow().and_then(|f| f.parse().ok());
         if let Some(flow) = flow.filter(|f| core.transport.is_open(f)) {
             let queue = match core.registrar.shared_messages() {
-                Some(shared) => claim(&core, shared, &b.aor)
+                Some(shared) => claim(&core, shared, b.aor())
                     .await
                     .map(|l| Queue::Shared(shared, l)),
                 None => Some(Queue::Local(core.registrar.messages())),
@@ -306,7 +306,7 @@ async fn deliver(core: Arc<Core>, b: Arc<Binding>, active: Deliveries) {
                 }
             }
         }
-        active.lock().remove(&b.aor);
+        active.lock().remove(b.aor());
         // a message kept while this delivery was finishing goes with the next REGISTER
     }
     .instrument(span)
@@ -333,7 +333,7 @@ async fn claim(core: &Core, shared: &SharedMessages, aor: &str) -> Option<Lease>
 /// the phone is not ready, or the store fails.
 async fn hand_over(core: &Arc<Core>, flow: &Flow, b: &Binding, queue: &Queue<'_>) {
     loop {
-        let m = match queue.next(&b.aor).await {
+        let m = match queue.next(b.aor()).await {
             Ok(Some(m)) => m,
             Ok(None) => break,
             Err(e) => {
@@ -448,7 +448,7 @@ fn build(
     let _ = write!(
         s,
         "MESSAGE {} SIP/2.0\r\nVia: SIP/2.0/{} {};branch={branch};rport\r\nMax-Forwards: 70\r\n",
-        b.contact,
+        b.contact(),
         flow.via_transport(),
         core.advertised(local, flow.remote())
     );

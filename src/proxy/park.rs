@@ -168,7 +168,7 @@ impl Parked {
         if idx.total == 0 {
             return;
         }
-        if let Some(list) = idx.by_aor.get(&binding.aor) {
+        if let Some(list) = idx.by_aor.get(binding.aor()) {
             for (_, tx) in list {
                 let _ = tx.send(TxEvent::Upper(CallEvent::Woken(binding.clone())));
             }
@@ -263,7 +263,7 @@ mod tests {
         let mut woken = Vec::new();
         while let Ok(ev) = rx.try_recv() {
             match ev {
-                TxEvent::Upper(CallEvent::Woken(b)) => woken.push(b.aor.clone()),
+                TxEvent::Upper(CallEvent::Woken(b)) => woken.push(b.aor().to_owned()),
                 other => panic!("unexpected {other:?}"),
             }
         }

@@ -108,7 +108,7 @@ impl Pushing {
     /// if any; `None` when it cannot take this call (another AOR, expired, no usable
     /// flow, or no TLS for a `sips:` call).
     pub fn woken(&self, binding: &Binding, sips: bool) -> Option<(Flow, Option<usize>)> {
-        let flow = binding.flow.as_deref()?.parse::<Flow>().ok()?;
+        let flow = binding.flow()?.parse::<Flow>().ok()?;
         self.woken_on(binding, flow, sips)
     }
 
@@ -120,15 +120,15 @@ impl Pushing {
         flow: Flow,
         sips: bool,
     ) -> Option<(Flow, Option<usize>)> {
-        if binding.aor != self.plan.aor || !binding.is_live(unix_now_ms()) {
+        if binding.aor() != self.plan.aor || !binding.is_live(unix_now_ms()) {
             return None;
         }
         if sips && !flow.is_tls() {
             return None; // a woken phone without TLS cannot take a sips: call
         }
-        let token = PushInfo::from_json(binding.push.as_deref().unwrap_or("")).map(|i| i.token);
+        let token = PushInfo::from_json(binding.push().as_deref().unwrap_or("")).map(|i| i.token);
         let device = self.plan.devices.iter().position(|d| {
-            d.key == binding.key || token.as_deref().is_some_and(|t| t == d.info.token)
+            d.key == binding.key() || token.as_deref().is_some_and(|t| t == d.info.token)
         });
         Some((flow, device))
     }
@@ -150,7 +150,7 @@ impl Pushing {
                 // into the binding as it is now: the woken app may have registered again
                 let (sandbox, token) = (*sandbox, dev.info.token.clone());
                 core.registrar.update_push(aor, &dev.key, move |b| {
-                    let mut info = crate::push::PushInfo::from_json(b.push.as_deref()?)?;
+                    let mut info = crate::push::PushInfo::from_json(b.push().as_deref()?)?;
                     if info.token != token || !info.env_guessed {
                         return None;
                     }

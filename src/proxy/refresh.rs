@@ -73,11 +73,11 @@ async fn run_local(core: Arc<Core>) {
         done.retain(|(aor, key), at| {
             ending
                 .iter()
-                .any(|b| &b.aor == aor && &b.key == key && b.updated_at_ms == *at)
+                .any(|b| b.aor() == aor && b.key() == key && b.updated_at_ms == *at)
         });
         let mut budget = settings.max_per_second;
         for b in ending {
-            let id = (b.aor.clone(), b.key.clone());
+            let id = (b.aor().to_owned(), b.key().to_owned());
             if now < due_ms(&b, &timing) || done.get(&id) == Some(&b.updated_at_ms) {
                 continue;
             }
@@ -129,7 +129,7 @@ async fn look_at(
     let bindings = core.registrar.find(&d.aor, now).await?;
     let Some(b) = bindings
         .into_iter()
-        .find(|b| b.key == d.key && b.push.is_some())
+        .find(|b| b.key() == d.key && b.has_push())
     else {
         // ran out, de-registered, or its token was removed
         return index.reschedule(d, None).await;
@@ -152,22 +152,24 @@ async fn look_at(
 
 /// Sends the refresh push of `b` in the background; a dead token is removed.
 fn send(core: &Arc<Core>, b: Arc<Binding>, info: PushInfo) {
-    debug!(aor = %b.aor, token = info.short_token(), "refresh push");
+    debug!(aor = %b.aor(), token = info.short_token(), "refresh push");
     let fut = core
         .pusher()
-        .refresh(&info, &b.aor, core.settings.push.refresh.before);
+        .refresh(&info, b.aor(), core.settings.push.refresh.before);
     let core = core.clone();
     tokio::spawn(async move {
         let r = count_push(info.provider, PushKind::Refresh, fut).await;
         match r {
             PushResult::DeadToken { timestamp_ms } => {
-                let removed = core.registrar.set_push(&b.aor, &b.key, None, timestamp_ms);
+                let removed = core
+                    .registrar
+                    .set_push(b.aor(), b.key(), None, timestamp_ms);
                 crate::metrics::global()
                     .dead_tokens_removed
                     .add(u64::from(removed));
             }
             PushResult::Failed(why) => {
-                debug!(aor = %b.aor, error = %why, "refresh push failed");
+                debug!(aor = %b.aor(), error = %why, "refresh push failed");
             }
             PushResult::Sent | PushResult::SentOtherEnv { .. } => {}
         }

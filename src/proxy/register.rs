@@ -184,7 +184,7 @@ fn keep_learnt_env(req: &mut RegisterRequest, existing: impl FnOnce() -> Vec<Arc
         }
         let learnt = bindings
             .iter()
-            .filter_map(|b| PushInfo::from_json(b.push.as_deref()?))
+            .filter_map(|b| PushInfo::from_json(b.push().as_deref()?))
             .find(|old| old.token == info.token && !old.env_guessed);
         if let Some(old) = learnt {
             keep_learnt(&mut info, &old);
@@ -242,7 +242,7 @@ fn push_public_contact(out: &mut String, uri: &str) {
 }
 
 pub(crate) fn contact_line(b: &Binding, now_ms: u64) -> String {
-    let mut s = String::with_capacity(b.contact.len() + 64);
+    let mut s = String::with_capacity(b.contact().len() + 64);
     push_contact_line(&mut s, b, now_ms);
     s
 }
@@ -250,7 +250,7 @@ pub(crate) fn contact_line(b: &Binding, now_ms: u64) -> String {
 /// Appends the `Contact:` line (no CRLF) announcing `b` in a 200 to `out`.
 fn push_contact_line(s: &mut String, b: &Binding, now_ms: u64) {
     s.push_str("Contact: <");
-    push_public_contact(s, &b.contact);
+    push_public_contact(s, b.contact());
     s.push_str(">;expires=");
     push_decimal(s, u64::from(b.expires_in(now_ms)));
     if let Some(q) = b.q {
@@ -267,7 +267,7 @@ fn push_contact_line(s: &mut String, b: &Binding, now_ms: u64) {
         });
         push_decimal(s, u64::from(frac));
     }
-    if let Some(i) = &b.instance {
+    if let Some(i) = &b.instance() {
         s.push_str(";+sip.instance=\"");
         s.push_str(i);
         s.push('"');
@@ -371,7 +371,7 @@ pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
                         // until when this AOR's bindings on the connection live
                         let until = bindings
                             .iter()
-                            .filter(|x| x.is_live(now_ms) && x.flow.as_deref() == Some(me.as_str()))
+                            .filter(|x| x.is_live(now_ms) && x.flow() == Some(me.as_str()))
                             .map(|x| x.expires_at)
                             .max()
                             .unwrap_or(0);
@@ -380,11 +380,11 @@ pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
                     }
                     if let Some(b) = bindings
                         .iter()
-                        .find(|b| b.is_live(now_ms) && b.flow.as_deref() == Some(me.as_str()))
+                        .find(|b| b.is_live(now_ms) && b.flow() == Some(me.as_str()))
                     {
                         // the idle timeout spares this connection while it carries a
                         // live binding; the phone's keep-alives keep its NAT open
-                        core.anchors.note(&flow, &b.aor);
+                        core.anchors.note(&flow, b.aor());
                         if !outbound {
                             lines.push("Flow-Timer: 120".into());
                         }

@@ -132,14 +132,14 @@ fn returning_bindings(
     let ruri = msg.ruri().ok().map(|u| u.match_key());
     let is_ruri = |b: &Binding| {
         !ret.rewritten
-            && Uri::parse(&public_contact(&b.contact))
+            && Uri::parse(&public_contact(b.contact()))
                 .ok()
                 .is_some_and(|u| Some(u.match_key()) == ruri)
     };
     let on_flow: Vec<Arc<Binding>> = all
         .iter()
         .filter(|b| {
-            b.flow.as_deref() == Some(phone_s.as_str())
+            b.flow() == Some(phone_s.as_str())
                 && matches!(core.registrar.owner(b), Owner::Here | Owner::Gone)
         })
         .cloned()

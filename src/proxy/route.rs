@@ -342,7 +342,7 @@ fn to_foreign(
 }
 
 fn binding_flow(b: &crate::registrar::Binding) -> Option<Flow> {
-    b.flow.as_deref().and_then(|f| f.parse().ok())
+    b.flow().and_then(|f| f.parse().ok())
 }
 
 /// The AOR of the request's From.
@@ -355,8 +355,7 @@ fn from_aor(msg: &Message) -> Option<String> {
 /// True if one of `bindings` is on `flow`.
 fn is_from(bindings: &[Arc<crate::registrar::Binding>], flow: &Flow) -> bool {
     bindings.iter().any(|b| {
-        b.flow
-            .as_deref()
+        b.flow()
             .and_then(|f| f.parse::<Flow>().ok())
             .is_some_and(|f| same_flow(&f, flow))
     })

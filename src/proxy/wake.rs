@@ -16,7 +16,7 @@ use crate::transport::Flow;
 
 /// A binding's push info, when a configured provider can reach it.
 pub fn push_info(core: &Core, b: &Binding) -> Option<PushInfo> {
-    let info = PushInfo::from_json(b.push.as_deref()?)?;
+    let info = PushInfo::from_json(b.push().as_deref()?)?;
     core.pusher().serves(info.provider).then_some(info)
 }
 
@@ -46,13 +46,13 @@ fn flow_timeout_ms(core: &Core) -> u64 {
 /// would (RFC 3327, RFC 5626 §5.3); that node relays it over the flow. `None` when
 /// the stored flow is unreadable.
 pub fn via_owner(core: &Core, b: &Binding, owner_uri: &str) -> Option<Target> {
-    let flow: Flow = b.flow.as_deref()?.parse().ok()?;
+    let flow: Flow = b.flow()?.parse().ok()?;
     let token = core.tokens.encode(Some(flow), None);
     let route = owner_route(owner_uri, &token)?;
     let mut path = vec![format!("<{route}>")];
     path.extend(b.path.iter().cloned());
     Some(Target {
-        ruri: Some(b.contact.clone()),
+        ruri: Some(b.contact().to_owned()),
         next: Next::Uri(route),
         path,
         device: None,
@@ -95,7 +95,7 @@ fn alive_for_qualify(core: &Core, b: &Binding, flow: &Flow, now_ms: u64) -> bool
 
 fn target(b: &Binding, flow: Flow) -> Target {
     Target {
-        ruri: Some(b.contact.clone()),
+        ruri: Some(b.contact().to_owned()),
         next: Next::Flow(flow),
         path: b.path.clone(),
         device: None,
@@ -122,7 +122,7 @@ pub fn decide(
         // several nodes: only the node holding a flow sends over it
         let owner = core.registrar.owner(b);
         let flow: Option<Flow> = match owner {
-            Owner::Here => b.flow.as_deref().and_then(|f| f.parse().ok()),
+            Owner::Here => b.flow().and_then(|f| f.parse().ok()),
             Owner::There(_) | Owner::Gone => None,
         };
         let info = push_info(core, b);
@@ -170,7 +170,7 @@ pub fn decide(
                 t.device = Some(devices.len());
             }
             devices.push(PushDevice {
-                key: b.key.clone(),
+                key: b.key().to_owned(),
                 info,
                 got_invite: t.is_some(),
                 pushed: false,

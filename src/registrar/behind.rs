@@ -65,40 +65,10 @@ fn addr(b: &Arc<Binding>) -> usize {
 }
 
 /// Whether `new` differs from `old` only in what a refresh moves: expiry, Call-ID,
-/// CSeq and the time of the REGISTER. Every field is named, so a new field forces a
-/// decision here.
+/// CSeq and the time of the REGISTER (see [`Binding::same_but_refresh`], which names
+/// every field, so a new field forces a decision there).
 pub(super) fn is_pure_refresh(old: &Binding, new: &Binding) -> bool {
-    let Binding {
-        aor,
-        key,
-        contact,
-        match_key,
-        q,
-        expires_at,
-        call_id: _,
-        cseq: _,
-        flow,
-        instance,
-        reg_id,
-        user_agent,
-        path,
-        push,
-        updated_at_ms: _,
-        node,
-    } = old;
-    *aor == new.aor
-        && *key == new.key
-        && *contact == new.contact
-        && *match_key == new.match_key
-        && *q == new.q
-        && *flow == new.flow
-        && *instance == new.instance
-        && *reg_id == new.reg_id
-        && *user_agent == new.user_agent
-        && *path == new.path
-        && *push == new.push
-        && *node == new.node
-        && new.expires_at >= *expires_at
+    old.same_but_refresh(new) && new.expires_at >= old.expires_at
 }
 
 impl WriteBehind {
@@ -120,13 +90,13 @@ impl WriteBehind {
             let StoreOp::Put(new) = op else {
                 return false;
             };
-            let Some(old) = existing.iter().find(|b| b.key == new.key) else {
+            let Some(old) = existing.iter().find(|b| b.key() == new.key()) else {
                 return false;
             };
             if !is_pure_refresh(old, new) {
                 return false;
             }
-            let durable = match st.entry(&old.aor, &old.key) {
+            let durable = match st.entry(old.aor(), old.key()) {
                 Some(e) if Arc::ptr_eq(&e.binding, old) => e.durable_expires_at,
                 Some(_) => return false,
                 None if st.in_flight.contains_key(&addr(old)) => return false,
@@ -138,16 +108,20 @@ impl WriteBehind {
             plan.push((new, durable));
         }
         for (new, durable) in plan {
-            match st.entry_mut(&new.aor, &new.key) {
+            match st.entry_mut(new.aor(), new.key()) {
                 Some(e) => {
                     e.binding = Arc::clone(new);
                     e.dirty = true;
                 }
-                None => st.pending.entry(new.aor.clone()).or_default().push(Entry {
-                    binding: Arc::clone(new),
-                    durable_expires_at: durable,
-                    dirty: true,
-                }),
+                None => st
+                    .pending
+                    .entry(new.aor().to_owned())
+                    .or_default()
+                    .push(Entry {
+                        binding: Arc::clone(new),
+                        durable_expires_at: durable,
+                        dirty: true,
+                    }),
             }
         }
         true
@@ -165,7 +139,7 @@ impl WriteBehind {
                     let a = addr(b);
                     *st.in_flight.entry(a).or_insert(0) += 1;
                     written.push(a);
-                    (b.aor.as_str(), b.key.as_str())
+                    (b.aor(), b.key())
                 }
                 StoreOp::Delete { aor, key } => (aor.as_str(), key.as_str()),
                 // kept MESSAGEs are no binding's business
@@ -217,7 +191,7 @@ impl WriteBehind {
             .values()
             .flatten()
             .filter(|e| e.dirty)
-            .map(|e| (e.binding.aor.clone(), e.binding.key.clone()))
+            .map(|e| (e.binding.aor().to_owned(), e.binding.key().to_owned()))
             .collect();
         keys.sort_unstable();
         keys
@@ -245,7 +219,7 @@ impl WriteBehind {
         let mut st = self.state.lock();
         for b in flushed {
             let ok = result.is_ok();
-            let Some(e) = st.entry_mut(&b.aor, &b.key) else {
+            let Some(e) = st.entry_mut(b.aor(), b.key()) else {
                 continue; // a synchronous op took over
             };
             let same = Arc::ptr_eq(&e.binding, b);
@@ -257,7 +231,7 @@ impl WriteBehind {
                 false
             };
             if done {
-                st.remove(&b.aor, &b.key);
+                st.remove(b.aor(), b.key());
             }
         }
     }
@@ -276,19 +250,22 @@ impl WriteBehind {
 
 impl State {
     fn entry(&self, aor: &str, key: &str) -> Option<&Entry> {
-        self.pending.get(aor)?.iter().find(|e| e.binding.key == key)
+        self.pending
+            .get(aor)?
+            .iter()
+            .find(|e| e.binding.key() == key)
     }
 
     fn entry_mut(&mut self, aor: &str, key: &str) -> Option<&mut Entry> {
         self.pending
             .get_mut(aor)?
             .iter_mut()
-            .find(|e| e.binding.key == key)
+            .find(|e| e.binding.key() == key)
     }
 
     fn remove(&mut self, aor: &str, key: &str) {
         if let Some(list) = self.pending.get_mut(aor) {
-            list.retain(|e| e.binding.key != key);
+            list.retain(|e| e.binding.key() != key);
             if list.is_empty() {
                 self.pending.remove(aor);
             }

@@ -38,10 +38,7 @@ impl Registrar {
         let now = unix_now_ms();
         for aor in shared.aors().await? {
             for b in self.find(&aor, now).await? {
-                match nodes
-                    .iter()
-                    .position(|n| b.node.as_deref() == Some(n.id.as_str()))
-                {
+                match nodes.iter().position(|n| b.node() == Some(n.id.as_str())) {
                     Some(i) => owned[i] += 1,
                     None => orphans += 1,
                 }
@@ -83,9 +80,10 @@ impl Registrar {
         let bare = !name.contains('@');
         let map = self.inner.bindings.lock();
         let mut out: Vec<String> = map
-            .keys()
+            .values()
+            .filter_map(|list| list.first().map(|b| b.aor()))
             .filter(|aor| matches_name(aor, &want, bare))
-            .cloned()
+            .map(str::to_owned)
             .collect();
         out.sort();
         out
@@ -107,9 +105,12 @@ impl Registrar {
             match aors {
                 Some(aors) => aors
                     .iter()
-                    .filter_map(|a| map.get(a).map(|l| (a.clone(), l.clone())))
+                    .filter_map(|a| map.get(a).map(|l| (a.clone(), l.to_vec())))
                     .collect(),
-                None => map.iter().map(|(a, l)| (a.clone(), l.clone())).collect(),
+                None => map
+                    .values()
+                    .filter_map(|l| Some((l.first()?.aor().to_owned(), l.to_vec())))
+                    .collect(),
             }
         };
         lists.sort_by(|a, b| a.0.cmp(&b.0));
@@ -135,8 +136,8 @@ impl Registrar {
                         .bindings
                         .iter()
                         .map(|b| StoreOp::Delete {
-                            aor: b.aor.clone(),
-                            key: b.key.clone(),
+                            aor: b.aor().to_owned(),
+                            key: b.key().to_owned(),
                         })
                         .collect();
                     (ops, 0, String::new(), state.bindings.clone())
@@ -152,12 +153,12 @@ impl Registrar {
             let ops = list
                 .iter()
                 .map(|b| StoreOp::Delete {
-                    aor: b.aor.clone(),
-                    key: b.key.clone(),
+                    aor: b.aor().to_owned(),
+                    key: b.key().to_owned(),
                 })
                 .collect();
             // submitted under the lock, like REGISTERs, so the store sees the same order
-            (list, self.inner.store.submit(ops))
+            (list.into_vec(), self.inner.store.submit(ops))
         };
         let result = commit.await.unwrap_or(Err(StoreError::Closed));
         let kept = self.announce_removed(removed, now, ttl);
@@ -255,8 +256,8 @@ mod tests {
 
         let (total, page) = reg.snapshot(None, 1, 2);
         assert_eq!((total, page.len()), (4, 2));
-        assert_eq!(page[0].aor, "alice@a.example");
-        assert_eq!(page[1].aor, "alice@b.example");
+        assert_eq!(page[0].aor(), "alice@a.example");
+        assert_eq!(page[1].aor(), "alice@b.example");
         let only = reg.find_aors("bob");
         assert_eq!(reg.snapshot(Some(&only), 0, 10).0, 1);
 

@@ -67,7 +67,9 @@ impl Store for MemoryStore {
         for op in ops {
             match op {
                 StoreOp::Put(b) => {
-                    inner.bindings.insert((b.aor.clone(), b.key.clone()), b);
+                    inner
+                        .bindings
+                        .insert((b.aor().to_owned(), b.key().to_owned()), b);
                 }
                 StoreOp::Delete { aor, key } => {
                     inner.bindings.remove(&(aor, key));
@@ -100,15 +102,16 @@ impl Store for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registrar::BindingFields;
 
     fn binding(aor: &str, key: &str) -> Arc<Binding> {
-        Arc::new(Binding {
+        Arc::new(Binding::new(BindingFields {
             q: Some(500),
             expires_at: 10,
             path: vec!["<sip:p>".into()],
             updated_at_ms: 1,
-            ..Binding::for_test(aor, key, "sip:x@h")
-        })
+            ..BindingFields::for_test(aor, key, "sip:x@h")
+        }))
     }
 
     #[tokio::test]

@@ -26,6 +26,7 @@
 //! next to the other; what only several nodes need lives in its own files (`redis`,
 //! `redis_messages`, `refresh_index`, `remote`, `nodes`).
 
+mod aors;
 mod behind;
 mod binding;
 mod events;
@@ -34,6 +35,7 @@ mod manage;
 mod memory;
 pub mod messages;
 pub mod nodes;
+mod packed;
 mod plan;
 pub mod redis;
 pub mod redis_link;
@@ -48,9 +50,7 @@ mod tests;
 #[cfg(test)]
 mod tests_behind;
 
-pub use binding::{
-    Binding, ContactRule, ContactSpec, Contacts, RegisterOutcome, RegisterRequest, DEFAULT_Q,
-};
+pub use binding::{ContactRule, ContactSpec, Contacts, RegisterOutcome, RegisterRequest};
 pub use events::{
     BindingEvent, BindingEventKind, BindingEvents, BindingSink, EventOrigin, PendingEvents,
 };
@@ -58,6 +58,7 @@ pub use journal::JournalStore;
 pub use manage::ClusterView;
 pub use memory::MemoryStore;
 pub use messages::{KeepError, MessageQueue, MessageRules, StoredMessage};
+pub use packed::{Binding, BindingFields, BindingRef, DEFAULT_Q};
 pub use redis::RedisBindings;
 pub use redis_messages::SharedMessages;
 pub use refresh_index::{RefreshIndex, RefreshTiming};
@@ -110,7 +111,7 @@ struct Inner {
     /// AOR → its bindings. Expired bindings may linger until the next sweep or
     /// REGISTER for the AOR; readers filter them with [`Binding::is_live`].
     /// Never held across an `.await`.
-    bindings: Mutex<HashMap<String, Vec<Arc<Binding>>>>,
+    bindings: Mutex<aors::AorTable>,
     events: BindingEvents,
     push: parking_lot::RwLock<PushRules>,
     /// Taken before `bindings` is released and held while submitting to the store,
@@ -161,13 +162,20 @@ impl Registrar {
     ///
     /// Loading blocks on the store; call this at startup.
     pub fn new(settings: RegistrarSettings, store: Arc<dyn Store>) -> Result<Self, StoreError> {
-        let mut bindings: HashMap<String, Vec<Arc<Binding>>> = HashMap::new();
+        let mut loaded: HashMap<String, Vec<Arc<Binding>>> = HashMap::new();
         for b in store.load()? {
-            bindings.entry(b.aor.clone()).or_default().push(Arc::new(b));
+            match loaded.get_mut(b.aor()) {
+                Some(list) => list.push(Arc::new(b)),
+                None => {
+                    loaded.insert(b.aor().to_owned(), vec![Arc::new(b)]);
+                }
+            }
         }
-        // Oldest first, the order REGISTERs would have built; eviction ties rely on it.
-        for list in bindings.values_mut() {
+        let mut bindings = aors::AorTable::default();
+        for (_, mut list) in loaded {
+            // Oldest first, the order REGISTERs would have built; eviction ties rely on it.
             list.sort_by_key(|b| b.updated_at_ms);
+            bindings.insert(list);
         }
         let events = BindingEvents::new(EVENT_CAPACITY);
         let messages = MessageQueue::load(Arc::clone(&store))?;
@@ -214,7 +222,7 @@ impl Registrar {
                 behind: behind::WriteBehind::default(),
                 window_ms: AtomicU64::new(0),
                 flusher: AtomicBool::new(false),
-                bindings: Mutex::new(HashMap::new()),
+                bindings: Mutex::new(aors::AorTable::default()),
                 events,
                 push: parking_lot::RwLock::new(PushRules::default()),
                 order: Mutex::new(()),
@@ -230,7 +238,7 @@ impl Registrar {
     /// Where the flow of `b` is, seen from this node (always `Here` for one node).
     pub fn owner(&self, b: &Binding) -> nodes::Owner {
         match &self.inner.nodes {
-            Some(n) => n.owner(b.node.as_deref()),
+            Some(n) => n.owner(b.node()),
             None => nodes::Owner::Here,
         }
     }
@@ -333,7 +341,7 @@ impl Registrar {
     /// commit is over (nothing when none was submitted).
     fn submit_flush(
         &self,
-        map: MutexGuard<'_, HashMap<String, Vec<Arc<Binding>>>>,
+        map: MutexGuard<'_, aors::AorTable>,
         dirty: Vec<Arc<Binding>>,
     ) -> (usize, std::sync::mpsc::Receiver<()>) {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
@@ -418,7 +426,7 @@ impl Registrar {
         }
         let now = req.now_ms;
         let mut map = self.inner.bindings.lock();
-        let existing: &[Arc<Binding>] = map.get(&req.aor).map_or(&[], Vec::as_slice);
+        let existing: &[Arc<Binding>] = map.get(&req.aor).unwrap_or_default();
         let rules = self.rules();
         let plan = match plan(&self.inner.settings, rules, existing, &req) {
             Ok(plan) => plan,
@@ -439,7 +447,7 @@ impl Registrar {
         if plan.bindings.is_empty() {
             map.remove(&req.aor);
         } else if plan.changed {
-            map.insert(req.aor.clone(), plan.bindings);
+            map.insert(plan.bindings);
         }
         if plan.ops.is_empty() || deferred {
             drop(map);
@@ -476,7 +484,7 @@ impl Registrar {
     /// that completes inline (memory) runs `done` without holding it.
     fn submit_in_order(
         &self,
-        map: MutexGuard<'_, HashMap<String, Vec<Arc<Binding>>>>,
+        map: MutexGuard<'_, aors::AorTable>,
         ops: Vec<StoreOp>,
         done: store::Done,
     ) {
@@ -588,7 +596,7 @@ impl Registrar {
             .bindings
             .lock()
             .get(aor)
-            .cloned()
+            .map(<[_]>::to_vec)
             .unwrap_or_default();
         live_sorted(&list, now_ms, self.rules().ttl_secs)
     }
@@ -614,14 +622,14 @@ impl Registrar {
         let ttl = self.rules().ttl_secs;
         {
             let mut map = self.inner.bindings.lock();
-            map.retain(|_, list| {
+            map.retain(|list| {
                 list.retain(|b| {
                     if b.is_kept(now_ms, ttl) {
                         return true;
                     }
                     ops.push(StoreOp::Delete {
-                        aor: b.aor.clone(),
-                        key: b.key.clone(),
+                        aor: b.aor().to_owned(),
+                        key: b.key().to_owned(),
                     });
                     events.push(BindingEvent::local(
                         BindingEventKind::Removed,
@@ -687,21 +695,19 @@ impl Registrar {
                         .update(&aor, |state| {
                             let unchanged = (Vec::new(), 0, String::new(), false);
                             let now = unix_now_ms();
-                            let Some(old) = state.bindings.iter().find(|b| b.key == key) else {
+                            let Some(old) = state.bindings.iter().find(|b| b.key() == key) else {
                                 return unchanged;
                             };
                             let Some(push) = change(old) else {
                                 return unchanged;
                             };
-                            if old.push == push {
+                            if old.push().as_deref() == push.as_deref() {
                                 return unchanged;
                             }
                             let removed = push.is_none();
-                            let mut b = Binding::clone(old);
-                            b.push = push;
-                            let b = Arc::new(b);
+                            let b = Arc::new(old.with_push(push));
                             let mut all = state.bindings.clone();
-                            if let Some(slot) = all.iter_mut().find(|x| x.key == key) {
+                            if let Some(slot) = all.iter_mut().find(|x| x.key() == key) {
                                 *slot = Arc::clone(&b);
                             }
                             let keep = keep_ms(&all, now, ttl);
@@ -722,18 +728,16 @@ impl Registrar {
             let Some(list) = map.get_mut(aor) else {
                 return false;
             };
-            let Some(slot) = list.iter_mut().find(|b| b.key == key) else {
+            let Some(slot) = list.iter_mut().find(|b| b.key() == key) else {
                 return false;
             };
             let Some(push) = change(slot) else {
                 return false;
             };
-            if slot.push == push {
+            if slot.push().as_deref() == push.as_deref() {
                 return false;
             }
-            let mut b = Binding::clone(slot);
-            b.push = push;
-            let b = Arc::new(b);
+            let b = Arc::new(slot.with_push(push));
             *slot = Arc::clone(&b);
             let done = Box::new(|r| log_unawaited(r, "push info"));
             self.submit_in_order(map, vec![StoreOp::Put(b)], done);
@@ -756,7 +760,7 @@ impl Registrar {
             .lock()
             .values()
             .flatten()
-            .filter(|b| b.push.is_some() && b.is_kept(now_ms, ttl) && !b.is_kept(horizon, ttl))
+            .filter(|b| b.has_push() && b.is_kept(now_ms, ttl) && !b.is_kept(horizon, ttl))
             .cloned()
             .collect()
     }
@@ -863,7 +867,7 @@ fn log_unawaited(result: Result<(), StoreError>, what: &'static str) {
 fn keep_ms(list: &[Arc<Binding>], now_ms: u64, ttl: u64) -> u64 {
     list.iter()
         .map(|b| {
-            let grace = if b.push.is_some() { ttl } else { 0 };
+            let grace = if b.has_push() { ttl } else { 0 };
             b.expires_at
                 .saturating_add(grace)
                 .saturating_mul(1000)
@@ -884,7 +888,7 @@ fn live_sorted(list: &[Arc<Binding>], now_ms: u64, ttl: u64) -> Vec<Arc<Binding>
         b.effective_q()
             .cmp(&a.effective_q())
             .then(b.updated_at_ms.cmp(&a.updated_at_ms))
-            .then_with(|| a.key.cmp(&b.key))
+            .then_with(|| a.key().cmp(b.key()))
     });
     live
 }

@@ -28,7 +28,7 @@ pub(super) fn plan(
     req: &RegisterRequest,
 ) -> Result<Plan, RegisterOutcome> {
     let now = req.now_ms;
-    let out_of_order = |b: &Binding| b.call_id == req.call_id && req.cseq <= b.cseq;
+    let out_of_order = |b: &Binding| b.call_id() == req.call_id && req.cseq <= b.cseq;
     let ttl = rules.ttl_secs;
     let live = || existing.iter().filter(|b| b.is_kept(now, ttl));
 
@@ -96,25 +96,25 @@ pub(super) fn plan(
             touched.remove(key.as_str());
             continue;
         }
-        let binding = Arc::new(Binding {
-            aor: req.aor.clone(),
-            key: key.clone(),
-            contact: spec.uri.clone(),
-            match_key: spec.match_key.clone(),
+        let binding = Arc::new(Binding::pack(&BindingRef {
+            aor: &req.aor,
+            key,
+            contact: &spec.uri,
+            match_key: &spec.match_key,
             q: spec.q,
             expires_at: now_s.saturating_add(u64::from(expiry)),
-            call_id: req.call_id.clone(),
+            call_id: &req.call_id,
             cseq: req.cseq,
-            flow: req.flow.clone(),
-            instance: spec.instance.clone(),
+            flow: req.flow.as_deref(),
+            instance: spec.instance.as_deref(),
             reg_id: spec.instance.as_ref().and(spec.reg_id),
-            user_agent: req.user_agent.clone(),
-            path: req.path.clone(),
-            push: spec.push.clone(),
+            user_agent: req.user_agent.as_deref(),
+            path: &req.path,
+            push: spec.push.as_deref(),
             updated_at_ms: now,
-            node: req.node.clone(),
-        });
-        match next.iter_mut().find(|b| b.key == *key) {
+            node: req.node.as_deref(),
+        }));
+        match next.iter_mut().find(|b| b.key() == *key) {
             Some(slot) => *slot = binding,
             None => next.push(binding),
         }
@@ -126,12 +126,7 @@ pub(super) fn plan(
         // last even if the clock stepped back; ties keep list order (oldest first).
         let excess = next.len() - settings.max_contacts;
         let mut order: Vec<usize> = (0..next.len()).collect();
-        order.sort_by_key(|&i| {
-            (
-                touched.contains(next[i].key.as_str()),
-                next[i].updated_at_ms,
-            )
-        });
+        order.sort_by_key(|&i| (touched.contains(next[i].key()), next[i].updated_at_ms));
         let victims: HashSet<usize> = order.into_iter().take(excess).collect();
         next = next
             .into_iter()
@@ -150,7 +145,7 @@ pub(super) fn plan(
 /// same contact URI, since RFC 5626 §6 sends such contacts through plain RFC 3261 URI
 /// matching (UAs often de-register without repeating their instance).
 fn matches(b: &Binding, spec: &ContactSpec, key: &str, expiry: u32) -> bool {
-    b.key == key || (expiry == 0 && spec.instance.is_none() && b.match_key == spec.match_key)
+    b.key() == key || (expiry == 0 && spec.instance.is_none() && b.match_key() == spec.match_key)
 }
 
 /// Store ops and events that turn `existing` into `next` (live bindings only).
@@ -159,7 +154,7 @@ fn diff(existing: &[Arc<Binding>], next: Vec<Arc<Binding>>, now: u64, ttl: u64) 
     let mut events = Vec::new();
     let event = |kind, binding: &Arc<Binding>| BindingEvent::local(kind, Arc::clone(binding));
     for old in existing {
-        match next.iter().find(|b| b.key == old.key) {
+        match next.iter().find(|b| b.key() == old.key()) {
             Some(new) if Arc::ptr_eq(new, old) => {}
             Some(_) if old.is_kept(now, ttl) => {} // refreshed; announced below
             Some(_) => {
@@ -169,15 +164,15 @@ fn diff(existing: &[Arc<Binding>], next: Vec<Arc<Binding>>, now: u64, ttl: u64) 
             }
             None => {
                 ops.push(StoreOp::Delete {
-                    aor: old.aor.clone(),
-                    key: old.key.clone(),
+                    aor: old.aor().to_owned(),
+                    key: old.key().to_owned(),
                 });
                 events.push(event(BindingEventKind::Removed, old));
             }
         }
     }
     for new in &next {
-        match existing.iter().find(|b| b.key == new.key) {
+        match existing.iter().find(|b| b.key() == new.key()) {
             Some(old) if Arc::ptr_eq(old, new) => {}
             Some(old) if old.is_kept(now, ttl) => {
                 ops.push(StoreOp::Put(Arc::clone(new)));

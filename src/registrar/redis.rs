@@ -337,11 +337,11 @@ impl RedisBindings {
         for op in ops {
             if let StoreOp::Put(b) = op {
                 let json = serde_json::to_string(&**b).map_err(|e| StoreError::Corrupt {
-                    aor: b.aor.clone(),
-                    key: b.key.clone(),
+                    aor: b.aor().to_owned(),
+                    key: b.key().to_owned(),
                     reason: if e.is_data() { "data" } else { "encode" },
                 })?;
-                inv.arg(format!("b:{}", b.key)).arg(json);
+                inv.arg(format!("b:{}", b.key())).arg(json);
             }
         }
         let mut c = self.conn.clone();
@@ -555,7 +555,7 @@ fn decode(aor: &str, fields: Vec<(String, Vec<u8>)>) -> AorState {
             continue;
         };
         match serde_json::from_slice::<Binding>(&value) {
-            Ok(b) if b.aor == aor && b.key == key => state.bindings.push(Arc::new(b)),
+            Ok(b) if b.aor() == aor && b.key() == key => state.bindings.push(Arc::new(b)),
             Ok(_) => tracing::warn!(
                 aor,
                 "stored binding filed under another AOR or key; skipped"
@@ -581,15 +581,18 @@ pub struct NodeInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registrar::BindingFields;
 
     #[test]
     fn decode_skips_bad_fields_and_orders_oldest_first() {
-        let b = |key: &str, at: u64| Binding {
-            expires_at: 10,
-            path: vec!["<sip:p;lr>".into()],
-            push: Some("{}".into()),
-            updated_at_ms: at,
-            ..Binding::for_test("a@x", key, "sip:a@h")
+        let b = |key: &str, at: u64| {
+            Binding::new(BindingFields {
+                expires_at: 10,
+                path: vec!["<sip:p;lr>".into()],
+                push: Some("{}".into()),
+                updated_at_ms: at,
+                ..BindingFields::for_test("a@x", key, "sip:a@h")
+            })
         };
         let json = |b: &Binding| serde_json::to_vec(b).unwrap();
         let fields = vec![
@@ -601,7 +604,7 @@ mod tests {
         ];
         let s = decode("a@x", fields);
         assert_eq!(s.version, "7");
-        let keys: Vec<&str> = s.bindings.iter().map(|b| b.key.as_str()).collect();
+        let keys: Vec<&str> = s.bindings.iter().map(|b| b.key()).collect();
         assert_eq!(keys, ["k1", "k2"]);
         assert_eq!(*s.bindings[1], b("k2", 20), "every field round-trips");
     }

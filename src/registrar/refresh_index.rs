@@ -142,12 +142,13 @@ impl RefreshIndex {
         let (mut adds, mut rems) = (0, 0);
         for op in ops {
             match op {
-                StoreOp::Put(b) if b.push.is_some() => {
-                    add.arg(due_ms(b, &self.timing)).arg(member(&b.aor, &b.key));
+                StoreOp::Put(b) if b.has_push() => {
+                    add.arg(due_ms(b, &self.timing))
+                        .arg(member(b.aor(), b.key()));
                     adds += 1;
                 }
                 StoreOp::Put(b) => {
-                    rem.arg(member(&b.aor, &b.key));
+                    rem.arg(member(b.aor(), b.key()));
                     rems += 1;
                 }
                 StoreOp::Delete { aor, key } => {
@@ -222,8 +223,8 @@ impl RefreshIndex {
         let key = format!(
             "{}:refresh:{{{}}}:{}:{}",
             self.redis.prefix(),
-            b.aor,
-            b.key,
+            b.aor(),
+            b.key(),
             b.updated_at_ms
         );
         let ms = end_ms(b, &self.timing)
@@ -253,6 +254,7 @@ fn member(aor: &str, key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registrar::BindingFields;
 
     #[test]
     fn due_before_the_end_halfway_for_short_lives_never_while_awake() {
@@ -261,11 +263,13 @@ mod tests {
             awake_ms: 30_000,
             ttl_ms: 7 * 86_400_000,
         };
-        let b = |registered_ms: u64, expires_at: u64| Binding {
-            push: Some("{}".into()),
-            updated_at_ms: registered_ms,
-            expires_at,
-            ..Binding::for_test("a@x", "k", "sip:a@h")
+        let b = |registered_ms: u64, expires_at: u64| {
+            Binding::new(BindingFields {
+                push: Some("{}".into()),
+                updated_at_ms: registered_ms,
+                expires_at,
+                ..BindingFields::for_test("a@x", "k", "sip:a@h")
+            })
         };
         // a week and an hour: pushed an hour before the end
         let long = b(1_000_000, 1_000 + 3600);

@@ -316,6 +316,7 @@ fn on_message(me: &str, payload: &[u8], deliver: &impl Fn(BindingEvent)) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registrar::BindingFields;
 
     #[test]
     fn wants_subscribe_once_reread_each_parking_and_recover_from_a_loss() {
@@ -350,13 +351,13 @@ mod tests {
     #[test]
     fn wire_roundtrip_drops_removals() {
         let b = |key: &str| {
-            Arc::new(Binding {
+            Arc::new(Binding::new(BindingFields {
                 expires_at: 10,
                 flow: Some("udp/0/1.2.3.4:5".into()),
                 updated_at_ms: 7,
                 node: Some("n1".into()),
-                ..Binding::for_test("a@x", key, "sip:a@h")
-            })
+                ..BindingFields::for_test("a@x", key, "sip:a@h")
+            }))
         };
         let ev = |kind, key| BindingEvent::local(kind, b(key));
         let remote = |kind, key| BindingEvent::remote(kind, b(key));

@@ -85,13 +85,13 @@ async fn ok(reg: &Registrar, r: RegisterRequest) -> Vec<Arc<Binding>> {
 }
 
 fn contacts_of(bindings: &[Arc<Binding>]) -> Vec<&str> {
-    bindings.iter().map(|b| b.contact.as_str()).collect()
+    bindings.iter().map(|b| b.contact()).collect()
 }
 
 fn drain(rx: &mut broadcast::Receiver<BindingEvent>) -> Vec<(BindingEventKind, String)> {
     let mut out = Vec::new();
     while let Ok(ev) = rx.try_recv() {
-        out.push((ev.kind, ev.binding.contact.clone()));
+        out.push((ev.kind, ev.binding.contact().to_owned()));
     }
     out
 }
@@ -101,7 +101,7 @@ fn stored_contacts(store: &MemoryStore) -> Vec<String> {
         .load()
         .unwrap()
         .into_iter()
-        .map(|b| b.contact)
+        .map(|b| b.contact().to_owned())
         .collect();
     v.sort();
     v
@@ -117,7 +117,7 @@ async fn add_stores_every_field_and_announces_added() {
     c.q = Some(800);
     c.push = Some(r#"{"pn-prid":"t"}"#.into());
     let bindings = ok(&reg, req("c1", 1, vec![c])).await;
-    let expected = Binding {
+    let expected = Binding::new(BindingFields {
         aor: AOR.into(),
         key: "i:<urn:uuid:a>;reg-id=2".into(),
         contact: "sip:alice@10.0.0.1:5060".into(),
@@ -134,7 +134,7 @@ async fn add_stores_every_field_and_announces_added() {
         push: Some(r#"{"pn-prid":"t"}"#.into()),
         updated_at_ms: T0,
         node: None,
-    };
+    });
     assert_eq!(bindings.len(), 1);
     assert_eq!(*bindings[0], expected);
     assert_eq!(bindings[0].expires_in(T0), 3600);
@@ -213,7 +213,7 @@ async fn cseq_ordering_within_call_id() {
 
     // A new Call-ID (rebooted UA) may use any CSeq and takes the binding over.
     let b = ok(&reg, req("c2", 1, vec![contact(1)])).await;
-    assert_eq!((b[0].call_id.as_str(), b[0].cseq), ("c2", 1));
+    assert_eq!((b[0].call_id(), b[0].cseq), ("c2", 1));
     assert_eq!(
         drain(&mut events),
         vec![(Refreshed, "sip:alice@10.0.0.1:5060".into())]
@@ -346,10 +346,10 @@ async fn sweep_removes_expired() {
 fn sweep_works_outside_a_runtime() {
     let store = Arc::new(MemoryStore::new());
     store
-        .submit(vec![StoreOp::Put(Arc::new(Binding {
+        .submit(vec![StoreOp::Put(Arc::new(Binding::new(BindingFields {
             expires_at: 1,
-            ..Binding::for_test(AOR, "u:x", "sip:x")
-        }))])
+            ..BindingFields::for_test(AOR, "u:x", "sip:x")
+        })))])
         .try_recv()
         .unwrap()
         .unwrap();

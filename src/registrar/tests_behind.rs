@@ -70,7 +70,7 @@ fn pending_puts(store: &ManualStore) -> Vec<(String, String, u32)> {
         .iter()
         .flat_map(|(ops, _)| ops.iter())
         .filter_map(|op| match op {
-            StoreOp::Put(b) => Some((b.contact.clone(), b.call_id.clone(), b.cseq)),
+            StoreOp::Put(b) => Some((b.contact().to_owned(), b.call_id().to_owned(), b.cseq)),
             _ => None,
         })
         .collect()
@@ -296,7 +296,7 @@ async fn the_flusher_writes_in_chunks_one_commit_at_a_time() {
             .map(|j| {
                 j.0.iter()
                     .filter_map(|op| match op {
-                        StoreOp::Put(b) => Some(b.aor.clone()),
+                        StoreOp::Put(b) => Some(b.aor().to_owned()),
                         _ => None,
                     })
                     .collect()

@@ -266,11 +266,15 @@ pub fn response(
             s.push_str("\r\n\r\n");
             let mut v = s.into_bytes();
             v.extend_from_slice(b);
+            v.shrink_to_fit();
             Bytes::from(v)
         }
-        // the String's buffer becomes the message: no copy
+        // the String's buffer becomes the message: no copy. Trimmed to its length
+        // (in place: the allocator splits the block), since a UDP transaction keeps
+        // it for timer J (32 s), and 512 bytes reserved grow to 1,024 when passed.
         None => {
             s.push_str("Content-Length: 0\r\n\r\n");
+            s.shrink_to_fit();
             Bytes::from(s.into_bytes())
         }
     }

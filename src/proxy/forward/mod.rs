@@ -17,7 +17,9 @@ use bytes::Bytes;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tracing::{debug, debug_span, Instrument};
 
-use super::data::{sleep_until, CallEvent, CallView, OwnRoutes, PushPlan, Target, TaskEvent};
+use super::data::{
+    sleep_until, CallEvent, CallView, OwnRoutes, PushPlan, Target, TaskEvent, WokenVia,
+};
 use super::edit::pop_via;
 use super::pushing::Pushing;
 use super::{next_hop, Core};
@@ -224,11 +226,11 @@ impl ForwardTask {
                         Ok(flow) => {
                             if let Some(tx) = tx {
                                 let path = t.path;
-                                let via = CallEvent::WokenVia {
+                                let via = CallEvent::WokenVia(Box::new(WokenVia {
                                     binding,
                                     flow,
                                     path,
-                                };
+                                }));
                                 let _ = tx.send(TxEvent::Upper(via));
                             }
                         }
@@ -264,7 +266,7 @@ impl ForwardTask {
         // one branch per device: same flow adds nothing, a new flow replaces the stale one
         let mut stale = Vec::new();
         for (i, b) in self.branches.iter().enumerate() {
-            let same_device = b.binding_key.as_deref() == Some(binding.key.as_str())
+            let same_device = b.binding_key.as_deref() == Some(binding.key())
                 || (device.is_some() && b.device == device);
             if !same_device || !b.client.is_pending() {
                 continue;
@@ -278,13 +280,13 @@ impl ForwardTask {
         for i in stale {
             self.drop_branch(i);
         }
-        debug!(aor = %binding.aor, "woken phone gets the call");
+        debug!(aor = %binding.aor(), "woken phone gets the call");
         self.start_branch(
             flow,
-            Some(&binding.contact),
+            Some(binding.contact()),
             &path,
             device,
-            Some(binding.key.clone()),
+            Some(binding.key().to_owned()),
         );
         if !self.woke {
             self.woken_after = self.push.as_ref().map(Pushing::parked_for);
@@ -373,11 +375,14 @@ impl ForwardTask {
                 self.on_push_done(device, result)
             }
             TxEvent::Upper(CallEvent::Describe(reply)) => self.describe(reply),
-            TxEvent::Upper(CallEvent::WokenVia {
-                binding,
-                flow,
-                path,
-            }) => self.on_woken_via(binding, flow, path),
+            TxEvent::Upper(CallEvent::WokenVia(via)) => {
+                let WokenVia {
+                    binding,
+                    flow,
+                    path,
+                } = *via;
+                self.on_woken_via(binding, flow, path)
+            }
         }
     }
 

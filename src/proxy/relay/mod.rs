@@ -230,11 +230,10 @@ fn upstream_contacts(
             // whose address toward the upstream this one does not know
             Some(_) if core.registrar.owner(b) != Owner::Here => None,
             Some((rw, _)) => b
-                .flow
-                .as_deref()
+                .flow()
                 .and_then(|f| f.parse::<Flow>().ok())
-                .map(|f| rewritten_uri(core, f, rw, &b.aor)),
-            None => Some(upstream_uri(core, &b.contact)),
+                .map(|f| rewritten_uri(core, f, rw, b.aor())),
+            None => Some(upstream_uri(core, b.contact())),
         }
     };
     for (raw, spec) in msg.values(HeaderName::Contact).zip(specs) {
@@ -274,7 +273,7 @@ fn upstream_contacts(
         // goes, or the upstream keeps forking to a dead one; with rewriting, a
         // removal also names the flow the upstream knows the contact by
         let bkey = spec.binding_key();
-        for b in existing.iter().filter(|b| b.key == bkey) {
+        for b in existing.iter().filter(|b| b.key() == bkey) {
             let Some(old) = binding_uri(b) else { continue };
             if old != uri && !sent.contains(&old) {
                 lines.push(format!("Contact: <{old}>;expires=0"));
@@ -353,9 +352,9 @@ fn throttled(core: &Core, req: &RegisterRequest, live: &[Arc<Binding>], now_ms: 
         let key = s.binding_key();
         expires != Some(0)
             && live.iter().any(|b| {
-                b.key == key
+                b.key() == key
                     && b.is_live(now_ms)
-                    && b.flow == req.flow
+                    && b.flow() == req.flow.as_deref()
                     && core.registrar.owner(b) == Owner::Here
             })
             && state.get(&state_key(&req.aor, &key)).is_some_and(|r| {

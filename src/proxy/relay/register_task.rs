@@ -281,7 +281,7 @@ impl RegisterRelay {
             let me = self.src.to_string();
             let until = bindings
                 .iter()
-                .filter(|b| b.is_live(now_ms) && b.flow.as_deref() == Some(me.as_str()))
+                .filter(|b| b.is_live(now_ms) && b.flow() == Some(me.as_str()))
                 .map(|b| b.expires_at)
                 .max()
                 .unwrap_or(0);

@@ -8,7 +8,7 @@
 //! (AOR and binding key, message id, meta key) comes first, so compaction can keep
 //! the newest record per key without decoding the rest.
 
-use crate::registrar::{Binding, StoredMessage};
+use crate::registrar::{Binding, BindingFields, StoredMessage};
 
 /// First bytes of every journal file.
 pub(super) const MAGIC: &[u8; 8] = b"SWJOURNL";
@@ -127,25 +127,25 @@ pub(super) fn frame(out: &mut Vec<u8>, payload: &[u8]) {
 pub(super) fn put_binding(out: &mut Vec<u8>, b: &Binding) {
     record(out, |o| {
         o.push(PUT_BINDING);
-        put_str(o, &b.aor);
-        put_str(o, &b.key);
-        put_str(o, &b.contact);
-        put_str(o, &b.match_key);
+        put_str(o, b.aor());
+        put_str(o, b.key());
+        put_str(o, b.contact());
+        put_str(o, b.match_key());
         put_opt(o, b.q, |o, q| put_uint(o, u64::from(q)));
         put_uint(o, b.expires_at);
-        put_str(o, &b.call_id);
+        put_str(o, b.call_id());
         put_uint(o, u64::from(b.cseq));
-        put_opt(o, b.flow.as_deref(), put_str);
-        put_opt(o, b.instance.as_deref(), put_str);
+        put_opt(o, b.flow(), put_str);
+        put_opt(o, b.instance(), put_str);
         put_opt(o, b.reg_id, |o, r| put_uint(o, u64::from(r)));
-        put_opt(o, b.user_agent.as_deref(), put_str);
+        put_opt(o, b.user_agent(), put_str);
         put_uint(o, b.path.len() as u64);
         for p in &b.path {
             put_str(o, p);
         }
-        put_opt(o, b.push.as_deref(), put_str);
+        put_opt(o, b.push().as_deref(), put_str);
         put_uint(o, b.updated_at_ms);
-        put_opt(o, b.node.as_deref(), put_str);
+        put_opt(o, b.node(), put_str);
     });
 }
 
@@ -209,7 +209,7 @@ pub(super) fn decode(payload: &[u8]) -> Option<Value> {
     let (&tag, rest) = payload.split_first()?;
     let mut r = Reader(rest);
     let v = match tag {
-        PUT_BINDING => Value::Binding(Binding {
+        PUT_BINDING => Value::Binding(Binding::new(BindingFields {
             aor: r.string()?,
             key: r.string()?,
             contact: r.string()?,
@@ -233,7 +233,7 @@ pub(super) fn decode(payload: &[u8]) -> Option<Value> {
             push: r.opt(Reader::string)?,
             updated_at_ms: r.uint()?,
             node: r.opt(Reader::string)?,
-        }),
+        })),
         PUT_MESSAGE => Value::Message(StoredMessage {
             id: r.string()?,
             aor: r.string()?,

@@ -242,7 +242,9 @@ fn bindings_of(files: &Files, state: &HashMap<Key, Vec<u8>>) -> Result<Vec<Bindi
             }
         }
     }
-    out.sort_by(|a, b| (&a.aor, a.updated_at_ms, &a.key).cmp(&(&b.aor, b.updated_at_ms, &b.key)));
+    out.sort_by(|a, b| {
+        (a.aor(), a.updated_at_ms, a.key()).cmp(&(b.aor(), b.updated_at_ms, b.key()))
+    });
     Ok(out)
 }
 

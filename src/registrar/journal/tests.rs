@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::*;
+use crate::registrar::BindingFields;
 
 fn dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!(
@@ -20,7 +21,7 @@ fn dir(name: &str) -> PathBuf {
 }
 
 fn binding(aor: &str, key: &str, expires_at: u64) -> Arc<Binding> {
-    Arc::new(Binding {
+    Arc::new(Binding::new(BindingFields {
         q: Some(500),
         expires_at,
         flow: Some("udp:1.2.3.4:5060".into()),
@@ -30,8 +31,8 @@ fn binding(aor: &str, key: &str, expires_at: u64) -> Arc<Binding> {
         path: vec!["<sip:p1>".into(), String::new(), "a\nb\\".into()],
         push: Some(r#"{"provider":"apns","token":"ab"}"#.into()),
         updated_at_ms: expires_at,
-        ..Binding::for_test(aor, key, "sip:x@h")
-    })
+        ..BindingFields::for_test(aor, key, "sip:x@h")
+    }))
 }
 
 fn submit(s: &JournalStore, ops: Vec<StoreOp>) {
@@ -147,7 +148,12 @@ fn torn_tail_is_dropped_and_cut_before_new_appends() {
     drop(f);
     {
         let s = JournalStore::open(&p, false).unwrap();
-        let aors: Vec<String> = s.load().unwrap().into_iter().map(|b| b.aor).collect();
+        let aors: Vec<String> = s
+            .load()
+            .unwrap()
+            .into_iter()
+            .map(|b| b.aor().to_owned())
+            .collect();
         assert_eq!(aors, ["a@x", "b@x"]);
         // appended after the cut, so readable on the next start
         submit(&s, vec![StoreOp::Put(binding("d@x", "1", 40))]);
@@ -158,7 +164,12 @@ fn torn_tail_is_dropped_and_cut_before_new_appends() {
     bytes[last] ^= 0x40;
     fs::write(&log, &bytes).unwrap();
     let s = JournalStore::open(&p, false).unwrap();
-    let aors: Vec<String> = s.load().unwrap().into_iter().map(|b| b.aor).collect();
+    let aors: Vec<String> = s
+        .load()
+        .unwrap()
+        .into_iter()
+        .map(|b| b.aor().to_owned())
+        .collect();
     assert_eq!(aors, ["a@x", "b@x"], "the damaged last record is dropped");
 }
 
@@ -197,8 +208,8 @@ fn compaction_keeps_state_and_removes_replaced_files() {
     let s = JournalStore::open(&p, false).unwrap();
     let loaded = s.load().unwrap();
     assert_eq!(loaded.len(), 12);
-    assert_eq!(loaded[0].aor, "a@x");
-    assert_eq!(loaded[10].aor, "b@x");
+    assert_eq!(loaded[0].aor(), "a@x");
+    assert_eq!(loaded[10].aor(), "b@x");
     assert_eq!(s.get_meta("secret").unwrap(), Some(b"s".to_vec()));
 }
 

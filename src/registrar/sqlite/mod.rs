@@ -28,7 +28,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::messages::StoredMessage;
 use super::store::{Done, Store, StoreError, StoreOp};
-use super::Binding;
+use super::{Binding, BindingFields};
 use checkpoint::Checkpointer;
 
 /// Schema version kept in `PRAGMA user_version`, so later builds can migrate.
@@ -585,10 +585,10 @@ fn apply_jobs(conn: &Connection, group: &[WriteJob]) -> Result<(), StoreError> {
                 let mut put = conn.prepare_cached(PUT_REFRESH)?;
                 for b in bindings {
                     put.execute(params![
-                        b.aor,
-                        b.key,
+                        b.aor(),
+                        b.key(),
                         b.expires_at,
-                        b.call_id,
+                        b.call_id(),
                         b.cseq,
                         b.updated_at_ms
                     ])?;
@@ -603,20 +603,20 @@ fn apply_op(tx: &Connection, op: &StoreOp) -> Result<(), StoreError> {
     match op {
         StoreOp::Put(b) => {
             tx.prepare_cached(PUT_BINDING)?.execute(params![
-                b.aor,
-                b.key,
-                b.contact,
-                b.match_key,
+                b.aor(),
+                b.key(),
+                b.contact(),
+                b.match_key(),
                 b.q,
                 b.expires_at,
-                b.call_id,
+                b.call_id(),
                 b.cseq,
-                b.flow,
-                b.instance,
+                b.flow(),
+                b.instance(),
                 b.reg_id,
-                b.user_agent,
+                b.user_agent(),
                 encode_path(&b.path),
-                b.push,
+                b.push(),
                 b.updated_at_ms,
             ])?;
         }
@@ -671,7 +671,7 @@ fn load(conn: &Connection) -> Result<Vec<Binding>, StoreError> {
     let mut stmt = conn.prepare(&LOAD_BINDINGS.replace("{}", from))?;
     let rows = stmt.query_map([], |r| {
         Ok((
-            Binding {
+            BindingFields {
                 aor: r.get(0)?,
                 key: r.get(1)?,
                 contact: r.get(2)?,
@@ -700,7 +700,7 @@ fn load(conn: &Connection) -> Result<Vec<Binding>, StoreError> {
             key: binding.key.clone(),
             reason,
         })?;
-        out.push(binding);
+        out.push(Binding::new(binding));
     }
     Ok(out)
 }

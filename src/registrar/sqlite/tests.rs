@@ -38,7 +38,7 @@ impl Drop for TempDir {
 }
 
 fn binding(aor: &str, key: &str, path: Vec<String>) -> Arc<Binding> {
-    Arc::new(Binding {
+    Arc::new(Binding::new(BindingFields {
         aor: aor.into(),
         key: key.into(),
         contact: format!("sip:{key}@10.0.0.1"),
@@ -55,7 +55,7 @@ fn binding(aor: &str, key: &str, path: Vec<String>) -> Arc<Binding> {
         push: Some(r#"{"pn-provider":"apns"}"#.into()),
         updated_at_ms: i64::MAX as u64,
         node: None,
-    })
+    }))
 }
 
 #[test]
@@ -120,13 +120,13 @@ fn refresh(store: &SqliteStore, refreshes: Vec<Arc<Binding>>) {
 }
 
 fn refreshed(b: &Arc<Binding>, at_ms: u64) -> Arc<Binding> {
-    Arc::new(Binding {
+    Arc::new(Binding::new(BindingFields {
         expires_at: b.expires_at + 600,
         call_id: format!("cid-{at_ms}"),
         cseq: 8,
         updated_at_ms: at_ms,
-        ..(**b).clone()
-    })
+        ..b.fields()
+    }))
 }
 
 fn refresh_rows(db: &Path) -> i64 {
@@ -140,10 +140,10 @@ fn refresh_rows(db: &Path) -> i64 {
 async fn refreshes_count_until_a_newer_write_and_fold_into_the_rows_on_reopen() {
     let dir = TempDir::new("refresh");
     let at = |ms: u64, b: Arc<Binding>| {
-        Arc::new(Binding {
+        Arc::new(Binding::new(BindingFields {
             updated_at_ms: ms,
-            ..(*b).clone()
-        })
+            ..b.fields()
+        }))
     };
     let a = at(1_000, binding("a", "1", vec!["<sip:p;lr>".into()]));
     let b = at(1_000, binding("b", "1", vec![]));
@@ -154,10 +154,10 @@ async fn refreshes_count_until_a_newer_write_and_fold_into_the_rows_on_reopen() 
         refreshed(&c, 2_000),
     );
     // b changed after its refresh: the whole row, later, wins
-    let b3 = Arc::new(Binding {
+    let b3 = Arc::new(Binding::new(BindingFields {
         contact: "sip:moved@10.0.0.2".into(),
-        ..(*at(3_000, b.clone())).clone()
-    });
+        ..at(3_000, b.clone()).fields()
+    }));
     {
         let store = SqliteStore::open(&dir.db(), false).unwrap();
         let put = |b: &Arc<Binding>| StoreOp::Put(b.clone());
@@ -367,7 +367,12 @@ async fn bad_op_in_batch_fails_alone() {
     good1.await.unwrap().unwrap();
     assert!(matches!(bad.await.unwrap(), Err(StoreError::Sqlite(_))));
     good2.await.unwrap().unwrap();
-    let keys: Vec<String> = store.load().unwrap().into_iter().map(|b| b.key).collect();
+    let keys: Vec<String> = store
+        .load()
+        .unwrap()
+        .into_iter()
+        .map(|b| b.key().to_owned())
+        .collect();
     // The failed job is atomic: its first op ("2") was rolled back too.
     assert_eq!(keys.len(), 2);
     assert!(keys.contains(&"1".to_string()) && keys.contains(&"3".to_string()));
@@ -450,7 +455,7 @@ async fn thousand_bindings_survive_reopen() {
         assert_eq!(reg.aors(), 100);
         for a in 0..100 {
             for b in reg.lookup(&format!("user{a}@example.com"), now) {
-                expected.insert((b.aor.clone(), b.key.clone()), (*b).clone());
+                expected.insert((b.aor().to_owned(), b.key().to_owned()), (*b).clone());
             }
         }
         // Dropping the last handle drops the store, which drains and joins its thread.
@@ -461,7 +466,7 @@ async fn thousand_bindings_survive_reopen() {
         .load()
         .unwrap()
         .into_iter()
-        .map(|b| ((b.aor.clone(), b.key.clone()), b))
+        .map(|b| ((b.aor().to_owned(), b.key().to_owned()), b))
         .collect();
     assert_eq!(loaded, expected);
 
@@ -522,8 +527,9 @@ fn the_log_is_checkpointed_off_the_commit_path() {
     // ~20 MiB of log, past CHECKPOINT_AT; commits never checkpoint themselves
     let big = "x".repeat(4000);
     for i in 0..5000 {
-        let mut b = Binding::clone(&binding("a@x", &format!("k{i}"), vec![]));
+        let mut b = binding("a@x", &format!("k{i}"), vec![]).fields();
         b.user_agent = Some(big.clone());
+        let b = Binding::new(b);
         let done = store.submit(vec![StoreOp::Put(Arc::new(b))]);
         done.blocking_recv().unwrap().unwrap();
     }

@@ -30,8 +30,8 @@ async fn instance_from_new_address_replaces_binding() {
     r.flow = Some("tcp:203.0.113.5:40001".into());
     let b = ok(&reg, r).await;
     assert_eq!(contacts_of(&b), vec!["sip:alice@10.0.0.2:5060"]);
-    assert_eq!(b[0].key, "i:<urn:uuid:phone>");
-    assert_eq!(b[0].flow.as_deref(), Some("tcp:203.0.113.5:40001"));
+    assert_eq!(b[0].key(), "i:<urn:uuid:phone>");
+    assert_eq!(b[0].flow(), Some("tcp:203.0.113.5:40001"));
     assert_eq!(stored_contacts(&store), vec!["sip:alice@10.0.0.2:5060"]);
     assert_eq!(
         drain(&mut events),
@@ -73,10 +73,7 @@ async fn reg_ids_are_distinct_flows() {
         ),
     )
     .await;
-    let mut keys: Vec<(&str, &str)> = b
-        .iter()
-        .map(|b| (b.key.as_str(), b.contact.as_str()))
-        .collect();
+    let mut keys: Vec<(&str, &str)> = b.iter().map(|b| (b.key(), b.contact())).collect();
     keys.sort();
     assert_eq!(
         keys,
@@ -93,7 +90,7 @@ async fn reg_id_without_instance_is_ignored() {
     let mut c = contact(1);
     c.reg_id = Some(1);
     let b = ok(&reg, req("c1", 1, vec![c])).await;
-    assert_eq!(b[0].key, "u:sip:alice@10.0.0.1:5060");
+    assert_eq!(b[0].key(), "u:sip:alice@10.0.0.1:5060");
     assert_eq!(b[0].reg_id, None);
 }
 
