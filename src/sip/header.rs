@@ -166,16 +166,10 @@ fn is_lws(c: u8) -> bool {
 pub fn trim_lws(s: &str) -> &str {
     // on bytes: `str::trim_matches` with a closure decodes chars, and this runs a few
     // dozen times per message
-    let b = s.as_bytes();
-    let mut a = 0;
-    let mut e = b.len();
-    while a < e && is_lws(b[a]) {
-        a += 1;
-    }
-    while e > a && is_lws(b[e - 1]) {
-        e -= 1;
-    }
-    s.get(a..e).unwrap_or("")
+    let t = trim_lws_bytes(s.as_bytes());
+    // the cut is at ASCII white space, so both ends are char boundaries
+    let a = t.as_ptr() as usize - s.as_ptr() as usize;
+    s.get(a..a + t.len()).unwrap_or("")
 }
 
 /// Where the list item starting at `from` ends: the index of the first `sep` outside a
