@@ -131,9 +131,9 @@ pub enum CallEvent {
     /// unanswered INVITE drop the sender instead of answering.
     Describe(oneshot::Sender<CallView>),
     /// A woken phone's binding is held by another node of the cluster: the way to
-    /// that node, resolved off the task. Boxed: every call's event channel allocates
-    /// its slots in blocks of 32 events at once, and this variant would make each slot
-    /// twice the size of the others (issue 13, bytes per parked call).
+    /// that node, resolved off the task. Boxed: this variant would make every
+    /// event twice the size of the others, and a call's task keeps an empty event
+    /// node for as long as it lives (issue 13, bytes per parked call).
     WokenVia(Box<WokenVia>),
 }
 
@@ -188,11 +188,12 @@ pub async fn sleep_until(deadline: Option<std::time::Instant>) {
 
 #[cfg(test)]
 mod tests {
-    /// Each call's event channel (tokio's unbounded one) allocates 32 slots at once
-    /// when it is made, parked calls included: a slot of 80 bytes was 2.5 KiB per call.
+    /// Each event queued for a call's task is a node of its own
+    /// ([`crate::transaction::TaskSender`]), and the queue keeps one empty node: the
+    /// event stays small, its rare large variants boxed.
     #[test]
-    fn a_call_event_slot_stays_small() {
-        let slot = std::mem::size_of::<super::TaskEvent>();
-        assert!(slot <= 48, "{slot} bytes");
+    fn a_call_event_stays_small() {
+        let event = std::mem::size_of::<super::TaskEvent>();
+        assert!(event <= 32, "{event} bytes");
     }
 }

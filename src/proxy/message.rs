@@ -385,7 +385,7 @@ async fn send_one(
     let _ = getrandom::fill(&mut seed);
     let branch = core.branches.next(u64::from_le_bytes(seed));
     let request = build(core, flow, local, &branch, b, m);
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, mut rx) = crate::transaction::task_channel();
     let key = core.tx.client_key(&branch, "MESSAGE");
     core.tx.insert_client(key, tx, 0);
     let result = async {

@@ -294,7 +294,7 @@ impl Core {
         }
         self.on_local_final(req, code);
         if req.method() == Some(Method::Invite) {
-            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let (tx, rx) = crate::transaction::task_channel();
             self.tx.set_server(key, ServerEntry::Task(tx));
             let mut st = ServerTx::new(
                 crate::transaction::Kind::Invite,
@@ -391,7 +391,7 @@ impl Core {
 async fn local_invite_tx(
     core: Arc<Core>,
     mut st: ServerTx,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<data::TaskEvent>,
+    mut rx: crate::transaction::TaskReceiver<data::TaskEvent>,
     flow: Flow,
     key: u64,
 ) {

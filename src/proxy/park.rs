@@ -23,7 +23,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::data::{CallEvent, TaskEvent};
 use crate::registrar::remote::{Interest, MARGIN_MS};
 use crate::registrar::{unix_now_ms, Binding, BindingEvent, BindingEventKind, BindingSink};
-use crate::transaction::TxEvent;
+use crate::transaction::{TaskSender, TxEvent};
 
 /// Why a call could not be parked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -38,7 +38,7 @@ pub enum ParkError {
 
 #[derive(Default)]
 struct Index {
-    by_aor: HashMap<String, Vec<(u64, UnboundedSender<TaskEvent>)>>,
+    by_aor: HashMap<String, Vec<(u64, TaskSender<TaskEvent>)>>,
     total: usize,
 }
 
@@ -111,7 +111,7 @@ impl Parked {
 
     /// Parks a call for `aor`; its task gets a [`CallEvent::Woken`] for every binding
     /// of the AOR that is added or refreshed while the guard lives.
-    pub fn park(&self, aor: &str, tx: UnboundedSender<TaskEvent>) -> Result<ParkGuard, ParkError> {
+    pub fn park(&self, aor: &str, tx: TaskSender<TaskEvent>) -> Result<ParkGuard, ParkError> {
         let mut idx = self.lock();
         if idx.total >= self.max_total {
             return Err(ParkError::Full);
@@ -195,7 +195,7 @@ mod tests {
     #[test]
     fn caps_and_unpark_on_drop() {
         let p = Parked::new(3, 2);
-        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, _rx) = crate::transaction::task_channel();
         let a = p.park("alice@x", tx.clone()).unwrap();
         let _b = p.park("alice@x", tx.clone()).unwrap();
         assert_eq!(
@@ -214,7 +214,7 @@ mod tests {
         let p = Parked::new(10, 10);
         let (wtx, mut wrx) = tokio::sync::mpsc::unbounded_channel();
         p.watch(wtx);
-        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, _rx) = crate::transaction::task_channel();
         let a1 = p.park("alice@x", tx.clone()).unwrap();
         let a2 = p.park("alice@x", tx.clone()).unwrap();
         let b = p.park("bob@x", tx).unwrap();
@@ -252,7 +252,7 @@ mod tests {
         let p = Parked::new(10, 10);
         let events = crate::registrar::BindingEvents::new(8);
         events.add_sink(Arc::new(p.clone()));
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, mut rx) = crate::transaction::task_channel();
         let _guard = p.park("alice@x", tx).unwrap();
         // what another node announces comes in as a local REGISTER's event does
         let publish = |kind, aor| events.publish(BindingEvent::remote(kind, binding(aor)));
@@ -261,7 +261,7 @@ mod tests {
         publish(BindingEventKind::Removed, "alice@x");
         publish(BindingEventKind::Added, "alice@x");
         let mut woken = Vec::new();
-        while let Ok(ev) = rx.try_recv() {
+        while let Some(ev) = rx.try_recv() {
             match ev {
                 TxEvent::Upper(CallEvent::Woken(b)) => woken.push(b.aor().to_owned()),
                 other => panic!("unexpected {other:?}"),

@@ -13,7 +13,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc::UnboundedSender;
 use tracing::debug;
 
 use super::data::{CallEvent, PushPlan, TaskEvent};
@@ -22,7 +21,7 @@ use super::Core;
 use crate::metrics::{count_push, PushKind};
 use crate::push::{CancelReason, PushInfo, PushResult, PushSender};
 use crate::registrar::{unix_now_ms, Binding};
-use crate::transaction::TxEvent;
+use crate::transaction::{TaskSender, TxEvent};
 use crate::transport::Flow;
 
 /// The push side of a call while it runs.
@@ -48,7 +47,7 @@ impl Pushing {
     pub fn start(
         core: &Core,
         mut plan: PushPlan,
-        tx: &UnboundedSender<TaskEvent>,
+        tx: &TaskSender<TaskEvent>,
     ) -> Result<Pushing, ParkError> {
         let guard = core.parked.park(&plan.aor, tx.clone())?;
         for (i, d) in plan.devices.iter_mut().enumerate() {

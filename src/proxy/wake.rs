@@ -190,6 +190,8 @@ pub fn decide(
         }
         return Decision::Forward(targets, None);
     }
+    // kept for as long as the call is parked: no room for devices that never come
+    devices.shrink_to_fit();
     let hint = crate::ids::random_hex(16);
     let call = call_push(core, msg, aor, &hint, trusted);
     let plan = PushPlan {

@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod key;
+pub mod mailbox;
 pub mod server;
 pub mod table;
 
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 pub use client::{ClientAction, ClientTx, Disposition};
 pub use key::{client_key, server_key, BranchGen};
+pub use mailbox::{task_channel, TaskReceiver, TaskSender};
 pub use server::{ServerAction, ServerTx};
 pub use table::{ServerEntry, TxEvent, TxTable};
 

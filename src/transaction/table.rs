@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::sync::mpsc::UnboundedSender;
 
+use super::mailbox::TaskSender;
 use crate::sip::Message;
 use crate::transport::Flow;
 
@@ -41,7 +41,7 @@ pub enum TxEvent<U> {
 #[derive(Debug)]
 pub enum ServerEntry<U> {
     /// Owned by a task (INVITE, or a forwarded non-INVITE).
-    Task(UnboundedSender<TxEvent<U>>),
+    Task(TaskSender<TxEvent<U>>),
     /// Handled locally, answer not sent yet: retransmissions are dropped.
     Pending,
     /// Handled locally and answered: retransmissions get the same answer until `until`.
@@ -59,7 +59,7 @@ pub enum ServerEntry<U> {
 #[derive(Debug)]
 pub enum ServerMatch<U> {
     /// A task owns the transaction: send it the event.
-    Task(UnboundedSender<TxEvent<U>>),
+    Task(TaskSender<TxEvent<U>>),
     /// Answered locally: send this response again on this flow.
     Answered(Bytes, Flow),
     /// Being handled locally, no answer yet: drop the retransmission.
@@ -67,7 +67,7 @@ pub enum ServerMatch<U> {
 }
 
 /// The task a client branch belongs to, and the branch's index within it.
-type ClientEntry<U> = (UnboundedSender<TxEvent<U>>, usize);
+type ClientEntry<U> = (TaskSender<TxEvent<U>>, usize);
 
 /// Server and client transaction tables.
 #[derive(Debug)]
@@ -165,7 +165,7 @@ impl<U> TxTable<U> {
     }
 
     /// Registers a client branch owned by a task.
-    pub fn insert_client(&self, key: u64, tx: UnboundedSender<TxEvent<U>>, branch: usize) {
+    pub fn insert_client(&self, key: u64, tx: TaskSender<TxEvent<U>>, branch: usize) {
         self.client.lock().insert(key, (tx, branch));
     }
 
@@ -210,7 +210,7 @@ impl<U> TxTable<U> {
     }
 
     /// The tasks owning server transactions now (for the admin API's `/calls`).
-    pub fn server_tasks(&self) -> Vec<UnboundedSender<TxEvent<U>>> {
+    pub fn server_tasks(&self) -> Vec<TaskSender<TxEvent<U>>> {
         self.server
             .lock()
             .values()

@@ -129,7 +129,7 @@ impl ForwardTask {
             } else {
                 503
             });
-        } else if let (Some(d), Some(p)) = (device, self.push.as_mut()) {
+        } else if let (Some(d), Some(p)) = (device, self.push.as_deref_mut()) {
             p.got_invite(d);
         }
         self.branches.push(b);

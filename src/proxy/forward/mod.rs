@@ -14,11 +14,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tracing::{debug, debug_span, Instrument};
 
 use super::data::{
-    sleep_until, CallEvent, CallView, OwnRoutes, PushPlan, Target, TaskEvent, WokenVia,
+    sleep_until, CallEvent, CallView, Next, OwnRoutes, PushPlan, Target, TaskEvent, WokenVia,
 };
 use super::edit::pop_via;
 use super::pushing::Pushing;
@@ -28,7 +27,8 @@ use crate::registrar::nodes::Owner;
 use crate::registrar::Binding;
 use crate::sip::{HeaderName, Message, Method};
 use crate::transaction::{
-    BranchGen, ClientAction, Disposition, Kind, ServerAction, ServerEntry, ServerTx, TxEvent,
+    task_channel, BranchGen, ClientAction, Disposition, Kind, ServerAction, ServerEntry, ServerTx,
+    TaskReceiver, TaskSender, TxEvent,
 };
 use crate::transport::Flow;
 pub(in crate::proxy) use branches::via_value;
@@ -46,9 +46,9 @@ struct ForwardTask {
     branches: Vec<Branch>,
     best: Option<(u16, Bytes)>,
     got_2xx: bool,
-    rx: UnboundedReceiver<TaskEvent>,
+    rx: TaskReceiver<TaskEvent>,
     /// Kept while new branches may start (woken phones); dropped at the final.
-    tx: Option<UnboundedSender<TaskEvent>>,
+    tx: Option<TaskSender<TaskEvent>>,
     local: SocketAddr,
     popped: Vec<std::ops::Range<usize>>,
     /// The request came from another node of the cluster (its wake hint passes).
@@ -56,7 +56,10 @@ struct ForwardTask {
     record_route: bool,
     loop_hash: u64,
     untrusted: bool,
-    push: Option<Pushing>,
+    /// The push half of a call that pushes; boxed, since most tasks (every BYE, every
+    /// call to an awake phone) have none and each byte of the task is kept while it
+    /// waits out its timers.
+    push: Option<Box<Pushing>>,
     caller_cancelled: bool,
     final_code: Option<u16>,
     /// A branch answered 6xx: no new branches (RFC 3261 §16.7 step 5).
@@ -90,7 +93,7 @@ pub fn start(
     } else {
         Kind::NonInvite
     };
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = task_channel();
     if !core.tx.insert_server(key, ServerEntry::Task(tx.clone())) {
         return;
     }
@@ -135,22 +138,49 @@ pub fn start(
 }
 
 impl ForwardTask {
-    async fn run(mut self, targets: Vec<Target>, plan: Option<Box<PushPlan>>) {
+    /// The task's future. Not an `async fn`: that would move `self` into the future's
+    /// locals and keep the argument's slot as well (rust-lang/rust#62958), 1.4 KB more
+    /// per call, parked or waiting out its timers (issue 13).
+    #[allow(clippy::manual_async_fn)]
+    fn run(
+        mut self,
+        targets: Vec<Target>,
+        plan: Option<Box<PushPlan>>,
+    ) -> impl std::future::Future<Output = ()> + Send {
+        async move {
+            if self.begin(targets, plan).await {
+                self.serve().await;
+            }
+            self.finish_task();
+        }
+    }
+
+    /// Parks and pushes (for a call that pushes) and starts a branch per target;
+    /// false when the call could not be parked (answered 503).
+    async fn begin(&mut self, targets: Vec<Target>, plan: Option<Box<PushPlan>>) -> bool {
         if let Some(plan) = plan {
-            let Some(tx) = self.tx.as_ref() else { return };
+            let Some(tx) = self.tx.as_ref() else {
+                return false;
+            };
             match Pushing::start(&self.core, *plan, tx) {
-                Ok(p) => self.push = Some(p),
+                Ok(p) => self.push = Some(Box::new(p)),
                 Err(e) => {
                     debug!(error = %e, "call not parked");
                     self.answer_own(503, "Service Unavailable");
-                    self.finish_task();
-                    return;
+                    return false;
                 }
             }
         }
         let sips = self.sips();
         for t in targets {
-            let flow = match next_hop::resolve(&self.core, &t.next, Some(self.local)).await {
+            let resolved = match &t.next {
+                // a registered phone's flow, the usual case: nothing to wait for
+                Next::Flow(f) => Ok(*f),
+                // DNS or a connection: boxed, so that its future does not widen every
+                // call's task for as long as the call lasts
+                next => Box::pin(next_hop::resolve(&self.core, next, Some(self.local))).await,
+            };
+            let flow = match resolved {
                 Ok(f) => f,
                 Err(e) => {
                     debug!(error = %e, "branch not started");
@@ -171,6 +201,11 @@ impl ForwardTask {
             self.answer_own(480, "Temporarily Unavailable");
         }
         self.maybe_finish();
+        true
+    }
+
+    /// Events and timers until nothing is left to wait for.
+    async fn serve(&mut self) {
         loop {
             if self.done() {
                 break;
@@ -184,7 +219,6 @@ impl ForwardTask {
                 _ = sleep_until(deadline) => self.on_timers(Instant::now()),
             }
         }
-        self.finish_task();
     }
 
     /// An initial `sips:` request: each branch must go over TLS (RFC 5630). In-dialog
@@ -209,7 +243,9 @@ impl ForwardTask {
         match self.core.registrar.owner(&binding) {
             Owner::Here => {
                 let path = binding.path.clone();
-                let Some(p) = self.push.as_ref() else { return };
+                let Some(p) = self.push.as_deref() else {
+                    return;
+                };
                 if let Some((flow, device)) = p.woken(&binding, self.sips()) {
                     self.hand_over(binding, flow, device, path);
                 }
@@ -247,7 +283,9 @@ impl ForwardTask {
         if self.server.is_final() || self.got_2xx || self.declined {
             return;
         }
-        let Some(p) = self.push.as_ref() else { return };
+        let Some(p) = self.push.as_deref() else {
+            return;
+        };
         if let Some((flow, device)) = p.woken_on(&binding, flow, self.sips()) {
             self.hand_over(binding, flow, device, path);
         }
@@ -262,7 +300,9 @@ impl ForwardTask {
         device: Option<usize>,
         path: Vec<String>,
     ) {
-        let Some(p) = self.push.as_ref() else { return };
+        let Some(p) = self.push.as_deref() else {
+            return;
+        };
         // one branch per device: same flow adds nothing, a new flow replaces the stale one
         let mut stale = Vec::new();
         for (i, b) in self.branches.iter().enumerate() {
@@ -289,13 +329,15 @@ impl ForwardTask {
             Some(binding.key().to_owned()),
         );
         if !self.woke {
-            self.woken_after = self.push.as_ref().map(Pushing::parked_for);
+            self.woken_after = self.push.as_deref().map(Pushing::parked_for);
         }
         self.woke = true;
     }
 
     fn on_push_done(&mut self, device: usize, result: PushResult) {
-        let Some(p) = self.push.as_mut() else { return };
+        let Some(p) = self.push.as_deref_mut() else {
+            return;
+        };
         p.on_done(&self.core, device, &result);
         if p.all_failed() && self.branches.iter().all(|b| b.final_code.is_some()) {
             // nobody can wake and nothing else rings: no point in waiting
@@ -305,13 +347,13 @@ impl ForwardTask {
     }
 
     fn unpark(&mut self) {
-        if let Some(p) = self.push.as_mut() {
+        if let Some(p) = self.push.as_deref_mut() {
             p.unpark();
         }
     }
 
     fn parked(&self) -> bool {
-        self.push.as_ref().is_some_and(Pushing::parked)
+        self.push.as_deref().is_some_and(Pushing::parked)
     }
 
     /// Nothing left to wait for: the final went out and every timer has run.
@@ -331,7 +373,7 @@ impl ForwardTask {
     fn next_deadline(&self) -> Option<Instant> {
         let mut d = self.server.next_deadline();
         if self.parked() {
-            let w = self.push.as_ref().map(|p| p.wake_at);
+            let w = self.push.as_deref().map(|p| p.wake_at);
             d = match (d, w) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -462,7 +504,7 @@ impl ForwardTask {
             self.declined = true;
             self.unpark();
             self.cancel_all(Some(idx), None);
-        } else if self.push.as_ref().is_some_and(Pushing::all_got_invite)
+        } else if self.push.as_deref().is_some_and(Pushing::all_got_invite)
             && self.branches.iter().all(|b| b.final_code.is_some())
         {
             // every pushed device got the call and answered: nothing left to wake
@@ -509,7 +551,7 @@ impl ForwardTask {
             // no new branches after the final; pushed phones that missed it get a notice
             self.tx = None;
             let caller_cancelled = self.caller_cancelled;
-            if let Some(p) = self.push.as_mut() {
+            if let Some(p) = self.push.as_deref_mut() {
                 p.call_ended(&self.core, code, caller_cancelled);
             }
             self.call_ended(code);
@@ -545,7 +587,7 @@ impl ForwardTask {
     }
 
     fn on_timers(&mut self, now: Instant) {
-        if self.parked() && self.push.as_ref().is_some_and(|p| p.wake_at <= now) {
+        if self.parked() && self.push.as_deref().is_some_and(|p| p.wake_at <= now) {
             self.unpark();
             let woken_pending = self.woke && self.branches.iter().any(|b| b.client.is_pending());
             if !self.server.is_final()
@@ -631,10 +673,10 @@ impl ForwardTask {
             age_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             state,
             parked: self.parked(),
-            aor: self.push.as_ref().map(|p| p.plan.aor.clone()),
+            aor: self.push.as_deref().map(|p| p.plan.aor.clone()),
             branches: self.branches.len(),
             pending_branches: pending.count(),
-            pushed_devices: self.push.as_ref().map_or(0, |p| p.plan.devices.len()),
+            pushed_devices: self.push.as_deref().map_or(0, |p| p.plan.devices.len()),
         });
     }
 }

@@ -36,7 +36,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
 use tracing::{debug, debug_span, Instrument};
 
 use super::data::OwnRoutes;
@@ -168,7 +167,7 @@ fn relay_with(
         Ok(c) => c,
         Err(reason) => return core.reply(&msg, flow, key, 400, reason, &[]),
     };
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = crate::transaction::task_channel();
     if !core.tx.insert_server(key, ServerEntry::Task(tx.clone())) {
         return;
     }

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tracing::{debug, warn};
 
 use super::{ok_for_phone, state_key, supports_path, upstream_contacts, Relayed, Rewrite};
@@ -41,8 +40,8 @@ pub(super) struct RegisterRelay {
     pub(super) existing: Vec<Arc<Binding>>,
     pub(super) contacts: Option<Vec<String>>,
     pub(super) popped: Vec<std::ops::Range<usize>>,
-    pub(super) tx: UnboundedSender<TaskEvent>,
-    pub(super) rx: UnboundedReceiver<TaskEvent>,
+    pub(super) tx: crate::transaction::TaskSender<TaskEvent>,
+    pub(super) rx: crate::transaction::TaskReceiver<TaskEvent>,
 }
 
 struct Client {
