@@ -85,17 +85,21 @@ impl ServerTx {
             self.last = Some(bytes.clone());
             return true;
         }
-        self.last = Some(bytes.clone());
         if self.kind == Kind::Invite && code < 300 {
+            // a retransmitted INVITE is absorbed from here on, never answered: the
+            // 2xx is not kept (the UAS retransmits it, end to end)
+            self.last = None;
             self.state = State::Accepted;
             self.end_at = Some(now + t64);
         } else if self.kind == Kind::Invite {
+            self.last = Some(bytes.clone());
             self.state = State::Completed;
             if !self.reliable {
                 self.retransmit_at = Some(now + self.timers.t1);
             }
             self.end_at = Some(now + t64);
         } else {
+            self.last = Some(bytes.clone());
             self.state = State::Completed;
             self.end_at = Some(if self.reliable { now } else { now + t64 });
         }
@@ -114,6 +118,8 @@ impl ServerTx {
     pub fn on_ack(&mut self, now: Instant) {
         if self.state == State::Completed {
             self.state = State::Confirmed;
+            // nothing is sent again from here on (timer I only absorbs ACKs)
+            self.last = None;
             self.retransmit_at = None;
             self.end_at = Some(if self.reliable {
                 now
@@ -129,6 +135,14 @@ impl ServerTx {
             .into_iter()
             .flatten()
             .min()
+    }
+
+    /// The response this transaction may still send again (to a retransmitted
+    /// request, or on timer G): the last provisional before the final, the final of
+    /// a non-2xx INVITE until its ACK, a non-INVITE's final through timer J. Nothing
+    /// else is kept once answered.
+    pub fn kept_response(&self) -> Option<&Bytes> {
+        self.last.as_ref()
     }
 
     /// Fires the timers due at `now`; call until it returns `None`.
@@ -177,6 +191,29 @@ mod tests {
             tx.poll(d + Duration::from_secs(5)),
             Some(ServerAction::Terminated)
         );
+    }
+
+    #[test]
+    fn an_answered_transaction_keeps_only_what_it_may_send_again() {
+        let t0 = Instant::now();
+        let trying = Bytes::from_static(b"SIP/2.0 100 Trying");
+        let mut tx = ServerTx::new(Kind::Invite, false, Timers::default());
+        tx.send_response(100, &trying, t0);
+        assert_eq!(tx.kept_response(), Some(&trying));
+        tx.send_response(200, &Bytes::from_static(b"SIP/2.0 200 OK"), t0);
+        assert_eq!(tx.kept_response(), None, "a 2xx is never sent again");
+
+        let busy = Bytes::from_static(b"SIP/2.0 486 Busy");
+        let mut tx = ServerTx::new(Kind::Invite, false, Timers::default());
+        tx.send_response(486, &busy, t0);
+        assert_eq!(tx.kept_response(), Some(&busy), "until the ACK");
+        tx.on_ack(t0);
+        assert_eq!(tx.kept_response(), None);
+
+        let ok = Bytes::from_static(b"SIP/2.0 200 OK");
+        let mut tx = ServerTx::new(Kind::NonInvite, false, Timers::default());
+        tx.send_response(200, &ok, t0);
+        assert_eq!(tx.kept_response(), Some(&ok), "through timer J");
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub(super) struct Branch {
     pub(super) key: u64,
     pub(super) cancel_key: u64,
     pub(super) flow: Flow,
+    /// The request as forwarded, while it may be retransmitted or cancelled; once
+    /// the branch has its final response, what a retransmission of that final needs:
+    /// the ACK of a non-2xx final to INVITE, else nothing ([`Branch::answered`]).
     pub(super) request: Bytes,
     pub(super) client: ClientTx,
     /// CANCEL sent for this branch (its own client transaction).
@@ -34,6 +37,15 @@ pub(super) struct Branch {
     pub(super) binding_key: Option<String>,
     /// A provisional other than 100 arrived: the phone is ringing.
     pub(super) ringing: bool,
+}
+
+impl Branch {
+    /// The branch's final response arrived: from here on it keeps only `ack` (the ACK
+    /// it sends again to a retransmitted non-2xx final; empty otherwise), not the
+    /// request, for as long as its transaction waits out timer D, K or M.
+    pub(super) fn answered(&mut self, ack: Bytes) {
+        self.request = ack;
+    }
 }
 
 impl ForwardTask {

@@ -38,7 +38,11 @@ use branches::{make_ack, Branch};
 /// branch of the fork and, for a call that pushes, its push half.
 struct ForwardTask {
     core: Arc<Core>,
+    /// The request as received, until the first final response has gone out; then
+    /// an empty message: nothing after the final reads it, and an answered
+    /// transaction keeps only what its retransmissions need (issue 13).
     req: Message,
+    method: Option<Method>,
     src: Flow,
     key: u64,
     kind: Kind,
@@ -110,6 +114,7 @@ pub fn start(
     let fwd = ForwardTask {
         core: core.clone(),
         loop_hash: BranchGen::loop_hash(&msg),
+        method: msg.method(),
         req: msg,
         src,
         key,
@@ -443,12 +448,13 @@ impl ForwardTask {
         match b.client.on_response(code, now) {
             Disposition::Absorb => {}
             Disposition::Ack => {
-                let ack = make_ack(&b.request, &msg);
-                let _ = self.core.transport.send(&b.flow, ack);
+                // a retransmitted non-2xx final: the same ACK again
+                let _ = self.core.transport.send(&b.flow, b.request.clone());
             }
             Disposition::PassAndAck => {
                 let ack = make_ack(&b.request, &msg);
-                let _ = self.core.transport.send(&b.flow, ack);
+                let _ = self.core.transport.send(&b.flow, ack.clone());
+                b.answered(ack);
                 b.final_code = Some(code);
                 b.give_up_at = None;
                 self.on_final(idx, code, &msg);
@@ -463,6 +469,7 @@ impl ForwardTask {
                         self.send_to_caller(code, pop_via(&msg));
                     }
                 } else {
+                    b.answered(Bytes::new());
                     b.final_code = Some(code);
                     b.give_up_at = None;
                     self.on_final(idx, code, &msg);
@@ -555,10 +562,13 @@ impl ForwardTask {
                 p.call_ended(&self.core, code, caller_cancelled);
             }
             self.call_ended(code);
+            // the request is done with: its bytes and index are freed now, not when
+            // the transaction's timers have run out
+            self.req = Message::default();
         }
         // late 2xx are forwarded even after a final: the caller ACKs and hangs up
         if allowed || (200..300).contains(&code) {
-            crate::metrics::global().response_sent(self.req.method(), code);
+            crate::metrics::global().response_sent(self.method, code);
             if let Err(e) = self.core.transport.send(&self.src, bytes) {
                 debug!(error = %e, code, "response not sent upstream");
             }
