@@ -352,6 +352,43 @@ fn cancel_before_answer() {
     assert_eq!(ack.top_branch(), got.top_branch(), "{ack:?}");
 }
 
+/// An answered transaction keeps only what a retransmission needs (the final for the
+/// caller until its ACK, the ACK for the callee): both still get their answer.
+#[test]
+fn retransmitted_non_2xx_finals_get_the_same_answers() {
+    let proxy = Proxy::start("call-busy-retrans");
+    let mut bob = Ua::udp("bob", &proxy);
+    bob.register(600);
+    let mut alice = Ua::udp("alice", &proxy);
+    let inv = alice.invite("bob", "");
+    let (got, btag) = ring(&mut bob, &inv.call_id);
+    let busy = bob.response_text(&got, 486, "Busy Here", Some(&btag), "");
+    bob.send_response(&got, &busy);
+    let ack = bob.expect_request("ACK", Some(&inv.call_id));
+    assert_eq!(ack.top_branch(), got.top_branch(), "{ack:?}");
+
+    // the caller saw no 486 (say) and retransmits its INVITE: the 486 again
+    let fin = alice.expect_final(&inv.call_id, "INVITE");
+    assert_eq!(fin.status(), Some(486), "{fin:?}");
+    alice.send(&inv.text);
+    let again = alice.expect_response(&inv.call_id, "INVITE", "486 again", |c| c == 486);
+    assert_eq!(again.to_tag().as_deref(), Some(btag.as_str()));
+    alice.ack_non2xx(&inv, &fin);
+    std::thread::sleep(Duration::from_millis(300));
+    alice.stash.clear();
+
+    // the callee saw no ACK (say) and retransmits its 486: the same ACK again, and
+    // nothing more for the caller
+    bob.send_response(&got, &busy);
+    let ack2 = bob.expect_request("ACK", Some(&inv.call_id));
+    assert_eq!(ack2.raw, ack.raw, "the same ACK");
+    alice.expect_nothing(
+        "a retransmitted 486 after the caller's ACK",
+        Duration::from_millis(1000),
+        |m| m.status() == Some(486),
+    );
+}
+
 #[test]
 fn cancel_waits_for_callee_provisional_but_caller_is_not_held() {
     let proxy = ProxyBuilder::new("call-cancel-early")
