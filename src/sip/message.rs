@@ -185,28 +185,6 @@ struct NameAddrSpans {
     tag: Option<Range<usize>>,
 }
 
-/// An empty message: no start line, no headers, no body, no bytes. What a task
-/// that is done with its request keeps in its place, so that the request's bytes
-/// and index are freed while the task waits out its timers.
-impl Default for Message {
-    fn default() -> Message {
-        Message {
-            buf: Bytes::new(),
-            start: Err(ParseError::StartLine),
-            is_request: false,
-            start_line: 0..0,
-            headers: Vec::new(),
-            first: [NONE; KNOWN_HEADERS],
-            count: [0; KNOWN_HEADERS],
-            head_end: 0,
-            body: 0..0,
-            content_length: Ok(None),
-            bare_line_break: false,
-            index: OnceLock::new(),
-        }
-    }
-}
-
 impl Message {
     /// The whole buffer as received.
     pub fn bytes(&self) -> &Bytes {

@@ -104,7 +104,10 @@ impl ForwardTask {
             strip_named,
             extra: &extra,
         };
-        let request = forward_request(&self.req, &edits);
+        let Some(req) = self.req.as_deref() else {
+            return;
+        };
+        let request = forward_request(req, &edits);
         if request.len() > 1300 && flow.is_udp() {
             debug!(
                 len = request.len(),
@@ -112,7 +115,7 @@ impl ForwardTask {
             );
         }
         let idx = self.branches.len();
-        let key = self.core.tx.client_key(&branch, self.req.method_str());
+        let key = self.core.tx.client_key(&branch, req.method_str());
         let cancel_key = self.core.tx.client_key(&branch, "CANCEL");
         self.core.tx.insert_client(key, tx.clone(), idx);
         if self.kind == Kind::Invite {

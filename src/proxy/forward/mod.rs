@@ -39,9 +39,11 @@ use branches::{make_ack, Branch};
 struct ForwardTask {
     core: Arc<Core>,
     /// The request as received, until the first final response has gone out; then
-    /// an empty message: nothing after the final reads it, and an answered
-    /// transaction keeps only what its retransmissions need (issue 13).
-    req: Message,
+    /// `None`: nothing after the final reads it, and an answered transaction keeps
+    /// only what its retransmissions need (issue 13). Boxed, so that the task it
+    /// leaves behind is 600 bytes smaller.
+    req: Option<Box<Message>>,
+    /// The request's method (the response counters read it after the final too).
     method: Option<Method>,
     src: Flow,
     key: u64,
@@ -115,7 +117,7 @@ pub fn start(
         core: core.clone(),
         loop_hash: BranchGen::loop_hash(&msg),
         method: msg.method(),
-        req: msg,
+        req: Some(Box::new(msg)),
         src,
         key,
         kind,
@@ -227,9 +229,12 @@ impl ForwardTask {
     }
 
     /// An initial `sips:` request: each branch must go over TLS (RFC 5630). In-dialog
-    /// requests follow the legs the dialog was set up on.
+    /// requests follow the legs the dialog was set up on. (Asked only while branches
+    /// may start, before the final, while the request is kept.)
     fn sips(&self) -> bool {
-        self.req.to_tag().is_empty() && super::data::sips_request(&self.req)
+        self.req
+            .as_deref()
+            .is_some_and(|r| r.to_tag().is_empty() && super::data::sips_request(r))
     }
 
     fn finish_task(&mut self) {
@@ -545,8 +550,13 @@ impl ForwardTask {
         }
     }
 
+    /// Answers the caller ourselves (only ever before the final, while the request
+    /// is kept).
     fn answer_own(&mut self, code: u16, reason: &str) {
-        let resp = crate::sip::response(&self.req, self.src.remote(), code, reason, &[], None);
+        let Some(req) = self.req.as_deref() else {
+            return;
+        };
+        let resp = crate::sip::response(req, self.src.remote(), code, reason, &[], None);
         self.send_to_caller(code, resp);
     }
 
@@ -564,7 +574,7 @@ impl ForwardTask {
             self.call_ended(code);
             // the request is done with: its bytes and index are freed now, not when
             // the transaction's timers have run out
-            self.req = Message::default();
+            self.req = None;
         }
         // late 2xx are forwarded even after a final: the caller ACKs and hangs up
         if allowed || (200..300).contains(&code) {
@@ -578,8 +588,11 @@ impl ForwardTask {
     /// The first final response went out: a BYE ends its dialog, an initial INVITE is
     /// no longer in setup and gets its log line.
     fn call_ended(&mut self, code: u16) {
-        if self.req.method() == Some(Method::Bye) {
-            self.core.dialogs.bye_answered(&self.req, code);
+        let Some(req) = self.req.as_deref() else {
+            return;
+        };
+        if self.method == Some(Method::Bye) {
+            self.core.dialogs.bye_answered(req, code);
         }
         if self.setup.take().is_none() {
             return; // not an initial INVITE
@@ -593,7 +606,7 @@ impl ForwardTask {
             Some(_) if code == 480 => Outcome::PushTimeout,
             _ => Outcome::Rejected,
         };
-        finished(&self.req, outcome, code, self.started, self.woken_after);
+        finished(req, outcome, code, self.started, self.woken_after);
     }
 
     fn on_timers(&mut self, now: Instant) {
@@ -669,6 +682,9 @@ impl ForwardTask {
         if self.kind != Kind::Invite || self.server.is_final() || self.got_2xx {
             return;
         }
+        let Some(req) = self.req.as_deref() else {
+            return;
+        };
         let pending = self.branches.iter().filter(|b| b.final_code.is_none());
         let ringing = pending.clone().any(|b| b.ringing);
         let state = match (ringing, self.parked()) {
@@ -677,9 +693,9 @@ impl ForwardTask {
             (false, false) => "trying",
         };
         let _ = reply.send(CallView {
-            call_id: self.req.call_id().to_string(),
-            from: self.req.header(HeaderName::From).unwrap_or("").to_string(),
-            to: self.req.header(HeaderName::To).unwrap_or("").to_string(),
+            call_id: req.call_id().to_string(),
+            from: req.header(HeaderName::From).unwrap_or("").to_string(),
+            to: req.header(HeaderName::To).unwrap_or("").to_string(),
             age_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             state,
             parked: self.parked(),

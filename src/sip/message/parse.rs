@@ -433,16 +433,6 @@ Expires: 600\r\n\
 l: 0\r\n\r\n";
 
     #[test]
-    fn the_empty_message_holds_nothing_and_answers_empty() {
-        let m = Message::default();
-        assert!(m.bytes().is_empty());
-        assert_eq!((m.method(), m.code()), (None, None));
-        assert_eq!((m.call_id(), m.to_tag(), m.method_str()), ("", "", ""));
-        assert!(m.header(HeaderName::From).is_none());
-        assert!(m.validate().is_err());
-    }
-
-    #[test]
     fn bare_line_breaks_in_the_head_are_refused() {
         let ok = "OPTIONS sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n";
         let m = Message::parse(Bytes::from(ok), true).unwrap();
