@@ -23,8 +23,10 @@ pub(super) struct Branch {
     /// the ACK of a non-2xx final to INVITE, else nothing ([`Branch::answered`]).
     pub(super) request: Bytes,
     pub(super) client: ClientTx,
-    /// CANCEL sent for this branch (its own client transaction).
-    pub(super) cancel: Option<(Bytes, ClientTx)>,
+    /// CANCEL sent for this branch (its own client transaction). Boxed: few branches
+    /// are cancelled, and every branch is kept while its transaction waits out its
+    /// timers (520 → 344 bytes a branch).
+    pub(super) cancel: Option<Box<(Bytes, ClientTx)>>,
     /// Cancel as soon as the branch sends a provisional.
     pub(super) cancel_wanted: Option<Option<&'static str>>,
     /// Final status seen (or made up: 408 on timeout, 487 when cancelled silent).
@@ -196,10 +198,10 @@ impl ForwardTask {
         };
         let cancel = cancel_or_ack(&fwd, "CANCEL", None, reason);
         let _ = self.core.transport.send(&b.flow, cancel.clone());
-        b.cancel = Some((
+        b.cancel = Some(Box::new((
             cancel,
             ClientTx::new(Kind::NonInvite, !b.flow.is_udp(), timers, now),
-        ));
+        )));
         b.give_up_at = Some(now + timers.t64());
     }
 }
@@ -256,5 +258,16 @@ pub(super) fn make_ack(request: &Bytes, resp: &Message) -> Bytes {
     match Message::parse(request.clone(), true) {
         Ok(fwd) => cancel_or_ack(&fwd, "ACK", resp.header(HeaderName::To), None),
         Err(_) => Bytes::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every branch is kept while its transaction waits out its timers (32 s after a
+    /// 2xx): its rare CANCEL stays boxed (issue 13, bytes per transaction).
+    #[test]
+    fn a_branch_stays_small() {
+        let branch = std::mem::size_of::<super::Branch>();
+        assert!(branch <= 384, "{branch} bytes");
     }
 }

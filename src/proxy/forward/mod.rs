@@ -375,7 +375,7 @@ impl ForwardTask {
                 b.client.next_deadline().is_none()
                     && b.give_up_at.is_none()
                     && b.cancel
-                        .as_ref()
+                        .as_deref()
                         .is_none_or(|(_, c)| c.next_deadline().is_none())
             })
     }
@@ -392,7 +392,7 @@ impl ForwardTask {
         for b in &self.branches {
             for x in [
                 b.client.next_deadline(),
-                b.cancel.as_ref().and_then(|(_, c)| c.next_deadline()),
+                b.cancel.as_deref().and_then(|(_, c)| c.next_deadline()),
                 b.give_up_at,
             ] {
                 d = match (d, x) {
@@ -445,7 +445,7 @@ impl ForwardTask {
             return;
         };
         if is_cancel {
-            if let Some((_, c)) = b.cancel.as_mut() {
+            if let Some((_, c)) = b.cancel.as_deref_mut() {
                 c.on_response(code, now);
             }
             return;
@@ -648,7 +648,7 @@ impl ForwardTask {
                     ClientAction::Terminated => {}
                 }
             }
-            if let Some((bytes, c)) = b.cancel.as_mut() {
+            if let Some((bytes, c)) = b.cancel.as_deref_mut() {
                 while let Some(a) = c.poll(now) {
                     if a == ClientAction::Retransmit {
                         let _ = self.core.transport.send(&b.flow, bytes.clone());
