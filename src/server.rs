@@ -338,22 +338,43 @@ fn start_auth(settings: &Settings) -> Result<Option<crate::auth::Auth>, ServerEr
     Ok(Some(auth))
 }
 
+/// The periodic work, on the runtime: every second the transactions whose Timer J ran
+/// out and the bindings due (the registrar visits only AORs due, a slice per hold of
+/// its lock, yielding between slices so messages are not held up behind a burst of
+/// expiries); every 10 s dialogs and flows (each a constant-cost rotation) and, with
+/// a shared store, the shared sweep.
 async fn sweeper(core: Arc<Core>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut n: u64 = 0;
     let mut trim = TrimWatch::default();
+    let mut removed = 0;
     loop {
         tick.tick().await;
         core.tx.sweep(Instant::now());
         n += 1;
+        if core.registrar.shared().is_none() {
+            let now = unix_now_ms();
+            loop {
+                let (gone, more) = core
+                    .registrar
+                    .sweep_slice(now, crate::registrar::SWEEP_SLICE);
+                removed += gone;
+                if !more {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        }
         if n.is_multiple_of(10) {
             core.dialogs.sweep(Instant::now());
-            let removed = core.registrar.sweep(unix_now_ms());
+            if core.registrar.shared().is_some() {
+                core.registrar.sweep(unix_now_ms());
+            }
             core.transport
                 .liveness()
                 .sweep(core.settings.push.flow_timeout.max(Duration::from_secs(60)));
             let (server, client) = core.tx.sizes();
-            if trim.due(server + client, removed) {
+            if trim.due(server + client, std::mem::take(&mut removed)) {
                 tokio::task::spawn_blocking(release_freed_memory);
             }
         }
