@@ -339,7 +339,8 @@ fn start_auth(settings: &Settings) -> Result<Option<crate::auth::Auth>, ServerEr
 }
 
 /// The periodic work, on the runtime: every second the transactions whose Timer J ran
-/// out and the bindings due (the registrar visits only AORs due, a slice per hold of
+/// out (a slice per hold of the table's lock, yielding between slices) and the
+/// bindings due (the registrar visits only AORs due, a slice per hold of
 /// its lock, yielding between slices so messages are not held up behind a burst of
 /// expiries); every 10 s dialogs and flows (each a constant-cost rotation) and, with
 /// a shared store, the shared sweep.
@@ -350,14 +351,32 @@ async fn sweeper(core: Arc<Core>) {
     let mut removed = 0;
     loop {
         tick.tick().await;
-        core.tx.sweep(Instant::now());
+        // the longest slice of each kind: how long the message path may have waited
+        // (logged at debug level from a millisecond)
+        let mut tx_slice = Duration::ZERO;
+        let mut reg_slice = Duration::ZERO;
+        let now = Instant::now();
+        loop {
+            let started = Instant::now();
+            let more = core
+                .tx
+                .sweep_slice(now, crate::transaction::table::SWEEP_CHUNK)
+                .1;
+            tx_slice = tx_slice.max(started.elapsed());
+            if !more {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
         n += 1;
         if core.registrar.shared().is_none() {
             let now = unix_now_ms();
             loop {
+                let started = Instant::now();
                 let (gone, more) = core
                     .registrar
                     .sweep_slice(now, crate::registrar::SWEEP_SLICE);
+                reg_slice = reg_slice.max(started.elapsed());
                 removed += gone;
                 if !more {
                     break;
@@ -365,7 +384,15 @@ async fn sweeper(core: Arc<Core>) {
                 tokio::task::yield_now().await;
             }
         }
+        if tx_slice.max(reg_slice) >= Duration::from_millis(1) {
+            tracing::debug!(
+                tx_slice_us = tx_slice.as_micros(),
+                registrar_slice_us = reg_slice.as_micros(),
+                "a slice of the periodic sweep took a millisecond or more"
+            );
+        }
         if n.is_multiple_of(10) {
+            let started = Instant::now();
             core.dialogs.sweep(Instant::now());
             if core.registrar.shared().is_some() {
                 core.registrar.sweep(unix_now_ms());
@@ -373,6 +400,10 @@ async fn sweeper(core: Arc<Core>) {
             core.transport
                 .liveness()
                 .sweep(core.settings.push.flow_timeout.max(Duration::from_secs(60)));
+            tracing::debug!(
+                took_us = started.elapsed().as_micros(),
+                "dialog and flow sweep"
+            );
             let (server, client) = core.tx.sizes();
             if trim.due(server + client, std::mem::take(&mut removed)) {
                 tokio::task::spawn_blocking(release_freed_memory);
