@@ -14,8 +14,16 @@
 //! nothing: the entry it leaves behind comes due early, finds nothing to remove, and
 //! files the AOR again under its new earliest expiry. Entries of AORs removed
 //! meanwhile find nothing and go. So each AOR has about one entry (8 bytes).
+//!
+//! A second index of the same kind serves the refresh pushes (`proxy::refresh`),
+//! which every second want the push bindings that run out within a window (a day by
+//! default) and used to find them by walking every binding under the lock: an AOR
+//! with push bindings is filed under the second its first one enters that window,
+//! and AORs whose time came are kept in a small set of those ending, looked at each
+//! second until none of their bindings is ending any more. It is off (nothing filed)
+//! until the first such question, which files every AOR once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
@@ -36,6 +44,53 @@ pub(super) struct AorTable {
     /// Every AOR in `table` has an entry no later than its next due binding; entries
     /// may be early or stale (checked when due).
     due: BTreeMap<u64, Vec<u64>>,
+    /// The refresh pushes' index, once asked for (see [`AorTable::push_ending`]).
+    ending: Option<Ending>,
+}
+
+/// Which AORs have (or may soon have) push bindings running out within `window_ms`.
+struct Ending {
+    /// Seconds a push binding is kept past its SIP expiry.
+    push_ttl_secs: u64,
+    window_ms: u64,
+    /// Unix second → hashes of AORs whose first push binding may enter the window then.
+    at: BTreeMap<u64, Vec<u64>>,
+    /// Hashes of AORs whose time came: looked at on every question until none of
+    /// their bindings is ending.
+    now: HashSet<u64>,
+}
+
+impl Ending {
+    /// Unix second from which a push binding of `list` may be ending (none: `None`).
+    fn first(&self, list: &[Arc<Binding>]) -> Option<u64> {
+        self.first_of(list.iter().filter(|b| b.has_push()))
+    }
+
+    /// [`Ending::first`] over `bindings`, push info or not.
+    fn first_of<'a>(&self, bindings: impl Iterator<Item = &'a Arc<Binding>>) -> Option<u64> {
+        bindings
+            .map(|b| {
+                let end_ms = b
+                    .expires_at
+                    .saturating_add(self.push_ttl_secs)
+                    .saturating_mul(1000);
+                end_ms.saturating_sub(self.window_ms) / 1000
+            })
+            .min()
+    }
+
+    fn file(&mut self, hash: u64, list: &[Arc<Binding>]) {
+        if let Some(at) = self.first(list) {
+            self.at.entry(at).or_default().push(hash);
+        }
+    }
+
+    /// Whether `b` is ending at `now_ms`: kept now, gone by the end of the window.
+    fn is_ending(&self, b: &Binding, now_ms: u64) -> bool {
+        b.has_push()
+            && b.is_kept(now_ms, self.push_ttl_secs)
+            && !b.is_kept(now_ms.saturating_add(self.window_ms), self.push_ttl_secs)
+    }
 }
 
 /// The earliest SIP expiry (unix s) of a non-empty list.
@@ -79,6 +134,13 @@ impl AorTable {
         // a change of push info can bring a binding's end earlier (no push TTL): file
         // the AOR again under its earliest expiry, never later than it is due
         let at = earliest_expiry(list);
+        // the change may add push info: the refresh pushes' index files the AOR as
+        // if every binding had it (early at worst)
+        if let Some(ending) = &mut self.ending {
+            if let Some(first) = ending.first_of(list.iter()) {
+                ending.at.entry(first).or_default().push(hash);
+            }
+        }
         self.file(hash, at);
         self.table.find_mut(hash, |l| aor_of(l) == aor)
     }
@@ -89,6 +151,7 @@ impl AorTable {
         let Some(first) = list.first() else { return };
         let hash = self.hash(first.aor());
         let earliest = earliest_expiry(&list);
+        let ending_at = self.ending.as_ref().and_then(|e| e.first(&list));
         // `from_vec` keeps the Vec's buffer unless its capacity fits inline
         let list = if list.len() <= 1 {
             list.into_iter().collect()
@@ -97,25 +160,99 @@ impl AorTable {
         };
         let aor = aor_of(&list);
         let hasher = &self.hasher;
-        let file = match self.table.find_mut(hash, |l| aor_of(l) == aor) {
+        let (file, file_ending) = match self.table.find_mut(hash, |l| aor_of(l) == aor) {
             Some(slot) => {
                 // the AOR's entry lies no later than the old list's next due binding:
                 // enough unless the new list has one due earlier. An old list that
                 // held an expired binding may have been filed again later (under its
-                // push TTL), so it is filed anew then.
+                // push TTL), so it is filed anew then. The same rule for the refresh
+                // pushes' index (an old time that came: the AOR may be in its set, or
+                // filed again later).
                 let old = earliest_expiry(slot);
+                let old_ending = self.ending.as_ref().and_then(|e| e.first(slot));
                 *slot = list;
-                earliest < old || old.saturating_mul(1000) <= now_ms
+                let file_ending = match (old_ending, ending_at) {
+                    (Some(old), Some(new)) => new < old || old.saturating_mul(1000) <= now_ms,
+                    (None, new) => new.is_some(),
+                    (Some(_), None) => false,
+                };
+                (
+                    earliest < old || old.saturating_mul(1000) <= now_ms,
+                    file_ending,
+                )
             }
             None => {
                 self.table
                     .insert_unique(hash, list, |l| hasher.hash_one(aor_of(l)));
-                true
+                (true, ending_at.is_some())
             }
         };
         if file {
             self.file(hash, earliest);
         }
+        if let (true, Some(at), Some(ending)) = (file_ending, ending_at, &mut self.ending) {
+            ending.at.entry(at).or_default().push(hash);
+        }
+    }
+
+    /// The push bindings kept at `now_ms` that run out (SIP expiry plus
+    /// `push_ttl_secs`) within `window_ms` of it. Visits only AORs whose time came
+    /// (see the module's header); the first question, or one with another window or
+    /// TTL, files every AOR once.
+    pub(super) fn push_ending(
+        &mut self,
+        now_ms: u64,
+        window_ms: u64,
+        push_ttl_secs: u64,
+    ) -> Vec<Arc<Binding>> {
+        let same = self
+            .ending
+            .as_ref()
+            .is_some_and(|e| e.window_ms == window_ms && e.push_ttl_secs == push_ttl_secs);
+        if !same {
+            let mut ending = Ending {
+                push_ttl_secs,
+                window_ms,
+                at: BTreeMap::new(),
+                now: HashSet::new(),
+            };
+            for list in self.table.iter() {
+                ending.file(self.hasher.hash_one(aor_of(list)), list);
+            }
+            self.ending = Some(ending);
+        }
+        let Some(ending) = &mut self.ending else {
+            return Vec::new();
+        };
+        // every entry whose second came moves into the set (filed again below, for
+        // next time, when nothing is ending yet)
+        let later = ending.at.split_off(&(now_ms / 1000 + 1));
+        let came = std::mem::replace(&mut ending.at, later);
+        ending.now.extend(came.into_values().flatten());
+        let mut out = Vec::new();
+        let mut done = Vec::new();
+        for &hash in &ending.now {
+            let mut any = false;
+            for list in self.table.iter_hash(hash) {
+                if list.is_empty() || self.hasher.hash_one(aor_of(list)) != hash {
+                    continue;
+                }
+                let before = out.len();
+                out.extend(list.iter().filter(|b| ending.is_ending(b, now_ms)).cloned());
+                any |= out.len() > before;
+            }
+            if !any {
+                done.push(hash);
+            }
+        }
+        for hash in done {
+            ending.now.remove(&hash);
+            let lists = self.table.iter_hash(hash);
+            for list in lists.filter(|l| !l.is_empty() && self.hasher.hash_one(aor_of(l)) == hash) {
+                ending.file(hash, list);
+            }
+        }
+        out
     }
 
     /// Files the AOR of `hash` under unix second `at`.
@@ -387,5 +524,96 @@ mod tests {
         // the phone wakes and registers for a short while, without push
         t.insert(vec![exp("a@x", "k", 130, false)], 125_000);
         assert_eq!(sweep(&mut t, 130, 500), ["k"]);
+    }
+
+    /// What the refresh pushes asked before the index: a walk over every binding.
+    fn ending_by_walk(t: &AorTable, now_ms: u64, window_ms: u64, ttl: u64) -> Vec<String> {
+        let mut v: Vec<String> = t
+            .values()
+            .flatten()
+            .filter(|b| {
+                b.has_push() && b.is_kept(now_ms, ttl) && !b.is_kept(now_ms + window_ms, ttl)
+            })
+            .map(|b| format!("{}/{}", b.aor(), b.key()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn ending(t: &mut AorTable, now_ms: u64, window_ms: u64, ttl: u64) -> Vec<String> {
+        let mut v: Vec<String> = t
+            .push_ending(now_ms, window_ms, ttl)
+            .iter()
+            .map(|b| format!("{}/{}", b.aor(), b.key()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn push_ending_matches_a_walk_over_every_binding() {
+        let (window, ttl) = (50_000, 100);
+        let mut t = AorTable::default();
+        for i in 0..40u64 {
+            let aor = format!("u{i}@x");
+            let mut list = vec![exp(&aor, "p", 1000 + i * 7, true)];
+            if i % 3 == 0 {
+                list.push(exp(&aor, "plain", 1000 + i, false));
+            }
+            if i % 5 == 0 {
+                list.push(exp(&aor, "p2", 990 + i * 11, true));
+            }
+            t.insert(list, 0);
+        }
+        let mut seen_any = false;
+        for s in (900..1600u64).step_by(3) {
+            let now = s * 1000 + 500;
+            // some phones register again (their end moves on), some go away
+            if s % 60 == 0 {
+                let i = s % 40;
+                let aor = format!("u{i}@x");
+                t.insert(vec![exp(&aor, "p", s + 200, true)], now);
+            }
+            if s == 1200 {
+                t.remove("u3@x");
+            }
+            let got = ending(&mut t, now, window, ttl);
+            assert_eq!(got, ending_by_walk(&t, now, window, ttl), "at {s} s");
+            seen_any |= !got.is_empty();
+            let _ = t.sweep_due(now, ttl, usize::MAX, |_| {});
+        }
+        assert!(seen_any, "the test covered bindings ending");
+        let e = t.ending.as_ref().unwrap();
+        assert!(
+            e.now.len() <= t.len(),
+            "the set holds AORs, at most once each"
+        );
+    }
+
+    #[test]
+    fn push_ending_visits_only_aors_near_their_end() {
+        let mut t = AorTable::default();
+        for i in 0..100u64 {
+            t.insert(vec![exp(&format!("u{i}@x"), "p", 10_000, true)], 0);
+        }
+        t.insert(vec![exp("soon@x", "p", 1_000, true)], 0);
+        t.insert(vec![exp("plain@x", "k", 1_000, false)], 0);
+        assert!(ending(&mut t, 500_000, 100_000, 50).is_empty());
+        assert_eq!(ending(&mut t, 960_000, 100_000, 50), ["soon@x/p"]);
+        assert_eq!(t.ending.as_ref().unwrap().now.len(), 1, "one AOR looked at");
+        assert_eq!(
+            ending(&mut t, 961_000, 100_000, 50),
+            ["soon@x/p"],
+            "asked again"
+        );
+        // the phone registers again: no longer ending, and out of the set next time
+        t.insert(vec![exp("soon@x", "p", 5_000, true)], 962_000);
+        assert!(ending(&mut t, 963_000, 100_000, 50).is_empty());
+        assert!(t.ending.as_ref().unwrap().now.is_empty());
+        // a binding that gains push info later is found too
+        t.insert(vec![exp("late@x", "k", 2_000, false)], 963_000);
+        let list = t.get_mut("late@x").unwrap();
+        list[0] = Arc::new(list[0].with_push(Some("pn-provider=webhook;pn-prid=t".into())));
+        assert_eq!(ending(&mut t, 1_960_000, 100_000, 50), ["late@x/k"]);
     }
 }

@@ -769,18 +769,15 @@ impl Registrar {
     }
 
     /// Bindings with push info that are kept now but run out (SIP expiry plus the push
-    /// TTL) within `within_ms` of `now_ms`.
+    /// TTL) within `within_ms` of `now_ms`. Visits only the AORs whose bindings came
+    /// near their end (an index kept from the first call on; that call, or one with
+    /// another `within_ms`, walks every AOR once).
     pub fn push_bindings_ending(&self, now_ms: u64, within_ms: u64) -> Vec<Arc<Binding>> {
         let ttl = self.rules().ttl_secs;
-        let horizon = now_ms.saturating_add(within_ms);
         self.inner
             .bindings
             .lock()
-            .values()
-            .flatten()
-            .filter(|b| b.has_push() && b.is_kept(now_ms, ttl) && !b.is_kept(horizon, ttl))
-            .cloned()
-            .collect()
+            .push_ending(now_ms, within_ms, ttl)
     }
 
     /// Shared store: deletes expired bindings of every AOR (unless another node swept
