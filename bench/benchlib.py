@@ -52,6 +52,31 @@ def tree_cpu_seconds(root):
     return total / CLK_TCK
 
 
+def tree_switches(root):
+    """(voluntary, involuntary) context switches of every thread of root and its
+    descendants, from /proc/PID/task/TID/status. A voluntary switch is a thread going
+    to sleep (waiting for the next datagram, or for another thread), so one sleep and
+    one wake-up that the kernel charges whatever the proxy's own code costs; an
+    involuntary one is a thread preempted, on a shared core by another of its own."""
+    vol = invol = 0
+    for p in descendants(root):
+        try:
+            tids = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for t in tids:
+            try:
+                with open(f"/proc/{p}/task/{t}/status") as f:
+                    for line in f:
+                        if line.startswith("voluntary_ctxt_switches:"):
+                            vol += int(line.split()[1])
+                        elif line.startswith("nonvoluntary_ctxt_switches:"):
+                            invol += int(line.split()[1])
+            except (OSError, ValueError):
+                continue
+    return vol, invol
+
+
 def tree_memory_kib(root):
     """(RSS sum, PSS sum) in KiB over root and its descendants. PSS splits pages
     shared between processes (Kamailio's shared memory segment) among them, so the

@@ -45,7 +45,9 @@ beside SIPp (whose response times come in 4 ms steps here).
 For every step it reads the proxy's CPU time (utime+stime of the process, its
 threads and all its child processes, from /proc) before and after and reports
 CPU-us per operation, which is the figure that survives a noisy shared machine;
-ratios are sipwake/Kamailio from the same run. For the Redis store, Redis's own
+ratios are sipwake/Kamailio from the same run. The context switches of the
+proxy's threads are read the same way (/proc/PID/task/*/status) and reported per
+operation: each voluntary one is a sleep and a wake-up the kernel charges. For the Redis store, Redis's own
 CPU in the step is read the same way and reported beside sipwake's: it is part of
 what the store costs. Redis's memory per binding is its INFO used_memory before
 and after the REGISTER steps. Steps for the proxies are interleaved, so all see
@@ -318,6 +320,7 @@ def run_step(proxy, step, work, opts):
                                "-l", str(max(100, rate)), "-timeout", f"{dur * 3 + 20}s",
                                "-recv_timeout", "10000", proxy.hostport()])
     cpu0 = bl.tree_cpu_seconds(proxy.pid)
+    sw0 = bl.tree_switches(proxy.pid)
     rcpu0 = proxy.redis_cpu()
     cores0 = core_busy()
     t0 = time.monotonic()
@@ -349,6 +352,7 @@ def run_step(proxy, step, work, opts):
     if extra_uas is not None:
         _, uas_cpu, _ = wait_rusage(extra_uas, 15)
     cpu1 = bl.tree_cpu_seconds(proxy.pid)
+    sw1 = bl.tree_switches(proxy.pid)
     rcpu1 = proxy.redis_cpu()
     cores1 = core_busy()
     r = sipp_results(sdir, scen, p.pid)
@@ -366,6 +370,10 @@ def run_step(proxy, step, work, opts):
     ops = r["ok"] + (pr.get("samples") or 0 if kind == "register" else 0)
     r["cpu_us_per_op"] = r["proxy_cpu"] * 1e6 / ops if r["ok"] else float("nan")
     r["redis_cpu_us_per_op"] = r["redis_cpu"] * 1e6 / r["ok"] if r["ok"] else float("nan")
+    # sleeps (each one a wake-up later) and preemptions of the proxy's threads per
+    # operation: what the I/O shape costs the kernel beyond the datagrams themselves
+    r["switches_per_op"] = (sw1[0] - sw0[0]) / ops if ops else float("nan")
+    r["preempted_per_op"] = (sw1[1] - sw0[1]) / ops if ops else float("nan")
     # load on each core not caused by us: other engineers' tests on this machine
     busy = {}
     for c in ("cpu0", "cpu1"):
@@ -502,6 +510,30 @@ def floor_table(steps, results):
     return "\n".join(lines)
 
 
+def switch_table(steps, results):
+    """Context switches of the proxy's threads per operation, per step: voluntary
+    (a thread went to sleep, so a wake-up follows: the I/O shape and thread hops) and
+    involuntary (a thread preempted, on the pinned core by another of its own)."""
+    names = [n for n in ("sipwake", "kamailio", "floor")
+             if any(n in results[st["id"]] for st in steps)]
+    shown = [st for st in steps
+             if any("switches_per_op" in r for r in results[st["id"]].values())]
+    if not shown:
+        return ""
+    lines = ["| context switches per operation: step | offered/s | "
+             + " | ".join(f"{n} sleeps + preempted" for n in names) + " |",
+             "|" + "---|" * (len(names) + 2)]
+    for st in shown:
+        cells = []
+        for n in names:
+            r = results[st["id"]].get(n)
+            cells.append(f"{fmt(r['switches_per_op'], '.2f')} + "
+                         f"{fmt(r['preempted_per_op'], '.2f')}"
+                         if r and "switches_per_op" in r else "–")
+        lines.append(f"| {st['label']} | {st['rate']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def probe_table(steps, results):
     """Latency on a fine clock (latency_probe.py, one request at a time beside the
     load): SIPp's response times come in 4 ms steps, these in µs."""
@@ -560,6 +592,9 @@ def build_tables(steps, results, mem, wake, have_kam, ramps, xwake=None):
     ftable = floor_table(steps, results)
     if ftable:
         lines += ["", ftable]
+    stable = switch_table(steps, results)
+    if stable:
+        lines += ["", stable]
     ptable = probe_table(steps, results)
     if ptable:
         lines += ["", ptable]
@@ -911,7 +946,8 @@ def main():
                 log(f"{st['id']:>14} {p.name:8}: {r['achieved']:7.0f}/s ok {r['ok']} "
                     f"failed {r['failed']} p50/p99 {r['p50']}/{r['p99']} ms "
                     f"probe p50/p99 {r['probe'].get('p50_us')}/{r['probe'].get('p99_us')} us "
-                    f"cpu {r['cpu_us_per_op']:.1f} us/op (proxy {r['proxy_cpu']:.2f} s, "
+                    f"cpu {r['cpu_us_per_op']:.1f} us/op "
+                    f"switches {r['switches_per_op']:.2f}+{r['preempted_per_op']:.2f}/op (proxy {r['proxy_cpu']:.2f} s, "
                     f"sipp {r['sipp_cpu']:.2f} s, wall {r['wall']:.1f} s, "
                     f"core0 {r['core0_busy'] * 100:.0f}% core1 {r['core1_busy'] * 100:.0f}%)")
 
