@@ -612,7 +612,7 @@ impl Registrar {
     /// The store commit is not awaited (an expired binding reloaded after a crash is
     /// just swept again); a failure is logged. Only the AORs due are visited, in
     /// slices of [`SWEEP_SLICE`] per hold of the bindings lock; a caller on the
-    /// runtime should rather call [`Registrar::sweep_slice`] and yield between slices.
+    /// runtime should rather call [`Registrar::sweep_slice`] and pause between slices.
     ///
     /// With a shared store this only starts the shared sweep (see
     /// [`Registrar::sweep_shared`]) and returns 0.

@@ -193,7 +193,7 @@ impl<U> TxTable<U> {
     /// out by `now`, under one hold of each lock; their memory is freed after the
     /// locks are released. Returns how many server entries remain and whether more
     /// may be due. At 8,000 REGISTERs/s, 8,000 entries run out every second: a caller
-    /// on the runtime yields between slices so messages do not wait behind them all.
+    /// on the runtime pauses between slices so messages do not wait behind them all.
     pub fn sweep_slice(&self, now: Instant, max: usize) -> (usize, bool) {
         let due: Vec<u64> = {
             let mut q = self.expiries.lock();
