@@ -12,6 +12,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod generations;
 pub mod ids;
 pub mod logfmt;
 pub mod proxy;

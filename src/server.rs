@@ -338,25 +338,98 @@ fn start_auth(settings: &Settings) -> Result<Option<crate::auth::Auth>, ServerEr
     Ok(Some(auth))
 }
 
+/// The periodic work, on the runtime: every second the transactions whose Timer J ran
+/// out (a slice per hold of the table's lock) and the bindings due (the registrar
+/// visits only AORs due, a slice per hold of its lock), pausing between slices so
+/// messages are not held up behind a burst of expiries; every 10 s dialogs and flows (each a constant-cost rotation) and, with
+/// a shared store, the shared sweep.
 async fn sweeper(core: Arc<Core>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut n: u64 = 0;
     let mut trim = TrimWatch::default();
+    let mut removed = 0;
     loop {
         tick.tick().await;
-        core.tx.sweep(Instant::now());
+        // the longest slice of each kind: how long the message path may have waited
+        // (logged at debug level from a millisecond)
+        let mut tx_slice = Duration::ZERO;
+        let mut pauses = 0;
+        let mut reg_slice = Duration::ZERO;
+        let now = Instant::now();
+        loop {
+            let started = Instant::now();
+            let more = core
+                .tx
+                .sweep_slice(now, crate::transaction::table::SWEEP_CHUNK)
+                .1;
+            tx_slice = tx_slice.max(started.elapsed());
+            if !more {
+                break;
+            }
+            pauses = pause_between_slices(pauses).await;
+        }
         n += 1;
+        if core.registrar.shared().is_none() {
+            let now = unix_now_ms();
+            loop {
+                let started = Instant::now();
+                let (gone, more) = core
+                    .registrar
+                    .sweep_slice(now, crate::registrar::SWEEP_SLICE);
+                reg_slice = reg_slice.max(started.elapsed());
+                removed += gone;
+                if !more {
+                    break;
+                }
+                pauses = pause_between_slices(pauses).await;
+            }
+        }
+        if tx_slice.max(reg_slice) >= Duration::from_millis(1) {
+            tracing::debug!(
+                tx_slice_us = tx_slice.as_micros(),
+                registrar_slice_us = reg_slice.as_micros(),
+                "a slice of the periodic sweep took a millisecond or more"
+            );
+        }
         if n.is_multiple_of(10) {
+            let started = Instant::now();
             core.dialogs.sweep(Instant::now());
-            let removed = core.registrar.sweep(unix_now_ms());
+            if core.registrar.shared().is_some() {
+                core.registrar.sweep(unix_now_ms());
+            }
             core.transport
                 .liveness()
                 .sweep(core.settings.push.flow_timeout.max(Duration::from_secs(60)));
+            tracing::debug!(
+                took_us = started.elapsed().as_micros(),
+                "dialog and flow sweep"
+            );
             let (server, client) = core.tx.sizes();
-            if trim.due(server + client, removed) {
+            if trim.due(server + client, std::mem::take(&mut removed)) {
                 tokio::task::spawn_blocking(release_freed_memory);
             }
         }
+    }
+}
+
+/// Most pauses between sweep slices per tick (see [`pause_between_slices`]): 200 ms
+/// of a second, enough for 25,000 expiries a second; past that the slices only yield.
+const MAX_PAUSES: u32 = 200;
+
+/// Lets the rest of the process run between two slices of the sweep. A bare yield
+/// is not enough: the runtime thread goes straight back to the next slice, and the
+/// store thread (which answers a new binding's REGISTER once committed) waits for the
+/// scheduler to take the core from it, up to a time slice of the kernel's (3 ms and
+/// more). A millisecond's sleep hands the core over; after [`MAX_PAUSES`] pauses in
+/// one tick (a backlog) the slices only yield, so the sweep keeps up. Returns the
+/// pauses taken so far.
+async fn pause_between_slices(pauses: u32) -> u32 {
+    if pauses < MAX_PAUSES {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        pauses + 1
+    } else {
+        tokio::task::yield_now().await;
+        pauses
     }
 }
 

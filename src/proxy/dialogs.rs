@@ -8,9 +8,10 @@
 //! once per answered INVITE and once per BYE. A dialog whose BYE never passes through
 //! sipwake (a phone that vanished, a BYE sent around the proxy) is forgotten after
 //! `max_age`; a re-INVITE's 2xx confirms it again, so long calls with session timers
-//! stay counted.
+//! stay counted. The forgetting never walks the map under its lock: the dialogs live
+//! in [`Generations`] and a sweep drops the oldest generation whole, so a dialog is
+//! forgotten between `max_age` and 1.25 × `max_age` after its last 2xx.
 
-use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -18,13 +19,14 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use crate::generations::Generations;
 use crate::sip::Message;
 
 /// Live dialogs and calls in setup.
 #[derive(Debug)]
 pub struct Dialogs {
-    /// Dialog key → when it was last confirmed.
-    map: Mutex<HashMap<u64, Instant>>,
+    /// Dialog keys, in generations by when they were last confirmed.
+    map: Mutex<Generations<u64, ()>>,
     /// Keys are SipHash with per-process random keys: a peer cannot aim collisions.
     hasher: RandomState,
     /// Initial INVITEs forwarded and not yet answered with a final response.
@@ -46,7 +48,7 @@ impl Dialogs {
     /// An empty tracker that forgets dialogs not confirmed for `max_age`.
     pub fn new(max_age: Duration) -> Dialogs {
         Dialogs {
-            map: Mutex::new(HashMap::new()),
+            map: Mutex::new(Generations::new(Instant::now())),
             hasher: RandomState::new(),
             setup: Arc::new(AtomicUsize::new(0)),
             max_age,
@@ -72,7 +74,7 @@ impl Dialogs {
             return; // not a dialog anyone can end with a BYE
         }
         let k = self.key_of(resp);
-        self.map.lock().insert(k, Instant::now());
+        self.map.lock().insert(k, ());
     }
 
     /// A BYE got its final response `code`: its dialog is over. Challenges (401/407)
@@ -101,13 +103,13 @@ impl Dialogs {
         SetupGuard(self.setup.clone())
     }
 
-    /// Forgets dialogs not confirmed for `max_age` at `now`; returns how many.
+    /// Forgets dialogs not confirmed for `max_age` at `now` (within a quarter more:
+    /// see [`Generations`]); returns how many. Costs the same however many dialogs
+    /// are up.
     pub fn sweep(&self, now: Instant) -> usize {
-        let mut m = self.map.lock();
-        let before = m.len();
-        let max_age = self.max_age;
-        m.retain(|_, at| now.saturating_duration_since(*at) < max_age);
-        before - m.len()
+        let dropped = self.map.lock().rotate(now, self.max_age);
+        // counted and freed with the lock released
+        dropped.iter().map(|g| g.len()).sum()
     }
 }
 
@@ -174,8 +176,15 @@ mod tests {
     fn old_dialogs_are_swept() {
         let d = Dialogs::new(Duration::from_secs(60));
         d.confirmed(&ok("caller", "callee"));
-        assert_eq!(d.sweep(Instant::now()), 0);
-        assert_eq!(d.sweep(Instant::now() + Duration::from_secs(61)), 1);
+        let t0 = Instant::now();
+        assert_eq!(d.sweep(t0), 0);
+        assert_eq!(d.sweep(t0 + Duration::from_secs(59)), 0, "kept max_age");
+        assert_eq!(d.count(), 1);
+        assert_eq!(
+            d.sweep(t0 + Duration::from_secs(76)),
+            1,
+            "gone by 1.25 max_age"
+        );
         assert_eq!(d.count(), 0);
     }
 

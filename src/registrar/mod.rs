@@ -87,6 +87,10 @@ pub const FLUSH_CHUNK: usize = 128;
 
 /// Reason phrase for `Contact: *` without `Expires: 0`.
 const STAR_NEEDS_EXPIRES_0: &str = "Contact * requires Expires: 0";
+/// AORs one slice of the sweep visits under one hold of the bindings lock (see
+/// [`Registrar::sweep_slice`]): about a tenth of a millisecond of work.
+pub const SWEEP_SLICE: usize = 256;
+
 /// Reason phrase for `Contact: *` next to other contacts.
 const STAR_MIXED: &str = "Contact * mixed with other contacts";
 
@@ -172,10 +176,11 @@ impl Registrar {
             }
         }
         let mut bindings = aors::AorTable::default();
+        let now_ms = unix_now_ms();
         for (_, mut list) in loaded {
             // Oldest first, the order REGISTERs would have built; eviction ties rely on it.
             list.sort_by_key(|b| b.updated_at_ms);
-            bindings.insert(list);
+            bindings.insert(list, now_ms);
         }
         let events = BindingEvents::new(EVENT_CAPACITY);
         let messages = MessageQueue::load(Arc::clone(&store))?;
@@ -447,7 +452,7 @@ impl Registrar {
         if plan.bindings.is_empty() {
             map.remove(&req.aor);
         } else if plan.changed {
-            map.insert(plan.bindings);
+            map.insert(plan.bindings, now);
         }
         if plan.ops.is_empty() || deferred {
             drop(map);
@@ -605,7 +610,9 @@ impl Registrar {
     /// them as `Removed`, and return how many there were.
     ///
     /// The store commit is not awaited (an expired binding reloaded after a crash is
-    /// just swept again); a failure is logged.
+    /// just swept again); a failure is logged. Only the AORs due are visited, in
+    /// slices of [`SWEEP_SLICE`] per hold of the bindings lock; a caller on the
+    /// runtime should rather call [`Registrar::sweep_slice`] and pause between slices.
     ///
     /// With a shared store this only starts the shared sweep (see
     /// [`Registrar::sweep_shared`]) and returns 0.
@@ -617,27 +624,38 @@ impl Registrar {
             }
             return 0;
         }
+        let mut removed = 0;
+        loop {
+            let (n, more) = self.sweep_slice(now_ms, SWEEP_SLICE);
+            removed += n;
+            if !more {
+                return removed;
+            }
+        }
+    }
+
+    /// One slice of [`Registrar::sweep`] (one node only): removes what expired at
+    /// `now_ms` from at most `max_aors` AORs due, under one hold of the bindings lock.
+    /// Returns how many bindings went, and whether more AORs are due.
+    pub fn sweep_slice(&self, now_ms: u64, max_aors: usize) -> (usize, bool) {
+        if self.inner.shared.is_some() {
+            return (0, false);
+        }
         let mut ops = Vec::new();
         let mut events = Vec::new();
         let ttl = self.rules().ttl_secs;
+        let more;
         {
             let mut map = self.inner.bindings.lock();
-            map.retain(|list| {
-                list.retain(|b| {
-                    if b.is_kept(now_ms, ttl) {
-                        return true;
-                    }
-                    ops.push(StoreOp::Delete {
-                        aor: b.aor().to_owned(),
-                        key: b.key().to_owned(),
-                    });
-                    events.push(BindingEvent::local(
-                        BindingEventKind::Removed,
-                        Arc::clone(b),
-                    ));
-                    false
+            more = map.sweep_due(now_ms, ttl, max_aors, |b| {
+                ops.push(StoreOp::Delete {
+                    aor: b.aor().to_owned(),
+                    key: b.key().to_owned(),
                 });
-                !list.is_empty()
+                events.push(BindingEvent::local(
+                    BindingEventKind::Removed,
+                    Arc::clone(b),
+                ));
             });
             if !ops.is_empty() {
                 self.submit_in_order(map, ops, Box::new(|r| log_unawaited(r, "sweep")));
@@ -645,7 +663,7 @@ impl Registrar {
         }
         let removed = events.len();
         self.publish(events);
-        removed
+        (removed, more)
     }
 
     /// Replaces the push info of one binding (e.g. removes a dead token, or records the
@@ -751,18 +769,15 @@ impl Registrar {
     }
 
     /// Bindings with push info that are kept now but run out (SIP expiry plus the push
-    /// TTL) within `within_ms` of `now_ms`.
+    /// TTL) within `within_ms` of `now_ms`. Visits only the AORs whose bindings came
+    /// near their end (an index kept from the first call on; that call, or one with
+    /// another `within_ms`, walks every AOR once).
     pub fn push_bindings_ending(&self, now_ms: u64, within_ms: u64) -> Vec<Arc<Binding>> {
         let ttl = self.rules().ttl_secs;
-        let horizon = now_ms.saturating_add(within_ms);
         self.inner
             .bindings
             .lock()
-            .values()
-            .flatten()
-            .filter(|b| b.has_push() && b.is_kept(now_ms, ttl) && !b.is_kept(horizon, ttl))
-            .cloned()
-            .collect()
+            .push_ending(now_ms, within_ms, ttl)
     }
 
     /// Shared store: deletes expired bindings of every AOR (unless another node swept
