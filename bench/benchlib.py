@@ -52,28 +52,36 @@ def tree_cpu_seconds(root):
     return total / CLK_TCK
 
 
+def _sum_fields(paths, names):
+    """Sum, over the /proc files at paths, of the first number after each of the
+    `name:` fields in names (files gone meanwhile are skipped)."""
+    sums = [0] * len(names)
+    for path in paths:
+        try:
+            with open(path) as f:
+                for line in f:
+                    for i, name in enumerate(names):
+                        if line.startswith(name):
+                            sums[i] += int(line.split()[1])
+        except (OSError, ValueError):
+            continue
+    return sums
+
+
 def tree_switches(root):
     """(voluntary, involuntary) context switches of every thread of root and its
     descendants, from /proc/PID/task/TID/status. A voluntary switch is a thread going
     to sleep (waiting for the next datagram, or for another thread), so one sleep and
     one wake-up that the kernel charges whatever the proxy's own code costs; an
     involuntary one is a thread preempted, on a shared core by another of its own."""
-    vol = invol = 0
+    paths = []
     for p in descendants(root):
         try:
-            tids = os.listdir(f"/proc/{p}/task")
+            paths += [f"/proc/{p}/task/{t}/status" for t in os.listdir(f"/proc/{p}/task")]
         except OSError:
             continue
-        for t in tids:
-            try:
-                with open(f"/proc/{p}/task/{t}/status") as f:
-                    for line in f:
-                        if line.startswith("voluntary_ctxt_switches:"):
-                            vol += int(line.split()[1])
-                        elif line.startswith("nonvoluntary_ctxt_switches:"):
-                            invol += int(line.split()[1])
-            except (OSError, ValueError):
-                continue
+    vol, invol = _sum_fields(paths, ("voluntary_ctxt_switches:",
+                                     "nonvoluntary_ctxt_switches:"))
     return vol, invol
 
 
@@ -81,17 +89,8 @@ def tree_memory_kib(root):
     """(RSS sum, PSS sum) in KiB over root and its descendants. PSS splits pages
     shared between processes (Kamailio's shared memory segment) among them, so the
     PSS sum counts each page once; the RSS sum counts shared pages once per process."""
-    rss = pss = 0
-    for p in descendants(root):
-        try:
-            with open(f"/proc/{p}/smaps_rollup") as f:
-                for line in f:
-                    if line.startswith("Rss:"):
-                        rss += int(line.split()[1])
-                    elif line.startswith("Pss:"):
-                        pss += int(line.split()[1])
-        except OSError:
-            continue
+    rss, pss = _sum_fields([f"/proc/{p}/smaps_rollup" for p in descendants(root)],
+                           ("Rss:", "Pss:"))
     return rss, pss
 
 
