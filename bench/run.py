@@ -51,7 +51,9 @@ operation: each voluntary one is a sleep and a wake-up the kernel charges. For t
 CPU in the step is read the same way and reported beside sipwake's: it is part of
 what the store costs. Redis's memory per binding is its INFO used_memory before
 and after the REGISTER steps. Steps for the proxies are interleaved, so all see
-the same background load. Every wait is bounded and every process started here
+the same background load. Before each step it waits (15 s at most) until every
+proxy and Redis server together use under 5 % of a core, so a proxy still working off
+an overloaded step does not run inside the next one's measurement. Every wait is bounded and every process started here
 (Redis included) is killed, by its process group, on exit.
 """
 
@@ -387,6 +389,22 @@ def run_step(proxy, step, work, opts):
     r["sipp_core_frac"] = r["sipp_cpu"] / wall
     r["alive"] = proxy.alive()
     return r
+
+
+def wait_quiet(procs, limit=15.0, window=0.5, share=0.05):
+    """Wait (at most `limit` seconds) until the proxies and their Redis servers together
+    use under `share` of a core over `window`; return the seconds waited. A proxy
+    overloaded in the step before keeps working off its backlog (retransmissions, its
+    store) for seconds after SIPp stops, on the core the next step measures."""
+    t0 = time.monotonic()
+
+    def cpu():
+        return sum(bl.tree_cpu_seconds(p.pid) + p.redis_cpu() for p in procs if p.alive())
+    while True:
+        a = cpu()
+        time.sleep(window)
+        if (cpu() - a) / window < share or time.monotonic() - t0 > limit:
+            return time.monotonic() - t0
 
 
 def limit_note(r):
@@ -916,6 +934,8 @@ def main():
         if have_kam:
             proxies.append(start_kamailio(work))
         floor = start_floor(work, floor_bin, args.floor_batch) if floor_bin else None
+        # every process on the proxy core, for the wait before each step
+        everyone = proxies + ([floor] if floor else [])
         log("started: " + ", ".join(f"{p.name} pid {p.pid} on {p.hostport()}"
                                     + (f" (redis-server pid {p.redis.pid} on port "
                                        f"{p.redis_port})" if p.redis else "")
@@ -941,7 +961,12 @@ def main():
             for p in order:
                 if not p.alive():
                     raise RuntimeError(f"{p.name} died; see {p.logfile}")
+                waited = wait_quiet(everyone)
+                if waited > 1.0:
+                    log(f"{st['id']:>14} {p.name:8}: waited {waited:.1f} s for the "
+                        "proxies to go quiet (the step before still being worked off)")
                 r = run_step(p, st, work, args)
+                r["waited_quiet_s"] = waited
                 results[st["id"]][p.name] = r
                 log(f"{st['id']:>14} {p.name:8}: {r['achieved']:7.0f}/s ok {r['ok']} "
                     f"failed {r['failed']} p50/p99 {r['p50']}/{r['p99']} ms "
