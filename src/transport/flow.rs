@@ -335,13 +335,18 @@ fn unbase64url(s: &str) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
 
+    /// A UDP flow on socket `socket` from `remote`.
+    fn udp(socket: u8, remote: &str) -> Flow {
+        Flow::Udp {
+            socket,
+            remote: remote.parse().unwrap(),
+        }
+    }
+
     #[test]
     fn token_roundtrip_and_tamper() {
         let t = FlowTokens::new(b"0123456789abcdef");
-        let a = Flow::Udp {
-            socket: 0,
-            remote: "127.0.0.9:5999".parse().unwrap(),
-        };
+        let a = udp(0, "127.0.0.9:5999");
         let b = Flow::Tcp {
             conn: 0xdead_beef_0001,
             remote: "[::1]:40000".parse().unwrap(),
@@ -365,10 +370,7 @@ mod tests {
     #[test]
     fn tokens_of_the_hmac_form_are_still_read() {
         let t = FlowTokens::new(b"0123456789abcdef");
-        let a = Flow::Udp {
-            socket: 1,
-            remote: "127.0.0.9:5999".parse().unwrap(),
-        };
+        let a = udp(1, "127.0.0.9:5999");
         let old = t.encode_v1(Some(a), None);
         assert_ne!(
             old,
@@ -393,10 +395,7 @@ mod tests {
     #[test]
     fn every_tag_bit_and_body_bit_counts() {
         let t = FlowTokens::new(b"0123456789abcdef");
-        let a = Flow::Udp {
-            socket: 0,
-            remote: "127.0.0.9:5999".parse().unwrap(),
-        };
+        let a = udp(0, "127.0.0.9:5999");
         let raw = unbase64url(&t.encode(Some(a), Some(a))).unwrap();
         for i in 0..raw.len() {
             for bit in 0..8 {
