@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod background;
 pub mod config;
 pub mod generations;
 pub mod ids;

@@ -27,4 +27,5 @@ mod registrar;
 mod relay;
 mod robustness;
 mod sipp;
+mod threads;
 mod tls;

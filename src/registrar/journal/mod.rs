@@ -447,6 +447,8 @@ impl Compactor {
         let spawned = std::thread::Builder::new()
             .name("sipwake-compact".into())
             .spawn(move || {
+                // no answer waits for it: step aside for the runtime and store threads
+                crate::background::lower_background_thread("sipwake-compact");
                 match files.compact(upto, &deleting) {
                     Ok(bytes) => size.store(bytes, Ordering::Relaxed),
                     Err(e) => tracing::warn!(error = %e, "journal compaction failed"),
