@@ -16,6 +16,7 @@ pub mod config;
 pub mod generations;
 pub mod ids;
 pub mod logfmt;
+pub mod parted;
 pub mod proxy;
 pub mod push;
 pub mod registrar;
