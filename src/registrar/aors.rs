@@ -22,6 +22,14 @@
 //! and AORs whose time came are kept in a small set of those ending, looked at each
 //! second until none of their bindings is ending any more. It is off (nothing filed)
 //! until the first such question, which files every AOR once.
+//!
+//! The table is kept in [`PARTS`] parts chosen by the AOR's hash, each growing on its
+//! own. A hash table doubles when full and rehashes every entry as it does, and here
+//! rehashing an entry reads its first binding's AOR (a cache miss) and hashes it
+//! again: at 65,000 AORs one doubling held the runtime thread, and every REGISTER
+//! behind the lock, for 16 ms (docs/BENCHMARKS.md, "The latency tail at 8,000/s"). In
+//! parts, a doubling rehashes a 256th of the AORs; the memory is the same (the parts'
+//! empty headers aside, 8 KiB).
 
 use std::collections::{BTreeMap, HashSet};
 use std::hash::BuildHasher;
@@ -35,10 +43,19 @@ use super::Binding;
 /// One AOR's bindings (never empty, every one of the same AOR).
 pub(super) type List = SmallVec<[Arc<Binding>; 1]>;
 
+/// Parts of the table (a power of two; see the module's header).
+const PARTS: usize = 256;
+
+/// The part of the table an AOR of `hash` lives in: bits the parts' own hashing does
+/// not use (hashbrown places by the low bits and tags by the top seven).
+fn part_of(hash: u64) -> usize {
+    (hash >> 32) as usize & (PARTS - 1)
+}
+
 /// AOR → its bindings.
-#[derive(Default)]
 pub(super) struct AorTable {
-    table: HashTable<List>,
+    /// The AORs' lists, in [`PARTS`] parts by hash (see [`part_of`]).
+    table: Box<[HashTable<List>]>,
     hasher: std::collections::hash_map::RandomState,
     /// Unix second → hashes of the AORs that may have a binding to sweep from then on.
     /// Every AOR in `table` has an entry no later than its next due binding; entries
@@ -114,15 +131,42 @@ fn next_due(list: &[Arc<Binding>], now_ms: u64, push_ttl_secs: u64) -> u64 {
         .unwrap_or(0)
 }
 
+impl Default for AorTable {
+    fn default() -> Self {
+        AorTable {
+            table: (0..PARTS).map(|_| HashTable::new()).collect(),
+            hasher: Default::default(),
+            due: BTreeMap::new(),
+            ending: None,
+        }
+    }
+}
+
 impl AorTable {
     fn hash(&self, aor: &str) -> u64 {
         self.hasher.hash_one(aor)
     }
 
+    /// The part of the table an AOR of `hash` lives in.
+    fn part(&self, hash: u64) -> &HashTable<List> {
+        &self.table[part_of(hash)]
+    }
+
+    /// The part of the table an AOR of `hash` lives in, to change.
+    fn part_mut(&mut self, hash: u64) -> &mut HashTable<List> {
+        &mut self.table[part_of(hash)]
+    }
+
+    /// Every AOR's list, part by part.
+    fn lists(&self) -> impl Iterator<Item = &List> {
+        self.table.iter().flat_map(HashTable::iter)
+    }
+
     /// The bindings of `aor`, if it has any.
     pub(super) fn get(&self, aor: &str) -> Option<&[Arc<Binding>]> {
-        self.table
-            .find(self.hash(aor), |l| aor_of(l) == aor)
+        let hash = self.hash(aor);
+        self.part(hash)
+            .find(hash, |l| aor_of(l) == aor)
             .map(|l| l.as_slice())
     }
 
@@ -130,7 +174,7 @@ impl AorTable {
     /// binding's expiry, which the sweep's index was filed by).
     pub(super) fn get_mut(&mut self, aor: &str) -> Option<&mut List> {
         let hash = self.hash(aor);
-        let list = self.table.find(hash, |l| aor_of(l) == aor)?;
+        let list = self.table[part_of(hash)].find(hash, |l| aor_of(l) == aor)?;
         // a change of push info can bring a binding's end earlier (no push TTL): file
         // the AOR again under its earliest expiry, never later than it is due
         let at = earliest_expiry(list);
@@ -142,7 +186,7 @@ impl AorTable {
             }
         }
         self.file(hash, at);
-        self.table.find_mut(hash, |l| aor_of(l) == aor)
+        self.part_mut(hash).find_mut(hash, |l| aor_of(l) == aor)
     }
 
     /// Sets the bindings of their AOR to `list` at `now_ms`; an empty list removes
@@ -160,7 +204,8 @@ impl AorTable {
         };
         let aor = aor_of(&list);
         let hasher = &self.hasher;
-        let (file, file_ending) = match self.table.find_mut(hash, |l| aor_of(l) == aor) {
+        let part = &mut self.table[part_of(hash)];
+        let (file, file_ending) = match part.find_mut(hash, |l| aor_of(l) == aor) {
             Some(slot) => {
                 // the AOR's entry lies no later than the old list's next due binding:
                 // enough unless the new list has one due earlier. An old list that
@@ -182,8 +227,7 @@ impl AorTable {
                 )
             }
             None => {
-                self.table
-                    .insert_unique(hash, list, |l| hasher.hash_one(aor_of(l)));
+                part.insert_unique(hash, list, |l| hasher.hash_one(aor_of(l)));
                 (true, ending_at.is_some())
             }
         };
@@ -216,7 +260,7 @@ impl AorTable {
                 at: BTreeMap::new(),
                 now: HashSet::new(),
             };
-            for list in self.table.iter() {
+            for list in self.lists() {
                 ending.file(self.hasher.hash_one(aor_of(list)), list);
             }
             self.ending = Some(ending);
@@ -233,7 +277,7 @@ impl AorTable {
         let mut done = Vec::new();
         for &hash in &ending.now {
             let mut any = false;
-            for list in self.table.iter_hash(hash) {
+            for list in self.table[part_of(hash)].iter_hash(hash) {
                 if list.is_empty() || self.hasher.hash_one(aor_of(list)) != hash {
                     continue;
                 }
@@ -247,7 +291,7 @@ impl AorTable {
         }
         for hash in done {
             ending.now.remove(&hash);
-            let lists = self.table.iter_hash(hash);
+            let lists = self.table[part_of(hash)].iter_hash(hash);
             for list in lists.filter(|l| !l.is_empty() && self.hasher.hash_one(aor_of(l)) == hash) {
                 ending.file(hash, list);
             }
@@ -305,7 +349,8 @@ impl AorTable {
         let hasher = &self.hasher;
         // the iterator may also yield lists of other hashes (it matches the hash's
         // top bits only): check each
-        let lists = self.table.iter_hash_mut(hash);
+        let part = &mut self.table[part_of(hash)];
+        let lists = part.iter_hash_mut(hash);
         for list in lists.filter(|l| !l.is_empty() && hasher.hash_one(aor_of(l)) == hash) {
             list.retain(|b| {
                 let keep = b.is_kept(now_ms, push_ttl_secs);
@@ -322,7 +367,7 @@ impl AorTable {
         }
         if emptied {
             // an emptied list's AOR is gone with its bindings; a list is empty nowhere else
-            while let Ok(entry) = self.table.find_entry(hash, |l| l.is_empty()) {
+            while let Ok(entry) = part.find_entry(hash, |l| l.is_empty()) {
                 entry.remove();
             }
         }
@@ -340,18 +385,21 @@ impl AorTable {
     /// Removes `aor` and returns its bindings.
     pub(super) fn remove(&mut self, aor: &str) -> Option<List> {
         let hash = self.hash(aor);
-        let entry = self.table.find_entry(hash, |l| aor_of(l) == aor).ok()?;
+        let entry = self
+            .part_mut(hash)
+            .find_entry(hash, |l| aor_of(l) == aor)
+            .ok()?;
         Some(entry.remove().0)
     }
 
     /// Number of AORs.
     pub(super) fn len(&self) -> usize {
-        self.table.len()
+        self.table.iter().map(HashTable::len).sum()
     }
 
     /// Every AOR's bindings.
     pub(super) fn values(&self) -> impl Iterator<Item = &[Arc<Binding>]> {
-        self.table.iter().map(|l| l.as_slice())
+        self.lists().map(|l| l.as_slice())
     }
 }
 
@@ -413,6 +461,26 @@ mod tests {
         let mut left: Vec<(&str, usize)> = t.values().map(|l| (l[0].aor(), l.len())).collect();
         left.sort();
         assert_eq!(left, [("a@x", 2), ("c@x", 1)]);
+    }
+
+    #[test]
+    fn many_aors_spread_over_the_parts_and_each_is_found() {
+        let mut t = AorTable::default();
+        let n = 20 * PARTS;
+        for i in 0..n {
+            t.insert(vec![b(&format!("u{i}@x"), "1")], 0);
+        }
+        assert_eq!(t.len(), n);
+        assert_eq!(t.values().count(), n);
+        // every part holds some: none grows alone
+        assert!(t.table.iter().all(|p| !p.is_empty()));
+        for i in (0..n).step_by(2) {
+            assert!(t.remove(&format!("u{i}@x")).is_some());
+        }
+        assert_eq!(t.len(), n / 2);
+        for i in 0..n {
+            assert_eq!(t.get(&format!("u{i}@x")).is_some(), i % 2 == 1, "u{i}");
+        }
     }
 
     #[test]
