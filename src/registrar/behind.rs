@@ -182,30 +182,36 @@ impl WriteBehind {
         out
     }
 
-    /// The (AOR, key) of every binding with a deferred write, sorted: the order of
-    /// the store's primary key, so consecutive chunks of it touch disjoint pages.
-    pub(super) fn dirty_keys(&self) -> Vec<(String, String)> {
-        let st = self.state.lock();
-        let mut keys: Vec<(String, String)> = st
-            .pending
-            .values()
-            .flatten()
-            .filter(|e| e.dirty)
-            .map(|e| (e.binding.aor().to_owned(), e.binding.key().to_owned()))
-            .collect();
-        keys.sort_unstable();
+    /// Every binding with a deferred write (its newest version), sorted by (AOR, key):
+    /// the order of the store's primary key, so consecutive chunks of it touch
+    /// disjoint pages. Only the references are taken under the lock (the REGISTER path
+    /// waits for it while holding the map lock); the sort runs after it. Copying
+    /// 8,000 keys into strings and sorting them under the lock held it 1.5–3 ms each
+    /// window at 8,000 refreshes/s (docs/BENCHMARKS.md, "The latency tail at 8,000/s").
+    pub(super) fn dirty_keys(&self) -> Vec<Arc<Binding>> {
+        let mut keys: Vec<Arc<Binding>> = {
+            let st = self.state.lock();
+            st.pending
+                .values()
+                .flatten()
+                .filter(|e| e.dirty)
+                .map(|e| Arc::clone(&e.binding))
+                .collect()
+        };
+        keys.sort_unstable_by(|a, b| (a.aor(), a.key()).cmp(&(b.aor(), b.key())));
         keys
     }
 
-    /// Takes, of the bindings named in `keys`, those whose deferred write is still to
-    /// be done (a synchronous op or an earlier flush may have taken one since
-    /// [`WriteBehind::dirty_keys`]), marking them in flight; same locking as
-    /// [`WriteBehind::take_dirty`].
-    pub(super) fn take_keys(&self, keys: &[(String, String)]) -> Vec<Arc<Binding>> {
+    /// Takes, of the bindings named (by AOR and key) in `keys`, those whose deferred
+    /// write is still to be done (a synchronous op or an earlier flush may have taken
+    /// one since [`WriteBehind::dirty_keys`]), marking them in flight; same locking as
+    /// [`WriteBehind::take_dirty`]. What is taken is the newest version, which may be
+    /// newer than the one in `keys`.
+    pub(super) fn take_keys(&self, keys: &[Arc<Binding>]) -> Vec<Arc<Binding>> {
         let mut st = self.state.lock();
         let mut out = Vec::with_capacity(keys.len());
-        for (aor, key) in keys {
-            if let Some(e) = st.entry_mut(aor, key).filter(|e| e.dirty) {
+        for named in keys {
+            if let Some(e) = st.entry_mut(named.aor(), named.key()).filter(|e| e.dirty) {
                 e.dirty = false;
                 out.push(Arc::clone(&e.binding));
             }
