@@ -71,6 +71,27 @@ impl<V, S: BuildHasher> Parted<V, S> {
     pub fn values(&self) -> impl Iterator<Item = &V> {
         self.parts.iter().flat_map(HashMap::values)
     }
+
+    /// Gives back the room of at most `max` parts that have emptied since they grew (a
+    /// part with room for four times its entries and more keeps room for twice them),
+    /// and returns how many it shrank. A map never shrinks by itself: after a peak
+    /// (the REGISTERs of a busy minute waiting out Timer J) it kept the peak's room;
+    /// in parts, each shrink rehashes one small part, so the caller can bound the
+    /// work per call.
+    pub fn shrink_emptied(&mut self, max: usize) -> usize {
+        let mut shrunk = 0;
+        for part in self.parts.iter_mut() {
+            if shrunk == max {
+                break;
+            }
+            // small parts are not worth it: a few buckets
+            if part.capacity() > 64 && part.len() * 4 < part.capacity() {
+                part.shrink_to(part.len() * 2);
+                shrunk += 1;
+            }
+        }
+        shrunk
+    }
 }
 
 #[cfg(test)]
@@ -109,6 +130,34 @@ mod tests {
         a.sort_unstable();
         b.sort_unstable();
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn emptied_parts_give_their_room_back_a_few_at_a_time() {
+        let mut m: Parted<u64> = Parted::default();
+        let ks = keys(64_000);
+        for k in &ks {
+            m.insert(*k, 1);
+        }
+        let room = |m: &Parted<u64>| m.parts.iter().map(HashMap::capacity).sum::<usize>();
+        let peak = room(&m);
+        // a full map has nothing to give back
+        assert_eq!(m.shrink_emptied(PARTS), 0);
+        for k in &ks[..60_000] {
+            m.remove(k);
+        }
+        // a map does not shrink by itself (its room only loses the removed slots
+        // that stay marked)
+        assert!(room(&m) * 2 > peak, "{} of {peak}", room(&m));
+        // bounded per call
+        assert_eq!(m.shrink_emptied(3), 3);
+        while m.shrink_emptied(8) > 0 {}
+        assert!(room(&m) * 4 < peak, "{} of {peak}", room(&m));
+        // what is left is all there
+        assert_eq!(m.len(), 4_000);
+        for k in &ks[60_000..] {
+            assert_eq!(m.get(k), Some(&1));
+        }
     }
 
     #[test]

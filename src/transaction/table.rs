@@ -212,6 +212,8 @@ impl<U> TxTable<U> {
                     gone.extend(t.remove(key));
                 }
             }
+            // the room a peak left behind goes back, one part per slice
+            t.shrink_emptied(1);
             t.len()
         };
         drop(gone);
