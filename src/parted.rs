@@ -5,9 +5,12 @@
 //! 8,000/s, and one doubling held the runtime thread (and every message behind the
 //! table's lock) for 9–26 ms (docs/BENCHMARKS.md, "The latency tail at 8,000/s").
 //! [`Parted`] splits the map in [`PARTS`] by bits of the key the parts' own hashing
-//! does not use, so a doubling moves a 64th of the entries; the memory is the same
-//! (the parts' empty headers aside, 3 KiB). The keys must already be hashes (uniform
-//! bits), as the transaction keys are.
+//! does not use, so a doubling moves a 64th of the entries. A map never shrinks by
+//! itself, and each part crosses its own power-of-two thresholds, so after a peak the
+//! parts may keep a little more room than one map would: [`Parted::shrink_emptied`]
+//! gives back the room of parts that emptied, a few at a time (one map could only be
+//! shrunk whole, a pause as long as a doubling). The keys must already be hashes
+//! (uniform bits), as the transaction keys are.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
