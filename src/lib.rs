@@ -15,6 +15,7 @@ pub mod config;
 pub mod generations;
 pub mod ids;
 pub mod logfmt;
+pub mod prehashed;
 pub mod proxy;
 pub mod push;
 pub mod registrar;

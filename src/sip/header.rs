@@ -270,11 +270,49 @@ pub fn params(s: &str) -> impl Iterator<Item = (&str, &str)> + '_ {
     })
 }
 
-/// Looks up one parameter (case-insensitive name) in a parameter list.
+/// Looks up one parameter (case-insensitive name) in a parameter list: what
+/// `params(s).find(..)` answers.
+///
+/// Several lookups run per message (the top Via's `branch` and `rport`, the From and
+/// To tags, a Route's `lr`): without a quoted string in the list (the common case)
+/// every `;` separates two parameters, and the name is compared where it lies, with no
+/// iterator state, trimming or `=` search per parameter that is not the one wanted.
 pub fn param<'a>(s: &'a str, name: &str) -> Option<&'a str> {
-    params(s)
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v)
+    let b = s.as_bytes();
+    let n = name.as_bytes();
+    if n.is_empty()
+        || n.iter().any(|&c| is_lws(c) || c == b'=')
+        || memchr::memchr(b'"', b).is_some()
+    {
+        return params(s)
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v);
+    }
+    let mut pos = 0;
+    loop {
+        let end = memchr::memchr(b';', &b[pos..]).map_or(b.len(), |p| pos + p);
+        let mut a = pos;
+        while a < end && is_lws(b[a]) {
+            a += 1;
+        }
+        if end - a >= n.len() && b[a..a + n.len()].eq_ignore_ascii_case(n) {
+            let mut k = a + n.len();
+            while k < end && is_lws(b[k]) {
+                k += 1;
+            }
+            if k == end {
+                return Some("");
+            }
+            if b[k] == b'=' {
+                // cut at ASCII bytes (';', '=', LWS): char boundaries
+                return Some(trim_lws(s.get(k + 1..end).unwrap_or("")));
+            }
+        }
+        if end >= b.len() {
+            return None;
+        }
+        pos = end + 1;
+    }
 }
 
 /// Strips the quotes of a quoted-string value, if quoted.
@@ -593,6 +631,21 @@ mod tests {
                     item_end_bytewise(b, from, sep, angles)
                 );
             }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn param_finds_what_the_params_iterator_finds(
+            s in "[abt=; \\t\r\n\"]{0,24}",
+            name in "(a|b|t|ab|tag|x)",
+        ) {
+            let slow = params(&s)
+                .find(|(k, _)| k.eq_ignore_ascii_case(&name))
+                .map(|(_, v)| v);
+            proptest::prop_assert_eq!(param(&s, &name), slow);
+            let upper = name.to_ascii_uppercase();
+            proptest::prop_assert_eq!(param(&s, &upper), slow);
         }
     }
 

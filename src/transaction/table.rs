@@ -1,7 +1,8 @@
 //! The tables that match incoming messages to live transactions.
 //!
 //! Keys are 64-bit SipHash values with a per-process random key, so matching costs
-//! no allocation and a peer cannot aim collisions at us.
+//! no allocation and a peer cannot aim collisions at us. The maps use those keys as
+//! their own hash ([`PreHashedState`]) instead of hashing them again.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
@@ -11,6 +12,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 use super::mailbox::TaskSender;
+use crate::prehashed::PreHashedState;
 use crate::sip::Message;
 use crate::transport::Flow;
 
@@ -73,8 +75,8 @@ type ClientEntry<U> = (TaskSender<TxEvent<U>>, usize);
 #[derive(Debug)]
 pub struct TxTable<U> {
     hasher: RandomState,
-    server: Mutex<HashMap<u64, ServerEntry<U>>>,
-    client: Mutex<HashMap<u64, ClientEntry<U>>>,
+    server: Mutex<HashMap<u64, ServerEntry<U>, PreHashedState>>,
+    client: Mutex<HashMap<u64, ClientEntry<U>, PreHashedState>>,
     /// When each answered entry's Timer J runs out, in the order they were answered.
     /// Timer J is the same length for all, so this is (nearly) sorted and the sweep
     /// only looks at what expired instead of walking the whole table under its lock.
