@@ -80,6 +80,8 @@ static PASSWORD: [bool; 256] = class(b"-_.!~*'()%&=+$,");
 // paramchar = param-unreserved / unreserved / escaped
 static PARAM: [bool; 256] = class(b"[]/:&+$-_.!~*'()%");
 static HEADER: [bool; 256] = class(b"[]/?:+$-_.!~*'()%=&");
+// hostname or IPv4 characters
+static HOST: [bool; 256] = class(b"-.");
 
 pub(super) fn is_token_char(c: u8) -> bool {
     TOKEN[c as usize]
@@ -118,8 +120,7 @@ pub fn valid_host(host: &str) -> bool {
             .strip_suffix(']')
             .is_some_and(|v6| v6.parse::<std::net::Ipv6Addr>().is_ok());
     }
-    host.bytes()
-        .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.')
+    host.bytes().all(|c| HOST[c as usize])
 }
 
 impl<'a> Uri<'a> {
@@ -197,12 +198,16 @@ impl<'a> Uri<'a> {
             return Err(UriError::Malformed);
         }
         if !params.is_empty() {
-            for p in params[1..].split(';') {
-                let (n, v) = match find_byte(p, b'=') {
+            // on bytes: `str::split(char)` runs the char searcher
+            for p in params.as_bytes()[1..].split(|&c| c == b';') {
+                let (n, v) = match memchr::memchr(b'=', p) {
                     Some(i) => (&p[..i], &p[i + 1..]),
-                    None => (p, ""),
+                    None => (p, &[][..]),
                 };
-                if n.is_empty() || !n.bytes().all(is_param_char) || !v.bytes().all(is_param_char) {
+                if n.is_empty()
+                    || !n.iter().all(|&c| is_param_char(c))
+                    || !v.iter().all(|&c| is_param_char(c))
+                {
                     return Err(UriError::Malformed);
                 }
             }
@@ -339,16 +344,30 @@ pub fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
 }
 
 fn parse_port(s: &str) -> Option<u16> {
-    if s.is_empty() || s.len() > 5 || !s.bytes().all(|c| c.is_ascii_digit()) {
+    if s.is_empty() || s.len() > 5 {
         return None;
     }
-    s.parse().ok()
+    // at most five digits: summed in a u32 without `str::parse`'s generic machinery
+    let mut n: u32 = 0;
+    for c in s.bytes() {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u32::from(c - b'0');
+    }
+    u16::try_from(n).ok()
 }
 
 /// Finds parameter `name` in a `;a=b;c` list (leading `;` optional).
 pub fn param_in<'a>(params: &'a str, name: &str) -> Option<&'a str> {
-    for p in params.split(';') {
-        let p = p.trim();
+    // split at ';' with memchr: `str::split(char)` runs the char searcher
+    let b = params.as_bytes();
+    let mut pos = 0;
+    while pos <= b.len() {
+        let end = memchr::memchr(b';', &b[pos..]).map_or(b.len(), |i| pos + i);
+        // cut at ';': char boundaries
+        let p = params.get(pos..end).unwrap_or("").trim();
+        pos = end + 1;
         let (n, v) = match find_byte(p, b'=') {
             Some(i) => (p[..i].trim_end(), p[i + 1..].trim_start()),
             None => (p, ""),
