@@ -74,43 +74,40 @@ impl HeaderName {
             };
         }
         use HeaderName as H;
-        // candidates by length: one or two comparisons per header line, not 21
-        let candidates: &[(&[u8], HeaderName)] = match n.len() {
-            2 => &[(b"to", H::To)],
-            3 => &[(b"via", H::Via)],
-            4 => &[(b"from", H::From), (b"cseq", H::CSeq), (b"path", H::Path)],
-            5 => &[(b"route", H::Route)],
-            6 => &[(b"reason", H::Reason)],
-            7 => &[
-                (b"contact", H::Contact),
-                (b"call-id", H::CallId),
-                (b"expires", H::Expires),
-                (b"require", H::Require),
-            ],
-            9 => &[(b"supported", H::Supported)],
-            10 => &[(b"user-agent", H::UserAgent), (b"flow-timer", H::FlowTimer)],
-            11 => &[(b"min-expires", H::MinExpires)],
-            12 => &[
-                (b"max-forwards", H::MaxForwards),
-                (b"content-type", H::ContentType),
-                (b"record-route", H::RecordRoute),
-            ],
-            13 => &[(b"proxy-require", H::ProxyRequire)],
-            14 => &[(b"content-length", H::ContentLength)],
-            19 => &[(b"p-asserted-identity", H::PAssertedIdentity)],
-            _ => &[],
-        };
-        // the first letter rules out all but (at most) one or two candidates
-        // (an empty name has no candidates, and the framer asks about one)
-        let Some(first) = n.first().map(u8::to_ascii_lowercase) else {
+        // lower-cased into a stack buffer once, then one match on the bytes (a length
+        // switch and a word compare or two), instead of a case-insensitive compare per
+        // candidate; no known name is longer than 19 bytes
+        let mut buf = [0u8; 20];
+        let Some(lower) = buf.get_mut(..n.len()) else {
             return HeaderName::Other;
         };
-        for &(name, h) in candidates {
-            if name[0] == first && name[1..].eq_ignore_ascii_case(&n[1..]) {
-                return h;
-            }
+        for (d, c) in lower.iter_mut().zip(n) {
+            *d = c.to_ascii_lowercase();
         }
-        HeaderName::Other
+        match &*lower {
+            b"to" => H::To,
+            b"via" => H::Via,
+            b"from" => H::From,
+            b"cseq" => H::CSeq,
+            b"path" => H::Path,
+            b"route" => H::Route,
+            b"reason" => H::Reason,
+            b"contact" => H::Contact,
+            b"call-id" => H::CallId,
+            b"expires" => H::Expires,
+            b"require" => H::Require,
+            b"supported" => H::Supported,
+            b"user-agent" => H::UserAgent,
+            b"flow-timer" => H::FlowTimer,
+            b"min-expires" => H::MinExpires,
+            b"max-forwards" => H::MaxForwards,
+            b"content-type" => H::ContentType,
+            b"record-route" => H::RecordRoute,
+            b"proxy-require" => H::ProxyRequire,
+            b"content-length" => H::ContentLength,
+            b"p-asserted-identity" => H::PAssertedIdentity,
+            _ => HeaderName::Other,
+        }
     }
 
     /// The full name used when sipwake writes this header.
@@ -164,6 +161,11 @@ fn is_lws(c: u8) -> bool {
 
 /// Trims linear white space (including folded line breaks) on both ends.
 pub fn trim_lws(s: &str) -> &str {
+    // nothing to trim (most calls): the same text back, with no boundary checks
+    match (s.as_bytes().first(), s.as_bytes().last()) {
+        (Some(&a), Some(&z)) if !is_lws(a) && !is_lws(z) => return s,
+        _ => {}
+    }
     // on bytes: `str::trim_matches` with a closure decodes chars, and this runs a few
     // dozen times per message
     let t = trim_lws_bytes(s.as_bytes());
@@ -762,6 +764,46 @@ mod tests {
             ("Call-IE", HeaderName::Other),
         ] {
             assert_eq!(HeaderName::from_bytes(n.as_bytes()), h, "{n:?}");
+        }
+        // every known name as sipwake writes it, in any case, and one byte off
+        use HeaderName as H;
+        let all = [
+            H::Via,
+            H::From,
+            H::To,
+            H::CallId,
+            H::CSeq,
+            H::Contact,
+            H::ContentLength,
+            H::ContentType,
+            H::MaxForwards,
+            H::Route,
+            H::RecordRoute,
+            H::Expires,
+            H::ProxyRequire,
+            H::Require,
+            H::Supported,
+            H::UserAgent,
+            H::Path,
+            H::PAssertedIdentity,
+            H::MinExpires,
+            H::Reason,
+            H::FlowTimer,
+        ];
+        assert_eq!(all.len(), KNOWN_HEADERS);
+        for h in all {
+            let name = h.as_str();
+            assert_eq!(
+                HeaderName::from_bytes(name.to_ascii_uppercase().as_bytes()),
+                h
+            );
+            assert_eq!(
+                HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()),
+                h
+            );
+            let mut off = name.as_bytes().to_vec();
+            *off.last_mut().unwrap() ^= 0x01;
+            assert_eq!(HeaderName::from_bytes(&off), HeaderName::Other, "{name}");
         }
     }
 
