@@ -282,17 +282,22 @@ pub fn params(s: &str) -> impl Iterator<Item = (&str, &str)> + '_ {
 pub fn param<'a>(s: &'a str, name: &str) -> Option<&'a str> {
     let b = s.as_bytes();
     let n = name.as_bytes();
-    if n.is_empty()
-        || n.iter().any(|&c| is_lws(c) || c == b'=')
-        || memchr::memchr(b'"', b).is_some()
-    {
-        return params(s)
+    let slow = || {
+        params(s)
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v);
+            .map(|(_, v)| v)
+    };
+    if n.is_empty() || n.iter().any(|&c| is_lws(c) || c == b'=') {
+        return slow();
     }
     let mut pos = 0;
     loop {
-        let end = memchr::memchr(b';', &b[pos..]).map_or(b.len(), |p| pos + p);
+        // up to the next ';', or to a quote: before the first quote every ';'
+        // separates two parameters; from a quote on, the quoting rules apply
+        let end = memchr::memchr2(b';', b'"', &b[pos..]).map_or(b.len(), |p| pos + p);
+        if b.get(end) == Some(&b'"') {
+            return slow();
+        }
         let mut a = pos;
         while a < end && is_lws(b[a]) {
             a += 1;
