@@ -38,8 +38,9 @@ phone fleet) to core 1, and drives each proxy with SIPp at the same offered rate
 
 Beside the proxies, on core 0, the kernel floor (examples/udp_floor.rs: one recvfrom
 and one sendto per REGISTER, a fixed 200 OK; --floor-batch: recvmmsg/sendmmsg) takes
-the REGISTER steps too, so the report shows which share of each proxy's CPU is the
-kernel's. In every step bench/latency_probe.py times requests on a fine clock
+the REGISTER steps too, and the UDP call steps as a bare relay (a call's six datagrams
+in and seven out, 100 Trying included, nothing parsed), so the report shows which
+share of each proxy's CPU is the kernel's. In every step bench/latency_probe.py times requests on a fine clock
 beside SIPp (whose response times come in 4 ms steps here).
 
 For every step it reads the proxy's CPU time (utime+stime of the process, its
@@ -174,8 +175,9 @@ def start_sipwake(work, binary, extra_env=(), store="sqlite"):
 
 def start_floor(work, binary, batch=False):
     """The kernel floor (examples/udp_floor.rs): one recvfrom and one sendto per
-    request, a fixed 200 OK; measured beside the proxies on their core, for REGISTER
-    steps only (it forwards nothing, so it has no call figure)."""
+    request, a fixed 200 OK; in UDP call steps a bare relay of the call's datagrams
+    (not with `batch`, which answers REGISTERs only). Measured beside the proxies on
+    their core."""
     port = bl.free_port()
     lf = os.path.join(work, "floor.log")
     p = spawn(["taskset", "-c", PROXY_CORE, binary, f"127.0.0.1:{port}"]
@@ -499,8 +501,9 @@ TARGET = 0.67   # issue 13: sipwake's CPU per operation at most this times Kamai
 
 
 def floor_table(steps, results):
-    """The kernel floor beside the proxies, per REGISTER step: the CPU of one
-    recvfrom + one sendto per request (examples/udp_floor.rs), its share of each
+    """The kernel floor beside the proxies, per REGISTER step (the CPU of one
+    recvfrom + one sendto per request) and per UDP call step (the CPU of relaying the
+    call's 6 datagrams in and 7 out; examples/udp_floor.rs), its share of each
     proxy's CPU, the ratio of what each proxy spends above it, and what sipwake may
     spend above it to meet the target."""
     shown = [st for st in steps if "floor" in results[st["id"]]]
@@ -825,7 +828,7 @@ def main():
                     help="the kernel floor takes and answers datagrams in batches "
                     "(recvmmsg/sendmmsg) instead of one recvfrom + one sendto each")
     ap.add_argument("--no-floor", action="store_true",
-                    help="skip the kernel floor (examples/udp_floor.rs) in the REGISTER steps")
+                    help="skip the kernel floor (examples/udp_floor.rs) in the REGISTER and UDP call steps")
     ap.add_argument("--ramp-duration", type=int, default=None,
                     help="seconds per ramp step (default 5; smoke 2)")
     ap.add_argument("--ramp-steps", type=int, default=None,
@@ -882,7 +885,7 @@ def main():
         subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True,
                        timeout=900)
     floor_bin = None
-    if not args.no_floor and ("register" in only or "refresh" in only):
+    if not args.no_floor and ("register" in only or "refresh" in only or "call" in only):
         floor_bin = os.path.join(ROOT, "target", "release", "examples", "udp_floor")
         if not args.no_build:
             subprocess.run(["cargo", "build", "--release", "--quiet", "--example", "udp_floor"],
@@ -951,9 +954,11 @@ def main():
 
         def run_pair(i, st, among=None):
             results.setdefault(st["id"], {})
-            # the floor answers REGISTERs only, and has no ramp of its own
+            # the floor answers REGISTERs and relays UDP calls (not when batched),
+            # and has no ramp of its own
             with_floor = (floor is not None and among is None
-                          and st["kind"] in ("register", "refresh"))
+                          and (st["kind"] in ("register", "refresh")
+                               or (st["transport"] == "udp" and not args.floor_batch)))
             among = [p for p in proxies if among is None or p.name in among]
             if with_floor:
                 among.append(floor)
@@ -1118,7 +1123,9 @@ def main():
             + ("one recvmmsg and one sendmmsg per batch of waiting REGISTERs"
                if args.floor_batch else "one recvfrom and one sendto per REGISTER")
             + ", a fixed 200 OK, nothing stored) runs on core 0 beside them in the "
-            "REGISTER steps.") if floor_bin else ""),
+            "REGISTER steps" + ("" if args.floor_batch else
+                                ", and relays the UDP calls (6 datagrams in, 7 out per "
+                                "call, nothing parsed)") + ".") if floor_bin else ""),
         "", table, "", mtable, "", wtable, "", "Limits per step:", "", *notes])
     print(report)
     if args.json:

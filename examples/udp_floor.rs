@@ -8,15 +8,24 @@
 //! report can say which share of each proxy's cost is the kernel's and which its own.
 //! It stores nothing, checks nothing and is no SIP server.
 //!
+//! It also relays a call, so a call step has a floor too: the kernel's cost of the
+//! datagrams a stateful proxy takes and sends per call. The source of the last
+//! REGISTER is taken as the callee (bench/run.py registers its UAS just before a call
+//! step); an INVITE, ACK, BYE or CANCEL from anyone else is relayed to it (an INVITE
+//! answered `100 Trying` first, as a proxy does), and what the callee sends is relayed
+//! to the last caller. That is six datagrams in and seven out per call, as for a
+//! proxy; SIPp sends every message to the address it talks to, so nothing bypasses
+//! the relay. Other requests (the probe's OPTIONS) get the fixed 200.
+//!
 //! With `batch` it takes what waits in the socket with one `recvmmsg` (blocking for
 //! the first datagram only, up to 32) and answers all of it with one `sendmmsg`: the
 //! floor of the batched receive/send shape, to tell whether that shape is worth
-//! building into sipwake.
+//! building into sipwake. It answers requests only and relays no call.
 //!
 //!     cargo build --release --example udp_floor
 //!     target/release/examples/udp_floor 127.0.0.1:5070 [batch]
 
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
 
 /// Header names copied from the request into the answer (long and compact forms).
 const ECHOED: &[&str] = &["via", "v", "from", "f", "to", "t", "call-id", "i", "cseq"];
@@ -39,24 +48,88 @@ fn main() {
     }
     let mut buf = vec![0u8; 65536];
     let mut out = Vec::with_capacity(2048);
+    let mut relay = Relay::default();
     loop {
         let Ok((n, from)) = sock.recv_from(&mut buf) else {
             continue;
         };
-        let req = &buf[..n];
-        // requests only; responses (and keep-alives) are ignored
-        if req.starts_with(b"SIP/2.0") || !req.contains(&b'\n') {
-            continue;
+        let msg = &buf[..n];
+        if !msg.contains(&b'\n') {
+            continue; // keep-alive
         }
-        answer(req, &mut out);
-        let _ = sock.send_to(&out, from);
+        match relay.route(msg, from) {
+            Step::Answer => {
+                answer(msg, b"200 OK", true, &mut out);
+                let _ = sock.send_to(&out, from);
+            }
+            Step::Relay(to, trying) => {
+                if trying {
+                    answer(msg, b"100 Trying", false, &mut out);
+                    let _ = sock.send_to(&out, from);
+                }
+                let _ = sock.send_to(msg, to);
+            }
+            Step::Drop => {}
+        }
     }
 }
 
-/// Writes into `out` the 200 OK for request `req`.
-fn answer(req: &[u8], out: &mut Vec<u8>) {
+/// What to do with one datagram.
+enum Step {
+    /// Answer it with the fixed 200 OK.
+    Answer,
+    /// Send it on to this address (after a `100 Trying` to its sender if set).
+    Relay(SocketAddr, bool),
+    /// Nothing (a response nobody waits for).
+    Drop,
+}
+
+/// The two ends of the call being relayed.
+#[derive(Default)]
+struct Relay {
+    /// The source of the last REGISTER.
+    callee: Option<SocketAddr>,
+    /// The last sender of a relayed request that was not the callee.
+    caller: Option<SocketAddr>,
+}
+
+impl Relay {
+    fn route(&mut self, msg: &[u8], from: SocketAddr) -> Step {
+        let from_callee = self.callee == Some(from);
+        if msg.starts_with(b"SIP/2.0") {
+            let to = if from_callee {
+                self.caller
+            } else {
+                self.callee
+            };
+            return to.map_or(Step::Drop, |to| Step::Relay(to, false));
+        }
+        if msg.starts_with(b"REGISTER ") {
+            self.callee = Some(from);
+            return Step::Answer;
+        }
+        let dialog = [&b"INVITE "[..], b"ACK ", b"BYE ", b"CANCEL "];
+        if !dialog.iter().any(|m| msg.starts_with(m)) {
+            return Step::Answer;
+        }
+        if from_callee {
+            return self.caller.map_or(Step::Drop, |to| Step::Relay(to, false));
+        }
+        self.caller = Some(from);
+        match self.callee {
+            Some(to) => Step::Relay(to, msg.starts_with(b"INVITE ")),
+            None => Step::Answer,
+        }
+    }
+}
+
+/// Writes into `out` the answer `status` (e.g. `200 OK`) to request `req`, with a
+/// To tag added when `tag` is set and the request has none.
+fn answer(req: &[u8], status: &[u8], tag: bool, out: &mut Vec<u8>) {
     out.clear();
-    out.extend_from_slice(b"SIP/2.0 200 OK\r\n");
+    out.extend_from_slice(b"SIP/2.0 ");
+    out.extend_from_slice(status);
+    out.extend_from_slice(b"\r\n");
     let head = match req.windows(4).position(|w| w == b"\r\n\r\n") {
         Some(end) => &req[..end],
         None => req,
@@ -75,7 +148,7 @@ fn answer(req: &[u8], out: &mut Vec<u8>) {
         }
         out.extend_from_slice(line);
         let is_to = name.eq_ignore_ascii_case(b"to") || name.eq_ignore_ascii_case(b"t");
-        if is_to && !line.windows(5).any(|w| w.eq_ignore_ascii_case(b";tag=")) {
+        if tag && is_to && !line.windows(5).any(|w| w.eq_ignore_ascii_case(b";tag=")) {
             out.extend_from_slice(b";tag=floor");
         }
         out.extend_from_slice(b"\r\n");
@@ -130,7 +203,7 @@ fn batched(sock: &UdpSocket) -> ! {
             if req.starts_with(b"SIP/2.0") || !req.contains(&b'\n') {
                 continue;
             }
-            answer(req, &mut outs[k]);
+            answer(req, b"200 OK", true, &mut outs[k]);
             out_iovs[k] = libc::iovec {
                 iov_base: outs[k].as_mut_ptr().cast(),
                 iov_len: outs[k].len(),

@@ -141,7 +141,7 @@ fn parse_register_pns(
         cseq: msg.cseq().0,
         expires_header,
         contacts,
-        flow: Some(flow.to_string()),
+        flow: Some(flow.text()),
         user_agent: msg.header(HeaderName::UserAgent).map(str::to_string),
         path: msg.values(HeaderName::Path).map(str::to_string).collect(),
         now_ms,
@@ -365,7 +365,7 @@ pub fn handle(core: &Arc<Core>, msg: Message, flow: Flow, key: u64) {
                     lines.push(format!("Flow-Timer: {secs}"));
                 }
                 if !flow.is_udp() {
-                    let me = flow.to_string();
+                    let me = flow.text();
                     if let Some(aor) = &shared_aor {
                         // several nodes: the idle timeout cannot ask Redis; it is told
                         // until when this AOR's bindings on the connection live

@@ -153,22 +153,38 @@ fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
 
 /// Text form kept in the binding store: `udp/0/127.0.0.1:5060`, `tcp/42/in/[::1]:5060`,
 /// `tls/43/in/127.0.0.1:40000`.
-impl fmt::Display for Flow {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Flow {
+    /// The descriptor `Display` writes (`udp/0/1.2.3.4:5060`, `tcp/7/in/[::1]:5061`),
+    /// built without `fmt`: every REGISTER stores its flow as this text.
+    pub fn text(&self) -> String {
+        use crate::sip::{push_decimal, push_socket_addr};
+        let mut out = String::with_capacity(40);
         match *self {
-            Flow::Udp { socket, remote } => write!(f, "udp/{socket}/{remote}"),
+            Flow::Udp { socket, remote } => {
+                out.push_str("udp/");
+                push_decimal(&mut out, u64::from(socket));
+                out.push('/');
+                push_socket_addr(&mut out, remote);
+            }
             Flow::Tcp {
                 conn,
                 remote,
                 inbound,
                 tls,
-            } => write!(
-                f,
-                "{}/{conn}/{}/{remote}",
-                if tls { "tls" } else { "tcp" },
-                if inbound { "in" } else { "out" }
-            ),
+            } => {
+                out.push_str(if tls { "tls/" } else { "tcp/" });
+                push_decimal(&mut out, conn);
+                out.push_str(if inbound { "/in/" } else { "/out/" });
+                push_socket_addr(&mut out, remote);
+            }
         }
+        out
+    }
+}
+
+impl fmt::Display for Flow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text())
     }
 }
 
@@ -427,6 +443,49 @@ mod tests {
             },
         ] {
             assert_eq!(f.to_string().parse::<Flow>(), Ok(f));
+        }
+        // the stored text, written without fmt, is what fmt wrote before
+        let written = |f: Flow| match f {
+            Flow::Udp { socket, remote } => format!("udp/{socket}/{remote}"),
+            Flow::Tcp {
+                conn,
+                remote,
+                inbound,
+                tls,
+            } => format!(
+                "{}/{conn}/{}/{remote}",
+                if tls { "tls" } else { "tcp" },
+                if inbound { "in" } else { "out" }
+            ),
+        };
+        for (remote, conn) in [
+            ("0.0.0.0:0", 0),
+            ("255.255.255.255:65535", u64::MAX),
+            ("10.0.20.3:5060", 10),
+            ("[2001:db8::1]:5061", 1),
+            ("[fe80::1%3]:5060", 99),
+        ] {
+            let remote: SocketAddr = remote.parse().unwrap();
+            for f in [
+                Flow::Udp {
+                    socket: 255,
+                    remote,
+                },
+                Flow::Tcp {
+                    conn,
+                    remote,
+                    inbound: true,
+                    tls: false,
+                },
+                Flow::Tcp {
+                    conn,
+                    remote,
+                    inbound: false,
+                    tls: true,
+                },
+            ] {
+                assert_eq!(f.text(), written(f));
+            }
         }
         assert!("udp/x/1".parse::<Flow>().is_err());
         assert!("tls/1/sideways/127.0.0.1:1".parse::<Flow>().is_err());
