@@ -341,9 +341,9 @@ fn check_params(s: &str) -> bool {
     };
     // empty elements (";;") are a grammar violation
     let b = rest.as_bytes();
-    if memchr::memchr(b'"', b).is_none() {
-        // no quoted string (the common case): every ';' separates two parameters
-        return b.split(|&c| c == b';').all(check_param);
+    if let Some(ok) = check_plain_params(b) {
+        // no quoted string (the common case): checked in one walk
+        return ok;
     }
     let mut in_quote = false;
     let mut seg_start = 0;
@@ -362,6 +362,61 @@ fn check_params(s: &str) -> bool {
         i += 1;
     }
     !in_quote
+}
+
+const P_BAD: u8 = 0;
+const P_TOKEN: u8 = 1;
+const P_VALUE: u8 = 2;
+const P_LWS: u8 = 3;
+const P_EQ: u8 = 4;
+const P_SEMI: u8 = 5;
+const P_QUOTE: u8 = 6;
+
+/// What each byte is to [`check_plain_params`]: a token character (also a value
+/// character), a value-only character, LWS, `=`, `;`, a quote, or none of these.
+static PARAM_BYTE: [u8; 256] = {
+    let token = class(b"-.!%*_+`'~");
+    let mut t = [P_BAD; 256];
+    let mut c = 0;
+    while c < 256 {
+        if token[c] {
+            t[c] = P_TOKEN;
+        } else if PARAM_VALUE[c] {
+            t[c] = P_VALUE;
+        }
+        c += 1;
+    }
+    t[b' ' as usize] = P_LWS;
+    t[b'\t' as usize] = P_LWS;
+    t[b'\r' as usize] = P_LWS;
+    t[b'\n' as usize] = P_LWS;
+    t[b'=' as usize] = P_EQ;
+    t[b';' as usize] = P_SEMI;
+    t[b'"' as usize] = P_QUOTE;
+    t
+};
+
+/// The parameters after the leading `;`, checked in one walk as [`check_param`] checks
+/// each: `Some(ok)`, or `None` at a quote (the quoting rules then apply). Before, each
+/// parameter was trimmed, searched for `=`, and its name and value scanned apart.
+fn check_plain_params(b: &[u8]) -> Option<bool> {
+    // 0 before a name, 1 in the name, 2 after it, 3 after '=', 4 in the value, 5 after it
+    let mut state = 0u8;
+    for &c in b {
+        state = match (state, PARAM_BYTE[c as usize]) {
+            (_, P_QUOTE) => return None,
+            (0, P_LWS) => 0,
+            (0 | 1, P_TOKEN) => 1,
+            (1 | 2, P_LWS) => 2,
+            (1 | 2, P_EQ) => 3,
+            (3, P_LWS) => 3,
+            (3 | 4, P_TOKEN | P_VALUE) => 4,
+            (4 | 5, P_LWS) => 5,
+            (1 | 2 | 4 | 5, P_SEMI) => 0,
+            _ => return Some(false),
+        };
+    }
+    Some(matches!(state, 1 | 2 | 4 | 5))
 }
 
 /// One `name[=value]` of a parameter list, as [`check_params`] wants it.
@@ -653,6 +708,40 @@ mod tests {
             proptest::prop_assert_eq!(param(&s, &name), slow);
             let upper = name.to_ascii_uppercase();
             proptest::prop_assert_eq!(param(&s, &upper), slow);
+        }
+    }
+
+    /// `check_params` as it was before its one walk: split at ';', each checked apart.
+    fn check_params_reference(s: &str) -> bool {
+        let s = trim_lws(s);
+        if s.is_empty() {
+            return true;
+        }
+        let Some(rest) = s.strip_prefix(';') else {
+            return false;
+        };
+        let b = rest.as_bytes();
+        if memchr::memchr(b'"', b).is_none() {
+            return b.split(|&c| c == b';').all(check_param);
+        }
+        check_params(s)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_params_walk_checks_as_each_parameter_apart(
+            s in "[;a=\\[: \t\r\n\",]{0,14}",
+        ) {
+            proptest::prop_assert_eq!(check_params(&s), check_params_reference(&s));
+        }
+    }
+
+    #[test]
+    fn param_byte_classes_are_the_grammar_sets() {
+        for c in 0..=255u8 {
+            let k = PARAM_BYTE[c as usize];
+            assert_eq!(k == P_TOKEN, is_token_char(c), "{c}");
+            assert_eq!(k == P_TOKEN || k == P_VALUE, PARAM_VALUE[c as usize], "{c}");
         }
     }
 
