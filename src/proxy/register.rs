@@ -9,7 +9,7 @@ use tracing::{debug, debug_span, warn};
 use super::Core;
 use crate::auth::audit;
 use crate::config::PushSettings;
-use crate::push::token::{extract, keep_learnt, pns_name, TokenError};
+use crate::push::token::{extract_with_pns, keep_learnt, TokenError};
 use crate::push::{PushInfo, Pusher};
 use crate::registrar::{
     unix_now_ms, Binding, ContactSpec, Contacts, PendingEvents, RegisterOutcome, RegisterRequest,
@@ -98,13 +98,13 @@ fn parse_register_pns(
             if uri.scheme == Scheme::Tel {
                 return Err(bad("Contact is not a SIP URI"));
             }
-            let info = extract(uri.params, token_header, push, now_ms).map_err(|e| match e {
-                TokenError::UnsupportedProvider(_) => PNS_UNSUPPORTED,
-                TokenError::Malformed(why) => bad(why),
-            })?;
+            let (info, pns) =
+                extract_with_pns(uri.params, token_header, push, now_ms).map_err(|e| match e {
+                    TokenError::UnsupportedProvider(_) => PNS_UNSUPPORTED,
+                    TokenError::Malformed(why) => bad(why),
+                })?;
             // an RFC 8599 provider we cannot push to is refused; a bare token is kept
             // (it becomes usable once its provider is configured)
-            let pns = pns_name(uri.params);
             if pns.is_some() && info.as_ref().is_some_and(|i| !pusher.serves(i.provider)) {
                 return Err(PNS_UNSUPPORTED);
             }
@@ -115,7 +115,14 @@ fn parse_register_pns(
             let mut spec = ContactSpec {
                 uri: na.uri.to_string(),
                 match_key: uri.match_key(),
-                token_key: info.as_ref().map(|i| format!("{}:{}", i.provider, i.token)),
+                token_key: info.as_ref().map(|i| {
+                    let provider = i.provider.as_str();
+                    let mut key = String::with_capacity(provider.len() + 1 + i.token.len());
+                    key.push_str(provider);
+                    key.push(':');
+                    key.push_str(&i.token);
+                    key
+                }),
                 push: info.map(|i| i.to_json()),
                 ..Default::default()
             };

@@ -118,15 +118,40 @@ pub fn extract(
     settings: &PushSettings,
     now_ms: u64,
 ) -> Result<Option<PushInfo>, TokenError> {
+    extract_with_pns(contact_uri_params, token_header, settings, now_ms).map(|(info, _)| info)
+}
+
+/// [`extract`], and with it what [`pns_name`] would return for the same parameters
+/// (the RFC 8599 provider as sent, lower-case), from the one walk over them that every
+/// REGISTER's Contact needs anyway.
+pub fn extract_with_pns(
+    contact_uri_params: &str,
+    token_header: Option<&str>,
+    settings: &PushSettings,
+    now_ms: u64,
+) -> Result<(Option<PushInfo>, Option<String>), TokenError> {
     let p = params(contact_uri_params);
     if let Some(provider) = get(&p, "pn-provider") {
-        return rfc8599(&p, provider, settings, now_ms).map(Some);
+        // an empty pn-provider is refused by rfc8599, so the name is never empty
+        let info = rfc8599(&p, provider, settings, now_ms)?;
+        return Ok((Some(info), Some(provider.to_ascii_lowercase())));
     }
-    if let Some(kind) = get(&p, "pn-type") {
-        return legacy(&p, kind, settings, now_ms).map(Some);
+    extract_bare(&p, token_header, settings, now_ms).map(|info| (info, None))
+}
+
+/// The push info of parameters without `pn-provider`: legacy Linphone ones, or a
+/// bare token in the header or the token parameter.
+fn extract_bare(
+    p: &[(&str, Cow<'_, str>)],
+    token_header: Option<&str>,
+    settings: &PushSettings,
+    now_ms: u64,
+) -> Result<Option<PushInfo>, TokenError> {
+    if let Some(kind) = get(p, "pn-type") {
+        return legacy(p, kind, settings, now_ms).map(Some);
     }
     let header = token_header.map(str::trim).filter(|t| !t.is_empty());
-    let param = get(&p, &settings.token_param).filter(|t| !t.is_empty());
+    let param = get(p, &settings.token_param).filter(|t| !t.is_empty());
     match header.or(param) {
         Some(token) => bare(token, settings, now_ms).map(Some),
         None => Ok(None),
@@ -644,6 +669,32 @@ mod tests {
             .unwrap();
         keep_learnt(&mut told, &learnt);
         assert!(told.sandbox && !told.env_guessed);
+    }
+
+    #[test]
+    fn extract_names_the_provider_as_pns_name_does() {
+        let s = settings();
+        for params in [
+            ";pn-provider=APNS;pn-prid=0123abcd;pn-param=ABCDE12345.org.example.voip".to_owned(),
+            ";pn-provider=apns.dev;pn-prid=0123abcd:voip&4567ef:remote".to_owned(),
+            ";ob; PN-Provider = \"%66cm\";pn-prid=tok".to_owned(),
+            ";pn-provider=webhook;pn-prid=x;pn-provider=fcm".to_owned(),
+            format!(";xToken={HEX}"),
+            format!(";pn-type=apple;pn-tok={HEX};app-id=org.linphone.phone.voip.prod"),
+            ";ob?pn-provider=fcm".to_owned(),
+            String::new(),
+        ] {
+            let (info, pns) = extract_with_pns(&params, None, &s, 7).unwrap();
+            assert_eq!(pns, pns_name(&params), "{params}");
+            assert_eq!(info, extract(&params, None, &s, 7).unwrap(), "{params}");
+        }
+        // refused the same way
+        for params in [";pn-provider=;pn-prid=x", ";pn-provider=xyz;pn-prid=x"] {
+            assert_eq!(
+                extract_with_pns(params, None, &s, 7).map(|(i, _)| i),
+                extract(params, None, &s, 7)
+            );
+        }
     }
 
     #[test]
