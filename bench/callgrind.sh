@@ -46,6 +46,8 @@ phase() {
     local name=$1 scen=$2 count=$3
     shift 3
     callgrind_control -z $VG >/dev/null
+    local before
+    before=$(ls "$WORK"/callgrind.out.* 2>/dev/null || true)
     (cd "$WORK" && sipp -sf "$ROOT/sipp-scenarios/$scen" -i 127.0.0.1 "$@" \
         -m "$count" -r "$RATE" -nostdin -trace_stat -stf "$name.csv" \
         -timeout $((count / RATE * 4 + 60))s 127.0.0.1:$PORT >"$name.sipp.log" 2>&1) || true
@@ -56,11 +58,16 @@ phase() {
 row = sys.stdin.read().split(";")
 hdr = open(sys.argv[1]).readline().split(";")
 print(row[hdr.index("SuccessfulCall(C)")], row[hdr.index("Retransmissions(C)")])' "$WORK/$name.csv")
-    local f
-    f=$(ls -t "$WORK"/callgrind.out.*."$name"* 2>/dev/null | head -1 || true)
-    [ -n "$f" ] || f=$(ls -t "$WORK"/callgrind.out.* | head -1)
-    local ir
-    ir=$(grep -m1 '^summary:\|^totals:' "$f" | awk '{print $2}')
+    # every dump written since the counters were zeroed belongs to this phase (callgrind
+    # can write more than one, e.g. one per thread that ended): their totals add up
+    local f ir=0 v files=""
+    for f in "$WORK"/callgrind.out.*; do
+        grep -qxF "$f" <<<"$before" && continue
+        v=$(grep -m1 '^summary:\|^totals:' "$f" | awk '{print $2}')
+        ir=$((ir + v))
+        files="$files ${f##*/}"
+    done
+    f="$WORK:$files"
     echo "$name: $ok answered, $ir Ir, $((ir / (ok > 0 ? ok : 1))) Ir per $scen run, $retrans SIPp retransmissions ($f)"
     # a retransmission is a second message to parse and answer: the count per REGISTER
     # is only comparable between runs without them (lower RATE on a loaded machine)

@@ -16,39 +16,48 @@
 //! the sweep's own period) after it was last touched, never sooner.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash, RandomState};
 use std::time::{Duration, Instant};
 
 /// Generations kept. An entry outlives `GENERATIONS - 1` rotations, each `max_age /
 /// (GENERATIONS - 1)` apart, so it is kept at least `max_age`.
 pub const GENERATIONS: u32 = 5;
 
-/// Entries by key, in generations by when they were last touched.
+/// Entries by key, in generations by when they were last touched. `S` hashes the keys
+/// (`RandomState` unless the keys already are keyed hashes, see `crate::prehashed`).
 #[derive(Debug)]
-pub struct Generations<K, V> {
+pub struct Generations<K, V, S = RandomState> {
     /// Newest first; never empty.
-    gens: VecDeque<HashMap<K, V>>,
+    gens: VecDeque<HashMap<K, V, S>>,
     /// When the newest generation started.
     started: Instant,
 }
 
-impl<K: Hash + Eq, V> Default for Generations<K, V> {
+impl<K: Hash + Eq, V, S: BuildHasher + Default> Default for Generations<K, V, S> {
     fn default() -> Self {
-        Self::new(Instant::now())
+        Self::starting(Instant::now())
     }
 }
 
 impl<K: Hash + Eq, V> Generations<K, V> {
-    /// An empty map whose first generation starts at `now`.
+    /// An empty map whose first generation starts at `now`, keys hashed with
+    /// `RandomState`.
     pub fn new(now: Instant) -> Self {
+        Self::starting(now)
+    }
+}
+
+impl<K: Hash + Eq, V, S: BuildHasher + Default> Generations<K, V, S> {
+    /// An empty map whose first generation starts at `now`, keys hashed with `S`.
+    pub fn starting(now: Instant) -> Self {
         let mut gens = VecDeque::with_capacity(GENERATIONS as usize + 1);
-        gens.push_back(HashMap::new());
+        gens.push_back(HashMap::default());
         Generations { gens, started: now }
     }
 
-    fn newest(&mut self) -> &mut HashMap<K, V> {
+    fn newest(&mut self) -> &mut HashMap<K, V, S> {
         if self.gens.is_empty() {
-            self.gens.push_back(HashMap::new());
+            self.gens.push_back(HashMap::default());
         }
         &mut self.gens[0]
     }
@@ -100,18 +109,18 @@ impl<K: Hash + Eq, V> Generations<K, V> {
     /// (drop them once the lock is released). A zero `max_age` drops everything.
     /// Costs a few moves of map headers, whatever the number of entries.
     #[must_use = "the dropped generations: drop them after releasing the lock"]
-    pub fn rotate(&mut self, now: Instant, max_age: Duration) -> Vec<HashMap<K, V>> {
+    pub fn rotate(&mut self, now: Instant, max_age: Duration) -> Vec<HashMap<K, V, S>> {
         let step = max_age / (GENERATIONS - 1);
         if step.is_zero() {
             self.started = now;
             let all = std::mem::take(&mut self.gens).into_iter().collect();
-            self.gens.push_back(HashMap::new());
+            self.gens.push_back(HashMap::default());
             return all;
         }
         let mut dropped = Vec::new();
         let mut turns = 0;
         while now.saturating_duration_since(self.started) >= step {
-            self.gens.push_front(HashMap::new());
+            self.gens.push_front(HashMap::default());
             if self.gens.len() > GENERATIONS as usize {
                 dropped.extend(self.gens.pop_back());
             }

@@ -17,6 +17,7 @@ pub mod generations;
 pub mod ids;
 pub mod logfmt;
 pub mod parted;
+pub mod prehashed;
 pub mod proxy;
 pub mod push;
 pub mod registrar;

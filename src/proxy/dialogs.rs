@@ -20,13 +20,15 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::generations::Generations;
+use crate::prehashed::PreHashedState;
 use crate::sip::Message;
 
 /// Live dialogs and calls in setup.
 #[derive(Debug)]
 pub struct Dialogs {
-    /// Dialog keys, in generations by when they were last confirmed.
-    map: Mutex<Generations<u64, ()>>,
+    /// Dialog keys, in generations by when they were last confirmed. The keys are
+    /// keyed hashes already: the map uses them as they are (`crate::prehashed`).
+    map: Mutex<Generations<u64, (), PreHashedState>>,
     /// Keys are SipHash with per-process random keys: a peer cannot aim collisions.
     hasher: RandomState,
     /// Initial INVITEs forwarded and not yet answered with a final response.
@@ -48,7 +50,7 @@ impl Dialogs {
     /// An empty tracker that forgets dialogs not confirmed for `max_age`.
     pub fn new(max_age: Duration) -> Dialogs {
         Dialogs {
-            map: Mutex::new(Generations::new(Instant::now())),
+            map: Mutex::new(Generations::starting(Instant::now())),
             hasher: RandomState::new(),
             setup: Arc::new(AtomicUsize::new(0)),
             max_age,

@@ -98,12 +98,7 @@ fn top_via_received(msg: &Message, sp: &mut Splice<'_>, src: SocketAddr) {
         return;
     };
     let raw = msg.slice(range.clone());
-    let host_is_src = via
-        .host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse::<std::net::IpAddr>()
-        .is_ok_and(|ip| ip == src.ip());
+    let host_is_src = crate::sip::host_is_ip(via.host, src.ip());
     if host_is_src && via.rport().is_none() {
         return;
     }

@@ -92,15 +92,14 @@ impl<'m> Splice<'m> {
 pub fn write_top_via(out: &mut String, via_raw: &str, via: &Via<'_>, src: SocketAddr) {
     let prefix_len = via_raw.len() - via.params.len();
     out.push_str(&via_raw[..prefix_len]);
-    let wants_rport = via.rport().is_some();
-    let host_ip: Option<IpAddr> = via
-        .host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse()
-        .ok();
+    // one walk over the parameters copies them and sees whether `rport` is among them
+    let mut wants_rport = false;
     for (n, v) in params(via.params) {
-        if n.eq_ignore_ascii_case("received") || n.eq_ignore_ascii_case("rport") {
+        if n.eq_ignore_ascii_case("rport") {
+            wants_rport = true;
+            continue;
+        }
+        if n.eq_ignore_ascii_case("received") {
             continue;
         }
         out.push(';');
@@ -110,13 +109,71 @@ pub fn write_top_via(out: &mut String, via_raw: &str, via: &Via<'_>, src: Socket
             out.push_str(v);
         }
     }
-    if wants_rport || host_ip != Some(src.ip()) {
+    if wants_rport || !host_is_ip(via.host, src.ip()) {
         out.push_str(";received=");
         push_ip(out, src.ip());
     }
     if wants_rport {
         out.push_str(";rport=");
         push_decimal(out, u64::from(src.port()));
+    }
+}
+
+/// True if `host` (a Via sent-by or URI host, IPv6 in brackets) is the literal `ip`.
+/// An IPv4 literal is compared without parsing it into an address first.
+pub fn host_is_ip(host: &str, ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut digits = [0u8; 15];
+            let mut w = Writer::new(&mut digits);
+            for (k, octet) in v4.octets().into_iter().enumerate() {
+                if k > 0 {
+                    w.push(b'.');
+                }
+                w.push_decimal(octet);
+            }
+            // the canonical form; a literal written otherwise (leading zeros) is
+            // not a valid IPv4 literal to `IpAddr::from_str` either
+            w.written() == host.as_bytes()
+        }
+        IpAddr::V6(_) => host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .is_ok_and(|h| h == ip),
+    }
+}
+
+/// Fills a small stack buffer (an IPv4 address in text).
+struct Writer<'a> {
+    buf: &'a mut [u8; 15],
+    len: usize,
+}
+
+impl<'a> Writer<'a> {
+    fn new(buf: &'a mut [u8; 15]) -> Writer<'a> {
+        Writer { buf, len: 0 }
+    }
+
+    fn push(&mut self, c: u8) {
+        if let Some(slot) = self.buf.get_mut(self.len) {
+            *slot = c;
+            self.len += 1;
+        }
+    }
+
+    fn push_decimal(&mut self, n: u8) {
+        if n >= 100 {
+            self.push(b'0' + n / 100);
+        }
+        if n >= 10 {
+            self.push(b'0' + n / 10 % 10);
+        }
+        self.push(b'0' + n % 10);
+    }
+
+    fn written(&self) -> &[u8] {
+        &self.buf[..self.len]
     }
 }
 
@@ -133,8 +190,11 @@ pub fn push_decimal(out: &mut String, mut n: u64) {
             break;
         }
     }
-    // only ASCII digits were written
-    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or("0"));
+    // ASCII digits, pushed as chars: no UTF-8 check of what was just written
+    out.reserve(buf.len() - i);
+    for &d in &buf[i..] {
+        out.push(char::from(d));
+    }
 }
 
 /// Appends `ip` as `Display` writes it; IPv4 (the common case) without `fmt`.
@@ -372,6 +432,40 @@ mod tests {
         assert!(tag.starts_with("sw") && tag.len() > 2, "{tag}");
         assert!(tag[2..].bytes().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(tag, local_tag(&other));
+    }
+
+    #[test]
+    fn host_is_ip_answers_as_parsing_the_host_would() {
+        let v4: IpAddr = "127.0.0.1".parse().unwrap();
+        let v6: IpAddr = "::1".parse().unwrap();
+        for host in [
+            "127.0.0.1",
+            "127.0.0.10",
+            "127.0.0.01",
+            "0127.0.0.1",
+            "127.0.0.1.",
+            "[::1]",
+            "::1",
+            "[::ffff:127.0.0.1]",
+            "localhost",
+            "",
+            "255.255.255.255",
+            "1.2.3.4",
+        ] {
+            let parsed: Option<IpAddr> = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse()
+                .ok();
+            for ip in [
+                v4,
+                v6,
+                "255.255.255.255".parse().unwrap(),
+                "1.2.3.4".parse().unwrap(),
+            ] {
+                assert_eq!(host_is_ip(host, ip), parsed == Some(ip), "{host} {ip}");
+            }
+        }
     }
 
     #[test]

@@ -74,43 +74,40 @@ impl HeaderName {
             };
         }
         use HeaderName as H;
-        // candidates by length: one or two comparisons per header line, not 21
-        let candidates: &[(&[u8], HeaderName)] = match n.len() {
-            2 => &[(b"to", H::To)],
-            3 => &[(b"via", H::Via)],
-            4 => &[(b"from", H::From), (b"cseq", H::CSeq), (b"path", H::Path)],
-            5 => &[(b"route", H::Route)],
-            6 => &[(b"reason", H::Reason)],
-            7 => &[
-                (b"contact", H::Contact),
-                (b"call-id", H::CallId),
-                (b"expires", H::Expires),
-                (b"require", H::Require),
-            ],
-            9 => &[(b"supported", H::Supported)],
-            10 => &[(b"user-agent", H::UserAgent), (b"flow-timer", H::FlowTimer)],
-            11 => &[(b"min-expires", H::MinExpires)],
-            12 => &[
-                (b"max-forwards", H::MaxForwards),
-                (b"content-type", H::ContentType),
-                (b"record-route", H::RecordRoute),
-            ],
-            13 => &[(b"proxy-require", H::ProxyRequire)],
-            14 => &[(b"content-length", H::ContentLength)],
-            19 => &[(b"p-asserted-identity", H::PAssertedIdentity)],
-            _ => &[],
-        };
-        // the first letter rules out all but (at most) one or two candidates
-        // (an empty name has no candidates, and the framer asks about one)
-        let Some(first) = n.first().map(u8::to_ascii_lowercase) else {
+        // lower-cased into a stack buffer once, then one match on the bytes (a length
+        // switch and a word compare or two), instead of a case-insensitive compare per
+        // candidate; no known name is longer than 19 bytes
+        let mut buf = [0u8; 20];
+        let Some(lower) = buf.get_mut(..n.len()) else {
             return HeaderName::Other;
         };
-        for &(name, h) in candidates {
-            if name[0] == first && name[1..].eq_ignore_ascii_case(&n[1..]) {
-                return h;
-            }
+        for (d, c) in lower.iter_mut().zip(n) {
+            *d = c.to_ascii_lowercase();
         }
-        HeaderName::Other
+        match &*lower {
+            b"to" => H::To,
+            b"via" => H::Via,
+            b"from" => H::From,
+            b"cseq" => H::CSeq,
+            b"path" => H::Path,
+            b"route" => H::Route,
+            b"reason" => H::Reason,
+            b"contact" => H::Contact,
+            b"call-id" => H::CallId,
+            b"expires" => H::Expires,
+            b"require" => H::Require,
+            b"supported" => H::Supported,
+            b"user-agent" => H::UserAgent,
+            b"flow-timer" => H::FlowTimer,
+            b"min-expires" => H::MinExpires,
+            b"max-forwards" => H::MaxForwards,
+            b"content-type" => H::ContentType,
+            b"record-route" => H::RecordRoute,
+            b"proxy-require" => H::ProxyRequire,
+            b"content-length" => H::ContentLength,
+            b"p-asserted-identity" => H::PAssertedIdentity,
+            _ => HeaderName::Other,
+        }
     }
 
     /// The full name used when sipwake writes this header.
@@ -164,6 +161,11 @@ fn is_lws(c: u8) -> bool {
 
 /// Trims linear white space (including folded line breaks) on both ends.
 pub fn trim_lws(s: &str) -> &str {
+    // nothing to trim (most calls): the same text back, with no boundary checks
+    match (s.as_bytes().first(), s.as_bytes().last()) {
+        (Some(&a), Some(&z)) if !is_lws(a) && !is_lws(z) => return s,
+        _ => {}
+    }
     // on bytes: `str::trim_matches` with a closure decodes chars, and this runs a few
     // dozen times per message
     let t = trim_lws_bytes(s.as_bytes());
@@ -270,11 +272,54 @@ pub fn params(s: &str) -> impl Iterator<Item = (&str, &str)> + '_ {
     })
 }
 
-/// Looks up one parameter (case-insensitive name) in a parameter list.
+/// Looks up one parameter (case-insensitive name) in a parameter list: what
+/// `params(s).find(..)` answers.
+///
+/// Several lookups run per message (the top Via's `branch` and `rport`, the From and
+/// To tags, a Route's `lr`): without a quoted string in the list (the common case)
+/// every `;` separates two parameters, and the name is compared where it lies, with no
+/// iterator state, trimming or `=` search per parameter that is not the one wanted.
 pub fn param<'a>(s: &'a str, name: &str) -> Option<&'a str> {
-    params(s)
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v)
+    let b = s.as_bytes();
+    let n = name.as_bytes();
+    let slow = || {
+        params(s)
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    };
+    if n.is_empty() || n.iter().any(|&c| is_lws(c) || c == b'=') {
+        return slow();
+    }
+    let mut pos = 0;
+    loop {
+        // up to the next ';', or to a quote: before the first quote every ';'
+        // separates two parameters; from a quote on, the quoting rules apply
+        let end = memchr::memchr2(b';', b'"', &b[pos..]).map_or(b.len(), |p| pos + p);
+        if b.get(end) == Some(&b'"') {
+            return slow();
+        }
+        let mut a = pos;
+        while a < end && is_lws(b[a]) {
+            a += 1;
+        }
+        if end - a >= n.len() && b[a..a + n.len()].eq_ignore_ascii_case(n) {
+            let mut k = a + n.len();
+            while k < end && is_lws(b[k]) {
+                k += 1;
+            }
+            if k == end {
+                return Some("");
+            }
+            if b[k] == b'=' {
+                // cut at ASCII bytes (';', '=', LWS): char boundaries
+                return Some(trim_lws(s.get(k + 1..end).unwrap_or("")));
+            }
+        }
+        if end >= b.len() {
+            return None;
+        }
+        pos = end + 1;
+    }
 }
 
 /// Strips the quotes of a quoted-string value, if quoted.
@@ -296,9 +341,9 @@ fn check_params(s: &str) -> bool {
     };
     // empty elements (";;") are a grammar violation
     let b = rest.as_bytes();
-    if memchr::memchr(b'"', b).is_none() {
-        // no quoted string (the common case): every ';' separates two parameters
-        return b.split(|&c| c == b';').all(check_param);
+    if let Some(ok) = check_plain_params(b) {
+        // no quoted string (the common case): checked in one walk
+        return ok;
     }
     let mut in_quote = false;
     let mut seg_start = 0;
@@ -317,6 +362,61 @@ fn check_params(s: &str) -> bool {
         i += 1;
     }
     !in_quote
+}
+
+const P_BAD: u8 = 0;
+const P_TOKEN: u8 = 1;
+const P_VALUE: u8 = 2;
+const P_LWS: u8 = 3;
+const P_EQ: u8 = 4;
+const P_SEMI: u8 = 5;
+const P_QUOTE: u8 = 6;
+
+/// What each byte is to [`check_plain_params`]: a token character (also a value
+/// character), a value-only character, LWS, `=`, `;`, a quote, or none of these.
+static PARAM_BYTE: [u8; 256] = {
+    let token = class(b"-.!%*_+`'~");
+    let mut t = [P_BAD; 256];
+    let mut c = 0;
+    while c < 256 {
+        if token[c] {
+            t[c] = P_TOKEN;
+        } else if PARAM_VALUE[c] {
+            t[c] = P_VALUE;
+        }
+        c += 1;
+    }
+    t[b' ' as usize] = P_LWS;
+    t[b'\t' as usize] = P_LWS;
+    t[b'\r' as usize] = P_LWS;
+    t[b'\n' as usize] = P_LWS;
+    t[b'=' as usize] = P_EQ;
+    t[b';' as usize] = P_SEMI;
+    t[b'"' as usize] = P_QUOTE;
+    t
+};
+
+/// The parameters after the leading `;`, checked in one walk as [`check_param`] checks
+/// each: `Some(ok)`, or `None` at a quote (the quoting rules then apply). Before, each
+/// parameter was trimmed, searched for `=`, and its name and value scanned apart.
+fn check_plain_params(b: &[u8]) -> Option<bool> {
+    // 0 before a name, 1 in the name, 2 after it, 3 after '=', 4 in the value, 5 after it
+    let mut state = 0u8;
+    for &c in b {
+        state = match (state, PARAM_BYTE[c as usize]) {
+            (_, P_QUOTE) => return None,
+            (0, P_LWS) => 0,
+            (0 | 1, P_TOKEN) => 1,
+            (1 | 2, P_LWS) => 2,
+            (1 | 2, P_EQ) => 3,
+            (3, P_LWS) => 3,
+            (3 | 4, P_TOKEN | P_VALUE) => 4,
+            (4 | 5, P_LWS) => 5,
+            (1 | 2 | 4 | 5, P_SEMI) => 0,
+            _ => return Some(false),
+        };
+    }
+    Some(matches!(state, 1 | 2 | 4 | 5))
 }
 
 /// One `name[=value]` of a parameter list, as [`check_params`] wants it.
@@ -596,6 +696,55 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn param_finds_what_the_params_iterator_finds(
+            s in "[abt=; \\t\r\n\"]{0,24}",
+            name in "(a|b|t|ab|tag|x)",
+        ) {
+            let slow = params(&s)
+                .find(|(k, _)| k.eq_ignore_ascii_case(&name))
+                .map(|(_, v)| v);
+            proptest::prop_assert_eq!(param(&s, &name), slow);
+            let upper = name.to_ascii_uppercase();
+            proptest::prop_assert_eq!(param(&s, &upper), slow);
+        }
+    }
+
+    /// `check_params` as it was before its one walk: split at ';', each checked apart.
+    fn check_params_reference(s: &str) -> bool {
+        let s = trim_lws(s);
+        if s.is_empty() {
+            return true;
+        }
+        let Some(rest) = s.strip_prefix(';') else {
+            return false;
+        };
+        let b = rest.as_bytes();
+        if memchr::memchr(b'"', b).is_none() {
+            return b.split(|&c| c == b';').all(check_param);
+        }
+        check_params(s)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_params_walk_checks_as_each_parameter_apart(
+            s in "[;a=\\[: \t\r\n\",]{0,14}",
+        ) {
+            proptest::prop_assert_eq!(check_params(&s), check_params_reference(&s));
+        }
+    }
+
+    #[test]
+    fn param_byte_classes_are_the_grammar_sets() {
+        for c in 0..=255u8 {
+            let k = PARAM_BYTE[c as usize];
+            assert_eq!(k == P_TOKEN, is_token_char(c), "{c}");
+            assert_eq!(k == P_TOKEN || k == P_VALUE, PARAM_VALUE[c as usize], "{c}");
+        }
+    }
+
     #[test]
     fn via_with_odd_lws() {
         let v = Via::parse("SIP  /   2.0\r\n /UDP\r\n    192.0.2.2;branch=390skdjuw").unwrap();
@@ -709,6 +858,46 @@ mod tests {
             ("Call-IE", HeaderName::Other),
         ] {
             assert_eq!(HeaderName::from_bytes(n.as_bytes()), h, "{n:?}");
+        }
+        // every known name as sipwake writes it, in any case, and one byte off
+        use HeaderName as H;
+        let all = [
+            H::Via,
+            H::From,
+            H::To,
+            H::CallId,
+            H::CSeq,
+            H::Contact,
+            H::ContentLength,
+            H::ContentType,
+            H::MaxForwards,
+            H::Route,
+            H::RecordRoute,
+            H::Expires,
+            H::ProxyRequire,
+            H::Require,
+            H::Supported,
+            H::UserAgent,
+            H::Path,
+            H::PAssertedIdentity,
+            H::MinExpires,
+            H::Reason,
+            H::FlowTimer,
+        ];
+        assert_eq!(all.len(), KNOWN_HEADERS);
+        for h in all {
+            let name = h.as_str();
+            assert_eq!(
+                HeaderName::from_bytes(name.to_ascii_uppercase().as_bytes()),
+                h
+            );
+            assert_eq!(
+                HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()),
+                h
+            );
+            let mut off = name.as_bytes().to_vec();
+            *off.last_mut().unwrap() ^= 0x01;
+            assert_eq!(HeaderName::from_bytes(&off), HeaderName::Other, "{name}");
         }
     }
 

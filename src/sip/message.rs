@@ -229,7 +229,10 @@ impl Message {
     }
 
     fn build_index(&self) -> Index {
-        let top_via = self.values(HeaderName::Via).next().and_then(|v| {
+        let first_via = self
+            .header(HeaderName::Via)
+            .and_then(|line| split_commas(line).next().map(|(a, b)| &line[a..b]));
+        let top_via = first_via.and_then(|v| {
             let via = Via::parse(v).ok()?;
             Some(ViaSpans {
                 value: self.span_of(v),

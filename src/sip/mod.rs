@@ -15,8 +15,8 @@ mod message;
 mod uri;
 
 pub use builder::{
-    local_tag, push_decimal, push_ip, push_socket_addr, reason_phrase, response, write_top_via,
-    Splice,
+    host_is_ip, local_tag, push_decimal, push_ip, push_socket_addr, reason_phrase, response,
+    write_top_via, Splice,
 };
 pub use error::ParseError;
 pub use header::{param, params, parse_cseq, split_commas, unquote, HeaderName, NameAddr, Via};

@@ -80,6 +80,29 @@ static PASSWORD: [bool; 256] = class(b"-_.!~*'()%&=+$,");
 // paramchar = param-unreserved / unreserved / escaped
 static PARAM: [bool; 256] = class(b"[]/:&+$-_.!~*'()%");
 static HEADER: [bool; 256] = class(b"[]/?:+$-_.!~*'()%=&");
+// hostname or IPv4 characters
+static HOST: [bool; 256] = class(b"-.");
+
+const MARK_BAD: u8 = 1;
+const MARK_AT: u8 = 2;
+const MARK_QUERY: u8 = 3;
+const MARK_SEMI: u8 = 4;
+
+/// What [`Uri::parse`]'s walk does with each byte: 0 nothing, or one of the marks.
+static URI_MARK: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c <= b' ' as usize {
+        t[c] = MARK_BAD;
+        c += 1;
+    }
+    t[b'<' as usize] = MARK_BAD;
+    t[b'>' as usize] = MARK_BAD;
+    t[b'@' as usize] = MARK_AT;
+    t[b'?' as usize] = MARK_QUERY;
+    t[b';' as usize] = MARK_SEMI;
+    t
+};
 
 pub(super) fn is_token_char(c: u8) -> bool {
     TOKEN[c as usize]
@@ -118,8 +141,7 @@ pub fn valid_host(host: &str) -> bool {
             .strip_suffix(']')
             .is_some_and(|v6| v6.parse::<std::net::Ipv6Addr>().is_ok());
     }
-    host.bytes()
-        .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.')
+    host.bytes().all(|c| HOST[c as usize])
 }
 
 impl<'a> Uri<'a> {
@@ -144,8 +166,31 @@ impl<'a> Uri<'a> {
             return Err(UriError::Malformed);
         };
         let rest = &s[colon + 1..];
-        if rest.is_empty() || rest.bytes().any(|c| c <= b' ' || c == b'<' || c == b'>') {
+        if rest.is_empty() {
             return Err(UriError::Malformed);
+        }
+        // one walk over the bytes refuses blanks, controls and angle brackets and notes
+        // where the first '@' is and, after it, the first '?' and ';' (four `memchr`
+        // calls and a scan before, each with its own setup on a 30-byte URI)
+        let (mut at, mut q, mut semi) = (None, None, None);
+        for (i, &c) in rest.as_bytes().iter().enumerate() {
+            match URI_MARK[c as usize] {
+                0 => {}
+                MARK_BAD => return Err(UriError::Malformed),
+                MARK_AT => {
+                    if at.is_none() {
+                        at = Some(i);
+                        q = None;
+                        semi = None;
+                    }
+                }
+                MARK_QUERY => {
+                    q.get_or_insert(i);
+                }
+                _ => {
+                    semi.get_or_insert(i);
+                }
+            }
         }
         if scheme == Scheme::Tel {
             let (number, params) = match find_byte(rest, b';') {
@@ -162,9 +207,9 @@ impl<'a> Uri<'a> {
                 headers: "",
             });
         }
-        let (userinfo, hostpart) = match find_byte(rest, b'@') {
-            Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
-            None => (None, rest),
+        let (userinfo, host_from) = match at {
+            Some(i) => (Some(&rest[..i]), i + 1),
+            None => (None, 0),
         };
         let (user, password) = match userinfo {
             Some(ui) => {
@@ -184,25 +229,29 @@ impl<'a> Uri<'a> {
             }
             None => (None, None),
         };
-        let (hostport, headers) = match find_byte(hostpart, b'?') {
-            Some(i) => (&hostpart[..i], &hostpart[i + 1..]),
-            None => (hostpart, ""),
-        };
-        let (hostport, params) = match find_byte(hostport, b';') {
-            Some(i) => (&hostport[..i], &hostport[i..]),
-            None => (hostport, ""),
+        // positions from the walk: '?' and ';' after the '@' (the user part may hold
+        // both); a ';' past the '?' is in the headers. All cuts are at ASCII bytes.
+        let host_end = q.unwrap_or(rest.len());
+        let headers = q.map_or("", |i| &rest[i + 1..]);
+        let (hostport, params) = match semi.filter(|&i| i < host_end) {
+            Some(i) => (&rest[host_from..i], &rest[i..host_end]),
+            None => (&rest[host_from..host_end], ""),
         };
         let (host, port) = split_host_port(hostport).ok_or(UriError::Malformed)?;
         if !valid_host(host) {
             return Err(UriError::Malformed);
         }
         if !params.is_empty() {
-            for p in params[1..].split(';') {
-                let (n, v) = match find_byte(p, b'=') {
+            // on bytes: `str::split(char)` runs the char searcher
+            for p in params.as_bytes()[1..].split(|&c| c == b';') {
+                let (n, v) = match memchr::memchr(b'=', p) {
                     Some(i) => (&p[..i], &p[i + 1..]),
-                    None => (p, ""),
+                    None => (p, &[][..]),
                 };
-                if n.is_empty() || !n.bytes().all(is_param_char) || !v.bytes().all(is_param_char) {
+                if n.is_empty()
+                    || !n.iter().all(|&c| is_param_char(c))
+                    || !v.iter().all(|&c| is_param_char(c))
+                {
                     return Err(UriError::Malformed);
                 }
             }
@@ -339,16 +388,30 @@ pub fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
 }
 
 fn parse_port(s: &str) -> Option<u16> {
-    if s.is_empty() || s.len() > 5 || !s.bytes().all(|c| c.is_ascii_digit()) {
+    if s.is_empty() || s.len() > 5 {
         return None;
     }
-    s.parse().ok()
+    // at most five digits: summed in a u32 without `str::parse`'s generic machinery
+    let mut n: u32 = 0;
+    for c in s.bytes() {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u32::from(c - b'0');
+    }
+    u16::try_from(n).ok()
 }
 
 /// Finds parameter `name` in a `;a=b;c` list (leading `;` optional).
 pub fn param_in<'a>(params: &'a str, name: &str) -> Option<&'a str> {
-    for p in params.split(';') {
-        let p = p.trim();
+    // split at ';' with memchr: `str::split(char)` runs the char searcher
+    let b = params.as_bytes();
+    let mut pos = 0;
+    while pos <= b.len() {
+        let end = memchr::memchr(b';', &b[pos..]).map_or(b.len(), |i| pos + i);
+        // cut at ';': char boundaries
+        let p = params.get(pos..end).unwrap_or("").trim();
+        pos = end + 1;
         let (n, v) = match find_byte(p, b'=') {
             Some(i) => (p[..i].trim_end(), p[i + 1..].trim_start()),
             None => (p, ""),
@@ -399,6 +462,49 @@ pub fn is_token(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The split of `Uri::parse` as it was before its one walk: a scan for bad bytes
+    /// and a search for each of '@', '?' and ';'. Returns (user part, host part,
+    /// params, headers) or `None` for a refused URI.
+    fn split_reference(rest: &str) -> Option<(Option<&str>, &str, &str, &str)> {
+        if rest.is_empty() || rest.bytes().any(|c| c <= b' ' || c == b'<' || c == b'>') {
+            return None;
+        }
+        let (userinfo, hostpart) = match find_byte(rest, b'@') {
+            Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
+            None => (None, rest),
+        };
+        let (hostport, headers) = match find_byte(hostpart, b'?') {
+            Some(i) => (&hostpart[..i], &hostpart[i + 1..]),
+            None => (hostpart, ""),
+        };
+        let (hostport, params) = match find_byte(hostport, b';') {
+            Some(i) => (&hostport[..i], &hostport[i..]),
+            None => (hostport, ""),
+        };
+        Some((userinfo, hostport, params, headers))
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_walk_splits_as_the_searches_did(rest in "[ab@?;:=<> .1\\[\\]]{0,16}") {
+            let uri = format!("sip:{rest}");
+            let parsed = Uri::parse(&uri);
+            match split_reference(&rest) {
+                None => proptest::prop_assert!(parsed.is_err()),
+                Some((ui, hostport, params, headers)) => {
+                    let user = ui.map(|u| u.split(':').next().unwrap_or(""));
+                    let host = split_host_port(hostport).map(|(h, _)| h);
+                    if let Ok(u) = parsed {
+                        proptest::prop_assert_eq!(u.user, user);
+                        proptest::prop_assert_eq!(Some(u.host), host);
+                        proptest::prop_assert_eq!(u.params, params);
+                        proptest::prop_assert_eq!(u.headers, headers);
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn byte_classes_are_the_grammar_sets() {

@@ -36,9 +36,19 @@ pub fn server_key<S: BuildHasher>(s: &S, msg: &Message, as_method: Option<&str>)
         msg.call_id().hash(&mut h);
         msg.cseq().0.hash(&mut h);
         if let Some(v) = via {
-            // the host case-insensitively, without a lower-case copy
-            for c in v.host.bytes() {
-                h.write_u8(c.to_ascii_lowercase());
+            // the host case-insensitively: lower-cased on the stack and hashed in one
+            // write (a write per byte ran SipHash's buffering once per byte)
+            let host = v.host.as_bytes();
+            let mut buf = [0u8; 64];
+            if let Some(dst) = buf.get_mut(..host.len()) {
+                for (d, c) in dst.iter_mut().zip(host) {
+                    *d = c.to_ascii_lowercase();
+                }
+                h.write(dst);
+            } else {
+                for c in host {
+                    h.write_u8(c.to_ascii_lowercase());
+                }
             }
             v.port.hash(&mut h);
         }
@@ -91,7 +101,10 @@ impl BranchGen {
         msg.from_tag().hash(&mut h);
         msg.call_id().hash(&mut h);
         msg.request_uri().hash(&mut h);
-        msg.values(HeaderName::Via).next().hash(&mut h);
+        // the top Via as validation indexed it (the same text as the first value)
+        msg.top_via_value()
+            .or_else(|| msg.values(HeaderName::Via).next())
+            .hash(&mut h);
         msg.cseq().0.hash(&mut h);
         msg.all(HeaderName::ProxyRequire)
             .for_each(|v| v.hash(&mut h));
@@ -102,13 +115,31 @@ impl BranchGen {
     /// A fresh branch for a request with this loop hash.
     pub fn next(&self, loop_hash: u64) -> String {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        format!("{OUR_PREFIX}{loop_hash:016x}.{n:x}")
+        // what `format!("{OUR_PREFIX}{loop_hash:016x}.{n:x}")` writes, without `fmt`
+        let mut s = String::with_capacity(OUR_PREFIX.len() + 16 + 1 + 16);
+        s.push_str(OUR_PREFIX);
+        push_hex(&mut s, loop_hash, 16);
+        s.push('.');
+        push_hex(&mut s, n, 1);
+        s
     }
 
     /// The loop hash inside one of our branches.
     pub fn hash_of(branch: &str) -> Option<u64> {
         let rest = branch.strip_prefix(OUR_PREFIX)?;
         u64::from_str_radix(rest.get(..16)?, 16).ok()
+    }
+}
+
+/// Appends `n` in lower-case hex, zero-padded to at least `width` digits.
+fn push_hex(out: &mut String, n: u64, width: usize) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let digits = (64 - n.leading_zeros() as usize)
+        .div_ceil(4)
+        .max(width)
+        .min(16);
+    for k in (0..digits).rev() {
+        out.push(char::from(DIGITS[(n >> (4 * k)) as usize & 15]));
     }
 }
 
@@ -145,6 +176,25 @@ mod tests {
             server_key(&s, &msg("INVITE", "z9hG4bK"), None),
             server_key(&s, &msg("INVITE", "z9hG4bK"), None)
         );
+    }
+
+    #[test]
+    fn hex_as_fmt_writes_it() {
+        for n in [
+            0u64,
+            1,
+            15,
+            16,
+            0xabc,
+            u64::MAX,
+            1 << 63,
+            0x0123_4567_89ab_cdef,
+        ] {
+            let (mut a, mut b) = (String::new(), String::new());
+            push_hex(&mut a, n, 16);
+            push_hex(&mut b, n, 1);
+            assert_eq!((a, b), (format!("{n:016x}"), format!("{n:x}")));
+        }
     }
 
     #[test]

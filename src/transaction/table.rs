@@ -1,7 +1,8 @@
 //! The tables that match incoming messages to live transactions.
 //!
 //! Keys are 64-bit SipHash values with a per-process random key, so matching costs
-//! no allocation and a peer cannot aim collisions at us.
+//! no allocation and a peer cannot aim collisions at us. The maps use those keys as
+//! their own hash ([`PreHashedState`]) instead of hashing them again.
 
 use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
@@ -12,6 +13,7 @@ use parking_lot::Mutex;
 
 use super::mailbox::TaskSender;
 use crate::parted::Parted;
+use crate::prehashed::PreHashedState;
 use crate::sip::Message;
 use crate::transport::Flow;
 
@@ -76,8 +78,8 @@ pub struct TxTable<U> {
     hasher: RandomState,
     // in parts: a quarter of a million REGISTERs in Timer J made one map's doubling
     // hold this lock for 9–26 ms (see `crate::parted`)
-    server: Mutex<Parted<ServerEntry<U>>>,
-    client: Mutex<Parted<ClientEntry<U>>>,
+    server: Mutex<Parted<ServerEntry<U>, PreHashedState>>,
+    client: Mutex<Parted<ClientEntry<U>, PreHashedState>>,
     /// When each answered entry's Timer J runs out, in the order they were answered.
     /// Timer J is the same length for all, so this is (nearly) sorted and the sweep
     /// only looks at what expired instead of walking the whole table under its lock.

@@ -70,6 +70,21 @@ pub fn stream_frame_len(b: &[u8], max: usize) -> Result<Option<usize>, ParseErro
     Ok((b.len() >= total).then_some(total))
 }
 
+/// The first CRLF at or after `from`, noting in `bare` any CR or LF passed on the way
+/// that is not part of a CRLF (see [`has_bare_line_break`]).
+fn next_crlf(b: &[u8], from: usize, bare: &mut bool) -> Option<usize> {
+    let mut i = from;
+    loop {
+        let p = i + memchr::memchr2(b'\r', b'\n', b.get(i..)?)?;
+        if b[p] == b'\r' && b.get(p + 1) == Some(&b'\n') {
+            return Some(p);
+        }
+        // a bare CR, or an LF without the CR (a CR before it ended the search there)
+        *bare = true;
+        i = p + 1;
+    }
+}
+
 fn trim_lws_bytes(b: &[u8]) -> &[u8] {
     let lws = |c: &u8| matches!(c, b' ' | b'\t' | b'\r' | b'\n');
     let s = b.iter().position(|c| !lws(c)).unwrap_or(b.len());
@@ -133,48 +148,45 @@ impl Message {
     /// allow an answer are reported by [`Message::validate`].
     pub fn parse(buf: Bytes, datagram: bool) -> Result<Message, ParseError> {
         let b: &[u8] = &buf;
-        let line_end = find_crlf(b, 0).ok_or(ParseError::Incomplete)?;
+        // one walk over the head, line by line, finds the lines, the empty line that
+        // ends the head and any bare CR or LF (before, a search for the empty line and
+        // a scan for bare line breaks each read the whole head again)
+        let mut bare_line_break = false;
+        let line_end = next_crlf(b, 0, &mut bare_line_break).ok_or(ParseError::Incomplete)?;
         let is_request = !b.starts_with(b"SIP/");
         let start = parse_start_line(&b[..line_end]);
         if !is_request && start.is_err() {
             return Err(ParseError::StartLine);
         }
-        let (head_end, body_start) = match memmem(b, b"\r\n\r\n") {
-            Some(e) => (e + 2, e + 4),
-            // a datagram that lacks the empty line: its headers run to the end. The
-            // line is added (a copy, in this rare case), so that what is forwarded
-            // stays one framed message when it goes on over TCP.
-            None if datagram => {
-                if !b.ends_with(b"\r\n") {
-                    return Err(ParseError::Incomplete);
-                }
-                let mut v = Vec::with_capacity(b.len() + 2);
-                v.extend_from_slice(b);
-                v.extend_from_slice(b"\r\n");
-                return Message::parse(Bytes::from(v), true);
-            }
-            None => return Err(ParseError::Incomplete),
-        };
         let mut headers: Vec<Header> = Vec::with_capacity(16);
         let mut first = [NONE; KNOWN_HEADERS];
         let mut count = [0u8; KNOWN_HEADERS];
         let mut pos = line_end + 2;
-        while pos < head_end {
-            let e = find_crlf(b, pos).unwrap_or(head_end);
+        let head_end = loop {
+            let Some(e) = next_crlf(b, pos, &mut bare_line_break) else {
+                return Message::without_empty_line(buf, datagram, ParseError::Incomplete);
+            };
+            if e == pos {
+                break pos;
+            }
             let line = &b[pos..e];
             if line.first().is_some_and(|&c| c == b' ' || c == b'\t') {
                 // folded continuation of the previous header
-                let last = headers.last_mut().ok_or(ParseError::HeaderLine)?;
+                let Some(last) = headers.last_mut() else {
+                    return Message::without_empty_line(buf, datagram, ParseError::HeaderLine);
+                };
                 let v = trim_end(b, last.value.start, e);
                 last.value.end = v;
                 last.line.end = e + 2;
                 pos = e + 2;
                 continue;
             }
-            let colon = memchr::memchr(b':', line).ok_or(ParseError::HeaderLine)?;
+            let Some(colon) = memchr::memchr(b':', line) else {
+                return Message::without_empty_line(buf, datagram, ParseError::HeaderLine);
+            };
             let name_bytes = trim_ascii(&line[..colon]);
             if name_bytes.is_empty() || !name_bytes.iter().all(|&c| is_token_char(c)) {
-                return Err(ParseError::HeaderLine);
+                return Message::without_empty_line(buf, datagram, ParseError::HeaderLine);
             }
             let name = HeaderName::from_bytes(name_bytes);
             let mut vs = pos + colon + 1;
@@ -190,7 +202,7 @@ impl Message {
                 count[i] = count[i].saturating_add(1);
             }
             if headers.len() >= NONE as usize - 1 {
-                return Err(ParseError::TooLarge);
+                return Message::without_empty_line(buf, datagram, ParseError::TooLarge);
             }
             headers.push(Header {
                 name,
@@ -198,12 +210,12 @@ impl Message {
                 value: vs..ve.max(vs),
             });
             pos = e + 2;
-        }
+        };
+        let body_start = head_end + 2;
         let head = &b[..head_end.min(b.len())];
         if std::str::from_utf8(head).is_err() {
             return Err(ParseError::HeaderLine);
         }
-        let bare_line_break = has_bare_line_break(head);
         let mut msg = Message {
             start_line: 0..line_end,
             start,
@@ -232,6 +244,28 @@ impl Message {
             }
         }
         Ok(msg)
+    }
+
+    /// A fault found while walking the head: what parsing answered when it first
+    /// searched the whole buffer for the empty line. Without one, a datagram's headers
+    /// run to its end, and the line is added (a copy, in this rare case) so that what
+    /// is forwarded stays one framed message when it goes on over TCP; anything else
+    /// is incomplete. With one, `fault` stands.
+    fn without_empty_line(
+        buf: Bytes,
+        datagram: bool,
+        fault: ParseError,
+    ) -> Result<Message, ParseError> {
+        if memmem(&buf, b"\r\n\r\n").is_some() {
+            return Err(fault);
+        }
+        if !datagram || !buf.ends_with(b"\r\n") {
+            return Err(ParseError::Incomplete);
+        }
+        let mut v = Vec::with_capacity(buf.len() + 2);
+        v.extend_from_slice(&buf);
+        v.extend_from_slice(b"\r\n");
+        Message::parse(Bytes::from(v), true)
     }
 
     fn parse_content_length(&self) -> Result<Option<usize>, ParseError> {
@@ -288,12 +322,16 @@ impl Message {
         }
         // the top Via, From, To and CSeq are parsed once, into the index every handler
         // reads; only a value that failed there is parsed again here, for its error
-        let mut vias = self.values(HeaderName::Via);
-        if self.top_via().is_some() {
-            vias.next();
-        }
-        for v in vias {
-            Via::parse(v)?;
+        // loops over lines and values, not `values()`: its flattening iterator cost more
+        // than the splitting itself
+        let mut skip_top = self.top_via().is_some();
+        for line in self.all(HeaderName::Via) {
+            for (a, b) in split_commas(line) {
+                if std::mem::take(&mut skip_top) {
+                    continue;
+                }
+                Via::parse(&line[a..b])?;
+            }
         }
         // From/To are single name-addrs: a comma outside quotes means two values
         for (h, what) in [(HeaderName::From, "From"), (HeaderName::To, "To")] {
@@ -342,11 +380,14 @@ impl Message {
             (HeaderName::Route, "Route"),
             (HeaderName::RecordRoute, "Record-Route"),
         ] {
-            for v in self.values(h) {
-                if h == HeaderName::Contact && v == "*" {
-                    continue;
+            for line in self.all(h) {
+                for (a, b) in split_commas(line) {
+                    let v = &line[a..b];
+                    if h == HeaderName::Contact && v == "*" {
+                        continue;
+                    }
+                    NameAddr::parse(v, what)?;
                 }
-                NameAddr::parse(v, what)?;
             }
         }
         if let StartLine::Request { method_range, .. } = start {
@@ -394,12 +435,17 @@ fn parse_start_line(line: &[u8]) -> Result<StartLine, ParseError> {
         let reason = reason_start.min(line.len())..line.len();
         return Ok(StartLine::Response { code, reason });
     }
-    let mut parts = s.split(' ');
-    let (Some(method), Some(uri), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    // exactly three parts separated by single spaces, found with memchr (a `split(' ')`
+    // runs the char searcher)
+    let b = s.as_bytes();
+    let (Some(sp1), Some(sp2)) = (memchr::memchr(b' ', b), memchr::memrchr(b' ', b)) else {
         return Err(ParseError::StartLine);
     };
+    if sp1 == sp2 || memchr::memchr(b' ', &b[sp1 + 1..sp2]).is_some() {
+        return Err(ParseError::StartLine);
+    }
+    // cut at spaces: char boundaries
+    let (method, uri, version) = (&s[..sp1], &s[sp1 + 1..sp2], &s[sp2 + 1..]);
     if !is_token(method) || uri.is_empty() {
         return Err(ParseError::StartLine);
     }
